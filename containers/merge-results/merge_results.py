@@ -1,0 +1,343 @@
+#!/usr/bin/env python3
+"""merge-results: merge the per-FOV spot tables of a run into one table + summary + plot.
+
+Entry point of the merge-results image, also run directly by the local runner.
+Contract (see containers/README.md):
+
+  STARFISH_OUTPUT          URL/path prefix of the run
+  STARFISH_EXPECTED_FOVS   compact range list of expected FOV indices, e.g. 0-3 or 1-3,7,9-12
+
+Reads <output>/fovs/fov_NNN.csv (+ fov_NNN.error.json for failed FOVs) and writes
+<output>/results/spots.csv, summary.json and spots.png.  Exit 0 when at least one FOV
+table was merged, 1 when none was found, 2 on a bad environment.
+"""
+import collections
+import csv
+import json
+import os
+import re
+import sys
+import time
+import traceback
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+for _cand in (os.path.join(_HERE, "..", "common"), os.path.join(_HERE, "common"), _HERE):
+    if os.path.exists(os.path.join(_cand, "starfish_io.py")):
+        sys.path.insert(0, os.path.abspath(_cand))
+        break
+
+import starfish_io as sio  # noqa: E402
+
+PREFIX = "merge-results: "
+HEADER = "fov,x,y,z,target,quality"
+NO_TABLE = "no output table"
+MAX_PANELS = 64
+POINTS_PER_PANEL = 3000
+MAX_LEGEND_GENES = 19
+MAX_MISSING_LINES = 20
+TABLE_RE = re.compile(r"^fov_(\d{3,})\.csv$")
+ERROR_RE = re.compile(r"^fov_(\d{3,})\.error\.json$")
+READ_THREADS = 32  # for s3:// (many small GETs); local reads are sequential
+
+
+class Failure(Exception):
+    def __init__(self, reason, code):
+        Exception.__init__(self, reason)
+        self.reason = reason
+        self.code = code
+
+
+def _env(environ, name):
+    v = environ.get(name)
+    return str(v).strip() if v is not None and str(v).strip() else None
+
+
+def parse_env(environ):
+    output = _env(environ, "STARFISH_OUTPUT")
+    if output is None:
+        raise Failure("STARFISH_OUTPUT is not set; example: STARFISH_OUTPUT=s3://lab-results/runs/261125-k3f9", 2)
+    expected_raw = _env(environ, "STARFISH_EXPECTED_FOVS")
+    if expected_raw is None:
+        raise Failure("STARFISH_EXPECTED_FOVS is not set; example: STARFISH_EXPECTED_FOVS=0-3 "
+                      "(or 1-3,7,9-12)", 2)
+    try:
+        expected = sio.parse_fov_ranges(expected_raw)
+    except ValueError as exc:
+        raise Failure("STARFISH_EXPECTED_FOVS must be a range list like 0-3 or 1-3,7,9-12: %s" % exc, 2)
+    return output.rstrip("/"), expected
+
+
+# ---------------------------------------------------------------------------------------
+# reading
+
+def _read_many(urls, reader):
+    """{url: reader(url) or exception}; threaded for remote URLs."""
+    remote = any(sio.is_remote(u) for u in urls)
+    out = {}
+    if remote and len(urls) > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        def safe(u):
+            try:
+                return u, reader(u)
+            except Exception as exc:  # reported per FOV
+                return u, exc
+        with ThreadPoolExecutor(max_workers=READ_THREADS) as pool:
+            for u, v in pool.map(safe, urls):
+                out[u] = v
+    else:
+        for u in urls:
+            try:
+                out[u] = reader(u)
+            except Exception as exc:
+                out[u] = exc
+    return out
+
+
+def _error_reason(text):
+    try:
+        obj = json.loads(text)
+        reason = obj.get("reason") if isinstance(obj, dict) else None
+        if reason:
+            return " ".join(str(reason).split())
+    except ValueError:
+        pass
+    return "failed (unreadable error record)"
+
+
+class Table(object):
+    __slots__ = ("fov", "body", "n", "genes", "sample")
+
+    def __init__(self, fov, body, n, genes, sample):
+        self.fov, self.body, self.n, self.genes, self.sample = fov, body, n, genes, sample
+
+
+def parse_table(fov, text, keep_sample):
+    """Validate one per-FOV table. Returns a Table; raises ValueError when malformed.
+
+    body: the data lines joined with newlines (passed through unchanged), n rows,
+    genes: Counter of targets, sample: [(x, y, target)] subsample for the plot (or None).
+    """
+    lines = text.splitlines()
+    if not lines or lines[0].strip().lstrip("\ufeff") != HEADER:
+        raise ValueError("bad header %r (expected %r)" % (lines[0][:80] if lines else "", HEADER))
+    data = lines[1:]
+    while data and not data[-1].strip():
+        data.pop()
+    fov_s = str(fov)
+    genes = collections.Counter()
+    # fast path: plain comma-separated lines; csv module only for quoted fields
+    targets = []
+    append = targets.append
+    for i, line in enumerate(data):
+        if '"' in line:
+            row = next(csv.reader([line]))
+        else:
+            row = line.split(",")
+        if len(row) != 6:
+            raise ValueError("line %d has %d fields (expected 6)" % (i + 2, len(row)))
+        if row[0] != fov_s:
+            raise ValueError("line %d has fov %r (expected %s)" % (i + 2, row[0], fov_s))
+        append(row[4])
+    genes.update(targets)
+    sample = None
+    if keep_sample:
+        step = max(1, len(data) // POINTS_PER_PANEL + (1 if len(data) % POINTS_PER_PANEL else 0))
+        sample = []
+        for line in data[::step]:
+            row = next(csv.reader([line])) if '"' in line else line.split(",")
+            try:
+                sample.append((float(row[1]), float(row[2]), row[4]))
+            except ValueError:
+                raise ValueError("non-numeric x/y in %r" % line[:80])
+    return Table(fov, "\n".join(data), len(data), genes, sample)
+
+
+# ---------------------------------------------------------------------------------------
+# plotting
+
+def plot(png_url, panels, tables, gene_order, reasons, title_extra):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+
+    n = len(panels)
+    cols = max(1, min(8, int(round(n ** 0.5 + 0.49))))
+    rows = (n + cols - 1) // cols
+    top = gene_order[:MAX_LEGEND_GENES]
+    cmap = plt.get_cmap("tab20")
+    order = list(range(0, 20, 2)) + list(range(1, 20, 2))  # 10 distinct hues first
+    colours = {g: cmap(order[i % 20]) for i, g in enumerate(top)}
+    other = (0.6, 0.6, 0.6, 1.0)
+
+    fig_w = 2.2 * cols + 2.6
+    fig_h = 2.2 * rows + 1.0
+    fig, axes = plt.subplots(rows, cols, figsize=(fig_w, fig_h), squeeze=False)
+    for k, ax in enumerate(axes.flat):
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if k >= n:
+            ax.axis("off")
+            continue
+        fov = panels[k]
+        t = tables.get(fov)
+        if t is None:
+            ax.set_facecolor((1.0, 0.93, 0.93))
+            ax.text(0.5, 0.5, "missing", ha="center", va="center", color="firebrick",
+                    transform=ax.transAxes, fontsize=9)
+            ax.set_title("FOV %d" % fov, fontsize=8, color="firebrick")
+            continue
+        pts = t.sample or []
+        if pts:
+            xs = [p[0] for p in pts]
+            ys = [p[1] for p in pts]
+            cs = [colours.get(p[2], other) for p in pts]
+            size = 12 if len(pts) <= 200 else (5 if len(pts) <= 1000 else 2)
+            ax.scatter(xs, ys, c=cs, s=size, linewidths=0)
+            ax.invert_yaxis()  # image coordinates: y grows downwards
+        else:
+            ax.text(0.5, 0.5, "0 spots", ha="center", va="center", transform=ax.transAxes, fontsize=8)
+        ax.set_aspect("equal", adjustable="datalim")
+        ax.set_title("FOV %d: %d spots" % (fov, t.n), fontsize=8)
+    handles = [Line2D([0], [0], marker="o", linestyle="", markersize=5, color=colours[g], label=g)
+               for g in top]
+    if len(gene_order) > len(top):
+        handles.append(Line2D([0], [0], marker="o", linestyle="", markersize=5, color=other,
+                              label="other (%d genes)" % (len(gene_order) - len(top))))
+    if handles:
+        fig.legend(handles=handles, loc="center right", fontsize=8, frameon=False, title="gene")
+    fig.suptitle(title_extra, fontsize=10)
+    fig.tight_layout(rect=(0, 0, 1.0 - 2.4 / fig_w, 0.97))
+    import io
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=80)
+    plt.close(fig)
+    sio.write_bytes(png_url, buf.getvalue(), content_type="image/png")
+
+
+# ---------------------------------------------------------------------------------------
+
+def merge(output, expected, log=None):
+    """Merge the run at ``output``; returns (summary dict, exit code)."""
+    log = log or (lambda msg: print(PREFIX + msg, file=sys.stderr))
+    t0 = time.time()
+    fovs_dir = sio.join(output, "fovs")
+    results = sio.join(output, "results")
+    names = sio.list_prefix(fovs_dir)
+
+    table_urls, error_urls = {}, {}
+    for name in names:
+        m = TABLE_RE.match(name)
+        if m:
+            table_urls[int(m.group(1))] = sio.join(fovs_dir, name)
+            continue
+        m = ERROR_RE.match(name)
+        if m:
+            error_urls[int(m.group(1))] = sio.join(fovs_dir, name)
+
+    expected_set = set(expected)
+    found = sorted(table_urls)
+    unexpected = [f for f in found if f not in expected_set]
+    if unexpected:
+        log("note: %d FOV table(s) not in STARFISH_EXPECTED_FOVS were merged too: %s"
+            % (len(unexpected), sio.format_fov_ranges(unexpected)))
+    panel_fovs = sorted(expected_set | set(found))[:MAX_PANELS]
+    panel_set = set(panel_fovs)
+
+    texts = _read_many([table_urls[f] for f in found], sio.read_text)
+    tables = {}
+    failures = {}
+    for f in found:
+        v = texts[table_urls[f]]
+        if isinstance(v, Exception):
+            failures[f] = "unreadable output table: %s: %s" % (type(v).__name__, v)
+            continue
+        try:
+            tables[f] = parse_table(f, v, f in panel_set)
+        except ValueError as exc:
+            failures[f] = "malformed output table %s: %s" % (sio.basename(table_urls[f]), exc)
+    texts = None
+
+    missing = sorted(set(f for f in expected_set if f not in tables) | set(failures))
+    need_reasons = [f for f in missing if f not in failures and f in error_urls]
+    err_texts = _read_many([error_urls[f] for f in need_reasons], sio.read_text)
+    for f in missing:
+        if f in failures:
+            continue
+        if f in error_urls:
+            v = err_texts.get(error_urls[f])
+            failures[f] = _error_reason(v) if isinstance(v, str) else "failed (error record unreadable)"
+        else:
+            failures[f] = NO_TABLE
+
+    merged = [tables[f] for f in sorted(tables)]
+    genes = collections.Counter()
+    for t in merged:
+        genes.update(t.genes)
+    gene_order = [g for g, _ in sorted(genes.items(), key=lambda kv: (-kv[1], kv[0]))]
+    spots_total = sum(t.n for t in merged)
+
+    summary = collections.OrderedDict()
+    summary["fovs_expected"] = len(expected)
+    summary["fovs_processed"] = len(merged)
+    summary["fovs_missing"] = missing
+    summary["failures"] = collections.OrderedDict((str(f), failures[f]) for f in sorted(failures))
+    summary["spots_total"] = spots_total
+    summary["spots_per_fov"] = collections.OrderedDict((str(t.fov), t.n) for t in merged)
+    summary["counts_per_gene"] = collections.OrderedDict((g, genes[g]) for g in gene_order)
+
+    # spots.csv: header + every table's rows in FOV order
+    parts = [HEADER]
+    parts.extend(t.body for t in merged if t.n)
+    sio.write_text(sio.join(results, "spots.csv"), "\n".join(parts) + "\n", content_type="text/csv")
+    sio.write_text(sio.join(results, "summary.json"), json.dumps(summary, indent=2) + "\n",
+                   content_type="application/json")
+
+    for i, f in enumerate(missing):
+        if i == MAX_MISSING_LINES:
+            log("... and %d more missing FOVs (see summary.json)" % (len(missing) - i))
+            break
+        log("FOV %d missing: %s" % (f, failures[f]))
+
+    if not merged:
+        raise Failure("no FOV tables found under %s" % fovs_dir, 1)
+
+    n_all = len(expected_set | set(found))
+    title = "%s: %d spots, %d genes, %d/%d FOVs" % (
+        output, spots_total, len(genes), len(merged), len(expected))
+    if n_all > len(panel_fovs):
+        title += " (first %d of %d FOVs shown)" % (len(panel_fovs), n_all)
+    if any(t.sample is not None and t.n > len(t.sample) for t in merged):
+        title += "; up to %d spots per panel plotted" % POINTS_PER_PANEL
+    try:
+        plot(sio.join(results, "spots.png"), panel_fovs, tables, gene_order, failures, title)
+    except Exception as exc:  # the table and summary are the results; the plot is a bonus
+        traceback.print_exc()
+        log("warning: could not draw spots.png: %s: %s" % (type(exc).__name__, exc))
+
+    print("merge-results: merged %d/%d FOVs, %d spots, %d genes, %d missing -> %s (%.1f s)"
+          % (len(merged), len(expected), spots_total, len(genes), len(missing), results,
+             time.time() - t0))
+    return summary, 0
+
+
+def main(environ=None):
+    environ = os.environ if environ is None else environ
+    try:
+        output, expected = parse_env(environ)
+        _, code = merge(output, expected)
+        return code
+    except Failure as f:
+        sys.stdout.flush()
+        print(PREFIX + f.reason, file=sys.stderr)
+        return f.code
+    except Exception as exc:
+        traceback.print_exc()
+        sys.stdout.flush()
+        print(PREFIX + "%s: %s" % (type(exc).__name__, " ".join(str(exc).split())), file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
