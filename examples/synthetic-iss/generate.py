@@ -128,7 +128,7 @@ def _tile_entry(fname, r, c, z, size, fov_origin, sha):
 
 
 def generate(out=DEFAULT_OUT, fovs=4, seed=0, rounds=4, channels=4, size=256,
-             spots_per_fov=80, n_genes=12, max_shift=4.0, noise=0.02, sigma=1.4):
+             spots_per_fov=80, n_genes=12, max_shift=5.0, noise=0.02, sigma=1.4):
     """Write the synthetic experiment into ``out``; returns the experiment.json path."""
     if fovs < 1:
         raise ValueError("fovs must be >= 1")

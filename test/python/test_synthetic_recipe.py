@@ -86,3 +86,13 @@ def test_numpy_recipe_decodes_ground_truth(synthetic):
     assert total_truth == 320
     assert recall >= 0.95, "\n".join(report)
     assert fp_rate <= 0.05, "\n".join(report)
+
+
+def test_registration_matters(synthetic, monkeypatch):
+    """Negative control: without registration the per-round shifts spoil decoding, so the
+    accuracy test above really exercises the registration step."""
+    monkeypatch.setattr(iss_numpy, "register", lambda primary, reference: (primary, [(0.0, 0.0)] * len(primary)))
+    truth = [t for t in load_truth(synthetic) if t["fov"] == 0]
+    tp, fp = score(iss_numpy.process_fov(0, synthetic), truth)
+    print("without registration: %d of %d correct, %d false" % (tp, len(truth), fp))
+    assert tp / float(len(truth)) < 0.5

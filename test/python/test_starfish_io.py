@@ -1,0 +1,119 @@
+"""starfish_io: local paths fully; s3:// through an in-memory client (no boto3 needed)."""
+import json
+import os
+
+import pytest
+
+import starfish_io as sio
+import process_fov as pf
+import merge_results as mr
+from conftest import NUMPY_RECIPE
+
+
+@pytest.fixture
+def fake_s3():
+    client = sio.FakeS3Client(page_size=3)  # tiny pages exercise the pagination
+    sio.set_s3_client(client)
+    yield client
+    sio.set_s3_client(None)
+
+
+def test_local_roundtrip_is_atomic_and_lists(tmp_path):
+    target = os.path.join(str(tmp_path), "a", "b", "x.txt")
+    sio.write_text(target, "hello")
+    assert sio.read_text(target) == "hello"
+    sio.write_bytes(target, b"again")
+    assert sio.read_bytes(target) == b"again"
+    assert os.listdir(os.path.dirname(target)) == ["x.txt"]  # no temp files left
+    assert sio.exists(target) and not sio.exists(target + ".no")
+    assert sio.list_prefix(os.path.dirname(target)) == ["x.txt"]
+    assert sio.list_prefix(os.path.join(str(tmp_path), "absent")) == []
+    assert sio.read_text("file://" + target) == "again"
+    sio.remove(target)
+    sio.remove(target)  # removing twice is fine
+    with pytest.raises(FileNotFoundError):
+        sio.read_bytes(target)
+
+
+def test_join_and_dirname():
+    assert sio.join("s3://b/runs/r1", "fovs", "fov_000.csv") == "s3://b/runs/r1/fovs/fov_000.csv"
+    assert sio.join("s3://b/runs/r1/", "/fovs") == "s3://b/runs/r1/fovs"
+    assert sio.join("https://h/x", "a.json") == "https://h/x/a.json"
+    assert sio.join("/data/exp", "a.json") == "/data/exp/a.json"
+    assert sio.join("/data/exp", "s3://other/a.json") == "s3://other/a.json"
+    assert sio.join("/data/exp", "/abs/a.json") == "/abs/a.json"
+    assert sio.dirname("s3://b/exp/experiment.json") == "s3://b/exp"
+    assert sio.dirname("https://h/exp/experiment.json") == "https://h/exp"
+    assert sio.dirname("/d/experiment.json") == "/d"
+    assert sio.split_s3("s3://bucket/a/b.csv") == ("bucket", "a/b.csv")
+
+
+def test_s3_with_fake_client(fake_s3):
+    for i in range(7):
+        sio.write_text("s3://bkt/run/fovs/fov_%03d.csv" % i, "x%d" % i)
+    sio.write_text("s3://bkt/run/fovs/sub/deeper.csv", "no")
+    assert sio.read_text("s3://bkt/run/fovs/fov_004.csv") == "x4"
+    assert sio.list_prefix("s3://bkt/run/fovs") == ["fov_%03d.csv" % i for i in range(7)]
+    assert sio.exists("s3://bkt/run/fovs/fov_000.csv")
+    assert not sio.exists("s3://bkt/run/fovs/nope.csv")
+    with pytest.raises(FileNotFoundError) as info:
+        sio.read_bytes("s3://bkt/run/fovs/nope.csv")
+    assert info.value.filename == "s3://bkt/run/fovs/nope.csv"
+    sio.remove("s3://bkt/run/fovs/fov_000.csv")
+    assert not sio.exists("s3://bkt/run/fovs/fov_000.csv")
+
+
+def test_s3_without_boto3_gives_a_clear_error():
+    try:
+        import boto3  # noqa: F401
+        pytest.skip("boto3 is installed")
+    except ImportError:
+        pass
+    sio.set_s3_client(None)
+    with pytest.raises(RuntimeError, match="boto3 is required for s3:// URLs"):
+        sio.read_bytes("s3://bucket/key")
+
+
+def test_s3_with_real_boto3_client_object():
+    boto3 = pytest.importorskip("boto3")
+    client = boto3.client("s3", region_name="us-east-1")
+    assert hasattr(client, "list_objects_v2")
+
+
+def _upload_dir(client, local_dir, bucket, prefix):
+    for name in os.listdir(local_dir):
+        with open(os.path.join(local_dir, name), "rb") as fh:
+            client.put_object(Bucket=bucket, Key=prefix + name, Body=fh.read())
+
+
+def test_process_and_merge_on_s3(fake_s3, synthetic, capsys):
+    """The whole flow with every URL on s3:// (in-process, the fake client injected)."""
+    _upload_dir(fake_s3, os.path.dirname(synthetic), "lab-data", "iss/")
+    with open(NUMPY_RECIPE, "rb") as fh:
+        fake_s3.put_object(Bucket="lab-data", Key="recipes/iss.py", Body=fh.read())
+    env = {"STARFISH_EXPERIMENT": "s3://lab-data/iss/experiment.json",
+           "STARFISH_RECIPE": "s3://lab-data/recipes/iss.py",
+           "STARFISH_OUTPUT": "s3://lab-results/runs/261125-k3f9",
+           "STARFISH_FOV_LIST": "2,0", "AWS_BATCH_JOB_ARRAY_INDEX": "0"}
+    assert pf.main(env) == 0
+    table = sio.read_text("s3://lab-results/runs/261125-k3f9/fovs/fov_002.csv").splitlines()
+    assert table[0] == "fov,x,y,z,target,quality" and len(table) > 70
+
+    # a failing FOV on s3 records its reason next to the tables
+    sio.remove("s3://lab-data/iss/primary-fov_000-r0-c0-z0.tiff")
+    env["AWS_BATCH_JOB_ARRAY_INDEX"] = "1"
+    assert pf.main(env) == 1
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last == "process-fov: FOV 0: tile not found: s3://lab-data/iss/primary-fov_000-r0-c0-z0.tiff"
+    err = json.loads(sio.read_text("s3://lab-results/runs/261125-k3f9/fovs/fov_000.error.json"))
+    assert err == {"fov": 0, "reason": last[len("process-fov: "):]}
+
+    code = mr.main({"STARFISH_OUTPUT": "s3://lab-results/runs/261125-k3f9", "STARFISH_EXPECTED_FOVS": "0-2"})
+    assert code == 0
+    summary = json.loads(sio.read_text("s3://lab-results/runs/261125-k3f9/results/summary.json"))
+    assert summary["fovs_processed"] == 1 and summary["fovs_missing"] == [0, 1]
+    assert summary["failures"] == {"0": err["reason"], "1": "no output table"}
+    assert summary["spots_total"] == len(table) - 1
+    assert sio.read_bytes("s3://lab-results/runs/261125-k3f9/results/spots.png")[:4] == b"\x89PNG"
+    merged = sio.read_text("s3://lab-results/runs/261125-k3f9/results/spots.csv").splitlines()
+    assert merged == table
