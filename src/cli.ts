@@ -1,0 +1,150 @@
+/**
+ * The `starfish` command.
+ *   starfish console              a terminal channel: type /starfish commands, watch the run
+ *   starfish run <args> --wait    one run through the same path; exits 0 only if it succeeded
+ *   starfish demo                 generate the example experiment if needed and run it
+ *   starfish serve                the Slack app in Socket Mode (needs Slack tokens)
+ *   starfish start                serve when Slack tokens are set, console otherwise
+ *   starfish reconcile            one reconciler pass
+ *   starfish <status|list|cancel|retry|stage|help> …   one command, answered in the terminal
+ */
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+import readline from 'node:readline/promises';
+import { spawnSync } from 'node:child_process';
+import { pino } from 'pino';
+import { ConfigError, defaultPython, homeDir, loadPolicy, localUser, readEnv, type Env } from './config.js';
+import { ConsoleChat } from './local/console-chat.js';
+import { createLocalSystem, type LocalSystem } from './local/system.js';
+import { REPO_ROOT } from './local/process-executor.js';
+import { loadManifest, listManifests } from './run/manifest-store.js';
+import { renderText } from './messages/text.js';
+import type { RunManifest } from './run/manifest.js';
+
+export const EXAMPLE_EXPERIMENT = path.join(REPO_ROOT, 'examples/synthetic-iss/data/experiment.json');
+export const EXAMPLE_RECIPE = path.join(REPO_ROOT, 'examples/recipes/iss_numpy.py');
+
+export const EXIT = { ok: 0, runFailed: 1, refused: 2, awaitingApproval: 3, config: 78 } as const;
+
+function makeSystem(env: Env, chat: ConsoleChat): LocalSystem {
+  const logger = pino({ level: env.LOG_LEVEL }, pino.destination(2));
+  const user = localUser();
+  const policy = loadPolicy(env, user);
+  if (!policy.defaultRecipe) policy.defaultRecipe = EXAMPLE_RECIPE;
+  return createLocalSystem({
+    home: homeDir(env),
+    python: defaultPython(env),
+    chat,
+    policy,
+    log: logger,
+    ...(env.STARFISH_CONCURRENCY ? { concurrency: env.STARFISH_CONCURRENCY } : {}),
+  });
+}
+
+/** Strips a leading "/starfish" so both `/starfish run x` and `run x` work at the prompt. */
+const commandText = (line: string) => line.trim().replace(/^\/?starfish\b\s*/, '');
+
+export async function runOnce(env: Env, args: string[], out: NodeJS.WriteStream = process.stdout): Promise<number> {
+  const chat = new ConsoleChat(out, localUser());
+  const system = makeSystem(env, chat);
+  const caller = { userId: localUser(), channel: env.STARFISH_CHANNEL };
+  const started = new Date().toISOString();
+  const text = args.join(' ');
+  out.write(`$ /starfish ${text}\n`);
+  const answer = await system.command(text, caller);
+  out.write(`(only visible to you) ${renderText(answer.message)}\n`);
+  if (answer.refused) return EXIT.refused;
+  await system.settle();
+  if (!text.startsWith('run')) return EXIT.ok;
+  const mine = (await listManifests(system.store, 50)).filter((m) => m.createdAt >= started && m.requester.userId === caller.userId);
+  if (!mine.length) return EXIT.refused;
+  return exitCodeOf((await loadManifest(system.store, mine[0]!.runId))!.manifest, out);
+}
+
+function exitCodeOf(m: RunManifest, out: NodeJS.WriteStream): number {
+  out.write(`\nrun ${m.runId}: ${m.status}${m.statusReason ? ` (${m.statusReason})` : ''}\n`);
+  if (m.status === 'succeeded' || m.status === 'planned') {
+    if (m.status === 'succeeded') out.write(`results: ${m.inputs.output}/results/\n`);
+    return EXIT.ok;
+  }
+  if (m.status === 'awaiting-approval') {
+    out.write(`The run needs approval; open \`npm start\` and type /starfish approve ${m.runId}\n`);
+    return EXIT.awaitingApproval;
+  }
+  if (m.results) out.write(`partial results: ${m.inputs.output}/results/\n`);
+  return EXIT.runFailed;
+}
+
+export function ensureExample(env: Env, out: NodeJS.WriteStream = process.stdout): void {
+  if (existsSync(EXAMPLE_EXPERIMENT)) return;
+  out.write(`Generating the synthetic ISS example into ${path.dirname(EXAMPLE_EXPERIMENT)} …\n`);
+  const result = spawnSync(defaultPython(env), [path.join(REPO_ROOT, 'examples/synthetic-iss/generate.py'), '--out', path.dirname(EXAMPLE_EXPERIMENT)], { stdio: 'inherit' });
+  if (result.status !== 0) throw new ConfigError(`Could not generate the example experiment (exit ${result.status}). Is ${defaultPython(env)} the Debian python3 with python3-numpy, python3-scipy, python3-skimage and python3-tifffile? Set STARFISH_PYTHON to one that is.`);
+}
+
+async function consoleLoop(env: Env): Promise<number> {
+  const chat = new ConsoleChat(process.stdout, localUser());
+  const system = makeSystem(env, chat);
+  const caller = { userId: localUser(), channel: env.STARFISH_CHANNEL };
+  const rl = readline.createInterface({ input: process.stdin, output: process.stdout });
+  process.stdout.write(
+    `starfish console — channel #${env.STARFISH_CHANNEL}, store ${homeDir(env)}\nType /starfish help, or try: /starfish run ${path.relative(process.cwd(), EXAMPLE_EXPERIMENT)}\nButtons appear as [Label: /starfish …]: type the command to press them. Ctrl-D quits.\n`,
+  );
+  for (;;) {
+    let line: string;
+    try {
+      line = await rl.question('> ');
+    } catch {
+      break;
+    }
+    if (!line.trim()) continue;
+    if (['exit', 'quit'].includes(line.trim())) break;
+    const text = commandText(line);
+    const answer = await system.command(text, caller);
+    process.stdout.write(`(only visible to you) ${renderText(answer.message)}\n`);
+  }
+  rl.close();
+  process.stdout.write('Waiting for running jobs to finish (Ctrl-C to leave them)…\n');
+  await system.settle();
+  return EXIT.ok;
+}
+
+async function main(argv: string[]): Promise<number> {
+  const env = readEnv();
+  const [sub = 'start', ...rest] = argv;
+  switch (sub) {
+    case 'console':
+      return consoleLoop(env);
+    case 'start':
+      if (env.SLACK_BOT_TOKEN && env.SLACK_APP_TOKEN) return (await import('./slack/socket-mode.js')).serve(env);
+      return consoleLoop(env);
+    case 'serve':
+      return (await import('./slack/socket-mode.js')).serve(env);
+    case 'demo': {
+      ensureExample(env);
+      return runOnce(env, ['run', EXAMPLE_EXPERIMENT, `recipe=${EXAMPLE_RECIPE}`, 'name=synthetic-iss-demo']);
+    }
+    case 'reconcile': {
+      const chat = new ConsoleChat(process.stdout, localUser());
+      const report = await makeSystem(env, chat).reconciler.run();
+      process.stdout.write(`${JSON.stringify(report)}\n`);
+      return EXIT.ok;
+    }
+    default: {
+      const args = [sub, ...rest].filter((a) => a !== '--wait');
+      return runOnce(env, args.map(commandText).filter(Boolean));
+    }
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (error: unknown) => {
+    if (error instanceof ConfigError) {
+      process.stderr.write(`starfish: ${error.message}\n`);
+      process.exit(EXIT.config);
+    }
+    process.stderr.write(`starfish: ${(error as Error).stack ?? String(error)}\n`);
+    process.exit(1);
+  },
+);

@@ -1,0 +1,35 @@
+/** What the workers need, wired once by the backend (src/local/system.ts or src/aws/system.ts). */
+import type { Chat, Clock, Executor, Reader, Store } from './ports.js';
+import type { Policy } from './run/policy.js';
+
+export interface Logger {
+  info(obj: object, msg?: string): void;
+  warn(obj: object, msg?: string): void;
+  error(obj: object, msg?: string): void;
+}
+
+export const silentLogger: Logger = { info() {}, warn() {}, error() {} };
+
+export interface Settings {
+  /** Root-message updates closer together than this are held back (the last one always goes). */
+  progressIntervalMs: number;
+  /** Failure digests closer together than this are held back, so 500 failures are not 500 posts. */
+  digestIntervalMs: number;
+  /** A job in RUNNABLE longer than this is reported as stuck. */
+  stuckAfterMs: number;
+  /** Whether plain file paths are acceptable experiment and recipe locations. */
+  allowPaths: boolean;
+}
+
+export interface CoreDeps {
+  store: Store;
+  reader: Reader;
+  executor: Executor;
+  chat: Chat;
+  policy: Policy;
+  clock: Clock;
+  log: Logger;
+  settings: Settings;
+  /** Members of the policy's approver group, resolved by the chat side (Slack usergroups). */
+  approverGroupMembers?: () => Promise<string[]>;
+}

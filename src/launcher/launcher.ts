@@ -1,0 +1,257 @@
+/**
+ * The launcher: every slow step between "someone asked" and "jobs are in Batch". Reads the
+ * experiment, plans, snapshots inputs, posts the root message, then asks for approval or submits.
+ */
+import type { CoreDeps } from '../core.js';
+import type { RunEventOf, RunEvent } from '../run/run-events.js';
+import { ExperimentError, readExperiment } from '../run/experiment.js';
+import { makePlan } from '../run/plan.js';
+import { newRunId } from '../run/run-id.js';
+import { createManifest, loadManifest, updateManifest } from '../run/manifest-store.js';
+import { TERMINAL, runPrefix, type RunManifest, type Submission, type WorkUnit } from '../run/manifest.js';
+import { approvalReasons, refuseAccess, refuseApproval, refuseQueue } from '../run/policy.js';
+import { errorMessage, noticeMessage, rootMessage } from '../messages/blocks.js';
+import { jobName } from '../run/batch-event.js';
+import { expandRanges, formatRanges } from '../run/fov-ranges.js';
+import { planUnits } from '../run/plan.js';
+import { checkLocation } from '../command/dispatcher.js';
+import { stageExperiment } from './staging.js';
+
+export class Launcher {
+  private readonly where: { reader: CoreDeps['reader']; allowPaths: boolean };
+
+  constructor(private readonly deps: CoreDeps) {
+    this.where = { reader: deps.reader, allowPaths: deps.settings.allowPaths };
+  }
+
+  async handle(event: RunEvent): Promise<void> {
+    switch (event.type) {
+      case 'RunRequested':
+        return this.requested(event);
+      case 'RunApproved':
+      case 'RunRejected':
+        return this.decided(event);
+      case 'RunCancelled':
+        return this.cancelled(event);
+      case 'RunRetryRequested':
+        return this.retry(event);
+      case 'StageRequested':
+        return stageExperiment(this.deps, event);
+    }
+  }
+
+  private tell(event: { channel: string; userId: string }, text: string) {
+    return this.deps.chat.ephemeral(event.channel, event.userId, errorMessage(text));
+  }
+
+  private async requested(event: RunEventOf<'RunRequested'>): Promise<void> {
+    const { store, reader, policy, chat, clock, log } = this.deps;
+    const request = event.request;
+    const recipe = request.recipe ?? policy.defaultRecipe;
+    if (!recipe) return this.tell(event, `No recipe given and this lab has no default recipe. Add recipe=URL, e.g. recipe=s3://lab-data/recipes/iss.py`);
+    const queue = request.queue ?? policy.queues.default;
+    const problem = checkLocation(this.where, request.experiment, 'The experiment') ?? checkLocation(this.where, recipe, 'The recipe') ?? refuseQueue(policy, queue);
+    if (problem) return this.tell(event, problem);
+
+    let fovs: number[];
+    try {
+      fovs = (await readExperiment(reader, request.experiment)).fovs;
+    } catch (error) {
+      if (error instanceof ExperimentError) return this.tell(event, error.message);
+      throw error;
+    }
+    const plan = makePlan(fovs, request.fovs);
+    if (typeof plan === 'string') return this.tell(event, plan);
+
+    let recipeBody: Buffer;
+    try {
+      recipeBody = await reader.read(recipe);
+    } catch (error) {
+      return this.tell(event, `Could not read the recipe at ${recipe}: ${(error as Error).message}. Example: recipe=s3://lab-data/recipes/iss.py`);
+    }
+    if (!/def\s+process_fov\s*\(/.test(recipeBody.toString('utf8'))) {
+      return this.tell(event, `The recipe at ${recipe} defines no process_fov(fov_index, experiment_url) function, which each FOV job calls. See examples/recipes/README.md.`);
+    }
+
+    const reasons = approvalReasons(policy, request, plan, queue, recipe);
+    const now = new Date(clock.now());
+    let manifest: RunManifest | undefined;
+    for (let attempt = 0; attempt < 5 && !manifest; attempt++) {
+      const runId = newRunId(now);
+      const candidate: RunManifest = {
+        version: 1,
+        runId,
+        createdAt: now.toISOString(),
+        updatedAt: now.toISOString(),
+        requester: { userId: event.userId, channel: event.channel },
+        request,
+        inputs: {
+          experiment: request.experiment,
+          recipe: store.locate(`${runPrefix(runId)}/inputs/recipe.py`),
+          output: store.locate(runPrefix(runId)),
+        },
+        queue,
+        plan,
+        approval: {
+          required: reasons.length > 0 && !request.dryRun,
+          reasons,
+          ...(reasons.length && !request.dryRun ? { expiresAt: new Date(now.getTime() + policy.approval.expiresAfterMinutes * 60_000).toISOString() } : {}),
+        },
+        status: request.dryRun ? 'planned' : reasons.length ? 'awaiting-approval' : 'submitting',
+        submissions: [],
+        progress: { total: plan.fovCount, succeeded: 0, failed: 0, running: 0, waiting: plan.fovCount },
+        failures: [],
+        notify: { resultsPosted: false },
+      };
+      if (await createManifest(store, candidate)) manifest = candidate;
+    }
+    if (!manifest) throw new Error('could not allocate a unique run id');
+    const runId = manifest.runId;
+    // Reproducibility: the recipe and experiment.json exactly as they were at launch.
+    await store.put(`${runPrefix(runId)}/inputs/recipe.py`, recipeBody);
+    await store.put(`${runPrefix(runId)}/inputs/experiment.json`, await reader.read(request.experiment));
+    log.info({ runId, fovs: plan.fovCount, units: plan.units.length, approval: reasons }, 'run planned');
+
+    const ref = await chat.post(event.channel, rootMessage(manifest));
+    const { after } = await updateManifest(store, runId, (m) => ({ ...m, message: ref }));
+    if (after.status === 'submitting') await this.submit(after, 0, plan.units, plan.fovs);
+  }
+
+  private async decided(event: RunEventOf<'RunApproved'> | RunEventOf<'RunRejected'>): Promise<void> {
+    const { store, policy, clock } = this.deps;
+    const loaded = await loadManifest(store, event.runId);
+    if (!loaded) return this.tell(event, `There is no run ${event.runId}. See /starfish list for the recent ones.`);
+    const members = policy.approval.approverGroup && this.deps.approverGroupMembers ? await this.deps.approverGroupMembers() : [];
+    const refusal = refuseApproval(policy, loaded.manifest, event.userId, members);
+    if (refusal) return this.tell(event, refusal);
+    if (await this.expireIfDue(loaded.manifest)) return this.tell(event, `The approval request for run ${event.runId} has expired. Start it again with /starfish run.`);
+
+    const decision = event.type === 'RunApproved' ? 'approved' : 'rejected';
+    const at = new Date(clock.now()).toISOString();
+    // The compare-and-swap from awaiting-approval is what makes 50 clicks submit once.
+    const { after, changed, before } = await updateManifest(store, event.runId, (m) =>
+      m.status !== 'awaiting-approval'
+        ? undefined
+        : { ...m, status: decision === 'approved' ? 'submitting' : 'rejected', approval: { ...m.approval, decision, decidedBy: event.userId, decidedAt: at } },
+    );
+    if (!changed) {
+      const by = before.approval.decidedBy ? ` by <@${before.approval.decidedBy}>` : '';
+      return this.tell(event, `Run ${event.runId} is already ${before.approval.decision ?? before.status}${by}; nothing to do.`);
+    }
+    await this.refreshRoot(after);
+    if (decision === 'approved') await this.submit(after, 0, after.plan.units, after.plan.fovs);
+  }
+
+  /** Marks a pending approval expired once its time has passed; true when it did. */
+  async expireIfDue(m: RunManifest): Promise<boolean> {
+    const now = this.deps.clock.now();
+    if (m.status !== 'awaiting-approval' || !m.approval.expiresAt || Date.parse(m.approval.expiresAt) > now) return false;
+    const { changed, after } = await updateManifest(this.deps.store, m.runId, (cur) =>
+      cur.status !== 'awaiting-approval'
+        ? undefined
+        : { ...cur, status: 'expired', approval: { ...cur.approval, decision: 'expired', decidedAt: new Date(now).toISOString() } },
+    );
+    if (changed) await this.refreshRoot(after);
+    return true;
+  }
+
+  private async refreshRoot(m: RunManifest): Promise<void> {
+    if (m.message) await this.deps.chat.update(m.message, rootMessage(m));
+  }
+
+  /**
+   * Submits the FOV arrays and the merge of one round. A merge refused after arrays were
+   * accepted would leave orphans burning compute: terminate them and say why.
+   */
+  private async submit(m: RunManifest, round: number, units: WorkUnit[], fovs: string): Promise<void> {
+    const { executor, store, log } = this.deps;
+    const spec = { runId: m.runId, requester: m.requester.userId, queue: m.queue };
+    const base = { STARFISH_RUN_ID: m.runId, STARFISH_OUTPUT: m.inputs.output };
+    const submitted: Submission['arrays'] = [];
+    let merge: Submission['merge'];
+    try {
+      for (const [part, unit] of units.entries()) {
+        const name = jobName(m.runId, 'fov', round, units.length > 1 ? part : undefined);
+        const env: Record<string, string> = { ...base, STARFISH_EXPERIMENT: m.inputs.experiment, STARFISH_RECIPE: m.inputs.recipe };
+        if (unit.offset !== undefined) env.STARFISH_FOV_OFFSET = String(unit.offset);
+        else env.STARFISH_FOV_LIST = expandRanges(unit.fovList ?? '').join(',');
+        const job = await executor.submitFovs(spec, { name, size: unit.size, environment: env });
+        submitted.push({ ...job, unit });
+      }
+      merge = await executor.submitMerge(
+        spec,
+        { name: jobName(m.runId, 'merge', round), environment: { ...base, STARFISH_EXPECTED_FOVS: m.plan.fovs } },
+        submitted.map((j) => j.jobId),
+      );
+    } catch (error) {
+      const reason = (error as Error).message;
+      log.error({ runId: m.runId, err: reason, submitted: submitted.length }, 'submission failed');
+      if (submitted.length) await executor.cancel(submitted.map((j) => j.jobId), `starfish: run ${m.runId} could not be fully submitted`);
+      const { after } = await updateManifest(store, m.runId, (cur) => ({
+        ...cur,
+        status: 'failed',
+        statusReason: `could not submit the jobs (${reason})${submitted.length ? `; the ${submitted.length} job(s) already submitted were terminated` : ''}`,
+      }));
+      await this.refreshRoot(after);
+      if (after.message) await this.deps.chat.reply(after.message, errorMessage(`Run ${m.runId} was not started: AWS Batch refused a job (${reason}). Nothing is left running.`));
+      return;
+    }
+    const submission: Submission = { round, submittedAt: new Date(this.deps.clock.now()).toISOString(), fovs, arrays: submitted, merge };
+    const total = expandRanges(fovs).length;
+    const { after } = await updateManifest(store, m.runId, (cur) =>
+      cur.status === 'cancelled'
+        ? undefined
+        : {
+            ...cur,
+            status: 'running',
+            submissions: [...cur.submissions, submission],
+            progress: { total, succeeded: 0, failed: 0, running: 0, waiting: total },
+          },
+    );
+    if (after.status === 'cancelled') {
+      await executor.cancel([...submitted.map((j) => j.jobId), merge.jobId], `starfish: run ${m.runId} was cancelled`);
+      return;
+    }
+    log.info({ runId: m.runId, round, jobs: submitted.map((j) => j.jobId), merge: merge.jobId }, 'jobs submitted');
+    await this.refreshRoot(after);
+  }
+
+  private async cancelled(event: RunEventOf<'RunCancelled'>): Promise<void> {
+    const { store, executor, policy } = this.deps;
+    const loaded = await loadManifest(store, event.runId);
+    if (!loaded) return this.tell(event, `There is no run ${event.runId}. See /starfish list for the recent ones.`);
+    const m = loaded.manifest;
+    if (m.requester.userId !== event.userId) {
+      const refusal = refuseAccess(policy, event.userId, event.channel, 'cancel');
+      if (refusal) return this.tell(event, refusal);
+    }
+    const { changed, after } = await updateManifest(store, event.runId, (cur) =>
+      TERMINAL.has(cur.status) ? undefined : { ...cur, status: 'cancelled', statusReason: `cancelled by <@${event.userId}>` },
+    );
+    if (!changed) return this.tell(event, `Run ${event.runId} has already ended (${m.status}); there is nothing to cancel.`);
+    const jobs = after.submissions.flatMap((s) => [...s.arrays.map((a) => a.jobId), ...(s.merge ? [s.merge.jobId] : []), ...(s.salvageMerge ? [s.salvageMerge.jobId] : [])]);
+    if (jobs.length) await executor.cancel(jobs, `starfish: cancelled by ${event.userId}`);
+    await this.refreshRoot(after);
+    if (after.message) await this.deps.chat.reply(after.message, noticeMessage(`:octagonal_sign: Run ${event.runId} cancelled by <@${event.userId}>.`));
+  }
+
+  private async retry(event: RunEventOf<'RunRetryRequested'>): Promise<void> {
+    const { store } = this.deps;
+    const loaded = await loadManifest(store, event.runId);
+    if (!loaded) return this.tell(event, `There is no run ${event.runId}. See /starfish list for the recent ones.`);
+    const m = loaded.manifest;
+    if (m.status !== 'partially-failed' && m.status !== 'failed') {
+      return this.tell(event, `Run ${event.runId} is ${m.status}; retry reruns the failed FOVs of a run that has finished with failures.`);
+    }
+    const failed = m.results?.fovsMissing.length ? m.results.fovsMissing : [...new Set(m.failures.map((f) => f.fov))];
+    // A run that failed before any FOV ran (e.g. the merge itself failed) is retried whole.
+    const fovs = failed.length ? failed.sort((a, b) => a - b) : expandRanges(m.plan.fovs);
+    const round = (m.submissions.at(-1)?.round ?? -1) + 1;
+    const { changed, after } = await updateManifest(store, event.runId, (cur) =>
+      cur.status !== m.status ? undefined : { ...cur, status: 'submitting', statusReason: `retry ${round} of ${fovs.length} FOVs by <@${event.userId}>`, notify: { ...cur.notify, resultsPosted: false } },
+    );
+    if (!changed) return this.tell(event, `Run ${event.runId} changed while retrying; check /starfish status ${event.runId}.`);
+    if (after.message) await this.deps.chat.reply(after.message, noticeMessage(`:rocket: Retrying ${fovs.length} FOV${fovs.length === 1 ? '' : 's'} (${formatRanges(fovs)}) of run ${event.runId}, requested by <@${event.userId}>.`));
+    await this.submit(after, round, planUnits(fovs), formatRanges(fovs));
+  }
+}

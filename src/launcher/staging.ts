@@ -1,0 +1,89 @@
+/**
+ * `/starfish stage`: copies a whole SpaceTx experiment (experiment.json, image manifests, FOV
+ * tile JSON, tiles, codebook) into the team's store, so that runs read it from there.
+ */
+import pLimit from 'p-limit';
+import type { CoreDeps } from '../core.js';
+import type { RunEventOf } from '../run/run-events.js';
+import { resolveRelative } from '../run/locations.js';
+import { errorMessage, noticeMessage } from '../messages/blocks.js';
+import type { Reader } from '../ports.js';
+
+const STAGE_CONCURRENCY = 16;
+
+async function json(reader: Reader, url: string): Promise<Record<string, unknown>> {
+  return JSON.parse((await reader.read(url)).toString('utf8')) as Record<string, unknown>;
+}
+
+/** Every file an experiment consists of, as [source URL, path relative to experiment.json]. */
+export async function experimentFiles(reader: Reader, experimentUrl: string): Promise<Array<[string, string]>> {
+  const files = new Map<string, string>();
+  const add = (ref: string, from: string) => {
+    const url = resolveRelative(from, ref);
+    const base = resolveRelative(experimentUrl, '.');
+    const rel = url.startsWith(base) ? url.slice(base.length).replace(/^\//, '') : url.split('/').pop()!;
+    files.set(url, rel);
+    return url;
+  };
+  add(experimentUrl, experimentUrl);
+  const experiment = await json(reader, experimentUrl);
+  const images = (experiment.images ?? {}) as Record<string, string>;
+  if (typeof experiment.codebook === 'string') add(experiment.codebook, experimentUrl);
+  for (const manifestRef of Object.values(images)) {
+    const manifestUrl = add(manifestRef, experimentUrl);
+    const manifest = await json(reader, manifestUrl);
+    for (const fovRef of Object.values((manifest.contents ?? {}) as Record<string, string>)) {
+      const fovUrl = add(fovRef, manifestUrl);
+      const fov = await json(reader, fovUrl);
+      for (const tile of (fov.tiles ?? []) as Array<{ file?: string }>) if (tile.file) add(tile.file, fovUrl);
+    }
+  }
+  return [...files.entries()];
+}
+
+export async function stageExperiment(deps: CoreDeps, event: RunEventOf<'StageRequested'>): Promise<void> {
+  const { reader, store, chat, log } = deps;
+  const refused = reader.checkReadable(event.source);
+  if (refused) return chat.ephemeral(event.channel, event.userId, errorMessage(refused));
+  let files: Array<[string, string]>;
+  try {
+    files = await experimentFiles(reader, event.source);
+  } catch (error) {
+    return chat.ephemeral(
+      event.channel,
+      event.userId,
+      errorMessage(`Could not read the experiment at ${event.source}: ${(error as Error).message}. Example: /starfish stage s3://lab-data/iss/experiment.json as=iss`),
+    );
+  }
+  const destination = (rel: string) => store.locate(`experiments/${event.name}/${rel}`);
+  const ref = await chat.post(event.channel, noticeMessage(`:inbox_tray: Staging ${files.length} files of ${event.source} as *${event.name}*… 0/${files.length}`));
+  const limit = pLimit(STAGE_CONCURRENCY);
+  let done = 0;
+  let lastShown = 0;
+  const failures: string[] = [];
+  await Promise.all(
+    files.map(([url, rel]) =>
+      limit(async () => {
+        try {
+          await reader.copy(url, destination(rel));
+        } catch (error) {
+          failures.push(`${rel}: ${(error as Error).message}`);
+        }
+        done++;
+        // Show progress at most every 10%, so a 40,000-tile experiment is ~10 updates.
+        if (done - lastShown >= Math.max(1, files.length / 10) && done < files.length) {
+          lastShown = done;
+          await chat.update(ref, noticeMessage(`:inbox_tray: Staging ${event.source} as *${event.name}*… ${done}/${files.length} files`));
+        }
+      }),
+    ),
+  );
+  log.info({ source: event.source, name: event.name, files: files.length, failed: failures.length }, 'staging finished');
+  const target = destination(files[0]![1]);
+  await chat.update(
+    ref,
+    failures.length
+      ? errorMessage(`Staging ${event.name} copied ${files.length - failures.length}/${files.length} files; ${failures.length} failed, e.g. ${failures.slice(0, 3).join('; ')}`)
+      : noticeMessage(`:white_check_mark: Staged ${files.length} files as *${event.name}*. Run it with \`/starfish run ${target}\``),
+  );
+}

@@ -1,0 +1,73 @@
+/**
+ * The Chat port as a channel in the terminal: the same Block Kit messages Slack would get,
+ * rendered as text. Thread replies are indented under their run; an update of the root message
+ * prints its new progress line (rewritten in place on a terminal, so the bar moves live).
+ */
+import type { Chat, MessageRef } from '../ports.js';
+import type { Message } from '../messages/message.js';
+import { renderText } from '../messages/text.js';
+
+export interface ConsoleOutput {
+  write(text: string): void;
+  isTTY?: boolean;
+}
+
+export class ConsoleChat implements Chat {
+  private counter = 0;
+  private lastText = new Map<string, string>();
+  private liveLine = false;
+  readonly transcript: string[] = [];
+  readonly uploads: Array<{ ref: MessageRef; filename: string; bytes: number }> = [];
+
+  constructor(private readonly out: ConsoleOutput, private readonly user = 'you') {}
+
+  private emit(text: string, live = false): void {
+    this.transcript.push(text);
+    if (this.out.isTTY && live) {
+      this.out.write(`\r\x1b[2K${text}`);
+      this.liveLine = true;
+      return;
+    }
+    this.out.write(`${this.liveLine ? '\n' : ''}${text}\n`);
+    this.liveLine = false;
+  }
+
+  private nextTs(): string {
+    return `${Math.floor(Date.now() / 1000)}.${String(++this.counter).padStart(6, '0')}`;
+  }
+
+  async post(channel: string, message: Message): Promise<MessageRef> {
+    const ref = { channel, ts: this.nextTs() };
+    this.lastText.set(ref.ts, message.text);
+    this.emit(`\n#${channel} ${renderText(message)}`);
+    return ref;
+  }
+
+  async update(ref: MessageRef, message: Message): Promise<void> {
+    if (this.lastText.get(ref.ts) === message.text) return;
+    const before = this.lastText.get(ref.ts) ?? '';
+    this.lastText.set(ref.ts, message.text);
+    // Progress-only changes redraw one line; anything else (status, decisions) prints in full.
+    const sameStatus = before.split(' — ')[0] === message.text.split(' — ')[0];
+    if (sameStatus) this.emit(`↻ ${message.text}`, true);
+    else this.emit(`↻ ${renderText(message).split('\n').filter((l) => !l.startsWith('──')).join('\n  ')}`);
+  }
+
+  async reply(ref: MessageRef, message: Message): Promise<MessageRef> {
+    const text = renderText(message)
+      .split('\n')
+      .map((l) => `  │ ${l}`)
+      .join('\n');
+    this.emit(text);
+    return { channel: ref.channel, ts: this.nextTs() };
+  }
+
+  async ephemeral(_channel: string, user: string, message: Message): Promise<void> {
+    this.emit(`(only visible to ${user === this.user ? 'you' : user}) ${renderText(message)}`);
+  }
+
+  async upload(ref: MessageRef, file: { filename: string; title: string; bytes: Buffer }): Promise<void> {
+    this.uploads.push({ ref, filename: file.filename, bytes: file.bytes.length });
+    this.emit(`  │ 📎 ${file.title}: ${file.filename} (${Math.round(file.bytes.length / 1024)} KB)`);
+  }
+}

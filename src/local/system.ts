@@ -1,0 +1,94 @@
+/**
+ * The embedded default, wired: a directory store, local processes, an in-process bus and
+ * queue, and a chat (the console, or any other Chat). The same launcher, notifier and
+ * reconciler as production.
+ */
+import path from 'node:path';
+import type { Chat, Clock } from '../ports.js';
+import { systemClock } from '../ports.js';
+import type { CoreDeps, Logger, Settings } from '../core.js';
+import { silentLogger } from '../core.js';
+import type { Policy } from '../run/policy.js';
+import { DirectoryStore } from './dir-store.js';
+import { LocalReader } from './file-reader.js';
+import { ProcessExecutor } from './process-executor.js';
+import { MemoryBus } from './memory-bus.js';
+import { EventQueue } from './event-queue.js';
+import { Launcher } from '../launcher/launcher.js';
+import { Notifier } from '../notifier/notifier.js';
+import { Reconciler } from '../reconciler/reconciler.js';
+import { dispatch, type Answer, type Caller, type DispatchDeps } from '../command/dispatcher.js';
+import type { BatchJobEvent } from '../run/batch-event.js';
+
+export interface LocalSystemOptions {
+  home: string;
+  python: string;
+  chat: Chat;
+  policy: Policy;
+  concurrency?: number;
+  log?: Logger;
+  clock?: Clock;
+  settings?: Partial<Settings>;
+  /** Overrides for tests: other entry scripts. */
+  scripts?: { processFov?: string; merge?: string };
+}
+
+export const LOCAL_SETTINGS: Settings = {
+  progressIntervalMs: 300,
+  digestIntervalMs: 2_000,
+  stuckAfterMs: 10 * 60_000,
+  allowPaths: true,
+};
+
+export function createLocalSystem(options: LocalSystemOptions) {
+  const log = options.log ?? silentLogger;
+  const store = new DirectoryStore(path.resolve(options.home));
+  const reader = new LocalReader();
+  const settings = { ...LOCAL_SETTINGS, ...options.settings };
+  let notifier: Notifier | undefined;
+  const queue = new EventQueue<BatchJobEvent>((batch) => notifier!.handleBatch(batch), log, { maxBatch: 100, windowMs: 200, redeliveryDelayMs: 200 });
+  const executor = new ProcessExecutor({
+    home: store.root,
+    python: options.python,
+    sink: queue.push,
+    ...(options.concurrency ? { concurrency: options.concurrency } : {}),
+    ...(options.scripts?.processFov ? { processFovScript: options.scripts.processFov } : {}),
+    ...(options.scripts?.merge ? { mergeScript: options.scripts.merge } : {}),
+  });
+  const bus = new MemoryBus(log);
+  const deps: CoreDeps = { store, reader, executor, chat: options.chat, policy: options.policy, clock: options.clock ?? systemClock, log, settings };
+  const launcher = new Launcher(deps);
+  notifier = new Notifier(deps);
+  const reconciler = new Reconciler(deps, notifier, launcher, async () => queue.deadLetters.splice(0));
+  bus.subscribe((event) => launcher.handle(event));
+  const dispatchDeps: DispatchDeps = { store, bus, reader, policy: options.policy, allowPaths: settings.allowPaths };
+
+  /** Waits until nothing is left to do: no event on the bus or queue, no job running. */
+  async function settle(): Promise<void> {
+    for (;;) {
+      const before = queue.batches;
+      await bus.drain();
+      await executor.idle();
+      await queue.drain();
+      await bus.drain();
+      if (queue.batches === before) break;
+    }
+    await reconciler.run();
+    await queue.drain();
+  }
+
+  return {
+    store,
+    executor,
+    bus,
+    queue,
+    launcher,
+    notifier,
+    reconciler,
+    deps,
+    settle,
+    command: (text: string, caller: Caller): Promise<Answer> => dispatch(dispatchDeps, text, caller),
+  };
+}
+
+export type LocalSystem = ReturnType<typeof createLocalSystem>;

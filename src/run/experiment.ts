@@ -1,0 +1,70 @@
+/**
+ * Reads a SpaceTx experiment far enough to know its FOVs: experiment.json → the primary image
+ * manifest → its `contents`. The user never types a FOV count.
+ */
+import { z } from 'zod';
+import type { Reader } from '../ports.js';
+import { resolveRelative } from './locations.js';
+
+const experimentSchema = z.object({
+  version: z.string().optional(),
+  images: z.object({ primary: z.string() }).passthrough(),
+  codebook: z.string().optional(),
+});
+
+const imageManifestSchema = z.object({ contents: z.record(z.string(), z.string()) });
+
+export class ExperimentError extends Error {}
+
+export interface ExperimentInfo {
+  url: string;
+  fovs: number[];
+  primaryManifest: string;
+  codebook?: string;
+}
+
+const FOV_NAME = /^fov_(\d+)$/;
+
+async function readJson(reader: Reader, url: string, what: string, example: string): Promise<unknown> {
+  let body: Buffer;
+  try {
+    body = await reader.read(url);
+  } catch (error) {
+    throw new ExperimentError(`Could not read the ${what} at ${url}: ${(error as Error).message}. Example of a valid location: ${example}`);
+  }
+  try {
+    return JSON.parse(body.toString('utf8'));
+  } catch {
+    throw new ExperimentError(`The ${what} at ${url} is not valid JSON. Check the file; a SpaceTx ${what} looks like ${example}`);
+  }
+}
+
+export async function readExperiment(reader: Reader, url: string): Promise<ExperimentInfo> {
+  const raw = await readJson(reader, url, 'experiment.json', 's3://lab-data/iss/experiment.json');
+  const exp = experimentSchema.safeParse(raw);
+  if (!exp.success) {
+    throw new ExperimentError(
+      `${url} is not a SpaceTx experiment.json: it needs "images": {"primary": "primary_image.json", …}. Example: {"version": "5.0.0", "images": {"primary": "primary_image.json"}, "codebook": "codebook.json"}`,
+    );
+  }
+  const primaryUrl = resolveRelative(url, exp.data.images.primary);
+  const rawManifest = await readJson(reader, primaryUrl, 'primary image manifest', '{"version": "0.1.0", "contents": {"fov_000": "primary-fov_000.json"}}');
+  const manifest = imageManifestSchema.safeParse(rawManifest);
+  if (!manifest.success) {
+    throw new ExperimentError(`${primaryUrl} has no "contents" listing the FOVs. Example: {"version": "0.1.0", "contents": {"fov_000": "primary-fov_000.json"}}`);
+  }
+  const fovs: number[] = [];
+  for (const name of Object.keys(manifest.data.contents)) {
+    const m = FOV_NAME.exec(name);
+    if (!m) throw new ExperimentError(`FOV "${name}" in ${primaryUrl} is not named fov_<number>; starfish names FOVs like fov_000, fov_001.`);
+    fovs.push(Number(m[1]));
+  }
+  if (!fovs.length) throw new ExperimentError(`${primaryUrl} lists no FOVs; there is nothing to process.`);
+  fovs.sort((a, b) => a - b);
+  return {
+    url,
+    fovs,
+    primaryManifest: primaryUrl,
+    ...(exp.data.codebook ? { codebook: resolveRelative(url, exp.data.codebook) } : {}),
+  };
+}

@@ -1,0 +1,53 @@
+/**
+ * FOV selections written the way people write them: `all`, `12` (the first 12), `0-3,7,9-12`.
+ * The same compact form travels in the manifest and in STARFISH_EXPECTED_FOVS.
+ */
+
+export type FovSelection = { kind: 'all' } | { kind: 'first'; count: number } | { kind: 'list'; ranges: Array<[number, number]> };
+
+const RANGE = /^(\d+)(?:-(\d+))?$/;
+export const MAX_FOV_INDEX = 1_000_000;
+
+/** Parses `0-3,7`; returns an error sentence instead of throwing. */
+export function parseRanges(text: string): Array<[number, number]> | string {
+  const ranges: Array<[number, number]> = [];
+  for (const part of text.split(',')) {
+    const m = RANGE.exec(part.trim());
+    if (!m) return `"${part.trim()}" is not a FOV index or range`;
+    const a = Number(m[1]);
+    const b = m[2] === undefined ? a : Number(m[2]);
+    if (b < a) return `the range "${part.trim()}" runs backwards; write it low-high, like ${b}-${a}`;
+    if (b > MAX_FOV_INDEX) return `FOV ${b} is beyond any experiment this tool can run (${MAX_FOV_INDEX} at most)`;
+    ranges.push([a, b]);
+  }
+  return ranges;
+}
+
+/** Sorted, de-duplicated indices to the shortest range text: [0,1,2,3,7] → "0-3,7". */
+export function formatRanges(indices: readonly number[]): string {
+  const sorted = [...new Set(indices)].sort((x, y) => x - y);
+  const out: string[] = [];
+  let i = 0;
+  while (i < sorted.length) {
+    const start = sorted[i]!;
+    let end = start;
+    while (i + 1 < sorted.length && sorted[i + 1] === end + 1) end = sorted[++i]!;
+    out.push(start === end ? `${start}` : `${start}-${end}`);
+    i++;
+  }
+  return out.join(',');
+}
+
+export function expandRanges(text: string): number[] {
+  const ranges = parseRanges(text);
+  if (typeof ranges === 'string') throw new Error(ranges);
+  const out: number[] = [];
+  for (const [a, b] of ranges) for (let k = a; k <= b; k++) out.push(k);
+  return [...new Set(out)].sort((x, y) => x - y);
+}
+
+export function describeSelection(selection: FovSelection): string {
+  if (selection.kind === 'all') return 'all';
+  if (selection.kind === 'first') return `${selection.count}`;
+  return selection.ranges.map(([a, b]) => (a === b ? `${a}` : `${a}-${b}`)).join(',');
+}

@@ -1,0 +1,24 @@
+/** Locations of inputs: s3:// and https:// URLs, or plain paths on the local backend. */
+import path from 'node:path';
+
+export type LocationKind = 's3' | 'https' | 'path';
+
+export function kindOf(location: string): LocationKind {
+  if (location.startsWith('s3://')) return 's3';
+  if (location.startsWith('https://')) return 'https';
+  return 'path';
+}
+
+/** Resolves a reference inside a SpaceTx file against the file that names it. */
+export function resolveRelative(base: string, ref: string): string {
+  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(ref) || path.isAbsolute(ref)) return ref;
+  const kind = kindOf(base);
+  if (kind === 'path') return path.resolve(path.dirname(base), ref);
+  return new URL(ref, base.replace(/^s3:\/\//, 'https://')).toString().replace(/^https:\/\//, kind === 's3' ? 's3://' : 'https://');
+}
+
+export function parseS3(url: string): { bucket: string; key: string } {
+  const m = /^s3:\/\/([^/]+)\/?(.*)$/.exec(url);
+  if (!m) throw new Error(`not an s3:// URL: ${url}`);
+  return { bucket: m[1]!, key: m[2]! };
+}

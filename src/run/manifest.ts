@@ -1,0 +1,136 @@
+/**
+ * The run manifest, runs/<run-id>/run.json: everything about a run, so that no database is
+ * needed. Every read goes through the schema; every write is a compare-and-swap.
+ */
+import { z } from 'zod';
+
+export const fovSelectionSchema = z.discriminatedUnion('kind', [
+  z.object({ kind: z.literal('all') }),
+  z.object({ kind: z.literal('first'), count: z.number().int().positive() }),
+  z.object({ kind: z.literal('list'), ranges: z.array(z.tuple([z.number().int().nonnegative(), z.number().int().nonnegative()])).min(1) }),
+]);
+
+export const runRequestSchema = z.object({
+  experiment: z.string().min(1),
+  recipe: z.string().min(1).optional(),
+  fovs: fovSelectionSchema,
+  queue: z.string().optional(),
+  name: z.string().optional(),
+  dryRun: z.boolean(),
+});
+export type RunRequest = z.infer<typeof runRequestSchema>;
+
+/** One Batch submission unit: a plain job (size 1) or an array of up to 10,000 children. */
+export const workUnitSchema = z.object({
+  size: z.number().int().positive(),
+  /** Contiguous FOVs: child i processes offset + i. */
+  offset: z.number().int().nonnegative().optional(),
+  /** Scattered FOVs: child i processes fovList[i] (compact range text). */
+  fovList: z.string().optional(),
+});
+export type WorkUnit = z.infer<typeof workUnitSchema>;
+
+export const planSchema = z.object({
+  experimentFovCount: z.number().int().nonnegative(),
+  /** The selected FOV indices as compact ranges, e.g. "0-9999". */
+  fovs: z.string(),
+  fovCount: z.number().int().nonnegative(),
+  units: z.array(workUnitSchema),
+});
+export type Plan = z.infer<typeof planSchema>;
+
+export const runStatusSchema = z.enum([
+  'planned',
+  'awaiting-approval',
+  'rejected',
+  'expired',
+  'submitting',
+  'running',
+  'merging',
+  'succeeded',
+  'partially-failed',
+  'failed',
+  'cancelled',
+]);
+export type RunStatus = z.infer<typeof runStatusSchema>;
+export const TERMINAL: ReadonlySet<RunStatus> = new Set(['planned', 'rejected', 'expired', 'succeeded', 'partially-failed', 'failed', 'cancelled']);
+
+const jobRefSchema = z.object({ jobId: z.string(), jobName: z.string() });
+
+export const submissionSchema = z.object({
+  round: z.number().int().nonnegative(),
+  submittedAt: z.string(),
+  fovs: z.string(),
+  arrays: z.array(jobRefSchema.extend({ unit: workUnitSchema })),
+  merge: jobRefSchema.optional(),
+  /** A merge submitted without dependencies after some FOVs failed (Batch fails a dependent job). */
+  salvageMerge: jobRefSchema.optional(),
+});
+export type Submission = z.infer<typeof submissionSchema>;
+
+export const failureSchema = z.object({
+  fov: z.number().int().nonnegative(),
+  reason: z.string(),
+  logLink: z.string().optional(),
+  jobId: z.string(),
+  round: z.number().int().nonnegative(),
+  reported: z.boolean(),
+});
+export type FovFailure = z.infer<typeof failureSchema>;
+
+export const progressSchema = z.object({
+  total: z.number().int().nonnegative(),
+  succeeded: z.number().int().nonnegative(),
+  failed: z.number().int().nonnegative(),
+  running: z.number().int().nonnegative(),
+  waiting: z.number().int().nonnegative(),
+});
+export type Progress = z.infer<typeof progressSchema>;
+
+export const approvalSchema = z.object({
+  required: z.boolean(),
+  reasons: z.array(z.string()),
+  expiresAt: z.string().optional(),
+  decision: z.enum(['approved', 'rejected', 'expired']).optional(),
+  decidedBy: z.string().optional(),
+  decidedAt: z.string().optional(),
+});
+
+export const resultsSchema = z.object({
+  spotsTotal: z.number().int().nonnegative(),
+  fovsProcessed: z.number().int().nonnegative(),
+  fovsMissing: z.array(z.number().int()),
+  topGenes: z.array(z.tuple([z.string(), z.number()])),
+});
+
+export const manifestSchema = z.object({
+  version: z.literal(1),
+  runId: z.string(),
+  createdAt: z.string(),
+  updatedAt: z.string(),
+  requester: z.object({ userId: z.string(), channel: z.string() }),
+  request: runRequestSchema,
+  /** Where the inputs were snapshotted and results go, as the containers see them. */
+  inputs: z.object({ experiment: z.string(), recipe: z.string(), output: z.string() }),
+  queue: z.string(),
+  plan: planSchema,
+  approval: approvalSchema,
+  status: runStatusSchema,
+  statusReason: z.string().optional(),
+  message: z.object({ channel: z.string(), ts: z.string() }).optional(),
+  submissions: z.array(submissionSchema),
+  progress: progressSchema,
+  failures: z.array(failureSchema),
+  notify: z.object({
+    lastProgressAt: z.number().optional(),
+    lastProgressKey: z.string().optional(),
+    lastDigestAt: z.number().optional(),
+    resultsPosted: z.boolean(),
+    stuckWarnedAt: z.number().optional(),
+  }),
+  results: resultsSchema.optional(),
+});
+export type RunManifest = z.infer<typeof manifestSchema>;
+
+export const manifestKey = (runId: string) => `runs/${runId}/run.json`;
+export const runPrefix = (runId: string) => `runs/${runId}`;

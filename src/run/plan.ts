@@ -1,0 +1,76 @@
+/**
+ * Cuts the selected FOVs into Batch-sized units. AWS Batch arrays hold 2 to 10,000 children:
+ * one FOV is a plain job, more than 10,000 are split into several arrays.
+ */
+import type { FovSelection } from './fov-ranges.js';
+import { describeSelection, formatRanges } from './fov-ranges.js';
+import type { Plan, WorkUnit } from './manifest.js';
+
+export const MAX_ARRAY_SIZE = 10_000;
+/** Keeps STARFISH_FOV_LIST well inside the size AWS Batch accepts for container overrides. */
+export const MAX_FOV_LIST_CHARS = 6_000;
+
+export function selectFovs(available: number[], selection: FovSelection): number[] | string {
+  if (selection.kind === 'all') return [...available];
+  if (selection.kind === 'first') {
+    if (selection.count > available.length) {
+      return `fovs=${selection.count} asks for more FOVs than the experiment has (${available.length}); use fovs=all or fovs=${available.length}`;
+    }
+    return available.slice(0, selection.count);
+  }
+  const have = new Set(available);
+  const chosen: number[] = [];
+  const missing: number[] = [];
+  for (const [a, b] of selection.ranges) {
+    for (let k = a; k <= b; k++) (have.has(k) ? chosen : missing).push(k);
+    if (missing.length > 20) break;
+  }
+  if (missing.length) {
+    return `fovs=${describeSelection(selection)} names FOVs the experiment does not have (${formatRanges(missing.slice(0, 20))}${missing.length > 20 ? ', …' : ''}); it has ${formatRanges(available)}`;
+  }
+  return [...new Set(chosen)].sort((x, y) => x - y);
+}
+
+function isContiguous(fovs: number[]): boolean {
+  return fovs.length > 0 && fovs[fovs.length - 1]! - fovs[0]! === fovs.length - 1;
+}
+
+function unitFor(fovs: number[]): WorkUnit[] {
+  if (isContiguous(fovs)) return [{ size: fovs.length, offset: fovs[0]! }];
+  const list = fovs.join(',');
+  if (list.length <= MAX_FOV_LIST_CHARS) return [{ size: fovs.length, fovList: formatRanges(fovs) }];
+  const half = Math.ceil(fovs.length / 2);
+  return [...unitFor(fovs.slice(0, half)), ...unitFor(fovs.slice(half))];
+}
+
+/** Work units over sorted, distinct FOV indices. */
+export function planUnits(fovs: number[]): WorkUnit[] {
+  const units: WorkUnit[] = [];
+  for (let i = 0; i < fovs.length; i += MAX_ARRAY_SIZE) units.push(...unitFor(fovs.slice(i, i + MAX_ARRAY_SIZE)));
+  return units;
+}
+
+export function makePlan(available: number[], selection: FovSelection): Plan | string {
+  const fovs = selectFovs(available, selection);
+  if (typeof fovs === 'string') return fovs;
+  return { experimentFovCount: available.length, fovs: formatRanges(fovs), fovCount: fovs.length, units: planUnits(fovs) };
+}
+
+/** The FOV each child of a unit processes: what STARFISH_FOV_OFFSET / STARFISH_FOV_LIST encode. */
+export function fovOfChild(unit: WorkUnit, index: number): number | undefined {
+  if (index < 0 || index >= unit.size) return undefined;
+  if (unit.offset !== undefined) return unit.offset + index;
+  if (unit.fovList === undefined) return undefined;
+  return nthOfRanges(unit.fovList, index);
+}
+
+function nthOfRanges(text: string, index: number): number | undefined {
+  let left = index;
+  for (const part of text.split(',')) {
+    const [a, b] = part.split('-').map(Number) as [number, number | undefined];
+    const len = (b ?? a) - a + 1;
+    if (left < len) return a + left;
+    left -= len;
+  }
+  return undefined;
+}
