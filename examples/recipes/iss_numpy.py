@@ -114,7 +114,10 @@ def codebook_lookup(codebook, rounds):
 
 def register(primary, reference):
     """Shift every round so that its max projection lines up with ``reference`` (y, x)."""
-    from skimage.registration import phase_cross_correlation
+    try:
+        from skimage.registration import phase_cross_correlation
+    except ImportError:  # scikit-image < 0.17 (e.g. older starfish images)
+        from skimage.feature import register_translation as phase_cross_correlation
     out = np.empty_like(primary)
     shifts = []
     for r in range(primary.shape[0]):

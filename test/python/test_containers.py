@@ -1,0 +1,61 @@
+"""Static checks of the Dockerfiles, and the scripts running from the image's file layout."""
+import os
+import re
+import shutil
+
+import pytest
+
+from conftest import REPO, run_script
+
+IMAGES = {"process-fov": "process_fov.py", "merge-results": "merge_results.py"}
+
+
+def parse_dockerfile(path):
+    text = open(path).read()
+    lines = [ln.strip() for ln in text.replace("\\\n", " ").splitlines()
+             if ln.strip() and not ln.strip().startswith("#")]
+    return [(ln.split(None, 1)[0].upper(), ln.split(None, 1)[1] if " " in ln else "") for ln in lines]
+
+
+@pytest.mark.parametrize("image", sorted(IMAGES))
+def test_dockerfile(image):
+    script = IMAGES[image]
+    instrs = parse_dockerfile(os.path.join(REPO, "containers", image, "Dockerfile"))
+    froms = [a for i, a in instrs if i == "FROM"]
+    assert froms == ["spacetx/starfish:0.2.2"]  # pinned, never :latest
+    users = [a for i, a in instrs if i == "USER"]
+    assert users and users[-1] not in ("root", "0", "0:0")
+    assert not [a for i, a in instrs if i == "RUN"]  # no build tools, nothing installed
+    copies = [a.split() for i, a in instrs if i == "COPY"]
+    dests = {}
+    for src, dst in copies:
+        assert os.path.exists(os.path.join(REPO, src)), src  # build context = repo root
+        dests[dst] = src
+    assert dests["/opt/starfish-chatops/common/starfish_io.py"] == "containers/common/starfish_io.py"
+    entry = [a for i, a in instrs if i == "ENTRYPOINT"][-1]
+    target = re.findall(r'"(/opt/[^"]+)"', entry)[0]
+    assert dests[target] == "containers/%s/%s" % (image, script)
+    ignore = open(os.path.join(REPO, "containers", image, "Dockerfile.dockerignore")).read().split()
+    for src in dests.values():
+        assert "!" + src in ignore
+
+
+def test_scripts_run_from_the_image_layout(tmp_path, synthetic):
+    """/opt/starfish-chatops/{common,process-fov,merge-results}: the scripts find ../common."""
+    opt = tmp_path / "opt" / "starfish-chatops"
+    for d, f in (("common", "starfish_io.py"), ("process-fov", "process_fov.py"),
+                 ("merge-results", "merge_results.py")):
+        os.makedirs(str(opt / d))
+        shutil.copy(os.path.join(REPO, "containers", d, f), str(opt / d / f))
+    recipe = tmp_path / "r.py"
+    recipe.write_text("def process_fov(fov_index, experiment_url):\n"
+                      "    return [{'x': 1, 'y': 2, 'target': 'ACTB'}]\n")
+    out = str(tmp_path / "run")
+    r = run_script(str(opt / "process-fov" / "process_fov.py"), STARFISH_EXPERIMENT=synthetic,
+                   STARFISH_RECIPE=str(recipe), STARFISH_OUTPUT=out)
+    assert r.code == 0, r
+    r = run_script(str(opt / "merge-results" / "merge_results.py"), STARFISH_OUTPUT=out,
+                   STARFISH_EXPECTED_FOVS="0")
+    assert r.code == 0, r
+    assert open(os.path.join(out, "results", "spots.csv")).read() == \
+        "fov,x,y,z,target,quality\n0,1.00,2.00,0,ACTB,1.000\n"
