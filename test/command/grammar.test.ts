@@ -1,0 +1,112 @@
+import { describe, expect, it } from 'vitest';
+import fc from 'fast-check';
+import { parseCommand, type Command } from '../../src/command/grammar.js';
+
+function ok(text: string): Command {
+  const r = parseCommand(text);
+  if (!r.ok) throw new Error(`expected ${text} to parse, got: ${r.error}`);
+  return r.command;
+}
+
+function error(text: string): string {
+  const r = parseCommand(text);
+  if (r.ok) throw new Error(`expected ${text} to be refused, got ${JSON.stringify(r.command)}`);
+  return r.error;
+}
+
+describe('run', () => {
+  it('takes an experiment URL with every option', () => {
+    expect(ok('run s3://lab-data/iss/experiment.json recipe=s3://lab-data/recipes/iss.py fovs=0-3,7 queue=ondemand name=brain-2 dry-run')).toEqual({
+      name: 'run',
+      request: {
+        experiment: 's3://lab-data/iss/experiment.json',
+        recipe: 's3://lab-data/recipes/iss.py',
+        fovs: { kind: 'list', ranges: [[0, 3], [7, 7]] },
+        queue: 'ondemand',
+        name: 'brain-2',
+        dryRun: true,
+      },
+    });
+  });
+
+  it('defaults to all FOVs and accepts a count, an https URL and a local path', () => {
+    expect(ok('run https://example.org/exp/experiment.json')).toMatchObject({ request: { fovs: { kind: 'all' }, dryRun: false } });
+    expect(ok('run ./examples/experiment.json fovs=16')).toMatchObject({ request: { experiment: './examples/experiment.json', fovs: { kind: 'first', count: 16 } } });
+  });
+
+  it('unwraps the way Slack formats links and escapes ampersands', () => {
+    expect(ok('run <https://example.org/e/experiment.json?a=1&amp;b=2|experiment.json>')).toMatchObject({
+      request: { experiment: 'https://example.org/e/experiment.json?a=1&b=2' },
+    });
+  });
+
+  it.each([
+    ['run', /needs the experiment.*Example: \/starfish run s3:\/\//],
+    ['run s3://lab-data', /not a complete S3 URL.*s3:\/\/lab-data\/iss\/experiment.json/],
+    ['run ftp://host/experiment.json', /not an s3:\/\/ or https:\/\/ URL/],
+    ['run fovs=3', /looks like an option, but the experiment must come first/],
+    ['run s3://lab-data/e.json fovs=3-1', /runs backwards; write it low-high, like 1-3/],
+    ['run s3://lab-data/e.json fovs=0', /selects nothing/],
+    ['run s3://lab-data/e.json fovs=a-b', /"a-b" is not a FOV index or range/],
+    ['run s3://lab-data/e.json fov=3', /no option "fov" \(did you mean fovs=\?\)/],
+    ['run s3://lab-data/e.json dryrun', /did you mean dry-run\?/],
+    ['run s3://lab-data/e.json recipe=s3://lab-data/r.txt', /not a Python file/],
+    ['run s3://lab-data/e.json fovs=1 fovs=2', /given twice/],
+    ['run s3://lab-data/e.json name=has/slash', /not a usable label/],
+    ['run s3://lab-data/e.json queue=', /needs a value/],
+  ])('refuses %s with a specific message and an example', (text, message) => {
+    expect(error(text)).toMatch(message);
+  });
+});
+
+describe('other commands', () => {
+  it('parses status, list, cancel, retry, approve, reject, stage and help', () => {
+    expect(ok('status')).toEqual({ name: 'status' });
+    expect(ok('status 261125-K3F9')).toEqual({ name: 'status', runId: '261125-k3f9' });
+    expect(ok('list')).toEqual({ name: 'list' });
+    expect(ok('cancel 261125-k3f9')).toEqual({ name: 'cancel', runId: '261125-k3f9' });
+    expect(ok('retry 261125-k3f9')).toEqual({ name: 'retry', runId: '261125-k3f9' });
+    expect(ok('approve 261125-k3f9')).toEqual({ name: 'approve', runId: '261125-k3f9' });
+    expect(ok('stage s3://public-data/iss/experiment.json as=iss')).toEqual({ name: 'stage', source: 's3://public-data/iss/experiment.json', as: 'iss' });
+    expect(ok('')).toEqual({ name: 'help' });
+    expect(ok('help run')).toEqual({ name: 'help', topic: 'run' });
+  });
+
+  it.each([
+    ['cancel', /needs the run id.*Example: \/starfish cancel 261125-k3f9/],
+    ['cancel my-run', /"my-run" is not a run id; run ids look like 261125-k3f9/],
+    ['retry a b', /takes one run id, got 2/],
+    ['list all', /list takes no arguments/],
+    ['stage s3://x-bucket/e.json to=here', /the only option is as=NAME/],
+    ['help nope', /There is no command "nope"/],
+  ])('refuses %s', (text, message) => {
+    expect(error(text)).toMatch(message);
+  });
+
+  it('suggests the nearest subcommand for a typo', () => {
+    expect(error('stauts')).toMatch(/did you mean "status"\?.*Example: \/starfish status/);
+    expect(error('rnu s3://a/b')).toMatch(/did you mean "run"\?/);
+    expect(error('cancle 261125-k3f9')).toMatch(/did you mean "cancel"\?/);
+  });
+});
+
+describe('fuzzed input', () => {
+  it('never throws and always yields a command or a non-empty message', () => {
+    const words = fc.oneof(
+      fc.constantFrom('run', 'status', 'list', 'cancel', 'retry', 'stage', 'help', 'approve', 'fovs=', 'recipe=', 'dry-run', 's3://', 'https://', '<', '>', '|', '&amp;', '=', '-', ','),
+      fc.string(),
+      fc.string({ unit: 'grapheme' }),
+    );
+    fc.assert(
+      fc.property(fc.array(words, { maxLength: 8 }), (parts) => {
+        const result = parseCommand(parts.join(' '));
+        if (!result.ok) expect(result.error.length).toBeGreaterThan(10);
+      }),
+      { numRuns: 2000 },
+    );
+  });
+
+  it('answers non-string input with a message', () => {
+    for (const input of [undefined, null, 42, {}, []]) expect(parseCommand(input)).toMatchObject({ ok: false });
+  });
+});

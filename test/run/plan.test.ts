@@ -1,0 +1,75 @@
+import { describe, expect, it } from 'vitest';
+import { fovOfChild, makePlan, MAX_FOV_LIST_CHARS } from '../../src/run/plan.js';
+import { expandRanges, formatRanges } from '../../src/run/fov-ranges.js';
+import type { Plan } from '../../src/run/manifest.js';
+
+const range = (n: number, from = 0) => Array.from({ length: n }, (_, i) => from + i);
+
+function plan(available: number[], selection: Parameters<typeof makePlan>[1] = { kind: 'all' }): Plan {
+  const p = makePlan(available, selection);
+  if (typeof p === 'string') throw new Error(p);
+  return p;
+}
+
+/** Every FOV the plan's jobs would process, in order, via the same mapping the containers use. */
+function processed(p: Plan): number[] {
+  return p.units.flatMap((u) => Array.from({ length: u.size }, (_, i) => fovOfChild(u, i)!));
+}
+
+describe('planning into Batch-sized units', () => {
+  it('1 FOV is a plain job', () => {
+    expect(plan([0]).units).toEqual([{ size: 1, offset: 0 }]);
+  });
+
+  it('2 FOVs are one array of 2', () => {
+    expect(plan(range(2)).units).toEqual([{ size: 2, offset: 0 }]);
+  });
+
+  it('10,000 FOVs fit one array', () => {
+    expect(plan(range(10_000)).units).toEqual([{ size: 10_000, offset: 0 }]);
+  });
+
+  it('10,001 FOVs are split into two arrays that cover every FOV once', () => {
+    const p = plan(range(10_001));
+    expect(p.units).toEqual([{ size: 10_000, offset: 0 }, { size: 1, offset: 10_000 }]);
+    expect(processed(p)).toEqual(range(10_001));
+  });
+
+  it('25,000 FOVs are three arrays, none above 10,000', () => {
+    const p = plan(range(25_000));
+    expect(p.units.map((u) => u.size)).toEqual([10_000, 10_000, 5_000]);
+    expect(processed(p)).toEqual(range(25_000));
+    expect(p.fovs).toBe('0-24999');
+  });
+});
+
+describe('selections', () => {
+  const sixteen = range(16);
+
+  it('takes the first N', () => {
+    expect(plan(sixteen, { kind: 'first', count: 4 })).toMatchObject({ fovCount: 4, fovs: '0-3', units: [{ size: 4, offset: 0 }] });
+  });
+
+  it('runs scattered FOVs through a FOV list, in order', () => {
+    const p = plan(sixteen, { kind: 'list', ranges: [[1, 3], [7, 7], [9, 10]] });
+    expect(p.units).toEqual([{ size: 6, fovList: '1-3,7,9-10' }]);
+    expect(processed(p)).toEqual([1, 2, 3, 7, 9, 10]);
+  });
+
+  it('refuses FOVs the experiment does not have, naming them and what it has', () => {
+    expect(makePlan(sixteen, { kind: 'list', ranges: [[14, 18]] })).toMatch(/does not have \(16-18\); it has 0-15/);
+    expect(makePlan(sixteen, { kind: 'first', count: 20 })).toMatch(/more FOVs than the experiment has \(16\)/);
+  });
+
+  it('keeps a long scattered list short enough for a Batch override', () => {
+    const evens = range(10_000).filter((x) => x % 2 === 0);
+    const p = plan(range(10_000), { kind: 'list', ranges: evens.map((x) => [x, x] as [number, number]) });
+    for (const u of p.units) if (u.fovList) expect(expandRanges(u.fovList).join(',').length).toBeLessThanOrEqual(MAX_FOV_LIST_CHARS);
+    expect(processed(p)).toEqual(evens);
+  });
+
+  it('formats and expands ranges as inverses', () => {
+    expect(formatRanges([7, 0, 1, 2, 3, 3, 9])).toBe('0-3,7,9');
+    expect(expandRanges('0-3,7,9')).toEqual([0, 1, 2, 3, 7, 9]);
+  });
+});
