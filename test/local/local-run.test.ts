@@ -1,0 +1,117 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { existsSync, readFileSync } from 'node:fs';
+import { writeFile, rm } from 'node:fs/promises';
+import path from 'node:path';
+import { failingRecipe, generateExperiment, localHarness, NUMPY_RECIPE, removeDir, tempDir } from '../helpers/local.js';
+
+let data: string;
+let experiment: string;
+beforeAll(async () => {
+  data = await tempDir('exp');
+  experiment = generateExperiment(data, 4);
+});
+afterAll(() => removeDir(data));
+
+describe('a complete local run', () => {
+  it('runs every FOV, merges, and posts progress and results in the channel', async () => {
+    const home = await tempDir('home');
+    const h = localHarness(home);
+    const answer = await h.command(`run ${experiment} recipe=${NUMPY_RECIPE} name=e2e`);
+    expect(answer.refused).toBe(false);
+    await h.system.settle();
+
+    const run = (await h.latestRun())!;
+    expect(run.status).toBe('succeeded');
+    expect(run.plan).toMatchObject({ fovCount: 4, fovs: '0-3', units: [{ size: 4, offset: 0 }] });
+    expect(run.progress).toEqual({ total: 4, succeeded: 4, failed: 0, running: 0, waiting: 0 });
+    const results = path.join(home, 'runs', run.runId, 'results');
+    for (const f of ['spots.csv', 'summary.json', 'spots.png']) expect(existsSync(path.join(results, f))).toBe(true);
+    const summary = JSON.parse(readFileSync(path.join(results, 'summary.json'), 'utf8'));
+    expect(summary).toMatchObject({ fovs_expected: 4, fovs_processed: 4, fovs_missing: [] });
+    expect(run.results?.spotsTotal).toBe(summary.spots_total);
+    // Reproducibility: the recipe as it was at launch.
+    expect(readFileSync(path.join(home, 'runs', run.runId, 'inputs/recipe.py'), 'utf8')).toBe(readFileSync(NUMPY_RECIPE, 'utf8'));
+
+    const t = h.transcript();
+    expect(t).toContain(`starfish run ${run.runId} · e2e`);
+    expect(t).toMatch(/4\/4 FOVs done/);
+    expect(t).toContain(`Results of run ${run.runId}: ${summary.spots_total} spots from 4/4 FOVs`);
+    expect(t.match(/Results of run/g)).toHaveLength(1);
+    expect(h.chat.uploads).toEqual([expect.objectContaining({ filename: `${run.runId}-spots.png` })]);
+    await removeDir(home);
+  });
+
+  it('reports a failing FOV with its reason and log, merges the others, and marks the run partially failed', async () => {
+    const home = await tempDir('home');
+    const marker = path.join(home, 'break-fov-2');
+    await writeFile(marker, '');
+    const recipe = await failingRecipe(home, [2], marker);
+    const h = localHarness(home);
+    await h.command(`run ${experiment} recipe=${recipe}`);
+    await h.system.settle();
+
+    const run = (await h.latestRun())!;
+    expect(run.status).toBe('partially-failed');
+    expect(run.failures).toEqual([expect.objectContaining({ fov: 2, round: 0, reported: true })]);
+    const failure = run.failures[0]!;
+    expect(failure.reason).toMatch(/simulated failure: no spots found in round 2/);
+    expect(existsSync(failure.logLink!)).toBe(true);
+    expect(readFileSync(failure.logLink!, 'utf8')).toMatch(/Traceback/);
+    expect(run.results).toMatchObject({ fovsProcessed: 3, fovsMissing: [2] });
+    expect(run.submissions[0]!.salvageMerge).toBeDefined();
+
+    const t = h.transcript();
+    expect(t).toMatch(/1 FOV failed/);
+    expect(t).toContain(`FOV 2: `);
+    expect(t).toContain(failure.logLink!);
+    expect(t).toMatch(/3\/4 FOVs/);
+    expect(t).toContain(`/starfish retry ${run.runId}`);
+
+    // Fix the cause, retry: only FOV 2 runs again, and the run completes.
+    await rm(marker);
+    const retry = await h.command(`retry ${run.runId}`);
+    expect(retry.refused).toBe(false);
+    await h.system.settle();
+    const after = (await h.latestRun())!;
+    expect(after.status).toBe('succeeded');
+    expect(after.submissions).toHaveLength(2);
+    expect(after.submissions[1]).toMatchObject({ round: 1, fovs: '2', arrays: [{ unit: { size: 1, offset: 2 } }] });
+    expect(after.results).toMatchObject({ fovsProcessed: 4, fovsMissing: [] });
+    expect(h.transcript().match(/Results of run/g)).toHaveLength(2);
+    await removeDir(home);
+  });
+});
+
+describe('bad input never launches anything', () => {
+  it('answers a missing experiment in the channel and writes no run', async () => {
+    const home = await tempDir('home');
+    const h = localHarness(home);
+    await h.command(`run ${path.join(data, 'nope.json')}`);
+    await h.system.settle();
+    expect(await h.latestRun()).toBeUndefined();
+    expect(h.transcript()).toMatch(/Could not read the experiment.json at .*nope\.json: no such file/);
+    await removeDir(home);
+  });
+
+  it('refuses FOVs the experiment does not have', async () => {
+    const home = await tempDir('home');
+    const h = localHarness(home);
+    await h.command(`run ${experiment} fovs=2-9`);
+    await h.system.settle();
+    expect(await h.latestRun()).toBeUndefined();
+    expect(h.transcript()).toMatch(/fovs=2-9 names FOVs the experiment does not have \(4-9\); it has 0-3/);
+    await removeDir(home);
+  });
+
+  it('refuses a recipe with no process_fov', async () => {
+    const home = await tempDir('home');
+    const bad = path.join(home, 'bad.py');
+    await writeFile(bad, 'def main():\n    pass\n');
+    const h = localHarness(home);
+    await h.command(`run ${experiment} recipe=${bad}`);
+    await h.system.settle();
+    expect(await h.latestRun()).toBeUndefined();
+    expect(h.transcript()).toMatch(/defines no process_fov\(fov_index, experiment_url\)/);
+    await removeDir(home);
+  });
+});
