@@ -1,0 +1,90 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { generateExperiment, localHarness, removeDir, tempDir } from '../helpers/local.js';
+
+let data: string;
+let experiment: string;
+beforeAll(async () => {
+  data = await tempDir('exp');
+  experiment = generateExperiment(data, 4);
+});
+afterAll(() => removeDir(data));
+
+const policy = (extra: object = {}) => ({
+  approval: { fovThreshold: 2, approvers: ['pi', 'tester'], allowSelfApproval: false, ...extra },
+  queues: { default: 'local', allowed: ['local'] },
+});
+
+describe('approval', () => {
+  it('holds a run above the threshold until an approver approves, then runs it', async () => {
+    const home = await tempDir('home');
+    const h = localHarness(home, { policy: { ...policy(), defaultRecipe: path.resolve('examples/recipes/iss_numpy.py') } });
+    await h.command(`run ${experiment}`);
+    await h.system.settle();
+    const waiting = (await h.latestRun())!;
+    expect(waiting.status).toBe('awaiting-approval');
+    expect(waiting.approval.reasons).toEqual(['4 FOVs is above the 2-FOV threshold']);
+    expect(h.transcript()).toContain(`[Approve: /starfish approve ${waiting.runId}]`);
+
+    await h.command(`approve ${waiting.runId}`); // the requester: refused
+    await h.system.settle();
+    expect(h.transcript()).toMatch(new RegExp(`You requested run ${waiting.runId}; another approver has to approve it`));
+    await h.command(`approve ${waiting.runId}`, { userId: 'postdoc', channel: 'lab' }); // not an approver
+    await h.system.settle();
+    expect(h.transcript()).toMatch(/You are not an approver for starfish runs\. Approvers: @pi, @tester/);
+    expect((await h.latestRun())!.status).toBe('awaiting-approval');
+
+    await h.command(`approve ${waiting.runId}`, { userId: 'pi', channel: 'lab' });
+    await h.system.settle();
+    const done = (await h.latestRun())!;
+    expect(done.status).toBe('succeeded');
+    expect(done.approval).toMatchObject({ decision: 'approved', decidedBy: 'pi' });
+    expect(h.transcript()).toMatch(/Approved by @pi at \d{4}-/);
+    await removeDir(home);
+  }, 90_000);
+
+  it('a rejected run never submits', async () => {
+    const home = await tempDir('home');
+    const h = localHarness(home, { policy: { ...policy(), defaultRecipe: path.resolve('examples/recipes/iss_numpy.py') } });
+    await h.command(`run ${experiment}`);
+    await h.system.settle();
+    const run = (await h.latestRun())!;
+    await h.command(`reject ${run.runId}`, { userId: 'pi', channel: 'lab' });
+    await h.system.settle();
+    await h.command(`approve ${run.runId}`, { userId: 'pi', channel: 'lab' });
+    await h.system.settle();
+    const after = (await h.latestRun())!;
+    expect(after.status).toBe('rejected');
+    expect(after.submissions).toEqual([]);
+    expect(h.transcript()).toMatch(/Rejected by @pi/);
+    expect(h.transcript()).toMatch(new RegExp(`Run ${run.runId} is already rejected by @pi; nothing to do`));
+    await removeDir(home);
+  });
+});
+
+describe('cancel', () => {
+  it('terminates the running FOV processes and marks the run cancelled', async () => {
+    const home = await tempDir('home');
+    const slow = path.join(home, 'slow.py');
+    await writeFile(slow, 'import time\n\ndef process_fov(fov_index, experiment_url):\n    time.sleep(60)\n    return []\n');
+    const h = localHarness(home);
+    await h.command(`run ${experiment} recipe=${slow}`);
+    for (let i = 0; i < 100 && (await h.latestRun())?.status !== 'running'; i++) await new Promise((r) => setTimeout(r, 100));
+    const run = (await h.latestRun())!;
+    expect(run.status).toBe('running');
+    const started = Date.now();
+    await h.command(`cancel ${run.runId}`);
+    await h.system.settle();
+    expect(Date.now() - started).toBeLessThan(30_000); // the 60 s sleeps were killed, not waited for
+    const after = (await h.latestRun())!;
+    expect(after.status).toBe('cancelled');
+    expect(after.statusReason).toBe('cancelled by <@tester>');
+    expect(h.transcript()).toMatch(new RegExp(`Run ${run.runId} cancelled by @tester`));
+    expect(h.transcript()).not.toMatch(/Results of run/);
+    await h.command(`cancel ${run.runId}`);
+    await h.system.settle();
+    expect(h.transcript()).toMatch(/has already ended \(cancelled\); there is nothing to cancel/);
+    await removeDir(home);
+  });
+});
