@@ -6,6 +6,7 @@ import type { Block, ButtonElement, Message } from './message.js';
 import { LIMITS, clip, summarizeLines } from './message.js';
 import type { FovFailure, Progress, RunManifest, RunStatus } from '../run/manifest.js';
 import type { ResultsSummary } from '../run/results.js';
+import { formatRanges } from '../run/fov-ranges.js';
 
 export const ACTIONS = { approve: 'approve_run', reject: 'reject_run', cancel: 'cancel_run' } as const;
 
@@ -99,14 +100,39 @@ export function rootMessage(m: RunManifest): Message {
   return { text: clip(text, LIMITS.fallbackText), blocks };
 }
 
-/** One digest of newly failed FOVs, posted in the run's thread. */
+/**
+ * One digest of newly failed FOVs, posted in the run's thread. Long digests are split over
+ * several sections (3,000 characters each, 50 blocks a message) so that every FOV is named;
+ * only past that does it point to /starfish status.
+ */
 export function failureDigest(runId: string, failures: FovFailure[], totalFailed: number): Message {
-  const lines = failures.map((f) => `• FOV ${f.fov}: ${clip(f.reason, 300)}${f.logLink ? ` — <${f.logLink}|log>` : ''}`);
+  const lines = failures.map((f) => `• FOV ${f.fov}${f.logLink ? ` <${f.logLink}|log>` : ''} — ${clip(f.reason, 160)}`);
   const head = `:warning: ${failures.length} FOV${failures.length === 1 ? '' : 's'} failed${totalFailed > failures.length ? ` (${totalFailed} in all so far)` : ''}`;
+  const blocks: Block[] = [section(`*${head}* in run ${runId}`)];
+  const sections = chunkLines(lines, LIMITS.sectionText, LIMITS.blocksPerMessage - 2);
+  for (const text of sections.chunks) blocks.push(section(text));
+  if (sections.left) blocks.push(context(`…and ${sections.left} more failed FOVs: \`/starfish status ${runId}\` lists them all.`));
   return {
-    text: `${head} in run ${runId}: ${failures.slice(0, 20).map((f) => f.fov).join(', ')}${failures.length > 20 ? ', …' : ''}`,
-    blocks: [section(`*${head}*`), section(summarizeLines(lines, LIMITS.sectionText, 'more failed FOVs (see /starfish status)'))],
+    text: clip(`${head} in run ${runId}: FOV ${formatRanges(failures.map((f) => f.fov))}`, LIMITS.fallbackText),
+    blocks,
   };
+}
+
+/** Packs whole lines into at most `maxChunks` texts of at most `size` characters. */
+function chunkLines(lines: string[], size: number, maxChunks: number): { chunks: string[]; left: number } {
+  const chunks: string[] = [];
+  let current = '';
+  for (let i = 0; i < lines.length; i++) {
+    const line = lines[i]!;
+    if (current && current.length + 1 + line.length > size) {
+      chunks.push(current);
+      current = '';
+      if (chunks.length === maxChunks) return { chunks, left: lines.length - i };
+    }
+    current = current ? `${current}\n${line}` : line;
+  }
+  if (current) chunks.push(current);
+  return { chunks, left: 0 };
 }
 
 export interface ResultLinks {
@@ -120,7 +146,7 @@ export function resultsMessage(m: RunManifest, summary: ResultsSummary, links: R
     .sort((a, b) => b[1] - a[1])
     .map(([gene, count]) => `${gene} ${n(count)}`);
   const missing = summary.fovs_missing.length
-    ? `\n:warning: ${summary.fovs_missing.length} FOV${summary.fovs_missing.length === 1 ? '' : 's'} missing from the results: ${clip(summary.fovs_missing.join(', '), 500)} — \`/starfish retry ${m.runId}\` reruns them.`
+    ? `\n:warning: ${summary.fovs_missing.length} FOV${summary.fovs_missing.length === 1 ? '' : 's'} missing from the results: ${clip(formatRanges(summary.fovs_missing), 2400)} — \`/starfish retry ${m.runId}\` reruns them.`
     : '';
   const head = `:tada: Results of run ${m.runId}: ${n(summary.spots_total)} spots from ${n(summary.fovs_processed)}/${n(summary.fovs_expected)} FOVs`;
   return {

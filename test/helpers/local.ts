@@ -54,7 +54,7 @@ def process_fov(fov_index, experiment_url):
   return file;
 }
 
-export function localHarness(home: string, overrides: Partial<LocalSystemOptions> & { policy?: unknown } = {}) {
+export function localHarness(home: string, overrides: Partial<Omit<LocalSystemOptions, 'policy'>> & { policy?: unknown } = {}) {
   const lines: string[] = [];
   const chat = new ConsoleChat({ write: (t) => lines.push(t) }, 'tester');
   const { policy, ...rest } = overrides;
