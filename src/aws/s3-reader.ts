@@ -1,0 +1,117 @@
+/**
+ * The Reader port on AWS: s3:// objects (GetObject) and https:// URLs (fetch), copies for
+ * staging (server-side CopyObject between buckets), and the bucket allowlist. The deployment
+ * reads and writes only its configured buckets; public dataset buckets may be allowed
+ * read-only, so that `/starfish stage` can copy from them; every other bucket is refused.
+ */
+import { CopyObjectCommand, GetObjectCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
+import type { Reader } from '../ports.js';
+import { kindOf, parseS3 } from '../run/locations.js';
+import { bodyBytes, contentTypeOf, isNotFound } from './s3-store.js';
+
+export interface S3ReaderOptions {
+  client: S3Client;
+  /** Buckets this deployment reads and writes (the results bucket among them). */
+  buckets: string[];
+  /** Buckets it may only read, e.g. public datasets to stage from. */
+  readOnlyBuckets?: string[];
+  fetch?: typeof fetch;
+}
+
+export class BucketNotAllowedError extends Error {}
+
+/** CopySource is "bucket/key" with the key URL-encoded (slashes kept). */
+export function copySource(bucket: string, key: string): string {
+  return `${bucket}/${key.split('/').map(encodeURIComponent).join('/')}`;
+}
+
+export class S3Reader implements Reader {
+  private readonly client: S3Client;
+  private readonly buckets: ReadonlySet<string>;
+  private readonly readOnly: ReadonlySet<string>;
+  private readonly fetchFn: typeof fetch;
+
+  constructor(options: S3ReaderOptions) {
+    this.client = options.client;
+    this.buckets = new Set(options.buckets);
+    this.readOnly = new Set((options.readOnlyBuckets ?? []).filter((b) => !this.buckets.has(b)));
+    this.fetchFn = options.fetch ?? fetch;
+  }
+
+  private allowedText(): string {
+    const rw = [...this.buckets].map((b) => `s3://${b}`).join(', ') || '(none)';
+    const ro = [...this.readOnly].map((b) => `s3://${b}`).join(', ');
+    return `This deployment reads and writes only ${rw}${ro ? `, and reads ${ro} (read-only)` : ''}`;
+  }
+
+  checkReadable(url: string): string | undefined {
+    switch (kindOf(url)) {
+      case 'https':
+        return undefined;
+      case 'path':
+        return `${url} is a file path, which the AWS deployment cannot read. Use an s3:// or https:// URL, e.g. s3://${[...this.buckets][0] ?? 'lab-data'}/iss/experiment.json`;
+      case 's3': {
+        let bucket: string;
+        try {
+          bucket = parseS3(url).bucket;
+        } catch {
+          return `${url} is not a valid s3:// URL. Example: s3://${[...this.buckets][0] ?? 'lab-data'}/iss/experiment.json`;
+        }
+        if (this.buckets.has(bucket) || this.readOnly.has(bucket)) return undefined;
+        return `${url} is in bucket "${bucket}", which this deployment may not read. ${this.allowedText()}. Ask an admin to add "${bucket}" to STARFISH_ALLOWED_BUCKETS (or STARFISH_READONLY_BUCKETS for a dataset to stage from).`;
+      }
+    }
+  }
+
+  /** Why this deployment may not write to the URL, or undefined when it may. */
+  checkWritable(url: string): string | undefined {
+    if (kindOf(url) !== 's3') return `${url} is not an s3:// URL; the AWS deployment writes only to its buckets. ${this.allowedText()}.`;
+    const { bucket } = parseS3(url);
+    if (this.buckets.has(bucket)) return undefined;
+    if (this.readOnly.has(bucket)) return `bucket "${bucket}" is read-only for this deployment; it does not write there. ${this.allowedText()}.`;
+    return `bucket "${bucket}" is not one this deployment may write to. ${this.allowedText()}.`;
+  }
+
+  private refuseRead(url: string): void {
+    const refused = this.checkReadable(url);
+    if (refused) throw new BucketNotAllowedError(refused);
+  }
+
+  async read(url: string): Promise<Buffer> {
+    this.refuseRead(url);
+    if (kindOf(url) === 'https') {
+      const response = await this.fetchFn(url);
+      if (!response.ok) throw new Error(`HTTP ${response.status}`);
+      return Buffer.from(await response.arrayBuffer());
+    }
+    const { bucket, key } = parseS3(url);
+    try {
+      const out = await this.client.send(new GetObjectCommand({ Bucket: bucket, Key: key }));
+      return await bodyBytes(out.Body);
+    } catch (error) {
+      if (isNotFound(error)) throw new Error('no such object');
+      const name = (error as Error).name;
+      if (name === 'AccessDenied') throw new Error(`access denied to bucket ${bucket} (the deployment's role may not read it)`);
+      throw error;
+    }
+  }
+
+  async copy(fromUrl: string, toUrl: string): Promise<void> {
+    this.refuseRead(fromUrl);
+    const refused = this.checkWritable(toUrl);
+    if (refused) throw new BucketNotAllowedError(refused);
+    const to = parseS3(toUrl);
+    if (kindOf(fromUrl) === 's3') {
+      const from = parseS3(fromUrl);
+      try {
+        await this.client.send(new CopyObjectCommand({ Bucket: to.bucket, Key: to.key, CopySource: copySource(from.bucket, from.key) }));
+      } catch (error) {
+        if (isNotFound(error)) throw new Error('no such object');
+        throw error;
+      }
+      return;
+    }
+    const body = await this.read(fromUrl);
+    await this.client.send(new PutObjectCommand({ Bucket: to.bucket, Key: to.key, Body: body, ContentType: contentTypeOf(to.key) }));
+  }
+}

@@ -1,0 +1,85 @@
+/**
+ * The production backend, wired: S3 store and reader, AWS Batch executor, EventBridge bus, and
+ * whatever Chat the caller brings (the Slack adapter in the Lambdas). The same launcher,
+ * notifier and reconciler as the local backend. Cheap to build: no AWS call is made and the
+ * Batch, SQS and Secrets Manager SDKs are not loaded until something uses them.
+ */
+import type { S3Client } from '@aws-sdk/client-s3';
+import type { EventBridgeClient } from '@aws-sdk/client-eventbridge';
+import type { BatchClient } from '@aws-sdk/client-batch';
+import type { SQSClient } from '@aws-sdk/client-sqs';
+import type { Chat, Clock } from '../ports.js';
+import { systemClock } from '../ports.js';
+import type { CoreDeps, Logger, Settings } from '../core.js';
+import { Launcher } from '../launcher/launcher.js';
+import { Notifier } from '../notifier/notifier.js';
+import { Reconciler } from '../reconciler/reconciler.js';
+import type { DispatchDeps } from '../command/dispatcher.js';
+import { readAwsConfig, type AwsConfig } from './config.js';
+import { awsLogger, batchClient, eventBridgeClient, s3Client, sqsClient } from './clients.js';
+import { S3Store } from './s3-store.js';
+import { S3Reader } from './s3-reader.js';
+import { BatchExecutor } from './batch-executor.js';
+import { EventBridgeBus } from './eventbridge-bus.js';
+import { SqsDeadLetters } from './dead-letters.js';
+
+export const AWS_SETTINGS: Settings = {
+  progressIntervalMs: 30_000,
+  digestIntervalMs: 5 * 60_000,
+  stuckAfterMs: 30 * 60_000,
+  allowPaths: false,
+};
+
+export interface AwsSystemOptions {
+  /** Clients to use instead of the per-container singletons (tests). */
+  clients?: { s3?: S3Client; eventBridge?: EventBridgeClient; batch?: BatchClient; sqs?: SQSClient };
+  clock?: Clock;
+  log?: Logger;
+  settings?: Partial<Settings>;
+  /** Members of the policy's approver group (Slack usergroups.users.list), from the chat side. */
+  approverGroupMembers?: () => Promise<string[]>;
+  fetch?: typeof fetch;
+}
+
+export function createAwsSystem(chat: Chat, env: NodeJS.ProcessEnv = process.env, options: AwsSystemOptions = {}) {
+  const config: AwsConfig = readAwsConfig(env);
+  const log = options.log ?? awsLogger();
+  const s3 = options.clients?.s3 ?? s3Client(config.region);
+  const store = new S3Store({ client: s3, bucket: config.bucket, prefix: config.keyPrefix, downloadExpirySeconds: config.downloadExpirySeconds });
+  const reader = new S3Reader({ client: s3, buckets: config.buckets, readOnlyBuckets: config.readOnlyBuckets, ...(options.fetch ? { fetch: options.fetch } : {}) });
+  const batch = options.clients?.batch;
+  const executor = new BatchExecutor({
+    client: batch ?? (() => batchClient(config.region)),
+    queues: config.queues,
+    fovJobDefinition: config.fovJobDefinition,
+    mergeJobDefinition: config.mergeJobDefinition,
+    region: config.region,
+    logGroup: config.logGroup,
+    log,
+  });
+  const bus = new EventBridgeBus({ client: options.clients?.eventBridge ?? eventBridgeClient(config.region), busName: config.eventBus });
+  const policy = config.policy;
+  const settings: Settings = { ...AWS_SETTINGS, ...options.settings };
+  const deps: CoreDeps = {
+    store,
+    reader,
+    executor,
+    chat,
+    policy,
+    clock: options.clock ?? systemClock,
+    log,
+    settings,
+    ...(options.approverGroupMembers ? { approverGroupMembers: options.approverGroupMembers } : {}),
+  };
+  const launcher = new Launcher(deps);
+  const notifier = new Notifier(deps);
+  // Dead letters are replayed by the events Lambda before each reconcile (deadLetters below),
+  // deleting each message only once the notifier has processed it.
+  const reconciler = new Reconciler(deps, notifier, launcher);
+  const sqs = options.clients?.sqs;
+  const deadLetters = config.dlqUrl ? new SqsDeadLetters({ client: sqs ?? (() => sqsClient(config.region)), queueUrl: config.dlqUrl, log }) : undefined;
+  const dispatchDeps: DispatchDeps = { store, bus, reader, policy, allowPaths: settings.allowPaths };
+  return { config, log, store, reader, executor, bus, policy, settings, deps, launcher, notifier, reconciler, deadLetters, dispatchDeps };
+}
+
+export type AwsSystem = ReturnType<typeof createAwsSystem>;

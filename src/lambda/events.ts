@@ -1,0 +1,184 @@
+/**
+ * The events Lambda: everything that is not a Slack request.
+ *
+ * - an EventBridge run event (source starfish.chatops, published by the Slack Lambda) → launcher
+ * - a Batch "Job State Change" event delivered directly by an EventBridge rule → notifier
+ * - an SQS batch (the rule's queue; each body is an EventBridge event): all Batch events of the
+ *   batch go to ONE notifier call, so a run's events are coalesced; run events go to the
+ *   launcher; the answer lists the failed messages (ReportBatchItemFailures), so that only those
+ *   are redelivered
+ * - the schedule (source aws.events, "Scheduled Event") → replay the dead-letter queue, then
+ *   reconcile active runs with Batch
+ *
+ * The Chat is Slack (src/slack/slack-chat.ts); its bot token comes from Secrets Manager once per
+ * container. Logs are JSON; no secret and no message body is logged.
+ */
+import type { Logger } from '../core.js';
+import type { Launcher } from '../launcher/launcher.js';
+import type { Notifier } from '../notifier/notifier.js';
+import type { Reconciler, ReconcileReport } from '../reconciler/reconciler.js';
+import type { DeadLetterReport, SqsDeadLetters } from '../aws/dead-letters.js';
+import { runEventSchema } from '../run/run-events.js';
+import { EVENT_SOURCE } from '../aws/eventbridge-bus.js';
+
+export interface EventsSystem {
+  launcher: Pick<Launcher, 'handle'>;
+  notifier: Pick<Notifier, 'handleBatch'>;
+  reconciler: Pick<Reconciler, 'run'>;
+  deadLetters?: Pick<SqsDeadLetters, 'replay'> | undefined;
+  log: Logger;
+}
+
+interface EventBridgeEnvelope {
+  id?: unknown;
+  source?: unknown;
+  'detail-type'?: unknown;
+  detail?: unknown;
+}
+
+interface SqsRecord {
+  messageId: string;
+  body: string;
+  eventSource?: string;
+}
+
+export interface SqsBatchResponse {
+  batchItemFailures: Array<{ itemIdentifier: string }>;
+}
+
+export type EventsResult = SqsBatchResponse | { reconcile: ReconcileReport; deadLetters?: DeadLetterReport } | void;
+
+const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+function isSqsBatch(event: unknown): event is { Records: SqsRecord[] } {
+  return isObject(event) && Array.isArray(event.Records) && event.Records.every((r) => isObject(r) && typeof r.messageId === 'string' && typeof r.body === 'string');
+}
+
+type Kind = 'run' | 'batch' | 'schedule' | 'unknown';
+
+function kindOf(e: EventBridgeEnvelope): Kind {
+  if (e.source === EVENT_SOURCE) return 'run';
+  if (e.source === 'aws.batch' && e['detail-type'] === 'Batch Job State Change') return 'batch';
+  if (e.source === 'aws.events' && e['detail-type'] === 'Scheduled Event') return 'schedule';
+  return 'unknown';
+}
+
+export function createEventsHandler(getSystem: () => Promise<EventsSystem>) {
+  /** Runs one run event; false when it is not valid (dropped: a retry would not fix it). */
+  async function runEvent(system: EventsSystem, envelope: EventBridgeEnvelope): Promise<void> {
+    const parsed = runEventSchema.safeParse(envelope.detail);
+    if (!parsed.success) {
+      system.log.error(
+        { eventId: envelope.id, detailType: envelope['detail-type'], issue: parsed.error.issues[0]?.message, path: parsed.error.issues[0]?.path.join('.') },
+        'run event does not match the schema; dropped',
+      );
+      return;
+    }
+    const started = Date.now();
+    await system.launcher.handle(parsed.data);
+    system.log.info({ eventId: envelope.id, type: parsed.data.type, ms: Date.now() - started }, 'run event handled');
+  }
+
+  async function sqsBatch(system: EventsSystem, records: SqsRecord[]): Promise<SqsBatchResponse> {
+    const failures = new Set<string>();
+    const batch: Array<{ messageId: string; event: EventBridgeEnvelope & { id: string } }> = [];
+    const runs: Array<{ messageId: string; event: EventBridgeEnvelope }> = [];
+    let dropped = 0;
+    for (const r of records) {
+      let body: unknown;
+      try {
+        body = JSON.parse(r.body);
+      } catch {
+        dropped++;
+        system.log.error({ messageId: r.messageId }, 'queue message is not JSON; dropped');
+        continue;
+      }
+      const envelope = (isObject(body) ? body : {}) as EventBridgeEnvelope;
+      const kind = kindOf(envelope);
+      if (kind === 'batch' && typeof envelope.id === 'string') batch.push({ messageId: r.messageId, event: envelope as EventBridgeEnvelope & { id: string } });
+      else if (kind === 'run') runs.push({ messageId: r.messageId, event: envelope });
+      else {
+        dropped++;
+        system.log.warn({ messageId: r.messageId, source: envelope.source, detailType: envelope['detail-type'] }, 'queue message is not an event this Lambda handles; dropped');
+      }
+    }
+    if (batch.length) {
+      try {
+        const outcome = await system.notifier.handleBatch(batch.map((b) => b.event));
+        const failed = new Set(outcome.failedEventIds);
+        // The same event can arrive in several messages (at-least-once): fail each of them.
+        for (const b of batch) if (failed.has(b.event.id)) failures.add(b.messageId);
+      } catch (error) {
+        system.log.error({ err: (error as Error).message, events: batch.length }, 'notifier failed on the whole batch; it will be redelivered');
+        for (const b of batch) failures.add(b.messageId);
+      }
+    }
+    for (const r of runs) {
+      try {
+        await runEvent(system, r.event);
+      } catch (error) {
+        system.log.error({ messageId: r.messageId, eventId: r.event.id, err: (error as Error).message }, 'run event failed; it will be redelivered');
+        failures.add(r.messageId);
+      }
+    }
+    system.log.info({ records: records.length, batchEvents: batch.length, runEvents: runs.length, dropped, failed: failures.size }, 'queue batch handled');
+    return { batchItemFailures: [...failures].map((itemIdentifier) => ({ itemIdentifier })) };
+  }
+
+  return async function handler(event: unknown): Promise<EventsResult> {
+    const system = await getSystem();
+    if (isSqsBatch(event)) return sqsBatch(system, event.Records);
+    const envelope = (isObject(event) ? event : {}) as EventBridgeEnvelope;
+    switch (kindOf(envelope)) {
+      case 'run':
+        return runEvent(system, envelope);
+      case 'batch': {
+        const outcome = await system.notifier.handleBatch([envelope]);
+        // Thrown, so that Lambda's asynchronous retries (and its failure destination) take it.
+        if (outcome.failedEventIds.length) throw new Error(`the notifier could not process event ${String(envelope.id)}; it will be retried`);
+        return;
+      }
+      case 'schedule': {
+        let deadLetters: DeadLetterReport | undefined;
+        if (system.deadLetters) {
+          try {
+            deadLetters = await system.deadLetters.replay((events) => system.notifier.handleBatch(events));
+          } catch (error) {
+            system.log.error({ err: (error as Error).message }, 'could not replay the dead-letter queue; reconciling anyway');
+          }
+        }
+        const reconcile = await system.reconciler.run();
+        system.log.info({ reconcile, deadLetters }, 'reconciled');
+        return { reconcile, ...(deadLetters ? { deadLetters } : {}) };
+      }
+      case 'unknown':
+        system.log.warn({ source: envelope.source, detailType: envelope['detail-type'] }, 'event not handled by this Lambda; ignored');
+        return;
+    }
+  };
+}
+
+let system: Promise<EventsSystem> | undefined;
+
+/** The production system: Slack chat with the bot token from Secrets Manager, AWS adapters. */
+async function buildSystem(): Promise<EventsSystem> {
+  const [{ createAwsSystem }, { readAwsConfig }, { slackSecret }, { SlackChat, approverGroupResolver }] = await Promise.all([
+    import('../aws/system.js'),
+    import('../aws/config.js'),
+    import('../aws/secrets.js'),
+    import('../slack/slack-chat.js'),
+  ]);
+  const config = readAwsConfig(process.env);
+  const { botToken } = await slackSecret(config.slackSecretArn);
+  const chat = new SlackChat({ token: botToken, ...(process.env.SLACK_API_URL ? { slackApiUrl: process.env.SLACK_API_URL } : {}) });
+  const group = config.policy.approval.approverGroup;
+  return createAwsSystem(chat, process.env, group ? { approverGroupMembers: approverGroupResolver(chat.client, group) } : {});
+}
+
+export const handler = createEventsHandler(() => {
+  system ??= buildSystem().catch((error: unknown) => {
+    system = undefined;
+    throw error;
+  });
+  return system;
+});
