@@ -1,5 +1,101 @@
+/**
+ * `starfish serve`: the Slack app in Socket Mode on the embedded (local) backend, so a developer
+ * can use the bot from a real workspace with no AWS and no public URL: Bolt opens a WebSocket to
+ * Slack with the app-level token; runs execute as local processes, results land in STARFISH_HOME.
+ */
+import path from 'node:path';
+import { pino } from 'pino';
 import type { Env } from '../config.js';
-// Placeholder until the Slack app lands (issue 4).
-export async function serve(_env: Env): Promise<number> {
-  throw new Error('starfish serve: the Slack app is not built yet');
+import { ConfigError, defaultPython, homeDir, loadPolicy, localUser } from '../config.js';
+import type { DispatchDeps } from '../command/dispatcher.js';
+import { createLocalSystem, type LocalSystem } from '../local/system.js';
+import { REPO_ROOT } from '../local/process-executor.js';
+import { approverGroupResolver, SlackChat } from './slack-chat.js';
+import { createSlackApp } from './app.js';
+
+const TOKEN_HELP = {
+  SLACK_BOT_TOKEN:
+    'SLACK_BOT_TOKEN=xoxb-1234567890-1234567890123-AbCdEfGhIjKlMnOpQrStUvWx (Slack app settings → OAuth & Permissions → Bot User OAuth Token, after installing the app to the workspace)',
+  SLACK_APP_TOKEN:
+    'SLACK_APP_TOKEN=xapp-1-A0123456789-1234567890123-0123456789abcdef (Slack app settings → Basic Information → App-Level Tokens, with the connections:write scope; Socket Mode must be enabled)',
+} as const;
+
+/** The dispatch side of a local system (the same deps its console `command()` uses). */
+export function localDispatchDeps(system: LocalSystem): DispatchDeps {
+  const { store, reader, policy, settings } = system.deps;
+  return { store, bus: system.bus, reader, policy, allowPaths: settings.allowPaths };
+}
+
+/**
+ * Lets the launcher resolve the policy's approverGroup through Slack. The launcher reads
+ * `deps.approverGroupMembers` when a decision arrives, so setting it after creation is enough.
+ */
+export function attachApproverGroup(system: LocalSystem, chat: SlackChat): void {
+  const group = system.deps.policy.approval.approverGroup;
+  if (group) system.deps.approverGroupMembers = approverGroupResolver(chat.client, group);
+}
+
+function missingTokens(env: Env): string | undefined {
+  const missing = (['SLACK_BOT_TOKEN', 'SLACK_APP_TOKEN'] as const).filter((name) => !env[name]);
+  if (!missing.length) return undefined;
+  return `starfish serve connects to Slack in Socket Mode and needs ${missing.join(' and ')}. Set ${missing.map((m) => TOKEN_HELP[m]).join('; and ')}. See docs/slack.md; without Slack, use \`starfish console\`.`;
+}
+
+export async function serve(env: Env): Promise<number> {
+  const problem = missingTokens(env);
+  if (problem) throw new ConfigError(problem);
+  const botToken = env.SLACK_BOT_TOKEN!;
+  const appToken = env.SLACK_APP_TOKEN!;
+  const logger = pino({ level: env.LOG_LEVEL === 'warn' ? 'info' : env.LOG_LEVEL }, pino.destination(2));
+
+  const chat = new SlackChat({ token: botToken, slackApiUrl: env.SLACK_API_URL });
+  let identity: { user?: string; team?: string };
+  try {
+    identity = await chat.client.auth.test();
+  } catch (error) {
+    throw new ConfigError(`Slack refused SLACK_BOT_TOKEN (${(error as Error).message}). Copy the Bot User OAuth Token again; example: ${TOKEN_HELP.SLACK_BOT_TOKEN}`);
+  }
+
+  const policy = loadPolicy(env, localUser());
+  if (!env.STARFISH_POLICY) {
+    // The built-in local policy names the Unix user as approver, who is no Slack member.
+    policy.approval.approvers = [];
+    policy.approval.allowSelfApproval = false;
+    logger.warn(
+      `No STARFISH_POLICY: anyone in any channel may start runs, and runs above ${policy.approval.fovThreshold} FOVs will wait for an approver nobody is. Example policy: {"approval": {"fovThreshold": 500, "approvers": ["U012ABCDEF"]}, "access": {"channels": ["C0123456789"]}, "queues": {"default": "local", "allowed": ["local"]}}`,
+    );
+  }
+  if (!policy.defaultRecipe) policy.defaultRecipe = path.join(REPO_ROOT, 'examples/recipes/iss_numpy.py');
+
+  const system = createLocalSystem({
+    home: homeDir(env),
+    python: defaultPython(env),
+    chat,
+    policy,
+    log: logger,
+    ...(env.STARFISH_CONCURRENCY ? { concurrency: env.STARFISH_CONCURRENCY } : {}),
+  });
+  attachApproverGroup(system, chat);
+
+  const app = createSlackApp({ appToken, token: botToken, slackApiUrl: env.SLACK_API_URL, dispatchDeps: localDispatchDeps(system), chat });
+  await app.start();
+  // Expired approvals, lost job ends and held-back progress, as the AWS schedule does.
+  const reconcile = setInterval(() => {
+    system.reconciler.run().catch((error: unknown) => logger.error({ err: (error as Error).message }, 'reconcile failed'));
+  }, 60_000);
+  reconcile.unref();
+  process.stderr.write(
+    `starfish is connected to Slack (Socket Mode) as ${identity.user ?? 'the bot'}${identity.team ? ` in ${identity.team}` : ''}. Type /starfish help in a channel the bot is in. Runs execute here; results in ${homeDir(env)}. Ctrl-C stops.\n`,
+  );
+
+  await new Promise<void>((resolve) => {
+    process.once('SIGINT', resolve);
+    process.once('SIGTERM', resolve);
+  });
+  clearInterval(reconcile);
+  process.stderr.write('Disconnecting from Slack; waiting for running jobs to finish (Ctrl-C again to leave them)…\n');
+  process.once('SIGINT', () => process.exit(130));
+  await app.stop();
+  await system.settle();
+  return 0;
 }

@@ -1,0 +1,141 @@
+/**
+ * The Bolt app: listeners only, thin (DESIGN.md "Data flow"). Every listener verifies nothing
+ * itself (the receiver checks the signature and timestamp), parses and authorizes through the
+ * same `dispatch`/`execute` the console uses, and acknowledges within Slack's 3 seconds:
+ *
+ * - `/starfish <command>`: commands that only validate and publish (run, cancel, retry, stage,
+ *   approve, reject, help) are dispatched first and their answer *is* the acknowledgement, so a
+ *   refusal (bad input, not allowed here) reaches the person as the ephemeral ack body. Commands
+ *   that read the store (status, list) are acknowledged empty at once, then answered through
+ *   `respond()` (the command's response_url), ephemerally.
+ * - the Approve / Reject / Cancel buttons of a run's root message: acknowledged at once, then the
+ *   same command as the slash form is executed for the clicker in the message's channel. The
+ *   decision itself (approver in policy? own run? already decided?) is the launcher's, which
+ *   answers refusals with chat.postEphemeral; a refusal already known here (e.g. cancel outside
+ *   the allowed channels) is sent the same way.
+ *
+ * Authorization lives in dispatch (access.channels, access.runners, locations, queues) and in the
+ * launcher (approvers, self-approval, the compare-and-swap that makes 50 clicks submit once);
+ * nothing here duplicates it.
+ */
+import { App, LogLevel, type Receiver, type Logger as BoltLogger, type RespondArguments, type SlashCommand, type types } from '@slack/bolt';
+import type { Chat } from '../ports.js';
+import type { Message } from '../messages/message.js';
+import { ACTIONS, errorMessage } from '../messages/blocks.js';
+import { execute, READS_STORE, type Answer, type Caller, type DispatchDeps } from '../command/dispatcher.js';
+import { parseCommand, RUN_ID, type Command } from '../command/grammar.js';
+
+export interface SlackAppOptions {
+  /** An AwsLambdaReceiver, HTTPReceiver or SocketModeReceiver; else Bolt builds one from the options below. */
+  receiver?: Receiver;
+  /** For Bolt's own HTTP receiver when no receiver is given. */
+  signingSecret?: string;
+  /** Socket Mode (development): the app-level token, xapp-…; Bolt then opens a WebSocket instead of listening. */
+  appToken?: string;
+  /** The bot token, xoxb-…, used for the listeners' own Web API client. */
+  token: string;
+  slackApiUrl?: string | undefined;
+  dispatchDeps: DispatchDeps;
+  /** Where refusals to button clicks go (chat.postEphemeral). */
+  chat: Chat;
+  /** The slash command's name as registered in the manifest. */
+  command?: string;
+  logLevel?: LogLevel;
+  logger?: BoltLogger;
+}
+
+const BUTTONS: ReadonlyArray<[actionId: string, command: 'approve' | 'reject' | 'cancel']> = [
+  [ACTIONS.approve, 'approve'],
+  [ACTIONS.reject, 'reject'],
+  [ACTIONS.cancel, 'cancel'],
+];
+
+/** An ephemeral slash-command response carrying one of our messages. */
+export function ephemeralResponse(message: Message): RespondArguments {
+  return { response_type: 'ephemeral', text: message.text, blocks: message.blocks as unknown as types.KnownBlock[] };
+}
+
+const handOverFailed = (what: string) =>
+  errorMessage(`starfish could not take ${what} right now (the request did not reach its queue). Nothing was started; try again in a minute.`);
+
+export function createSlackApp(options: SlackAppOptions): App {
+  const { dispatchDeps: deps, chat, token } = options;
+  const app = new App({
+    ...(options.receiver ? { receiver: options.receiver } : {}),
+    ...(options.signingSecret && !options.receiver ? { signingSecret: options.signingSecret } : {}),
+    ...(options.appToken && !options.receiver ? { socketMode: true, appToken: options.appToken } : {}),
+    // A fixed authorization instead of `token`: Bolt would otherwise call auth.test on start
+    // (and again on a cold Lambda) for the bot's own ids, which only event listeners need.
+    authorize: async () => ({ botToken: token }),
+    clientOptions: options.slackApiUrl ? { slackApiUrl: options.slackApiUrl } : {},
+    logLevel: options.logLevel ?? LogLevel.WARN,
+    ...(options.logger ? { logger: options.logger } : {}),
+  });
+
+  app.command(options.command ?? '/starfish', async ({ command, ack, respond, logger }) => {
+    const caller = callerOf(command);
+    const parsed = parseCommand(command.text);
+    if (!parsed.ok) {
+      await ack(ephemeralResponse(errorMessage(parsed.error)));
+      return;
+    }
+    if (READS_STORE.has(parsed.command.name)) {
+      await ack();
+      let answer: Answer;
+      try {
+        answer = await execute(deps, parsed.command, caller);
+      } catch (error) {
+        logger.error(`starfish ${parsed.command.name} failed: ${(error as Error).message}`);
+        answer = { message: errorMessage(`starfish could not read the runs just now (${(error as Error).message}). Try again in a minute.`), refused: true };
+      }
+      await respond(ephemeralResponse(answer.message));
+      return;
+    }
+    let answer: Answer;
+    try {
+      answer = await execute(deps, parsed.command, caller);
+    } catch (error) {
+      logger.error(`starfish ${parsed.command.name} failed: ${(error as Error).message}`);
+      answer = { message: handOverFailed(`/starfish ${parsed.command.name}`), refused: true };
+    }
+    await ack(ephemeralResponse(answer.message));
+  });
+
+  for (const [actionId, name] of BUTTONS) {
+    app.action({ action_id: actionId, type: 'block_actions' }, async ({ ack, body, action, logger }) => {
+      await ack();
+      const userId = body.user.id;
+      const channel = body.channel?.id ?? (body.container as { channel_id?: string } | undefined)?.channel_id;
+      const runId = 'value' in action && typeof action.value === 'string' ? action.value : '';
+      if (!channel) {
+        logger.warn(`${actionId} from ${userId} carried no channel; ignored`);
+        return;
+      }
+      const caller: Caller = { userId, channel };
+      if (!RUN_ID.test(runId)) {
+        await chat.ephemeral(channel, userId, errorMessage(`This button carries no run id ("${runId}"). Use /starfish ${name} <run id> instead.`));
+        return;
+      }
+      const command: Command = { name, runId };
+      let answer: Answer;
+      try {
+        answer = await execute(deps, command, caller);
+      } catch (error) {
+        logger.error(`${actionId} for ${runId} failed: ${(error as Error).message}`);
+        answer = { message: handOverFailed(`your ${name} of run ${runId}`), refused: true };
+      }
+      // The non-refused notice ("Approving run …") is not sent: the root message itself changes.
+      if (answer.refused) await chat.ephemeral(channel, userId, answer.message);
+    });
+  }
+
+  app.error(async (error) => {
+    app.logger.error(`starfish slack listener error: ${error.message}`);
+  });
+
+  return app;
+}
+
+function callerOf(command: SlashCommand): Caller {
+  return { userId: command.user_id, channel: command.channel_id };
+}
