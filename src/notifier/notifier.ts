@@ -64,7 +64,7 @@ export class Notifier {
     }
     const m = loaded.manifest;
     const current = m.submissions.at(-1);
-    if (!current || QUIET.has(m.status) || (TERMINAL.has(m.status) && m.notify.resultsPosted)) return;
+    if (!current || QUIET.has(m.status) || (TERMINAL.has(m.status) && m.notify.resultsPosted && !m.notify.picturePending)) return;
 
     const failures = await this.failuresFrom(m, events);
     const merges = mergeOutcomes(current, events, (stream) => this.deps.executor.logLink(stream));
@@ -79,23 +79,22 @@ export class Notifier {
     // Batch fails a job whose dependency failed: finish the merge over the FOVs that succeeded.
     if (!current.salvageMerge && merges.merge?.status === 'FAILED' && (progress.failed > 0 || failures.length > 0 || m.failures.some((f) => f.round === current.round))) {
       await this.submitSalvageMerge(m, current);
-      return this.refresh(runId, []);
+      return this.refresh(runId, events.filter((e) => e.detail.jobId !== current.merge?.jobId));
     }
 
     const now = this.deps.clock.now();
     const { settings } = this.deps;
-    let toDigest: FovFailure[] = [];
-    let postResults = false;
+    const claims = { progress: false, digest: [] as FovFailure[], results: false, picture: false };
+    let previous: RunManifest['notify'] = m.notify;
     const { after, changed } = await updateManifest(this.deps.store, runId, (cur) => {
-      if (cur.status === 'cancelled' && cur.notify.resultsPosted) return undefined;
+      if (QUIET.has(cur.status)) return undefined;
+      previous = cur.notify;
       const next = structuredClone(cur);
       const known = new Set(next.failures.map((f) => `${f.round}:${f.fov}`));
       for (const f of failures) if (!known.has(`${f.round}:${f.fov}`)) next.failures.push(f);
       next.progress = progress;
-      if (cur.status !== 'cancelled') {
-        next.status = statusOf(cur.status, progress, arraysDone, finalMerge?.status, summary);
-        if (finalMerge?.status === 'FAILED') next.statusReason = `the merge job failed: ${finalMerge.reason}`;
-      }
+      next.status = statusOf(cur.status, progress, arraysDone, finalMerge?.status, summary);
+      if (finalMerge?.status === 'FAILED') next.statusReason = `the merge job failed: ${finalMerge.reason}`;
       if (summary) {
         next.results = {
           spotsTotal: summary.spots_total,
@@ -104,62 +103,98 @@ export class Notifier {
           topGenes: Object.entries(summary.counts_per_gene).sort((a, b) => b[1] - a[1]).slice(0, 20),
         };
       }
+      // Claims: what this delivery will send, written before sending so that concurrent
+      // notifiers do not send it twice; given back below if sending fails.
       const terminal = TERMINAL.has(next.status);
       const unreported = next.failures.filter((f) => !f.reported);
       const digestDue = unreported.length > 0 && (terminal || next.notify.lastDigestAt === undefined || now - next.notify.lastDigestAt >= settings.digestIntervalMs);
-      toDigest = digestDue ? unreported : [];
+      claims.digest = digestDue ? unreported : [];
       if (digestDue) {
         for (const f of next.failures) f.reported = true;
         next.notify.lastDigestAt = now;
       }
-      postResults = terminal && next.status !== 'cancelled' && !next.notify.resultsPosted && (summary !== undefined || next.status === 'failed');
-      if (postResults) next.notify.resultsPosted = true;
+      claims.results = terminal && !next.notify.resultsPosted && (summary !== undefined || next.status === 'failed');
+      if (claims.results) {
+        next.notify.resultsPosted = true;
+        if (summary) next.notify.picturePending = true;
+      }
+      claims.picture = next.notify.picturePending === true;
+      if (claims.picture) next.notify.picturePending = false;
       const key = `${next.status}|${JSON.stringify(next.progress)}`;
-      const progressDue = key !== next.notify.lastProgressKey && (terminal || next.status !== cur.status || next.notify.lastProgressAt === undefined || now - next.notify.lastProgressAt >= settings.progressIntervalMs);
-      if (progressDue) {
+      claims.progress = key !== next.notify.lastProgressKey && (terminal || next.status !== cur.status || next.notify.lastProgressAt === undefined || now - next.notify.lastProgressAt >= settings.progressIntervalMs);
+      if (claims.progress) {
         next.notify.lastProgressKey = key;
         next.notify.lastProgressAt = now;
       }
-      return progressDue || digestDue || postResults || JSON.stringify(next) !== JSON.stringify(cur) ? next : undefined;
+      return JSON.stringify(next) !== JSON.stringify(cur) ? next : undefined;
     });
     if (!changed) return;
-    const sendProgress = after.notify.lastProgressAt === now;
+    const sent = { progress: false, digest: false, results: false, picture: false };
     try {
-      await this.deliver(after, { progress: sendProgress, digest: toDigest, results: postResults ? summary : undefined, finalMerge });
+      await this.deliver(after, claims, sent, summary, finalMerge);
     } catch (error) {
-      // Give the claims back so that the redelivered batch posts them: nothing is lost.
-      await updateManifest(this.deps.store, runId, (cur) => {
-        const next = structuredClone(cur);
-        const claimed = new Set(toDigest.map((f) => `${f.round}:${f.fov}`));
-        for (const f of next.failures) if (claimed.has(`${f.round}:${f.fov}`)) f.reported = false;
-        if (postResults) next.notify.resultsPosted = false;
-        if (sendProgress) next.notify.lastProgressKey = undefined;
-        return next;
-      });
+      await this.giveBack(runId, claims, sent, previous);
       throw error;
     }
   }
 
+  /** Returns the claims that were not delivered, so that the redelivered batch sends them. */
+  private async giveBack(
+    runId: string,
+    claims: { progress: boolean; digest: FovFailure[]; results: boolean; picture: boolean },
+    sent: { progress: boolean; digest: boolean; results: boolean; picture: boolean },
+    previous: RunManifest['notify'],
+  ): Promise<void> {
+    await updateManifest(this.deps.store, runId, (cur) => {
+      const next = structuredClone(cur);
+      if (claims.progress && !sent.progress) {
+        next.notify.lastProgressKey = previous.lastProgressKey;
+        next.notify.lastProgressAt = previous.lastProgressAt;
+      }
+      if (claims.digest.length && !sent.digest) {
+        const claimed = new Set(claims.digest.map((f) => `${f.round}:${f.fov}`));
+        for (const f of next.failures) if (claimed.has(`${f.round}:${f.fov}`)) f.reported = false;
+        next.notify.lastDigestAt = previous.lastDigestAt;
+      }
+      if (claims.results && !sent.results) {
+        next.notify.resultsPosted = false;
+        next.notify.picturePending = false;
+      } else if (claims.picture && !sent.picture) {
+        next.notify.picturePending = true;
+      }
+      return next;
+    });
+  }
+
   private async deliver(
     m: RunManifest,
-    what: { progress: boolean; digest: FovFailure[]; results?: ResultsSummary; finalMerge?: MergeOutcome },
+    claims: { progress: boolean; digest: FovFailure[]; results: boolean; picture: boolean },
+    sent: { progress: boolean; digest: boolean; results: boolean; picture: boolean },
+    summary: ResultsSummary | undefined,
+    finalMerge: MergeOutcome | undefined,
   ): Promise<void> {
-    const { chat } = this.deps;
+    const { chat, store } = this.deps;
     if (!m.message) return;
-    if (what.progress) await chat.update(m.message, rootMessage(m));
-    if (what.digest.length) await chat.reply(m.message, failureDigest(m.runId, what.digest, m.failures.filter((f) => f.round === what.digest[0]!.round).length));
-    if (what.results) {
-      const keys = resultKeys(m.runId);
-      const link = async (key: string) => ({ url: this.deps.store.locate(key), download: await this.deps.store.downloadLink(key) });
-      await chat.reply(
-        m.message,
-        resultsMessage(m, what.results, { spotsCsv: await link(keys.spotsCsv), summaryJson: await link(keys.summaryJson), spotsPng: await link(keys.spotsPng) }),
-      );
-      const png = await this.deps.store.get(keys.spotsPng);
-      if (png) await chat.upload(m.message, { filename: `${m.runId}-spots.png`, title: `Decoded spots, run ${m.runId}`, bytes: png.body });
-    } else if (m.status === 'failed' && what.finalMerge?.status === 'FAILED') {
-      await chat.reply(m.message, failedRunMessage(m.runId, `the merge job failed: ${what.finalMerge.reason}`, what.finalMerge.logLink));
+    const keys = resultKeys(m.runId);
+    if (claims.progress) await chat.update(m.message, rootMessage(m));
+    sent.progress = true;
+    if (claims.digest.length) {
+      const round = claims.digest[0]!.round;
+      await chat.reply(m.message, failureDigest(m.runId, claims.digest, m.failures.filter((f) => f.round === round).length));
     }
+    sent.digest = true;
+    if (claims.results && summary) {
+      const link = async (key: string) => ({ url: store.locate(key), download: await store.downloadLink(key) });
+      await chat.reply(m.message, resultsMessage(m, summary, { spotsCsv: await link(keys.spotsCsv), summaryJson: await link(keys.summaryJson), spotsPng: await link(keys.spotsPng) }));
+    } else if (claims.results && m.status === 'failed') {
+      await chat.reply(m.message, failedRunMessage(m.runId, `the merge job failed: ${finalMerge?.reason ?? 'see its log'}`, finalMerge?.logLink));
+    }
+    sent.results = true;
+    if (claims.picture) {
+      const png = await store.get(keys.spotsPng);
+      if (png) await chat.upload(m.message, { filename: `${m.runId}-spots.png`, title: `Decoded spots, run ${m.runId}`, bytes: png.body });
+    }
+    sent.picture = true;
   }
 
   private async failuresFrom(m: RunManifest, events: BatchJobEvent[]): Promise<FovFailure[]> {

@@ -126,6 +126,8 @@ export const manifestSchema = z.object({
     lastProgressKey: z.string().optional(),
     lastDigestAt: z.number().optional(),
     resultsPosted: z.boolean(),
+    /** The spots picture is owed to the thread (results posted, upload not yet done). */
+    picturePending: z.boolean().optional(),
     stuckWarnedAt: z.number().optional(),
   }),
   results: resultsSchema.optional(),

@@ -1,0 +1,181 @@
+import { describe, expect, it } from 'vitest';
+import { batchEvents as ev, summaryJson } from '../helpers/memory-adapters.js';
+import { launchedRun } from './harness.js';
+import type { BatchJobEvent } from '../../src/run/batch-event.js';
+
+const FAILING = [3, 11];
+
+/** A 20-FOV run where FOVs 3 and 11 fail; returns the events Batch would emit, in order. */
+async function scenario() {
+  const run = await launchedRun(20);
+  const array = run.batch.byName(/-fov$/);
+  const merge = run.batch.byName(/-merge$/);
+  const events: BatchJobEvent[] = [
+    ev.parent(array, 'PENDING', {}),
+    ev.parent(array, 'RUNNING', { RUNNING: 10, PENDING: 10 }),
+    ...Array.from({ length: 20 }, (_, i) => ev.child(array, i, 'RUNNING')),
+    ...FAILING.map((i) => ev.child(array, i, 'FAILED', `process-fov: FOV ${i}: recipe raised ValueError: no spots in round 2`)),
+    ...Array.from({ length: 20 }, (_, i) => i).filter((i) => !FAILING.includes(i)).map((i) => ev.child(array, i, 'SUCCEEDED')),
+    ev.parent(array, 'FAILED', { SUCCEEDED: 18, FAILED: 2 }),
+    ev.job(merge, 'FAILED', 'Dependent Job failed'),
+  ];
+  // Describe answers the truth at delivery time: the array has ended.
+  run.batch.set(array, 'FAILED', { SUCCEEDED: 18, FAILED: 2 });
+  run.batch.set(merge, 'FAILED', undefined, 'Dependent Job failed');
+  return { run, events };
+}
+
+/** Finishes the salvage merge the notifier submitted and delivers its events. */
+async function finishSalvage(run: Awaited<ReturnType<typeof scenario>>['run'], deliver: (events: BatchJobEvent[]) => Promise<void>) {
+  const salvage = run.batch.byName(/-merge-partial$/);
+  await run.store.put(`runs/${run.runId}/results/summary.json`, summaryJson(20, FAILING));
+  await run.store.put(`runs/${run.runId}/results/spots.png`, Buffer.from('png'));
+  run.batch.set(salvage, 'SUCCEEDED');
+  await deliver([ev.job(salvage, 'RUNNING'), ev.job(salvage, 'SUCCEEDED')]);
+}
+
+function shuffle<T>(items: T[], seed: number): T[] {
+  const out = [...items];
+  let s = seed;
+  for (let i = out.length - 1; i > 0; i--) {
+    s = (s * 1103515245 + 12345) % 2 ** 31;
+    const j = s % (i + 1);
+    [out[i], out[j]] = [out[j]!, out[i]!];
+  }
+  return out;
+}
+
+async function outcome(run: Awaited<ReturnType<typeof scenario>>['run']) {
+  const m = await run.manifest();
+  return {
+    status: m.status,
+    failures: m.failures.map((f) => [f.fov, f.reason]).sort(),
+    results: m.results,
+    finalRoot: run.chat.of('update').at(-1)?.message?.text.replace(run.runId, '<run>'),
+    resultsPosts: run.chat.of('reply').filter((c) => c.message?.text.includes('Results of run')).length,
+    uploads: run.chat.of('upload').length,
+    digestFovs: run.chat
+      .of('reply')
+      .flatMap((c) => [...(c.message?.blocks.map((b) => JSON.stringify(b)).join('') ?? '').matchAll(/• FOV (\d+)/g)].map((x) => Number(x[1])))
+      .sort((a, b) => a - b),
+  };
+}
+
+describe('notifier', () => {
+  it('turns a run with two failed FOVs into one digest, a salvage merge, and results posted once', async () => {
+    const { run, events } = await scenario();
+    const result = await run.notifier.handleBatch(events);
+    expect(result.failedEventIds).toEqual([]);
+    await finishSalvage(run, async (e) => void (await run.notifier.handleBatch(e)));
+    const o = await outcome(run);
+    expect(o.status).toBe('partially-failed');
+    expect(o.failures).toEqual([
+      [11, 'process-fov: FOV 11: recipe raised ValueError: no spots in round 2, exit code 1'],
+      [3, 'process-fov: FOV 3: recipe raised ValueError: no spots in round 2, exit code 1'],
+    ]);
+    expect(o.digestFovs).toEqual([3, 11]);
+    expect(run.chat.text('reply')).toContain('log-events/process-fov$252Fdefault$252F');
+    expect(o.resultsPosts).toBe(1);
+    expect(o.uploads).toBe(1);
+    expect(o.finalRoot).toMatch(/Finished with failed FOVs — .* 20\/20 FOVs done · 2 failed/);
+    expect(run.chat.text('reply')).toContain('missing from the results: 3,11');
+  });
+
+  it('gives the same messages and manifest when events are duplicated, shuffled and split into odd batches', async () => {
+    const reference = await scenario();
+    await reference.run.notifier.handleBatch(reference.events);
+    await finishSalvage(reference.run, async (e) => void (await reference.run.notifier.handleBatch(e)));
+    const expected = await outcome(reference.run);
+
+    for (const seed of [1, 2, 3]) {
+      const { run, events } = await scenario();
+      const messy = shuffle([...events, ...events, ...events.slice(0, 10)], seed);
+      for (let i = 0; i < messy.length; i += 7) await run.notifier.handleBatch(messy.slice(i, i + 7));
+      await finishSalvage(run, async (e) => {
+        await run.notifier.handleBatch([...e, ...e].reverse());
+        await run.notifier.handleBatch(e);
+      });
+      const o = await outcome(run);
+      expect(o).toEqual(expected);
+      expect(run.batch.byName(/-merge-partial$/)).toBeDefined();
+      expect([...run.batch.jobs.values()].filter((j) => /-merge-partial$/.test(j.jobName))).toHaveLength(1);
+    }
+  });
+
+  it('loses nothing when Slack fails: the batch is redelivered and each message goes out once', async () => {
+    const { run, events } = await scenario();
+    run.chat.failNext = { reply: 1 };
+    const first = await run.notifier.handleBatch(events);
+    expect(first.failedEventIds.length).toBe(events.length);
+    expect((await run.manifest()).failures.every((f) => !f.reported)).toBe(true);
+    const second = await run.notifier.handleBatch(events.filter((e) => first.failedEventIds.includes(e.id)));
+    expect(second.failedEventIds).toEqual([]);
+    run.chat.failNext = { upload: 1 };
+    const salvage = run.batch.byName(/-merge-partial$/);
+    await run.store.put(`runs/${run.runId}/results/summary.json`, summaryJson(20, FAILING));
+    await run.store.put(`runs/${run.runId}/results/spots.png`, Buffer.from('png'));
+    run.batch.set(salvage, 'SUCCEEDED');
+    const done = [ev.job(salvage, 'SUCCEEDED')];
+    expect((await run.notifier.handleBatch(done)).failedEventIds).toHaveLength(1);
+    expect((await run.notifier.handleBatch(done)).failedEventIds).toEqual([]);
+    const o = await outcome(run);
+    expect(o.digestFovs).toEqual([3, 11]);
+    expect(o.uploads).toBe(1);
+    expect(o.status).toBe('partially-failed');
+  });
+
+  it('ignores events of jobs that are not ours, and malformed ones, without failing the batch', async () => {
+    const { run } = await scenario();
+    const foreign = ev.job({ jobId: 'x', jobName: 'nightly-backup' }, 'FAILED');
+    const result = await run.notifier.handleBatch([foreign, { hello: 'world' }, null, ev.job({ jobId: 'y', jobName: 'starfish-999999-zzzz-merge' }, 'SUCCEEDED')]);
+    expect(result).toMatchObject({ failedEventIds: [], ignored: 3, runs: 1 });
+    expect(run.chat.of('reply')).toEqual([]);
+  });
+
+  it('sends at most one root update per interval, and always the final state', async () => {
+    const run = await launchedRun(100);
+    const array = run.batch.byName(/-fov$/);
+    const updatesAfterLaunch = run.chat.of('update').length;
+    for (let done = 10; done <= 50; done += 10) {
+      run.batch.set(array, 'RUNNING', { SUCCEEDED: done, RUNNING: 100 - done });
+      await run.notifier.handleBatch([ev.child(array, done, 'SUCCEEDED')]);
+      run.advance(5_000);
+    }
+    expect(run.chat.of('update').length - updatesAfterLaunch).toBe(1);
+    run.advance(60_000);
+    await run.reconciler.run(); // flushes what was held back
+    expect(run.chat.of('update').at(-1)!.message!.text).toMatch(/50\/100 FOVs done/);
+  });
+});
+
+describe('reconciler', () => {
+  it('finishes a run whose merge events were lost, and posts results once', async () => {
+    const { run, events } = await scenario();
+    const withoutMerge = events.filter((e) => !e.detail.jobName.endsWith('-merge'));
+    await run.notifier.handleBatch(withoutMerge);
+    expect((await run.manifest()).status).toBe('merging');
+
+    await run.reconciler.run(); // sees the failed merge in DescribeJobs → salvage merge
+    const salvage = run.batch.byName(/-merge-partial$/);
+    await run.store.put(`runs/${run.runId}/results/summary.json`, summaryJson(20, FAILING));
+    run.batch.set(salvage, 'SUCCEEDED');
+    const report = await run.reconciler.run();
+    expect(report.recovered).toContain(run.runId);
+    await run.reconciler.run();
+    const o = await outcome(run);
+    expect(o.status).toBe('partially-failed');
+    expect(o.resultsPosts).toBe(1);
+  });
+
+  it('expires an approval nobody gave, and flags a run stuck in RUNNABLE', async () => {
+    const run = await launchedRun(3);
+    const array = run.batch.byName(/-fov$/);
+    run.batch.set(array, 'RUNNABLE', { RUNNABLE: 3 });
+    run.advance(45 * 60_000);
+    const report = await run.reconciler.run();
+    expect(report.stuck).toEqual([run.runId]);
+    expect(run.chat.text('reply')).toMatch(/waited in RUNNABLE for 45 min.*no capacity.*image cannot be pulled/s);
+    await run.reconciler.run();
+    expect(run.chat.of('reply')).toHaveLength(1);
+  });
+});
