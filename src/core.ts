@@ -33,3 +33,14 @@ export interface CoreDeps {
   /** Members of the policy's approver group, resolved by the chat side (Slack usergroups). */
   approverGroupMembers?: () => Promise<string[]>;
 }
+
+/**
+ * The deployed cadence: a 10,000-FOV run over two hours then costs about 120 progress updates
+ * and 24 digests, whatever its FOV count (see BENCHMARKS.md, notifier simulation).
+ */
+export const PRODUCTION_SETTINGS: Settings = {
+  progressIntervalMs: 60_000,
+  digestIntervalMs: 5 * 60_000,
+  stuckAfterMs: 30 * 60_000,
+  allowPaths: false,
+};

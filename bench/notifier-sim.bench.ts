@@ -1,0 +1,212 @@
+/**
+ * A 10,000-FOV run on simulated AWS Batch: 5% of FOVs fail, ~60,000 "Batch Job State Change"
+ * events over two simulated hours, delivered the way SQS → Lambda delivers them (batches of up
+ * to 100, a 30 s batching window, some duplicates, out of order within a batch) through the
+ * real notifier, into a chat that counts every Slack call.
+ *
+ *   npx tsx bench/notifier-sim.bench.ts [--runs 3]
+ */
+import { performance } from 'node:perf_hooks';
+import { Launcher } from '../src/launcher/launcher.js';
+import { Notifier } from '../src/notifier/notifier.js';
+import { Reconciler } from '../src/reconciler/reconciler.js';
+import { parsePolicy } from '../src/run/policy.js';
+import { loadManifest } from '../src/run/manifest-store.js';
+import { PRODUCTION_SETTINGS, silentLogger, type CoreDeps } from '../src/core.js';
+import type { BatchJobEvent } from '../src/run/batch-event.js';
+import type { BatchStatus, Chat } from '../src/ports.js';
+import { MapReader, MemoryStore, RecordingChat, SimulatedBatch, batchEvents as ev, experimentFiles, summaryJson } from '../test/helpers/memory-adapters.js';
+import { machine, median } from './machine.js';
+
+const FOVS = 10_000;
+const FAIL_RATE = 0.05;
+const HOURS = 2;
+const MAX_BATCH = 100;
+const WINDOW_MS = 30_000;
+
+function rng(seed: number) {
+  let s = seed >>> 0;
+  return () => ((s = (s * 1664525 + 1013904223) >>> 0) / 2 ** 32);
+}
+
+export interface SimResult {
+  events: number;
+  invocations: number;
+  slackCalls: number;
+  slackByMethod: Record<string, number>;
+  msPerEvent: number;
+  failedFovs: number;
+  failedNamed: number;
+  finalMessage: string;
+  finalCorrect: boolean;
+}
+
+export async function simulate(seed = 1, makeChat: () => Chat & { count(): Record<string, number>; texts(): string } = recordingChat): Promise<SimResult> {
+  const random = rng(seed);
+  let now = Date.parse('2026-11-25T08:00:00Z');
+  const start = now;
+  const clock = { now: () => now };
+  const store = new MemoryStore();
+  const batch = new SimulatedBatch(clock.now);
+  const chat = makeChat();
+  const deps: CoreDeps = {
+    store,
+    reader: new MapReader(experimentFiles(FOVS)),
+    executor: batch,
+    chat,
+    policy: parsePolicy({ approval: { fovThreshold: 1_000_000 } }, 'bench'),
+    clock,
+    log: silentLogger,
+    settings: PRODUCTION_SETTINGS,
+  };
+  const launcher = new Launcher(deps);
+  const notifier = new Notifier(deps);
+  const reconciler = new Reconciler(deps, notifier, launcher);
+  await launcher.handle({
+    type: 'RunRequested',
+    userId: 'U1',
+    channel: 'C1',
+    request: { experiment: 's3://lab-data/exp/experiment.json', recipe: 's3://lab-data/recipes/iss.py', fovs: { kind: 'all' }, dryRun: false },
+  });
+  const runId = [...store.objects.keys()].find((k) => k.endsWith('/run.json'))!.split('/')[1]!;
+  const array = batch.byName(/-fov$/);
+  const merge = batch.byName(/-merge$/);
+
+  // Each child: PENDING, RUNNABLE, STARTING, RUNNING, then SUCCEEDED or FAILED; 1,000 at a time.
+  const failing = new Set<number>();
+  while (failing.size < FOVS * FAIL_RATE) failing.add(Math.floor(random() * FOVS));
+  const timeline: Array<{ t: number; event: BatchJobEvent; child?: { index: number; status: BatchStatus } }> = [];
+  const span = HOURS * 3600_000;
+  for (let i = 0; i < FOVS; i++) {
+    const slot = Math.floor(i / 1000);
+    const begin = start + (slot * span) / 10 + random() * 60_000;
+    const end = begin + span / 10 - 120_000 - random() * 60_000;
+    const steps: Array<[number, BatchStatus]> = [
+      [start + random() * 2_000, 'SUBMITTED'],
+      [start + 2_000 + random() * 5_000, 'PENDING'],
+      [begin - 60_000, 'RUNNABLE'],
+      [begin - 20_000, 'STARTING'],
+      [begin, 'RUNNING'],
+      [end, failing.has(i) ? 'FAILED' : 'SUCCEEDED'],
+    ];
+    for (const [t, status] of steps) {
+      const e = status === 'FAILED' ? ev.child(array, i, 'FAILED', `process-fov: FOV ${i}: recipe raised ValueError: no spots found in round ${i % 4}`, t) : ev.child(array, i, status, undefined, t);
+      timeline.push({ t, event: e, child: { index: i, status } });
+    }
+    if (random() < 0.2) timeline.push({ t: end + 1, event: ev.child(array, i, failing.has(i) ? 'FAILED' : 'SUCCEEDED', 'duplicate', end + 1) });
+  }
+  timeline.push({ t: start + 1_000, event: ev.parent(array, 'PENDING', {}, start + 1_000) });
+  timeline.push({ t: start + 120_000, event: ev.parent(array, 'RUNNING', {}, start + 120_000) });
+  const arrayEnd = start + span;
+  timeline.push({ t: arrayEnd, event: ev.parent(array, 'FAILED', {}, arrayEnd) });
+  timeline.push({ t: arrayEnd + 1_000, event: ev.job(merge, 'FAILED', 'Dependent Job failed', arrayEnd + 1_000) });
+  timeline.sort((a, b) => a.t - b.t);
+
+  // The truth DescribeJobs reports, advanced as time passes.
+  const childStatus = new Array<BatchStatus>(FOVS).fill('SUBMITTED');
+  const summary: Partial<Record<BatchStatus, number>> = { SUBMITTED: FOVS };
+  const apply = (index: number, status: BatchStatus) => {
+    const before = childStatus[index]!;
+    if (before === 'SUCCEEDED' || before === 'FAILED') return;
+    summary[before] = (summary[before] ?? 0) - 1;
+    summary[status] = (summary[status] ?? 0) + 1;
+    childStatus[index] = status;
+  };
+
+  let invocations = 0;
+  let busyMs = 0;
+  let delivered = 0;
+  const deliver = async (events: BatchJobEvent[]) => {
+    invocations++;
+    delivered += events.length;
+    const t0 = performance.now();
+    const outcome = await notifier.handleBatch(events.sort(() => random() - 0.5));
+    busyMs += performance.now() - t0;
+    if (outcome.failedEventIds.length) throw new Error(`notifier failed ${outcome.failedEventIds.length} events`);
+  };
+
+  let nextReconcile = start + 300_000;
+  let i = 0;
+  while (i < timeline.length) {
+    const first = timeline[i]!.t;
+    const chunk: BatchJobEvent[] = [];
+    while (i < timeline.length && chunk.length < MAX_BATCH && timeline[i]!.t <= first + WINDOW_MS) {
+      const item = timeline[i++]!;
+      if (item.child) apply(item.child.index, item.child.status);
+      if (item.event.detail.jobId === array.jobId) batch.set(array, item.event.detail.status, { ...summary });
+      if (item.event.detail.jobId === merge.jobId) batch.set(merge, 'FAILED', undefined, 'Dependent Job failed');
+      chunk.push(item.event);
+    }
+    batch.set(array, batch.jobs.get(array.jobId)!.status, { ...summary });
+    now = Math.max(now, chunk.at(-1)!.time ? Date.parse(chunk.at(-1)!.time) : first) + 2_000;
+    await deliver(chunk);
+    // The reconciler runs every 5 minutes and flushes what was held back.
+    if (now >= nextReconcile) {
+      await reconciler.run();
+      nextReconcile += 300_000;
+    }
+  }
+
+  // The notifier has submitted the salvage merge; it succeeds 5 minutes later.
+  now += 300_000;
+  const salvage = batch.byName(/-merge-partial$/);
+  await store.put(`runs/${runId}/results/summary.json`, summaryJson(FOVS, [...failing].sort((a, b) => a - b), { ACTB: 400_000, GAPDH: 250_000, VIM: 120_000 }));
+  await store.put(`runs/${runId}/results/spots.png`, Buffer.alloc(50_000));
+  batch.set(salvage, 'SUCCEEDED');
+  await deliver([ev.job(salvage, 'RUNNING', undefined, now - 200_000), ev.job(salvage, 'SUCCEEDED', undefined, now)]);
+  await reconciler.run();
+
+  const m = (await loadManifest(store, runId))!.manifest;
+  const texts = chat.texts();
+  const named = new Set([...texts.matchAll(/FOV (\d+)\b/g)].map((x) => Number(x[1])));
+  const failedNamed = [...failing].filter((f) => named.has(f)).length;
+  const counts = chat.count();
+  const finalMessage = (chat as RecordingChat & { lastRoot?: string }).lastRoot ?? '';
+  return {
+    events: delivered,
+    invocations,
+    slackCalls: Object.values(counts).reduce((a, b) => a + b, 0),
+    slackByMethod: counts,
+    msPerEvent: busyMs / delivered,
+    failedFovs: failing.size,
+    failedNamed,
+    finalMessage,
+    finalCorrect: m.status === 'partially-failed' && /Finished with failed FOVs/.test(finalMessage) && /10,000\/10,000 FOVs done · 500 failed/.test(finalMessage),
+  };
+}
+
+function recordingChat() {
+  const chat = new RecordingChat() as RecordingChat & { count(): Record<string, number>; texts(): string; lastRoot?: string };
+  chat.count = () => {
+    const out: Record<string, number> = {};
+    for (const c of chat.calls) if (c.method !== 'ephemeral') out[c.method] = (out[c.method] ?? 0) + 1;
+    return out;
+  };
+  chat.texts = () => chat.text();
+  Object.defineProperty(chat, 'lastRoot', { get: () => chat.of('update').at(-1)?.message?.text });
+  return chat;
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) {
+  const runs = Number(process.argv[process.argv.indexOf('--runs') + 1]) || 3;
+  const results: SimResult[] = [];
+  for (let r = 0; r < runs; r++) results.push(await simulate(r + 1));
+  const last = results.at(-1)!;
+  console.log(
+    JSON.stringify({
+      benchmark: 'notifier-simulation',
+      machine: machine(),
+      runs,
+      fovs: FOVS,
+      events: last.events,
+      invocations: last.invocations,
+      slackCalls: median(results.map((x) => x.slackCalls)),
+      slackByMethod: last.slackByMethod,
+      msPerEventMedian: Number(median(results.map((x) => x.msPerEvent)).toFixed(4)),
+      failedFovs: last.failedFovs,
+      failedNamed: last.failedNamed,
+      finalCorrect: results.every((x) => x.finalCorrect),
+      finalMessage: last.finalMessage,
+    }),
+  );
+}
