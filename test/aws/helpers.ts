@@ -139,6 +139,8 @@ export interface FakeBatch {
   /** Changes what DescribeJobs says about a job. */
   set(jobId: string, detail: Partial<JobDetail>): void;
   byName(suffix: string): FakeJob;
+  /** Return an error to make Batch refuse that SubmitJob. */
+  refuse?: (input: SubmitJobRequest) => Error | undefined;
 }
 
 export function fakeBatch(start = Date.parse('2026-11-25T10:00:00Z')): FakeBatch {
@@ -162,6 +164,8 @@ export function fakeBatch(start = Date.parse('2026-11-25T10:00:00Z')): FakeBatch
   };
   let n = 0;
   mock.on(SubmitJobCommand).callsFake(async (input: SubmitJobRequest) => {
+    const refused = fake.refuse?.(input);
+    if (refused) throw refused;
     fake.submitted.push(input);
     const jobId = `job-${String(++n).padStart(4, '0')}-${input.jobName}`;
     const size = input.arrayProperties?.size;

@@ -1,0 +1,157 @@
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { BatchClient, DescribeJobsCommand, SubmitJobCommand, TerminateJobCommand, ClientException } from '@aws-sdk/client-batch';
+import { BatchExecutor, RETRY_STRATEGY, cloudWatchLogLink, consoleEscape } from '../../src/aws/batch-executor.js';
+import { CREDENTIALS, QUEUES, REGION, fakeBatch, type FakeBatch } from './helpers.js';
+
+const spec = { runId: '261125-k3f9', requester: 'U012ABCDEF', queue: 'spot' };
+
+function executor(options: Partial<ConstructorParameters<typeof BatchExecutor>[0]> = {}) {
+  return new BatchExecutor({
+    client: new BatchClient({ region: REGION, credentials: CREDENTIALS }),
+    queues: QUEUES,
+    fovJobDefinition: 'starfish-process-fov',
+    mergeJobDefinition: 'starfish-merge-results',
+    region: REGION,
+    ...options,
+  });
+}
+
+describe('BatchExecutor', () => {
+  let batch: FakeBatch;
+  beforeEach(() => {
+    batch = fakeBatch();
+  });
+  afterEach(() => batch.mock.restore());
+
+  it('submits an array job with the queue ARN, job definition, environment, tags and the Spot retry strategy', async () => {
+    const job = await executor().submitFovs(spec, { name: 'starfish-261125-k3f9-fov', size: 2, environment: { STARFISH_FOV_OFFSET: '0', STARFISH_RUN_ID: '261125-k3f9' } });
+    expect(job.jobName).toBe('starfish-261125-k3f9-fov');
+    expect(batch.mock.commandCalls(SubmitJobCommand)[0]!.args[0].input).toEqual({
+      jobName: 'starfish-261125-k3f9-fov',
+      jobQueue: QUEUES.spot,
+      jobDefinition: 'starfish-process-fov',
+      arrayProperties: { size: 2 },
+      containerOverrides: {
+        environment: [
+          { name: 'STARFISH_FOV_OFFSET', value: '0' },
+          { name: 'STARFISH_RUN_ID', value: '261125-k3f9' },
+        ],
+      },
+      tags: { 'starfish:run-id': '261125-k3f9', 'starfish:requester': 'U012ABCDEF' },
+      propagateTags: true,
+      retryStrategy: { attempts: 3, evaluateOnExit: [{ onStatusReason: 'Host EC2*', action: 'RETRY' }, { onReason: '*', action: 'EXIT' }] },
+    });
+    expect(RETRY_STRATEGY.attempts).toBe(3);
+  });
+
+  it('submits one FOV as a plain job (no arrayProperties) and refuses sizes Batch does not accept', async () => {
+    await executor().submitFovs(spec, { name: 'starfish-261125-k3f9-fov', size: 1, environment: {} });
+    expect(batch.mock.commandCalls(SubmitJobCommand)[0]!.args[0].input.arrayProperties).toBeUndefined();
+    await expect(executor().submitFovs(spec, { name: 'x', size: 10_001, environment: {} })).rejects.toThrow(/2 to 10000/);
+    await expect(executor().submitFovs(spec, { name: 'x', size: 0, environment: {} })).rejects.toThrow(/2 to 10000/);
+  });
+
+  it('resolves the queue by name, and names the configured queues when it is unknown', async () => {
+    await executor().submitFovs({ ...spec, queue: 'ondemand' }, { name: 'n', size: 3, environment: {} });
+    expect(batch.mock.commandCalls(SubmitJobCommand)[0]!.args[0].input.jobQueue).toBe(QUEUES.ondemand);
+    await expect(executor().submitFovs({ ...spec, queue: 'gpu' }, { name: 'n', size: 3, environment: {} })).rejects.toThrow(
+      'no AWS Batch job queue is configured for queue=gpu; configured: spot, ondemand (STARFISH_JOB_QUEUES)',
+    );
+  });
+
+  it('submits the merge with its job definition and a plain dependency on each array (no N_TO_N)', async () => {
+    await executor().submitMerge(spec, { name: 'starfish-261125-k3f9-merge', environment: { STARFISH_EXPECTED_FOVS: '0-9' } }, ['a1', 'a2']);
+    const input = batch.mock.commandCalls(SubmitJobCommand)[0]!.args[0].input;
+    expect(input.jobDefinition).toBe('starfish-merge-results');
+    expect(input.dependsOn).toEqual([{ jobId: 'a1' }, { jobId: 'a2' }]);
+    expect(input.arrayProperties).toBeUndefined();
+    expect(input.tags).toEqual({ 'starfish:run-id': '261125-k3f9', 'starfish:requester': 'U012ABCDEF' });
+  });
+
+  it('submits a salvage merge without dependsOn', async () => {
+    await executor().submitMerge(spec, { name: 'starfish-261125-k3f9-merge-partial', environment: {} }, []);
+    expect(batch.mock.commandCalls(SubmitJobCommand)[0]!.args[0].input.dependsOn).toBeUndefined();
+  });
+
+  it('refuses a merge with more than 20 dependencies (the Batch limit) before calling Batch', async () => {
+    const ids = Array.from({ length: 21 }, (_, i) => `a${i}`);
+    await expect(executor().submitMerge(spec, { name: 'm', environment: {} }, ids)).rejects.toThrow(/at most 20 jobs, and this merge would depend on 21/);
+    expect(batch.mock.commandCalls(SubmitJobCommand)).toHaveLength(0);
+    await executor().submitMerge(spec, { name: 'm', environment: {} }, ids.slice(0, 20));
+    expect(batch.mock.commandCalls(SubmitJobCommand)[0]!.args[0].input.dependsOn).toHaveLength(20);
+  });
+
+  it('passes on what Batch refuses', async () => {
+    batch.mock.on(SubmitJobCommand).rejects(new ClientException({ message: 'Job Queue is in DISABLED state', $metadata: { httpStatusCode: 400 } }));
+    await expect(executor().submitFovs(spec, { name: 'n', size: 2, environment: {} })).rejects.toThrow('Job Queue is in DISABLED state');
+  });
+
+  it('describes jobs in chunks of 100, with array summaries and size for parents', async () => {
+    const ids: string[] = [];
+    for (let i = 0; i < 250; i++) ids.push((await executor().submitFovs(spec, { name: `n${i}`, size: i === 0 ? 5 : 1, environment: {} })).jobId);
+    batch.set(ids[0]!, { status: 'RUNNING', startedAt: Date.parse('2026-11-25T10:03:00Z'), arrayProperties: { size: 5, statusSummary: { SUCCEEDED: 2, RUNNING: 2, FAILED: 1, PENDING: 0 } } });
+    const described = await executor().describe([...ids, 'unknown-job', ids[1]!]);
+    const calls = batch.mock.commandCalls(DescribeJobsCommand).map((c) => c.args[0].input.jobs!.length);
+    expect(calls).toEqual([100, 100, 51]);
+    expect(described).toHaveLength(250);
+    expect(described[0]).toEqual({
+      jobId: ids[0],
+      jobName: 'n0',
+      status: 'RUNNING',
+      statusSummary: { SUCCEEDED: 2, RUNNING: 2, FAILED: 1, PENDING: 0 },
+      size: 5,
+      since: Date.parse('2026-11-25T10:03:00Z'),
+    });
+    expect(described[1]).toEqual({ jobId: ids[1], jobName: 'n1', status: 'RUNNABLE', since: Date.parse('2026-11-25T10:00:00Z') });
+  });
+
+  it('dates a RUNNABLE merge from when its last dependency stopped, so a long run does not look stuck', async () => {
+    const ex = executor();
+    const a = await ex.submitFovs(spec, { name: 'a', size: 3, environment: {} });
+    const m = await ex.submitMerge(spec, { name: 'm', environment: {} }, [a.jobId]);
+    batch.set(a.jobId, { status: 'SUCCEEDED', stoppedAt: Date.parse('2026-11-25T13:00:00Z') });
+    batch.set(m.jobId, { status: 'RUNNABLE' });
+    // Only the merge asked about: its dependency is described too.
+    const [merge] = await ex.describe([m.jobId]);
+    expect(merge!.since).toBe(Date.parse('2026-11-25T13:00:00Z'));
+    expect(batch.mock.commandCalls(DescribeJobsCommand).map((c) => c.args[0].input.jobs)).toEqual([[m.jobId], [a.jobId]]);
+  });
+
+  it('cancel terminates the array parents and the merge, skipping finished jobs', async () => {
+    const ex = executor();
+    const a = await ex.submitFovs(spec, { name: 'a', size: 3, environment: {} });
+    const b = await ex.submitFovs(spec, { name: 'b', size: 3, environment: {} });
+    const m = await ex.submitMerge(spec, { name: 'm', environment: {} }, [a.jobId, b.jobId]);
+    batch.set(b.jobId, { status: 'SUCCEEDED' });
+    await ex.cancel([a.jobId, b.jobId, m.jobId, 'not-yet-visible'], 'starfish: cancelled by U1');
+    expect(batch.terminated.map((t) => t.jobId).sort()).toEqual([a.jobId, m.jobId, 'not-yet-visible'].sort());
+    expect(batch.terminated.every((t) => t.reason === 'starfish: cancelled by U1')).toBe(true);
+  });
+
+  it('cancel tries every job and then throws naming the ones it could not terminate', async () => {
+    const ex = executor();
+    const a = await ex.submitFovs(spec, { name: 'a', size: 3, environment: {} });
+    const b = await ex.submitFovs(spec, { name: 'b', size: 3, environment: {} });
+    batch.mock.on(TerminateJobCommand, { jobId: a.jobId }).rejects(new ClientException({ message: 'boom', $metadata: { httpStatusCode: 400 } }));
+    await expect(ex.cancel([a.jobId, b.jobId], 'r')).rejects.toThrow(`could not terminate 1 AWS Batch job(s): ${a.jobId} (boom)`);
+    expect(batch.terminated.map((t) => t.jobId)).toEqual([b.jobId]);
+  });
+
+  it('clips a cancel reason to the 1,024 characters TerminateJob accepts', async () => {
+    const ex = executor();
+    const a = await ex.submitFovs(spec, { name: 'a', size: 3, environment: {} });
+    await ex.cancel([a.jobId], 'x'.repeat(2000));
+    expect(batch.terminated[0]!.reason).toHaveLength(1024);
+  });
+
+  it('links to a log stream in the CloudWatch console, escaped the console way', () => {
+    expect(executor().logLink('starfish-process-fov/default/0123456789abcdef')).toBe(
+      'https://us-east-1.console.aws.amazon.com/cloudwatch/home?region=us-east-1#logsV2:log-groups/log-group/$252Faws$252Fbatch$252Fjob/log-events/starfish-process-fov$252Fdefault$252F0123456789abcdef',
+    );
+    expect(cloudWatchLogLink('eu-west-1', '/custom/group', 'a b/c$[1]')).toBe(
+      'https://eu-west-1.console.aws.amazon.com/cloudwatch/home?region=eu-west-1#logsV2:log-groups/log-group/$252Fcustom$252Fgroup/log-events/a$2520b$252Fc$2524$255B1$255D',
+    );
+    expect(executor({ logGroup: '/aws/batch/starfish' }).logLink('s')).toContain('log-group/$252Faws$252Fbatch$252Fstarfish/log-events/s');
+    expect(consoleEscape('/')).toBe('$252F');
+  });
+});
