@@ -1,0 +1,53 @@
+/**
+ * The CDK app: `npx cdk deploy` (cdk.json runs this file with tsx) or `npm run synth` (this file
+ * alone, offline: no Docker, no AWS credentials; the stack is environment-agnostic and does no
+ * lookups). Settings come from cdk.json context and `-c starfish:<name>=<value>`
+ * (infra/settings.ts); `-c stackName=…` deploys a second copy; `-c nag=false` skips cdk-nag.
+ */
+import path from 'node:path';
+import { App, Aspects, Tags } from 'aws-cdk-lib';
+import { AwsSolutionsChecks } from 'cdk-nag';
+import { cdkJsonContext, starfishContext } from './context.js';
+import { readSettings, SettingsError } from './settings.js';
+import { REPO_ROOT, StarfishChatopsStack } from './stack.js';
+
+const underCli = Boolean(process.env.CDK_OUTDIR);
+const app = new App({
+  context: cdkJsonContext(),
+  // Without the CLI, App would write to a temporary directory.
+  ...(underCli ? {} : { outdir: path.join(REPO_ROOT, 'cdk.out') }),
+});
+
+let settings;
+try {
+  settings = readSettings(starfishContext(app.node.getAllContext() as Record<string, unknown>));
+} catch (error) {
+  if (!(error instanceof SettingsError)) throw error;
+  console.error(`cdk.json / -c settings are not valid:\n${error.message}`);
+  process.exit(1);
+}
+
+const stackName = String(app.node.tryGetContext('stackName') ?? 'StarfishChatops');
+const stack = new StarfishChatopsStack(app, stackName, {
+  settings,
+  description: 'starfish-chatops: Slack bot running starfish pipelines on AWS Batch (infra/README.md)',
+});
+Tags.of(stack).add('project', 'starfish-chatops');
+
+if (app.node.tryGetContext('nag') !== false && app.node.tryGetContext('nag') !== 'false') {
+  Aspects.of(app).add(new AwsSolutionsChecks({ verbose: true }));
+}
+
+const assembly = app.synth();
+
+if (!underCli) {
+  // The CLI prints annotations itself; alone, say what was found and fail on errors.
+  const messages = assembly.getStackArtifact(stack.artifactId).messages;
+  for (const m of messages) if (m.level !== 'info') console.error(`[${m.level}] ${m.id}: ${String(m.entry.data)}`);
+  const errors = messages.filter((m) => m.level === 'error');
+  if (errors.length) {
+    console.error(`${errors.length} error(s); the template was written to ${assembly.directory} but must not be deployed.`);
+    process.exit(1);
+  }
+  console.log(`Synthesized ${stack.stackName} to ${path.relative(process.cwd(), assembly.directory) || '.'}/${stack.templateFile}`);
+}

@@ -1,0 +1,123 @@
+/**
+ * cdk-nag (v3: a CDK policy-validation plugin, acknowledged through `Validations.of(…)`).
+ *
+ * `nagPlugins()` is what the app registers and the tests run: the AwsSolutions pack plus a
+ * small pack with cdk-nag's Function URL rules, which no built-in pack includes, so that the
+ * deliberate `authType: NONE` is a finding acknowledged with its reason instead of a silence.
+ *
+ * Every acknowledgement names one finding (v3 has no blanket suppression) and says why.
+ */
+import { Stack, Validations, type CfnResource, type IPolicyValidationPlugin } from 'aws-cdk-lib';
+import type * as iam from 'aws-cdk-lib/aws-iam';
+import type * as lambda from 'aws-cdk-lib/aws-lambda';
+import type * as s3 from 'aws-cdk-lib/aws-s3';
+import type * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
+import { AwsSolutionsChecks, NagMessageLevel, NagPack, rules, type NagPackProps } from 'cdk-nag';
+import type { IConstruct } from 'constructs';
+
+/** cdk-nag's Lambda Function URL rules, which are in no built-in pack. */
+export class FunctionUrlChecks extends NagPack {
+  readonly name = 'StarfishFunctionUrl';
+
+  constructor(scope?: IConstruct, props?: NagPackProps) {
+    super(scope, props);
+    this.packName = 'Starfish';
+  }
+
+  protected checkResource(node: CfnResource): void {
+    this.applyRule({
+      info: 'The Lambda Function URL allows for public, unauthenticated access.',
+      explanation: 'Setting the authentication of a Function URL to NONE allows anyone on the internet to invoke the function.',
+      level: NagMessageLevel.ERROR,
+      rule: rules.lambda.LambdaFunctionUrlAuth,
+      node,
+    });
+  }
+}
+
+export function nagPlugins(scope?: IConstruct, props: NagPackProps = { verbose: true }): Array<IPolicyValidationPlugin & NagPack> {
+  return [new AwsSolutionsChecks(scope, props), new FunctionUrlChecks(scope, props)];
+}
+
+export interface NagRefs {
+  slackFunction: lambda.Function;
+  slackUrl: lambda.FunctionUrl;
+  eventsFunction: lambda.Function;
+  jobRole: iam.Role;
+  executionRole: iam.Role;
+  resultsBucket: s3.Bucket;
+  slackSecret: secretsmanager.Secret;
+  inputBuckets: string[];
+  highmemInstanceRole?: IConstruct;
+}
+
+/** The acknowledgements, each with its reason (test/infra checks every reason is given). */
+export function addNagSuppressions(stack: Stack, refs: NagRefs): void {
+  const ack = (scope: IConstruct, id: string, reason: string) => Validations.of(scope).acknowledge({ id, reason });
+  const bucketArn = `<${stack.getLogicalId(refs.resultsBucket.node.defaultChild as CfnResource)}.Arn>`;
+  const iam5 = (finding: string) => `AwsSolutions-IAM5[Resource::${finding}]`;
+
+  ack(
+    refs.slackUrl,
+    'Starfish-LambdaFunctionUrlAuth',
+    'Slack cannot sign AWS IAM (SigV4) requests; it signs each request with the app signing secret, which the handler verifies (Bolt AwsLambdaReceiver) before doing anything.',
+  );
+
+  ack(
+    refs.slackSecret,
+    'AwsSolutions-SMG4',
+    'The signing secret and bot token are issued by Slack; they are rotated in the Slack app settings and put here by hand (infra/README.md), not by a rotation Lambda.',
+  );
+
+  for (const fn of [refs.slackFunction, refs.eventsFunction]) {
+    ack(
+      fn,
+      'AwsSolutions-L1',
+      'Node.js 22 is the runtime the project targets and tests (package.json engines, tsconfig ES2022, esbuild target node22); moving to a newer runtime is a deliberate upgrade.',
+    );
+    ack(
+      fn,
+      'AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole]',
+      'The basic execution role grants only logs:CreateLogGroup/CreateLogStream/PutLogEvents, which every Lambda needs for its own logs.',
+    );
+  }
+
+  // Object prefixes: a wildcard after a fixed prefix is how IAM scopes objects.
+  const runsReason = 'Objects of the results bucket under runs/ (run manifests, inputs, FOV tables, results); run ids are created at run time, so the prefix ends in a wildcard.';
+  for (const scope of [refs.jobRole, refs.slackFunction, refs.eventsFunction]) ack(scope, iam5(`${bucketArn}/runs/*`), runsReason);
+  const experimentsReason = 'Experiments staged into the results bucket under experiments/<name>/ (named at run time by /starfish stage), so the prefix ends in a wildcard.';
+  for (const scope of [refs.jobRole, refs.eventsFunction]) ack(scope, iam5(`${bucketArn}/experiments/*`), experimentsReason);
+  ack(
+    refs.jobRole,
+    iam5(`${bucketArn}/runs/*/fovs/*`),
+    'Per-FOV tables of any run (runs/<run-id>/fovs/fov_NNN.csv): process-fov deletes its stale error record and tags the table for lifecycle expiry.',
+  );
+  for (const bucket of refs.inputBuckets) {
+    const reason = `Read-only access to the objects of input bucket ${bucket}, which the deployment settings allow scientists to name (experiments, tiles, recipes, codebooks live anywhere in it).`;
+    for (const scope of [refs.jobRole, refs.eventsFunction]) ack(scope, iam5(`arn:<AWS::Partition>:s3:::${bucket}/*`), reason);
+  }
+
+  ack(
+    refs.eventsFunction,
+    iam5('arn:<AWS::Partition>:batch:<AWS::Region>:<AWS::AccountId>:job/*'),
+    'batch:TerminateJob and batch:TagResource act on job ARNs (job/<job-id>); the ids exist only after SubmitJob, so job/* in this account and region is the narrowest resource.',
+  );
+  ack(
+    refs.eventsFunction,
+    iam5('*'),
+    'batch:DescribeJobs does not support resource-level permissions; AWS requires Resource "*" (Service Authorization Reference, AWS Batch).',
+  );
+  ack(
+    refs.executionRole,
+    iam5('*'),
+    'ecr:GetAuthorizationToken does not support resource-level permissions; AWS requires Resource "*" to pull the job images (the pull itself is scoped to the asset repository).',
+  );
+
+  if (refs.highmemInstanceRole) {
+    ack(
+      refs.highmemInstanceRole,
+      'AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AmazonEC2ContainerServiceforEC2Role]',
+      'The ECS container instance policy AWS Batch documents for EC2 compute environments (ECS agent registration, image pull, logs); the jobs themselves run with the job role.',
+    );
+  }
+}

@@ -1,0 +1,485 @@
+/**
+ * Everything starfish-chatops needs on AWS (issue 7):
+ *
+ *   Slack ─▶ Function URL ─▶ slack Lambda ─PutEvents─▶ custom bus ─(source starfish.chatops)─▶ events Lambda
+ *   Batch "Job State Change" (default bus, filtered) ─▶ SQS (batched, DLQ) ─▶ events Lambda
+ *   every 5 minutes ─▶ events Lambda (reconciler)
+ *   events Lambda ─SubmitJob/TerminateJob/DescribeJobs─▶ AWS Batch (Fargate Spot / Fargate / EC2 highmem)
+ *   Batch jobs (process-fov, merge-results images) ─▶ results bucket runs/<id>/…, logs ─▶ own log group
+ *
+ * IAM is written out statement by statement (not `grantReadWrite`, whose `s3:GetObject*`/`s3:List*`
+ * wildcards are broader than the bot needs); the few wildcard resources AWS requires are
+ * explained where they are granted and allow-listed in test/infra.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import {
+  Aws,
+  CfnOutput,
+  Duration,
+  IgnoreMode,
+  RemovalPolicy,
+  Size,
+  Stack,
+  type StackProps,
+} from 'aws-cdk-lib';
+import * as batch from 'aws-cdk-lib/aws-batch';
+import * as ec2 from 'aws-cdk-lib/aws-ec2';
+import * as ecrAssets from 'aws-cdk-lib/aws-ecr-assets';
+import * as ecs from 'aws-cdk-lib/aws-ecs';
+import * as events from 'aws-cdk-lib/aws-events';
+import * as targets from 'aws-cdk-lib/aws-events-targets';
+import * as iam from 'aws-cdk-lib/aws-iam';
+import * as lambda from 'aws-cdk-lib/aws-lambda';
+import * as destinations from 'aws-cdk-lib/aws-lambda-destinations';
+import { SqsEventSource } from 'aws-cdk-lib/aws-lambda-event-sources';
+import * as nodejs from 'aws-cdk-lib/aws-lambda-nodejs';
+import * as logs from 'aws-cdk-lib/aws-logs';
+import * as s3 from 'aws-cdk-lib/aws-s3';
+import * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
+import * as sqs from 'aws-cdk-lib/aws-sqs';
+import type { Construct } from 'constructs';
+import { addNagSuppressions } from './nag.js';
+import type { QueueName, Settings } from './settings.js';
+
+/** The repository root (infra/ is one level below it). */
+export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+
+/** Where the Lambda handlers live (written outside infra/: src/lambda/). */
+export const LAMBDA_ENTRIES = {
+  slack: 'src/lambda/slack.ts',
+  events: 'src/lambda/events.ts',
+} as const;
+
+/** Run events the chat side publishes on the custom bus (src/run/run-events.ts). */
+export const RUN_EVENT_SOURCE = 'starfish.chatops';
+export const RUN_EVENT_TYPES = ['RunRequested', 'RunApproved', 'RunRejected', 'RunCancelled', 'RunRetryRequested', 'StageRequested'] as const;
+
+/** Job names are `starfish-<runId>-fov…`/`-merge` (src/run/batch-event.ts). */
+export const JOB_NAME_PREFIX = 'starfish-';
+
+/**
+ * Per-FOV intermediates (`runs/<id>/fovs/…`) expire through this object tag. S3 lifecycle
+ * filters take a literal key prefix (no `runs/*\/fovs/`), plus tags and sizes; a tag keeps the
+ * layout of DESIGN.md intact, where a separate top-level prefix would move the FOV tables away
+ * from their run. The writer (process-fov through containers/common/starfish_io.py) must set it
+ * on `fov_NNN.csv`/`.error.json`; the job role may (s3:PutObjectTagging on runs/*\/fovs/*).
+ */
+export const INTERMEDIATE_TAG = { key: 'starfish:lifecycle', value: 'intermediate' } as const;
+
+export interface StarfishChatopsStackProps extends StackProps {
+  settings: Settings;
+  /** Repository root holding src/lambda and containers/; defaults to the one around infra/. */
+  repoRoot?: string;
+  /** Override the handler entry files (relative to repoRoot), e.g. for tests. */
+  entries?: Partial<Record<keyof typeof LAMBDA_ENTRIES, string>>;
+}
+
+/** Docker build context exclusions for one image: everything but the files its Dockerfile COPYs. */
+export function dockerContextExcludes(repoRoot: string, image: string): string[] {
+  const dockerfile = `containers/${image}/Dockerfile`;
+  const ignoreFile = path.join(repoRoot, `${dockerfile}.dockerignore`);
+  // The per-Dockerfile ignore file is BuildKit's; CDK stages from `exclude` instead, so reuse it.
+  const patterns = existsSync(ignoreFile)
+    ? readFileSync(ignoreFile, 'utf8')
+        .split('\n')
+        .map((l) => l.trim())
+        .filter((l) => l && !l.startsWith('#'))
+    : ['*', `!containers/common`, `!containers/${image}`];
+  // CDK needs the Dockerfile itself inside the staged context.
+  return [...patterns, `!${dockerfile}`];
+}
+
+export class StarfishChatopsStack extends Stack {
+  readonly resultsBucket: s3.Bucket;
+  readonly slackFunction: nodejs.NodejsFunction;
+  readonly eventsFunction: nodejs.NodejsFunction;
+  readonly eventBus: events.EventBus;
+  readonly jobQueues: Partial<Record<QueueName, batch.JobQueue>> = {};
+
+  constructor(scope: Construct, id: string, props: StarfishChatopsStackProps) {
+    super(scope, id, props);
+    const { settings } = props;
+    const repoRoot = props.repoRoot ?? REPO_ROOT;
+    const entries = { ...LAMBDA_ENTRIES, ...props.entries };
+
+    // ───────────────────────── storage ─────────────────────────
+    const accessLogs = new s3.Bucket(this, 'AccessLogsBucket', {
+      encryption: s3.BucketEncryption.S3_MANAGED, // server access logging cannot deliver to SSE-KMS buckets
+      enforceSSL: true,
+      minimumTLSVersion: 1.2,
+      blockPublicAccess: s3.BlockPublicAccess.BLOCK_ALL,
+      objectOwnership: s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+      lifecycleRules: [{ id: 'ExpireLogs', expiration: Duration.days(365) }],
+      removalPolicy: RemovalPolicy.RETAIN,
+    });
+
+    const resultsBucket = new s3.Bucket(this, 'ResultsBucket', {
+      bucketName: settings.resultsBucketName,
+      encryption: s3.BucketEncryption.S3_MANAGED,
+      enforceSSL: true,
+      minimumTLSVersion: 1.2,
+      blockPublicAccess: s3.BlockPublicAccess.BLOCK_ALL,
+      objectOwnership: s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+      versioned: settings.versioning,
+      serverAccessLogsBucket: accessLogs,
+      serverAccessLogsPrefix: 'results-bucket/',
+      lifecycleRules: [
+        {
+          id: 'ExpireFovIntermediates',
+          prefix: 'runs/',
+          tagFilters: { [INTERMEDIATE_TAG.key]: INTERMEDIATE_TAG.value },
+          expiration: Duration.days(settings.intermediateRetentionDays),
+        },
+        { id: 'AbortIncompleteUploads', abortIncompleteMultipartUploadAfter: Duration.days(7) },
+        ...(settings.versioning ? [{ id: 'ExpireOldVersions', noncurrentVersionExpiration: Duration.days(30) }] : []),
+      ],
+      removalPolicy: RemovalPolicy.RETAIN,
+    });
+    this.resultsBucket = resultsBucket;
+
+    // Slack credentials: a generated placeholder signing secret (requests fail verification
+    // until the real one is put), never a literal in code, template or environment.
+    const slackSecret = new secretsmanager.Secret(this, 'SlackSecret', {
+      description:
+        'starfish-chatops Slack app credentials as JSON {"signingSecret": "...", "botToken": "xoxb-..."}; set with aws secretsmanager put-secret-value (infra/README.md)',
+      generateSecretString: {
+        secretStringTemplate: JSON.stringify({ botToken: 'xoxb-REPLACE-ME' }),
+        generateStringKey: 'signingSecret',
+        excludePunctuation: true,
+        passwordLength: 32,
+      },
+    });
+
+    // ───────────────────────── network for Batch ─────────────────────────
+    const isolatedEgress = settings.natGateways > 0;
+    const vpc = new ec2.Vpc(this, 'BatchVpc', {
+      maxAzs: 2,
+      natGateways: settings.natGateways,
+      // Nothing here uses the default security group; restricting it needs a custom-resource Lambda.
+      restrictDefaultSecurityGroup: false,
+      subnetConfiguration: isolatedEgress
+        ? [
+            { name: 'public', subnetType: ec2.SubnetType.PUBLIC, cidrMask: 24 },
+            { name: 'jobs', subnetType: ec2.SubnetType.PRIVATE_WITH_EGRESS, cidrMask: 20 },
+          ]
+        : [{ name: 'jobs', subnetType: ec2.SubnetType.PUBLIC, cidrMask: 20 }],
+      // Tiles and tables travel to S3 without NAT charges.
+      gatewayEndpoints: { S3: { service: ec2.GatewayVpcEndpointAwsService.S3 } },
+      flowLogs: {
+        rejected: { destination: ec2.FlowLogDestination.toS3(accessLogs, 'vpc-flow-logs/'), trafficType: ec2.FlowLogTrafficType.REJECT },
+      },
+    });
+    const jobSubnets: ec2.SubnetSelection = { subnetType: isolatedEgress ? ec2.SubnetType.PRIVATE_WITH_EGRESS : ec2.SubnetType.PUBLIC };
+    const jobSecurityGroup = new ec2.SecurityGroup(this, 'BatchJobsSecurityGroup', {
+      vpc,
+      description: 'starfish Batch jobs: no inbound; outbound to ECR, S3 and CloudWatch Logs',
+      allowAllOutbound: true,
+    });
+
+    // ───────────────────────── Batch ─────────────────────────
+    const batchLogGroup = new logs.LogGroup(this, 'BatchJobLogs', {
+      logGroupName: `/aws/batch/${this.stackName}`,
+      retention: settings.logRetentionDays as logs.RetentionDays,
+      removalPolicy: RemovalPolicy.DESTROY,
+    });
+
+    const fargate = (id: string, spot: boolean, maxvCpus: number) =>
+      new batch.FargateComputeEnvironment(this, id, { vpc, vpcSubnets: jobSubnets, securityGroups: [jobSecurityGroup], spot, maxvCpus });
+    const spotEnvironment = fargate('FargateSpotEnvironment', true, settings.maxVcpus.spot);
+    const onDemandEnvironment = fargate('FargateOnDemandEnvironment', false, settings.maxVcpus.ondemand);
+    this.jobQueues.spot = new batch.JobQueue(this, 'SpotQueue', { priority: 1, computeEnvironments: [{ computeEnvironment: spotEnvironment, order: 1 }] });
+    this.jobQueues.ondemand = new batch.JobQueue(this, 'OnDemandQueue', { priority: 1, computeEnvironments: [{ computeEnvironment: onDemandEnvironment, order: 1 }] });
+
+    const jobRole = new iam.Role(this, 'JobRole', {
+      assumedBy: new iam.ServicePrincipal('ecs-tasks.amazonaws.com'),
+      description: 'starfish Batch jobs (process-fov, merge-results): read inputs, write runs/* in the results bucket',
+    });
+    const executionRole = new iam.Role(this, 'JobExecutionRole', {
+      assumedBy: new iam.ServicePrincipal('ecs-tasks.amazonaws.com'),
+      description: 'starfish Batch jobs: pull the image asset, write the job log group',
+    });
+
+    const image = (name: 'process-fov' | 'merge-results') =>
+      new ecrAssets.DockerImageAsset(this, `${name === 'process-fov' ? 'ProcessFov' : 'MergeResults'}Image`, {
+        directory: repoRoot, // the Dockerfiles COPY containers/common from the repository root
+        file: `containers/${name}/Dockerfile`,
+        exclude: dockerContextExcludes(repoRoot, name),
+        ignoreMode: IgnoreMode.DOCKER,
+        // spacetx/starfish:0.2.2 is an amd64 image; build it as such on arm64 laptops too.
+        platform: ecrAssets.Platform.LINUX_AMD64,
+      });
+    const processFovImage = ecs.ContainerImage.fromDockerImageAsset(image('process-fov'));
+    const mergeResultsImage = ecs.ContainerImage.fromDockerImageAsset(image('merge-results'));
+    const logging = ecs.LogDriver.awsLogs({ logGroup: batchLogGroup, streamPrefix: 'starfish' });
+
+    const fargateJob = (id: string, img: ecs.ContainerImage, size: { vcpus: number; memoryMiB: number }, timeout: Duration) =>
+      new batch.EcsJobDefinition(this, id, {
+        container: new batch.EcsFargateContainerDefinition(this, `${id}Container`, {
+          image: img,
+          cpu: size.vcpus,
+          memory: Size.mebibytes(size.memoryMiB),
+          jobRole,
+          executionRole,
+          logging,
+          assignPublicIp: !isolatedEgress, // public subnets without NAT: the task needs a public IP to reach ECR
+          fargatePlatformVersion: ecs.FargatePlatformVersion.LATEST,
+          fargateCpuArchitecture: ecs.CpuArchitecture.X86_64,
+          fargateOperatingSystemFamily: ecs.OperatingSystemFamily.LINUX,
+        }),
+        propagateTags: true,
+        timeout,
+      });
+    const fovJob = fargateJob('ProcessFovJob', processFovImage, settings.fovJob, Duration.hours(4));
+    const mergeJob = fargateJob('MergeResultsJob', mergeResultsImage, settings.mergeJob, Duration.hours(2));
+    const jobDefinitions: batch.EcsJobDefinition[] = [fovJob, mergeJob];
+    let highmemInstanceRole: Construct | undefined;
+
+    if (settings.highmemEnabled) {
+      const highmemEnvironment = new batch.ManagedEc2EcsComputeEnvironment(this, 'HighmemEnvironment', {
+        vpc,
+        vpcSubnets: jobSubnets,
+        securityGroups: [jobSecurityGroup],
+        instanceTypes: settings.highmemInstanceTypes.map((t) => new ec2.InstanceType(t)),
+        useOptimalInstanceClasses: false,
+        minvCpus: 0,
+        maxvCpus: settings.maxVcpus.highmem,
+        spot: false,
+        allocationStrategy: batch.AllocationStrategy.BEST_FIT_PROGRESSIVE,
+      });
+      highmemInstanceRole = highmemEnvironment;
+      this.jobQueues.highmem = new batch.JobQueue(this, 'HighmemQueue', { priority: 1, computeEnvironments: [{ computeEnvironment: highmemEnvironment, order: 1 }] });
+      // EC2 queues need EC2 job definitions (a Fargate one is refused there): see infra/README.md.
+      const ec2Job = (id: string, img: ecs.ContainerImage, timeout: Duration) =>
+        new batch.EcsJobDefinition(this, id, {
+          container: new batch.EcsEc2ContainerDefinition(this, `${id}Container`, {
+            image: img,
+            cpu: 4,
+            memory: Size.gibibytes(60),
+            jobRole,
+            executionRole,
+            logging,
+          }),
+          propagateTags: true,
+          timeout,
+        });
+      const highmemFov = ec2Job('ProcessFovHighmemJob', processFovImage, Duration.hours(8));
+      const highmemMerge = ec2Job('MergeResultsHighmemJob', mergeResultsImage, Duration.hours(4));
+      jobDefinitions.push(highmemFov, highmemMerge);
+      new CfnOutput(this, 'HighmemFovJobDefinition', { value: highmemFov.jobDefinitionArn, description: 'process-fov on the EC2 highmem queue' });
+      new CfnOutput(this, 'HighmemMergeJobDefinition', { value: highmemMerge.jobDefinitionArn, description: 'merge-results on the EC2 highmem queue' });
+    }
+    const queues = Object.values(this.jobQueues);
+
+    // ───────────────────────── S3 access, by prefix ─────────────────────────
+    const objects = (bucket: string, pattern: string) => `arn:${Aws.PARTITION}:s3:::${bucket}/${pattern}`;
+    const bucketArn = (bucket: string) => `arn:${Aws.PARTITION}:s3:::${bucket}`;
+    const results = {
+      runs: resultsBucket.arnForObjects('runs/*'),
+      fovs: resultsBucket.arnForObjects('runs/*/fovs/*'),
+      experiments: resultsBucket.arnForObjects('experiments/*'),
+    };
+    const inputBuckets = [...settings.allowedBuckets, ...settings.readonlyBuckets];
+    const inputObjects = inputBuckets.map((b) => objects(b, '*'));
+    // Without s3:ListBucket, S3 answers 403 instead of 404 for a missing key, and "not found"
+    // (no such run, missing tile) becomes "access denied". A prefix condition would not help:
+    // that check carries no s3:prefix. The results bucket holds only runs/ and experiments/.
+    const listResults = new iam.PolicyStatement({ sid: 'ListResultsBucket', actions: ['s3:ListBucket'], resources: [resultsBucket.bucketArn] });
+    const listInputs = inputBuckets.length
+      ? new iam.PolicyStatement({ sid: 'ListInputBuckets', actions: ['s3:ListBucket'], resources: inputBuckets.map(bucketArn) })
+      : undefined;
+
+    jobRole.addToPrincipalPolicy(new iam.PolicyStatement({ sid: 'ReadInputs', actions: ['s3:GetObject'], resources: [results.runs, results.experiments, ...inputObjects] }));
+    jobRole.addToPrincipalPolicy(new iam.PolicyStatement({ sid: 'WriteRunOutputs', actions: ['s3:PutObject'], resources: [results.runs] }));
+    // process-fov deletes a stale fov_NNN.error.json, and tags FOV tables for expiry.
+    jobRole.addToPrincipalPolicy(new iam.PolicyStatement({ sid: 'ManageFovTables', actions: ['s3:DeleteObject', 's3:PutObjectTagging'], resources: [results.fovs] }));
+    jobRole.addToPrincipalPolicy(listResults);
+    if (listInputs) jobRole.addToPrincipalPolicy(listInputs);
+
+    // ───────────────────────── queues ─────────────────────────
+    const deadLetters = new sqs.Queue(this, 'DeadLetterQueue', {
+      encryption: sqs.QueueEncryption.SQS_MANAGED,
+      enforceSSL: true,
+      retentionPeriod: Duration.days(14),
+    });
+    const eventsTimeout = Duration.minutes(15); // staging a large experiment copies tens of thousands of tiles
+    const batchEvents = new sqs.Queue(this, 'BatchEventsQueue', {
+      encryption: sqs.QueueEncryption.SQS_MANAGED, // SSE-SQS: EventBridge can send to it (an AWS-managed KMS key would refuse)
+      enforceSSL: true,
+      // Lambda's guidance: at least six times the function timeout, so retried batches are not redelivered early.
+      visibilityTimeout: Duration.minutes(eventsTimeout.toMinutes() * 6),
+      retentionPeriod: Duration.days(4),
+      deadLetterQueue: { queue: deadLetters, maxReceiveCount: 5 },
+    });
+
+    // ───────────────────────── bus ─────────────────────────
+    const bus = new events.EventBus(this, 'RunEventBus', { description: 'starfish-chatops run events (source starfish.chatops)' });
+    this.eventBus = bus;
+
+    // ───────────────────────── Lambdas ─────────────────────────
+    const queueArns: Record<string, string> = {};
+    for (const [name, queue] of Object.entries(this.jobQueues)) queueArns[name] = queue.jobQueueArn;
+    const environment: Record<string, string> = {
+      STARFISH_BACKEND: 'aws',
+      STARFISH_BUCKET: resultsBucket.bucketName,
+      // The results bucket is readable too: runs read experiments staged into it.
+      STARFISH_ALLOWED_BUCKETS: [resultsBucket.bucketName, ...settings.allowedBuckets].join(','),
+      STARFISH_READONLY_BUCKETS: settings.readonlyBuckets.join(','),
+      STARFISH_EVENT_BUS: bus.eventBusName,
+      STARFISH_JOB_QUEUES: this.toJsonString(queueArns),
+      STARFISH_FOV_JOB_DEFINITION: fovJob.jobDefinitionArn,
+      STARFISH_MERGE_JOB_DEFINITION: mergeJob.jobDefinitionArn,
+      STARFISH_POLICY_JSON: JSON.stringify(settings.policy),
+      STARFISH_SLACK_SECRET_ARN: slackSecret.secretArn,
+      STARFISH_DLQ_URL: deadLetters.queueUrl,
+      STARFISH_LOG_GROUP: batchLogGroup.logGroupName,
+      STARFISH_DOWNLOAD_EXPIRY_SECONDS: String(settings.downloadExpirySeconds),
+    };
+
+    const lambdaFunction = (id: string, entry: string, props: { timeout: Duration; memorySize: number; description: string }) => {
+      const absolute = path.resolve(repoRoot, entry);
+      if (!existsSync(absolute)) {
+        throw new Error(
+          `infra: the Lambda entry ${entry} does not exist (looked at ${absolute}). ` +
+            `The stack bundles the handlers in src/lambda/ (slack.ts: Bolt AwsLambdaReceiver; events.ts: run events, Batch events from SQS, the reconciler). ` +
+            `Add the handler (or pull the commit that adds it), then synthesize again.`,
+        );
+      }
+      const logGroup = new logs.LogGroup(this, `${id}Logs`, {
+        retention: settings.logRetentionDays as logs.RetentionDays,
+        removalPolicy: RemovalPolicy.DESTROY,
+      });
+      return new nodejs.NodejsFunction(this, id, {
+        entry: absolute,
+        handler: 'handler',
+        runtime: lambda.Runtime.NODEJS_22_X,
+        architecture: lambda.Architecture.ARM_64,
+        projectRoot: repoRoot,
+        depsLockFilePath: path.join(repoRoot, 'package-lock.json'),
+        bundling: {
+          format: nodejs.OutputFormat.ESM,
+          target: 'node22',
+          platform: 'node',
+          mainFields: ['module', 'main'],
+          minify: true,
+          // Bundled CommonJS dependencies (Bolt, pino) call require(); give them one in ESM.
+          banner: "import { createRequire as __starfishCreateRequire } from 'node:module'; const require = __starfishCreateRequire(import.meta.url);",
+          // Pin the SDK versions of package-lock.json (S3 conditional writes) rather than the runtime's.
+          bundleAwsSDK: true,
+          tsconfig: path.join(repoRoot, 'tsconfig.json'),
+        },
+        environment,
+        logGroup,
+        ...props,
+      });
+    };
+
+    const slackFunction = lambdaFunction('SlackFunction', entries.slack, {
+      timeout: Duration.seconds(15), // Slack waits 3 s for the ack; the handler does no slow work
+      memorySize: 1024,
+      description: 'starfish-chatops: Slack slash commands and buttons (Bolt); publishes run events',
+    });
+    this.slackFunction = slackFunction;
+    const slackUrl = slackFunction.addFunctionUrl({ authType: lambda.FunctionUrlAuthType.NONE });
+
+    const eventsFunction = lambdaFunction('EventsFunction', entries.events, {
+      timeout: eventsTimeout,
+      memorySize: 1024,
+      description: 'starfish-chatops: launcher (run events), notifier (Batch events via SQS), reconciler (schedule)',
+    });
+    this.eventsFunction = eventsFunction;
+
+    // Run events → events Lambda (async; a failure after 2 retries lands in the DLQ).
+    eventsFunction.configureAsyncInvoke({ retryAttempts: 2, maxEventAge: Duration.hours(6), onFailure: new destinations.SqsDestination(deadLetters) });
+    new events.Rule(this, 'RunEventsRule', {
+      description: 'starfish run events → events Lambda',
+      eventBus: bus,
+      eventPattern: { source: [RUN_EVENT_SOURCE], detailType: [...RUN_EVENT_TYPES] },
+      targets: [new targets.LambdaFunction(eventsFunction, { deadLetterQueue: deadLetters, retryAttempts: 4, maxEventAge: Duration.hours(2) })],
+    });
+
+    // Batch job state changes of this app's queues → SQS → events Lambda in batches. Array
+    // children only when FAILED: a 10,000-FOV run would otherwise send ~50,000 events; progress
+    // comes from the parent's status summary (DESIGN.md "Scale rules").
+    new events.Rule(this, 'BatchJobEventsRule', {
+      description: 'starfish Batch job state changes (parents, plain jobs, failed children) → SQS',
+      eventPattern: {
+        source: ['aws.batch'],
+        detailType: ['Batch Job State Change'],
+        detail: {
+          jobQueue: queues.map((q) => q.jobQueueArn),
+          jobName: [{ prefix: JOB_NAME_PREFIX }],
+          $or: [{ arrayProperties: { index: [{ exists: false }] } }, { status: ['FAILED'] }],
+        },
+      },
+      targets: [new targets.SqsQueue(batchEvents, { deadLetterQueue: deadLetters, retryAttempts: 8 })],
+    });
+    eventsFunction.addEventSource(
+      new SqsEventSource(batchEvents, {
+        batchSize: 100,
+        maxBatchingWindow: Duration.seconds(30),
+        reportBatchItemFailures: true,
+        // Two concurrent notifiers at most: Slack's chat.update limit is per channel, and the
+        // notifier coalesces per run within a batch.
+        maxConcurrency: 2,
+      }),
+    );
+
+    // The reconciler: lost events, expired approvals, stuck runs.
+    new events.Rule(this, 'ReconcileSchedule', {
+      description: 'starfish reconciler every 5 minutes',
+      schedule: events.Schedule.rate(Duration.minutes(5)),
+      targets: [new targets.LambdaFunction(eventsFunction, { deadLetterQueue: deadLetters, retryAttempts: 2, maxEventAge: Duration.minutes(10) })],
+    });
+
+    // ───────────────────────── Lambda permissions ─────────────────────────
+    // Slack Lambda: publish run events, read run manifests (status, list), read its secret.
+    bus.grantPutEventsTo(slackFunction);
+    slackSecret.grantRead(slackFunction);
+    slackFunction.addToRolePolicy(new iam.PolicyStatement({ sid: 'ReadRuns', actions: ['s3:GetObject'], resources: [results.runs] }));
+    slackFunction.addToRolePolicy(listResults);
+
+    // Events Lambda: Batch, the store (runs/*, experiments/*), inputs, staging, DLQ, secret.
+    slackSecret.grantRead(eventsFunction);
+    eventsFunction.addToRolePolicy(
+      new iam.PolicyStatement({
+        sid: 'SubmitJobs',
+        actions: ['batch:SubmitJob'],
+        resources: [...jobDefinitions.map((d) => d.jobDefinitionArn), ...queues.map((q) => q.jobQueueArn)],
+      }),
+    );
+    // Job ARNs carry the job id, known only after SubmitJob: `job/*` is the narrowest form.
+    // TagResource is authorized separately when SubmitJob carries tags (starfish:run-id, starfish:requester).
+    eventsFunction.addToRolePolicy(
+      new iam.PolicyStatement({
+        sid: 'TagAndTerminateJobs',
+        actions: ['batch:TagResource', 'batch:TerminateJob'],
+        resources: [`arn:${Aws.PARTITION}:batch:${Aws.REGION}:${Aws.ACCOUNT_ID}:job/*`],
+      }),
+    );
+    // DescribeJobs supports no resource-level permissions: AWS requires Resource "*".
+    eventsFunction.addToRolePolicy(new iam.PolicyStatement({ sid: 'DescribeJobs', actions: ['batch:DescribeJobs'], resources: ['*'] }));
+    eventsFunction.addToRolePolicy(
+      new iam.PolicyStatement({ sid: 'ReadStoreAndInputs', actions: ['s3:GetObject'], resources: [results.runs, results.experiments, ...inputObjects] }),
+    );
+    // PutObject covers conditional create/replace (If-None-Match/If-Match) and the CopyObject destination (staging).
+    eventsFunction.addToRolePolicy(
+      new iam.PolicyStatement({ sid: 'WriteStore', actions: ['s3:PutObject', 's3:DeleteObject'], resources: [results.runs, results.experiments] }),
+    );
+    eventsFunction.addToRolePolicy(listResults);
+    if (listInputs) eventsFunction.addToRolePolicy(listInputs);
+    deadLetters.grantConsumeMessages(eventsFunction);
+
+    // ───────────────────────── outputs ─────────────────────────
+    new CfnOutput(this, 'SlackRequestUrl', { value: slackUrl.url, description: 'Request URL for the Slack app manifest (slash command, interactivity)' });
+    new CfnOutput(this, 'SlackSecretArn', { value: slackSecret.secretArn, description: 'put {"signingSecret","botToken"} here' });
+    new CfnOutput(this, 'ResultsBucketName', { value: resultsBucket.bucketName });
+    new CfnOutput(this, 'EventBusName', { value: bus.eventBusName });
+    new CfnOutput(this, 'JobQueues', { value: this.toJsonString(queueArns) });
+    new CfnOutput(this, 'BatchLogGroup', { value: batchLogGroup.logGroupName });
+    new CfnOutput(this, 'DeadLetterQueueUrl', { value: deadLetters.queueUrl });
+
+    addNagSuppressions(this, { slackFunction, slackUrl, eventsFunction, jobRole, executionRole, resultsBucket, slackSecret, inputBuckets, highmemInstanceRole });
+  }
+}
