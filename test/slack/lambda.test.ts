@@ -1,0 +1,290 @@
+/**
+ * The Slack Lambda handler: Bolt's AwsLambdaReceiver with signed API Gateway events, its
+ * credentials (environment or Secrets Manager, read once per container), the real AWS backend
+ * with mocked SDK clients, and the esbuild bundle itself in a fresh Node process.
+ */
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import path from 'node:path';
+import { mockClient } from 'aws-sdk-client-mock';
+import { GetSecretValueCommand, SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
+import { ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3';
+import { EventBridgeClient, PutEventsCommand } from '@aws-sdk/client-eventbridge';
+import type { Bus } from '../../src/ports.js';
+import type { RunEvent } from '../../src/run/run-events.js';
+import { DirectoryStore } from '../../src/local/dir-store.js';
+import { parsePolicy } from '../../src/run/policy.js';
+import { createHandler, type SlackLambdaHandler } from '../../src/lambda/slack.js';
+import { forgetSlackSecrets } from '../../src/aws/secrets.js';
+import { resetClients } from '../../src/aws/clients.js';
+import { ACTIONS } from '../../src/messages/blocks.js';
+import { removeDir, tempDir } from '../helpers/local.js';
+import { SlackStandIn } from './stand-in.js';
+import { BOT_TOKEN, SIGNING_SECRET, clickBody, nowSeconds, signedHeaders, slashBody } from './signing.js';
+import { CHANNEL, ALICE, APPROVER, textOf, waitFor } from './harness.js';
+
+const ROOT = path.resolve(import.meta.dirname, '../..');
+
+/** An API Gateway HTTP API (payload 2.0) event, as a Slack POST arrives at the function. */
+export function apiGatewayEvent(body: string, headers: Record<string, string>, base64 = false) {
+  return {
+    version: '2.0',
+    routeKey: 'POST /slack/events',
+    rawPath: '/slack/events',
+    rawQueryString: '',
+    headers: { ...headers, host: 'abc123.execute-api.us-east-1.amazonaws.com', 'user-agent': 'Slackbot 1.0 (+https://api.slack.com/robots)' },
+    requestContext: { http: { method: 'POST', path: '/slack/events', sourceIp: '3.0.0.1' }, requestId: 'r-1', stage: '$default' },
+    body: base64 ? Buffer.from(body).toString('base64') : body,
+    isBase64Encoded: base64,
+  };
+}
+
+class RecordingBus implements Bus {
+  readonly events: RunEvent[] = [];
+  async publish(event: RunEvent): Promise<void> {
+    this.events.push(event);
+  }
+}
+
+let standIn: SlackStandIn;
+beforeAll(async () => {
+  standIn = await SlackStandIn.start();
+});
+afterAll(async () => {
+  await standIn.close();
+});
+beforeEach(() => standIn.reset());
+
+describe('the Slack Lambda with SLACK_SIGNING_SECRET / SLACK_BOT_TOKEN', () => {
+  let home: string;
+  let bus: RecordingBus;
+  let handler: SlackLambdaHandler;
+  let backends = 0;
+
+  beforeAll(async () => {
+    home = await tempDir('slack-lambda');
+    bus = new RecordingBus();
+    const env = { SLACK_SIGNING_SECRET: SIGNING_SECRET, SLACK_BOT_TOKEN: BOT_TOKEN, SLACK_API_URL: standIn.apiUrl, LOG_LEVEL: 'error' };
+    handler = createHandler({
+      env,
+      createBackend: () => {
+        backends++;
+        const policy = parsePolicy({ access: { channels: [CHANNEL] }, queues: { default: 'spot', allowed: ['spot'] } }, 'test');
+        return { dispatchDeps: { store: new DirectoryStore(home), bus, reader: { checkReadable: () => undefined }, policy, allowPaths: false } };
+      },
+    });
+  });
+  afterAll(async () => {
+    await removeDir(home);
+  });
+
+  const slash = (text: string, channel = CHANNEL) => slashBody({ text, userId: ALICE, channel, responseUrl: standIn.responseUrl('lambda') });
+
+  it('answers a signed /starfish help with 200 and the ephemeral help message', async () => {
+    const body = slash('help');
+    const res = await handler(apiGatewayEvent(body, signedHeaders(body)));
+    expect(res.statusCode).toBe(200);
+    const json = JSON.parse(res.body) as Record<string, unknown>;
+    expect(json.response_type).toBe('ephemeral');
+    expect(textOf(json)).toContain('/starfish run');
+  });
+
+  it('accepts a base64-encoded body (Lambda function URLs encode form posts)', async () => {
+    const body = slash('help');
+    const res = await handler(apiGatewayEvent(body, signedHeaders(body), true));
+    expect(res.statusCode).toBe(200);
+  });
+
+  it('returns 401 for a forged signature, a stale timestamp and a tampered body, publishing nothing', async () => {
+    const body = slash(`run s3://lab-data/iss/experiment.json`);
+    expect((await handler(apiGatewayEvent(body, signedHeaders(body, { secret: 'forged' })))).statusCode).toBe(401);
+    expect((await handler(apiGatewayEvent(body, signedHeaders(body, { timestamp: nowSeconds() - 301 - 60 })))).statusCode).toBe(401);
+    expect((await handler(apiGatewayEvent(body.replace('lab-data', 'lab-dat4'), signedHeaders(body)))).statusCode).toBe(401);
+    expect(bus.events).toHaveLength(0);
+  });
+
+  it('publishes RunRequested for /starfish run and acknowledges with the notice', async () => {
+    const body = slash('run s3://lab-data/iss/experiment.json fovs=0-3');
+    const res = await handler(apiGatewayEvent(body, signedHeaders(body)));
+    expect(res.statusCode).toBe(200);
+    expect(JSON.parse(res.body).text).toContain('Reading s3://lab-data/iss/experiment.json to plan the run');
+    expect(bus.events.at(-1)).toMatchObject({ type: 'RunRequested', userId: ALICE, channel: CHANNEL, request: { experiment: 's3://lab-data/iss/experiment.json' } });
+  });
+
+  it('refuses a command from a channel outside the policy in the ack body', async () => {
+    const before = bus.events.length;
+    const body = slash('run s3://lab-data/iss/experiment.json', 'C0ELSEWHERE');
+    const res = await handler(apiGatewayEvent(body, signedHeaders(body)));
+    expect(JSON.parse(res.body).text).toContain('does not take commands in this channel');
+    expect(bus.events.length).toBe(before);
+  });
+
+  it('publishes RunApproved for an Approve click with the clicker and the channel', async () => {
+    const body = clickBody({ actionId: ACTIONS.approve, value: '261125-k3f9', userId: APPROVER, channel: CHANNEL, responseUrl: standIn.responseUrl('click') });
+    const res = await handler(apiGatewayEvent(body, signedHeaders(body)));
+    expect(res.statusCode).toBe(200);
+    expect(bus.events.at(-1)).toEqual({ type: 'RunApproved', userId: APPROVER, channel: CHANNEL, runId: '261125-k3f9' });
+  });
+
+  it('answers /starfish list through response_url (the store is read after the ack)', async () => {
+    const body = slash('list');
+    const res = await handler(apiGatewayEvent(body, signedHeaders(body)));
+    expect(res.statusCode).toBe(200);
+    expect(res.body).toBe('');
+    const answer = await waitFor('the list', () => standIn.ok('response_url')[0]);
+    expect(answer.body.response_type).toBe('ephemeral');
+    expect(textOf(answer.body)).toContain('No runs yet');
+  });
+
+  it('built its backend once for all these invocations', () => {
+    expect(backends).toBe(1);
+  });
+});
+
+describe('credentials from Secrets Manager (STARFISH_SLACK_SECRET_ARN)', () => {
+  const secrets = mockClient(SecretsManagerClient);
+  const arn = 'arn:aws:secretsmanager:us-east-1:123456789012:secret:starfish/slack-AbCdEf';
+  const fromSecret = 'signing-secret-from-secrets-manager';
+
+  beforeEach(() => {
+    secrets.reset();
+    resetClients();
+    forgetSlackSecrets();
+  });
+  afterAll(() => secrets.restore());
+
+  function handlerWithSecret() {
+    const bus = new RecordingBus();
+    const policy = parsePolicy({}, 'test');
+    const handler = createHandler({
+      env: { STARFISH_SLACK_SECRET_ARN: arn, AWS_REGION: 'us-east-1', SLACK_SIGNING_SECRET: 'ignored-when-the-arn-is-set', LOG_LEVEL: 'error' },
+      createBackend: () => ({ dispatchDeps: { store: new DirectoryStore('/nonexistent'), bus, reader: { checkReadable: () => undefined }, policy, allowPaths: false } }),
+    });
+    return { handler, bus };
+  }
+
+  it('verifies requests with the secret signing secret, reading the secret once per container', async () => {
+    secrets.on(GetSecretValueCommand, { SecretId: arn }).resolves({ SecretString: JSON.stringify({ signingSecret: fromSecret, botToken: 'xoxb-from-secret' }) });
+    const { handler } = handlerWithSecret();
+    const body = slashBody({ text: 'help', userId: ALICE, channel: CHANNEL, responseUrl: standIn.responseUrl('s') });
+    expect((await handler(apiGatewayEvent(body, signedHeaders(body, { secret: fromSecret })))).statusCode).toBe(200);
+    expect((await handler(apiGatewayEvent(body, signedHeaders(body, { secret: fromSecret })))).statusCode).toBe(200);
+    expect((await handler(apiGatewayEvent(body, signedHeaders(body, { secret: 'ignored-when-the-arn-is-set' })))).statusCode).toBe(401);
+    expect(secrets.commandCalls(GetSecretValueCommand)).toHaveLength(1);
+  });
+
+  it('a failed secret read fails that invocation, names no value, and is retried on the next', async () => {
+    secrets.on(GetSecretValueCommand).rejectsOnce(new Error('AccessDeniedException: not authorized')).resolves({ SecretString: JSON.stringify({ signingSecret: fromSecret, botToken: 'xoxb-from-secret' }) });
+    const { handler } = handlerWithSecret();
+    const body = slashBody({ text: 'help', userId: ALICE, channel: CHANNEL, responseUrl: standIn.responseUrl('s') });
+    await expect(handler(apiGatewayEvent(body, signedHeaders(body, { secret: fromSecret })))).rejects.toThrow(/AccessDenied/);
+    expect((await handler(apiGatewayEvent(body, signedHeaders(body, { secret: fromSecret })))).statusCode).toBe(200);
+    expect(secrets.commandCalls(GetSecretValueCommand)).toHaveLength(2);
+  });
+
+  it('without an ARN or SLACK_* variables, says which variables to set', async () => {
+    const handler = createHandler({ env: {} });
+    const body = slashBody({ text: 'help', userId: ALICE, channel: CHANNEL, responseUrl: standIn.responseUrl('s') });
+    await expect(handler(apiGatewayEvent(body, signedHeaders(body)))).rejects.toThrow(/STARFISH_SLACK_SECRET_ARN=arn:aws:secretsmanager:.*SLACK_SIGNING_SECRET/);
+  });
+});
+
+describe('the real AWS backend (createAwsSystem) behind the handler, SDK clients mocked', () => {
+  const s3 = mockClient(S3Client);
+  const events = mockClient(EventBridgeClient);
+  const awsEnv = {
+    SLACK_SIGNING_SECRET: SIGNING_SECRET,
+    SLACK_BOT_TOKEN: BOT_TOKEN,
+    LOG_LEVEL: 'error',
+    STARFISH_BUCKET: 'lab-starfish-results',
+    STARFISH_ALLOWED_BUCKETS: 'lab-data',
+    STARFISH_EVENT_BUS: 'starfish-chatops',
+    STARFISH_JOB_QUEUES: JSON.stringify({ spot: 'arn:aws:batch:us-east-1:123456789012:job-queue/starfish-spot' }),
+    STARFISH_FOV_JOB_DEFINITION: 'starfish-process-fov',
+    STARFISH_MERGE_JOB_DEFINITION: 'starfish-merge-results',
+    STARFISH_POLICY_JSON: JSON.stringify({ access: { channels: [CHANNEL] }, queues: { default: 'spot', allowed: ['spot'] } }),
+    AWS_REGION: 'us-east-1',
+    AWS_ACCESS_KEY_ID: 'AKIDEXAMPLE',
+    AWS_SECRET_ACCESS_KEY: 'not-a-real-key',
+  };
+
+  beforeEach(() => {
+    s3.reset();
+    events.reset();
+    resetClients();
+  });
+  afterAll(() => {
+    s3.restore();
+    events.restore();
+  });
+
+  it('publishes /starfish run to EventBridge and reads S3 for /starfish list', async () => {
+    events.on(PutEventsCommand).resolves({ FailedEntryCount: 0, Entries: [{ EventId: 'e-1' }] });
+    s3.on(ListObjectsV2Command).resolves({ Contents: [], IsTruncated: false });
+    const handler = createHandler({ env: { ...awsEnv, SLACK_API_URL: standIn.apiUrl } });
+
+    const run = slashBody({ text: 'run s3://lab-data/iss/experiment.json', userId: ALICE, channel: CHANNEL, responseUrl: standIn.responseUrl('aws') });
+    const res = await handler(apiGatewayEvent(run, signedHeaders(run)));
+    expect(res.statusCode).toBe(200);
+    expect(JSON.parse(res.body).text).toContain('Reading s3://lab-data/iss/experiment.json');
+    const put = events.commandCalls(PutEventsCommand);
+    expect(put).toHaveLength(1);
+    const entry = put[0]!.args[0].input.Entries![0]!;
+    expect(entry).toMatchObject({ EventBusName: 'starfish-chatops', Source: 'starfish.chatops', DetailType: 'RunRequested' });
+    expect(JSON.parse(entry.Detail!)).toMatchObject({ userId: ALICE, channel: CHANNEL });
+
+    const outside = slashBody({ text: 'run s3://other-bucket/x/experiment.json', userId: ALICE, channel: CHANNEL, responseUrl: standIn.responseUrl('aws') });
+    const refused = await handler(apiGatewayEvent(outside, signedHeaders(outside)));
+    expect(JSON.parse(refused.body).text).toMatch(/^:warning: /);
+    expect(events.commandCalls(PutEventsCommand)).toHaveLength(1);
+
+    const list = slashBody({ text: 'list', userId: ALICE, channel: CHANNEL, responseUrl: standIn.responseUrl('aws-list') });
+    expect((await handler(apiGatewayEvent(list, signedHeaders(list)))).statusCode).toBe(200);
+    expect(s3.commandCalls(ListObjectsV2Command).length).toBeGreaterThanOrEqual(1);
+    expect(textOf((await waitFor('the list', () => standIn.ok('response_url')[0])).body)).toContain('No runs yet');
+  });
+
+  it('turns an EventBridge failure into an ephemeral "try again", not a Slack timeout', async () => {
+    events.on(PutEventsCommand).rejects(new Error('ServiceUnavailable'));
+    const handler = createHandler({ env: { ...awsEnv, SLACK_API_URL: standIn.apiUrl } });
+    const run = slashBody({ text: 'run s3://lab-data/iss/experiment.json', userId: ALICE, channel: CHANNEL, responseUrl: standIn.responseUrl('aws') });
+    const res = await handler(apiGatewayEvent(run, signedHeaders(run)));
+    expect(res.statusCode).toBe(200);
+    expect(JSON.parse(res.body).text).toContain('could not take /starfish run right now');
+  });
+});
+
+describe('the bundle (scripts/bundle-lambdas.mjs)', () => {
+  it('dist/lambda/slack/index.mjs answers a signed help request in a fresh Node process', async () => {
+    const { bundleLambdas } = (await import(path.join(ROOT, 'scripts/bundle-lambdas.mjs'))) as {
+      bundleLambdas(o: { only?: string[]; outDir?: string; log?: (s: string) => void }): Promise<Record<string, { file: string; totalBytes: number }>>;
+    };
+    // Inside the repository, so that the external @aws-sdk/* resolve from node_modules as the runtime's would.
+    const out = await bundleLambdas({ only: ['slack'], outDir: path.join(ROOT, 'dist/lambda-test'), log: () => undefined });
+    expect(out.slack!.totalBytes).toBeLessThan(1024 * 1024);
+    const body = slashBody({ text: 'help', userId: ALICE, channel: CHANNEL, responseUrl: 'https://hooks.slack.com/commands/x' });
+    const event = apiGatewayEvent(body, signedHeaders(body));
+    const script = `const { handler } = await import(${JSON.stringify(path.join(ROOT, out.slack!.file))}); const res = await handler(${JSON.stringify(event)}, {}); process.stdout.write(JSON.stringify(res));`;
+    const { stdout } = await promisify(execFile)(process.execPath, ['--input-type=module', '-e', script], {
+      env: { PATH: process.env.PATH, SLACK_SIGNING_SECRET: SIGNING_SECRET, SLACK_BOT_TOKEN: BOT_TOKEN, ...awsEnvForBundle() },
+      timeout: 30_000,
+    });
+    const res = JSON.parse(stdout) as { statusCode: number; body: string };
+    expect(res.statusCode).toBe(200);
+    expect(JSON.parse(res.body).text).toContain('starfish');
+  });
+});
+
+function awsEnvForBundle(): Record<string, string> {
+  return {
+    STARFISH_BUCKET: 'lab-starfish-results',
+    STARFISH_EVENT_BUS: 'starfish-chatops',
+    STARFISH_JOB_QUEUES: JSON.stringify({ spot: 'arn:aws:batch:us-east-1:123456789012:job-queue/starfish-spot' }),
+    STARFISH_FOV_JOB_DEFINITION: 'starfish-process-fov',
+    STARFISH_MERGE_JOB_DEFINITION: 'starfish-merge-results',
+    STARFISH_POLICY_JSON: JSON.stringify({ queues: { default: 'spot', allowed: ['spot'] } }),
+    AWS_REGION: 'us-east-1',
+    LOG_LEVEL: 'error',
+  };
+}
