@@ -41,7 +41,7 @@ export interface SimResult {
   finalCorrect: boolean;
 }
 
-export async function simulate(seed = 1, makeChat: () => Chat & { count(): Record<string, number>; texts(): string } = recordingChat): Promise<SimResult> {
+export async function simulate(seed = 1, makeChat: () => Chat & { count(): Record<string, number>; texts(): string; lastRoot?: string } = recordingChat): Promise<SimResult> {
   const random = rng(seed);
   let now = Date.parse('2026-11-25T08:00:00Z');
   const start = now;
@@ -161,7 +161,7 @@ export async function simulate(seed = 1, makeChat: () => Chat & { count(): Recor
   const named = new Set([...texts.matchAll(/FOV (\d+)\b/g)].map((x) => Number(x[1])));
   const failedNamed = [...failing].filter((f) => named.has(f)).length;
   const counts = chat.count();
-  const finalMessage = (chat as RecordingChat & { lastRoot?: string }).lastRoot ?? '';
+  const finalMessage = chat.lastRoot ?? "";
   return {
     events: delivered,
     invocations,

@@ -10,7 +10,7 @@
  */
 import { existsSync } from 'node:fs';
 import path from 'node:path';
-import readline from 'node:readline/promises';
+import readline from 'node:readline';
 import { spawnSync } from 'node:child_process';
 import { pino } from 'pino';
 import { ConfigError, defaultPython, homeDir, loadPolicy, localUser, readEnv, type Env } from './config.js';
@@ -90,18 +90,16 @@ async function consoleLoop(env: Env): Promise<number> {
   process.stdout.write(
     `starfish console — channel #${env.STARFISH_CHANNEL}, store ${homeDir(env)}\nType /starfish help, or try: /starfish run ${path.relative(process.cwd(), EXAMPLE_EXPERIMENT)}\nButtons appear as [Label: /starfish …]: type the command to press them. Ctrl-D quits.\n`,
   );
-  for (;;) {
-    let line: string;
-    try {
-      line = await rl.question('> ');
-    } catch {
-      break;
-    }
-    if (!line.trim()) continue;
+  rl.setPrompt('> ');
+  rl.prompt();
+  // Async iteration keeps lines that arrive together (pasted, or piped from a script).
+  for await (const line of rl) {
     if (['exit', 'quit'].includes(line.trim())) break;
-    const text = commandText(line);
-    const answer = await system.command(text, caller);
-    process.stdout.write(`(only visible to you) ${renderText(answer.message)}\n`);
+    if (line.trim()) {
+      const answer = await system.command(commandText(line), caller);
+      process.stdout.write(`(only visible to you) ${renderText(answer.message)}\n`);
+    }
+    rl.prompt();
   }
   rl.close();
   process.stdout.write('Waiting for running jobs to finish (Ctrl-C to leave them)…\n');

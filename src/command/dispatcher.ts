@@ -73,7 +73,7 @@ async function answer(deps: DispatchDeps, command: Command, caller: Caller): Pro
     case 'status': {
       if (!command.runId) {
         const mine = (await listManifests(store, 50)).find((m) => m.requester.userId === caller.userId);
-        return mine ? statusMessage(mine) : noticeMessage('You have no runs yet. Start one with `/starfish run <experiment.json>`.');
+        return mine ? statusMessage(mine) : noticeMessage('You have no runs yet. Start one with `/starfish run &lt;experiment.json&gt;`.');
       }
       const loaded = await loadManifest(store, command.runId);
       return loaded ? statusMessage(loaded.manifest) : errorMessage(`There is no run ${command.runId}. See /starfish list for the recent ones.`);

@@ -4,16 +4,16 @@ import type { Message } from '../messages/message.js';
 import { noticeMessage } from '../messages/blocks.js';
 
 const TOPICS: Record<string, string> = {
-  run: `*run <experiment.json> [options]* — process every FOV of a SpaceTx experiment on AWS Batch, then merge the results.
+  run: `*run &lt;experiment.json&gt; [options]* — process every FOV of a SpaceTx experiment on AWS Batch, then merge the results.
 Options: \`recipe=URL\` the .py defining process_fov(fov_index, experiment_url) · \`fovs=all|N|a-b,c\` which FOVs (default all) · \`queue=NAME\` · \`name=LABEL\` · \`dry-run\` (plan only).
 Large runs may wait for an approver. Example: \`${EXAMPLES.run}\``,
   status: `*status [run-id]* — the state of a run (your latest if no id). Example: \`${EXAMPLES.status}\``,
   list: `*list* — the recent runs. Example: \`${EXAMPLES.list}\``,
-  cancel: `*cancel <run-id>* — terminate every job of a run. Example: \`${EXAMPLES.cancel}\``,
-  retry: `*retry <run-id>* — rerun only the failed FOVs of a finished run and merge again. Example: \`${EXAMPLES.retry}\``,
-  stage: `*stage <experiment.json URL> [as=NAME]* — copy a whole experiment into the lab's bucket. Example: \`${EXAMPLES.stage}\``,
-  approve: `*approve <run-id>* — the typed form of the Approve button. Example: \`${EXAMPLES.approve}\``,
-  reject: `*reject <run-id>* — the typed form of the Reject button. Example: \`${EXAMPLES.reject}\``,
+  cancel: `*cancel &lt;run-id&gt;* — terminate every job of a run. Example: \`${EXAMPLES.cancel}\``,
+  retry: `*retry &lt;run-id&gt;* — rerun only the failed FOVs of a finished run and merge again. Example: \`${EXAMPLES.retry}\``,
+  stage: `*stage &lt;experiment.json URL&gt; [as=NAME]* — copy a whole experiment into the lab's bucket. Example: \`${EXAMPLES.stage}\``,
+  approve: `*approve &lt;run-id&gt;* — the typed form of the Approve button. Example: \`${EXAMPLES.approve}\``,
+  reject: `*reject &lt;run-id&gt;* — the typed form of the Reject button. Example: \`${EXAMPLES.reject}\``,
   help: `*help [command]* — this text. Example: \`${EXAMPLES.help}\``,
 };
 

@@ -3,7 +3,7 @@
  * messages as text (./text.ts), so what a lab sees locally is what Slack shows.
  */
 import type { Block, ButtonElement, Message } from './message.js';
-import { LIMITS, clip, summarizeLines } from './message.js';
+import { LIMITS, clip, escapeMrkdwn as esc, summarizeLines } from './message.js';
 import type { FovFailure, Progress, RunManifest, RunStatus } from '../run/manifest.js';
 import type { ResultsSummary } from '../run/results.js';
 import { formatRanges } from '../run/fov-ranges.js';
@@ -55,8 +55,8 @@ function title(m: RunManifest): string {
 
 function requestFields(m: RunManifest): string {
   return [
-    `*Experiment* ${m.request.experiment}`,
-    `*Recipe* ${m.request.recipe ?? m.inputs.recipe}`,
+    `*Experiment* ${esc(m.request.experiment)}`,
+    `*Recipe* ${esc(m.request.recipe ?? m.inputs.recipe)}`,
     `*FOVs* ${n(m.plan.fovCount)} of ${n(m.plan.experimentFovCount)} (${m.plan.fovs || 'none'}) in ${m.plan.units.length} Batch ${m.plan.units.length === 1 ? 'job' : 'jobs'}`,
     `*Queue* ${m.queue} · *Requested by* <@${m.requester.userId}>`,
   ].join('\n');
@@ -73,7 +73,7 @@ function decisionLine(m: RunManifest): string | undefined {
 
 /** The run's one root message: request, plan, live progress, status and its buttons. */
 export function rootMessage(m: RunManifest): Message {
-  const status = `${STATUS_LABEL[m.status]}${m.statusReason ? ` — ${m.statusReason}` : ''}`;
+  const status = `${STATUS_LABEL[m.status]}${m.statusReason ? ` — ${m.statusReason}` : ''}`; // statusReason is ours, may hold <@user>
   const blocks: Block[] = [{ type: 'header', text: plain(title(m)) }, section(requestFields(m))];
   const decision = decisionLine(m);
   if (decision) blocks.push(context(decision));
@@ -106,7 +106,7 @@ export function rootMessage(m: RunManifest): Message {
  * only past that does it point to /starfish status.
  */
 export function failureDigest(runId: string, failures: FovFailure[], totalFailed: number): Message {
-  const lines = failures.map((f) => `• FOV ${f.fov}${f.logLink ? ` <${f.logLink}|log>` : ''} — ${clip(f.reason, 160)}`);
+  const lines = failures.map((f) => `• FOV ${f.fov}${f.logLink ? ` <${f.logLink}|log>` : ''} — ${esc(clip(f.reason, 160))}`);
   const head = `:warning: ${failures.length} FOV${failures.length === 1 ? '' : 's'} failed${totalFailed > failures.length ? ` (${totalFailed} in all so far)` : ''}`;
   const blocks: Block[] = [section(`*${head}* in run ${runId}`)];
   const sections = chunkLines(lines, LIMITS.sectionText, LIMITS.blocksPerMessage - 2);
@@ -167,7 +167,7 @@ export function resultsMessage(m: RunManifest, summary: ResultsSummary, links: R
 }
 
 export function failedRunMessage(runId: string, reason: string, logLink?: string): Message {
-  const text = `:x: Run ${runId} failed: ${reason}`;
+  const text = `:x: Run ${runId} failed: ${esc(reason)}`;
   return { text, blocks: [section(`${text}${logLink ? ` — <${logLink}|log>` : ''}`)] };
 }
 
@@ -184,14 +184,14 @@ export function statusMessage(m: RunManifest): Message {
   const failures = m.failures.filter((f) => f.round === (m.submissions.at(-1)?.round ?? 0));
   const blocks: Block[] = root.blocks.filter((b) => b.type !== "actions");
   if (failures.length) {
-    blocks.push(section(`*Failed FOVs*\n${summarizeLines(failures.map((f) => `• FOV ${f.fov}: ${clip(f.reason, 200)}${f.logLink ? ` — <${f.logLink}|log>` : ''}`), LIMITS.sectionText, 'more')}`));
+    blocks.push(section(`*Failed FOVs*\n${summarizeLines(failures.map((f) => `• FOV ${f.fov}: ${esc(clip(f.reason, 200))}${f.logLink ? ` — <${f.logLink}|log>` : ''}`), LIMITS.sectionText, 'more')}`));
   }
   if (m.results) blocks.push(section(`*Results* ${n(m.results.spotsTotal)} spots · ${m.inputs.output}/results/`));
   return { text: root.text, blocks };
 }
 
 export function listMessage(manifests: RunManifest[]): Message {
-  if (!manifests.length) return noticeMessage('No runs yet. Start one with `/starfish run <experiment.json>`.');
+  if (!manifests.length) return noticeMessage('No runs yet. Start one with `/starfish run &lt;experiment.json&gt;`.');
   const lines = manifests.map(
     (m) =>
       `• \`${m.runId}\`${m.request.name ? ` ${m.request.name}` : ''} — ${STATUS_LABEL[m.status]} — ${n(m.plan.fovCount)} FOVs — <@${m.requester.userId}> — ${m.createdAt.slice(0, 16).replace('T', ' ')}`,

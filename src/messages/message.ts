@@ -69,3 +69,8 @@ export function summarizeLines(lines: string[], max: number = LIMITS.sectionText
   }
   return out.join('\n');
 }
+
+/** Slack reads <, > and & as markup in mrkdwn; text from people and recipes is escaped. */
+export function escapeMrkdwn(text: string): string {
+  return text.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
+}

@@ -18,7 +18,10 @@ export function mrkdwnToText(text: string): string {
     .replace(/<([^>]+)>/g, '$1')
     .replace(/:([a-z_]+):/g, (whole, name: string) => EMOJI[name] ?? whole)
     .replace(/(^|\s)\*([^*\n]+)\*/g, '$1$2')
-    .replace(/`([^`]*)`/g, '$1');
+    .replace(/`([^`]*)`/g, '$1')
+    .replace(/&lt;/g, '<')
+    .replace(/&gt;/g, '>')
+    .replace(/&amp;/g, '&');
 }
 
 function blockToText(block: Block): string | undefined {

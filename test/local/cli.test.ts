@@ -1,0 +1,56 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { spawnSync } from 'node:child_process';
+import path from 'node:path';
+import { generateExperiment, NUMPY_RECIPE, removeDir, tempDir } from '../helpers/local.js';
+
+let data: string;
+let experiment: string;
+let home: string;
+beforeAll(async () => {
+  data = await tempDir('exp');
+  home = await tempDir('home');
+  experiment = generateExperiment(data, 2);
+});
+afterAll(async () => {
+  await removeDir(data);
+  await removeDir(home);
+});
+
+const starfish = (args: string[], input?: string) =>
+  spawnSync(process.execPath, [path.resolve('bin/starfish.js'), ...args], {
+    env: { ...process.env, STARFISH_HOME: home, STARFISH_CONCURRENCY: '2', LOG_LEVEL: 'silent' },
+    encoding: 'utf8',
+    input,
+    timeout: 120_000,
+  });
+
+describe('the starfish command', () => {
+  it('run --wait prints the channel and exits 0 when the run succeeded', () => {
+    const r = starfish(['run', experiment, `recipe=${NUMPY_RECIPE}`, '--wait']);
+    expect(r.stderr).toBe('');
+    expect(r.status).toBe(0);
+    expect(r.stdout).toMatch(/Results of run \d{6}-[a-z0-9]{4}: \d+ spots from 2\/2 FOVs/);
+    expect(r.stdout).toMatch(/run \d{6}-[a-z0-9]{4}: succeeded\nresults: .*\/results\//);
+  });
+
+  it('exits 2 with the reason when the request is refused', () => {
+    const r = starfish(['run', experiment, 'fovs=5-6', '--wait']);
+    expect(r.status).toBe(2);
+    expect(r.stdout).toMatch(/names FOVs the experiment does not have \(5-6\); it has 0-1/);
+  });
+
+  it('exits 78 naming the variable when the configuration is wrong', () => {
+    const r = spawnSync(process.execPath, [path.resolve('bin/starfish.js'), 'list'], { env: { ...process.env, STARFISH_CONCURRENCY: 'lots' }, encoding: 'utf8' });
+    expect(r.status).toBe(78);
+    expect(r.stderr).toMatch(/STARFISH_CONCURRENCY=lots is not valid: .* Example: STARFISH_CONCURRENCY=4/);
+  });
+
+  it('the console takes typed commands, answers them, and shows the run through to its results', () => {
+    const r = starfish(['console'], `/starfish help run\n/starfish stauts\n/starfish run ${experiment} fovs=1 recipe=${NUMPY_RECIPE} name=console-run\n`);
+    expect(r.status).toBe(0);
+    expect(r.stdout).toMatch(/run <experiment.json> \[options\]/);
+    expect(r.stdout).toMatch(/"stauts" is not a starfish command; did you mean "status"\?/);
+    expect(r.stdout).toMatch(/starfish run \d{6}-[a-z0-9]{4} · console-run/);
+    expect(r.stdout).toMatch(/Results of run \d{6}-[a-z0-9]{4}: \d+ spots from 1\/1 FOVs/);
+  });
+});
