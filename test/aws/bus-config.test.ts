@@ -1,0 +1,126 @@
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { mockClient } from 'aws-sdk-client-mock';
+import { EventBridgeClient, PutEventsCommand } from '@aws-sdk/client-eventbridge';
+import { GetSecretValueCommand, SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
+import { EventBridgeBus } from '../../src/aws/eventbridge-bus.js';
+import { readAwsConfig } from '../../src/aws/config.js';
+import { createAwsLogger } from '../../src/aws/clients.js';
+import { forgetSlackSecrets, slackSecret } from '../../src/aws/secrets.js';
+import { CREDENTIALS, QUEUES, REGION, testEnv } from './helpers.js';
+
+describe('EventBridgeBus', () => {
+  const mock = mockClient(EventBridgeClient);
+  afterEach(() => mock.reset());
+  const bus = () => new EventBridgeBus({ client: new EventBridgeClient({ region: REGION, credentials: CREDENTIALS }), busName: 'starfish-chatops' });
+
+  it('puts one entry: Source starfish.chatops, DetailType the event type, Detail the event', async () => {
+    mock.on(PutEventsCommand).resolves({ FailedEntryCount: 0, Entries: [{ EventId: 'e-1' }] });
+    const event = { type: 'RunApproved' as const, userId: 'U1', channel: 'C1', runId: '261125-k3f9' };
+    await bus().publish(event);
+    expect(mock.commandCalls(PutEventsCommand)[0]!.args[0].input).toEqual({
+      Entries: [{ EventBusName: 'starfish-chatops', Source: 'starfish.chatops', DetailType: 'RunApproved', Detail: JSON.stringify(event) }],
+    });
+  });
+
+  it('throws with the entry error when PutEvents reports a failed entry', async () => {
+    mock.on(PutEventsCommand).resolves({ FailedEntryCount: 1, Entries: [{ ErrorCode: 'InternalFailure', ErrorMessage: 'try again' }] });
+    await expect(bus().publish({ type: 'RunCancelled', userId: 'U1', channel: 'C1', runId: 'x' })).rejects.toThrow('EventBridge did not accept the RunCancelled event: InternalFailure: try again');
+  });
+
+  it('validates the event before publishing', async () => {
+    await expect(bus().publish({ type: 'RunCancelled', userId: '', channel: 'C1', runId: 'x' })).rejects.toThrow();
+    expect(mock.commandCalls(PutEventsCommand)).toHaveLength(0);
+  });
+});
+
+describe('AWS configuration', () => {
+  it('reads the variables infra sets', () => {
+    const c = readAwsConfig(testEnv({ STARFISH_BUCKET: 'lab-starfish-results/starfish/', STARFISH_ALLOWED_BUCKETS: 'lab-data, lab-archive', STARFISH_READONLY_BUCKETS: 'spacetx-public-data,lab-data' }));
+    expect(c).toMatchObject({
+      bucket: 'lab-starfish-results',
+      keyPrefix: 'starfish',
+      buckets: ['lab-starfish-results', 'lab-data', 'lab-archive'],
+      readOnlyBuckets: ['spacetx-public-data'],
+      eventBus: 'starfish-chatops',
+      queues: QUEUES,
+      fovJobDefinition: 'starfish-process-fov',
+      mergeJobDefinition: 'starfish-merge-results',
+      logGroup: '/aws/batch/job',
+      downloadExpirySeconds: 86_400,
+      region: 'us-east-1',
+    });
+    expect(c.policy.approval.fovThreshold).toBe(1_000_000);
+  });
+
+  it('implies the results bucket in the allowlist, and defaults the policy', () => {
+    const c = readAwsConfig(testEnv({ STARFISH_ALLOWED_BUCKETS: undefined, STARFISH_READONLY_BUCKETS: undefined, STARFISH_POLICY_JSON: undefined, STARFISH_DLQ_URL: undefined }));
+    expect(c.buckets).toEqual(['lab-starfish-results']);
+    expect(c.readOnlyBuckets).toEqual([]);
+    expect(c.policy.queues).toEqual({ default: 'spot', allowed: ['spot', 'ondemand'] });
+    expect(c.dlqUrl).toBeUndefined();
+  });
+
+  it('names every missing or invalid variable with an example', () => {
+    let message = '';
+    try {
+      readAwsConfig({ AWS_REGION: 'us-east-1', STARFISH_JOB_QUEUES: '{not json', STARFISH_DOWNLOAD_EXPIRY_SECONDS: '700000', STARFISH_ALLOWED_BUCKETS: 's3://lab-data' });
+    } catch (error) {
+      message = (error as Error).message;
+    }
+    expect(message).toContain('STARFISH_BUCKET is not set: is required. Example: STARFISH_BUCKET=lab-starfish-results');
+    expect(message).toContain('STARFISH_JOB_QUEUES=');
+    expect(message).toContain('must be an object of queue name → job queue ARN in JSON. Example: STARFISH_JOB_QUEUES={"spot":"arn:aws:batch:');
+    expect(message).toContain('STARFISH_DOWNLOAD_EXPIRY_SECONDS=700000 is not valid: must be at most 604800 (7 days');
+    expect(message).toContain('STARFISH_ALLOWED_BUCKETS=s3://lab-data is not valid: each entry must be a bucket name (no s3://)');
+    expect(message).toContain('STARFISH_EVENT_BUS is not set');
+    expect(message).toContain('STARFISH_SLACK_SECRET_ARN is not set');
+  });
+
+  it('never echoes the policy or secret values in its messages', () => {
+    expect(() => readAwsConfig(testEnv({ STARFISH_POLICY_JSON: '{"sekrit": ' }))).toThrow(/STARFISH_POLICY_JSON is not valid: must be the policy object in JSON/);
+    try {
+      readAwsConfig(testEnv({ STARFISH_POLICY_JSON: '{"sekrit": ' }));
+    } catch (error) {
+      expect((error as Error).message).not.toContain('sekrit');
+    }
+  });
+
+  it('reports an invalid policy with the policy parser message', () => {
+    expect(() => readAwsConfig(testEnv({ STARFISH_POLICY_JSON: JSON.stringify({ approval: { fovThreshold: -1 } }) }))).toThrow(/The policy in STARFISH_POLICY_JSON is not valid: approval.fovThreshold/);
+  });
+});
+
+describe('secrets and logs', () => {
+  const sm = mockClient(SecretsManagerClient);
+  beforeEach(() => forgetSlackSecrets());
+  afterEach(() => sm.reset());
+
+  it('reads the Slack secret once per container', async () => {
+    sm.on(GetSecretValueCommand).resolves({ SecretString: JSON.stringify({ signingSecret: 'sig-123', botToken: 'xoxb-123' }) });
+    const client = new SecretsManagerClient({ region: REGION, credentials: CREDENTIALS });
+    expect(await slackSecret('arn:secret', client)).toEqual({ signingSecret: 'sig-123', botToken: 'xoxb-123' });
+    await slackSecret('arn:secret', client);
+    expect(sm.commandCalls(GetSecretValueCommand)).toHaveLength(1);
+    expect(sm.commandCalls(GetSecretValueCommand)[0]!.args[0].input).toEqual({ SecretId: 'arn:secret' });
+  });
+
+  it('names the bad fields of the secret, never its values, and does not cache a failure', async () => {
+    sm.on(GetSecretValueCommand).resolvesOnce({ SecretString: JSON.stringify({ signingSecret: 'sig-123', botToken: 'not-a-bot-token' }) }).resolves({ SecretString: JSON.stringify({ signingSecret: 's', botToken: 'xoxb-1' }) });
+    const client = new SecretsManagerClient({ region: REGION, credentials: CREDENTIALS });
+    const error = await slackSecret('arn:secret', client).catch((e: Error) => e);
+    expect((error as Error).message).toContain('has no valid botToken');
+    expect((error as Error).message).not.toContain('not-a-bot-token');
+    expect((error as Error).message).not.toContain('sig-123');
+    expect((await slackSecret('arn:secret', client)).botToken).toBe('xoxb-1');
+  });
+
+  it('the JSON logger redacts tokens, secrets and authorization headers', () => {
+    const lines: string[] = [];
+    const log = createAwsLogger({ destination: { write: (l) => lines.push(l) } });
+    log.info({ token: 'xoxb-1', botToken: 'xoxb-2', signingSecret: 's3cr3t', headers: { authorization: 'Bearer abc' }, slack: { token: 'xoxb-3' }, runId: '261125-k3f9' }, 'hello');
+    const out = lines.join('');
+    expect(out).not.toMatch(/xoxb-|s3cr3t|Bearer abc/);
+    const entry = JSON.parse(lines[0]!) as Record<string, unknown>;
+    expect(entry).toMatchObject({ level: 'info', msg: 'hello', runId: '261125-k3f9', token: '[redacted]', app: 'starfish-chatops' });
+  });
+});
