@@ -256,7 +256,7 @@ describe('the real AWS backend (createAwsSystem) behind the handler, SDK clients
 });
 
 describe('the bundle (scripts/bundle-lambdas.mjs)', () => {
-  it('dist/lambda/slack/index.mjs answers a signed help request in a fresh Node process', async () => {
+  it('dist/lambda/slack/index.mjs answers a signed help request in a fresh Node process (prewarmed as on Lambda)', async () => {
     const { bundleLambdas } = (await import(path.join(ROOT, 'scripts/bundle-lambdas.mjs'))) as {
       bundleLambdas(o: { only?: string[]; outDir?: string; log?: (s: string) => void }): Promise<Record<string, { file: string; totalBytes: number }>>;
     };
@@ -267,7 +267,8 @@ describe('the bundle (scripts/bundle-lambdas.mjs)', () => {
     const event = apiGatewayEvent(body, signedHeaders(body));
     const script = `const { handler } = await import(${JSON.stringify(path.join(ROOT, out.slack!.file))}); const res = await handler(${JSON.stringify(event)}, {}); process.stdout.write(JSON.stringify(res));`;
     const { stdout } = await promisify(execFile)(process.execPath, ['--input-type=module', '-e', script], {
-      env: { PATH: process.env.PATH, SLACK_SIGNING_SECRET: SIGNING_SECRET, SLACK_BOT_TOKEN: BOT_TOKEN, ...awsEnvForBundle() },
+      // AWS_LAMBDA_FUNCTION_NAME: the module prewarms with a top-level await, as in Lambda's INIT phase.
+      env: { PATH: process.env.PATH, SLACK_SIGNING_SECRET: SIGNING_SECRET, SLACK_BOT_TOKEN: BOT_TOKEN, AWS_LAMBDA_FUNCTION_NAME: 'starfish-slack', ...awsEnvForBundle() },
       timeout: 30_000,
     });
     const res = JSON.parse(stdout) as { statusCode: number; body: string };
