@@ -5,9 +5,9 @@
  * (infra/settings.ts); `-c stackName=…` deploys a second copy; `-c nag=false` skips cdk-nag.
  */
 import path from 'node:path';
-import { App, Aspects, Tags } from 'aws-cdk-lib';
-import { AwsSolutionsChecks } from 'cdk-nag';
+import { App, Tags, Validations } from 'aws-cdk-lib';
 import { cdkJsonContext, starfishContext } from './context.js';
+import { nagPlugins } from './nag.js';
 import { readSettings, SettingsError } from './settings.js';
 import { REPO_ROOT, StarfishChatopsStack } from './stack.js';
 
@@ -35,19 +35,22 @@ const stack = new StarfishChatopsStack(app, stackName, {
 Tags.of(stack).add('project', 'starfish-chatops');
 
 if (app.node.tryGetContext('nag') !== false && app.node.tryGetContext('nag') !== 'false') {
-  Aspects.of(app).add(new AwsSolutionsChecks({ verbose: true }));
+  // cdk-nag v3 is a policy-validation plugin: any unacknowledged finding fails synthesis, and
+  // the report lands in cdk.out/validation-report.json (the CLI prints it too).
+  Validations.of(app).addPlugins(...nagPlugins(app));
 }
 
-const assembly = app.synth();
+let assembly;
+try {
+  assembly = app.synth();
+} catch (error) {
+  if (!underCli) console.error(`Synthesis failed: ${(error as Error).message}`);
+  throw error;
+}
 
 if (!underCli) {
-  // The CLI prints annotations itself; alone, say what was found and fail on errors.
   const messages = assembly.getStackArtifact(stack.artifactId).messages;
   for (const m of messages) if (m.level !== 'info') console.error(`[${m.level}] ${m.id}: ${String(m.entry.data)}`);
-  const errors = messages.filter((m) => m.level === 'error');
-  if (errors.length) {
-    console.error(`${errors.length} error(s); the template was written to ${assembly.directory} but must not be deployed.`);
-    process.exit(1);
-  }
-  console.log(`Synthesized ${stack.stackName} to ${path.relative(process.cwd(), assembly.directory) || '.'}/${stack.templateFile}`);
+  if (messages.some((m) => m.level === 'error')) process.exit(1);
+  console.log(`Synthesized ${stack.stackName} to ${path.relative(process.cwd(), assembly.directory) || '.'}/${stack.templateFile} (cdk-nag: no unacknowledged findings)`);
 }

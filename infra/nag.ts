@@ -12,6 +12,7 @@ import type * as iam from 'aws-cdk-lib/aws-iam';
 import type * as lambda from 'aws-cdk-lib/aws-lambda';
 import type * as s3 from 'aws-cdk-lib/aws-s3';
 import type * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
+import type * as sqs from 'aws-cdk-lib/aws-sqs';
 import { AwsSolutionsChecks, NagMessageLevel, NagPack, rules, type NagPackProps } from 'cdk-nag';
 import type { IConstruct } from 'constructs';
 
@@ -47,6 +48,7 @@ export interface NagRefs {
   executionRole: iam.Role;
   resultsBucket: s3.Bucket;
   slackSecret: secretsmanager.Secret;
+  failedInvocations: sqs.Queue;
   inputBuckets: string[];
   highmemInstanceRole?: IConstruct;
 }
@@ -67,6 +69,12 @@ export function addNagSuppressions(stack: Stack, refs: NagRefs): void {
     refs.slackSecret,
     'AwsSolutions-SMG4',
     'The signing secret and bot token are issued by Slack; they are rotated in the Slack app settings and put here by hand (infra/README.md), not by a rotation Lambda.',
+  );
+
+  ack(
+    refs.failedInvocations,
+    'AwsSolutions-SQS3',
+    'This queue is itself a dead-letter destination (the events Lambda on-failure destination and the EventBridge targets DLQ), which SQS3 only recognises for queue redrive; a DLQ for it would only move the problem.',
   );
 
   for (const fn of [refs.slackFunction, refs.eventsFunction]) {

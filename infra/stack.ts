@@ -298,7 +298,16 @@ export class StarfishChatopsStack extends Stack {
     if (listInputs) jobRole.addToPrincipalPolicy(listInputs);
 
     // ───────────────────────── queues ─────────────────────────
-    const deadLetters = new sqs.Queue(this, 'DeadLetterQueue', {
+    // Two dead-letter queues, because their contents are handled differently:
+    // - Batch events the notifier failed on: replayed by the reconciler (STARFISH_DLQ_URL);
+    // - run events / schedules that failed (async invocation records, undeliverable events):
+    //   left for a person, since replaying a RunRequested could launch a run twice.
+    const deadLetters = new sqs.Queue(this, 'BatchEventsDeadLetterQueue', {
+      encryption: sqs.QueueEncryption.SQS_MANAGED,
+      enforceSSL: true,
+      retentionPeriod: Duration.days(14),
+    });
+    const failedInvocations = new sqs.Queue(this, 'FailedInvocationsQueue', {
       encryption: sqs.QueueEncryption.SQS_MANAGED,
       enforceSSL: true,
       retentionPeriod: Duration.days(14),
@@ -323,8 +332,8 @@ export class StarfishChatopsStack extends Stack {
     const environment: Record<string, string> = {
       STARFISH_BACKEND: 'aws',
       STARFISH_BUCKET: resultsBucket.bucketName,
-      // The results bucket is readable too: runs read experiments staged into it.
-      STARFISH_ALLOWED_BUCKETS: [resultsBucket.bucketName, ...settings.allowedBuckets].join(','),
+      // src/aws/config.ts adds STARFISH_BUCKET itself (runs read experiments staged into it).
+      STARFISH_ALLOWED_BUCKETS: settings.allowedBuckets.join(','),
       STARFISH_READONLY_BUCKETS: settings.readonlyBuckets.join(','),
       STARFISH_EVENT_BUS: bus.eventBusName,
       STARFISH_JOB_QUEUES: this.toJsonString(queueArns),
@@ -391,12 +400,12 @@ export class StarfishChatopsStack extends Stack {
     this.eventsFunction = eventsFunction;
 
     // Run events → events Lambda (async; a failure after 2 retries lands in the DLQ).
-    eventsFunction.configureAsyncInvoke({ retryAttempts: 2, maxEventAge: Duration.hours(6), onFailure: new destinations.SqsDestination(deadLetters) });
+    eventsFunction.configureAsyncInvoke({ retryAttempts: 2, maxEventAge: Duration.hours(6), onFailure: new destinations.SqsDestination(failedInvocations) });
     new events.Rule(this, 'RunEventsRule', {
       description: 'starfish run events → events Lambda',
       eventBus: bus,
       eventPattern: { source: [RUN_EVENT_SOURCE], detailType: [...RUN_EVENT_TYPES] },
-      targets: [new targets.LambdaFunction(eventsFunction, { deadLetterQueue: deadLetters, retryAttempts: 4, maxEventAge: Duration.hours(2) })],
+      targets: [new targets.LambdaFunction(eventsFunction, { deadLetterQueue: failedInvocations, retryAttempts: 4, maxEventAge: Duration.hours(2) })],
     });
 
     // Batch job state changes of this app's queues → SQS → events Lambda in batches. Array
@@ -430,7 +439,7 @@ export class StarfishChatopsStack extends Stack {
     new events.Rule(this, 'ReconcileSchedule', {
       description: 'starfish reconciler every 5 minutes',
       schedule: events.Schedule.rate(Duration.minutes(5)),
-      targets: [new targets.LambdaFunction(eventsFunction, { deadLetterQueue: deadLetters, retryAttempts: 2, maxEventAge: Duration.minutes(10) })],
+      targets: [new targets.LambdaFunction(eventsFunction, { deadLetterQueue: failedInvocations, retryAttempts: 2, maxEventAge: Duration.minutes(10) })],
     });
 
     // ───────────────────────── Lambda permissions ─────────────────────────
@@ -469,6 +478,7 @@ export class StarfishChatopsStack extends Stack {
     );
     eventsFunction.addToRolePolicy(listResults);
     if (listInputs) eventsFunction.addToRolePolicy(listInputs);
+    // The reconciler replays the Batch-event dead letters (ReceiveMessage, DeleteMessageBatch).
     deadLetters.grantConsumeMessages(eventsFunction);
 
     // ───────────────────────── outputs ─────────────────────────
@@ -478,8 +488,9 @@ export class StarfishChatopsStack extends Stack {
     new CfnOutput(this, 'EventBusName', { value: bus.eventBusName });
     new CfnOutput(this, 'JobQueues', { value: this.toJsonString(queueArns) });
     new CfnOutput(this, 'BatchLogGroup', { value: batchLogGroup.logGroupName });
-    new CfnOutput(this, 'DeadLetterQueueUrl', { value: deadLetters.queueUrl });
+    new CfnOutput(this, 'DeadLetterQueueUrl', { value: deadLetters.queueUrl, description: 'Batch events the notifier failed on; the reconciler replays them' });
+    new CfnOutput(this, 'FailedInvocationsQueueUrl', { value: failedInvocations.queueUrl, description: 'run events and schedules that failed after retries; for a person to inspect' });
 
-    addNagSuppressions(this, { slackFunction, slackUrl, eventsFunction, jobRole, executionRole, resultsBucket, slackSecret, inputBuckets, highmemInstanceRole });
+    addNagSuppressions(this, { slackFunction, slackUrl, eventsFunction, jobRole, executionRole, resultsBucket, slackSecret, failedInvocations, inputBuckets, highmemInstanceRole });
   }
 }
