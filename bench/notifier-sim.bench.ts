@@ -7,15 +7,12 @@
  *   npx tsx bench/notifier-sim.bench.ts [--runs 3]
  */
 import { performance } from 'node:perf_hooks';
-import { Launcher } from '../src/launcher/launcher.js';
-import { Notifier } from '../src/notifier/notifier.js';
-import { Reconciler } from '../src/reconciler/reconciler.js';
-import { parsePolicy } from '../src/run/policy.js';
 import { loadManifest } from '../src/run/manifest-store.js';
-import { PRODUCTION_SETTINGS, silentLogger, type CoreDeps } from '../src/core.js';
+import { PRODUCTION_SETTINGS } from '../src/core.js';
+import { launchedRun } from '../test/notifier/harness.js';
 import type { BatchJobEvent } from '../src/run/batch-event.js';
 import type { BatchStatus, Chat } from '../src/ports.js';
-import { MapReader, MemoryStore, RecordingChat, SimulatedBatch, batchEvents as ev, experimentFiles, summaryJson } from '../test/helpers/memory-adapters.js';
+import { RecordingChat, batchEvents as ev, summaryJson } from '../test/helpers/memory-adapters.js';
 import { machine, median } from './machine.js';
 
 const FOVS = 10_000;
@@ -43,32 +40,12 @@ export interface SimResult {
 
 export async function simulate(seed = 1, makeChat: () => Chat & { count(): Record<string, number>; texts(): string; lastRoot?: string } = recordingChat): Promise<SimResult> {
   const random = rng(seed);
-  let now = Date.parse('2026-11-25T08:00:00Z');
-  const start = now;
-  const clock = { now: () => now };
-  const store = new MemoryStore();
-  const batch = new SimulatedBatch(clock.now);
   const chat = makeChat();
-  const deps: CoreDeps = {
-    store,
-    reader: new MapReader(experimentFiles(FOVS)),
-    executor: batch,
-    chat,
-    policy: parsePolicy({ approval: { fovThreshold: 1_000_000 } }, 'bench'),
-    clock,
-    log: silentLogger,
-    settings: PRODUCTION_SETTINGS,
-  };
-  const launcher = new Launcher(deps);
-  const notifier = new Notifier(deps);
-  const reconciler = new Reconciler(deps, notifier, launcher);
-  await launcher.handle({
-    type: 'RunRequested',
-    userId: 'U1',
-    channel: 'C1',
-    request: { experiment: 's3://lab-data/exp/experiment.json', recipe: 's3://lab-data/recipes/iss.py', fovs: { kind: 'all' }, dryRun: false },
-  });
-  const runId = [...store.objects.keys()].find((k) => k.endsWith('/run.json'))!.split('/')[1]!;
+  const run = await launchedRun(FOVS, PRODUCTION_SETTINGS, { chat, start: Date.parse('2026-11-25T08:00:00Z') });
+  const { batch, store, notifier, reconciler, runId } = run;
+  const start = run.now();
+  let now = start;
+  const setNow = (t: number) => run.advance(t - run.now());
   const array = batch.byName(/-fov$/);
   const merge = batch.byName(/-merge$/);
 
@@ -139,6 +116,7 @@ export async function simulate(seed = 1, makeChat: () => Chat & { count(): Recor
     }
     batch.set(array, batch.jobs.get(array.jobId)!.status, { ...summary });
     now = Math.max(now, chunk.at(-1)!.time ? Date.parse(chunk.at(-1)!.time) : first) + 2_000;
+    setNow(now);
     await deliver(chunk);
     // The reconciler runs every 5 minutes and flushes what was held back.
     if (now >= nextReconcile) {
@@ -149,6 +127,7 @@ export async function simulate(seed = 1, makeChat: () => Chat & { count(): Recor
 
   // The notifier has submitted the salvage merge; it succeeds 5 minutes later.
   now += 300_000;
+  setNow(now);
   const salvage = batch.byName(/-merge-partial$/);
   await store.put(`runs/${runId}/results/summary.json`, summaryJson(FOVS, [...failing].sort((a, b) => a - b), { ACTB: 400_000, GAPDH: 250_000, VIM: 120_000 }));
   await store.put(`runs/${runId}/results/spots.png`, Buffer.alloc(50_000));

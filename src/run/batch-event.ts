@@ -4,15 +4,16 @@
  */
 import { z } from 'zod';
 
+const containerSchema = z
+  .object({
+    exitCode: z.number().optional(),
+    reason: z.string().optional(),
+    logStreamName: z.string().optional(),
+  })
+  .passthrough();
+
 const attemptSchema = z.object({
-  container: z
-    .object({
-      exitCode: z.number().optional(),
-      reason: z.string().optional(),
-      logStreamName: z.string().optional(),
-    })
-    .passthrough()
-    .optional(),
+  container: containerSchema.optional(),
   startedAt: z.number().optional(),
   stoppedAt: z.number().optional(),
   statusReason: z.string().optional(),
@@ -44,14 +45,7 @@ export const batchJobEventSchema = z.object({
       startedAt: z.number().optional(),
       stoppedAt: z.number().optional(),
       attempts: z.array(attemptSchema).optional(),
-      container: z
-        .object({
-          exitCode: z.number().optional(),
-          reason: z.string().optional(),
-          logStreamName: z.string().optional(),
-        })
-        .passthrough()
-        .optional(),
+      container: containerSchema.optional(),
       arrayProperties: z
         .object({
           index: z.number().int().optional(),

@@ -5,14 +5,15 @@ import { Reconciler } from '../../src/reconciler/reconciler.js';
 import { parsePolicy } from '../../src/run/policy.js';
 import { loadManifest } from '../../src/run/manifest-store.js';
 import { silentLogger, type CoreDeps, type Settings } from '../../src/core.js';
+import type { Chat } from '../../src/ports.js';
 import { MapReader, MemoryStore, RecordingChat, SimulatedBatch, experimentFiles } from '../helpers/memory-adapters.js';
 
-export async function launchedRun(fovs: number, settings: Partial<Settings> = {}) {
-  let now = Date.parse('2026-11-25T10:00:00Z');
+export async function launchedRun<C extends Chat = RecordingChat>(fovs: number, settings: Partial<Settings> = {}, options: { chat?: C; start?: number } = {}) {
+  let now = options.start ?? Date.parse('2026-11-25T10:00:00Z');
   const clock = { now: () => now };
   const store = new MemoryStore();
   const batch = new SimulatedBatch(clock.now);
-  const chat = new RecordingChat();
+  const chat = (options.chat ?? new RecordingChat()) as C;
   const deps: CoreDeps = {
     store,
     reader: new MapReader(experimentFiles(fovs)),
