@@ -62,7 +62,8 @@ export const awsEnvSchema = z.object({
   STARFISH_FOV_JOB_DEFINITION: z.string({ error: 'is required' }).min(1, 'is required'),
   STARFISH_MERGE_JOB_DEFINITION: z.string({ error: 'is required' }).min(1, 'is required'),
   STARFISH_POLICY_JSON: json('the policy object').default({}),
-  STARFISH_SLACK_SECRET_ARN: z.string({ error: 'is required' }).min(1, 'is required'),
+  /** Read by whoever needs the Slack credentials (the two Lambdas), not by the system itself. */
+  STARFISH_SLACK_SECRET_ARN: z.string().regex(/^arn:[a-z-]+:secretsmanager:/, 'must be a Secrets Manager secret ARN').optional(),
   STARFISH_DLQ_URL: z.string().url('must be the SQS queue URL').optional(),
   STARFISH_LOG_GROUP: z.string().min(1).default(DEFAULT_LOG_GROUP),
   STARFISH_DOWNLOAD_EXPIRY_SECONDS: z.coerce
@@ -85,7 +86,7 @@ export interface AwsConfig {
   fovJobDefinition: string;
   mergeJobDefinition: string;
   policy: Policy;
-  slackSecretArn: string;
+  slackSecretArn?: string;
   dlqUrl?: string;
   logGroup: string;
   downloadExpirySeconds: number;
@@ -132,7 +133,7 @@ export function readAwsConfig(env: NodeJS.ProcessEnv = process.env): AwsConfig {
     fovJobDefinition: e.STARFISH_FOV_JOB_DEFINITION,
     mergeJobDefinition: e.STARFISH_MERGE_JOB_DEFINITION,
     policy,
-    slackSecretArn: e.STARFISH_SLACK_SECRET_ARN,
+    ...(e.STARFISH_SLACK_SECRET_ARN ? { slackSecretArn: e.STARFISH_SLACK_SECRET_ARN } : {}),
     ...(e.STARFISH_DLQ_URL ? { dlqUrl: e.STARFISH_DLQ_URL } : {}),
     logGroup: e.STARFISH_LOG_GROUP,
     downloadExpirySeconds: e.STARFISH_DOWNLOAD_EXPIRY_SECONDS,

@@ -169,7 +169,10 @@ async function buildSystem(): Promise<EventsSystem> {
     import('../slack/slack-chat.js'),
   ]);
   const config = readAwsConfig(process.env);
-  const { botToken } = await slackSecret(config.slackSecretArn);
+  // Secrets Manager in a deployment; SLACK_BOT_TOKEN for a stack without the secret (as slack.ts).
+  let botToken = process.env.SLACK_BOT_TOKEN;
+  if (config.slackSecretArn) botToken = (await slackSecret(config.slackSecretArn)).botToken;
+  if (!botToken) throw new Error('events Lambda: set STARFISH_SLACK_SECRET_ARN (a Secrets Manager secret {"signingSecret": "…", "botToken": "xoxb-…"}) or SLACK_BOT_TOKEN');
   const chat = new SlackChat({ token: botToken, ...(process.env.SLACK_API_URL ? { slackApiUrl: process.env.SLACK_API_URL } : {}) });
   const group = config.policy.approval.approverGroup;
   return createAwsSystem(chat, process.env, group ? { approverGroupMembers: approverGroupResolver(chat.client, group) } : {});

@@ -58,6 +58,8 @@ describe('AWS configuration', () => {
     expect(c.readOnlyBuckets).toEqual([]);
     expect(c.policy.queues).toEqual({ default: 'spot', allowed: ['spot', 'ondemand'] });
     expect(c.dlqUrl).toBeUndefined();
+    expect(readAwsConfig(testEnv({ STARFISH_SLACK_SECRET_ARN: undefined })).slackSecretArn).toBeUndefined();
+    expect(() => readAwsConfig(testEnv({ STARFISH_SLACK_SECRET_ARN: 'starfish/slack' }))).toThrow(/STARFISH_SLACK_SECRET_ARN is not valid: must be a Secrets Manager secret ARN/);
   });
 
   it('names every missing or invalid variable with an example', () => {
@@ -73,7 +75,7 @@ describe('AWS configuration', () => {
     expect(message).toContain('STARFISH_DOWNLOAD_EXPIRY_SECONDS=700000 is not valid: must be at most 604800 (7 days');
     expect(message).toContain('STARFISH_ALLOWED_BUCKETS=s3://lab-data is not valid: each entry must be a bucket name (no s3://)');
     expect(message).toContain('STARFISH_EVENT_BUS is not set');
-    expect(message).toContain('STARFISH_SLACK_SECRET_ARN is not set');
+    expect(message).not.toContain('STARFISH_SLACK_SECRET_ARN');
   });
 
   it('never echoes the policy or secret values in its messages', () => {
