@@ -5,7 +5,7 @@ import { createEventsHandler, type EventsSystem } from '../../src/lambda/events.
 import { SqsDeadLetters } from '../../src/aws/dead-letters.js';
 import { silentLogger } from '../../src/core.js';
 import type { ReconcileReport } from '../../src/reconciler/reconciler.js';
-import { CREDENTIALS, REGION, batchEvent, sqsRecords } from './helpers.js';
+import { CREDENTIALS, REGION, batchEvent, sqsRecords, testEnv } from './helpers.js';
 
 const runEnvelope = (detail: unknown, id = 'eb-1') => ({ version: '0', id, source: 'starfish.chatops', 'detail-type': 'RunCancelled', account: '1', time: '2026-11-25T10:00:00Z', region: REGION, resources: [], detail });
 const cancel = { type: 'RunCancelled', userId: 'U1', channel: 'C1', runId: '261125-k3f9' };
@@ -148,5 +148,27 @@ describe('dead-letter replay (SQS)', () => {
     expect(sqs.commandCalls(ReceiveMessageCommand)[0]!.args[0].input).toMatchObject({ QueueUrl: dlq, MaxNumberOfMessages: 10, WaitTimeSeconds: 0 });
     const deleted = sqs.commandCalls(DeleteMessageBatchCommand).flatMap((c) => c.args[0].input.Entries!.map((e) => e.ReceiptHandle));
     expect(deleted.sort()).toEqual(['r1', 'r3']);
+  });
+});
+
+describe('the deployed handler', () => {
+  const saved = { ...process.env };
+  afterEach(() => {
+    process.env = { ...saved };
+  });
+
+  it('builds the system once per container: Slack token from Secrets Manager, AWS adapters from the environment', async () => {
+    const { GetSecretValueCommand, SecretsManagerClient } = await import('@aws-sdk/client-secrets-manager');
+    const sm = mockClient(SecretsManagerClient);
+    try {
+      sm.on(GetSecretValueCommand).resolves({ SecretString: JSON.stringify({ signingSecret: 'sig', botToken: 'xoxb-test' }) });
+      Object.assign(process.env, testEnv(), { AWS_ACCESS_KEY_ID: 'AKIDEXAMPLE', AWS_SECRET_ACCESS_KEY: 'x', LOG_LEVEL: 'silent' });
+      const { handler } = await import('../../src/lambda/events.js');
+      expect(await handler({ source: 'aws.s3', 'detail-type': 'Object Created', detail: {} })).toBeUndefined();
+      expect(await handler({ source: 'aws.s3', 'detail-type': 'Object Created', detail: {} })).toBeUndefined();
+      expect(sm.commandCalls(GetSecretValueCommand).map((c) => c.args[0].input)).toEqual([{ SecretId: testEnv().STARFISH_SLACK_SECRET_ARN }]);
+    } finally {
+      sm.restore();
+    }
   });
 });
