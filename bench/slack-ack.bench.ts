@@ -158,7 +158,7 @@ async function lambdaCold() {
   const { bundleLambdas } = (await import(path.join(ROOT, 'scripts/bundle-lambdas.mjs'))) as {
     bundleLambdas(o: { only?: string[]; bundleAwsSdk?: boolean; log?: (s: string) => void }): Promise<Record<string, { file: string; entryBytes: number; totalBytes: number }>>;
   };
-  const built = (await bundleLambdas({ only: ['slack'], bundleAwsSdk: BUNDLE_AWS_SDK, log: () => undefined })).slack;
+  const built = (await bundleLambdas({ only: ['slack'], ...(BUNDLE_AWS_SDK ? { bundleAwsSdk: true } : {}), log: () => undefined })).slack;
   if (!built) throw new Error('the Slack Lambda was not bundled');
   const bundle = path.join(ROOT, built.file);
   const run = promisify(execFile);

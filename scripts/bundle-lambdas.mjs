@@ -4,19 +4,21 @@
  *   src/lambda/slack.ts  → dist/lambda/slack/index.mjs   (+ chunks/ for what it imports lazily)
  *   src/lambda/events.ts → dist/lambda/events/index.mjs
  * A missing entry is skipped with a warning. Prints each function's size; `--json` prints them as
- * one JSON line too. `--bundle-aws-sdk` bundles the AWS SDK instead of leaving it to the runtime.
+ * one JSON line too. `--bundle-aws-sdk` / `--external-aws-sdk` override the per-function choice below.
  *
  * Choices:
  * - ESM, target node22, minified, code splitting: a dynamic import() (the AWS backend, Secrets
  *   Manager, the Batch/SQS clients) becomes a chunk loaded on first use, so the cold import of
  *   index.mjs evaluates only what every request needs. Without splitting, esbuild would hoist
  *   the lazily used modules' imports into the entry file.
- * - @aws-sdk/* is external by default: the nodejs22.x runtime ships AWS SDK v3, so the functions
- *   stay small (the Slack one is ~0.2 MB instead of ~1 MB+) and the SDK is loaded from the runtime
- *   only when a request needs it. Everything this code calls (S3 PutObject If-None-Match/If-Match,
- *   EventBridge PutEvents, Batch, SQS, Secrets Manager) is in the SDK versions the runtime has
- *   shipped for a long time. Pin the SDK instead with --bundle-aws-sdk (reproducible to the
- *   byte, larger bundle, slower first request); infra can choose per stack.
+ * - The AWS SDK, per function:
+ *   - slack: external. The nodejs22.x runtime ships AWS SDK v3, and this function only reads S3
+ *     (status, list) and calls EventBridge PutEvents, which every runtime SDK supports; the bundle
+ *     stays ~0.7 MB instead of ~1.5 MB. The SDK loads on the first request (or in INIT: the
+ *     handler prewarms with a top-level await on Lambda).
+ *   - events: bundled. The launcher's compare-and-swap relies on S3 PutObject If-None-Match /
+ *     If-Match; an SDK that predates those members would drop them without an error and the
+ *     "50 clicks submit once" guarantee would silently go. Pinning package-lock's SDK rules that out.
  * - Bolt's HTTP/Express/Socket Mode receivers (with express, @slack/oauth, @slack/socket-mode,
  *   raw-body and iconv-lite, ~1.2 MB) are replaced by stubs that throw if constructed: the Lambda
  *   only uses AwsLambdaReceiver, passed explicitly, so Bolt never constructs the others.
@@ -29,7 +31,10 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-export const ENTRIES = { slack: 'src/lambda/slack.ts', events: 'src/lambda/events.ts' };
+export const ENTRIES = {
+  slack: { source: 'src/lambda/slack.ts', bundleAwsSdk: false },
+  events: { source: 'src/lambda/events.ts', bundleAwsSdk: true },
+};
 export const OUT_DIR = path.join(ROOT, 'dist/lambda');
 
 const STUBBED_RECEIVERS = /[\\/]@slack[\\/]bolt[\\/]dist[\\/]receivers[\\/](HTTPReceiver|ExpressReceiver|SocketModeReceiver)\.js$/;
@@ -65,10 +70,12 @@ function sizeOf(dir) {
   return total;
 }
 
-export async function bundleLambdas({ bundleAwsSdk = false, only, outDir = OUT_DIR, log = console.log } = {}) {
+/** bundleAwsSdk: undefined keeps each function's default (ENTRIES), true/false overrides it. */
+export async function bundleLambdas({ bundleAwsSdk, only, outDir = OUT_DIR, log = console.log } = {}) {
   const results = {};
-  for (const [name, entry] of Object.entries(ENTRIES)) {
+  for (const [name, { source: entry, bundleAwsSdk: byDefault }] of Object.entries(ENTRIES)) {
     if (only && !only.includes(name)) continue;
+    const sdkBundled = bundleAwsSdk ?? byDefault;
     const source = path.join(ROOT, entry);
     if (!existsSync(source)) {
       console.warn(`bundle-lambdas: ${entry} does not exist yet; skipping the ${name} function`);
@@ -93,21 +100,22 @@ export async function bundleLambdas({ bundleAwsSdk = false, only, outDir = OUT_D
       sourcemap: false,
       legalComments: 'none',
       metafile: true,
-      external: bundleAwsSdk ? [] : ['@aws-sdk/*', '@smithy/*'],
+      external: sdkBundled ? [] : ['@aws-sdk/*', '@smithy/*'],
       plugins: [boltForLambda],
       banner: { js: "import{createRequire as __cr}from'node:module';const require=__cr(import.meta.url);" },
       logLevel: 'warning',
     });
     writeFileSync(path.join(outdir, 'meta.json'), JSON.stringify(result.metafile));
     const index = path.join(outdir, 'index.mjs');
-    results[name] = { file: path.relative(ROOT, index), entryBytes: statSync(index).size, totalBytes: sizeOf(outdir) };
-    log(`${name.padEnd(7)} ${path.relative(ROOT, index)}  entry ${(results[name].entryBytes / 1024).toFixed(1)} KiB, with chunks ${(results[name].totalBytes / 1024).toFixed(1)} KiB${bundleAwsSdk ? ' (AWS SDK bundled)' : ' (@aws-sdk/* from the Lambda runtime)'}`);
+    results[name] = { file: path.relative(ROOT, index), entryBytes: statSync(index).size, totalBytes: sizeOf(outdir), awsSdk: sdkBundled ? 'bundled' : 'external' };
+    log(`${name.padEnd(7)} ${path.relative(ROOT, index)}  entry ${(results[name].entryBytes / 1024).toFixed(1)} KiB, with chunks ${(results[name].totalBytes / 1024).toFixed(1)} KiB${sdkBundled ? ' (AWS SDK bundled)' : ' (@aws-sdk/* from the Lambda runtime)'}`);
   }
   return results;
 }
 
 if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
   const args = process.argv.slice(2);
-  const results = await bundleLambdas({ bundleAwsSdk: args.includes('--bundle-aws-sdk') });
+  const override = args.includes('--bundle-aws-sdk') ? true : args.includes('--external-aws-sdk') ? false : undefined;
+  const results = await bundleLambdas({ bundleAwsSdk: override });
   if (args.includes('--json')) console.log(JSON.stringify(results));
 }

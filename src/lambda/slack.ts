@@ -64,10 +64,7 @@ export async function slackCredentials(env: NodeJS.ProcessEnv): Promise<SlackCre
 
 async function awsBackend(chat: Chat, env: NodeJS.ProcessEnv): Promise<SlackBackend> {
   const { createAwsSystem } = await import('../aws/system.js');
-  // readAwsConfig requires STARFISH_SLACK_SECRET_ARN; a stack using the SLACK_* variables has none,
-  // and this Lambda reads no secret through the config, so a marker satisfies it.
-  const systemEnv = env.STARFISH_SLACK_SECRET_ARN ? env : { ...env, STARFISH_SLACK_SECRET_ARN: 'unused:slack-credentials-from-environment' };
-  return createAwsSystem(chat, systemEnv);
+  return createAwsSystem(chat, env);
 }
 
 const LOG_LEVELS: Record<string, LogLevel> = { debug: LogLevel.DEBUG, trace: LogLevel.DEBUG, info: LogLevel.INFO, warn: LogLevel.WARN, error: LogLevel.ERROR, fatal: LogLevel.ERROR };
