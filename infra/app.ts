@@ -34,7 +34,8 @@ const stack = new StarfishChatopsStack(app, stackName, {
 });
 Tags.of(stack).add('project', 'starfish-chatops');
 
-if (app.node.tryGetContext('nag') !== false && app.node.tryGetContext('nag') !== 'false') {
+const nag = app.node.tryGetContext('nag') !== false && app.node.tryGetContext('nag') !== 'false';
+if (nag) {
   // cdk-nag v3 is a policy-validation plugin: any unacknowledged finding fails synthesis, and
   // the report lands in cdk.out/validation-report.json (the CLI prints it too).
   Validations.of(app).addPlugins(...nagPlugins(app));
@@ -52,5 +53,5 @@ if (!underCli) {
   const messages = assembly.getStackArtifact(stack.artifactId).messages;
   for (const m of messages) if (m.level !== 'info') console.error(`[${m.level}] ${m.id}: ${String(m.entry.data)}`);
   if (messages.some((m) => m.level === 'error')) process.exit(1);
-  console.log(`Synthesized ${stack.stackName} to ${path.relative(process.cwd(), assembly.directory) || '.'}/${stack.templateFile} (cdk-nag: no unacknowledged findings)`);
+  console.log(`Synthesized ${stack.stackName} to ${path.relative(process.cwd(), assembly.directory) || '.'}/${stack.templateFile} ${nag ? '(cdk-nag: no unacknowledged findings)' : '(cdk-nag skipped)'}`);
 }

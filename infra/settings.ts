@@ -176,7 +176,8 @@ export function readSettings(context: Record<string, unknown>): Settings {
       return `Unknown setting ${issue.keys.map((k) => CONTEXT_PREFIX + k).join(', ')}. Known settings: ${SETTING_NAMES.map((k) => CONTEXT_PREFIX + k).join(', ')}`;
     }
     const name = String(issue.path[0] ?? '');
-    const where = issue.path.length > 1 ? ` (${issue.path.slice(1).join('.')})` : '';
+    const rest = issue.path.slice(1).map((p) => (typeof p === 'number' ? `item ${p + 1}` : String(p)));
+    const where = rest.length ? ` (${rest.join('.')})` : '';
     const missing = issue.code === 'invalid_type' && raw[name] === undefined;
     const what = missing ? 'is required' : `is not valid${where}: ${issue.message}`;
     return `Setting ${CONTEXT_PREFIX}${name} ${what}. Example: ${EXAMPLES[name] ?? `${CONTEXT_PREFIX}${name}=…`}`;
