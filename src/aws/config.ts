@@ -63,7 +63,7 @@ export const awsEnvSchema = z.object({
   STARFISH_MERGE_JOB_DEFINITION: z.string({ error: 'is required' }).min(1, 'is required'),
   STARFISH_POLICY_JSON: json('the policy object').default({}),
   /** Read by whoever needs the Slack credentials (the two Lambdas), not by the system itself. */
-  STARFISH_SLACK_SECRET_ARN: z.string().regex(/^arn:[a-z-]+:secretsmanager:/, 'must be a Secrets Manager secret ARN').optional(),
+  STARFISH_SLACK_SECRET_ARN: z.string().min(1, 'must be the secret ARN when set').optional(),
   STARFISH_DLQ_URL: z.string().url('must be the SQS queue URL').optional(),
   STARFISH_LOG_GROUP: z.string().min(1).default(DEFAULT_LOG_GROUP),
   STARFISH_DOWNLOAD_EXPIRY_SECONDS: z.coerce
