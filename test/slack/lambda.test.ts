@@ -274,6 +274,14 @@ describe('the bundle (scripts/bundle-lambdas.mjs)', () => {
     const res = JSON.parse(stdout) as { statusCode: number; body: string };
     expect(res.statusCode).toBe(200);
     expect(JSON.parse(res.body).text).toContain('starfish');
+
+    // zod's locales are cut to English in the bundle: its default messages must still read well.
+    const bad = `const { handler } = await import(${JSON.stringify(path.join(ROOT, out.slack!.file))}); try { await handler(${JSON.stringify(event)}, {}); } catch (e) { process.stdout.write(e.message); }`;
+    const failed = await promisify(execFile)(process.execPath, ['--input-type=module', '-e', bad], {
+      env: { PATH: process.env.PATH, SLACK_SIGNING_SECRET: SIGNING_SECRET, SLACK_BOT_TOKEN: BOT_TOKEN, ...awsEnvForBundle(), STARFISH_POLICY_JSON: '{"approval":{"fovThreshold":"many"}}' },
+      timeout: 30_000,
+    });
+    expect(failed.stdout).toContain('approval.fovThreshold: Invalid input: expected number, received string');
   });
 });
 
