@@ -80,7 +80,8 @@ export class S3Reader implements Reader {
   async read(url: string): Promise<Buffer> {
     this.refuseRead(url);
     if (kindOf(url) === 'https') {
-      const response = await this.fetchFn(url);
+      // A hung server must not hold the Lambda to its timeout.
+      const response = await this.fetchFn(url, { signal: AbortSignal.timeout(60_000) });
       if (!response.ok) throw new Error(`HTTP ${response.status}`);
       return Buffer.from(await response.arrayBuffer());
     }
