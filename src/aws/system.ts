@@ -10,7 +10,7 @@ import type { BatchClient } from '@aws-sdk/client-batch';
 import type { SQSClient } from '@aws-sdk/client-sqs';
 import type { Chat, Clock } from '../ports.js';
 import { systemClock } from '../ports.js';
-import type { CoreDeps, Logger, Settings } from '../core.js';
+import { PRODUCTION_SETTINGS, type CoreDeps, type Logger, type Settings } from '../core.js';
 import { Launcher } from '../launcher/launcher.js';
 import { Notifier } from '../notifier/notifier.js';
 import { Reconciler } from '../reconciler/reconciler.js';
@@ -23,12 +23,8 @@ import { BatchExecutor } from './batch-executor.js';
 import { EventBridgeBus } from './eventbridge-bus.js';
 import { SqsDeadLetters } from './dead-letters.js';
 
-export const AWS_SETTINGS: Settings = {
-  progressIntervalMs: 30_000,
-  digestIntervalMs: 5 * 60_000,
-  stuckAfterMs: 30 * 60_000,
-  allowPaths: false,
-};
+/** The deployed cadence, the one the notifier simulation in bench/ measures. */
+export const AWS_SETTINGS: Settings = PRODUCTION_SETTINGS;
 
 export interface AwsSystemOptions {
   /** Clients to use instead of the per-container singletons (tests). */

@@ -3,6 +3,7 @@
  * commands that do slow work) one event on the bus. Shared by Slack and the console; it never
  * touches Batch, and reads the store only for status and list.
  */
+import { randomUUID } from 'node:crypto';
 import type { Bus, Reader, Store } from '../ports.js';
 import type { Message } from '../messages/message.js';
 import { parseCommand, type Command } from './grammar.js';
@@ -65,7 +66,7 @@ async function answer(deps: DispatchDeps, command: Command, caller: Caller): Pro
         (command.request.recipe ? checkLocation(deps, command.request.recipe, 'The recipe') : undefined) ??
         refuseQueue(policy, command.request.queue ?? policy.queues.default);
       if (refusal) return errorMessage(refusal);
-      await bus.publish({ type: 'RunRequested', ...who, request: command.request });
+      await bus.publish({ type: 'RunRequested', ...who, request: command.request, requestId: randomUUID() });
       return noticeMessage(
         `Reading ${command.request.experiment} to plan the run${command.request.dryRun ? ' (dry run: nothing will be submitted)' : ''}… Its message will appear in this channel.`,
       );

@@ -46,6 +46,7 @@ export class Launcher {
 
   private async requested(event: RunEventOf<'RunRequested'>): Promise<void> {
     const { store, reader, policy, chat, clock, log } = this.deps;
+
     const request = event.request;
     const recipe = request.recipe ?? policy.defaultRecipe;
     if (!recipe) return this.tell(event, `No recipe given and this lab has no default recipe. Add recipe=URL, e.g. recipe=s3://lab-data/recipes/iss.py`);
@@ -73,6 +74,12 @@ export class Launcher {
       return this.tell(event, `The recipe at ${recipe} defines no process_fov(fov_index, experiment_url) function, which each FOV job calls. See examples/recipes/README.md.`);
     }
 
+    // Buses deliver at least once (and Lambda retries a failed invocation): one request, one run.
+    const claim = event.requestId ? `requests/${event.requestId}` : undefined;
+    if (claim && (await store.createIfAbsent(claim, JSON.stringify({ userId: event.userId, at: clock.now() }))) === 'exists') {
+      log.warn({ requestId: event.requestId }, 'duplicate run request ignored');
+      return;
+    }
     const reasons = approvalReasons(policy, request, plan, queue, recipe);
     const now = new Date(clock.now());
     let manifest: RunManifest | undefined;
@@ -103,7 +110,13 @@ export class Launcher {
         failures: [],
         notify: { resultsPosted: false },
       };
-      if (await createManifest(store, candidate)) manifest = candidate;
+      try {
+        if (await createManifest(store, candidate)) manifest = candidate;
+      } catch (error) {
+        // No run exists yet: release the claim so that the redelivered request can make one.
+        if (claim) await store.delete(claim);
+        throw error;
+      }
     }
     if (!manifest) throw new Error('could not allocate a unique run id');
     const runId = manifest.runId;
@@ -186,14 +199,21 @@ export class Launcher {
     } catch (error) {
       const reason = (error as Error).message;
       log.error({ runId: m.runId, err: reason, submitted: submitted.length }, 'submission failed');
-      if (submitted.length) await executor.cancel(submitted.map((j) => j.jobId), `starfish: run ${m.runId} could not be fully submitted`);
+      let cleanup = submitted.length ? `; the ${submitted.length} job(s) already submitted were terminated` : '';
+      try {
+        if (submitted.length) await executor.cancel(submitted.map((j) => j.jobId), `starfish: run ${m.runId} could not be fully submitted`);
+      } catch (cancelError) {
+        // Say so rather than claim a clean slate: these jobs need a person.
+        cleanup = `; terminating the jobs already submitted failed too (${(cancelError as Error).message}): check ${submitted.map((j) => j.jobId).join(', ')}`;
+        log.error({ runId: m.runId, err: (cancelError as Error).message }, 'could not terminate partially submitted jobs');
+      }
       const { after } = await updateManifest(store, m.runId, (cur) => ({
         ...cur,
         status: 'failed',
-        statusReason: `could not submit the jobs (${reason})${submitted.length ? `; the ${submitted.length} job(s) already submitted were terminated` : ''}`,
+        statusReason: `could not submit the jobs (${reason})${cleanup}`,
       }));
       await this.refreshRoot(after);
-      if (after.message) await this.deps.chat.reply(after.message, errorMessage(`Run ${m.runId} was not started: AWS Batch refused a job (${reason}). Nothing is left running.`));
+      if (after.message) await this.deps.chat.reply(after.message, errorMessage(`Run ${m.runId} was not started: AWS Batch refused a job (${reason})${cleanup ? cleanup : '. Nothing was left running.'}`));
       return;
     }
     const submission: Submission = { round, submittedAt: new Date(this.deps.clock.now()).toISOString(), fovs, arrays: submitted, merge };

@@ -5,7 +5,7 @@ import { runRequestSchema } from './manifest.js';
 const who = { userId: z.string().min(1), channel: z.string().min(1) };
 
 export const runEventSchema = z.discriminatedUnion('type', [
-  z.object({ type: z.literal('RunRequested'), ...who, request: runRequestSchema, responseUrl: z.string().optional() }),
+  z.object({ type: z.literal('RunRequested'), ...who, request: runRequestSchema, requestId: z.string().uuid().optional(), responseUrl: z.string().optional() }),
   z.object({ type: z.literal('RunApproved'), ...who, runId: z.string() }),
   z.object({ type: z.literal('RunRejected'), ...who, runId: z.string() }),
   z.object({ type: z.literal('RunCancelled'), ...who, runId: z.string() }),
