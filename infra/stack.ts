@@ -34,7 +34,6 @@ import * as iam from 'aws-cdk-lib/aws-iam';
 import * as lambda from 'aws-cdk-lib/aws-lambda';
 import * as destinations from 'aws-cdk-lib/aws-lambda-destinations';
 import { SqsEventSource } from 'aws-cdk-lib/aws-lambda-event-sources';
-import * as nodejs from 'aws-cdk-lib/aws-lambda-nodejs';
 import * as logs from 'aws-cdk-lib/aws-logs';
 import * as s3 from 'aws-cdk-lib/aws-s3';
 import * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
@@ -93,8 +92,8 @@ export function dockerContextExcludes(repoRoot: string, image: string): string[]
 
 export class StarfishChatopsStack extends Stack {
   readonly resultsBucket: s3.Bucket;
-  readonly slackFunction: nodejs.NodejsFunction;
-  readonly eventsFunction: nodejs.NodejsFunction;
+  readonly slackFunction: lambda.Function;
+  readonly eventsFunction: lambda.Function;
   readonly eventBus: events.EventBus;
   readonly jobQueues: Partial<Record<QueueName, batch.JobQueue>> = {};
 
@@ -359,24 +358,17 @@ export class StarfishChatopsStack extends Stack {
         retention: settings.logRetentionDays as logs.RetentionDays,
         removalPolicy: RemovalPolicy.DESTROY,
       });
-      return new nodejs.NodejsFunction(this, id, {
-        entry: absolute,
-        handler: 'handler',
+      // The bundle is built by scripts/bundle-lambdas.mjs (esbuild with the plugins that keep the
+      // Slack function under 1 MB and its cold import fast), run at synth, so that what deploys is
+      // exactly what `npm run build` measures. NodejsFunction cannot take esbuild plugins.
+      const name = path.basename(entry, '.ts');
+      return new lambda.Function(this, id, {
+        code: lambda.Code.fromCustomCommand(path.join(repoRoot, 'dist/lambda', name), ['node', 'scripts/bundle-lambdas.mjs', '--only', name, ...(bundleAwsSDK ? ['--bundle-aws-sdk'] : ['--external-aws-sdk'])], {
+          commandOptions: { cwd: repoRoot, stdio: 'pipe' },
+        }),
+        handler: 'index.handler',
         runtime: lambda.Runtime.NODEJS_22_X,
         architecture: lambda.Architecture.ARM_64,
-        projectRoot: repoRoot,
-        depsLockFilePath: path.join(repoRoot, 'package-lock.json'),
-        bundling: {
-          format: nodejs.OutputFormat.ESM,
-          target: 'node22',
-          platform: 'node',
-          mainFields: ['module', 'main'],
-          minify: true,
-          // Bundled CommonJS dependencies (Bolt, pino) call require(); give them one in ESM.
-          banner: "import { createRequire as __starfishCreateRequire } from 'node:module'; const require = __starfishCreateRequire(import.meta.url);",
-          bundleAwsSDK,
-          tsconfig: path.join(repoRoot, 'tsconfig.json'),
-        },
         environment,
         logGroup,
         ...props,

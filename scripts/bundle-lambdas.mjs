@@ -127,6 +127,8 @@ export async function bundleLambdas({ bundleAwsSdk, only, outDir = OUT_DIR, log 
 if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
   const args = process.argv.slice(2);
   const override = args.includes('--bundle-aws-sdk') ? true : args.includes('--external-aws-sdk') ? false : undefined;
-  const results = await bundleLambdas({ bundleAwsSdk: override });
+  const onlyAt = args.indexOf('--only');
+  const only = onlyAt >= 0 ? args[onlyAt + 1]?.split(',') : undefined;
+  const results = await bundleLambdas({ bundleAwsSdk: override, ...(only ? { only } : {}) });
   if (args.includes('--json')) console.log(JSON.stringify(results));
 }

@@ -15,6 +15,7 @@ Kept compatible with Python 3.6+ (the starfish image's interpreter).
 """
 import io
 import os
+from urllib.parse import urlencode
 import posixpath
 import tempfile
 import urllib.error
@@ -157,8 +158,12 @@ def read_text(url, encoding="utf-8"):
     return read_bytes(url).decode(encoding)
 
 
-def write_bytes(url, data, content_type=None):
-    """Write ``data`` to ``url``; local writes are atomic (temp file + rename)."""
+def write_bytes(url, data, content_type=None, tags=None):
+    """Write ``data`` to ``url``; local writes are atomic (temp file + rename).
+
+    ``tags`` (a dict) become S3 object tags; the results bucket's lifecycle rule expires
+    objects tagged as intermediates (see INTERMEDIATE_TAGS). Local files have no tags.
+    """
     u = str(url)
     if isinstance(data, str):
         data = data.encode("utf-8")
@@ -167,6 +172,8 @@ def write_bytes(url, data, content_type=None):
         kwargs = {"Bucket": bucket, "Key": key, "Body": data}
         if content_type:
             kwargs["ContentType"] = content_type
+        if tags:
+            kwargs["Tagging"] = urlencode(sorted(tags.items()))
         _s3().put_object(**kwargs)
         return
     if is_http(u):
@@ -188,8 +195,12 @@ def write_bytes(url, data, content_type=None):
         raise
 
 
-def write_text(url, text, content_type=None):
-    write_bytes(url, text.encode("utf-8"), content_type=content_type)
+def write_text(url, text, content_type=None, tags=None):
+    write_bytes(url, text.encode("utf-8"), content_type=content_type, tags=tags)
+
+
+# Per-FOV tables and error records: the infra's lifecycle rule expires objects carrying this tag.
+INTERMEDIATE_TAGS = {"starfish:lifecycle": "intermediate"}
 
 
 def exists(url):
@@ -280,6 +291,7 @@ class FakeS3Client(object):
 
     def __init__(self, page_size=1000):
         self.objects = {}
+        self.tagging = {}
         self.page_size = page_size
         self.calls = []
 
@@ -291,8 +303,10 @@ class FakeS3Client(object):
             raise self._Missing(Key)
         return {"Body": io.BytesIO(data)}
 
-    def put_object(self, Bucket, Key, Body, ContentType=None):
+    def put_object(self, Bucket, Key, Body, ContentType=None, Tagging=None):
         self.calls.append(("put_object", Bucket, Key))
+        if Tagging is not None:
+            self.tagging[(Bucket, Key)] = Tagging
         self.objects[(Bucket, Key)] = bytes(Body)
         return {}
 

@@ -383,7 +383,7 @@ def _run_fov(environ, output, fov):
         raise Failure("FOV %d: recipe result could not be converted: %s" % (fov, one_line(exc, 300)),
                       EXIT_FAILURE, show_traceback=True)
     csv_url, err_url = fov_paths(output, fov)
-    sio.write_text(csv_url, render_csv(rows), content_type="text/csv")
+    sio.write_text(csv_url, render_csv(rows), content_type="text/csv", tags=sio.INTERMEDIATE_TAGS)
     try:
         sio.remove(err_url)  # a retry that succeeds clears the previous attempt's error
     except Exception as exc:
@@ -418,7 +418,7 @@ def _report(failure, state):
         _, err_url = fov_paths(state["output"], state["fov"])
         try:
             sio.write_text(err_url, json.dumps({"fov": state["fov"], "reason": reason}) + "\n",
-                           content_type="application/json")
+                           content_type="application/json", tags=sio.INTERMEDIATE_TAGS)
         except Exception as exc:
             print("process-fov: warning: could not write %s: %s" % (err_url, one_line(exc, 200)),
                   file=sys.stderr)

@@ -106,6 +106,16 @@ describe('Slack secret', () => {
 });
 
 describe('Lambdas', () => {
+  it('deploy the bundle scripts/bundle-lambdas.mjs builds: the Slack one under 1 MB', () => {
+    const { props } = one('AWS::Lambda::Function', (_p, lid) => lid === ids.slack);
+    const key = JSON.stringify(props.Code).match(/([0-9a-f]{64})\.zip/)?.[1];
+    expect(key).toBeDefined();
+    const dir = path.join(s.outdir, `asset.${key}`);
+    expect(existsSync(path.join(dir, 'index.mjs'))).toBe(true);
+    const size = (d: string): number => readdirSync(d, { withFileTypes: true }).reduce((n, e) => n + (e.isDirectory() ? size(path.join(d, e.name)) : readFileSync(path.join(d, e.name)).length), 0);
+    expect(size(dir)).toBeLessThan(1024 * 1024);
+  });
+
   it('are Node.js 22 on arm64 with exactly the STARFISH_* environment', () => {
     for (const id of [ids.slack, ids.events]) {
       const { props } = one('AWS::Lambda::Function', (_p, lid) => lid === id);

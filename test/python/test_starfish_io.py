@@ -117,3 +117,10 @@ def test_process_and_merge_on_s3(fake_s3, synthetic, capsys):
     assert sio.read_bytes("s3://lab-results/runs/261125-k3f9/results/spots.png")[:4] == b"\x89PNG"
     merged = sio.read_text("s3://lab-results/runs/261125-k3f9/results/spots.csv").splitlines()
     assert merged == table
+
+    # per-FOV tables and error records carry the tag the bucket's lifecycle rule expires;
+    # results never do
+    intermediate = "starfish%3Alifecycle=intermediate"
+    assert fake_s3.tagging[("lab-results", "runs/261125-k3f9/fovs/fov_002.csv")] == intermediate
+    assert fake_s3.tagging[("lab-results", "runs/261125-k3f9/fovs/fov_000.error.json")] == intermediate
+    assert ("lab-results", "runs/261125-k3f9/results/spots.csv") not in fake_s3.tagging
