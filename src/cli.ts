@@ -15,30 +15,17 @@ import { spawnSync } from 'node:child_process';
 import { pino } from 'pino';
 import { ConfigError, defaultPython, homeDir, loadPolicy, localUser, readEnv, type Env } from './config.js';
 import { ConsoleChat } from './local/console-chat.js';
-import { createLocalSystem, type LocalSystem } from './local/system.js';
+import { EXAMPLE_EXPERIMENT, EXAMPLE_RECIPE, localSystemFromEnv, type LocalSystem } from './local/system.js';
 import { REPO_ROOT } from './local/process-executor.js';
 import { loadManifest, listManifests } from './run/manifest-store.js';
 import { renderText } from './messages/text.js';
 import type { RunManifest } from './run/manifest.js';
 
-export const EXAMPLE_EXPERIMENT = path.join(REPO_ROOT, 'examples/synthetic-iss/data/experiment.json');
-export const EXAMPLE_RECIPE = path.join(REPO_ROOT, 'examples/recipes/iss_numpy.py');
 
 export const EXIT = { ok: 0, runFailed: 1, refused: 2, awaitingApproval: 3, config: 78 } as const;
 
 function makeSystem(env: Env, chat: ConsoleChat): LocalSystem {
-  const logger = pino({ level: env.LOG_LEVEL }, pino.destination(2));
-  const user = localUser();
-  const policy = loadPolicy(env, user);
-  if (!policy.defaultRecipe) policy.defaultRecipe = EXAMPLE_RECIPE;
-  return createLocalSystem({
-    home: homeDir(env),
-    python: defaultPython(env),
-    chat,
-    policy,
-    log: logger,
-    ...(env.STARFISH_CONCURRENCY ? { concurrency: env.STARFISH_CONCURRENCY } : {}),
-  });
+  return localSystemFromEnv(env, chat, pino({ level: env.LOG_LEVEL }, pino.destination(2)), loadPolicy(env, localUser()));
 }
 
 /** Strips a leading "/starfish" so both `/starfish run x` and `run x` work at the prompt. */

@@ -11,7 +11,8 @@ import { silentLogger } from '../core.js';
 import type { Policy } from '../run/policy.js';
 import { DirectoryStore } from './dir-store.js';
 import { LocalReader } from './file-reader.js';
-import { ProcessExecutor } from './process-executor.js';
+import { ProcessExecutor, REPO_ROOT } from './process-executor.js';
+import { defaultPython, homeDir, type Env } from '../config.js';
 import { MemoryBus } from './memory-bus.js';
 import { EventQueue } from './event-queue.js';
 import { Launcher } from '../launcher/launcher.js';
@@ -29,6 +30,8 @@ export interface LocalSystemOptions {
   log?: Logger;
   clock?: Clock;
   settings?: Partial<Settings>;
+  /** Members of the policy's approver group (Slack usergroups), when a chat can tell. */
+  approverGroupMembers?: () => Promise<string[]>;
   /** Overrides for tests: other entry scripts. */
   scripts?: { processFov?: string; merge?: string };
 }
@@ -56,7 +59,17 @@ export function createLocalSystem(options: LocalSystemOptions) {
     ...(options.scripts?.merge ? { mergeScript: options.scripts.merge } : {}),
   });
   const bus = new MemoryBus(log);
-  const deps: CoreDeps = { store, reader, executor, chat: options.chat, policy: options.policy, clock: options.clock ?? systemClock, log, settings };
+  const deps: CoreDeps = {
+    store,
+    reader,
+    executor,
+    chat: options.chat,
+    policy: options.policy,
+    clock: options.clock ?? systemClock,
+    log,
+    settings,
+    ...(options.approverGroupMembers ? { approverGroupMembers: options.approverGroupMembers } : {}),
+  };
   const launcher = new Launcher(deps);
   notifier = new Notifier(deps);
   const reconciler = new Reconciler(deps, notifier, launcher, async () => queue.deadLetters.splice(0));
@@ -86,9 +99,27 @@ export function createLocalSystem(options: LocalSystemOptions) {
     notifier,
     reconciler,
     deps,
+    dispatchDeps,
     settle,
     command: (text: string, caller: Caller): Promise<Answer> => dispatch(dispatchDeps, text, caller),
   };
 }
 
 export type LocalSystem = ReturnType<typeof createLocalSystem>;
+
+export const EXAMPLE_EXPERIMENT = path.join(REPO_ROOT, 'examples/synthetic-iss/data/experiment.json');
+export const EXAMPLE_RECIPE = path.join(REPO_ROOT, 'examples/recipes/iss_numpy.py');
+
+/** The embedded default as the `starfish` command configures it from the environment. */
+export function localSystemFromEnv(env: Env, chat: Chat, log: Logger, policy: Policy, extra: Partial<LocalSystemOptions> = {}): LocalSystem {
+  if (!policy.defaultRecipe) policy.defaultRecipe = EXAMPLE_RECIPE;
+  return createLocalSystem({
+    home: homeDir(env),
+    python: defaultPython(env),
+    chat,
+    policy,
+    log,
+    ...(env.STARFISH_CONCURRENCY ? { concurrency: env.STARFISH_CONCURRENCY } : {}),
+    ...extra,
+  });
+}

@@ -3,13 +3,10 @@
  * can use the bot from a real workspace with no AWS and no public URL: Bolt opens a WebSocket to
  * Slack with the app-level token; runs execute as local processes, results land in STARFISH_HOME.
  */
-import path from 'node:path';
 import { pino } from 'pino';
 import type { Env } from '../config.js';
-import { ConfigError, defaultPython, homeDir, loadPolicy, localUser } from '../config.js';
-import type { DispatchDeps } from '../command/dispatcher.js';
-import { createLocalSystem, type LocalSystem } from '../local/system.js';
-import { REPO_ROOT } from '../local/process-executor.js';
+import { ConfigError, homeDir, loadPolicy, localUser } from '../config.js';
+import { localSystemFromEnv } from '../local/system.js';
 import { approverGroupResolver, SlackChat } from './slack-chat.js';
 import { createSlackApp } from './app.js';
 
@@ -20,20 +17,6 @@ const TOKEN_HELP = {
     'SLACK_APP_TOKEN=xapp-1-A0123456789-1234567890123-0123456789abcdef (Slack app settings → Basic Information → App-Level Tokens, with the connections:write scope; Socket Mode must be enabled)',
 } as const;
 
-/** The dispatch side of a local system (the same deps its console `command()` uses). */
-export function localDispatchDeps(system: LocalSystem): DispatchDeps {
-  const { store, reader, policy, settings } = system.deps;
-  return { store, bus: system.bus, reader, policy, allowPaths: settings.allowPaths };
-}
-
-/**
- * Lets the launcher resolve the policy's approverGroup through Slack. The launcher reads
- * `deps.approverGroupMembers` when a decision arrives, so setting it after creation is enough.
- */
-export function attachApproverGroup(system: LocalSystem, chat: SlackChat): void {
-  const group = system.deps.policy.approval.approverGroup;
-  if (group) system.deps.approverGroupMembers = approverGroupResolver(chat.client, group);
-}
 
 function missingTokens(env: Env): string | undefined {
   const missing = (['SLACK_BOT_TOKEN', 'SLACK_APP_TOKEN'] as const).filter((name) => !env[name]);
@@ -65,19 +48,10 @@ export async function serve(env: Env): Promise<number> {
       `No STARFISH_POLICY: anyone in any channel may start runs, and runs above ${policy.approval.fovThreshold} FOVs will wait for an approver nobody is. Example policy: {"approval": {"fovThreshold": 500, "approvers": ["U012ABCDEF"]}, "access": {"channels": ["C0123456789"]}, "queues": {"default": "local", "allowed": ["local"]}}`,
     );
   }
-  if (!policy.defaultRecipe) policy.defaultRecipe = path.join(REPO_ROOT, 'examples/recipes/iss_numpy.py');
+  const group = policy.approval.approverGroup;
+  const system = localSystemFromEnv(env, chat, logger, policy, group ? { approverGroupMembers: approverGroupResolver(chat.client, group) } : {});
 
-  const system = createLocalSystem({
-    home: homeDir(env),
-    python: defaultPython(env),
-    chat,
-    policy,
-    log: logger,
-    ...(env.STARFISH_CONCURRENCY ? { concurrency: env.STARFISH_CONCURRENCY } : {}),
-  });
-  attachApproverGroup(system, chat);
-
-  const app = createSlackApp({ appToken, token: botToken, slackApiUrl: env.SLACK_API_URL, dispatchDeps: localDispatchDeps(system), chat });
+  const app = createSlackApp({ appToken, token: botToken, slackApiUrl: env.SLACK_API_URL, dispatchDeps: system.dispatchDeps, chat });
   await app.start();
   // Expired approvals, lost job ends and held-back progress, as the AWS schedule does.
   const reconcile = setInterval(() => {

@@ -15,9 +15,8 @@ import { App, HTTPReceiver, LogLevel } from '@slack/bolt';
 import type { ArraySpec, Executor, SubmitSpec, SubmittedJob } from '../../src/ports.js';
 import { createLocalSystem, type LocalSystem } from '../../src/local/system.js';
 import { parsePolicy } from '../../src/run/policy.js';
-import { SlackChat } from '../../src/slack/slack-chat.js';
+import { SlackChat, approverGroupResolver } from '../../src/slack/slack-chat.js';
 import { createSlackApp } from '../../src/slack/app.js';
-import { attachApproverGroup, localDispatchDeps } from '../../src/slack/socket-mode.js';
 import { plannedOnlyExperiment, removeDir, tempDir } from '../helpers/local.js';
 import { SlackStandIn } from './stand-in.js';
 import { BOT_TOKEN, SIGNING_SECRET, clickBody, postSigned, slashBody } from './signing.js';
@@ -133,13 +132,13 @@ export async function startHarness(options: { policy?: unknown; fovs?: number } 
     concurrency: 4,
     scripts: { processFov: fovStub, merge: mergeStub },
     settings: { progressIntervalMs: 0, digestIntervalMs: 0 },
+    ...(policy.approval.approverGroup ? { approverGroupMembers: approverGroupResolver(chat.client, policy.approval.approverGroup) } : {}),
   });
   const executor = new CountingExecutor(system.deps.executor);
   system.deps.executor = executor;
-  attachApproverGroup(system, chat);
 
   const receiver = new HTTPReceiver({ signingSecret: SIGNING_SECRET, logLevel: LogLevel.ERROR });
-  const app = createSlackApp({ receiver, token: BOT_TOKEN, slackApiUrl: standIn.apiUrl, dispatchDeps: localDispatchDeps(system), chat, logLevel: LogLevel.ERROR });
+  const app = createSlackApp({ receiver, token: BOT_TOKEN, slackApiUrl: standIn.apiUrl, dispatchDeps: system.dispatchDeps, chat, logLevel: LogLevel.ERROR });
   const server = (await app.start({ port: 0, host: '127.0.0.1' })) as Server;
   const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/slack/events`;
   let responses = 0;
