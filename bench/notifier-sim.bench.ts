@@ -2,7 +2,8 @@
  * A 10,000-FOV run on simulated AWS Batch: 5% of FOVs fail, ~60,000 "Batch Job State Change"
  * events over two simulated hours, delivered the way SQS → Lambda delivers them (batches of up
  * to 100, a 30 s batching window, some duplicates, out of order within a batch) through the
- * real notifier, into a chat that counts every Slack call.
+ * real notifier and the real Slack adapter, against the Web API stand-in on loopback, which
+ * counts every Slack API call.
  *
  *   npx tsx bench/notifier-sim.bench.ts [--runs 3]
  */
@@ -14,6 +15,8 @@ import type { BatchJobEvent } from '../src/run/batch-event.js';
 import type { BatchStatus, Chat } from '../src/ports.js';
 import { RecordingChat, batchEvents as ev, summaryJson } from '../test/helpers/memory-adapters.js';
 import { machine, median } from './machine.js';
+import { SlackChat } from '../src/slack/slack-chat.js';
+import { SlackStandIn } from '../test/slack/stand-in.js';
 
 const FOVS = 10_000;
 const FAIL_RATE = 0.05;
@@ -38,9 +41,11 @@ export interface SimResult {
   finalCorrect: boolean;
 }
 
-export async function simulate(seed = 1, makeChat: () => Chat & { count(): Record<string, number>; texts(): string; lastRoot?: string } = recordingChat): Promise<SimResult> {
+type CountingChat = Chat & { count(): Record<string, number>; texts(): string; lastRoot?: string | undefined; close?(): Promise<void> };
+
+export async function simulate(seed = 1, makeChat: () => Promise<CountingChat> | CountingChat = recordingChat): Promise<SimResult> {
   const random = rng(seed);
-  const chat = makeChat();
+  const chat = await makeChat();
   const run = await launchedRun(FOVS, PRODUCTION_SETTINGS, { chat, start: Date.parse('2026-11-25T08:00:00Z') });
   const { batch, store, notifier, reconciler, runId } = run;
   const start = run.now();
@@ -140,6 +145,7 @@ export async function simulate(seed = 1, makeChat: () => Chat & { count(): Recor
   const named = new Set([...texts.matchAll(/FOV (\d+)\b/g)].map((x) => Number(x[1])));
   const failedNamed = [...failing].filter((f) => named.has(f)).length;
   const counts = chat.count();
+  await chat.close?.();
   const finalMessage = chat.lastRoot ?? "";
   return {
     events: delivered,
@@ -166,10 +172,26 @@ function recordingChat() {
   return chat;
 }
 
+/** The real Slack adapter (SlackChat, @slack/web-api) against the Web API stand-in on loopback. */
+async function slackStandInChat(): Promise<CountingChat> {
+  const standIn = await SlackStandIn.start();
+  const chat = new SlackChat({ token: 'xoxb-bench', slackApiUrl: standIn.apiUrl }) as SlackChat & CountingChat;
+  const ok = () => standIn.calls.filter((c) => c.status === 200);
+  chat.count = () => {
+    const out: Record<string, number> = {};
+    for (const c of ok()) if (c.method !== 'chat.postEphemeral') out[c.method] = (out[c.method] ?? 0) + 1;
+    return out;
+  };
+  chat.texts = () => ok().map((c) => `${String(c.body.text ?? '')}\n${JSON.stringify(c.body.blocks ?? '')}`).join('\n');
+  Object.defineProperty(chat, 'lastRoot', { get: () => String(ok().filter((c) => c.method === 'chat.update').at(-1)?.body.text ?? '') });
+  chat.close = () => standIn.close();
+  return chat;
+}
+
 if (import.meta.url === `file://${process.argv[1]}`) {
   const runs = Number(process.argv[process.argv.indexOf('--runs') + 1]) || 3;
   const results: SimResult[] = [];
-  for (let r = 0; r < runs; r++) results.push(await simulate(r + 1));
+  for (let r = 0; r < runs; r++) results.push(await simulate(r + 1, slackStandInChat));
   const last = results.at(-1)!;
   console.log(
     JSON.stringify({
