@@ -11,7 +11,8 @@
  * wildcards are broader than the bot needs); the few wildcard resources AWS requires are
  * explained where they are granted and allow-listed in test/infra.
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import {
@@ -234,6 +235,7 @@ export class StarfishChatopsStack extends Stack {
     const mergeJob = fargateJob('MergeResultsJob', mergeResultsImage, settings.mergeJob, Duration.hours(2));
     const jobDefinitions: batch.EcsJobDefinition[] = [fovJob, mergeJob];
     let highmemInstanceRole: Construct | undefined;
+    const queueJobDefinitions: Record<string, { fov: string; merge: string }> = {};
 
     if (settings.highmemEnabled) {
       const highmemEnvironment = new batch.ManagedEc2EcsComputeEnvironment(this, 'HighmemEnvironment', {
@@ -265,6 +267,7 @@ export class StarfishChatopsStack extends Stack {
         });
       const highmemFov = ec2Job('ProcessFovHighmemJob', processFovImage, Duration.hours(8));
       const highmemMerge = ec2Job('MergeResultsHighmemJob', mergeResultsImage, Duration.hours(4));
+      queueJobDefinitions.highmem = { fov: highmemFov.jobDefinitionArn, merge: highmemMerge.jobDefinitionArn };
       jobDefinitions.push(highmemFov, highmemMerge);
       new CfnOutput(this, 'HighmemFovJobDefinition', { value: highmemFov.jobDefinitionArn, description: 'process-fov on the EC2 highmem queue' });
       new CfnOutput(this, 'HighmemMergeJobDefinition', { value: highmemMerge.jobDefinitionArn, description: 'merge-results on the EC2 highmem queue' });
@@ -343,6 +346,8 @@ export class StarfishChatopsStack extends Stack {
       STARFISH_DLQ_URL: deadLetters.queueUrl,
       STARFISH_LOG_GROUP: batchLogGroup.logGroupName,
       STARFISH_DOWNLOAD_EXPIRY_SECONDS: String(settings.downloadExpirySeconds),
+      // EC2 queues refuse Fargate job definitions: the executor picks these per queue.
+      ...(Object.keys(queueJobDefinitions).length ? { STARFISH_QUEUE_JOB_DEFINITIONS: this.toJsonString(queueJobDefinitions) } : {}),
     };
 
     const lambdaFunction = (id: string, entry: string, bundleAwsSDK: boolean, props: { timeout: Duration; memorySize: number; description: string }) => {
@@ -361,9 +366,11 @@ export class StarfishChatopsStack extends Stack {
       // The bundle is built by scripts/bundle-lambdas.mjs (esbuild with the plugins that keep the
       // Slack function under 1 MB and its cold import fast), run at synth, so that what deploys is
       // exactly what `npm run build` measures. NodejsFunction cannot take esbuild plugins.
+      // Each synth bundles into its own directory: concurrent synths (tests) never share files.
       const name = path.basename(entry, '.ts');
+      const out = mkdtempSync(path.join(os.tmpdir(), `starfish-${name}-`));
       return new lambda.Function(this, id, {
-        code: lambda.Code.fromCustomCommand(path.join(repoRoot, 'dist/lambda', name), ['node', 'scripts/bundle-lambdas.mjs', '--only', name, ...(bundleAwsSDK ? ['--bundle-aws-sdk'] : ['--external-aws-sdk'])], {
+        code: lambda.Code.fromCustomCommand(path.join(out, name), ['node', 'scripts/bundle-lambdas.mjs', '--only', name, '--out', out, ...(bundleAwsSDK ? ['--bundle-aws-sdk'] : ['--external-aws-sdk'])], {
           commandOptions: { cwd: repoRoot, stdio: 'pipe' },
         }),
         handler: 'index.handler',

@@ -129,6 +129,8 @@ if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.me
   const override = args.includes('--bundle-aws-sdk') ? true : args.includes('--external-aws-sdk') ? false : undefined;
   const onlyAt = args.indexOf('--only');
   const only = onlyAt >= 0 ? args[onlyAt + 1]?.split(',') : undefined;
-  const results = await bundleLambdas({ bundleAwsSdk: override, ...(only ? { only } : {}) });
+  const outAt = args.indexOf('--out');
+  const outDir = outAt >= 0 ? path.resolve(args[outAt + 1]) : undefined;
+  const results = await bundleLambdas({ bundleAwsSdk: override, ...(only ? { only } : {}), ...(outDir ? { outDir } : {}) });
   if (args.includes('--json')) console.log(JSON.stringify(results));
 }

@@ -51,6 +51,8 @@ export interface BatchExecutorOptions {
   queues: Record<string, string>;
   fovJobDefinition: string;
   mergeJobDefinition: string;
+  /** Per-queue job definitions, e.g. the EC2 ones of a highmem queue; others use the two above. */
+  queueJobDefinitions?: Record<string, { fov: string; merge: string }>;
   region: string;
   logGroup?: string;
   log?: Logger;
@@ -110,7 +112,7 @@ export class BatchExecutor implements Executor {
     if (!Number.isInteger(array.size) || array.size < 1 || array.size > BATCH_LIMITS.maxArraySize) {
       throw new Error(`an AWS Batch array holds 2 to ${BATCH_LIMITS.maxArraySize} children (1 is a plain job); ${array.name} asks for ${array.size}`);
     }
-    const input = this.base(spec, array.name, this.options.fovJobDefinition, array.environment);
+    const input = this.base(spec, array.name, this.options.queueJobDefinitions?.[spec.queue]?.fov ?? this.options.fovJobDefinition, array.environment);
     // Batch rejects an array of size 1: a single FOV is a plain job (no AWS_BATCH_JOB_ARRAY_INDEX,
     // which process-fov reads as index 0).
     if (array.size >= 2) input.arrayProperties = { size: array.size };
@@ -125,7 +127,7 @@ export class BatchExecutor implements Executor {
         `AWS Batch lets a job depend on at most ${BATCH_LIMITS.maxDependencies} jobs, and this merge would depend on ${deps.length} FOV jobs; select fewer FOVs (at most ${BATCH_LIMITS.maxDependencies * BATCH_LIMITS.maxArraySize} in contiguous ranges) or split the run`,
       );
     }
-    const input = this.base(spec, merge.name, this.options.mergeJobDefinition, merge.environment);
+    const input = this.base(spec, merge.name, this.options.queueJobDefinitions?.[spec.queue]?.merge ?? this.options.mergeJobDefinition, merge.environment);
     // A plain dependency: the merge waits for each whole array. (N_TO_N would pair children.)
     if (deps.length) input.dependsOn = deps.map((jobId) => ({ jobId }));
     return this.submit(input);

@@ -19,6 +19,7 @@ export const AWS_ENV_EXAMPLES = {
   STARFISH_JOB_QUEUES: 'STARFISH_JOB_QUEUES={"spot":"arn:aws:batch:us-east-1:123456789012:job-queue/starfish-spot","ondemand":"arn:aws:batch:us-east-1:123456789012:job-queue/starfish-ondemand"}',
   STARFISH_FOV_JOB_DEFINITION: 'STARFISH_FOV_JOB_DEFINITION=starfish-process-fov (or name:revision, or its ARN)',
   STARFISH_MERGE_JOB_DEFINITION: 'STARFISH_MERGE_JOB_DEFINITION=starfish-merge-results',
+  STARFISH_QUEUE_JOB_DEFINITIONS: 'STARFISH_QUEUE_JOB_DEFINITIONS={"highmem":{"fov":"starfish-process-fov-ec2","merge":"starfish-merge-results-ec2"}}',
   STARFISH_POLICY_JSON: 'STARFISH_POLICY_JSON={"approval":{"fovThreshold":500,"approvers":["U012ABCDEF"]},"queues":{"default":"spot","allowed":["spot","ondemand"]}}',
   STARFISH_SLACK_SECRET_ARN: 'STARFISH_SLACK_SECRET_ARN=arn:aws:secretsmanager:us-east-1:123456789012:secret:starfish/slack-AbCdEf',
   STARFISH_DLQ_URL: 'STARFISH_DLQ_URL=https://sqs.us-east-1.amazonaws.com/123456789012/starfish-batch-events-dlq',
@@ -61,6 +62,10 @@ export const awsEnvSchema = z.object({
   ),
   STARFISH_FOV_JOB_DEFINITION: z.string({ error: 'is required' }).min(1, 'is required'),
   STARFISH_MERGE_JOB_DEFINITION: z.string({ error: 'is required' }).min(1, 'is required'),
+  /** Queues whose compute needs other job definitions (EC2 queues refuse Fargate ones). */
+  STARFISH_QUEUE_JOB_DEFINITIONS: json('an object of queue name → {"fov": …, "merge": …}')
+    .pipe(z.record(z.string(), z.object({ fov: z.string().min(1), merge: z.string().min(1) })))
+    .default({}),
   STARFISH_POLICY_JSON: json('the policy object').default({}),
   /** Read by whoever needs the Slack credentials (the two Lambdas), not by the system itself. */
   STARFISH_SLACK_SECRET_ARN: z.string().min(1, 'must be the secret ARN when set').optional(),
@@ -85,6 +90,7 @@ export interface AwsConfig {
   queues: Record<string, string>;
   fovJobDefinition: string;
   mergeJobDefinition: string;
+  queueJobDefinitions: Record<string, { fov: string; merge: string }>;
   policy: Policy;
   slackSecretArn?: string;
   dlqUrl?: string;
@@ -132,6 +138,7 @@ export function readAwsConfig(env: NodeJS.ProcessEnv = process.env): AwsConfig {
     queues: e.STARFISH_JOB_QUEUES,
     fovJobDefinition: e.STARFISH_FOV_JOB_DEFINITION,
     mergeJobDefinition: e.STARFISH_MERGE_JOB_DEFINITION,
+    queueJobDefinitions: e.STARFISH_QUEUE_JOB_DEFINITIONS,
     policy,
     ...(e.STARFISH_SLACK_SECRET_ARN ? { slackSecretArn: e.STARFISH_SLACK_SECRET_ARN } : {}),
     ...(e.STARFISH_DLQ_URL ? { dlqUrl: e.STARFISH_DLQ_URL } : {}),

@@ -49,6 +49,7 @@ export function createAwsSystem(chat: Chat, env: NodeJS.ProcessEnv = process.env
     queues: config.queues,
     fovJobDefinition: config.fovJobDefinition,
     mergeJobDefinition: config.mergeJobDefinition,
+    queueJobDefinitions: config.queueJobDefinitions,
     region: config.region,
     logGroup: config.logGroup,
     log,

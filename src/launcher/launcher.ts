@@ -200,11 +200,12 @@ export class Launcher {
       const reason = (error as Error).message;
       log.error({ runId: m.runId, err: reason, submitted: submitted.length }, 'submission failed');
       let cleanup = submitted.length ? `; the ${submitted.length} job(s) already submitted were terminated` : '';
+      let leftovers = '';
       try {
         if (submitted.length) await executor.cancel(submitted.map((j) => j.jobId), `starfish: run ${m.runId} could not be fully submitted`);
       } catch (cancelError) {
         // Say so rather than claim a clean slate: these jobs need a person.
-        cleanup = `; terminating the jobs already submitted failed too (${(cancelError as Error).message}): check ${submitted.map((j) => j.jobId).join(', ')}`;
+        cleanup = leftovers = `; terminating the jobs already submitted failed too (${(cancelError as Error).message}): check ${submitted.map((j) => j.jobId).join(', ')}`;
         log.error({ runId: m.runId, err: (cancelError as Error).message }, 'could not terminate partially submitted jobs');
       }
       const { after } = await updateManifest(store, m.runId, (cur) => ({
@@ -213,7 +214,7 @@ export class Launcher {
         statusReason: `could not submit the jobs (${reason})${cleanup}`,
       }));
       await this.refreshRoot(after);
-      if (after.message) await this.deps.chat.reply(after.message, errorMessage(`Run ${m.runId} was not started: AWS Batch refused a job (${reason})${cleanup ? cleanup : '. Nothing was left running.'}`));
+      if (after.message) await this.deps.chat.reply(after.message, errorMessage(`Run ${m.runId} was not started: AWS Batch refused a job (${reason})${leftovers || '. Nothing is left running.'}`));
       return;
     }
     const submission: Submission = { round, submittedAt: new Date(this.deps.clock.now()).toISOString(), fovs, arrays: submitted, merge };

@@ -51,6 +51,14 @@ describe('BatchExecutor', () => {
     await expect(executor().submitFovs(spec, { name: 'x', size: 0, environment: {} })).rejects.toThrow(/2 to 10000/);
   });
 
+  it("uses a queue's own job definitions where configured (EC2 queues refuse Fargate ones)", async () => {
+    const ex = executor({ queues: { ...QUEUES, highmem: 'arn:aws:batch:eu-west-1:123456789012:job-queue/highmem' }, queueJobDefinitions: { highmem: { fov: 'fov-ec2', merge: 'merge-ec2' } } });
+    await ex.submitFovs({ ...spec, queue: 'highmem' }, { name: 'n', size: 3, environment: {} });
+    await ex.submitMerge({ ...spec, queue: 'highmem' }, { name: 'm', environment: {} }, ['j1']);
+    await ex.submitFovs(spec, { name: 'n', size: 3, environment: {} });
+    expect(batch.mock.commandCalls(SubmitJobCommand).map((c) => c.args[0].input.jobDefinition)).toEqual(['fov-ec2', 'merge-ec2', 'starfish-process-fov']);
+  });
+
   it('resolves the queue by name, and names the configured queues when it is unknown', async () => {
     await executor().submitFovs({ ...spec, queue: 'ondemand' }, { name: 'n', size: 3, environment: {} });
     expect(batch.mock.commandCalls(SubmitJobCommand)[0]!.args[0].input.jobQueue).toBe(QUEUES.ondemand);

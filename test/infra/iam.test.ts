@@ -206,6 +206,11 @@ describe('highmem option', () => {
     const fn = Object.values(resourcesOf(s.template, 'AWS::Lambda::Function'))[0]!;
     const joined = fn.Properties!.Environment.Variables.STARFISH_JOB_QUEUES['Fn::Join'][1].filter((x: unknown) => typeof x === 'string').join('');
     expect(joined).toBe('{"spot":"","ondemand":"","highmem":""}');
+    // …and the highmem queue runs the EC2 job definitions, not the Fargate ones.
+    const defs = fn.Properties!.Environment.Variables.STARFISH_QUEUE_JOB_DEFINITIONS['Fn::Join'][1];
+    expect(defs.filter((x: unknown) => typeof x === 'string').join('')).toBe('{"highmem":{"fov":"","merge":""}}');
+    const refs = JSON.stringify(defs.filter((x: unknown) => typeof x !== 'string'));
+    for (const id of Object.keys(resourcesOf(s.template, 'AWS::Batch::JobDefinition')).filter((k) => /Highmem/.test(k))) expect(refs).toContain(id);
   });
 
   it('keeps cdk-nag clean with the option on', () => {
