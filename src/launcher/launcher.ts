@@ -14,8 +14,12 @@ import { errorMessage, noticeMessage, rootMessage } from '../messages/blocks.js'
 import { jobName } from '../run/batch-event.js';
 import { expandRanges, formatRanges } from '../run/fov-ranges.js';
 import { planUnits } from '../run/plan.js';
+import path from 'node:path';
 import { checkLocation } from '../command/dispatcher.js';
+import { kindOf } from '../run/locations.js';
 import { stageExperiment } from './staging.js';
+
+const absolute = (location: string) => (kindOf(location) === 'path' ? path.resolve(location) : location);
 
 export class Launcher {
   private readonly where: { reader: CoreDeps['reader']; allowPaths: boolean };
@@ -47,8 +51,10 @@ export class Launcher {
   private async requested(event: RunEventOf<'RunRequested'>): Promise<void> {
     const { store, reader, policy, chat, clock, log } = this.deps;
 
-    const request = event.request;
-    const recipe = request.recipe ?? policy.defaultRecipe;
+    // Paths are kept absolute, so that the jobs, a retry and `status` agree on what was run.
+    const request = { ...event.request, experiment: absolute(event.request.experiment), ...(event.request.recipe ? { recipe: absolute(event.request.recipe) } : {}) };
+    const recipeSource = request.recipe ?? policy.defaultRecipe;
+    const recipe = recipeSource ? absolute(recipeSource) : undefined;
     if (!recipe) return this.tell(event, `No recipe given and this lab has no default recipe. Add recipe=URL, e.g. recipe=s3://lab-data/recipes/iss.py`);
     const queue = request.queue ?? policy.queues.default;
     const problem = checkLocation(this.where, request.experiment, 'The experiment') ?? checkLocation(this.where, recipe, 'The recipe') ?? refuseQueue(policy, queue);

@@ -115,3 +115,20 @@ describe('bad input never launches anything', () => {
     await removeDir(home);
   });
 });
+
+describe('dry run', () => {
+  it('plans without submitting, and keeps a relative path as the absolute one it meant', async () => {
+    const home = await tempDir('home');
+    const h = localHarness(home);
+    const relative = path.relative(process.cwd(), experiment);
+    await h.command(`run ${relative} fovs=0-1 dry-run`);
+    await h.system.settle();
+    const run = (await h.latestRun())!;
+    expect(run.status).toBe('planned');
+    expect(run.request.experiment).toBe(experiment);
+    expect(run.submissions).toEqual([]);
+    expect(run.plan).toMatchObject({ fovCount: 2, experimentFovCount: 4, fovs: '0-1' });
+    expect(h.transcript()).toMatch(/Planned \(dry run, nothing submitted\)/);
+    await removeDir(home);
+  });
+});
