@@ -108,7 +108,11 @@ export interface Chat {
   post(channel: string, message: Message): Promise<MessageRef>;
   update(ref: MessageRef, message: Message): Promise<void>;
   reply(ref: MessageRef, message: Message): Promise<MessageRef>;
-  ephemeral(channel: string, user: string, message: Message): Promise<void>;
+  /**
+   * Shown only to `user`. `responseUrl` (Slack's response_url of the command or click) answers
+   * even in a channel the bot is not a member of.
+   */
+  ephemeral(channel: string, user: string, message: Message, responseUrl?: string): Promise<void>;
   upload(ref: MessageRef, file: { filename: string; title: string; bytes: Buffer }): Promise<void>;
 }
 

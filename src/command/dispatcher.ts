@@ -24,6 +24,8 @@ export interface DispatchDeps {
 export interface Caller {
   userId: string;
   channel: string;
+  /** Slack's response_url, so that later answers reach the caller even where the bot is not invited. */
+  responseUrl?: string;
 }
 
 /** Commands whose answer needs a read of the store (answered after the 3-second ack). */
@@ -55,7 +57,7 @@ export async function execute(deps: DispatchDeps, command: Command, caller: Call
 
 async function answer(deps: DispatchDeps, command: Command, caller: Caller): Promise<Message> {
   const { policy, bus, store } = deps;
-  const who = { userId: caller.userId, channel: caller.channel };
+  const who = { userId: caller.userId, channel: caller.channel, ...(caller.responseUrl ? { responseUrl: caller.responseUrl } : {}) };
   switch (command.name) {
     case 'help':
       return helpMessage(command.topic);

@@ -44,8 +44,8 @@ export class Launcher {
     }
   }
 
-  private tell(event: { channel: string; userId: string }, text: string) {
-    return this.deps.chat.ephemeral(event.channel, event.userId, errorMessage(text));
+  private tell(event: { channel: string; userId: string; responseUrl?: string | undefined }, text: string) {
+    return this.deps.chat.ephemeral(event.channel, event.userId, errorMessage(text), event.responseUrl);
   }
 
   private async requested(event: RunEventOf<'RunRequested'>): Promise<void> {
@@ -131,7 +131,18 @@ export class Launcher {
     await store.put(`${runPrefix(runId)}/inputs/experiment.json`, await reader.read(request.experiment));
     log.info({ runId, fovs: plan.fovCount, units: plan.units.length, approval: reasons }, 'run planned');
 
-    const ref = await chat.post(event.channel, rootMessage(manifest));
+    let ref;
+    try {
+      ref = await chat.post(event.channel, rootMessage(manifest));
+    } catch (error) {
+      // Typically not_in_channel: nothing was submitted, so end the run here and say how to fix it.
+      const reason = (error as Error).message;
+      await updateManifest(store, runId, (m) => ({ ...m, status: 'failed', statusReason: `could not post the run's message in the channel (${reason})` }));
+      return this.tell(
+        event,
+        `Run ${runId} was not started: I could not post its message in this channel (${reason}). Invite me with \`/invite @starfish\` and run the command again.`,
+      );
+    }
     const { after } = await updateManifest(store, runId, (m) => ({ ...m, message: ref }));
     if (after.status === 'submitting') await this.submit(after, 0, plan.units, plan.fovs);
   }

@@ -44,7 +44,7 @@ export async function experimentFiles(reader: Reader, experimentUrl: string): Pr
 export async function stageExperiment(deps: CoreDeps, event: RunEventOf<'StageRequested'>): Promise<void> {
   const { reader, store, chat, log } = deps;
   const refused = reader.checkReadable(event.source);
-  if (refused) return chat.ephemeral(event.channel, event.userId, errorMessage(refused));
+  if (refused) return chat.ephemeral(event.channel, event.userId, errorMessage(refused), event.responseUrl);
   let files: Array<[string, string]>;
   try {
     files = await experimentFiles(reader, event.source);
@@ -53,6 +53,7 @@ export async function stageExperiment(deps: CoreDeps, event: RunEventOf<'StageRe
       event.channel,
       event.userId,
       errorMessage(`Could not read the experiment at ${event.source}: ${(error as Error).message}. Example: /starfish stage s3://lab-data/iss/experiment.json as=iss`),
+      event.responseUrl,
     );
   }
   const destination = (rel: string) => store.locate(`experiments/${event.name}/${rel}`);

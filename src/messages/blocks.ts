@@ -156,7 +156,7 @@ export function resultsMessage(m: RunManifest, summary: ResultsSummary, links: R
       section(`*Spots per gene*\n${summarizeLines(genes.map((g) => `• ${g}`), 1500, 'more genes (see summary.json)')}`),
       section(
         [
-          `*Files* (download links expire)`,
+          `*Files*`,
           `• spots.csv — \`${links.spotsCsv.url}\` · <${links.spotsCsv.download}|download>`,
           `• summary.json — \`${links.summaryJson.url}\` · <${links.summaryJson.download}|download>`,
           `• spots.png — \`${links.spotsPng.url}\` · <${links.spotsPng.download}|download>`,

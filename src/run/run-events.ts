@@ -2,10 +2,10 @@
 import { z } from 'zod';
 import { runRequestSchema } from './manifest.js';
 
-const who = { userId: z.string().min(1), channel: z.string().min(1) };
+const who = { userId: z.string().min(1), channel: z.string().min(1), responseUrl: z.string().url().optional() };
 
 export const runEventSchema = z.discriminatedUnion('type', [
-  z.object({ type: z.literal('RunRequested'), ...who, request: runRequestSchema, requestId: z.string().uuid().optional(), responseUrl: z.string().optional() }),
+  z.object({ type: z.literal('RunRequested'), ...who, request: runRequestSchema, requestId: z.string().uuid().optional() }),
   z.object({ type: z.literal('RunApproved'), ...who, runId: z.string() }),
   z.object({ type: z.literal('RunRejected'), ...who, runId: z.string() }),
   z.object({ type: z.literal('RunCancelled'), ...who, runId: z.string() }),

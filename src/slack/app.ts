@@ -111,6 +111,7 @@ export function createSlackApp(options: SlackAppOptions): App {
         logger.warn(`${actionId} from ${userId} carried no channel; ignored`);
         return;
       }
+      // A click comes from the bot's own message, so the bot is in the channel: chat.postEphemeral works.
       const caller: Caller = { userId, channel };
       if (!RUN_ID.test(runId)) {
         await chat.ephemeral(channel, userId, errorMessage(`This button carries no run id ("${runId}"). Use /starfish ${name} <run id> instead.`));
@@ -137,5 +138,5 @@ export function createSlackApp(options: SlackAppOptions): App {
 }
 
 function callerOf(command: SlashCommand): Caller {
-  return { userId: command.user_id, channel: command.channel_id };
+  return { userId: command.user_id, channel: command.channel_id, ...(command.response_url ? { responseUrl: command.response_url } : {}) };
 }

@@ -65,7 +65,16 @@ export class SlackChat implements Chat {
     return refOf(res, ref.channel);
   }
 
-  async ephemeral(channel: string, user: string, message: Message): Promise<void> {
+  async ephemeral(channel: string, user: string, message: Message, responseUrl?: string): Promise<void> {
+    if (responseUrl) {
+      // Valid for 30 minutes after the command; works where chat.postEphemeral gets not_in_channel.
+      const res = await fetch(responseUrl, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ response_type: 'ephemeral', replace_original: false, text: message.text, blocks: message.blocks }),
+      }).catch(() => undefined);
+      if (res?.ok) return;
+    }
     await this.client.chat.postEphemeral({ channel, user, text: message.text, blocks: blocksOf(message) });
   }
 

@@ -262,6 +262,18 @@ describe('refusals come back to the person, ephemerally', () => {
     expect((await loadManifest(h.system.store, runId))?.manifest.status).toBe('awaiting-approval');
   });
 
+  it('a channel the bot is not in: the requester is told through response_url how to fix it, and nothing runs', async () => {
+    h.standIn.inject('chat.postMessage', { status: 200, error: 'not_in_channel' });
+    const before = new Set((await listManifests(h.system.store, 500)).map((m) => m.runId));
+    await h.slash(`run ${h.experiment}`, ALICE);
+    const answer = await waitFor('the answer through response_url', () => h.standIn.ok('response_url').find((c) => textOf(c.body).includes('Invite me')));
+    expect(answer.body.response_type).toBe('ephemeral');
+    expect(textOf(answer.body)).toMatch(/was not started: I could not post its message in this channel \(.*not_in_channel.*\)\. Invite me with `\/invite @starfish`/);
+    const run = (await listManifests(h.system.store, 500)).find((m) => !before.has(m.runId))!;
+    expect(run.status).toBe('failed');
+    expect(h.executor.runs).not.toContain(run.runId);
+  });
+
   it('a button carrying no run id is refused without reaching the bus', async () => {
     await h.click(ACTIONS.approve, 'not-a-run', APPROVER);
     const eph = await waitFor('the refusal', () => ephemeralsTo(APPROVER)[0]);

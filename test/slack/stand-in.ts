@@ -15,7 +15,7 @@ export interface RecordedCall {
   at: number;
 }
 
-export type Fault = { status: 429; retryAfter: number } | { status: 500 | 502 | 503 };
+export type Fault = { status: 429; retryAfter: number } | { status: 500 | 502 | 503 } | { status: 200; error: string };
 
 /** Methods whose form fields carry JSON (blocks, files) get those fields parsed back. */
 const JSON_FIELDS = new Set(['blocks', 'files', 'attachments']);
@@ -96,7 +96,9 @@ export class SlackStandIn {
       this.record(method, body, fault.status, auth);
       const headers: Record<string, string> = { 'content-type': 'application/json' };
       if (fault.status === 429) headers['retry-after'] = String(fault.retryAfter);
-      res.writeHead(fault.status, headers).end(JSON.stringify({ ok: false, error: fault.status === 429 ? 'ratelimited' : 'internal_error' }));
+      // A 200 fault is a Slack API error (ok: false), such as not_in_channel.
+      const error = 'error' in fault ? fault.error : fault.status === 429 ? 'ratelimited' : 'internal_error';
+      res.writeHead(fault.status, headers).end(JSON.stringify({ ok: false, error }));
       return;
     }
     this.record(method, body, 200, auth);
