@@ -19,6 +19,10 @@ import { checkLocation } from '../command/dispatcher.js';
 import { kindOf } from '../run/locations.js';
 import { stageExperiment } from './staging.js';
 
+const submitClaim = (runId: string, round: number) => `${runPrefix(runId)}/claims/submit-r${round}`;
+/** A submission claimed this long ago and still not recorded is taken to have died with its launcher. */
+export const SUBMIT_STALE_MS = 10 * 60_000;
+
 const absolute = (location: string) => (kindOf(location) === 'path' ? path.resolve(location) : location);
 
 export class Launcher {
@@ -111,6 +115,7 @@ export class Launcher {
           ...(reasons.length && !request.dryRun ? { expiresAt: new Date(now.getTime() + policy.approval.expiresAfterMinutes * 60_000).toISOString() } : {}),
         },
         status: request.dryRun ? 'planned' : reasons.length ? 'awaiting-approval' : 'submitting',
+        ...(request.dryRun || reasons.length ? {} : { pendingSubmission: { round: 0, fovs: plan.fovs } }),
         submissions: [],
         progress: { total: plan.fovCount, succeeded: 0, failed: 0, running: 0, waiting: plan.fovCount },
         failures: [],
@@ -162,14 +167,38 @@ export class Launcher {
     const { after, changed, before } = await updateManifest(store, event.runId, (m) =>
       m.status !== 'awaiting-approval'
         ? undefined
-        : { ...m, status: decision === 'approved' ? 'submitting' : 'rejected', approval: { ...m.approval, decision, decidedBy: event.userId, decidedAt: at } },
+        : {
+            ...m,
+            status: decision === 'approved' ? 'submitting' : 'rejected',
+            ...(decision === 'approved' ? { pendingSubmission: { round: 0, fovs: m.plan.fovs } } : {}),
+            approval: { ...m.approval, decision, decidedBy: event.userId, decidedAt: at },
+          },
     );
     if (!changed) {
       const by = before.approval.decidedBy ? ` by <@${before.approval.decidedBy}>` : '';
       return this.tell(event, `Run ${event.runId} is already ${before.approval.decision ?? before.status}${by}; nothing to do.`);
     }
-    await this.refreshRoot(after);
+    // Submit first: a failing chat call must not leave an approved run without its jobs.
     if (decision === 'approved') await this.submit(after, 0, after.plan.units, after.plan.fovs);
+    else await this.refreshRoot(after);
+  }
+
+  /**
+   * Resumes a submission whose launcher died between the decision and SubmitJob (the
+   * reconciler calls this). Takes over the round's claim only once it has gone stale.
+   */
+  async resumeSubmission(m: RunManifest): Promise<boolean> {
+    const pending = m.pendingSubmission;
+    const now = this.deps.clock.now();
+    if (m.status !== 'submitting' || !pending || m.submissions.some((s) => s.round === pending.round)) return false;
+    const key = submitClaim(m.runId, pending.round);
+    const claim = await this.deps.store.get(key);
+    if (claim && now - Number(claim.body.toString()) < SUBMIT_STALE_MS) return false;
+    const taken = claim ? await this.deps.store.replaceIf(key, String(now), claim.etag) : await this.deps.store.createIfAbsent(key, String(now));
+    if (taken === 'conflict' || taken === 'exists') return false;
+    this.deps.log.warn({ runId: m.runId, round: pending.round }, 'resuming a submission that never completed');
+    await this.submit(m, pending.round, planUnits(expandRanges(pending.fovs)), pending.fovs, true);
+    return true;
   }
 
   /** Marks a pending approval expired once its time has passed; true when it did. */
@@ -193,8 +222,13 @@ export class Launcher {
    * Submits the FOV arrays and the merge of one round. A merge refused after arrays were
    * accepted would leave orphans burning compute: terminate them and say why.
    */
-  private async submit(m: RunManifest, round: number, units: WorkUnit[], fovs: string): Promise<void> {
-    const { executor, store, log } = this.deps;
+  private async submit(m: RunManifest, round: number, units: WorkUnit[], fovs: string, tookOver = false): Promise<void> {
+    const { executor, store, log, clock } = this.deps;
+    // Exactly one submitter per round, whatever redeliveries and reconciler passes happen.
+    if (!tookOver && (await store.createIfAbsent(submitClaim(m.runId, round), String(clock.now()))) === 'exists') {
+      log.warn({ runId: m.runId, round }, 'round already being submitted; not submitting again');
+      return;
+    }
     const spec = { runId: m.runId, requester: m.requester.userId, queue: m.queue };
     const base = { STARFISH_RUN_ID: m.runId, STARFISH_OUTPUT: m.inputs.output };
     const submitted: Submission['arrays'] = [];
@@ -227,6 +261,7 @@ export class Launcher {
       }
       const { after } = await updateManifest(store, m.runId, (cur) => ({
         ...cur,
+        pendingSubmission: undefined,
         status: 'failed',
         statusReason: `could not submit the jobs (${reason})${cleanup}`,
       }));
@@ -242,6 +277,7 @@ export class Launcher {
         : {
             ...cur,
             status: 'running',
+            pendingSubmission: undefined,
             submissions: [...cur.submissions, submission],
             progress: { total, succeeded: 0, failed: 0, running: 0, waiting: total },
           },
@@ -281,15 +317,26 @@ export class Launcher {
     if (m.status !== 'partially-failed' && m.status !== 'failed') {
       return this.tell(event, `Run ${event.runId} is ${m.status}; retry reruns the failed FOVs of a run that has finished with failures.`);
     }
+    if (!m.submissions.length) {
+      return this.tell(event, `Run ${event.runId} never started (${m.statusReason ?? 'nothing was submitted'}); start a new run with /starfish run.`);
+    }
     const failed = m.results?.fovsMissing.length ? m.results.fovsMissing : [...new Set(m.failures.map((f) => f.fov))];
     // A run that failed before any FOV ran (e.g. the merge itself failed) is retried whole.
     const fovs = failed.length ? failed.sort((a, b) => a - b) : expandRanges(m.plan.fovs);
     const round = (m.submissions.at(-1)?.round ?? -1) + 1;
     const { changed, after } = await updateManifest(store, event.runId, (cur) =>
-      cur.status !== m.status ? undefined : { ...cur, status: 'submitting', statusReason: `retry ${round} of ${fovs.length} FOVs by <@${event.userId}>`, notify: { ...cur.notify, resultsPosted: false } },
+      cur.status !== m.status
+        ? undefined
+        : {
+            ...cur,
+            status: 'submitting',
+            statusReason: `retry ${round} of ${fovs.length} FOVs by <@${event.userId}>`,
+            pendingSubmission: { round, fovs: formatRanges(fovs) },
+            notify: { ...cur.notify, resultsPosted: false },
+          },
     );
     if (!changed) return this.tell(event, `Run ${event.runId} changed while retrying; check /starfish status ${event.runId}.`);
-    if (after.message) await this.deps.chat.reply(after.message, noticeMessage(`:rocket: Retrying ${fovs.length} FOV${fovs.length === 1 ? '' : 's'} (${formatRanges(fovs)}) of run ${event.runId}, requested by <@${event.userId}>.`));
     await this.submit(after, round, planUnits(fovs), formatRanges(fovs));
+    if (after.message) await this.deps.chat.reply(after.message, noticeMessage(`:rocket: Retrying ${fovs.length} FOV${fovs.length === 1 ? '' : 's'} (${formatRanges(fovs)}) of run ${event.runId}, requested by <@${event.userId}>.`));
   }
 }

@@ -17,6 +17,7 @@ export interface ReconcileReport {
   expired: string[];
   recovered: string[];
   stuck: string[];
+  resumed: string[];
   replayed: number;
 }
 
@@ -46,7 +47,7 @@ export class Reconciler {
   ) {}
 
   async run(): Promise<ReconcileReport> {
-    const report: ReconcileReport = { checked: 0, expired: [], recovered: [], stuck: [], replayed: 0 };
+    const report: ReconcileReport = { checked: 0, expired: [], recovered: [], stuck: [], resumed: [], replayed: 0 };
     const dead = await this.deadLetters();
     if (dead.length) {
       const outcome = await this.notifier.handleBatch(dead);
@@ -59,6 +60,10 @@ export class Reconciler {
         if (m.status === 'awaiting-approval') {
           if (await this.launcher.expireIfDue(m)) report.expired.push(m.runId);
           continue;
+        }
+        if (m.status === 'submitting' && m.pendingSubmission) {
+          if (await this.launcher.resumeSubmission(m)) report.resumed.push(m.runId);
+          if (!m.submissions.length) continue;
         }
         await this.check(m, report);
       } catch (error) {

@@ -119,6 +119,8 @@ export const manifestSchema = z.object({
   statusReason: z.string().optional(),
   message: z.object({ channel: z.string(), ts: z.string() }).optional(),
   submissions: z.array(submissionSchema),
+  /** Set with status 'submitting': which round and FOVs to submit, so that a crash can be resumed. */
+  pendingSubmission: z.object({ round: z.number().int().nonnegative(), fovs: z.string() }).optional(),
   progress: progressSchema,
   failures: z.array(failureSchema),
   notify: z.object({

@@ -38,3 +38,42 @@ describe('launcher', () => {
     expect(h.chat.text('reply')).toMatch(/was not started: AWS Batch refused a job .*terminating the jobs already submitted failed too/);
   });
 });
+
+describe('a submission that did not complete', () => {
+  it('an approval still submits when Slack fails to update the message', async () => {
+    const h = await launchedRun(4, {}, { policy: { approval: { fovThreshold: 1, approvers: ['PI'] } } });
+    const runId = h.runId;
+    const key = `runs/${runId}/run.json`;
+    expect((await h.manifest()).status).toBe('awaiting-approval');
+    h.chat.failNext = { update: 5 };
+    await expect(h.launcher.handle({ type: 'RunApproved', userId: 'PI', channel: 'C1', runId })).rejects.toThrow(/update failed/);
+    const m = JSON.parse(h.store.objects.get(key)!.toString());
+    expect(m.status).toBe('running');
+    expect(m.submissions).toHaveLength(1);
+  });
+
+  it('the reconciler resumes a run left in submitting by a launcher that died, once the claim is stale', async () => {
+    const h = await launchedRun(4);
+    const before = [...h.batch.jobs.keys()].length;
+    // A launcher that died after the decision: status submitting, the round claimed, nothing submitted.
+    const { updateManifest } = await import('../../src/run/manifest-store.js');
+    await updateManifest(h.store, h.runId, (m) => ({ ...m, status: 'submitting', submissions: [], pendingSubmission: { round: 0, fovs: '0-3' } }));
+    await h.reconciler.run();
+    expect([...h.batch.jobs.keys()].length).toBe(before); // the claim is fresh: maybe still submitting
+    h.advance(11 * 60_000);
+    const report = await h.reconciler.run();
+    expect(report.resumed).toEqual([h.runId]);
+    expect([...h.batch.jobs.keys()].length).toBe(before + 2);
+    expect((await h.manifest()).status).toBe('running');
+    await h.reconciler.run();
+    expect([...h.batch.jobs.keys()].length).toBe(before + 2);
+  });
+
+  it('retry refuses a run that never started', async () => {
+    const h = await launchedRun(4);
+    const { updateManifest } = await import('../../src/run/manifest-store.js');
+    await updateManifest(h.store, h.runId, (m) => ({ ...m, status: 'failed', statusReason: 'could not post the run message', submissions: [] }));
+    await h.launcher.handle({ type: 'RunRetryRequested', userId: 'U1', channel: 'C1', runId: h.runId });
+    expect(h.chat.text('ephemeral')).toMatch(/never started \(could not post the run message\); start a new run/);
+  });
+});

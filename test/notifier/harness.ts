@@ -8,7 +8,7 @@ import { silentLogger, type CoreDeps, type Settings } from '../../src/core.js';
 import type { Chat } from '../../src/ports.js';
 import { MapReader, MemoryStore, RecordingChat, SimulatedBatch, experimentFiles } from '../helpers/memory-adapters.js';
 
-export async function launchedRun<C extends Chat = RecordingChat>(fovs: number, settings: Partial<Settings> = {}, options: { chat?: C; start?: number } = {}) {
+export async function launchedRun<C extends Chat = RecordingChat>(fovs: number, settings: Partial<Settings> = {}, options: { chat?: C; start?: number; policy?: unknown } = {}) {
   let now = options.start ?? Date.parse('2026-11-25T10:00:00Z');
   const clock = { now: () => now };
   const store = new MemoryStore();
@@ -19,7 +19,7 @@ export async function launchedRun<C extends Chat = RecordingChat>(fovs: number, 
     reader: new MapReader(experimentFiles(fovs)),
     executor: batch,
     chat,
-    policy: parsePolicy({ approval: { fovThreshold: 1_000_000 } }, 'test'),
+    policy: parsePolicy(options.policy ?? { approval: { fovThreshold: 1_000_000 } }, 'test'),
     clock,
     log: silentLogger,
     settings: { progressIntervalMs: 60_000, digestIntervalMs: 300_000, stuckAfterMs: 30 * 60_000, allowPaths: false, ...settings },
