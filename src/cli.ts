@@ -19,6 +19,7 @@ import { EXAMPLE_EXPERIMENT, EXAMPLE_RECIPE, localSystemFromEnv, type LocalSyste
 import { REPO_ROOT } from './local/process-executor.js';
 import { loadManifest, listManifests } from './run/manifest-store.js';
 import { renderText } from './messages/text.js';
+import { parseCommand } from './command/grammar.js';
 import type { RunManifest } from './run/manifest.js';
 
 
@@ -42,7 +43,8 @@ export async function runOnce(env: Env, args: string[], out: NodeJS.WriteStream 
   out.write(`(only visible to you) ${renderText(answer.message)}\n`);
   if (answer.refused) return EXIT.refused;
   await system.settle();
-  if (!text.startsWith('run')) return EXIT.ok;
+  const parsed = parseCommand(text);
+  if (!parsed.ok || parsed.command.name !== 'run') return EXIT.ok;
   const mine = (await listManifests(system.store, 50)).filter((m) => m.createdAt >= started && m.requester.userId === caller.userId);
   if (!mine.length) return EXIT.refused;
   return exitCodeOf((await loadManifest(system.store, mine[0]!.runId))!.manifest, out);

@@ -19,14 +19,16 @@ const sdk = () => import('@aws-sdk/client-batch');
 export const BATCH_LIMITS = { maxArraySize: 10_000, maxDependencies: 20, describeChunk: 100, maxReasonChars: 1024 } as const;
 
 /**
- * Up to 3 attempts, but only when the Spot instance was reclaimed ("Host EC2 (instance i-…)
- * terminated."): a recipe that raised would fail the same way again, and the person retries
- * the failed FOVs deliberately with /starfish retry.
+ * Up to 3 attempts, but only when Spot capacity was reclaimed: on EC2 "Host EC2 (instance i-…)
+ * terminated.", on Fargate Spot the task's stopped reason "Your Spot Task was interrupted.". A
+ * recipe that raised would fail the same way again, and the person retries the failed FOVs
+ * deliberately with /starfish retry.
  */
 export const RETRY_STRATEGY: RetryStrategy = {
   attempts: 3,
   evaluateOnExit: [
     { onStatusReason: 'Host EC2*', action: 'RETRY' },
+    { onStatusReason: 'Your Spot Task was interrupted*', action: 'RETRY' },
     { onReason: '*', action: 'EXIT' },
   ],
 };

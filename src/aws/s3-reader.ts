@@ -5,6 +5,7 @@
  * read-only, so that `/starfish stage` can copy from them; every other bucket is refused.
  */
 import { CopyObjectCommand, GetObjectCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
+import { httpsGet } from '../run/https-get.js';
 import type { Reader } from '../ports.js';
 import { kindOf, parseS3 } from '../run/locations.js';
 import { bodyBytes, contentTypeOf, isNotFound } from './s3-store.js';
@@ -80,10 +81,7 @@ export class S3Reader implements Reader {
   async read(url: string): Promise<Buffer> {
     this.refuseRead(url);
     if (kindOf(url) === 'https') {
-      // A hung server must not hold the Lambda to its timeout.
-      const response = await this.fetchFn(url, { signal: AbortSignal.timeout(60_000) });
-      if (!response.ok) throw new Error(`HTTP ${response.status}`);
-      return Buffer.from(await response.arrayBuffer());
+      return httpsGet(url, this.fetchFn);
     }
     const { bucket, key } = parseS3(url);
     try {

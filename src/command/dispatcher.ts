@@ -58,6 +58,10 @@ export async function execute(deps: DispatchDeps, command: Command, caller: Call
 async function answer(deps: DispatchDeps, command: Command, caller: Caller): Promise<Message> {
   const { policy, bus, store } = deps;
   const who = { userId: caller.userId, channel: caller.channel, ...(caller.responseUrl ? { responseUrl: caller.responseUrl } : {}) };
+  // Runs are the lab's business: outside the allowed channels nothing about them is shown.
+  if (command.name !== 'help' && policy.access.channels.length && !policy.access.channels.includes(caller.channel)) {
+    return errorMessage(refuseAccess(policy, caller.userId, caller.channel, 'use')!);
+  }
   switch (command.name) {
     case 'help':
       return helpMessage(command.topic);
@@ -88,8 +92,6 @@ async function answer(deps: DispatchDeps, command: Command, caller: Caller): Pro
       if (command.name === 'retry') {
         const refusal = refuseAccess(policy, caller.userId, caller.channel, 'retry');
         if (refusal) return errorMessage(refusal);
-      } else if (policy.access.channels.length && !policy.access.channels.includes(caller.channel)) {
-        return errorMessage(refuseAccess(policy, caller.userId, caller.channel, 'cancel')!);
       }
       await bus.publish({ type: command.name === 'cancel' ? 'RunCancelled' : 'RunRetryRequested', ...who, runId: command.runId });
       return noticeMessage(command.name === 'cancel' ? `Cancelling run ${command.runId}…` : `Retrying the failed FOVs of run ${command.runId}…`);

@@ -129,7 +129,7 @@ function parseRun(args: string[]): ParseResult {
       case 'recipe': {
         const problem = firstIssue(locationSchema.safeParse(value));
         if (problem) return fail(`recipe: ${problem}`);
-        if (!/\.py$/.test(new URL(value, 'file:///').pathname)) return fail(`recipe=${value} is not a Python file; a recipe is a .py file defining process_fov(fov_index, experiment_url). Example: recipe=s3://lab-data/recipes/iss.py`);
+        if (!/\.py$/i.test(value.replace(/[?#].*$/, ''))) return fail(`recipe=${value} is not a Python file; a recipe is a .py file defining process_fov(fov_index, experiment_url). Example: recipe=s3://lab-data/recipes/iss.py`);
         request.recipe = value;
         break;
       }

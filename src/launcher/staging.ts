@@ -7,6 +7,7 @@ import type { CoreDeps } from '../core.js';
 import type { RunEventOf } from '../run/run-events.js';
 import { resolveRelative } from '../run/locations.js';
 import { errorMessage, noticeMessage } from '../messages/blocks.js';
+import { escapeMrkdwn } from '../messages/message.js';
 import type { Reader } from '../ports.js';
 
 const STAGE_CONCURRENCY = 16;
@@ -57,7 +58,8 @@ export async function stageExperiment(deps: CoreDeps, event: RunEventOf<'StageRe
     );
   }
   const destination = (rel: string) => store.locate(`experiments/${event.name}/${rel}`);
-  const ref = await chat.post(event.channel, noticeMessage(`:inbox_tray: Staging ${files.length} files of ${event.source} as *${event.name}*… 0/${files.length}`));
+  const source = escapeMrkdwn(event.source);
+  const ref = await chat.post(event.channel, noticeMessage(`:inbox_tray: Staging ${files.length} files of ${source} as *${event.name}*… 0/${files.length}`));
   const limit = pLimit(STAGE_CONCURRENCY);
   let done = 0;
   let lastShown = 0;
@@ -74,7 +76,7 @@ export async function stageExperiment(deps: CoreDeps, event: RunEventOf<'StageRe
         // Show progress at most every 10%, so a 40,000-tile experiment is ~10 updates.
         if (done - lastShown >= Math.max(1, files.length / 10) && done < files.length) {
           lastShown = done;
-          await chat.update(ref, noticeMessage(`:inbox_tray: Staging ${event.source} as *${event.name}*… ${done}/${files.length} files`));
+          await chat.update(ref, noticeMessage(`:inbox_tray: Staging ${source} as *${event.name}*… ${done}/${files.length} files`));
         }
       }),
     ),
@@ -84,7 +86,7 @@ export async function stageExperiment(deps: CoreDeps, event: RunEventOf<'StageRe
   await chat.update(
     ref,
     failures.length
-      ? errorMessage(`Staging ${event.name} copied ${files.length - failures.length}/${files.length} files; ${failures.length} failed, e.g. ${failures.slice(0, 3).join('; ')}`)
+      ? errorMessage(`Staging ${event.name} copied ${files.length - failures.length}/${files.length} files; ${failures.length} failed, e.g. ${escapeMrkdwn(failures.slice(0, 3).join('; '))}`)
       : noticeMessage(`:white_check_mark: Staged ${files.length} files as *${event.name}*. Run it with \`/starfish run ${target}\``),
   );
 }

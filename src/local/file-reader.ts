@@ -3,6 +3,7 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import type { Reader } from '../ports.js';
 import { kindOf } from '../run/locations.js';
+import { httpsGet } from '../run/https-get.js';
 
 export class LocalReader implements Reader {
   async read(url: string): Promise<Buffer> {
@@ -14,11 +15,8 @@ export class LocalReader implements Reader {
           if ((error as NodeJS.ErrnoException).code === 'ENOENT') throw new Error('no such file');
           throw error;
         }
-      case 'https': {
-        const response = await fetch(url);
-        if (!response.ok) throw new Error(`HTTP ${response.status}`);
-        return Buffer.from(await response.arrayBuffer());
-      }
+      case 'https':
+        return httpsGet(url);
       case 's3':
         throw new Error('s3:// URLs need the AWS backend (STARFISH_BACKEND=aws); on this machine use a file path');
     }

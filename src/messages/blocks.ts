@@ -154,14 +154,11 @@ export function resultsMessage(m: RunManifest, summary: ResultsSummary, links: R
     blocks: [
       section(`*${head}*${missing}`),
       section(`*Spots per gene*\n${summarizeLines(genes.map((g) => `• ${g}`), 1500, 'more genes (see summary.json)')}`),
-      section(
-        [
-          `*Files*`,
-          `• spots.csv — \`${links.spotsCsv.url}\` · <${links.spotsCsv.download}|download>`,
-          `• summary.json — \`${links.summaryJson.url}\` · <${links.summaryJson.download}|download>`,
-          `• spots.png — \`${links.spotsPng.url}\` · <${links.spotsPng.download}|download>`,
-        ].join('\n'),
-      ),
+      // One section a file: a presigned URL with a session token is ~1,600 characters.
+      section('*Files*'),
+      section(`• spots.csv — \`${links.spotsCsv.url}\` · <${links.spotsCsv.download}|download>`),
+      section(`• summary.json — \`${links.summaryJson.url}\` · <${links.summaryJson.download}|download>`),
+      section(`• spots.png — \`${links.spotsPng.url}\` · <${links.spotsPng.download}|download>`),
     ],
   };
 }

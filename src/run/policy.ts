@@ -69,9 +69,19 @@ export function approvalReasons(policy: Policy, request: RunRequest, plan: Plan,
   if (plan.fovCount > policy.approval.fovThreshold) reasons.push(`${plan.fovCount} FOVs is above the ${policy.approval.fovThreshold}-FOV threshold`);
   if (policy.approval.queues.includes(queue)) reasons.push(`queue ${queue} needs approval`);
   const prefixes = policy.approval.approvedRecipePrefixes;
-  if (prefixes.length && !prefixes.some((p) => recipe.startsWith(p))) reasons.push(`the recipe is outside the approved recipes (${prefixes.join(', ')})`);
+  if (prefixes.length && !prefixes.some((p) => isWithin(recipe, p))) reasons.push(`the recipe is outside the approved recipes (${prefixes.join(', ')})`);
   void request;
   return reasons;
+}
+
+/**
+ * Whether a location lies under a prefix as a folder: `..` segments (plain or %-encoded) never
+ * pass, and `s3://lab-recipes` does not cover `s3://lab-recipes-evil/…`.
+ */
+export function isWithin(location: string, prefix: string): boolean {
+  if (/(^|\/)(\.|%2e){2}(\/|$)/i.test(location)) return false;
+  if (location === prefix) return true;
+  return location.startsWith(prefix.endsWith('/') ? prefix : `${prefix}/`);
 }
 
 /** Why this person may not decide on this run, or undefined when they may. */

@@ -39,7 +39,7 @@ describe('BatchExecutor', () => {
       },
       tags: { 'starfish:run-id': '261125-k3f9', 'starfish:requester': 'U012ABCDEF' },
       propagateTags: true,
-      retryStrategy: { attempts: 3, evaluateOnExit: [{ onStatusReason: 'Host EC2*', action: 'RETRY' }, { onReason: '*', action: 'EXIT' }] },
+      retryStrategy: { attempts: 3, evaluateOnExit: [{ onStatusReason: 'Host EC2*', action: 'RETRY' }, { onStatusReason: 'Your Spot Task was interrupted*', action: 'RETRY' }, { onReason: '*', action: 'EXIT' }] },
     });
     expect(RETRY_STRATEGY.attempts).toBe(3);
   });

@@ -51,6 +51,7 @@ describe('run', () => {
     ['run s3://lab-data/e.json fov=3', /no option "fov" \(did you mean fovs=\?\)/],
     ['run s3://lab-data/e.json dryrun', /did you mean dry-run\?/],
     ['run s3://lab-data/e.json recipe=s3://lab-data/r.txt', /not a Python file/],
+    ['run s3://lab-data/e.json recipe=//host:99999/x', /not a Python file/],
     ['run s3://lab-data/e.json fovs=1 fovs=2', /given twice/],
     ['run s3://lab-data/e.json name=has/slash', /not a usable label/],
     ['run s3://lab-data/e.json queue=', /needs a value/],

@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { fovOfChild, makePlan, MAX_FOV_LIST_CHARS } from '../../src/run/plan.js';
 import { expandRanges, formatRanges } from '../../src/run/fov-ranges.js';
 import type { Plan } from '../../src/run/manifest.js';
+import { isWithin } from '../../src/run/policy.js';
 
 const range = (n: number, from = 0) => Array.from({ length: n }, (_, i) => from + i);
 
@@ -71,5 +72,17 @@ describe('selections', () => {
   it('formats and expands ranges as inverses', () => {
     expect(formatRanges([7, 0, 1, 2, 3, 3, 9])).toBe('0-3,7,9');
     expect(expandRanges('0-3,7,9')).toEqual([0, 1, 2, 3, 7, 9]);
+  });
+});
+
+describe('approved recipe prefixes', () => {
+  it('accept recipes inside the prefix, as a folder', () => {
+    expect(isWithin('s3://lab-recipes/iss.py', 's3://lab-recipes')).toBe(true);
+    expect(isWithin('s3://lab-recipes/v2/iss.py', 's3://lab-recipes/')).toBe(true);
+  });
+  it('refuse look-alike buckets and paths that climb out', () => {
+    expect(isWithin('s3://lab-recipes-evil/iss.py', 's3://lab-recipes')).toBe(false);
+    expect(isWithin('https://lab.example/approved/../evil.py', 'https://lab.example/approved/')).toBe(false);
+    expect(isWithin('https://lab.example/approved/%2e%2e/evil.py', 'https://lab.example/approved/')).toBe(false);
   });
 });
