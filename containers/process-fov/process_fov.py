@@ -365,7 +365,18 @@ def run(environ, state):
     return _run_fov(environ, output, fov)
 
 
+def _clear_stale_error(err_url):
+    try:
+        sio.remove(err_url)
+    except Exception as exc:
+        print("process-fov: warning: could not remove stale %s: %s" % (err_url, exc), file=sys.stderr)
+
+
 def _run_fov(environ, output, fov):
+    csv_url, err_url = fov_paths(output, fov)
+    # An earlier attempt's reason must not outlive it: if this attempt is killed (out of memory,
+    # Spot reclaim) before it can write its own, no reason beats a wrong one.
+    _clear_stale_error(err_url)
     experiment = require(environ, "STARFISH_EXPERIMENT")
     recipe_url = require(environ, "STARFISH_RECIPE")
     check_experiment(experiment, fov)
@@ -382,12 +393,7 @@ def _run_fov(environ, output, fov):
     except Exception as exc:
         raise Failure("FOV %d: recipe result could not be converted: %s" % (fov, one_line(exc, 300)),
                       EXIT_FAILURE, show_traceback=True)
-    csv_url, err_url = fov_paths(output, fov)
     sio.write_text(csv_url, render_csv(rows), content_type="text/csv", tags=sio.INTERMEDIATE_TAGS)
-    try:
-        sio.remove(err_url)  # a retry that succeeds clears the previous attempt's error
-    except Exception as exc:
-        print("process-fov: warning: could not remove stale %s: %s" % (err_url, exc), file=sys.stderr)
     print("process-fov: FOV %d: %d spots in %.1f s -> %s" % (fov, len(rows), time.time() - t0, csv_url))
     return len(rows)
 

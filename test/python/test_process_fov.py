@@ -110,6 +110,18 @@ def test_success_clears_previous_error_record(synthetic, fake_recipe, tmp_path):
     assert os.listdir(os.path.join(out, "fovs")) == ["fov_002.csv"]
 
 
+def test_an_attempt_killed_midway_leaves_no_stale_reason(synthetic, tmp_path):
+    """A retry killed before it can write its own reason (OOM, Spot) must not show the old one."""
+    out = str(tmp_path / "run")
+    os.makedirs(os.path.join(out, "fovs"))
+    write(os.path.join(out, "fovs", "fov_002.error.json"), '{"fov": 2, "reason": "old failure"}')
+    killed = str(tmp_path / "killed.py")
+    write(killed, "import os, signal\n\ndef process_fov(fov_index, experiment_url):\n    os.kill(os.getpid(), signal.SIGKILL)\n")
+    r = run_script(PROCESS_FOV, **env_for(synthetic, killed, out, AWS_BATCH_JOB_ARRAY_INDEX="2"))
+    assert r.code != 0, r
+    assert os.listdir(os.path.join(out, "fovs")) == []
+
+
 def test_fov_names_use_at_least_three_digits():
     import starfish_io
     assert starfish_io.fov_name(17) == "fov_017"
