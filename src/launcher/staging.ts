@@ -22,8 +22,9 @@ export async function experimentFiles(reader: Reader, experimentUrl: string): Pr
   const add = (ref: string, from: string) => {
     const url = resolveRelative(from, ref);
     const base = resolveRelative(experimentUrl, '.');
-    const rel = url.startsWith(base) ? url.slice(base.length).replace(/^\//, '') : url.split('/').pop()!;
-    files.set(url, rel);
+    // The staged JSON keeps its relative references, so only files inside the folder can move.
+    if (!url.startsWith(base)) throw new Error(`${from} refers to ${ref}, outside the experiment's folder; staging copies one folder (put the file next to experiment.json)`);
+    files.set(url, url.slice(base.length).replace(/^\//, ''));
     return url;
   };
   add(experimentUrl, experimentUrl);
@@ -58,6 +59,11 @@ export async function stageExperiment(deps: CoreDeps, event: RunEventOf<'StageRe
     );
   }
   const destination = (rel: string) => store.locate(`experiments/${event.name}/${rel}`);
+  // Runs may be reading a staged experiment: a name is staged once.
+  const claim = await store.createIfAbsent(`experiments/${event.name}/.staged.json`, JSON.stringify({ source: event.source, by: event.userId, files: files.length }));
+  if (claim === 'exists') {
+    return chat.ephemeral(event.channel, event.userId, errorMessage(`An experiment is already staged as ${event.name}; runs may be reading it. Choose another name, e.g. as=${event.name}-2`), event.responseUrl);
+  }
   const source = escapeMrkdwn(event.source);
   const ref = await chat.post(event.channel, noticeMessage(`:inbox_tray: Staging ${files.length} files of ${source} as *${event.name}*… 0/${files.length}`));
   const limit = pLimit(STAGE_CONCURRENCY);

@@ -25,7 +25,7 @@ describe('stage', () => {
 
     const staged = path.join(home, 'experiments/iss-copy');
     const source = filesUnder(data).filter((f) => !f.endsWith('ground_truth.csv')).map((f) => path.relative(data, f)).sort();
-    const copied = filesUnder(staged).map((f) => path.relative(staged, f)).sort();
+    const copied = filesUnder(staged).map((f) => path.relative(staged, f)).filter((f) => f !== '.staged.json').sort();
     // experiment.json, the codebook, every image manifest, FOV tile JSON and tile: all but the
     // generator's ground truth, which no SpaceTx file refers to.
     expect(copied).toEqual(source);
@@ -35,6 +35,11 @@ describe('stage', () => {
     await h.command(`run ${path.join(staged, 'experiment.json')} fovs=1`);
     await h.system.settle();
     expect((await h.latestRun())!.status).toBe('succeeded');
+
+    // The name is taken now: staging over it could pull files from under a running job.
+    await h.command(`stage ${experiment} as=iss-copy`);
+    await h.system.settle();
+    expect(h.transcript()).toMatch(/An experiment is already staged as iss-copy; runs may be reading it\. Choose another name, e\.g\. as=iss-copy-2/);
     await removeDir(home);
   });
 
