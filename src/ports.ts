@@ -22,6 +22,8 @@ export interface Store {
   replaceIf(key: string, body: Buffer | string, etag: string): Promise<{ etag: string } | 'conflict'>;
   delete(key: string): Promise<void>;
   list(prefix: string): Promise<string[]>;
+  /** The names of the "folders" directly under prefix (run ids under runs/), without their contents. */
+  listFolders(prefix: string): Promise<string[]>;
   /** Where the containers find this key: a path locally, s3://bucket/key on AWS. */
   locate(key: string): string;
   /** A link a person can click to download the object. */

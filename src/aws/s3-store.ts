@@ -174,6 +174,19 @@ export class S3Store implements Store {
     return keys.sort();
   }
 
+  async listFolders(prefix: string): Promise<string[]> {
+    // Delimiter: one entry a run, not every per-FOV table of every run.
+    const names: string[] = [];
+    const base = `${this.prefix}${prefix}`;
+    let token: string | undefined;
+    do {
+      const out = await this.client.send(new ListObjectsV2Command({ Bucket: this.bucket, Prefix: base, Delimiter: '/', ...(token ? { ContinuationToken: token } : {}) }));
+      for (const p of out.CommonPrefixes ?? []) if (p.Prefix) names.push(p.Prefix.slice(base.length).replace(/\/$/, ''));
+      token = out.IsTruncated ? out.NextContinuationToken : undefined;
+    } while (token);
+    return names.sort();
+  }
+
   locate(key: string): string {
     return `s3://${this.bucket}/${this.keyOf(key)}`;
   }

@@ -102,6 +102,16 @@ export class DirectoryStore implements Store {
     return out.filter((k) => k.startsWith(prefix)).sort();
   }
 
+  async listFolders(prefix: string): Promise<string[]> {
+    try {
+      const entries = await fs.readdir(this.pathOf(prefix.replace(/\/$/, '')), { withFileTypes: true });
+      return entries.filter((e) => e.isDirectory()).map((e) => e.name).sort();
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return [];
+      throw error;
+    }
+  }
+
   locate(key: string): string {
     return this.pathOf(key);
   }

@@ -41,10 +41,15 @@ export async function updateManifest(
 }
 
 export async function listManifests(store: Store, limit = 20): Promise<RunManifest[]> {
-  const keys = (await store.list('runs/')).filter((k) => /^runs\/[^/]+\/run\.json$/.test(k));
-  // Run ids start with the day, and the suffix is random: sort on createdAt after loading.
-  const recent = keys.sort().reverse().slice(0, limit * 2);
-  const manifests = await Promise.all(recent.map(async (k) => (await loadManifest(store, k.split('/')[1]!))?.manifest));
+  const ids = (await store.listFolders('runs/')).sort().reverse();
+  // Run ids start with the day (yymmdd) and end at random: take whole days, newest first, until
+  // there are enough, then order by creation time.
+  const chosen: string[] = [];
+  for (const id of ids) {
+    if (chosen.length >= limit && id.slice(0, 6) !== chosen.at(-1)!.slice(0, 6)) break;
+    chosen.push(id);
+  }
+  const manifests = await Promise.all(chosen.map(async (id) => (await loadManifest(store, id))?.manifest));
   return manifests
     .filter((m): m is RunManifest => m !== undefined)
     .sort((a, b) => b.createdAt.localeCompare(a.createdAt))

@@ -113,11 +113,17 @@ export function fakeS3(): FakeS3 {
     objects.set(id(input.Bucket, input.Key), { ...source });
     return { CopyObjectResult: { ETag: source.etag } };
   });
-  mock.on(ListObjectsV2Command).callsFake(async (input: { Bucket: string; Prefix?: string; ContinuationToken?: string }) => {
+  mock.on(ListObjectsV2Command).callsFake(async (input: { Bucket: string; Prefix?: string; Delimiter?: string; ContinuationToken?: string }) => {
     const keys = [...objects.keys()]
       .filter((k) => k.startsWith(`${input.Bucket}/${input.Prefix ?? ''}`))
       .map((k) => k.slice(input.Bucket.length + 1))
       .sort();
+    if (input.Delimiter) {
+      // S3's CommonPrefixes: everything up to the first delimiter after the prefix, once each.
+      const prefix = input.Prefix ?? '';
+      const common = [...new Set(keys.filter((k) => k.slice(prefix.length).includes(input.Delimiter!)).map((k) => prefix + k.slice(prefix.length).split(input.Delimiter!)[0] + input.Delimiter))];
+      return { CommonPrefixes: common.map((Prefix) => ({ Prefix })), Contents: keys.filter((k) => !k.slice(prefix.length).includes(input.Delimiter!)).map((Key) => ({ Key })), IsTruncated: false };
+    }
     const start = input.ContinuationToken ? Number(input.ContinuationToken) : 0;
     const page = keys.slice(start, start + fake.pageSize);
     const more = start + fake.pageSize < keys.length;

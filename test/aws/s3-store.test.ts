@@ -103,6 +103,13 @@ describe('S3Store', () => {
     expect(calls[1]).toMatchObject({ ContinuationToken: '2' });
   });
 
+  it('lists the runs as folders (Delimiter), without paging through their per-FOV tables', async () => {
+    const store = new S3Store({ client: client(), bucket: 'results', prefix: 'sf' });
+    for (const k of ['runs/a/run.json', 'runs/b/run.json', 'runs/b/fovs/fov_000.csv', 'runs/b/fovs/fov_001.csv', 'other/x']) s3.put(`s3://results/sf/${k}`, 'x');
+    expect(await store.listFolders('runs/')).toEqual(['a', 'b']);
+    expect(s3.mock.commandCalls(ListObjectsV2Command).map((c) => c.args[0].input)).toEqual([{ Bucket: 'results', Prefix: 'sf/runs/', Delimiter: '/' }]);
+  });
+
   it('deletes objects', async () => {
     const store = new S3Store({ client: client(), bucket: 'results' });
     await store.put('x', 'y');

@@ -38,6 +38,10 @@ export class MemoryStore implements Store {
   async list(prefix: string) {
     return [...this.objects.keys()].filter((k) => k.startsWith(prefix)).sort();
   }
+  async listFolders(prefix: string) {
+    const names = [...this.objects.keys()].filter((k) => k.startsWith(prefix) && k.slice(prefix.length).includes('/')).map((k) => k.slice(prefix.length).split('/')[0]!);
+    return [...new Set(names)].sort();
+  }
   locate(key: string) {
     return `s3://lab-results/${key}`;
   }
