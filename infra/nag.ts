@@ -113,7 +113,7 @@ export function addNagSuppressions(stack: Stack, refs: NagRefs): void {
   ack(
     refs.eventsFunction,
     iam5('*'),
-    'batch:DescribeJobs does not support resource-level permissions; AWS requires Resource "*" (Service Authorization Reference, AWS Batch).',
+    'batch:DescribeJobs and batch:ListJobs do not support resource-level permissions; AWS requires Resource "*" (Service Authorization Reference, AWS Batch).',
   );
   ack(
     refs.executionRole,

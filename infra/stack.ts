@@ -469,8 +469,9 @@ export class StarfishChatopsStack extends Stack {
         resources: [`arn:${Aws.PARTITION}:batch:${Aws.REGION}:${Aws.ACCOUNT_ID}:job/*`],
       }),
     );
-    // DescribeJobs supports no resource-level permissions: AWS requires Resource "*".
-    eventsFunction.addToRolePolicy(new iam.PolicyStatement({ sid: 'DescribeJobs', actions: ['batch:DescribeJobs'], resources: ['*'] }));
+    // DescribeJobs and ListJobs (the reconciler's failed children) support no resource-level
+    // permissions: AWS requires Resource "*".
+    eventsFunction.addToRolePolicy(new iam.PolicyStatement({ sid: 'DescribeJobs', actions: ['batch:DescribeJobs', 'batch:ListJobs'], resources: ['*'] }));
     eventsFunction.addToRolePolicy(
       new iam.PolicyStatement({ sid: 'ReadStoreAndInputs', actions: ['s3:GetObject'], resources: [results.runs, results.experiments, ...inputObjects] }),
     );

@@ -80,6 +80,12 @@ export interface JobDescription {
   since?: number;
 }
 
+export interface FailedChild {
+  index: number;
+  reason: string;
+  logStreamName?: string;
+}
+
 export interface Executor {
   submitFovs(spec: SubmitSpec, array: ArraySpec): Promise<SubmittedJob>;
   submitMerge(
@@ -89,6 +95,8 @@ export interface Executor {
   ): Promise<SubmittedJob>;
   describe(jobIds: string[]): Promise<JobDescription[]>;
   cancel(jobIds: string[], reason: string): Promise<void>;
+  /** The failed children of an array job, for when their own events were lost (reconciler). */
+  failedChildren(arrayJobId: string): Promise<FailedChild[]>;
   /** The link to one attempt's log (CloudWatch console on AWS, a file locally). */
   logLink(logStreamName: string): string;
 }

@@ -9,7 +9,7 @@
  * pay for it at cold start.
  */
 import type { BatchClient, JobDetail, RetryStrategy, SubmitJobRequest } from '@aws-sdk/client-batch';
-import type { ArraySpec, BatchStatus, Executor, JobDescription, StatusSummary, SubmitSpec, SubmittedJob } from '../ports.js';
+import type { ArraySpec, BatchStatus, Executor, JobDescription, StatusSummary, SubmitSpec, SubmittedJob, FailedChild } from '../ports.js';
 import type { Logger } from '../core.js';
 import { silentLogger } from '../core.js';
 
@@ -156,6 +156,28 @@ export class BatchExecutor implements Executor {
     return ids.flatMap((id) => {
       const d = byId.get(id);
       return d ? [this.toDescription(d, byId)] : [];
+    });
+  }
+
+  async failedChildren(arrayJobId: string): Promise<FailedChild[]> {
+    const { ListJobsCommand } = await sdk();
+    const client = await this.client();
+    const ids: string[] = [];
+    let nextToken: string | undefined;
+    do {
+      const out = await client.send(new ListJobsCommand({ arrayJobId, jobStatus: 'FAILED', ...(nextToken ? { nextToken } : {}) }));
+      for (const j of out.jobSummaryList ?? []) if (j.jobId) ids.push(j.jobId);
+      nextToken = out.nextToken;
+    } while (nextToken);
+    // ListJobs has no log stream: DescribeJobs of the children (100 at a time) has.
+    return (await this.describeRaw(ids)).flatMap((d) => {
+      const index = d.arrayProperties?.index;
+      if (index === undefined) return [];
+      const attempt = d.attempts?.at(-1);
+      const container = attempt?.container ?? d.container;
+      const reason = [container?.reason ?? attempt?.statusReason ?? d.statusReason, container?.exitCode ? `exit code ${container.exitCode}` : undefined].filter(Boolean).join(', ');
+      const stream = container?.logStreamName;
+      return [{ index, reason: reason || 'no reason given by AWS Batch', ...(stream ? { logStreamName: stream } : {}) }];
     });
   }
 

@@ -11,7 +11,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pLimit, { type LimitFunction } from 'p-limit';
-import type { ArraySpec, BatchStatus, Executor, JobDescription, JobEventSink, StatusSummary, SubmitSpec, SubmittedJob } from '../ports.js';
+import type { ArraySpec, BatchStatus, Executor, FailedChild, JobDescription, JobEventSink, StatusSummary, SubmitSpec, SubmittedJob } from '../ports.js';
 import type { BatchJobEvent } from '../run/batch-event.js';
 
 export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -29,6 +29,7 @@ export interface ProcessExecutorOptions {
 interface Child {
   index: number;
   status: BatchStatus;
+  reason?: string;
   process?: ChildProcess;
 }
 
@@ -97,6 +98,14 @@ export class ProcessExecutor implements Executor {
       job.cancelled = reason;
       for (const child of job.children) child.process?.kill('SIGTERM');
     }
+  }
+
+  async failedChildren(arrayJobId: string): Promise<FailedChild[]> {
+    const job = this.jobs.get(arrayJobId);
+    if (!job) return [];
+    return job.children
+      .filter((c) => c.status === 'FAILED')
+      .map((c) => ({ index: c.index, reason: c.reason ?? job.cancelled ?? 'failed', logStreamName: `${job.jobName}/${job.isArray ? c.index : 'job'}` }));
   }
 
   /** Resolves when every submitted job has finished (tests and `run --wait`). */
@@ -251,6 +260,7 @@ export class ProcessExecutor implements Executor {
     const stoppedAt = Date.now();
     child.status = exitCode === 0 ? 'SUCCEEDED' : 'FAILED';
     const reason = job.cancelled ?? (exitCode === 0 ? undefined : lastErrorLine || `exit code ${exitCode}`);
+    if (reason) child.reason = reason;
     const attempt = {
       container: { exitCode, logStreamName: stream, ...(reason ? { reason } : {}) },
       startedAt,

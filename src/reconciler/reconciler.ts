@@ -73,6 +73,40 @@ export class Reconciler {
     return report;
   }
 
+  /**
+   * Failed FOVs Batch knows about but the manifest does not (their events were lost), rebuilt
+   * as child FAILED events with their reasons and log streams.
+   */
+  private async lostFailures(m: RunManifest, described: JobDescription[], now: number): Promise<BatchJobEvent[]> {
+    const current = m.submissions.at(-1)!;
+    const events: BatchJobEvent[] = [];
+    for (const array of current.arrays) {
+      const d = described.find((x) => x.jobId === array.jobId);
+      if (!d || (d.status !== 'SUCCEEDED' && d.status !== 'FAILED')) continue;
+      const failed = d.statusSummary ? (d.statusSummary.FAILED ?? 0) : d.status === 'FAILED' ? 1 : 0;
+      const known = m.failures.filter((f) => f.round === current.round && (f.jobId === array.jobId || f.jobId.startsWith(`${array.jobId}:`))).length;
+      if (failed <= known) continue;
+      const children = array.unit.size > 1 ? await this.deps.executor.failedChildren(array.jobId) : [{ index: 0, reason: d.statusReason ?? 'failed' }];
+      for (const c of children) {
+        events.push({
+          'detail-type': 'Batch Job State Change',
+          source: 'aws.batch',
+          id: `reconciler-${array.jobId}-${c.index}-FAILED`,
+          time: new Date(now).toISOString(),
+          detail: {
+            jobName: array.jobName,
+            jobId: array.unit.size > 1 ? `${array.jobId}:${c.index}` : array.jobId,
+            status: 'FAILED',
+            statusReason: c.reason,
+            ...(array.unit.size > 1 ? { arrayProperties: { index: c.index } } : {}),
+            attempts: [{ container: { reason: c.reason, ...(c.logStreamName ? { logStreamName: c.logStreamName } : {}) } }],
+          },
+        });
+      }
+    }
+    return events;
+  }
+
   private async check(m: RunManifest, report: ReconcileReport): Promise<void> {
     const current = m.submissions.at(-1);
     if (!current) return;
@@ -82,7 +116,8 @@ export class Reconciler {
     const mergeIds = new Set([current.merge?.jobId, current.salvageMerge?.jobId]);
     const ended = described.filter((d) => mergeIds.has(d.jobId) && (d.status === 'SUCCEEDED' || d.status === 'FAILED'));
     const before = m.status;
-    await this.notifier.refresh(m.runId, ended.map((d) => eventFrom(d, now)));
+    const lostFailures = await this.lostFailures(m, described, now);
+    await this.notifier.refresh(m.runId, [...lostFailures, ...ended.map((d) => eventFrom(d, now))]);
     if (ended.length && before !== 'succeeded') report.recovered.push(m.runId);
 
     const stuck = described.find((d) => d.status === 'RUNNABLE' && d.since !== undefined && now - d.since > this.deps.settings.stuckAfterMs);

@@ -1,5 +1,5 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { BatchClient, DescribeJobsCommand, SubmitJobCommand, TerminateJobCommand, ClientException } from '@aws-sdk/client-batch';
+import { BatchClient, DescribeJobsCommand, ListJobsCommand, SubmitJobCommand, TerminateJobCommand, ClientException } from '@aws-sdk/client-batch';
 import { BatchExecutor, RETRY_STRATEGY, cloudWatchLogLink, consoleEscape } from '../../src/aws/batch-executor.js';
 import { CREDENTIALS, QUEUES, REGION, fakeBatch, type FakeBatch } from './helpers.js';
 
@@ -57,6 +57,21 @@ describe('BatchExecutor', () => {
     await ex.submitMerge({ ...spec, queue: 'highmem' }, { name: 'm', environment: {} }, ['j1']);
     await ex.submitFovs(spec, { name: 'n', size: 3, environment: {} });
     expect(batch.mock.commandCalls(SubmitJobCommand).map((c) => c.args[0].input.jobDefinition)).toEqual(['fov-ec2', 'merge-ec2', 'starfish-process-fov']);
+  });
+
+  it('lists the failed children of an array with their reasons and log streams (ListJobs, then DescribeJobs)', async () => {
+    batch.mock.on(ListJobsCommand, { arrayJobId: 'arr', jobStatus: 'FAILED' }).resolvesOnce({ jobSummaryList: [{ jobId: 'arr:3', jobName: 'n' }], nextToken: 'p2' }).resolvesOnce({ jobSummaryList: [{ jobId: 'arr:11', jobName: 'n' }] });
+    batch.mock.on(DescribeJobsCommand).resolves({
+      jobs: [
+        { jobId: 'arr:3', jobName: 'n', jobQueue: 'q', jobDefinition: 'd', status: 'FAILED', startedAt: 1, arrayProperties: { index: 3 }, attempts: [{ container: { exitCode: 1, reason: 'OutOfMemoryError: Container killed due to memory usage', logStreamName: 'process-fov/default/aaa' } }] },
+        { jobId: 'arr:11', jobName: 'n', jobQueue: 'q', jobDefinition: 'd', status: 'FAILED', startedAt: 1, arrayProperties: { index: 11 }, statusReason: 'Essential container in task exited', container: { exitCode: 2, logStreamName: 'process-fov/default/bbb' } },
+      ],
+    });
+    expect(await executor().failedChildren('arr')).toEqual([
+      { index: 3, reason: 'OutOfMemoryError: Container killed due to memory usage, exit code 1', logStreamName: 'process-fov/default/aaa' },
+      { index: 11, reason: 'Essential container in task exited, exit code 2', logStreamName: 'process-fov/default/bbb' },
+    ]);
+    expect(batch.mock.commandCalls(ListJobsCommand).map((c) => c.args[0].input.nextToken)).toEqual([undefined, 'p2']);
   });
 
   it('resolves the queue by name, and names the configured queues when it is unknown', async () => {

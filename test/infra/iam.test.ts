@@ -57,9 +57,9 @@ const render = (value: unknown): string => {
  */
 const ALLOWED_WILDCARDS: Array<{ actions: string[]; resource: (r: string) => boolean; why: string }> = [
   {
-    actions: ['batch:DescribeJobs'],
+    actions: ['batch:DescribeJobs', 'batch:ListJobs'],
     resource: (r) => r === '*',
-    why: 'DescribeJobs has no resource-level permissions: the Service Authorization Reference lists no resource type, so Resource must be "*".',
+    why: 'DescribeJobs and ListJobs have no resource-level permissions: the Service Authorization Reference lists no resource type, so Resource must be "*".',
   },
   {
     actions: ['ecr:GetAuthorizationToken'],
@@ -146,6 +146,7 @@ describe('least privilege per principal', () => {
     expect(actions(sts)).toEqual(
       [
         'batch:DescribeJobs',
+        'batch:ListJobs',
         'batch:SubmitJob',
         'batch:TagResource',
         'batch:TerminateJob',

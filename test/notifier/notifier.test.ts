@@ -167,6 +167,22 @@ describe('reconciler', () => {
     expect(o.resultsPosts).toBe(1);
   });
 
+  it('recovers failed FOVs whose events were all lost, with their reasons and log links', async () => {
+    const { run, events } = await scenario();
+    const array = run.batch.byName(/-fov$/);
+    run.batch.failed.set(array.jobId, new Map(FAILING.map((i) => [i, `process-fov: FOV ${i}: recipe raised ValueError`])));
+    await run.notifier.handleBatch(events.filter((e) => e.detail.status !== 'FAILED'));
+    expect((await run.manifest()).failures).toEqual([]);
+
+    await run.reconciler.run();
+    const m = await run.manifest();
+    expect(m.failures.map((f) => f.fov).sort((a, b) => a - b)).toEqual(FAILING);
+    expect(m.failures.every((f) => f.logLink?.includes('log-events/process-fov$252Fdefault$252F'))).toBe(true);
+    expect((await outcome(run)).digestFovs).toEqual(FAILING);
+    await run.reconciler.run();
+    expect((await outcome(run)).digestFovs).toEqual(FAILING);
+  });
+
   it('expires an approval nobody gave, and flags a run stuck in RUNNABLE', async () => {
     const run = await launchedRun(3);
     const array = run.batch.byName(/-fov$/);

@@ -50,6 +50,10 @@ export class CountingExecutor implements Executor {
     return this.inner.cancel(jobIds, reason);
   }
 
+  failedChildren(arrayJobId: string) {
+    return this.inner.failedChildren(arrayJobId);
+  }
+
   logLink(stream: string) {
     return this.inner.logLink(stream);
   }
