@@ -4,6 +4,7 @@ import { existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { execFileSync } from 'node:child_process';
+import { afterAll, beforeAll } from 'vitest';
 import { ConsoleChat } from '../../src/local/console-chat.js';
 import { createLocalSystem, type LocalSystemOptions } from '../../src/local/system.js';
 import { parsePolicy } from '../../src/run/policy.js';
@@ -25,6 +26,17 @@ export async function removeDir(dir: string): Promise<void> {
 export function generateExperiment(dir: string, fovs = 4): string {
   execFileSync(PYTHON, [path.join(REPO_ROOT, 'examples/synthetic-iss/generate.py'), '--out', dir, '--fovs', String(fovs)], { stdio: 'pipe' });
   return path.join(dir, 'experiment.json');
+}
+
+/** One generated experiment for a whole test file: `.experiment` is its experiment.json. */
+export function generatedExperiment(fovs: number): { data: string; experiment: string } {
+  const shared = { data: '', experiment: '' };
+  beforeAll(async () => {
+    shared.data = await tempDir('exp');
+    shared.experiment = generateExperiment(shared.data, fovs);
+  });
+  afterAll(() => removeDir(shared.data));
+  return shared;
 }
 
 /** A minimal SpaceTx experiment (no tiles) for tests that only plan. */

@@ -1,15 +1,9 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { generateExperiment, localHarness, removeDir, tempDir } from '../helpers/local.js';
+import { generatedExperiment, localHarness, removeDir, tempDir } from '../helpers/local.js';
 
-let data: string;
-let experiment: string;
-beforeAll(async () => {
-  data = await tempDir('exp');
-  experiment = generateExperiment(data, 4);
-});
-afterAll(() => removeDir(data));
+const shared = generatedExperiment(4);
 
 const policy = (extra: object = {}) => ({
   approval: { fovThreshold: 2, approvers: ['pi', 'tester'], allowSelfApproval: false, ...extra },
@@ -20,7 +14,7 @@ describe('approval', () => {
   it('holds a run above the threshold until an approver approves, then runs it', async () => {
     const home = await tempDir('home');
     const h = localHarness(home, { policy: { ...policy(), defaultRecipe: path.resolve('examples/recipes/iss_numpy.py') } });
-    await h.command(`run ${experiment}`);
+    await h.command(`run ${shared.experiment}`);
     await h.system.settle();
     const waiting = (await h.latestRun())!;
     expect(waiting.status).toBe('awaiting-approval');
@@ -47,7 +41,7 @@ describe('approval', () => {
   it('a rejected run never submits', async () => {
     const home = await tempDir('home');
     const h = localHarness(home, { policy: { ...policy(), defaultRecipe: path.resolve('examples/recipes/iss_numpy.py') } });
-    await h.command(`run ${experiment}`);
+    await h.command(`run ${shared.experiment}`);
     await h.system.settle();
     const run = (await h.latestRun())!;
     await h.command(`reject ${run.runId}`, { userId: 'pi', channel: 'lab' });
@@ -69,7 +63,7 @@ describe('cancel', () => {
     const slow = path.join(home, 'slow.py');
     await writeFile(slow, 'import time\n\ndef process_fov(fov_index, experiment_url):\n    time.sleep(60)\n    return []\n');
     const h = localHarness(home);
-    await h.command(`run ${experiment} recipe=${slow}`);
+    await h.command(`run ${shared.experiment} recipe=${slow}`);
     for (let i = 0; i < 100 && (await h.latestRun())?.status !== 'running'; i++) await new Promise((r) => setTimeout(r, 100));
     const run = (await h.latestRun())!;
     expect(run.status).toBe('running');

@@ -1,22 +1,16 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { existsSync, readFileSync } from 'node:fs';
 import { writeFile, rm } from 'node:fs/promises';
 import path from 'node:path';
-import { failingRecipe, generateExperiment, localHarness, NUMPY_RECIPE, removeDir, tempDir } from '../helpers/local.js';
+import { failingRecipe, generatedExperiment, localHarness, NUMPY_RECIPE, removeDir, tempDir } from '../helpers/local.js';
 
-let data: string;
-let experiment: string;
-beforeAll(async () => {
-  data = await tempDir('exp');
-  experiment = generateExperiment(data, 4);
-});
-afterAll(() => removeDir(data));
+const shared = generatedExperiment(4);
 
 describe('a complete local run', () => {
   it('runs every FOV, merges, and posts progress and results in the channel', async () => {
     const home = await tempDir('home');
     const h = localHarness(home);
-    const answer = await h.command(`run ${experiment} recipe=${NUMPY_RECIPE} name=e2e`);
+    const answer = await h.command(`run ${shared.experiment} recipe=${NUMPY_RECIPE} name=e2e`);
     expect(answer.refused).toBe(false);
     await h.system.settle();
 
@@ -47,7 +41,7 @@ describe('a complete local run', () => {
     await writeFile(marker, '');
     const recipe = await failingRecipe(home, [2], marker);
     const h = localHarness(home);
-    await h.command(`run ${experiment} recipe=${recipe}`);
+    await h.command(`run ${shared.experiment} recipe=${recipe}`);
     await h.system.settle();
 
     const run = (await h.latestRun())!;
@@ -86,7 +80,7 @@ describe('bad input never launches anything', () => {
   it('answers a missing experiment in the channel and writes no run', async () => {
     const home = await tempDir('home');
     const h = localHarness(home);
-    await h.command(`run ${path.join(data, 'nope.json')}`);
+    await h.command(`run ${path.join(shared.data, 'nope.json')}`);
     await h.system.settle();
     expect(await h.latestRun()).toBeUndefined();
     expect(h.transcript()).toMatch(/Could not read the experiment.json at .*nope\.json: no such file/);
@@ -96,7 +90,7 @@ describe('bad input never launches anything', () => {
   it('refuses FOVs the experiment does not have', async () => {
     const home = await tempDir('home');
     const h = localHarness(home);
-    await h.command(`run ${experiment} fovs=2-9`);
+    await h.command(`run ${shared.experiment} fovs=2-9`);
     await h.system.settle();
     expect(await h.latestRun()).toBeUndefined();
     expect(h.transcript()).toMatch(/fovs=2-9 names FOVs the experiment does not have \(4-9\); it has 0-3/);
@@ -108,7 +102,7 @@ describe('bad input never launches anything', () => {
     const bad = path.join(home, 'bad.py');
     await writeFile(bad, 'def main():\n    pass\n');
     const h = localHarness(home);
-    await h.command(`run ${experiment} recipe=${bad}`);
+    await h.command(`run ${shared.experiment} recipe=${bad}`);
     await h.system.settle();
     expect(await h.latestRun()).toBeUndefined();
     expect(h.transcript()).toMatch(/defines no process_fov\(fov_index, experiment_url\)/);
@@ -120,12 +114,12 @@ describe('dry run', () => {
   it('plans without submitting, and keeps a relative path as the absolute one it meant', async () => {
     const home = await tempDir('home');
     const h = localHarness(home);
-    const relative = path.relative(process.cwd(), experiment);
+    const relative = path.relative(process.cwd(), shared.experiment);
     await h.command(`run ${relative} fovs=0-1 dry-run`);
     await h.system.settle();
     const run = (await h.latestRun())!;
     expect(run.status).toBe('planned');
-    expect(run.request.experiment).toBe(experiment);
+    expect(run.request.experiment).toBe(shared.experiment);
     expect(run.submissions).toEqual([]);
     expect(run.plan).toMatchObject({ fovCount: 2, experimentFovCount: 4, fovs: '0-1' });
     expect(h.transcript()).toMatch(/Planned \(dry run, nothing submitted\)/);

@@ -1,16 +1,10 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { existsSync, readdirSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import path from 'node:path';
-import { generateExperiment, localHarness, removeDir, tempDir } from '../helpers/local.js';
+import { generateExperiment, generatedExperiment, localHarness, removeDir, tempDir } from '../helpers/local.js';
 
-let data: string;
-let experiment: string;
-beforeAll(async () => {
-  data = await tempDir('exp');
-  experiment = generateExperiment(data, 2);
-});
-afterAll(() => removeDir(data));
+const shared = generatedExperiment(2);
 
 const filesUnder = (dir: string): string[] =>
   readdirSync(dir, { withFileTypes: true }).flatMap((e) => (e.isDirectory() ? filesUnder(path.join(dir, e.name)) : [path.join(dir, e.name)]));
@@ -19,12 +13,12 @@ describe('stage', () => {
   it('copies every file of the experiment into the store, and a run reads the staged copy', async () => {
     const home = await tempDir('home');
     const h = localHarness(home);
-    const answer = await h.command(`stage ${experiment} as=iss-copy`);
+    const answer = await h.command(`stage ${shared.experiment} as=iss-copy`);
     expect(answer.refused).toBe(false);
     await h.system.settle();
 
     const staged = path.join(home, 'experiments/iss-copy');
-    const source = filesUnder(data).filter((f) => !f.endsWith('ground_truth.csv')).map((f) => path.relative(data, f)).sort();
+    const source = filesUnder(shared.data).filter((f) => !f.endsWith('ground_truth.csv')).map((f) => path.relative(shared.data, f)).sort();
     const copied = filesUnder(staged).map((f) => path.relative(staged, f)).filter((f) => f !== '.staged.json').sort();
     // experiment.json, the codebook, every image manifest, FOV tile JSON and tile: all but the
     // generator's ground truth, which no SpaceTx file refers to.
@@ -37,7 +31,7 @@ describe('stage', () => {
     expect((await h.latestRun())!.status).toBe('succeeded');
 
     // The name is taken now: staging over it could pull files from under a running job.
-    await h.command(`stage ${experiment} as=iss-copy`);
+    await h.command(`stage ${shared.experiment} as=iss-copy`);
     await h.system.settle();
     expect(h.transcript()).toMatch(/An experiment is already staged as iss-copy; runs may be reading it\. Choose another name, e\.g\. as=iss-copy-2/);
     await removeDir(home);
