@@ -72,6 +72,8 @@ export function ensureExample(env: Env, out: NodeJS.WriteStream = process.stdout
 }
 
 async function consoleLoop(env: Env): Promise<number> {
+  // The banner suggests the example: make sure it is there to be run.
+  ensureExample(env);
   const chat = new ConsoleChat(process.stdout, localUser());
   const system = makeSystem(env, chat);
   const caller = { userId: localUser(), channel: env.STARFISH_CHANNEL };
