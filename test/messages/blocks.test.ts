@@ -1,0 +1,76 @@
+import { describe, expect, it } from 'vitest';
+import { failureDigest, resultsMessage, rootMessage } from '../../src/messages/blocks.js';
+import { LIMITS, type Block, type Message } from '../../src/messages/message.js';
+import { renderText } from '../../src/messages/text.js';
+import type { FovFailure, RunManifest } from '../../src/run/manifest.js';
+
+function withinLimits(message: Message): void {
+  expect(message.blocks.length).toBeLessThanOrEqual(LIMITS.blocksPerMessage);
+  expect(message.text.length).toBeLessThanOrEqual(LIMITS.fallbackText);
+  for (const b of message.blocks as Block[]) {
+    if (b.type === 'header') expect(b.text.text.length).toBeLessThanOrEqual(LIMITS.headerText);
+    if (b.type === 'section') expect(b.text.text.length).toBeLessThanOrEqual(LIMITS.sectionText);
+    if (b.type === 'context') for (const e of b.elements) expect(e.text.length).toBeLessThanOrEqual(LIMITS.sectionText);
+  }
+}
+
+const manifest = (over: Partial<RunManifest> = {}): RunManifest => ({
+  version: 1,
+  runId: '261125-k3f9',
+  createdAt: '2026-11-25T10:00:00.000Z',
+  updatedAt: '2026-11-25T10:00:00.000Z',
+  requester: { userId: 'U1', channel: 'C1' },
+  request: { experiment: 's3://lab-data/iss/experiment.json', fovs: { kind: 'all' }, dryRun: false },
+  inputs: { experiment: 's3://lab-data/iss/experiment.json', recipe: 's3://lab-results/runs/261125-k3f9/inputs/recipe.py', output: 's3://lab-results/runs/261125-k3f9' },
+  queue: 'spot',
+  plan: { experimentFovCount: 10_000, fovs: '0-9999', fovCount: 10_000, units: [{ size: 10_000, offset: 0 }] },
+  approval: { required: false, reasons: [] },
+  status: 'running',
+  submissions: [],
+  progress: { total: 10_000, succeeded: 5_000, failed: 12, running: 300, waiting: 4_688 },
+  failures: [],
+  notify: { resultsPosted: false },
+  ...over,
+});
+
+describe('Block Kit limits', () => {
+  it('a digest of 2,000 failures stays within 50 blocks and 3,000-character sections, cutting no line', () => {
+    const reason = 'recipe raised ValueError: no spots found in round 2 after registration with a shift of 4.2 px in x and 3.1 px in y';
+    const failures: FovFailure[] = Array.from({ length: 2_000 }, (_, fov) => ({
+      fov,
+      reason,
+      logLink: `https://us-east-1.console.aws.amazon.com/cloudwatch/home?region=us-east-1#logsV2:log-groups/log-group/$252Faws$252Fbatch$252Fjob/log-events/process-fov$252Fdefault$252F${'a'.repeat(32)}${fov}`,
+      jobId: `j:${fov}`,
+      round: 0,
+      reported: false,
+    }));
+    const digest = failureDigest('261125-k3f9', failures, 2_000);
+    withinLimits(digest);
+    const text = digest.blocks.map((b) => (b.type === 'section' ? b.text.text : '')).join('\n');
+    const named = [...text.matchAll(/• FOV (\d+) <[^>]+\|log> — (.*)/g)];
+    expect(named.length).toBeGreaterThan(100);
+    for (const m of named) expect(m[2]).toBe(reason);
+    expect(JSON.stringify(digest.blocks.at(-1))).toContain(`…and ${2_000 - named.length} more failed FOVs: \`/starfish status 261125-k3f9\` lists them all`);
+  });
+
+  it('a long run name never pushes the header past 150 characters, and is cut at a word', () => {
+    const m = rootMessage(manifest({ request: { experiment: 's3://lab-data/iss/experiment.json', fovs: { kind: 'all' }, dryRun: false, name: 'x'.repeat(64) } }));
+    withinLimits(m);
+    const long = rootMessage(manifest({ runId: '261125-k3f9', request: { experiment: `s3://lab-data/${'deep/'.repeat(800)}experiment.json`, fovs: { kind: 'all' }, dryRun: false } }));
+    withinLimits(long);
+    expect(renderText(long)).toContain('…(more)');
+  });
+
+  it('results with 5,000 genes and long presigned links keep every link whole', () => {
+    const link = `https://lab-results.s3.amazonaws.com/runs/261125-k3f9/results/spots.csv?X-Amz-Security-Token=${'T'.repeat(1_500)}&X-Amz-Signature=abc`;
+    const genes = Object.fromEntries(Array.from({ length: 5_000 }, (_, i) => [`GENE${i}`, 5_000 - i]));
+    const m = resultsMessage(
+      manifest(),
+      { fovs_expected: 10_000, fovs_processed: 9_500, fovs_missing: Array.from({ length: 500 }, (_, i) => i * 20), failures: {}, spots_total: 1_000_000, spots_per_fov: {}, counts_per_gene: genes },
+      { spotsCsv: { url: 's3://x/spots.csv', download: link }, summaryJson: { url: 's3://x/summary.json', download: link }, spotsPng: { url: 's3://x/spots.png', download: link } },
+    );
+    withinLimits(m);
+    expect(JSON.stringify(m.blocks).split(link).length - 1).toBe(3);
+    expect(JSON.stringify(m.blocks)).toMatch(/more genes \(see summary.json\)/);
+  });
+});
