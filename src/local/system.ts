@@ -4,7 +4,7 @@
  * reconciler as production.
  */
 import path from 'node:path';
-import type { Chat, Clock } from '../ports.js';
+import type { Chat, Clock, Executor } from '../ports.js';
 import { systemClock } from '../ports.js';
 import type { CoreDeps, Logger, Settings } from '../core.js';
 import { silentLogger } from '../core.js';
@@ -32,6 +32,8 @@ export interface LocalSystemOptions {
   settings?: Partial<Settings>;
   /** Members of the policy's approver group (Slack usergroups), when a chat can tell. */
   approverGroupMembers?: () => Promise<string[]>;
+  /** Wraps the executor at the port, e.g. to count submissions in tests. */
+  decorateExecutor?: (executor: Executor) => Executor;
   /** Overrides for tests: other entry scripts. */
   scripts?: { processFov?: string; merge?: string };
 }
@@ -50,7 +52,7 @@ export function createLocalSystem(options: LocalSystemOptions) {
   const settings = { ...LOCAL_SETTINGS, ...options.settings };
   let notifier: Notifier | undefined;
   const queue = new EventQueue<BatchJobEvent>((batch) => notifier!.handleBatch(batch), log, { maxBatch: 100, windowMs: 200, redeliveryDelayMs: 200 });
-  const executor = new ProcessExecutor({
+  const processes = new ProcessExecutor({
     home: store.root,
     python: options.python,
     sink: queue.push,
@@ -58,6 +60,7 @@ export function createLocalSystem(options: LocalSystemOptions) {
     ...(options.scripts?.processFov ? { processFovScript: options.scripts.processFov } : {}),
     ...(options.scripts?.merge ? { mergeScript: options.scripts.merge } : {}),
   });
+  const executor = options.decorateExecutor ? options.decorateExecutor(processes) : processes;
   const bus = new MemoryBus(log);
   const deps: CoreDeps = {
     store,
@@ -81,7 +84,7 @@ export function createLocalSystem(options: LocalSystemOptions) {
     for (;;) {
       const before = queue.batches;
       await bus.drain();
-      await executor.idle();
+      await processes.idle();
       await queue.drain();
       await bus.drain();
       if (queue.batches === before) break;
@@ -93,6 +96,7 @@ export function createLocalSystem(options: LocalSystemOptions) {
   return {
     store,
     executor,
+    processes,
     bus,
     queue,
     launcher,

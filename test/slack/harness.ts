@@ -127,6 +127,7 @@ export async function startHarness(options: { policy?: unknown; fovs?: number } 
   await writeFile(mergeStub, MERGE_STUB);
 
   const chat = new SlackChat({ token: BOT_TOKEN, slackApiUrl: standIn.apiUrl, retryConfig: FAST_RETRY });
+  let executor!: CountingExecutor;
   const policy = parsePolicy({ ...(options.policy ?? testPolicy()) as object, defaultRecipe: recipe }, 'test');
   const system = createLocalSystem({
     home,
@@ -137,9 +138,8 @@ export async function startHarness(options: { policy?: unknown; fovs?: number } 
     scripts: { processFov: fovStub, merge: mergeStub },
     settings: { progressIntervalMs: 0, digestIntervalMs: 0 },
     ...(policy.approval.approverGroup ? { approverGroupMembers: approverGroupResolver(chat.client, policy.approval.approverGroup) } : {}),
+    decorateExecutor: (inner) => (executor = new CountingExecutor(inner)),
   });
-  const executor = new CountingExecutor(system.deps.executor);
-  system.deps.executor = executor;
 
   const receiver = new HTTPReceiver({ signingSecret: SIGNING_SECRET, logLevel: LogLevel.ERROR });
   const app = createSlackApp({ receiver, token: BOT_TOKEN, slackApiUrl: standIn.apiUrl, dispatchDeps: system.dispatchDeps, chat, logLevel: LogLevel.ERROR });
