@@ -20,6 +20,21 @@ import { kindOf } from '../run/locations.js';
 import { stageExperiment } from './staging.js';
 
 const submitClaim = (runId: string, round: number) => `${runPrefix(runId)}/claims/submit-r${round}`;
+
+/** The claim of a round: when it was taken, and every job submitted under it so far. */
+interface SubmitClaim {
+  at: number;
+  jobs: string[];
+}
+
+function readClaim(body: Buffer): SubmitClaim {
+  try {
+    const parsed = JSON.parse(body.toString('utf8')) as Partial<SubmitClaim>;
+    return { at: Number(parsed.at) || 0, jobs: Array.isArray(parsed.jobs) ? parsed.jobs.filter((j): j is string => typeof j === 'string') : [] };
+  } catch {
+    return { at: 0, jobs: [] };
+  }
+}
 /** A submission claimed this long ago and still not recorded is taken to have died with its launcher. */
 export const SUBMIT_STALE_MS = 10 * 60_000;
 
@@ -192,11 +207,15 @@ export class Launcher {
     const now = this.deps.clock.now();
     if (m.status !== 'submitting' || !pending || m.submissions.some((s) => s.round === pending.round)) return false;
     const key = submitClaim(m.runId, pending.round);
-    const claim = await this.deps.store.get(key);
-    if (claim && now - Number(claim.body.toString()) < SUBMIT_STALE_MS) return false;
-    const taken = claim ? await this.deps.store.replaceIf(key, String(now), claim.etag) : await this.deps.store.createIfAbsent(key, String(now));
+    const stored = await this.deps.store.get(key);
+    const claim = stored ? readClaim(stored.body) : undefined;
+    if (claim && now - claim.at < SUBMIT_STALE_MS) return false;
+    const fresh = JSON.stringify({ at: now, jobs: [] } satisfies SubmitClaim);
+    const taken = stored ? await this.deps.store.replaceIf(key, fresh, stored.etag) : await this.deps.store.createIfAbsent(key, fresh);
     if (taken === 'conflict' || taken === 'exists') return false;
-    this.deps.log.warn({ runId: m.runId, round: pending.round }, 'resuming a submission that never completed');
+    this.deps.log.warn({ runId: m.runId, round: pending.round, orphans: claim?.jobs.length ?? 0 }, 'resuming a submission that never completed');
+    // What the dead submitter got into Batch is terminated, so the run is submitted exactly once.
+    if (claim?.jobs.length) await this.deps.executor.cancel(claim.jobs, `starfish: run ${m.runId} is being resubmitted`);
     await this.submit(m, pending.round, planUnits(expandRanges(pending.fovs)), pending.fovs, true);
     return true;
   }
@@ -225,10 +244,18 @@ export class Launcher {
   private async submit(m: RunManifest, round: number, units: WorkUnit[], fovs: string, tookOver = false): Promise<void> {
     const { executor, store, log, clock } = this.deps;
     // Exactly one submitter per round, whatever redeliveries and reconciler passes happen.
-    if (!tookOver && (await store.createIfAbsent(submitClaim(m.runId, round), String(clock.now()))) === 'exists') {
+    const claimKey = submitClaim(m.runId, round);
+    const claim: SubmitClaim = { at: clock.now(), jobs: [] };
+    if (!tookOver && (await store.createIfAbsent(claimKey, JSON.stringify(claim))) === 'exists') {
       log.warn({ runId: m.runId, round }, 'round already being submitted; not submitting again');
       return;
     }
+    // Each job goes into the claim as soon as Batch accepts it: whoever takes over a dead
+    // submission (the reconciler) or cancels it knows what is already running.
+    const remember = async (jobId: string) => {
+      claim.jobs.push(jobId);
+      await store.put(claimKey, JSON.stringify(claim));
+    };
     const spec = { runId: m.runId, requester: m.requester.userId, queue: m.queue };
     const base = { STARFISH_RUN_ID: m.runId, STARFISH_OUTPUT: m.inputs.output };
     const submitted: Submission['arrays'] = [];
@@ -241,6 +268,7 @@ export class Launcher {
         else env.STARFISH_FOV_LIST = expandRanges(unit.fovList ?? '').join(',');
         const job = await executor.submitFovs(spec, { name, size: unit.size, environment: env });
         submitted.push({ ...job, unit });
+        await remember(job.jobId);
       }
       merge = await executor.submitMerge(
         spec,
@@ -262,6 +290,8 @@ export class Launcher {
       const { after } = await updateManifest(store, m.runId, (cur) => ({
         ...cur,
         pendingSubmission: undefined,
+        // The thread is told below; no later event may announce another ending.
+        notify: { ...cur.notify, resultsPosted: true },
         status: 'failed',
         statusReason: `could not submit the jobs (${reason})${cleanup}`,
       }));
@@ -302,9 +332,15 @@ export class Launcher {
     const { changed, after } = await updateManifest(store, event.runId, (cur) =>
       TERMINAL.has(cur.status) ? undefined : { ...cur, status: 'cancelled', statusReason: `cancelled by <@${event.userId}>` },
     );
-    if (!changed) return this.tell(event, `Run ${event.runId} has already ended (${m.status}); there is nothing to cancel.`);
+    if (!changed && after.status !== 'cancelled') return this.tell(event, `Run ${event.runId} has already ended (${m.status}); there is nothing to cancel.`);
+    // Also when it was cancelled already: a TerminateJob that failed the first time is retried.
     const jobs = after.submissions.flatMap((s) => [...s.arrays.map((a) => a.jobId), ...(s.merge ? [s.merge.jobId] : []), ...(s.salvageMerge ? [s.salvageMerge.jobId] : [])]);
-    if (jobs.length) await executor.cancel(jobs, `starfish: cancelled by ${event.userId}`);
+    if (after.pendingSubmission) {
+      const stored = await store.get(submitClaim(after.runId, after.pendingSubmission.round));
+      if (stored) jobs.push(...readClaim(stored.body).jobs);
+    }
+    if (jobs.length) await executor.cancel([...new Set(jobs)], `starfish: cancelled by ${event.userId}`);
+    if (!changed) return this.tell(event, `Run ${event.runId} was already cancelled; its jobs have been terminated again to be sure.`);
     await this.refreshRoot(after);
     if (after.message) await this.deps.chat.reply(after.message, noticeMessage(`:octagonal_sign: Run ${event.runId} cancelled by <@${event.userId}>.`));
   }
@@ -332,7 +368,7 @@ export class Launcher {
             status: 'submitting',
             statusReason: `retry ${round} of ${fovs.length} FOVs by <@${event.userId}>`,
             pendingSubmission: { round, fovs: formatRanges(fovs) },
-            notify: { ...cur.notify, resultsPosted: false },
+            notify: { ...cur.notify, resultsPosted: false, stuckWarnedAt: undefined },
           },
     );
     if (!changed) return this.tell(event, `Run ${event.runId} changed while retrying; check /starfish status ${event.runId}.`);

@@ -78,6 +78,7 @@ export function rootMessage(m: RunManifest): Message {
   const decision = decisionLine(m);
   if (decision) blocks.push(context(decision));
   if (m.submissions.length) blocks.push(section(`\`${progressLine(m.progress)}\``));
+  if (m.results) blocks.push(context(`Results: ${n(m.results.spotsTotal)} spots from ${n(m.results.fovsProcessed)}/${n(m.plan.fovCount)} FOVs${m.results.fovsMissing.length ? ` (${n(m.results.fovsMissing.length)} missing)` : ''}`));
   blocks.push(section(`*Status* ${status}`));
   if (m.status === 'awaiting-approval') {
     blocks.push({

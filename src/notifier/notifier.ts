@@ -20,6 +20,11 @@ export interface BatchOutcome {
   ignored: number;
 }
 
+/** A results delivery claimed this long ago and never confirmed died with its invocation. */
+export const DELIVERY_STALE_MS = 20 * 60_000;
+
+const deliveryStale = (m: RunManifest, now: number) => m.notify.deliveringSince !== undefined && now - m.notify.deliveringSince > DELIVERY_STALE_MS;
+
 /** Runs whose jobs no longer matter to anyone. */
 const QUIET: ReadonlySet<RunStatus> = new Set(['cancelled', 'rejected', 'expired', 'planned']);
 
@@ -64,7 +69,9 @@ export class Notifier {
     }
     const m = loaded.manifest;
     const current = m.submissions.at(-1);
-    if (!current || QUIET.has(m.status) || (TERMINAL.has(m.status) && m.notify.resultsPosted && !m.notify.picturePending)) return;
+    // A round being submitted owns the run: late events of the previous round must not end it.
+    if (!current || QUIET.has(m.status) || m.pendingSubmission) return;
+    if (TERMINAL.has(m.status) && m.notify.resultsPosted && !m.notify.picturePending && !deliveryStale(m, this.deps.clock.now())) return;
 
     const failures = await this.failuresFrom(m, events);
     const merges = mergeOutcomes(current, events, (stream) => this.deps.executor.logLink(stream));
@@ -73,7 +80,7 @@ export class Notifier {
     const arraysDone = descriptions.length > 0 && descriptions.every((d) => d.status === 'SUCCEEDED' || d.status === 'FAILED');
 
     let summary: ResultsSummary | undefined;
-    const finalMerge = current.salvageMerge ? merges.salvage : merges.merge;
+    const finalMerge = current.salvageMerge || merges.salvage ? merges.salvage : merges.merge;
     if (finalMerge?.status === 'SUCCEEDED') summary = await this.readSummary(runId);
 
     // Batch fails a job whose dependency failed: finish the merge over the FOVs that succeeded.
@@ -87,12 +94,22 @@ export class Notifier {
     const claims = { progress: false, digest: [] as FovFailure[], results: false, picture: false };
     let previous: RunManifest['notify'] = m.notify;
     const { after, changed } = await updateManifest(this.deps.store, runId, (cur) => {
-      if (QUIET.has(cur.status)) return undefined;
+      if (QUIET.has(cur.status) || cur.pendingSubmission) return undefined;
       previous = cur.notify;
       const next = structuredClone(cur);
+      // A salvage merge whose submitter died before recording it is known by its events.
+      const sub = next.submissions.find((s) => s.round === current.round);
+      if (sub && !sub.salvageMerge && merges.salvage) sub.salvageMerge = { jobId: merges.salvage.jobId, jobName: merges.salvage.jobName };
+      if (deliveryStale(next, now)) {
+        // The last delivery was claimed and never confirmed (its invocation died): send again.
+        next.notify.resultsPosted = false;
+        next.notify.deliveringSince = undefined;
+      }
       const known = new Set(next.failures.map((f) => `${f.round}:${f.fov}`));
       for (const f of failures) if (!known.has(`${f.round}:${f.fov}`)) next.failures.push(f);
-      next.progress = progress;
+      // Two notifiers may read Batch at different moments: never step progress backwards.
+      const done = (p: Progress) => p.succeeded + p.failed;
+      next.progress = TERMINAL.has(cur.status) || (cur.progress.total === progress.total && done(cur.progress) > done(progress)) ? cur.progress : progress;
       next.status = statusOf(cur.status, progress, arraysDone, finalMerge?.status, summary);
       if (finalMerge?.status === 'FAILED') next.statusReason = `the merge job failed: ${finalMerge.reason}`;
       if (summary) {
@@ -113,13 +130,14 @@ export class Notifier {
         for (const f of next.failures) f.reported = true;
         next.notify.lastDigestAt = now;
       }
-      claims.results = terminal && !next.notify.resultsPosted && (summary !== undefined || next.status === 'failed');
+      claims.results = terminal && !next.notify.resultsPosted && (summary !== undefined || (next.status === 'failed' && finalMerge?.status === 'FAILED'));
       if (claims.results) {
         next.notify.resultsPosted = true;
         if (summary) next.notify.picturePending = true;
       }
       claims.picture = next.notify.picturePending === true;
       if (claims.picture) next.notify.picturePending = false;
+      if (claims.results || claims.picture) next.notify.deliveringSince = now;
       const key = `${next.status}|${JSON.stringify(next.progress)}`;
       claims.progress = key !== next.notify.lastProgressKey && (terminal || next.status !== cur.status || next.notify.lastProgressAt === undefined || now - next.notify.lastProgressAt >= settings.progressIntervalMs);
       if (claims.progress) {
@@ -135,6 +153,9 @@ export class Notifier {
     } catch (error) {
       await this.giveBack(runId, claims, sent, previous);
       throw error;
+    }
+    if (claims.results || claims.picture) {
+      await updateManifest(this.deps.store, runId, (cur) => (cur.notify.deliveringSince === now ? { ...cur, notify: { ...cur.notify, deliveringSince: undefined } } : undefined));
     }
   }
 
@@ -162,6 +183,7 @@ export class Notifier {
       } else if (claims.picture && !sent.picture) {
         next.notify.picturePending = true;
       }
+      next.notify.deliveringSince = undefined;
       return next;
     });
   }
@@ -244,14 +266,22 @@ export class Notifier {
   private async submitSalvageMerge(m: RunManifest, current: Submission): Promise<void> {
     const name = jobName(m.runId, 'merge', current.round, undefined, true);
     // Conditional create: of several notifiers seeing the failed merge, one submits.
-    const claim = await this.deps.store.createIfAbsent(`${runPrefix(m.runId)}/claims/${name}`, String(this.deps.clock.now()));
+    const claimKey = `${runPrefix(m.runId)}/claims/${name}`;
+    const claim = await this.deps.store.createIfAbsent(claimKey, String(this.deps.clock.now()));
     if (claim === 'exists') return;
-    const job = await this.deps.executor.submitMerge(
-      { runId: m.runId, requester: m.requester.userId, queue: m.queue },
-      { name, environment: { STARFISH_RUN_ID: m.runId, STARFISH_OUTPUT: m.inputs.output, STARFISH_EXPECTED_FOVS: m.plan.fovs } },
-      [],
-    );
-    await updateManifest(this.deps.store, m.runId, (cur) => {
+    let job;
+    try {
+      job = await this.deps.executor.submitMerge(
+        { runId: m.runId, requester: m.requester.userId, queue: m.queue },
+        { name, environment: { STARFISH_RUN_ID: m.runId, STARFISH_OUTPUT: m.inputs.output, STARFISH_EXPECTED_FOVS: m.plan.fovs } },
+        [],
+      );
+    } catch (error) {
+      // Nothing was submitted: release the claim so that the redelivered batch tries again.
+      await this.deps.store.delete(claimKey);
+      throw error;
+    }
+    const { after } = await updateManifest(this.deps.store, m.runId, (cur) => {
       const next = structuredClone(cur);
       const sub = next.submissions.find((s) => s.round === current.round);
       if (!sub || sub.salvageMerge) return undefined;
@@ -259,6 +289,8 @@ export class Notifier {
       if (next.status !== 'cancelled') next.status = 'merging';
       return next;
     });
+    // Cancelled while this merge was being submitted: the cancel could not see it.
+    if (after.status === 'cancelled') await this.deps.executor.cancel([job.jobId], `starfish: run ${m.runId} was cancelled`);
   }
 }
 
@@ -266,18 +298,23 @@ interface MergeOutcome {
   status: 'SUCCEEDED' | 'FAILED';
   reason: string;
   logLink?: string;
+  jobId: string;
+  jobName: string;
 }
 
 function mergeOutcomes(current: Submission, events: BatchJobEvent[], logLink: (stream: string) => string): { merge?: MergeOutcome; salvage?: MergeOutcome } {
   const out: { merge?: MergeOutcome; salvage?: MergeOutcome } = {};
   for (const e of events) {
-    const { status, jobId } = e.detail;
+    const { status, jobId, jobName: name } = e.detail;
     if (status !== 'SUCCEEDED' && status !== 'FAILED') continue;
-    const outcome: MergeOutcome = { status, reason: failureReasonOf(e) };
+    // By name (run, round, salvage), so that a merge is known even before its id is recorded.
+    const id = parseJobName(name);
+    if (!id || id.role !== 'merge' || id.round !== current.round) continue;
+    const outcome: MergeOutcome = { status, reason: failureReasonOf(e), jobId, jobName: name };
     const stream = logStreamOf(e);
     if (stream) outcome.logLink = logLink(stream);
-    if (jobId === current.merge?.jobId) out.merge = outcome;
-    if (jobId === current.salvageMerge?.jobId) out.salvage = outcome;
+    if (id.salvage) out.salvage = outcome;
+    else out.merge = outcome;
   }
   return out;
 }

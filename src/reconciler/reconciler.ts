@@ -61,9 +61,10 @@ export class Reconciler {
           if (await this.launcher.expireIfDue(m)) report.expired.push(m.runId);
           continue;
         }
-        if (m.status === 'submitting' && m.pendingSubmission) {
+        if (m.pendingSubmission) {
+          // The round being submitted owns the run; the previous round's jobs are history.
           if (await this.launcher.resumeSubmission(m)) report.resumed.push(m.runId);
-          if (!m.submissions.length) continue;
+          continue;
         }
         await this.check(m, report);
       } catch (error) {

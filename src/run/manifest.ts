@@ -130,6 +130,8 @@ export const manifestSchema = z.object({
     resultsPosted: z.boolean(),
     /** The spots picture is owed to the thread (results posted, upload not yet done). */
     picturePending: z.boolean().optional(),
+    /** When results or the picture were claimed for sending; cleared once sent. */
+    deliveringSince: z.number().optional(),
     stuckWarnedAt: z.number().optional(),
   }),
   results: resultsSchema.optional(),

@@ -195,3 +195,93 @@ describe('reconciler', () => {
     expect(run.chat.of('reply')).toHaveLength(1);
   });
 });
+
+describe('races and crashes (second review)', () => {
+  it('a retry being submitted is not ended by late events or the reconciler', async () => {
+    const { run, events } = await scenario();
+    await run.notifier.handleBatch(events);
+    await finishSalvage(run, async (e) => void (await run.notifier.handleBatch(e)));
+    const { updateManifest } = await import('../../src/run/manifest-store.js');
+    // The retry's launcher died after the decision: round 1 pending, nothing submitted.
+    await updateManifest(run.store, run.runId, (m) => ({ ...m, status: 'submitting', pendingSubmission: { round: 1, fovs: '3,11' }, notify: { ...m.notify, resultsPosted: false } }));
+    await run.store.createIfAbsent(`runs/${run.runId}/claims/submit-r1`, JSON.stringify({ at: run.now(), jobs: [] }));
+    const posts = run.chat.calls.length;
+    await run.notifier.handleBatch(events);
+    await run.reconciler.run();
+    expect((await run.manifest()).status).toBe('submitting');
+    expect(run.chat.calls.length).toBe(posts);
+    run.advance(11 * 60_000);
+    expect((await run.reconciler.run()).resumed).toEqual([run.runId]);
+    const m = await run.manifest();
+    expect(m.status).toBe('running');
+    expect(m.submissions.map((s) => s.round)).toEqual([0, 1]);
+  });
+
+  it('a salvage merge that fails to submit is submitted by the redelivered batch', async () => {
+    const { run, events } = await scenario();
+    const submitMerge = run.batch.submitMerge.bind(run.batch);
+    let refusals = 1;
+    run.batch.submitMerge = async (...args) => {
+      if (refusals-- > 0) throw new Error('TooManyRequestsException');
+      return submitMerge(...args);
+    };
+    const first = await run.notifier.handleBatch(events);
+    expect(first.failedEventIds.length).toBeGreaterThan(0);
+    expect(() => run.batch.byName(/-merge-partial$/)).toThrow();
+    await run.notifier.handleBatch(events.filter((e) => first.failedEventIds.includes(e.id)));
+    expect(run.batch.byName(/-merge-partial$/)).toBeDefined();
+    expect((await run.manifest()).submissions[0]!.salvageMerge).toBeDefined();
+  });
+
+  it('a salvage merge submitted while the run was being cancelled is terminated', async () => {
+    const { run, events } = await scenario();
+    const submitMerge = run.batch.submitMerge.bind(run.batch);
+    run.batch.submitMerge = async (...args) => {
+      // The cancel lands between the notifier's read and its submission.
+      await run.launcher.handle({ type: 'RunCancelled', userId: 'U1', channel: 'C1', runId: run.runId });
+      return submitMerge(...args);
+    };
+    await run.notifier.handleBatch(events);
+    const salvage = run.batch.byName(/-merge-partial$/);
+    expect(run.batch.cancelled).toContain(salvage.jobId);
+    expect((await run.manifest()).status).toBe('cancelled');
+  });
+
+  it('a resumed submission terminates what the dead submitter had already got into Batch', async () => {
+    const run = await launchedRun(4);
+    const { updateManifest } = await import('../../src/run/manifest-store.js');
+    await updateManifest(run.store, run.runId, (m) => ({ ...m, status: 'submitting', submissions: [], pendingSubmission: { round: 0, fovs: '0-3' } }));
+    await run.store.put(`runs/${run.runId}/claims/submit-r0`, JSON.stringify({ at: run.now(), jobs: ['orphan-array'] }));
+    run.advance(11 * 60_000);
+    await run.reconciler.run();
+    expect(run.batch.cancelled).toEqual(['orphan-array']);
+    expect((await run.manifest()).status).toBe('running');
+  });
+
+  it('progress never steps backwards when two notifiers read Batch at different moments', async () => {
+    const run = await launchedRun(4);
+    const array = run.batch.byName(/-fov$/);
+    run.batch.set(array, 'RUNNING', { SUCCEEDED: 3, RUNNING: 1 });
+    await run.notifier.handleBatch([ev.child(array, 0, 'SUCCEEDED')]);
+    run.batch.set(array, 'RUNNING', { SUCCEEDED: 1, RUNNING: 3 }); // a stale read
+    await run.notifier.handleBatch([ev.child(array, 1, 'SUCCEEDED')]);
+    expect((await run.manifest()).progress).toMatchObject({ succeeded: 3 });
+  });
+
+  it('results claimed by an invocation that died are posted once the claim is stale', async () => {
+    const { run, events } = await scenario();
+    await run.notifier.handleBatch(events);
+    const salvage = run.batch.byName(/-merge-partial$/);
+    await run.store.put(`runs/${run.runId}/results/summary.json`, summaryJson(20, FAILING));
+    run.batch.set(salvage, 'SUCCEEDED');
+    const { updateManifest } = await import('../../src/run/manifest-store.js');
+    // What a crash right after the claim leaves behind: claimed, never confirmed.
+    await updateManifest(run.store, run.runId, (m) => ({ ...m, status: 'partially-failed', notify: { ...m.notify, resultsPosted: true, deliveringSince: run.now() } }));
+    await run.notifier.handleBatch([ev.job(salvage, 'SUCCEEDED')]);
+    expect((await outcome(run)).resultsPosts).toBe(0);
+    run.advance(21 * 60_000);
+    await run.notifier.handleBatch([ev.job(salvage, 'SUCCEEDED')]);
+    expect((await outcome(run)).resultsPosts).toBe(1);
+    expect((await run.manifest()).notify.deliveringSince).toBeUndefined();
+  });
+});
