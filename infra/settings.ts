@@ -145,6 +145,17 @@ export const settingsSchema = z
     if (JSON.stringify(s.policy).length > 2048) {
       ctx.addIssue({ code: 'custom', path: ['policy'], message: `is ${JSON.stringify(s.policy).length} characters as JSON; keep it under 2048 (Lambda environment variables are limited to 4 KB in total), e.g. use approverGroup instead of listing approvers` });
     }
+    // The ARNs, URLs and names the stack adds resolve to about 1.3 KB at deploy time, which synth
+    // cannot see: what the settings put in the environment must leave room for them.
+    const budget = 2600;
+    const used = JSON.stringify(s.policy).length + s.allowedBuckets.join(',').length + s.readonlyBuckets.join(',').length;
+    if (used > budget) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['allowedBuckets'],
+        message: `with the policy and readonlyBuckets takes ${used} characters of the Lambdas' 4 KB environment; keep the three under ${budget} (fewer buckets, or an approverGroup instead of listed approvers)`,
+      });
+    }
     const overlap = s.allowedBuckets.filter((b) => s.readonlyBuckets.includes(b));
     if (overlap.length) {
       ctx.addIssue({ code: 'custom', path: ['readonlyBuckets'], message: `lists ${overlap.join(', ')}, which is also in allowedBuckets; a bucket is either one or the other` });

@@ -63,6 +63,11 @@ describe('settings', () => {
     expect(error({ ...base, 'starfish:policy': long })).toMatch(/keep it under 2048 \(Lambda environment variables are limited to 4 KB/);
   });
 
+  it('keeps the policy and bucket lists within what the 4 KB Lambda environment leaves them', () => {
+    const buckets = Array.from({ length: 100 }, (_, i) => `lab-imaging-archive-bucket-${i}`).join(',');
+    expect(error({ ...base, 'starfish:allowedBuckets': buckets })).toMatch(/starfish:allowedBuckets .*takes \d+ characters of the Lambdas' 4 KB environment; keep the three under 2600/);
+  });
+
   it('checks Fargate sizes, log retention and bucket overlap', () => {
     expect(error({ ...base, 'starfish:fovJob': { vcpus: 1, memoryMiB: 512 } })).toMatch(/starfish:fovJob .*with 1 vCPU Fargate accepts 2048–8192 MiB/);
     expect(error({ ...base, 'starfish:logRetentionDays': 10 })).toMatch(/starfish:logRetentionDays .*retention period: 1, 3, 5, 7, 14/);
