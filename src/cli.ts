@@ -30,7 +30,7 @@ function makeSystem(env: Env, chat: ConsoleChat): LocalSystem {
 }
 
 /** Strips a leading "/starfish" so both `/starfish run x` and `run x` work at the prompt. */
-const commandText = (line: string) => line.trim().replace(/^\/?starfish\b\s*/, '');
+const commandText = (line: string) => line.trim().replace(/^\/?starfish\b\s*/i, '');
 
 export async function runOnce(env: Env, args: string[], out: NodeJS.WriteStream = process.stdout): Promise<number> {
   const chat = new ConsoleChat(out, localUser());
@@ -43,8 +43,12 @@ export async function runOnce(env: Env, args: string[], out: NodeJS.WriteStream 
   out.write(`(only visible to you) ${renderText(answer.message)}\n`);
   if (answer.refused) return EXIT.refused;
   await system.settle();
+  // A refusal that came later (experiment not found, run already ended, …) is still a refusal.
+  if (chat.refusals) return EXIT.refused;
   const parsed = parseCommand(text);
-  if (!parsed.ok || parsed.command.name !== 'run') return EXIT.ok;
+  if (!parsed.ok) return EXIT.ok;
+  if (parsed.command.name === 'retry') return exitCodeOf((await loadManifest(system.store, parsed.command.runId))!.manifest, out);
+  if (parsed.command.name !== 'run') return EXIT.ok;
   const mine = (await listManifests(system.store, 50)).filter((m) => m.createdAt >= started && m.requester.userId === caller.userId);
   if (!mine.length) return EXIT.refused;
   return exitCodeOf((await loadManifest(system.store, mine[0]!.runId))!.manifest, out);
@@ -98,7 +102,28 @@ async function consoleLoop(env: Env): Promise<number> {
   return EXIT.ok;
 }
 
+const USAGE = `Usage: starfish [command]
+
+  start                     the Slack app (Socket Mode) when SLACK_BOT_TOKEN and SLACK_APP_TOKEN are set,
+                            the console otherwise (what \`npm start\` runs)
+  console                   a channel in the terminal: type /starfish commands, watch runs
+  serve                     the Slack app in Socket Mode on this machine (docs/slack.md)
+  demo                      generate the example experiment if needed and run it (\`npm run demo\`)
+  reconcile                 one reconciler pass over the active runs
+  <slack command>           one command as in Slack, e.g. \`starfish run exp.json fovs=0-3\`,
+                            \`starfish status\`, \`starfish help run\`; a run is followed to its end
+
+Exit codes: 0 done (a run: succeeded), 1 the run failed or partially failed, 2 refused (bad input,
+not allowed, nothing to do), 3 the run waits for approval, 78 bad configuration.
+Environment: STARFISH_HOME, STARFISH_CONCURRENCY, STARFISH_PYTHON, STARFISH_POLICY, STARFISH_CHANNEL,
+LOG_LEVEL (see README.md).
+`;
+
 async function main(argv: string[]): Promise<number> {
+  if (argv[0] === '--help' || argv[0] === '-h') {
+    process.stdout.write(USAGE);
+    return EXIT.ok;
+  }
   const env = readEnv();
   const [sub = 'start', ...rest] = argv;
   switch (sub) {

@@ -120,7 +120,8 @@ function parseRun(args: string[]): ParseResult {
     const value = token.slice(eq + 1);
     if (!(RUN_OPTIONS as readonly string[]).includes(key)) {
       const hint = suggest(key, RUN_OPTIONS);
-      return fail(`run has no option "${key}"${hint ? ` (did you mean ${hint}=?)` : ''}. Options are recipe=, fovs=, queue=, name= and dry-run. Example: ${EXAMPLES.run}`);
+      const fovsHint = hint === 'fovs' ? ` (did you mean fovs=? fovs=16 takes the first 16 FOVs, fovs=3-3 only FOV 3, fovs=0-3,7 those FOVs)` : hint ? ` (did you mean ${hint}=?)` : '';
+      return fail(`run has no option "${key}"${fovsHint}. Options are recipe=, fovs=, queue=, name= and dry-run. Example: ${EXAMPLES.run}`);
     }
     if (seen.has(key)) return fail(`${key}= is given twice; give it once. Example: ${EXAMPLES.run}`);
     seen.add(key);
@@ -128,7 +129,7 @@ function parseRun(args: string[]): ParseResult {
     switch (key) {
       case 'recipe': {
         const problem = firstIssue(locationSchema.safeParse(value));
-        if (problem) return fail(`recipe: ${problem}`);
+        if (problem) return fail(`recipe: ${problem.replace(/experiment\.json/g, 'recipes/iss.py').replace('iss/recipes/iss.py', 'recipes/iss.py')}`);
         if (!/\.py$/i.test(value.replace(/[?#].*$/, ''))) return fail(`recipe=${value} is not a Python file; a recipe is a .py file defining process_fov(fov_index, experiment_url). Example: recipe=s3://lab-data/recipes/iss.py`);
         request.recipe = value;
         break;

@@ -4,14 +4,14 @@ import type { Message } from '../messages/message.js';
 import { noticeMessage } from '../messages/blocks.js';
 
 const TOPICS: Record<string, string> = {
-  run: `*run &lt;experiment.json&gt; [options]* — process every FOV of a SpaceTx experiment on AWS Batch, then merge the results.
-Options: \`recipe=URL\` the .py defining process_fov(fov_index, experiment_url) · \`fovs=all|N|a-b,c\` which FOVs (default all) · \`queue=NAME\` · \`name=LABEL\` · \`dry-run\` (plan only).
+  run: `*run &lt;experiment.json&gt; [options]* — process every FOV of a SpaceTx experiment, one job per FOV, then merge the results.
+Options: \`recipe=URL\` the .py defining process_fov(fov_index, experiment_url) · \`fovs=all|N|a-b,c\` which FOVs: all (default), the first N, or indices like 0-3,7 · \`queue=NAME\` · \`name=LABEL\` · \`dry-run\` (plan only).
 Large runs may wait for an approver. Example: \`${EXAMPLES.run}\``,
   status: `*status [run-id]* — the state of a run (your latest if no id). Example: \`${EXAMPLES.status}\``,
   list: `*list* — the recent runs. Example: \`${EXAMPLES.list}\``,
   cancel: `*cancel &lt;run-id&gt;* — terminate every job of a run. Example: \`${EXAMPLES.cancel}\``,
-  retry: `*retry &lt;run-id&gt;* — rerun only the failed FOVs of a finished run and merge again. Example: \`${EXAMPLES.retry}\``,
-  stage: `*stage &lt;experiment.json URL&gt; [as=NAME]* — copy a whole experiment into the lab's bucket. Example: \`${EXAMPLES.stage}\``,
+  retry: `*retry &lt;run-id&gt;* — rerun only the failed FOVs of a finished run with the recipe as it was at launch, and merge again (for an edited recipe, start a new run with fovs=…). Example: \`${EXAMPLES.retry}\``,
+  stage: `*stage &lt;experiment.json URL&gt; [as=NAME]* — copy a whole experiment into the lab's store (the team bucket on AWS). Example: \`${EXAMPLES.stage}\``,
   approve: `*approve &lt;run-id&gt;* — the typed form of the Approve button. Example: \`${EXAMPLES.approve}\``,
   reject: `*reject &lt;run-id&gt;* — the typed form of the Reject button. Example: \`${EXAMPLES.reject}\``,
   help: `*help [command]* — this text. Example: \`${EXAMPLES.help}\``,
@@ -19,6 +19,6 @@ Large runs may wait for an approver. Example: \`${EXAMPLES.run}\``,
 
 export function helpMessage(topic?: string): Message {
   if (topic && TOPICS[topic]) return noticeMessage(TOPICS[topic]);
-  const lines = ['run', 'status', 'list', 'cancel', 'retry', 'stage', 'help'].map((k) => TOPICS[k]);
+  const lines = ['run', 'status', 'list', 'cancel', 'retry', 'stage', 'approve', 'reject', 'help'].map((k) => TOPICS[k]);
   return noticeMessage(`*starfish* runs starfish pipelines from this channel.\n\n${lines.join('\n\n')}`);
 }

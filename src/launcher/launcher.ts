@@ -14,9 +14,8 @@ import { errorMessage, noticeMessage, rootMessage } from '../messages/blocks.js'
 import { jobName } from '../run/batch-event.js';
 import { expandRanges, formatRanges } from '../run/fov-ranges.js';
 import { planUnits } from '../run/plan.js';
-import path from 'node:path';
 import { checkLocation } from '../command/dispatcher.js';
-import { kindOf } from '../run/locations.js';
+import { absoluteLocation } from '../run/locations.js';
 import { stageExperiment } from './staging.js';
 
 const submitClaim = (runId: string, round: number) => `${runPrefix(runId)}/claims/submit-r${round}`;
@@ -38,7 +37,7 @@ function readClaim(body: Buffer): SubmitClaim {
 /** A submission claimed this long ago and still not recorded is taken to have died with its launcher. */
 export const SUBMIT_STALE_MS = 10 * 60_000;
 
-const absolute = (location: string) => (kindOf(location) === 'path' ? path.resolve(location) : location);
+const absolute = absoluteLocation;
 
 export class Launcher {
   private readonly where: { reader: CoreDeps['reader']; allowPaths: boolean };
@@ -116,7 +115,7 @@ export class Launcher {
         createdAt: now.toISOString(),
         updatedAt: now.toISOString(),
         requester: { userId: event.userId, channel: event.channel },
-        request,
+        request: { ...request, recipe },
         inputs: {
           experiment: request.experiment,
           recipe: store.locate(`${runPrefix(runId)}/inputs/recipe.py`),
@@ -330,7 +329,9 @@ export class Launcher {
       if (refusal) return this.tell(event, refusal);
     }
     const { changed, after } = await updateManifest(store, event.runId, (cur) =>
-      TERMINAL.has(cur.status) ? undefined : { ...cur, status: 'cancelled', statusReason: `cancelled by <@${event.userId}>` },
+      TERMINAL.has(cur.status)
+        ? undefined
+        : { ...cur, status: 'cancelled', statusReason: `cancelled by <@${event.userId}>`, progress: { ...cur.progress, running: 0, waiting: 0 } },
     );
     if (!changed && after.status !== 'cancelled') return this.tell(event, `Run ${event.runId} has already ended (${m.status}); there is nothing to cancel.`);
     // Also when it was cancelled already: a TerminateJob that failed the first time is retried.
@@ -366,7 +367,7 @@ export class Launcher {
         : {
             ...cur,
             status: 'submitting',
-            statusReason: `retry ${round} of ${fovs.length} FOVs by <@${event.userId}>`,
+            statusReason: `retry ${round}: ${fovs.length} FOV${fovs.length === 1 ? '' : 's'} rerun at the request of <@${event.userId}>`,
             pendingSubmission: { round, fovs: formatRanges(fovs) },
             notify: { ...cur.notify, resultsPosted: false, stuckWarnedAt: undefined },
           },

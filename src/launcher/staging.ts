@@ -5,7 +5,7 @@
 import pLimit from 'p-limit';
 import type { CoreDeps } from '../core.js';
 import type { RunEventOf } from '../run/run-events.js';
-import { resolveRelative } from '../run/locations.js';
+import { absoluteLocation, resolveRelative } from '../run/locations.js';
 import { errorMessage, noticeMessage } from '../messages/blocks.js';
 import { escapeMrkdwn } from '../messages/message.js';
 import type { Reader } from '../ports.js';
@@ -43,8 +43,9 @@ export async function experimentFiles(reader: Reader, experimentUrl: string): Pr
   return [...files.entries()];
 }
 
-export async function stageExperiment(deps: CoreDeps, event: RunEventOf<'StageRequested'>): Promise<void> {
+export async function stageExperiment(deps: CoreDeps, raw: RunEventOf<'StageRequested'>): Promise<void> {
   const { reader, store, chat, log } = deps;
+  const event = { ...raw, source: absoluteLocation(raw.source) };
   const refused = reader.checkReadable(event.source);
   if (refused) return chat.ephemeral(event.channel, event.userId, errorMessage(refused), event.responseUrl);
   let files: Array<[string, string]>;
@@ -87,6 +88,8 @@ export async function stageExperiment(deps: CoreDeps, event: RunEventOf<'StageRe
       }),
     ),
   );
+  // An incomplete copy must not hold the name: the next attempt may stage over it.
+  if (failures.length) await store.delete(`experiments/${event.name}/.staged.json`);
   log.info({ source: event.source, name: event.name, files: files.length, failed: failures.length }, 'staging finished');
   const target = destination(files[0]![1]);
   await chat.update(

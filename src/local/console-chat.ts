@@ -18,6 +18,8 @@ export class ConsoleChat implements Chat {
   private liveLine = false;
   readonly transcript: string[] = [];
   readonly uploads: Array<{ ref: MessageRef; filename: string; bytes: number }> = [];
+  /** Refusals and errors shown to the person (ephemeral warnings), for one-shot exit codes. */
+  refusals = 0;
 
   constructor(private readonly out: ConsoleOutput, private readonly user = 'you') {}
 
@@ -63,6 +65,7 @@ export class ConsoleChat implements Chat {
   }
 
   async ephemeral(_channel: string, user: string, message: Message): Promise<void> {
+    if (message.text.startsWith(':warning:')) this.refusals++;
     this.emit(`(only visible to ${user === this.user ? 'you' : user}) ${renderText(message)}`);
   }
 

@@ -34,6 +34,11 @@ function button(text: string, action: string, value: string, style?: 'primary' |
   return { type: 'button', text: plain(text), action_id: action, value, ...(style ? { style } : {}) };
 }
 
+/** process-fov's reasons start "process-fov: FOV 17: …"; the message names the FOV already. */
+export function reasonWithoutFov(f: Pick<FovFailure, 'fov' | 'reason'>): string {
+  return f.reason.replace(/^process-fov: /, '').replace(new RegExp(`^FOV ${f.fov}: `), '');
+}
+
 export function progressBar(p: Progress, width = 20): string {
   const done = p.succeeded + p.failed;
   const ratio = p.total === 0 ? 0 : done / p.total;
@@ -56,8 +61,8 @@ function title(m: RunManifest): string {
 function requestFields(m: RunManifest): string {
   return [
     `*Experiment* ${esc(m.request.experiment)}`,
-    `*Recipe* ${esc(m.request.recipe ?? m.inputs.recipe)}`,
-    `*FOVs* ${n(m.plan.fovCount)} of ${n(m.plan.experimentFovCount)} (${m.plan.fovs || 'none'}) in ${m.plan.units.length} Batch ${m.plan.units.length === 1 ? 'job' : 'jobs'}`,
+    `*Recipe* ${esc(m.request.recipe ?? m.inputs.recipe)} (copied at launch: retries run this copy)`,
+    `*FOVs* ${n(m.plan.fovCount)} of ${n(m.plan.experimentFovCount)} (${m.plan.fovs || 'none'}) in ${m.plan.units.length} ${m.plan.units.length === 1 ? 'job' : 'jobs'}`,
     `*Queue* ${m.queue} · *Requested by* <@${m.requester.userId}>`,
   ].join('\n');
 }
@@ -107,7 +112,7 @@ export function rootMessage(m: RunManifest): Message {
  * only past that does it point to /starfish status.
  */
 export function failureDigest(runId: string, failures: FovFailure[], totalFailed: number): Message {
-  const lines = failures.map((f) => `• FOV ${f.fov}${f.logLink ? ` <${f.logLink}|log>` : ''} — ${esc(clip(f.reason, 160))}`);
+  const lines = failures.map((f) => `• FOV ${f.fov}${f.logLink ? ` <${f.logLink}|log>` : ''} — ${esc(clip(reasonWithoutFov(f), 160))}`);
   const head = `:warning: ${failures.length} FOV${failures.length === 1 ? '' : 's'} failed${totalFailed > failures.length ? ` (${totalFailed} in all so far)` : ''}`;
   const blocks: Block[] = [section(`*${head}* in run ${runId}`)];
   const sections = chunkLines(lines, LIMITS.sectionText, LIMITS.blocksPerMessage - 2);
@@ -182,7 +187,7 @@ export function statusMessage(m: RunManifest): Message {
   const failures = m.failures.filter((f) => f.round === (m.submissions.at(-1)?.round ?? 0));
   const blocks: Block[] = root.blocks.filter((b) => b.type !== "actions");
   if (failures.length) {
-    blocks.push(section(`*Failed FOVs*\n${summarizeLines(failures.map((f) => `• FOV ${f.fov}: ${esc(clip(f.reason, 200))}${f.logLink ? ` — <${f.logLink}|log>` : ''}`), LIMITS.sectionText, 'more')}`));
+    blocks.push(section(`*Failed FOVs*\n${summarizeLines(failures.map((f) => `• FOV ${f.fov}: ${esc(clip(reasonWithoutFov(f), 200))}${f.logLink ? ` — <${f.logLink}|log>` : ''}`), LIMITS.sectionText, 'more')}`));
   }
   if (m.results) blocks.push(section(`*Results* ${n(m.results.spotsTotal)} spots · ${m.inputs.output}/results/`));
   return { text: root.text, blocks };

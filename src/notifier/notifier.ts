@@ -10,7 +10,7 @@ import { loadManifest, updateManifest } from '../run/manifest-store.js';
 import { TERMINAL, runPrefix, type FovFailure, type Progress, type RunManifest, type RunStatus, type Submission } from '../run/manifest.js';
 import { fovOfChild } from '../run/plan.js';
 import { resultKeys, resultsSummarySchema, type ResultsSummary } from '../run/results.js';
-import { failedRunMessage, failureDigest, resultsMessage, rootMessage } from '../messages/blocks.js';
+import { failedRunMessage, failureDigest, reasonWithoutFov, resultsMessage, rootMessage } from '../messages/blocks.js';
 import type { JobDescription } from '../ports.js';
 
 export interface BatchOutcome {
@@ -111,7 +111,15 @@ export class Notifier {
       const done = (p: Progress) => p.succeeded + p.failed;
       next.progress = TERMINAL.has(cur.status) || (cur.progress.total === progress.total && done(cur.progress) > done(progress)) ? cur.progress : progress;
       next.status = statusOf(cur.status, progress, arraysDone, finalMerge?.status, summary);
-      if (finalMerge?.status === 'FAILED') next.statusReason = `the merge job failed: ${finalMerge.reason}`;
+      if (finalMerge?.status === 'FAILED') {
+        // When no FOV succeeded the merge had nothing to merge: the FOVs are the story.
+        const roundFailures = next.failures.filter((f) => f.round === current.round);
+        const first = roundFailures[0];
+        next.statusReason =
+          next.progress.total > 0 && next.progress.succeeded === 0 && first
+            ? `all ${next.progress.total} FOVs failed, e.g. FOV ${first.fov}: ${reasonWithoutFov(first)}`
+            : `the merge job failed: ${finalMerge.reason}`;
+      }
       if (summary) {
         next.results = {
           spotsTotal: summary.spots_total,
@@ -209,7 +217,8 @@ export class Notifier {
       const link = async (key: string) => ({ url: store.locate(key), download: await store.downloadLink(key) });
       await chat.reply(m.message, resultsMessage(m, summary, { spotsCsv: await link(keys.spotsCsv), summaryJson: await link(keys.summaryJson), spotsPng: await link(keys.spotsPng) }));
     } else if (claims.results && m.status === 'failed') {
-      await chat.reply(m.message, failedRunMessage(m.runId, `the merge job failed: ${finalMerge?.reason ?? 'see its log'}`, finalMerge?.logLink));
+      const allFovsFailed = m.statusReason?.startsWith('all ') ?? false;
+      await chat.reply(m.message, failedRunMessage(m.runId, m.statusReason ?? `the merge job failed: ${finalMerge?.reason ?? 'see its log'}`, allFovsFailed ? undefined : finalMerge?.logLink));
     }
     sent.results = true;
     if (claims.picture) {

@@ -1,4 +1,5 @@
 /** Locations of inputs: s3:// and https:// URLs, or plain paths on the local backend. */
+import os from 'node:os';
 import path from 'node:path';
 
 export type LocationKind = 's3' | 'https' | 'path';
@@ -7,6 +8,13 @@ export function kindOf(location: string): LocationKind {
   if (location.startsWith('s3://')) return 's3';
   if (location.startsWith('https://')) return 'https';
   return 'path';
+}
+
+/** A path as the absolute one it means (`~` is the home directory); URLs are left alone. */
+export function absoluteLocation(location: string): string {
+  if (kindOf(location) !== 'path') return location;
+  const expanded = location === '~' || location.startsWith('~/') ? path.join(os.homedir(), location.slice(1)) : location;
+  return path.resolve(expanded);
 }
 
 /** Resolves a reference inside a SpaceTx file against the file that names it. */

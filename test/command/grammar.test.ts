@@ -48,7 +48,7 @@ describe('run', () => {
     ['run s3://lab-data/e.json fovs=3-1', /runs backwards; write it low-high, like 1-3/],
     ['run s3://lab-data/e.json fovs=0', /selects nothing/],
     ['run s3://lab-data/e.json fovs=a-b', /"a-b" is not a FOV index or range/],
-    ['run s3://lab-data/e.json fov=3', /no option "fov" \(did you mean fovs=\?\)/],
+    ['run s3://lab-data/e.json fov=3', /no option "fov" \(did you mean fovs=\? fovs=16 takes the first 16 FOVs, fovs=3-3 only FOV 3/],
     ['run s3://lab-data/e.json dryrun', /did you mean dry-run\?/],
     ['run s3://lab-data/e.json recipe=s3://lab-data/r.txt', /not a Python file/],
     ['run s3://lab-data/e.json recipe=//host:99999/x', /not a Python file/],

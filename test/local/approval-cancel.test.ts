@@ -74,6 +74,7 @@ describe('cancel', () => {
     const after = (await h.latestRun())!;
     expect(after.status).toBe('cancelled');
     expect(after.statusReason).toBe('cancelled by <@tester>');
+    expect(after.progress).toMatchObject({ running: 0, waiting: 0 });
     expect(h.transcript()).toMatch(new RegExp(`Run ${run.runId} cancelled by @tester`));
     expect(h.transcript()).not.toMatch(/Results of run/);
     await h.command(`cancel ${run.runId}`);

@@ -39,6 +39,17 @@ describe('the starfish command', () => {
     expect(r.stdout).toMatch(/names FOVs the experiment does not have \(5-6\); it has 0-1/);
   });
 
+  it('exits 2 when a later answer refuses the command, and explains itself with --help', () => {
+    const ok = starfish(['run', experiment, `recipe=${NUMPY_RECIPE}`, 'fovs=1']);
+    const runId = /run (\d{6}-[a-z0-9]{4}): succeeded/.exec(ok.stdout)![1]!;
+    const retry = starfish(['retry', runId]);
+    expect(retry.status).toBe(2);
+    expect(retry.stdout).toMatch(/is succeeded; retry reruns the failed FOVs/);
+    const help = spawnSync(process.execPath, [path.resolve('bin/starfish.js'), '--help'], { encoding: 'utf8' });
+    expect(help.status).toBe(0);
+    expect(help.stdout).toMatch(/Usage: starfish \[command\][\s\S]*Exit codes: 0 done/);
+  });
+
   it('exits 78 naming the variable when the configuration is wrong', () => {
     const r = spawnSync(process.execPath, [path.resolve('bin/starfish.js'), 'list'], { env: { ...process.env, STARFISH_CONCURRENCY: 'lots' }, encoding: 'utf8' });
     expect(r.status).toBe(78);

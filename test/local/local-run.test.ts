@@ -56,7 +56,7 @@ describe('a complete local run', () => {
 
     const t = h.transcript();
     expect(t).toMatch(/1 FOV failed/);
-    expect(t).toContain(`FOV 2: `);
+    expect(t).toMatch(/• FOV 2 log \(\S+\) — recipe raised ValueError: simulated failure: no spots found in round 2/);
     expect(t).toContain(failure.logLink!);
     expect(t).toMatch(/3\/4 FOVs/);
     expect(t).toContain(`/starfish retry ${run.runId}`);
@@ -72,6 +72,21 @@ describe('a complete local run', () => {
     expect(after.submissions[1]).toMatchObject({ round: 1, fovs: '2', arrays: [{ unit: { size: 1, offset: 2 } }] });
     expect(after.results).toMatchObject({ fovsProcessed: 4, fovsMissing: [] });
     expect(h.transcript().match(/Results of run/g)).toHaveLength(2);
+    await removeDir(home);
+  });
+});
+
+describe('a run where every FOV fails', () => {
+  it('says so, with the first reason, rather than blaming the merge', async () => {
+    const home = await tempDir('home');
+    const recipe = await failingRecipe(home, [0, 1, 2, 3]);
+    const h = localHarness(home);
+    await h.command(`run ${shared.experiment} recipe=${recipe}`);
+    await h.system.settle();
+    const run = (await h.latestRun())!;
+    expect(run.status).toBe('failed');
+    expect(run.statusReason).toMatch(/^all 4 FOVs failed, e\.g\. FOV \d: recipe raised ValueError: simulated failure/);
+    expect(h.transcript()).toMatch(/Run \S+ failed: all 4 FOVs failed/);
     await removeDir(home);
   });
 });

@@ -37,6 +37,16 @@ describe('stage', () => {
     await removeDir(home);
   });
 
+  it('takes a relative path, as run does', async () => {
+    const home = await tempDir('home');
+    const h = localHarness(home);
+    await h.command(`stage ${path.relative(process.cwd(), shared.experiment)} as=rel`);
+    await h.system.settle();
+    expect(existsSync(path.join(home, 'experiments/rel/experiment.json'))).toBe(true);
+    expect(h.transcript()).toMatch(/Staged \d+ files as rel\./);
+    await removeDir(home);
+  });
+
   it('says which files could not be copied', async () => {
     const home = await tempDir('home');
     const broken = await tempDir('broken');
