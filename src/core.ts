@@ -30,6 +30,11 @@ export interface CoreDeps {
   clock: Clock;
   log: Logger;
   settings: Settings;
+  /**
+   * Checks a recipe's source before launch (the local backend parses it with Python, so a
+   * syntax error is one answer, not one failure per FOV); undefined when fine.
+   */
+  checkRecipe?: (source: Buffer) => Promise<string | undefined>;
   /** Members of the policy's approver group, resolved by the chat side (Slack usergroups). */
   approverGroupMembers?: () => Promise<string[]>;
 }

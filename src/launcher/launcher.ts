@@ -97,6 +97,8 @@ export class Launcher {
     if (!/def\s+process_fov\s*\(/.test(recipeBody.toString('utf8'))) {
       return this.tell(event, `The recipe at ${recipe} defines no process_fov(fov_index, experiment_url) function, which each FOV job calls. See examples/recipes/README.md.`);
     }
+    const broken = await this.deps.checkRecipe?.(recipeBody);
+    if (broken) return this.tell(event, `The recipe at ${recipe} cannot run: ${broken}. Nothing was launched.`);
 
     // Buses deliver at least once (and Lambda retries a failed invocation): one request, one run.
     const claim = event.requestId ? `requests/${event.requestId}` : undefined;

@@ -3,6 +3,7 @@
  * queue, and a chat (the console, or any other Chat). The same launcher, notifier and
  * reconciler as production.
  */
+import { execFile } from 'node:child_process';
 import path from 'node:path';
 import type { Chat, Clock, Executor } from '../ports.js';
 import { systemClock } from '../ports.js';
@@ -71,6 +72,7 @@ export function createLocalSystem(options: LocalSystemOptions) {
     clock: options.clock ?? systemClock,
     log,
     settings,
+    checkRecipe: (source) => pythonSyntaxError(options.python, source),
     ...(options.approverGroupMembers ? { approverGroupMembers: options.approverGroupMembers } : {}),
   };
   const launcher = new Launcher(deps);
@@ -110,6 +112,19 @@ export function createLocalSystem(options: LocalSystemOptions) {
 }
 
 export type LocalSystem = ReturnType<typeof createLocalSystem>;
+
+/** Parses Python source with the interpreter the jobs use; the first error as a sentence. */
+export function pythonSyntaxError(python: string, source: Buffer): Promise<string | undefined> {
+  const program = 'import ast, sys\ntry:\n    ast.parse(sys.stdin.buffer.read())\nexcept SyntaxError as e:\n    print("%s at line %s" % (e.msg, e.lineno))\n    sys.exit(1)\n';
+  return new Promise((resolve) => {
+    const child = execFile(python, ['-c', program], { timeout: 10_000 }, (error, stdout) => {
+      // An interpreter that cannot start is not the recipe's fault: the jobs will say so.
+      const found = /^(.+ at line \d+)$/m.exec(stdout);
+      resolve(error && (error as { code?: unknown }).code === 1 && found ? `Python reports a syntax error: ${found[1]}` : undefined);
+    });
+    child.stdin?.end(source);
+  });
+}
 
 export const EXAMPLE_EXPERIMENT = path.join(REPO_ROOT, 'examples/synthetic-iss/data/experiment.json');
 export const EXAMPLE_RECIPE = path.join(REPO_ROOT, 'examples/recipes/iss_numpy.py');

@@ -112,6 +112,18 @@ describe('bad input never launches anything', () => {
     await removeDir(home);
   });
 
+  it('refuses a recipe Python cannot parse, naming the line', async () => {
+    const home = await tempDir('home');
+    const bad = path.join(home, 'typo.py');
+    await writeFile(bad, 'import numpy\n\ndef process_fov(fov_index, experiment_url)\n    return []\n');
+    const h = localHarness(home);
+    await h.command(`run ${shared.experiment} recipe=${bad}`);
+    await h.system.settle();
+    expect(await h.latestRun()).toBeUndefined();
+    expect(h.transcript()).toMatch(/cannot run: Python reports a syntax error: .* at line 3\. Nothing was launched/);
+    await removeDir(home);
+  });
+
   it('refuses a recipe with no process_fov', async () => {
     const home = await tempDir('home');
     const bad = path.join(home, 'bad.py');
