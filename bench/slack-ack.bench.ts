@@ -12,6 +12,7 @@
  *    help request, which builds the AWS backend and Bolt app; no network call).
  * Prints one JSON line. Targets: p99 < 50 ms, cold import < 250 ms, bundle < 1 MB.
  */
+import { EXAMPLE_AWS_ENV } from '../test/aws/helpers.js';
 import { createHmac } from 'node:crypto';
 import { execFile } from 'node:child_process';
 import { Agent, request } from 'node:http';
@@ -166,14 +167,7 @@ async function lambdaCold() {
     PATH: process.env.PATH ?? '',
     SLACK_SIGNING_SECRET: SECRET,
     SLACK_BOT_TOKEN: 'xoxb-bench',
-    STARFISH_BUCKET: 'lab-starfish-results',
-    STARFISH_EVENT_BUS: 'starfish-chatops',
-    STARFISH_JOB_QUEUES: JSON.stringify({ spot: 'arn:aws:batch:us-east-1:123456789012:job-queue/starfish-spot' }),
-    STARFISH_FOV_JOB_DEFINITION: 'starfish-process-fov',
-    STARFISH_MERGE_JOB_DEFINITION: 'starfish-merge-results',
-    STARFISH_POLICY_JSON: JSON.stringify({ queues: { default: 'spot', allowed: ['spot'] } }),
-    AWS_REGION: 'us-east-1',
-    LOG_LEVEL: 'error',
+    ...EXAMPLE_AWS_ENV,
     AWS_SDK_JS_SUPPRESS_NODE_VERSION_WARNING: '1',
   };
   const body = slashBody('help', 0);

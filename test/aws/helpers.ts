@@ -318,3 +318,15 @@ export function sqsRecords(bodies: unknown[]): { Records: Array<{ messageId: str
     })),
   };
 }
+
+/** A complete AWS backend environment (src/aws/config.ts) for bundles started in tests and benches. */
+export const EXAMPLE_AWS_ENV: Record<string, string> = {
+  STARFISH_BUCKET: 'lab-starfish-results',
+  STARFISH_EVENT_BUS: 'starfish-chatops',
+  STARFISH_JOB_QUEUES: JSON.stringify({ spot: 'arn:aws:batch:us-east-1:123456789012:job-queue/starfish-spot' }),
+  STARFISH_FOV_JOB_DEFINITION: 'starfish-process-fov',
+  STARFISH_MERGE_JOB_DEFINITION: 'starfish-merge-results',
+  STARFISH_POLICY_JSON: JSON.stringify({ queues: { default: 'spot', allowed: ['spot'] } }),
+  AWS_REGION: 'us-east-1',
+  LOG_LEVEL: 'error',
+};

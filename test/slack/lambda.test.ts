@@ -4,6 +4,7 @@
  * with mocked SDK clients, and the esbuild bundle itself in a fresh Node process.
  */
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { EXAMPLE_AWS_ENV } from '../aws/helpers.js';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import path from 'node:path';
@@ -286,14 +287,5 @@ describe('the bundle (scripts/bundle-lambdas.mjs)', () => {
 });
 
 function awsEnvForBundle(): Record<string, string> {
-  return {
-    STARFISH_BUCKET: 'lab-starfish-results',
-    STARFISH_EVENT_BUS: 'starfish-chatops',
-    STARFISH_JOB_QUEUES: JSON.stringify({ spot: 'arn:aws:batch:us-east-1:123456789012:job-queue/starfish-spot' }),
-    STARFISH_FOV_JOB_DEFINITION: 'starfish-process-fov',
-    STARFISH_MERGE_JOB_DEFINITION: 'starfish-merge-results',
-    STARFISH_POLICY_JSON: JSON.stringify({ queues: { default: 'spot', allowed: ['spot'] } }),
-    AWS_REGION: 'us-east-1',
-    LOG_LEVEL: 'error',
-  };
+  return { ...EXAMPLE_AWS_ENV };
 }
