@@ -116,7 +116,8 @@ export async function bundleLambdas({ bundleAwsSdk, only, outDir = OUT_DIR, log 
       banner: { js: "import{createRequire as __cr}from'node:module';const require=__cr(import.meta.url);" },
       logLevel: 'warning',
     });
-    writeFileSync(path.join(outdir, 'meta.json'), JSON.stringify(result.metafile));
+    // Beside the function's folder, not in it: the folder is what deploys (and what is measured).
+    writeFileSync(path.join(outDir, `${name}.meta.json`), JSON.stringify(result.metafile));
     const index = path.join(outdir, 'index.mjs');
     results[name] = { file: path.relative(ROOT, index), entryBytes: statSync(index).size, totalBytes: sizeOf(outdir), awsSdk: sdkBundled ? 'bundled' : 'external' };
     log(`${name.padEnd(7)} ${path.relative(ROOT, index)}  entry ${(results[name].entryBytes / 1024).toFixed(1)} KiB, with chunks ${(results[name].totalBytes / 1024).toFixed(1)} KiB${sdkBundled ? ' (AWS SDK bundled)' : ' (@aws-sdk/* from the Lambda runtime)'}`);

@@ -52,7 +52,7 @@ export async function dispatch(deps: DispatchDeps, text: string, caller: Caller)
 
 export async function execute(deps: DispatchDeps, command: Command, caller: Caller): Promise<Answer> {
   const message = await answer(deps, command, caller);
-  return { message, refused: message.text.startsWith(':warning:') };
+  return { message, refused: message.refusal === true };
 }
 
 async function answer(deps: DispatchDeps, command: Command, caller: Caller): Promise<Message> {

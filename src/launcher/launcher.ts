@@ -4,7 +4,7 @@
  */
 import type { CoreDeps } from '../core.js';
 import type { RunEventOf, RunEvent } from '../run/run-events.js';
-import { ExperimentError, readExperiment } from '../run/experiment.js';
+import { ExperimentError, readExperiment, type ExperimentInfo } from '../run/experiment.js';
 import { makePlan } from '../run/plan.js';
 import { newRunId } from '../run/run-id.js';
 import { createManifest, loadManifest, updateManifest } from '../run/manifest-store.js';
@@ -78,14 +78,14 @@ export class Launcher {
     const problem = checkLocation(this.where, request.experiment, 'The experiment') ?? checkLocation(this.where, recipe, 'The recipe') ?? refuseQueue(policy, queue);
     if (problem) return this.tell(event, problem);
 
-    let fovs: number[];
+    let experiment: ExperimentInfo;
     try {
-      fovs = (await readExperiment(reader, request.experiment)).fovs;
+      experiment = await readExperiment(reader, request.experiment);
     } catch (error) {
       if (error instanceof ExperimentError) return this.tell(event, error.message);
       throw error;
     }
-    const plan = makePlan(fovs, request.fovs);
+    const plan = makePlan(experiment.fovs, request.fovs);
     if (typeof plan === 'string') return this.tell(event, plan);
 
     let recipeBody: Buffer;
@@ -149,7 +149,7 @@ export class Launcher {
     const runId = manifest.runId;
     // Reproducibility: the recipe and experiment.json exactly as they were at launch.
     await store.put(`${runPrefix(runId)}/inputs/recipe.py`, recipeBody);
-    await store.put(`${runPrefix(runId)}/inputs/experiment.json`, await reader.read(request.experiment));
+    await store.put(`${runPrefix(runId)}/inputs/experiment.json`, experiment.source);
     log.info({ runId, fovs: plan.fovCount, units: plan.units.length, approval: reasons }, 'run planned');
 
     let ref;

@@ -9,11 +9,12 @@ import { absoluteLocation, resolveRelative } from '../run/locations.js';
 import { errorMessage, noticeMessage } from '../messages/blocks.js';
 import { escapeMrkdwn } from '../messages/message.js';
 import type { Reader } from '../ports.js';
+import { ExperimentError, readJson } from '../run/experiment.js';
 
 const STAGE_CONCURRENCY = 16;
 
-async function json(reader: Reader, url: string): Promise<Record<string, unknown>> {
-  return JSON.parse((await reader.read(url)).toString('utf8')) as Record<string, unknown>;
+async function json(reader: Reader, url: string, what: string): Promise<Record<string, unknown>> {
+  return (await readJson(reader, url, what, 's3://lab-data/iss/experiment.json')).value as Record<string, unknown>;
 }
 
 /** Every file an experiment consists of, as [source URL, path relative to experiment.json]. */
@@ -28,15 +29,15 @@ export async function experimentFiles(reader: Reader, experimentUrl: string): Pr
     return url;
   };
   add(experimentUrl, experimentUrl);
-  const experiment = await json(reader, experimentUrl);
+  const experiment = await json(reader, experimentUrl, 'experiment.json');
   const images = (experiment.images ?? {}) as Record<string, string>;
   if (typeof experiment.codebook === 'string') add(experiment.codebook, experimentUrl);
   for (const manifestRef of Object.values(images)) {
     const manifestUrl = add(manifestRef, experimentUrl);
-    const manifest = await json(reader, manifestUrl);
+    const manifest = await json(reader, manifestUrl, 'image manifest');
     for (const fovRef of Object.values((manifest.contents ?? {}) as Record<string, string>)) {
       const fovUrl = add(fovRef, manifestUrl);
-      const fov = await json(reader, fovUrl);
+      const fov = await json(reader, fovUrl, 'FOV tile list');
       for (const tile of (fov.tiles ?? []) as Array<{ file?: string }>) if (tile.file) add(tile.file, fovUrl);
     }
   }
@@ -55,7 +56,11 @@ export async function stageExperiment(deps: CoreDeps, raw: RunEventOf<'StageRequ
     return chat.ephemeral(
       event.channel,
       event.userId,
-      errorMessage(`Could not read the experiment at ${event.source}: ${(error as Error).message}. Example: /starfish stage s3://lab-data/iss/experiment.json as=iss`),
+      errorMessage(
+        error instanceof ExperimentError
+          ? `${error.message} Nothing was staged.`
+          : `Could not stage the experiment at ${event.source}: ${(error as Error).message}. Example: /starfish stage s3://lab-data/iss/experiment.json as=iss`,
+      ),
       event.responseUrl,
     );
   }

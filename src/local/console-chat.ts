@@ -65,7 +65,7 @@ export class ConsoleChat implements Chat {
   }
 
   async ephemeral(_channel: string, user: string, message: Message): Promise<void> {
-    if (message.text.startsWith(':warning:')) this.refusals++;
+    if (message.refusal) this.refusals++;
     this.emit(`(only visible to ${user === this.user ? 'you' : user}) ${renderText(message)}`);
   }
 

@@ -179,7 +179,7 @@ export function noticeMessage(text: string): Message {
 }
 
 export function errorMessage(text: string): Message {
-  return noticeMessage(`:warning: ${text}`);
+  return { ...noticeMessage(`:warning: ${text}`), refusal: true };
 }
 
 export function statusMessage(m: RunManifest): Message {

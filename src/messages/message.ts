@@ -34,6 +34,8 @@ export interface Message {
   /** Notification and accessibility fallback; also what the console prints first. */
   text: string;
   blocks: Block[];
+  /** Set by errorMessage: the person's request was refused or could not be done. */
+  refusal?: true;
 }
 
 export const LIMITS = {

@@ -9,7 +9,6 @@ import { resolveRelative } from './locations.js';
 const experimentSchema = z.object({
   version: z.string().optional(),
   images: z.object({ primary: z.string() }).passthrough(),
-  codebook: z.string().optional(),
 });
 
 const imageManifestSchema = z.object({ contents: z.record(z.string(), z.string()) });
@@ -17,15 +16,15 @@ const imageManifestSchema = z.object({ contents: z.record(z.string(), z.string()
 export class ExperimentError extends Error {}
 
 export interface ExperimentInfo {
-  url: string;
   fovs: number[];
-  primaryManifest: string;
-  codebook?: string;
+  /** experiment.json as read, for the run's snapshot (no second read). */
+  source: Buffer;
 }
 
 const FOV_NAME = /^fov_(\d+)$/;
 
-async function readJson(reader: Reader, url: string, what: string, example: string): Promise<unknown> {
+/** Reads and parses one SpaceTx JSON file; failures are ExperimentErrors a scientist can act on. */
+export async function readJson(reader: Reader, url: string, what: string, example: string): Promise<{ body: Buffer; value: unknown }> {
   let body: Buffer;
   try {
     body = await reader.read(url);
@@ -33,15 +32,15 @@ async function readJson(reader: Reader, url: string, what: string, example: stri
     throw new ExperimentError(`Could not read the ${what} at ${url}: ${(error as Error).message}. Example of a valid location: ${example}`);
   }
   try {
-    return JSON.parse(body.toString('utf8'));
+    return { body, value: JSON.parse(body.toString('utf8')) };
   } catch {
     throw new ExperimentError(`The ${what} at ${url} is not valid JSON. Check the file; a SpaceTx ${what} looks like ${example}`);
   }
 }
 
 export async function readExperiment(reader: Reader, url: string): Promise<ExperimentInfo> {
-  const raw = await readJson(reader, url, 'experiment.json', 's3://lab-data/iss/experiment.json');
-  const exp = experimentSchema.safeParse(raw);
+  const experiment = await readJson(reader, url, 'experiment.json', 's3://lab-data/iss/experiment.json');
+  const exp = experimentSchema.safeParse(experiment.value);
   if (!exp.success) {
     throw new ExperimentError(
       `${url} is not a SpaceTx experiment.json: it needs "images": {"primary": "primary_image.json", …}. Example: {"version": "5.0.0", "images": {"primary": "primary_image.json"}, "codebook": "codebook.json"}`,
@@ -49,7 +48,7 @@ export async function readExperiment(reader: Reader, url: string): Promise<Exper
   }
   const primaryUrl = resolveRelative(url, exp.data.images.primary);
   const rawManifest = await readJson(reader, primaryUrl, 'primary image manifest', '{"version": "0.1.0", "contents": {"fov_000": "primary-fov_000.json"}}');
-  const manifest = imageManifestSchema.safeParse(rawManifest);
+  const manifest = imageManifestSchema.safeParse(rawManifest.value);
   if (!manifest.success) {
     throw new ExperimentError(`${primaryUrl} has no "contents" listing the FOVs. Example: {"version": "0.1.0", "contents": {"fov_000": "primary-fov_000.json"}}`);
   }
@@ -61,10 +60,5 @@ export async function readExperiment(reader: Reader, url: string): Promise<Exper
   }
   if (!fovs.length) throw new ExperimentError(`${primaryUrl} lists no FOVs; there is nothing to process.`);
   fovs.sort((a, b) => a - b);
-  return {
-    url,
-    fovs,
-    primaryManifest: primaryUrl,
-    ...(exp.data.codebook ? { codebook: resolveRelative(url, exp.data.codebook) } : {}),
-  };
+  return { fovs, source: experiment.body };
 }

@@ -3,7 +3,7 @@
  * one FOV is a plain job, more than 10,000 are split into several arrays.
  */
 import type { FovSelection } from './fov-ranges.js';
-import { describeSelection, formatRanges } from './fov-ranges.js';
+import { describeSelection, formatRanges, parseRanges } from './fov-ranges.js';
 import type { Plan, WorkUnit } from './manifest.js';
 
 export const MAX_ARRAY_SIZE = 10_000;
@@ -65,12 +65,12 @@ export function fovOfChild(unit: WorkUnit, index: number): number | undefined {
 }
 
 function nthOfRanges(text: string, index: number): number | undefined {
+  const ranges = parseRanges(text);
+  if (typeof ranges === 'string') return undefined;
   let left = index;
-  for (const part of text.split(',')) {
-    const [a, b] = part.split('-').map(Number) as [number, number | undefined];
-    const len = (b ?? a) - a + 1;
-    if (left < len) return a + left;
-    left -= len;
+  for (const [a, b] of ranges) {
+    if (left <= b - a) return a + left;
+    left -= b - a + 1;
   }
   return undefined;
 }

@@ -92,50 +92,34 @@ describe('a run where every FOV fails', () => {
 });
 
 describe('bad input never launches anything', () => {
-  it('answers a missing experiment in the channel and writes no run', async () => {
-    const home = await tempDir('home');
-    const h = localHarness(home);
-    await h.command(`run ${path.join(shared.data, 'nope.json')}`);
-    await h.system.settle();
-    expect(await h.latestRun()).toBeUndefined();
-    expect(h.transcript()).toMatch(/Could not read the experiment.json at .*nope\.json: no such file/);
-    await removeDir(home);
-  });
+  // [what is wrong, the command (given the home directory), the answer expected in the channel]
+  const cases: Array<[string, (home: string) => Promise<string>, RegExp]> = [
+    ['a missing experiment', async () => `run ${path.join(shared.data, 'nope.json')}`, /Could not read the experiment.json at .*nope\.json: no such file/],
+    ['FOVs the experiment does not have', async () => `run ${shared.experiment} fovs=2-9`, /fovs=2-9 names FOVs the experiment does not have \(4-9\); it has 0-3/],
+    [
+      'a recipe Python cannot parse (naming the line)',
+      async (home) => `run ${shared.experiment} recipe=${await recipeFile(home, 'typo.py', 'import numpy\n\ndef process_fov(fov_index, experiment_url)\n    return []\n')}`,
+      /cannot run: Python reports a syntax error: .* at line 3\. Nothing was launched/,
+    ],
+    ['a recipe with no process_fov', async (home) => `run ${shared.experiment} recipe=${await recipeFile(home, 'bad.py', 'def main():\n    pass\n')}`, /defines no process_fov\(fov_index, experiment_url\)/],
+  ];
 
-  it('refuses FOVs the experiment does not have', async () => {
+  it.each(cases)('answers %s in the channel and writes no run', async (_what, command, answer) => {
     const home = await tempDir('home');
     const h = localHarness(home);
-    await h.command(`run ${shared.experiment} fovs=2-9`);
+    await h.command(await command(home));
     await h.system.settle();
     expect(await h.latestRun()).toBeUndefined();
-    expect(h.transcript()).toMatch(/fovs=2-9 names FOVs the experiment does not have \(4-9\); it has 0-3/);
-    await removeDir(home);
-  });
-
-  it('refuses a recipe Python cannot parse, naming the line', async () => {
-    const home = await tempDir('home');
-    const bad = path.join(home, 'typo.py');
-    await writeFile(bad, 'import numpy\n\ndef process_fov(fov_index, experiment_url)\n    return []\n');
-    const h = localHarness(home);
-    await h.command(`run ${shared.experiment} recipe=${bad}`);
-    await h.system.settle();
-    expect(await h.latestRun()).toBeUndefined();
-    expect(h.transcript()).toMatch(/cannot run: Python reports a syntax error: .* at line 3\. Nothing was launched/);
-    await removeDir(home);
-  });
-
-  it('refuses a recipe with no process_fov', async () => {
-    const home = await tempDir('home');
-    const bad = path.join(home, 'bad.py');
-    await writeFile(bad, 'def main():\n    pass\n');
-    const h = localHarness(home);
-    await h.command(`run ${shared.experiment} recipe=${bad}`);
-    await h.system.settle();
-    expect(await h.latestRun()).toBeUndefined();
-    expect(h.transcript()).toMatch(/defines no process_fov\(fov_index, experiment_url\)/);
+    expect(h.transcript()).toMatch(answer);
     await removeDir(home);
   });
 });
+
+async function recipeFile(dir: string, name: string, source: string): Promise<string> {
+  const file = path.join(dir, name);
+  await writeFile(file, source);
+  return file;
+}
 
 describe('dry run', () => {
   it('plans without submitting, and keeps a relative path as the absolute one it meant', async () => {

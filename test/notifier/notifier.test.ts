@@ -183,7 +183,22 @@ describe('reconciler', () => {
     expect((await outcome(run)).digestFovs).toEqual(FAILING);
   });
 
-  it('expires an approval nobody gave, and flags a run stuck in RUNNABLE', async () => {
+  it('expires an approval nobody gave', async () => {
+    const run = await launchedRun(3, {}, { policy: { approval: { fovThreshold: 1, approvers: ['PI'], expiresAfterMinutes: 60 } } });
+    expect((await run.manifest()).status).toBe('awaiting-approval');
+    run.advance(30 * 60_000);
+    expect((await run.reconciler.run()).expired).toEqual([]);
+    run.advance(31 * 60_000);
+    expect((await run.reconciler.run()).expired).toEqual([run.runId]);
+    const m = await run.manifest();
+    expect(m).toMatchObject({ status: 'expired', approval: { decision: 'expired' } });
+    expect(run.chat.of('update').at(-1)!.message!.text).toMatch(/Approval expired/);
+    await run.launcher.handle({ type: 'RunApproved', userId: 'PI', channel: 'C1', runId: run.runId });
+    expect(m.submissions).toEqual([]);
+    expect((await run.manifest()).status).toBe('expired');
+  });
+
+  it('flags a run stuck in RUNNABLE, once', async () => {
     const run = await launchedRun(3);
     const array = run.batch.byName(/-fov$/);
     run.batch.set(array, 'RUNNABLE', { RUNNABLE: 3 });
