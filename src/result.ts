@@ -1,0 +1,9 @@
+/**
+ * Expected refusals (bad input, a policy saying no) travel as values of one type; exceptions are
+ * for faults. A refusal's `reason` is a sentence for the scientist: what was wrong and an example
+ * of what is right. It is shown, never parsed back.
+ */
+export type Result<T> = { ok: true; value: T } | { ok: false; reason: string };
+
+export const ok = <T>(value: T): Result<T> => ({ ok: true, value });
+export const refuse = (reason: string): { ok: false; reason: string } => ({ ok: false, reason });

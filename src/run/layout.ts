@@ -1,0 +1,45 @@
+/**
+ * The storage layout: every key the system reads or writes, and who may write it. Nothing else
+ * builds a key. Control state (what decisions are taken from) and job outputs (what untrusted
+ * recipe code writes) live under separate prefixes, so that IAM can grant the jobs write access
+ * to `outputs/` only. The table in README.md "Storage layout" is this module in prose.
+ */
+
+/** Who writes a key: the control plane (launcher, notifier, reconciler, stage) or a job. */
+export type Writer = 'control' | 'fov-job' | 'merge-job';
+
+export const RUNS_PREFIX = 'runs/';
+export const OUTPUTS_PREFIX = 'outputs/';
+export const EXPERIMENTS_PREFIX = 'experiments/';
+const REQUESTS_PREFIX = 'requests/';
+
+const fovStem = (fov: number) => `fov_${String(fov).padStart(3, '0')}`;
+
+/** Keys of one run. */
+export function runKeys(runId: string) {
+  const control = `${RUNS_PREFIX}${runId}`;
+  const outputs = `${OUTPUTS_PREFIX}${runId}`;
+  return {
+    /** The manifest: compare-and-swap by the control plane only. */
+    manifest: `${control}/run.json`,
+    /** Claims taken before a side effect (a submission, a salvage merge): conditional create. */
+    claim: (name: string) => `${control}/claims/${name}`,
+    /** The recipe and experiment.json as they were at launch; jobs read them, never write. */
+    recipeSnapshot: `${control}/inputs/recipe.py`,
+    experimentSnapshot: `${control}/inputs/experiment.json`,
+    /** What FOV jobs write: per-FOV spot tables and failure reasons. */
+    fovOutputs: `${outputs}/fovs`,
+    fovErrorReason: (fov: number) => `${outputs}/fovs/${fovStem(fov)}.error.json`,
+    /** What the merge job writes. */
+    results: `${outputs}/results`,
+    spotsCsv: `${outputs}/results/spots.csv`,
+    summaryJson: `${outputs}/results/summary.json`,
+    spotsPng: `${outputs}/results/spots.png`,
+  };
+}
+
+/** Duplicate suppression for a run request delivered more than once (the bus is at-least-once). */
+export const requestClaimKey = (requestId: string) => `${REQUESTS_PREFIX}${requestId}`;
+
+/** Where `stage` copies an experiment: experiments/<name>/…, read by the launcher and the jobs. */
+export const stagedPrefix = (name: string) => `${EXPERIMENTS_PREFIX}${name}`;
