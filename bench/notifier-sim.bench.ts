@@ -8,6 +8,7 @@
  *   npx tsx bench/notifier-sim.bench.ts [--runs 3]
  */
 import { performance } from 'node:perf_hooks';
+import { runKeys } from '../src/run/layout.js';
 import { loadManifest } from '../src/run/manifest-store.js';
 import { PRODUCTION_SETTINGS } from '../src/core.js';
 import { launchedRun } from '../test/notifier/harness.js';
@@ -134,8 +135,8 @@ export async function simulate(seed = 1, makeChat: () => Promise<CountingChat> |
   now += 300_000;
   setNow(now);
   const salvage = batch.byName(/-merge-partial$/);
-  await store.put(`runs/${runId}/results/summary.json`, summaryJson(FOVS, [...failing].sort((a, b) => a - b), { ACTB: 400_000, GAPDH: 250_000, VIM: 120_000 }));
-  await store.put(`runs/${runId}/results/spots.png`, Buffer.alloc(50_000));
+  await store.put(runKeys(runId).summaryJson, summaryJson(FOVS, [...failing].sort((a, b) => a - b), { ACTB: 400_000, GAPDH: 250_000, VIM: 120_000 }));
+  await store.put(runKeys(runId).spotsPng, Buffer.alloc(50_000));
   batch.set(salvage, 'SUCCEEDED');
   await deliver([ev.job(salvage, 'RUNNING', undefined, now - 200_000), ev.job(salvage, 'SUCCEEDED', undefined, now)]);
   await reconciler.run();

@@ -109,6 +109,20 @@ export interface Bus {
 /** Sink for Batch-shaped job state changes (EventBridge → SQS on AWS, a queue locally). */
 export type JobEventSink = (events: BatchJobEvent[]) => Promise<void>;
 
+export interface DeadLetterReport {
+  received: number;
+  replayed: number;
+  failed: number;
+  /** Messages that are not Batch events, left for a person (replaying a run request could launch twice). */
+  left: number;
+}
+
+/** Notifications that failed too often (an SQS dead-letter queue on AWS, a list locally). */
+export interface DeadLetters {
+  /** Hands the dead Batch events to `handle`; those it processes are removed, the rest stay. */
+  replay(handle: (events: unknown[]) => Promise<{ failedEventIds: string[] }>): Promise<DeadLetterReport>;
+}
+
 export interface MessageRef {
   channel: string;
   ts: string;

@@ -6,14 +6,7 @@
  */
 import type { SQSClient } from '@aws-sdk/client-sqs';
 import type { Logger } from '../core.js';
-import type { BatchOutcome } from '../notifier/notifier.js';
-
-export interface DeadLetterReport {
-  received: number;
-  replayed: number;
-  failed: number;
-  left: number;
-}
+import type { DeadLetterReport, DeadLetters } from '../ports.js';
 
 export interface SqsDeadLettersOptions {
   client: SQSClient | (() => Promise<SQSClient>);
@@ -25,7 +18,7 @@ export interface SqsDeadLettersOptions {
   visibilityTimeout?: number;
 }
 
-export class SqsDeadLetters {
+export class SqsDeadLetters implements DeadLetters {
   constructor(private readonly options: SqsDeadLettersOptions) {}
 
   private async client(): Promise<SQSClient> {
@@ -33,7 +26,7 @@ export class SqsDeadLetters {
     return typeof c === 'function' ? c() : c;
   }
 
-  async replay(handleBatch: (events: unknown[]) => Promise<Pick<BatchOutcome, 'failedEventIds'>>): Promise<DeadLetterReport> {
+  async replay(handleBatch: Parameters<DeadLetters['replay']>[0]): Promise<DeadLetterReport> {
     const { ReceiveMessageCommand, DeleteMessageBatchCommand } = await import('@aws-sdk/client-sqs');
     const client = await this.client();
     const { queueUrl, log } = this.options;

@@ -70,13 +70,13 @@ export function createAwsSystem(chat: Chat, env: NodeJS.ProcessEnv = process.env
   };
   const launcher = new Launcher(deps);
   const notifier = new Notifier(deps);
-  // Dead letters are replayed by the events Lambda before each reconcile (deadLetters below),
-  // deleting each message only once the notifier has processed it.
-  const reconciler = new Reconciler(deps, notifier, launcher);
+  // The reconciler replays the dead-letter queue before each pass, deleting each message only
+  // once the notifier has processed it.
   const sqs = options.clients?.sqs;
   const deadLetters = config.dlqUrl ? new SqsDeadLetters({ client: sqs ?? (() => sqsClient(config.region)), queueUrl: config.dlqUrl, log }) : undefined;
+  const reconciler = new Reconciler(deps, notifier, deadLetters);
   const dispatchDeps: DispatchDeps = { store, bus, reader, policy, allowPaths: settings.allowPaths };
-  return { config, log, store, reader, executor, bus, policy, settings, deps, launcher, notifier, reconciler, deadLetters, dispatchDeps };
+  return { config, log, store, reader, executor, bus, policy, settings, deps, launcher, notifier, reconciler, dispatchDeps };
 }
 
 export type AwsSystem = ReturnType<typeof createAwsSystem>;

@@ -17,7 +17,6 @@ import type { Logger } from '../core.js';
 import type { Launcher } from '../launcher/launcher.js';
 import type { Notifier } from '../notifier/notifier.js';
 import type { Reconciler, ReconcileReport } from '../reconciler/reconciler.js';
-import type { DeadLetterReport, SqsDeadLetters } from '../aws/dead-letters.js';
 import { runEventSchema } from '../run/run-events.js';
 import { EVENT_SOURCE } from '../aws/eventbridge-bus.js';
 
@@ -25,7 +24,6 @@ export interface EventsSystem {
   launcher: Pick<Launcher, 'handle'>;
   notifier: Pick<Notifier, 'handleBatch'>;
   reconciler: Pick<Reconciler, 'run'>;
-  deadLetters?: Pick<SqsDeadLetters, 'replay'> | undefined;
   log: Logger;
 }
 
@@ -46,7 +44,7 @@ export interface SqsBatchResponse {
   batchItemFailures: Array<{ itemIdentifier: string }>;
 }
 
-export type EventsResult = SqsBatchResponse | { reconcile: ReconcileReport; deadLetters?: DeadLetterReport } | void;
+export type EventsResult = SqsBatchResponse | { reconcile: ReconcileReport } | void;
 
 const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 
@@ -139,17 +137,10 @@ export function createEventsHandler(getSystem: () => Promise<EventsSystem>) {
         return;
       }
       case 'schedule': {
-        let deadLetters: DeadLetterReport | undefined;
-        if (system.deadLetters) {
-          try {
-            deadLetters = await system.deadLetters.replay((events) => system.notifier.handleBatch(events));
-          } catch (error) {
-            system.log.error({ err: (error as Error).message }, 'could not replay the dead-letter queue; reconciling anyway');
-          }
-        }
+        // The reconciler replays the dead-letter queue first (the DeadLetters port), then reconciles.
         const reconcile = await system.reconciler.run();
-        system.log.info({ reconcile, deadLetters }, 'reconciled');
-        return { reconcile, ...(deadLetters ? { deadLetters } : {}) };
+        system.log.info({ reconcile }, 'reconciled');
+        return { reconcile };
       }
       case 'unknown':
         system.log.warn({ source: envelope.source, detailType: envelope['detail-type'] }, 'event not handled by this Lambda; ignored');

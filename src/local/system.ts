@@ -18,6 +18,7 @@ import { MemoryBus } from './memory-bus.js';
 import { EventQueue } from './event-queue.js';
 import { Launcher } from '../launcher/launcher.js';
 import { Notifier } from '../notifier/notifier.js';
+import { ListDeadLetters } from './list-dead-letters.js';
 import { Reconciler } from '../reconciler/reconciler.js';
 import { dispatch, type Answer, type Caller, type DispatchDeps } from '../command/dispatcher.js';
 import type { BatchJobEvent } from '../run/batch-event.js';
@@ -77,7 +78,7 @@ export function createLocalSystem(options: LocalSystemOptions) {
   };
   const launcher = new Launcher(deps);
   notifier = new Notifier(deps);
-  const reconciler = new Reconciler(deps, notifier, launcher, async () => queue.deadLetters.splice(0));
+  const reconciler = new Reconciler(deps, notifier, new ListDeadLetters(queue.deadLetters));
   bus.subscribe((event) => launcher.handle(event));
   const dispatchDeps: DispatchDeps = { store, bus, reader, policy: options.policy, allowPaths: settings.allowPaths };
 

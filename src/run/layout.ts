@@ -27,6 +27,8 @@ export function runKeys(runId: string) {
     /** The recipe and experiment.json as they were at launch; jobs read them, never write. */
     recipeSnapshot: `${control}/inputs/recipe.py`,
     experimentSnapshot: `${control}/inputs/experiment.json`,
+    /** Everything the jobs of this run write, and nothing else. */
+    outputs,
     /** What FOV jobs write: per-FOV spot tables and failure reasons. */
     fovOutputs: `${outputs}/fovs`,
     fovErrorReason: (fov: number) => `${outputs}/fovs/${fovStem(fov)}.error.json`,

@@ -7,7 +7,7 @@ import { describeSelection, formatRanges, parseRanges } from './fov-ranges.js';
 import type { Plan, WorkUnit } from './manifest.js';
 
 export const MAX_ARRAY_SIZE = 10_000;
-/** Keeps STARFISH_FOV_LIST well inside the size AWS Batch accepts for container overrides. */
+/** Keeps STARFISH_FOVS well inside the size AWS Batch accepts for container overrides. */
 export const MAX_FOV_LIST_CHARS = 6_000;
 
 export function selectFovs(available: number[], selection: FovSelection): number[] | string {
@@ -37,8 +37,8 @@ function isContiguous(fovs: number[]): boolean {
 
 function unitFor(fovs: number[]): WorkUnit[] {
   if (isContiguous(fovs)) return [{ size: fovs.length, offset: fovs[0]! }];
-  const list = fovs.join(',');
-  if (list.length <= MAX_FOV_LIST_CHARS) return [{ size: fovs.length, fovList: formatRanges(fovs) }];
+  const list = formatRanges(fovs);
+  if (list.length <= MAX_FOV_LIST_CHARS) return [{ size: fovs.length, fovList: list }];
   const half = Math.ceil(fovs.length / 2);
   return [...unitFor(fovs.slice(0, half)), ...unitFor(fovs.slice(half))];
 }
@@ -54,6 +54,12 @@ export function makePlan(available: number[], selection: FovSelection): Plan | s
   const fovs = selectFovs(available, selection);
   if (typeof fovs === 'string') return fovs;
   return { experimentFovCount: available.length, fovs: formatRanges(fovs), fovCount: fovs.length, units: planUnits(fovs) };
+}
+
+/** A unit's FOVs as the range text its jobs receive in STARFISH_FOVS (child i takes the i-th). */
+export function unitFovs(unit: WorkUnit): string {
+  if (unit.offset === undefined) return unit.fovList ?? '';
+  return unit.size === 1 ? `${unit.offset}` : `${unit.offset}-${unit.offset + unit.size - 1}`;
 }
 
 /** The FOV each child of a unit processes: what STARFISH_FOV_OFFSET / STARFISH_FOV_LIST encode. */

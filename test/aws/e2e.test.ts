@@ -5,6 +5,7 @@
  * presigned links; and the reconciler finishing a run whose merge event was lost.
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { runKeys } from '../../src/run/layout.js';
 import { mockClient } from 'aws-sdk-client-mock';
 import { BatchClient, DescribeJobsCommand, SubmitJobCommand } from '@aws-sdk/client-batch';
 import { EventBridgeClient } from '@aws-sdk/client-eventbridge';
@@ -93,7 +94,7 @@ describe('end to end on the AWS adapters (SDK mocked)', () => {
 
     // 2. Children run; FOV 2 fails (process-fov wrote its reason next to the output).
     clock.advance(60_000);
-    s3.put(`${RESULTS}/runs/${runId}/fovs/fov_002.error.json`, JSON.stringify({ fov: 2, reason: 'FOV 2: recipe raised ValueError: no spots found in round 2' }));
+    s3.put(`${RESULTS}/${runKeys(runId).fovErrorReason(2)}`, JSON.stringify({ fov: 2, reason: 'FOV 2: recipe raised ValueError: no spots found in round 2' }));
     const running = { size: 4, statusSummary: { SUBMITTED: 0, PENDING: 0, RUNNABLE: 0, STARTING: 0, RUNNING: 1, SUCCEEDED: 2, FAILED: 1 } };
     batch.set(arrayId, { status: 'RUNNING', startedAt: clock.now(), arrayProperties: running });
     const out1 = await handler(
@@ -136,16 +137,16 @@ describe('end to end on the AWS adapters (SDK mocked)', () => {
     const salvage = batch.byName('-merge-partial');
     expect(salvage.input).toMatchObject({ jobName: `starfish-${runId}-merge-partial`, jobDefinition: 'starfish-merge-results', tags: { 'starfish:run-id': runId } });
     expect(salvage.input.dependsOn).toBeUndefined();
-    expect(salvage.input.containerOverrides!.environment).toContainEqual({ name: 'STARFISH_EXPECTED_FOVS', value: '0-3' });
+    expect(salvage.input.containerOverrides!.environment).toContainEqual({ name: 'STARFISH_FOVS', value: '0-3' });
     expect((await manifest(runId)).status).toBe('merging');
     // The salvage merge was claimed with a conditional create.
     expect(s3.text(`${RESULTS}/runs/${runId}/claims/starfish-${runId}-merge-partial`)).toBeDefined();
 
     // 4. The salvage merge succeeds with the results in S3.
     clock.advance(60_000);
-    s3.put(`${RESULTS}/runs/${runId}/results/summary.json`, JSON.stringify(summary([2])));
-    s3.put(`${RESULTS}/runs/${runId}/results/spots.csv`, 'fov,x,y,z,target,quality\n0,1.00,2.00,0,ACTB,0.900\n');
-    s3.put(`${RESULTS}/runs/${runId}/results/spots.png`, Buffer.from([0x89, 0x50, 0x4e, 0x47, 1, 2, 3]));
+    s3.put(`${RESULTS}/${runKeys(runId).summaryJson}`, JSON.stringify(summary([2])));
+    s3.put(`${RESULTS}/${runKeys(runId).spotsCsv}`, 'fov,x,y,z,target,quality\n0,1.00,2.00,0,ACTB,0.900\n');
+    s3.put(`${RESULTS}/${runKeys(runId).spotsPng}`, Buffer.from([0x89, 0x50, 0x4e, 0x47, 1, 2, 3]));
     batch.set(salvage.detail.jobId!, { status: 'SUCCEEDED', stoppedAt: clock.now() });
     const finalBatch = sqsRecords([
       batchEvent('ev-5', {
@@ -161,9 +162,9 @@ describe('end to end on the AWS adapters (SDK mocked)', () => {
     expect(m4.results).toEqual({ spotsTotal: 240, fovsProcessed: 3, fovsMissing: [2], topGenes: [['ACTB', 150], ['GAPDH', 90]] });
     const results = chat.of('reply').find((c) => c.text.includes('Results of run'))!;
     expect(results.text).toContain('240 spots from 3/4 FOVs');
-    expect(results.text).toContain(`${RESULTS}/runs/${runId}/results/spots.csv`);
+    expect(results.text).toContain(`${RESULTS}/${runKeys(runId).spotsCsv}`);
     const links = [...text(results).matchAll(/<(https:\/\/lab-starfish-results\.s3\.us-east-1\.amazonaws\.com\/[^|>]+)\|download>/g)].map((x) => new URL(x[1]!));
-    expect(links.map((u) => u.pathname)).toEqual([`/runs/${runId}/results/spots.csv`, `/runs/${runId}/results/summary.json`, `/runs/${runId}/results/spots.png`]);
+    expect(links.map((u) => u.pathname)).toEqual([`/outputs/${runId}/results/spots.csv`, `/outputs/${runId}/results/summary.json`, `/outputs/${runId}/results/spots.png`]);
     for (const u of links) {
       expect(u.searchParams.get('X-Amz-Expires')).toBe('86400');
       expect(u.searchParams.get('X-Amz-Signature')).toMatch(/^[0-9a-f]{64}$/);
@@ -190,7 +191,7 @@ describe('end to end on the AWS adapters (SDK mocked)', () => {
 
     // The merge ran and wrote its results, but its event never arrived.
     clock.advance(5 * 60_000);
-    s3.put(`${RESULTS}/runs/${runId}/results/summary.json`, JSON.stringify(summary([], 2)));
+    s3.put(`${RESULTS}/${runKeys(runId).summaryJson}`, JSON.stringify(summary([], 2)));
     batch.set(mergeId, { status: 'SUCCEEDED', stoppedAt: clock.now() });
     const out = (await handler({ version: '0', id: 'sched-1', source: 'aws.events', 'detail-type': 'Scheduled Event', detail: {}, resources: [] })) as { reconcile: { recovered: string[] } };
     expect(out.reconcile.recovered).toEqual([runId]);

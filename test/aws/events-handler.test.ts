@@ -16,7 +16,6 @@ function stubSystem(overrides: Partial<EventsSystem> = {}) {
     launcher: { handle: vi.fn(async (_event: unknown) => undefined) },
     notifier: { handleBatch: vi.fn(async (_events: unknown[]) => ({ failedEventIds: [] as string[], runs: 1, ignored: 0 })) },
     reconciler: { run: vi.fn(async () => report) },
-    deadLetters: undefined as EventsSystem['deadLetters'],
     log: silentLogger,
   };
   return Object.assign(system, overrides) as typeof system;
@@ -85,27 +84,11 @@ describe('events Lambda routing', () => {
     expect(await createEventsHandler(async () => system)(sqsRecords([batchEvent('b-1', { jobName: 'starfish-261125-k3f9-fov', jobId: 'j1', status: 'RUNNING' })]))).toEqual({ batchItemFailures: [] });
   });
 
-  it('the schedule replays dead letters, then reconciles', async () => {
-    const order: string[] = [];
-    const system = stubSystem({
-      reconciler: { run: vi.fn(async () => (order.push('reconcile'), report)) },
-      deadLetters: {
-        replay: vi.fn(async (handle: (events: unknown[]) => Promise<{ failedEventIds: string[] }>) => {
-          order.push('replay');
-          await handle([{ id: 'x' }]);
-          return { received: 1, replayed: 1, failed: 0, left: 0 };
-        }),
-      },
-    });
+  it('the schedule runs the reconciler (which replays dead letters first) and answers its report', async () => {
+    const system = stubSystem();
     const out = await createEventsHandler(async () => system)({ version: '0', id: 's-1', source: 'aws.events', 'detail-type': 'Scheduled Event', detail: {}, resources: ['arn:aws:events:us-east-1:1:rule/starfish-reconcile'] });
-    expect(order).toEqual(['replay', 'reconcile']);
-    expect(system.notifier.handleBatch).toHaveBeenCalledWith([{ id: 'x' }]);
-    expect(out).toEqual({ reconcile: report, deadLetters: { received: 1, replayed: 1, failed: 0, left: 0 } });
-  });
-
-  it('the schedule reconciles even when the dead-letter queue cannot be read', async () => {
-    const system = stubSystem({ deadLetters: { replay: vi.fn(async () => Promise.reject(new Error('AccessDenied'))) } });
-    expect(await createEventsHandler(async () => system)({ source: 'aws.events', 'detail-type': 'Scheduled Event', detail: {} })).toEqual({ reconcile: report });
+    expect(system.reconciler.run).toHaveBeenCalledTimes(1);
+    expect(out).toEqual({ reconcile: report });
   });
 
   it('other events are ignored', async () => {

@@ -26,7 +26,7 @@ export async function launchedRun<C extends Chat = RecordingChat>(fovs: number, 
   };
   const launcher = new Launcher(deps);
   const notifier = new Notifier(deps);
-  const reconciler = new Reconciler(deps, notifier, launcher);
+  const reconciler = new Reconciler(deps, notifier);
   await launcher.handle({
     type: 'RunRequested',
     userId: 'U1',

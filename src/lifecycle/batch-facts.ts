@@ -1,0 +1,113 @@
+/**
+ * What Batch says about a run's current round, gathered as one fact: from state-change events
+ * (the notifier) or from DescribeJobs when events were lost (the reconciler). Both read the FOV
+ * failure reasons and the results summary the same way, from the run's outputs.
+ */
+import type { CoreDeps } from '../core.js';
+import { failureReasonOf, logStreamOf, parseJobName, type BatchJobEvent } from '../run/batch-event.js';
+import { runKeys } from '../run/layout.js';
+import { TERMINAL, type RunManifest, type Submission } from '../run/manifest.js';
+import { fovOfChild } from '../run/plan.js';
+import { resultsSummarySchema, type ResultsSummary } from '../run/results.js';
+import type { JobDescription } from '../ports.js';
+import type { Fact, MergeOutcome, ObservedFailure } from './types.js';
+
+type Deps = Pick<CoreDeps, 'store' | 'executor' | 'clock' | 'settings'>;
+type BatchFact = Extract<Fact, { type: 'batch' }>;
+
+const ended = (status: string): status is 'SUCCEEDED' | 'FAILED' => status === 'SUCCEEDED' || status === 'FAILED';
+
+/** From a batch of state-change events of one run. */
+export async function factFromEvents(deps: Deps, m: RunManifest, current: Submission, events: BatchJobEvent[]): Promise<BatchFact> {
+  const failures: ObservedFailure[] = [];
+  for (const e of events) {
+    const failure = childFailure(deps, m, e);
+    if (failure) failures.push({ ...failure, reason: (await reasonFromOutput(deps, m.runId, failure.fov)) ?? failure.reason });
+  }
+  const merges = events.flatMap((e) => mergeOutcome(deps, current, e.detail, logStreamOf(e), failureReasonOf(e)));
+  const arrays = TERMINAL.has(m.status) ? [] : await deps.executor.describe(current.arrays.map((a) => a.jobId));
+  return withSummary(deps, m.runId, current, { type: 'batch', round: current.round, arrays, failures, merges });
+}
+
+/** From DescribeJobs of every job of the round: the reconciler's view when events were lost. */
+export async function factFromBatch(deps: Deps, m: RunManifest, current: Submission): Promise<BatchFact> {
+  const ids = [...current.arrays.map((a) => a.jobId), ...[current.merge, current.salvageMerge].flatMap((j) => (j ? [j.jobId] : []))];
+  const described = await deps.executor.describe(ids);
+  const arrays = described.filter((d) => current.arrays.some((a) => a.jobId === d.jobId));
+  const merges = described.flatMap((d) => mergeOutcome(deps, current, d, undefined, d.statusReason ?? 'no reason given by AWS Batch'));
+  const failures = await lostFailures(deps, m, current, arrays);
+  const now = deps.clock.now();
+  const stuck = described.find((d) => d.status === 'RUNNABLE' && d.since !== undefined && now - d.since > deps.settings.stuckAfterMs);
+  const fact: BatchFact = { type: 'batch', round: current.round, arrays: TERMINAL.has(m.status) ? [] : arrays, failures, merges };
+  if (stuck) fact.stuck = { minutes: Math.round((now - stuck.since!) / 60_000), ...(stuck.statusReason ? { reason: stuck.statusReason } : {}) };
+  return withSummary(deps, m.runId, current, fact);
+}
+
+/** A failed array child (or plain FOV job) of a known round, mapped to its FOV. */
+function childFailure(deps: Deps, m: RunManifest, e: BatchJobEvent): ObservedFailure | undefined {
+  const d = e.detail;
+  const id = d.status === 'FAILED' ? parseJobName(d.jobName) : undefined;
+  if (!id || id.role !== 'fov') return undefined;
+  const isParent = d.arrayProperties?.statusSummary !== undefined || (d.arrayProperties?.size ?? 0) > 1;
+  const submission = m.submissions.find((s) => s.round === id.round);
+  const array = submission?.arrays.find((a) => a.jobName === d.jobName) ?? submission?.arrays[id.part];
+  const fov = array && !isParent ? fovOfChild(array.unit, d.arrayProperties?.index ?? 0) : undefined;
+  if (fov === undefined) return undefined;
+  const stream = logStreamOf(e);
+  return { fov, round: id.round, jobId: d.jobId, reason: failureReasonOf(e), ...(stream ? { logLink: deps.executor.logLink(stream) } : {}) };
+}
+
+/** The end of a merge of the current round, known by its name even before its id is recorded. */
+function mergeOutcome(deps: Deps, current: Submission, d: { jobName: string; jobId: string; status: string }, stream: string | undefined, reason: string): MergeOutcome[] {
+  const id = parseJobName(d.jobName);
+  if (!ended(d.status) || !id || id.role !== 'merge' || id.round !== current.round) return [];
+  return [{ salvage: id.salvage, status: d.status, reason, jobId: d.jobId, jobName: d.jobName, ...(stream ? { logLink: deps.executor.logLink(stream) } : {}) }];
+}
+
+/** Failed FOVs Batch knows about but the manifest does not (their events were lost). */
+async function lostFailures(deps: Deps, m: RunManifest, current: Submission, arrays: JobDescription[]): Promise<ObservedFailure[]> {
+  const out: ObservedFailure[] = [];
+  for (const array of current.arrays) {
+    const d = arrays.find((x) => x.jobId === array.jobId);
+    if (!d || !ended(d.status)) continue;
+    const failed = d.statusSummary ? (d.statusSummary.FAILED ?? 0) : d.status === 'FAILED' ? 1 : 0;
+    const known = m.failures.filter((f) => f.round === current.round && (f.jobId === array.jobId || f.jobId.startsWith(`${array.jobId}:`))).length;
+    if (failed <= known) continue;
+    const plain = array.unit.size === 1;
+    const children = plain ? [{ index: 0, reason: d.statusReason ?? 'failed', logStreamName: undefined }] : await deps.executor.failedChildren(array.jobId);
+    for (const c of children) {
+      const fov = fovOfChild(array.unit, c.index);
+      if (fov === undefined) continue;
+      const reason = (await reasonFromOutput(deps, m.runId, fov)) ?? c.reason;
+      const jobId = plain ? array.jobId : `${array.jobId}:${c.index}`;
+      out.push({ fov, round: current.round, jobId, reason, ...(c.logStreamName ? { logLink: deps.executor.logLink(c.logStreamName) } : {}) });
+    }
+  }
+  return out;
+}
+
+/** process-fov writes its one-line reason next to the output; Batch only knows the exit code. */
+async function reasonFromOutput(deps: Deps, runId: string, fov: number): Promise<string | undefined> {
+  const object = await deps.store.get(runKeys(runId).fovErrorReason(fov)).catch(() => undefined);
+  if (!object) return undefined;
+  try {
+    const reason = (JSON.parse(object.body.toString('utf8')) as { reason?: unknown }).reason;
+    return typeof reason === 'string' ? reason : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Adds results/summary.json when the merge that ends the round succeeded. */
+async function withSummary(deps: Deps, runId: string, current: Submission, fact: BatchFact): Promise<BatchFact> {
+  const salvage = fact.merges.find((x) => x.salvage);
+  const final = current.salvageMerge || salvage ? salvage : fact.merges.find((x) => !x.salvage);
+  if (final?.status !== 'SUCCEEDED') return fact;
+  return { ...fact, summary: await readSummary(deps, runId) };
+}
+
+async function readSummary(deps: Deps, runId: string): Promise<ResultsSummary> {
+  const object = await deps.store.get(runKeys(runId).summaryJson);
+  if (!object) throw new Error(`run ${runId}: the merge succeeded but results/summary.json is missing`);
+  return resultsSummarySchema.parse(JSON.parse(object.body.toString('utf8')));
+}

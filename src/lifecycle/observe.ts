@@ -1,0 +1,231 @@
+/**
+ * The part of the lifecycle that follows Batch: what the jobs of the current round did, turned
+ * into the run's status, progress, failures and the chat effects they call for. Progress comes
+ * from the array parents' summaries and never steps backwards; Slack effects are rate-limited
+ * per run so that they grow with a run's duration and failures, never with its FOV count.
+ */
+import { TERMINAL, type FovFailure, type Progress, type RunManifest, type RunStatus, type Submission } from '../run/manifest.js';
+import type { ResultsSummary } from '../run/results.js';
+import type { JobDescription } from '../ports.js';
+import type { DecideContext, Decision, Effect, Fact, MergeOutcome } from './types.js';
+
+type BatchFact = Extract<Fact, { type: 'batch' }>;
+
+/** A results delivery claimed this long ago and never confirmed died with its invocation. */
+export const DELIVERY_STALE_MS = 20 * 60_000;
+
+/** Runs whose jobs no longer matter to anyone. */
+const QUIET: ReadonlySet<RunStatus> = new Set(['cancelled', 'rejected', 'expired', 'planned']);
+
+const deliveryStale = (m: RunManifest, now: number) => m.notify.deliveringSince !== undefined && now - m.notify.deliveringSince > DELIVERY_STALE_MS;
+const doneOf = (p: Progress) => p.succeeded + p.failed;
+
+/** Whether Batch facts can still change anything for this run. */
+export function following(m: RunManifest, now: number): Submission | undefined {
+  const current = m.submissions.at(-1);
+  // A round being submitted owns the run: late events of the previous round must not end it.
+  if (!current || QUIET.has(m.status) || m.pendingSubmission) return undefined;
+  if (TERMINAL.has(m.status) && m.notify.resultsPosted && !m.notify.picturePending && !deliveryStale(m, now)) return undefined;
+  return current;
+}
+
+interface Round {
+  current: Submission;
+  progress: Progress;
+  arraysDone: boolean;
+  /** The merge whose end ends the round: the salvage merge once there is one. */
+  finalMerge: MergeOutcome | undefined;
+  salvageDue: boolean;
+  salvageSeen: MergeOutcome | undefined;
+}
+
+function roundOf(m: RunManifest, current: Submission, f: BatchFact): Round {
+  const merge = f.merges.find((x) => !x.salvage);
+  const salvageSeen = f.merges.find((x) => x.salvage);
+  const progress = progressOf(current, f.arrays, m.progress);
+  const anyFailed = progress.failed > 0 || f.failures.length > 0 || m.failures.some((x) => x.round === current.round);
+  // Batch fails a job whose dependency failed: the merge is redone over the FOVs that succeeded.
+  const salvageDue = !current.salvageMerge && !salvageSeen && merge?.status === 'FAILED' && anyFailed;
+  const finalMerge = current.salvageMerge || salvageSeen ? salvageSeen : salvageDue ? undefined : merge;
+  const arraysDone = f.arrays.length > 0 && f.arrays.every((d) => d.status === 'SUCCEEDED' || d.status === 'FAILED');
+  return { current, progress, arraysDone, finalMerge, salvageDue, salvageSeen };
+}
+
+export function observeBatch(m: RunManifest, f: BatchFact, ctx: DecideContext): Decision {
+  const current = following(m, ctx.now);
+  if (!current) return { next: undefined, effects: [] };
+  const r = roundOf(m, current, f);
+  const summary = r.finalMerge?.status === 'SUCCEEDED' ? f.summary : undefined;
+  const next = structuredClone(m);
+  applyObservations(next, m, f, r, summary, ctx.now);
+  const effects: Effect[] = r.salvageDue ? [{ type: 'submit-salvage', round: r.current.round }] : [];
+  effects.push(...claimDeliveries(next, m, r, summary, ctx), ...claimStuckWarning(next, f, ctx.now));
+  const changed = JSON.stringify(next) !== JSON.stringify(m);
+  return { next: changed ? next : undefined, effects: changed || r.salvageDue ? effects : [] };
+}
+
+/** Status, progress, failures and results, from what Batch said. */
+function applyObservations(next: RunManifest, m: RunManifest, f: BatchFact, r: Round, summary: ResultsSummary | undefined, now: number): void {
+  const sub = next.submissions.find((s) => s.round === r.current.round);
+  // A salvage merge whose submitter died before recording it is known by its name.
+  if (sub && !sub.salvageMerge && r.salvageSeen) sub.salvageMerge = { jobId: r.salvageSeen.jobId, jobName: r.salvageSeen.jobName };
+  if (deliveryStale(next, now)) {
+    // The last delivery was claimed and never confirmed (its invocation died): send again.
+    next.notify.resultsPosted = false;
+    next.notify.deliveringSince = undefined;
+  }
+  const known = new Set(next.failures.map((x) => `${x.round}:${x.fov}`));
+  for (const x of f.failures) if (!known.has(`${x.round}:${x.fov}`)) next.failures.push({ ...x, reported: false });
+  // Two notifiers may read Batch at different moments: never step progress backwards.
+  const keep = TERMINAL.has(m.status) || (m.progress.total === r.progress.total && doneOf(m.progress) > doneOf(r.progress));
+  next.progress = keep ? m.progress : r.progress;
+  next.status = statusOf(m.status, r, summary);
+  if (r.finalMerge?.status === 'FAILED') next.statusReason = failedReason(next, r.current.round, r.finalMerge).reason;
+  if (summary) next.results = resultsOf(summary);
+}
+
+/** Why a run whose final merge failed has failed; no log link when the FOVs are the story. */
+function failedReason(m: RunManifest, round: number, merge: MergeOutcome): { reason: string; logLink?: string | undefined } {
+  const first = m.failures.find((x) => x.round === round);
+  // When no FOV succeeded the merge had nothing to merge.
+  if (m.progress.total > 0 && m.progress.succeeded === 0 && first) {
+    return { reason: `all ${m.progress.total} FOVs failed, e.g. FOV ${first.fov}: ${withoutFov(first)}` };
+  }
+  return { reason: `the merge job failed: ${merge.reason}`, logLink: merge.logLink };
+}
+
+/** process-fov's reasons start "process-fov: FOV 17: …"; the message names the FOV already. */
+export function withoutFov(f: Pick<FovFailure, 'fov' | 'reason'>): string {
+  return f.reason.replace(/^process-fov: /, '').replace(new RegExp(`^FOV ${f.fov}: `), '');
+}
+
+function resultsOf(summary: ResultsSummary): NonNullable<RunManifest['results']> {
+  return {
+    spotsTotal: summary.spots_total,
+    fovsProcessed: summary.fovs_processed,
+    fovsMissing: summary.fovs_missing,
+    topGenes: Object.entries(summary.counts_per_gene)
+      .sort((a, b) => b[1] - a[1])
+      .slice(0, 20),
+  };
+}
+
+/** Claims in `next` what must be sent now; returns the effects that send it. */
+function claimDeliveries(next: RunManifest, m: RunManifest, r: Round, summary: ResultsSummary | undefined, ctx: DecideContext): Effect[] {
+  const terminal = TERMINAL.has(next.status);
+  const effects: Effect[] = [];
+  const progress = claimProgress(next, m, terminal, ctx);
+  if (progress) effects.push(progress);
+  const digest = claimDigest(next, terminal, ctx);
+  if (digest) effects.push(digest);
+  const ending = terminal && !next.notify.resultsPosted ? endingOf(next, r, summary) : undefined;
+  if (ending) {
+    next.notify.resultsPosted = true;
+    if (summary) next.notify.picturePending = true;
+    effects.push(ending);
+  }
+  if (next.notify.picturePending) {
+    next.notify.picturePending = false;
+    effects.push({ type: 'picture' });
+  }
+  if (ending || effects.some((e) => e.type === 'picture')) next.notify.deliveringSince = ctx.now;
+  return effects;
+}
+
+function endingOf(m: RunManifest, r: Round, summary: ResultsSummary | undefined): Effect | undefined {
+  if (summary) return { type: 'results', summary };
+  if (m.status !== 'failed' || r.finalMerge?.status !== 'FAILED') return undefined;
+  return { type: 'failed-run', ...failedReason(m, r.current.round, r.finalMerge) };
+}
+
+function claimProgress(next: RunManifest, m: RunManifest, terminal: boolean, ctx: DecideContext): Effect | undefined {
+  const key = `${next.status}|${JSON.stringify(next.progress)}`;
+  if (key === next.notify.lastProgressKey) return undefined;
+  const last = next.notify.lastProgressAt;
+  const due = terminal || next.status !== m.status || last === undefined || ctx.now - last >= ctx.settings.progressIntervalMs;
+  if (!due) return undefined;
+  const restore = { key: next.notify.lastProgressKey, at: last };
+  next.notify.lastProgressKey = key;
+  next.notify.lastProgressAt = ctx.now;
+  return { type: 'update-root', restore };
+}
+
+function claimDigest(next: RunManifest, terminal: boolean, ctx: DecideContext): Effect | undefined {
+  const unreported = next.failures.filter((x) => !x.reported);
+  const last = next.notify.lastDigestAt;
+  if (!unreported.length || !(terminal || last === undefined || ctx.now - last >= ctx.settings.digestIntervalMs)) return undefined;
+  for (const x of next.failures) x.reported = true;
+  next.notify.lastDigestAt = ctx.now;
+  const round = unreported[0]!.round;
+  return { type: 'digest', failures: unreported, roundFailed: next.failures.filter((x) => x.round === round).length, restoreAt: last };
+}
+
+function claimStuckWarning(next: RunManifest, f: BatchFact, now: number): Effect[] {
+  if (!f.stuck || next.notify.stuckWarnedAt || !next.message || TERMINAL.has(next.status)) return [];
+  next.notify.stuckWarnedAt = now;
+  const why = f.stuck.reason ? ` (${f.stuck.reason})` : '';
+  return [
+    {
+      type: 'stuck-warning',
+      text: `:hourglass: Run ${next.runId} has waited in RUNNABLE for ${f.stuck.minutes} min${why}. Likely causes: the compute environment has no capacity (max vCPUs reached, or no Spot capacity for its instance types), or the container image cannot be pulled (check the image URI and the execution role's ECR access). \`/starfish cancel ${next.runId}\` stops it.`,
+    },
+  ];
+}
+
+/** Progress from the array parents' summaries; a plain job counts as an array of one. */
+export function progressOf(current: Submission, descriptions: JobDescription[], previous: Progress): Progress {
+  if (!descriptions.length) return previous;
+  const p: Progress = { total: 0, succeeded: 0, failed: 0, running: 0, waiting: 0 };
+  for (const array of current.arrays) {
+    p.total += array.unit.size;
+    const d = descriptions.find((x) => x.jobId === array.jobId);
+    const s = d ? (d.statusSummary ?? { [d.status]: 1 }) : {};
+    const succeeded = s.SUCCEEDED ?? 0;
+    const failed = s.FAILED ?? 0;
+    const running = (s.RUNNING ?? 0) + (s.STARTING ?? 0);
+    p.succeeded += succeeded;
+    p.failed += failed;
+    p.running += running;
+    p.waiting += Math.max(0, array.unit.size - succeeded - failed - running);
+  }
+  return p;
+}
+
+function statusOf(current: RunStatus, r: Round, summary: ResultsSummary | undefined): RunStatus {
+  const merge = r.finalMerge?.status;
+  if (merge === 'SUCCEEDED' && summary) return summary.fovs_missing.length ? 'partially-failed' : 'succeeded';
+  if (merge === 'FAILED') return 'failed';
+  if (TERMINAL.has(current)) return current;
+  if (r.arraysDone) return 'merging';
+  const p = r.progress;
+  if (p.running || p.succeeded || p.failed) return 'running';
+  return current === 'submitting' ? 'submitting' : 'running';
+}
+
+/** Gives back the claim of an effect that could not be performed, so that a later pass sends it. */
+export function giveBack(m: RunManifest, effect: Effect): RunManifest {
+  const notify = { ...m.notify, deliveringSince: undefined };
+  switch (effect.type) {
+    case 'update-root':
+      if (effect.restore) Object.assign(notify, { lastProgressKey: effect.restore.key, lastProgressAt: effect.restore.at });
+      break;
+    case 'digest': {
+      const claimed = new Set(effect.failures.map((x) => `${x.round}:${x.fov}`));
+      const failures = m.failures.map((x) => (claimed.has(`${x.round}:${x.fov}`) ? { ...x, reported: false } : x));
+      return { ...m, failures, notify: { ...notify, lastDigestAt: effect.restoreAt } };
+    }
+    case 'results':
+    case 'failed-run':
+      Object.assign(notify, { resultsPosted: false, picturePending: false });
+      break;
+    case 'picture':
+      notify.picturePending = true;
+      break;
+    case 'stuck-warning':
+      notify.stuckWarnedAt = undefined;
+      break;
+    default:
+      break;
+  }
+  return { ...m, notify };
+}

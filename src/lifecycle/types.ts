@@ -1,0 +1,78 @@
+/**
+ * What the lifecycle decides from (facts) and what it asks the workers to do (effects). Facts
+ * are what a worker learned: Batch states, clicks, commands, the time. Effects are what must be
+ * posted, updated, submitted or terminated once the manifest that claims them is stored.
+ */
+import type { Settings } from '../core.js';
+import type { JobDescription } from '../ports.js';
+import type { FovFailure, RunManifest, Submission } from '../run/manifest.js';
+import type { ResultsSummary } from '../run/results.js';
+
+/** A merge job's end, known by its name (run, round, salvage) even before its id is recorded. */
+export interface MergeOutcome {
+  salvage: boolean;
+  status: 'SUCCEEDED' | 'FAILED';
+  reason: string;
+  logLink?: string;
+  jobId: string;
+  jobName: string;
+}
+
+/** A FOV that Batch reported failed, with the reason and log found for it. */
+export type ObservedFailure = Omit<FovFailure, 'reported'>;
+
+export type Fact =
+  | {
+      type: 'batch';
+      /** The round the observations are about. */
+      round: number;
+      /** DescribeJobs of the round's arrays (empty when not asked). */
+      arrays: JobDescription[];
+      failures: ObservedFailure[];
+      merges: MergeOutcome[];
+      /** results/summary.json, validated, when the round's final merge succeeded. */
+      summary?: ResultsSummary;
+      /** A job of the round waiting in RUNNABLE longer than the stuck threshold. */
+      stuck?: { minutes: number; reason?: string };
+    }
+  | { type: 'decision'; decision: 'approved' | 'rejected'; by: string }
+  | { type: 'cancel'; by: string }
+  | { type: 'retry'; by: string }
+  | { type: 'submitted'; submission: Submission }
+  /** Batch refused a job of the round; `terminated` jobs already accepted were stopped, or not (`leftover`). */
+  | { type: 'submit-failed'; reason: string; terminated: number; leftover?: { error: string; jobIds: string[] } }
+  | { type: 'salvage-submitted'; round: number; job: { jobId: string; jobName: string } }
+  | { type: 'message-posted'; ref: { channel: string; ts: string } }
+  | { type: 'post-failed'; reason: string }
+  /** A results or picture delivery claimed at `since` went through. */
+  | { type: 'delivered'; since: number }
+  /** Only the clock moved: approvals expire, stale deliveries are taken over. */
+  | { type: 'tick' };
+
+export type Effect =
+  /** Redraw the run's root message. `restore` is the progress claim to give back if it fails. */
+  | { type: 'update-root'; restore?: { key?: string | undefined; at?: number | undefined } }
+  | { type: 'digest'; failures: FovFailure[]; roundFailed: number; restoreAt?: number | undefined }
+  | { type: 'results'; summary: ResultsSummary }
+  | { type: 'failed-run'; reason: string; logLink?: string | undefined }
+  | { type: 'picture' }
+  | { type: 'notice'; text: string; tone?: 'error' }
+  /** A thread reply that must be given back as a stuck warning if it fails. */
+  | { type: 'stuck-warning'; text: string }
+  | { type: 'submit-round'; round: number; fovs: string }
+  | { type: 'submit-salvage'; round: number }
+  /** `pendingRound`: also the jobs a round being submitted has recorded in its claim. */
+  | { type: 'terminate'; jobIds: string[]; reason: string; pendingRound?: number }
+  /** An answer to whoever brought the fact (ephemeral): a refusal or a "nothing to do". */
+  | { type: 'answer'; text: string };
+
+export interface DecideContext {
+  now: number;
+  settings: Pick<Settings, 'progressIntervalMs' | 'digestIntervalMs'>;
+}
+
+export interface Decision {
+  /** The manifest to store; undefined when nothing changes. */
+  next: RunManifest | undefined;
+  effects: Effect[];
+}
