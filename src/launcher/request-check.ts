@@ -35,10 +35,10 @@ export async function checkRequest(deps: Deps, asked: RunRequest): Promise<Resul
   const experiment = await experimentOf(deps, request.experiment);
   if (!experiment.ok) return experiment;
   const plan = makePlan(experiment.value.fovs, request.fovs);
-  if (typeof plan === 'string') return refuse(plan);
+  if (!plan.ok) return plan;
   const recipeBody = await recipeOf(deps, request.recipe);
   if (!recipeBody.ok) return recipeBody;
-  return ok({ request, queue, experiment: experiment.value, plan, recipeBody: recipeBody.value });
+  return ok({ request, queue, experiment: experiment.value, plan: plan.value, recipeBody: recipeBody.value });
 }
 
 async function experimentOf(deps: Deps, url: string): Promise<Result<ExperimentInfo>> {

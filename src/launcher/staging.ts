@@ -3,6 +3,7 @@
  * tile JSON, tiles, codebook) into the team's store, so that runs read it from there.
  */
 import pLimit from 'p-limit';
+import { stagedPrefix } from '../run/layout.js';
 import type { CoreDeps } from '../core.js';
 import type { RunEventOf } from '../run/run-events.js';
 import { absoluteLocation, resolveRelative } from '../run/locations.js';
@@ -64,9 +65,9 @@ export async function stageExperiment(deps: CoreDeps, raw: RunEventOf<'StageRequ
       event.responseUrl,
     );
   }
-  const destination = (rel: string) => store.locate(`experiments/${event.name}/${rel}`);
+  const destination = (rel: string) => store.locate(`${stagedPrefix(event.name)}/${rel}`);
   // Runs may be reading a staged experiment: a name is staged once.
-  const claim = await store.createIfAbsent(`experiments/${event.name}/.staged.json`, JSON.stringify({ source: event.source, by: event.userId, files: files.length }));
+  const claim = await store.createIfAbsent(`${stagedPrefix(event.name)}/.staged.json`, JSON.stringify({ source: event.source, by: event.userId, files: files.length }));
   if (claim === 'exists') {
     return chat.ephemeral(event.channel, event.userId, errorMessage(`An experiment is already staged as ${event.name}; runs may be reading it. Choose another name, e.g. as=${event.name}-2`), event.responseUrl);
   }
@@ -94,7 +95,7 @@ export async function stageExperiment(deps: CoreDeps, raw: RunEventOf<'StageRequ
     ),
   );
   // An incomplete copy must not hold the name: the next attempt may stage over it.
-  if (failures.length) await store.delete(`experiments/${event.name}/.staged.json`);
+  if (failures.length) await store.delete(`${stagedPrefix(event.name)}/.staged.json`);
   log.info({ source: event.source, name: event.name, files: files.length, failed: failures.length }, 'staging finished');
   const target = destination(files[0]![1]);
   await chat.update(

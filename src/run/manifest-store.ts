@@ -1,14 +1,17 @@
 /** Reading and compare-and-swap updating of run manifests through the Store port. */
 import type { Store } from '../ports.js';
-import { manifestKey, manifestSchema, type RunManifest } from './manifest.js';
+import { manifestSchema, type RunManifest } from './manifest.js';
+import { RUNS_PREFIX, runKeys } from './layout.js';
 
-export class ManifestConflictError extends Error {}
+const manifestKey = (runId: string) => runKeys(runId).manifest;
+
+class ManifestConflictError extends Error {}
 
 export async function loadManifest(store: Store, runId: string): Promise<{ manifest: RunManifest; etag: string } | undefined> {
   const object = await store.get(manifestKey(runId));
   if (!object) return undefined;
   const parsed = manifestSchema.safeParse(JSON.parse(object.body.toString('utf8')));
-  if (!parsed.success) throw new Error(`runs/${runId}/run.json does not match the manifest schema: ${parsed.error.issues[0]?.message}`);
+  if (!parsed.success) throw new Error(`${manifestKey(runId)} does not match the manifest schema: ${parsed.error.issues[0]?.message}`);
   return { manifest: parsed.data, etag: object.etag };
 }
 
@@ -41,7 +44,7 @@ export async function updateManifest(
 }
 
 export async function listManifests(store: Store, limit = 20): Promise<RunManifest[]> {
-  const ids = (await store.listFolders('runs/')).sort().reverse();
+  const ids = (await store.listFolders(RUNS_PREFIX)).sort().reverse();
   // Run ids start with the day (yymmdd) and end at random: take whole days, newest first, until
   // there are enough, then order by creation time.
   const chosen: string[] = [];

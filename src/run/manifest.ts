@@ -110,7 +110,7 @@ export const manifestSchema = z.object({
   updatedAt: z.string(),
   requester: z.object({ userId: z.string(), channel: z.string() }),
   request: runRequestSchema,
-  /** Where the inputs were snapshotted and results go, as the containers see them. */
+  /** The experiment, the recipe snapshot, and the run's outputs prefix (outputs/<run-id>), as the containers see them. */
   inputs: z.object({ experiment: z.string(), recipe: z.string(), output: z.string() }),
   queue: z.string(),
   plan: planSchema,
@@ -137,6 +137,3 @@ export const manifestSchema = z.object({
   results: resultsSchema.optional(),
 });
 export type RunManifest = z.infer<typeof manifestSchema>;
-
-export const manifestKey = (runId: string) => `runs/${runId}/run.json`;
-export const runPrefix = (runId: string) => `runs/${runId}`;

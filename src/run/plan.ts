@@ -5,18 +5,19 @@
 import type { FovSelection } from './fov-ranges.js';
 import { describeSelection, formatRanges, parseRanges } from './fov-ranges.js';
 import type { Plan, WorkUnit } from './manifest.js';
+import { ok, refuse, type Result } from '../result.js';
 
 export const MAX_ARRAY_SIZE = 10_000;
 /** Keeps STARFISH_FOVS well inside the size AWS Batch accepts for container overrides. */
 export const MAX_FOV_LIST_CHARS = 6_000;
 
-export function selectFovs(available: number[], selection: FovSelection): number[] | string {
-  if (selection.kind === 'all') return [...available];
+function selectFovs(available: number[], selection: FovSelection): Result<number[]> {
+  if (selection.kind === 'all') return ok([...available]);
   if (selection.kind === 'first') {
     if (selection.count > available.length) {
-      return `fovs=${selection.count} asks for more FOVs than the experiment has (${available.length}); use fovs=all or fovs=${available.length}`;
+      return refuse(`fovs=${selection.count} asks for more FOVs than the experiment has (${available.length}); use fovs=all or fovs=${available.length}`);
     }
-    return available.slice(0, selection.count);
+    return ok(available.slice(0, selection.count));
   }
   const have = new Set(available);
   const chosen: number[] = [];
@@ -26,9 +27,9 @@ export function selectFovs(available: number[], selection: FovSelection): number
     if (missing.length > 20) break;
   }
   if (missing.length) {
-    return `fovs=${describeSelection(selection)} names FOVs the experiment does not have (${formatRanges(missing.slice(0, 20))}${missing.length > 20 ? ', …' : ''}); it has ${formatRanges(available)}`;
+    return refuse(`fovs=${describeSelection(selection)} names FOVs the experiment does not have (${formatRanges(missing.slice(0, 20))}${missing.length > 20 ? ', …' : ''}); it has ${formatRanges(available)}`);
   }
-  return [...new Set(chosen)].sort((x, y) => x - y);
+  return ok([...new Set(chosen)].sort((x, y) => x - y));
 }
 
 function isContiguous(fovs: number[]): boolean {
@@ -50,10 +51,11 @@ export function planUnits(fovs: number[]): WorkUnit[] {
   return units;
 }
 
-export function makePlan(available: number[], selection: FovSelection): Plan | string {
-  const fovs = selectFovs(available, selection);
-  if (typeof fovs === 'string') return fovs;
-  return { experimentFovCount: available.length, fovs: formatRanges(fovs), fovCount: fovs.length, units: planUnits(fovs) };
+export function makePlan(available: number[], selection: FovSelection): Result<Plan> {
+  const selected = selectFovs(available, selection);
+  if (!selected.ok) return selected;
+  const fovs = selected.value;
+  return ok({ experimentFovCount: available.length, fovs: formatRanges(fovs), fovCount: fovs.length, units: planUnits(fovs) });
 }
 
 /** A unit's FOVs as the range text its jobs receive in STARFISH_FOVS (child i takes the i-th). */

@@ -11,9 +11,3 @@ export const resultsSummarySchema = z.object({
   counts_per_gene: z.record(z.string(), z.number()),
 });
 export type ResultsSummary = z.infer<typeof resultsSummarySchema>;
-
-export const resultKeys = (runId: string) => ({
-  spotsCsv: `runs/${runId}/results/spots.csv`,
-  summaryJson: `runs/${runId}/results/summary.json`,
-  spotsPng: `runs/${runId}/results/spots.png`,
-});

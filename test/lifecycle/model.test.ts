@@ -70,8 +70,9 @@ class World {
     readonly failing: ReadonlySet<number>,
     needsApproval: boolean,
   ) {
-    const plan = makePlan(Array.from({ length: fovs }, (_, i) => i), { kind: 'all' });
-    if (typeof plan === 'string') throw new Error(plan);
+    const planned = makePlan(Array.from({ length: fovs }, (_, i) => i), { kind: 'all' });
+    if (!planned.ok) throw new Error(planned.reason);
+    const plan = planned.value;
     const request = { experiment: 's3://lab/exp.json', recipe: 's3://lab/r.py', fovs: { kind: 'all' as const }, dryRun: false };
     this.m = newManifest(
       {
@@ -294,8 +295,8 @@ const scenario = fc.record({
   actions: fc.array(action, { maxLength: 60 }),
 });
 
-function play(s: fc.RecordValue<typeof scenario> | { fovs: number; failing: number[]; approval: boolean; actions: Action[] }): World {
-  const world = new World(s.fovs, new Set(s.failing.filter((f) => f < s.fovs)), s.approval);
+function play(s: { fovs: number; failing: number[]; approval: boolean; actions: Action[] }): World {
+  const world = new World(s.fovs, new Set(s.failing.filter((f: number) => f < s.fovs)), s.approval);
   for (const a of s.actions) world.run(a);
   world.settle();
   return world;

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { fovOfChild, makePlan, MAX_FOV_LIST_CHARS } from '../../src/run/plan.js';
+import { fovOfChild, makePlan, MAX_FOV_LIST_CHARS, unitFovs } from '../../src/run/plan.js';
 import { expandRanges, formatRanges } from '../../src/run/fov-ranges.js';
 import type { Plan } from '../../src/run/manifest.js';
 import { isWithin } from '../../src/run/policy.js';
@@ -8,9 +8,11 @@ const range = (n: number, from = 0) => Array.from({ length: n }, (_, i) => from 
 
 function plan(available: number[], selection: Parameters<typeof makePlan>[1] = { kind: 'all' }): Plan {
   const p = makePlan(available, selection);
-  if (typeof p === 'string') throw new Error(p);
-  return p;
+  if (!p.ok) throw new Error(p.reason);
+  return p.value;
 }
+
+const refusal = (r: ReturnType<typeof makePlan>) => (r.ok ? undefined : r.reason);
 
 /** Every FOV the plan's jobs would process, in order, via the same mapping the containers use. */
 function processed(p: Plan): number[] {
@@ -58,14 +60,15 @@ describe('selections', () => {
   });
 
   it('refuses FOVs the experiment does not have, naming them and what it has', () => {
-    expect(makePlan(sixteen, { kind: 'list', ranges: [[14, 18]] })).toMatch(/does not have \(16-18\); it has 0-15/);
-    expect(makePlan(sixteen, { kind: 'first', count: 20 })).toMatch(/more FOVs than the experiment has \(16\)/);
+    expect(refusal(makePlan(sixteen, { kind: 'list', ranges: [[14, 18]] }))).toMatch(/does not have \(16-18\); it has 0-15/);
+    expect(refusal(makePlan(sixteen, { kind: 'first', count: 20 }))).toMatch(/more FOVs than the experiment has \(16\)/);
   });
 
   it('keeps a long scattered list short enough for a Batch override', () => {
     const evens = range(10_000).filter((x) => x % 2 === 0);
     const p = plan(range(10_000), { kind: 'list', ranges: evens.map((x) => [x, x] as [number, number]) });
-    for (const u of p.units) if (u.fovList) expect(expandRanges(u.fovList).join(',').length).toBeLessThanOrEqual(MAX_FOV_LIST_CHARS);
+    // What travels in each FOV job's STARFISH_FOVS.
+    for (const u of p.units) expect(unitFovs(u).length).toBeLessThanOrEqual(MAX_FOV_LIST_CHARS);
     expect(processed(p)).toEqual(evens);
   });
 
