@@ -10,7 +10,7 @@ import { mockClient } from 'aws-sdk-client-mock';
 import { BatchClient, DescribeJobsCommand, SubmitJobCommand } from '@aws-sdk/client-batch';
 import { EventBridgeClient } from '@aws-sdk/client-eventbridge';
 import { S3Client } from '@aws-sdk/client-s3';
-import { ReceiveMessageCommand, SQSClient } from '@aws-sdk/client-sqs';
+import { DeleteMessageBatchCommand, ReceiveMessageCommand, SQSClient } from '@aws-sdk/client-sqs';
 import { createAwsSystem, type AwsSystem } from '../../src/aws/system.js';
 import { createEventsHandler } from '../../src/lambda/events.js';
 import { silentLogger } from '../../src/core.js';
@@ -201,5 +201,34 @@ describe('end to end on the AWS adapters (SDK mocked)', () => {
     expect(chat.of('reply').some((c) => c.text.includes('160 spots from 2/2 FOVs'))).toBe(true);
     // No spots.png in S3: no upload, and no error either.
     expect(chat.of('upload')).toHaveLength(0);
+  });
+  it('the schedule replays a dead-lettered Batch event into the run, deletes it, and leaves a run event for a person', async () => {
+    const { runId } = await request(2);
+    const arrayId = batch.byName('-fov').detail.jobId!;
+    const done = { size: 2, statusSummary: { SUCCEEDED: 1, FAILED: 1 } };
+    batch.set(arrayId, { status: 'FAILED', stoppedAt: clock.now(), arrayProperties: done });
+    const dead = batchEvent('dead-1', { jobName: `starfish-${runId}-fov`, jobId: `${arrayId}:1`, status: 'FAILED', statusReason: 'Essential container in task exited', arrayProperties: { index: 1 } });
+    const runEvent = { version: '0', id: 'run-1', source: 'starfish.chatops', 'detail-type': 'RunRequested', detail: {} };
+    sqs.on(ReceiveMessageCommand)
+      .resolvesOnce({ Messages: [{ MessageId: 'm1', ReceiptHandle: 'r1', Body: JSON.stringify(dead) }, { MessageId: 'm2', ReceiptHandle: 'r2', Body: JSON.stringify(runEvent) }] })
+      .resolves({ Messages: [] });
+    sqs.on(DeleteMessageBatchCommand).resolves({ Successful: [{ Id: 'e0' }] });
+    const out = (await handler({ version: '0', id: 'sched-2', source: 'aws.events', 'detail-type': 'Scheduled Event', detail: {}, resources: [] })) as { reconcile: { deadLetters: unknown } };
+    expect(out.reconcile.deadLetters).toEqual({ received: 2, replayed: 1, failed: 0, left: 1 });
+    expect(sqs.commandCalls(DeleteMessageBatchCommand)[0]!.args[0].input.Entries).toEqual([{ Id: 'e0', ReceiptHandle: 'r1' }]);
+    expect((await manifest(runId)).failures.map((f) => f.fov)).toEqual([1]);
+  });
+
+  it('the schedule still reconciles when the dead-letter queue cannot be read', async () => {
+    const { runId } = await request(2);
+    sqs.on(ReceiveMessageCommand).rejects(new Error('AccessDenied'));
+    const mergeId = batch.byName('-merge').detail.jobId!;
+    batch.set(batch.byName('-fov').detail.jobId!, { status: 'SUCCEEDED', stoppedAt: clock.now(), arrayProperties: { size: 2, statusSummary: { SUCCEEDED: 2 } } });
+    s3.put(`${RESULTS}/${runKeys(runId).summaryJson}`, JSON.stringify(summary([], 2)));
+    batch.set(mergeId, { status: 'SUCCEEDED', stoppedAt: clock.now() });
+    const out = (await handler({ version: '0', id: 'sched-3', source: 'aws.events', 'detail-type': 'Scheduled Event', detail: {}, resources: [] })) as { reconcile: { recovered: string[]; deadLetters?: unknown } };
+    expect(out.reconcile.deadLetters).toBeUndefined();
+    expect(out.reconcile.recovered).toEqual([runId]);
+    expect((await manifest(runId)).status).toBe('succeeded');
   });
 });
