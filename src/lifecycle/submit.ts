@@ -10,7 +10,7 @@ import { takeClaim, type HeldClaim } from '../run/claims.js';
 import { expandRanges } from '../run/fov-ranges.js';
 import { runKeys } from '../run/layout.js';
 import type { RunManifest, Submission } from '../run/manifest.js';
-import { planUnits, unitFovs } from '../run/plan.js';
+import { planUnits } from '../run/plan.js';
 import type { Fact } from './types.js';
 
 /** A submission claimed this long ago and still not recorded is taken to have died with its submitter. */
@@ -69,7 +69,7 @@ async function submitUnder(deps: Deps, m: RunManifest, round: number, fovs: stri
   try {
     for (const [part, unit] of units.entries()) {
       const name = jobName(m.runId, 'fov', round, units.length > 1 ? part : undefined);
-      const job = await executor.submitFovs(specOf(m), { name, size: unit.size, environment: fovEnvironment(deps, m, unitFovs(unit)) });
+      const job = await executor.submitFovs(specOf(m), { name, size: unit.size, environment: fovEnvironment(deps, m, unit.fovs) });
       arrays.push({ ...job, unit });
       // Recorded as soon as Batch accepts it: whoever takes over or cancels knows it is running.
       await claim.record(job.jobId);

@@ -20,14 +20,21 @@ export const runRequestSchema = z.object({
 });
 export type RunRequest = z.infer<typeof runRequestSchema>;
 
-/** One Batch submission unit: a plain job (size 1) or an array of up to 10,000 children. */
-export const workUnitSchema = z.object({
-  size: z.number().int().positive(),
-  /** Contiguous FOVs: child i processes offset + i. */
-  offset: z.number().int().nonnegative().optional(),
-  /** Scattered FOVs: child i processes fovList[i] (compact range text). */
-  fovList: z.string().optional(),
-});
+/**
+ * One Batch submission unit: a plain job (size 1) or an array of up to 10,000 children. Its FOVs
+ * are range text, the one form a FOV set takes from the plan to the container (STARFISH_FOVS):
+ * child i processes the i-th FOV of it. Manifests written before units carried range text
+ * (offset for contiguous FOVs, fovList for scattered ones) are read into the same form.
+ */
+export const workUnitSchema = z.preprocess(
+  (raw) => {
+    const u = raw as { size?: number; offset?: number; fovList?: string; fovs?: string };
+    if (typeof u !== 'object' || u === null || u.fovs !== undefined) return raw;
+    if (u.offset !== undefined && u.size !== undefined) return { size: u.size, fovs: u.size === 1 ? `${u.offset}` : `${u.offset}-${u.offset + u.size - 1}` };
+    return { size: u.size, fovs: u.fovList };
+  },
+  z.object({ size: z.number().int().positive(), fovs: z.string().min(1) }),
+);
 export type WorkUnit = z.infer<typeof workUnitSchema>;
 
 export const planSchema = z.object({

@@ -32,14 +32,9 @@ function selectFovs(available: number[], selection: FovSelection): Result<number
   return ok([...new Set(chosen)].sort((x, y) => x - y));
 }
 
-function isContiguous(fovs: number[]): boolean {
-  return fovs.length > 0 && fovs[fovs.length - 1]! - fovs[0]! === fovs.length - 1;
-}
-
 function unitFor(fovs: number[]): WorkUnit[] {
-  if (isContiguous(fovs)) return [{ size: fovs.length, offset: fovs[0]! }];
   const list = formatRanges(fovs);
-  if (list.length <= MAX_FOV_LIST_CHARS) return [{ size: fovs.length, fovList: list }];
+  if (list.length <= MAX_FOV_LIST_CHARS) return [{ size: fovs.length, fovs: list }];
   const half = Math.ceil(fovs.length / 2);
   return [...unitFor(fovs.slice(0, half)), ...unitFor(fovs.slice(half))];
 }
@@ -58,18 +53,10 @@ export function makePlan(available: number[], selection: FovSelection): Result<P
   return ok({ experimentFovCount: available.length, fovs: formatRanges(fovs), fovCount: fovs.length, units: planUnits(fovs) });
 }
 
-/** A unit's FOVs as the range text its jobs receive in STARFISH_FOVS (child i takes the i-th). */
-export function unitFovs(unit: WorkUnit): string {
-  if (unit.offset === undefined) return unit.fovList ?? '';
-  return unit.size === 1 ? `${unit.offset}` : `${unit.offset}-${unit.offset + unit.size - 1}`;
-}
-
-/** The FOV each child of a unit processes: what STARFISH_FOV_OFFSET / STARFISH_FOV_LIST encode. */
+/** The FOV child `index` of a unit processes: the index-th of its range text, as the containers read it. */
 export function fovOfChild(unit: WorkUnit, index: number): number | undefined {
   if (index < 0 || index >= unit.size) return undefined;
-  if (unit.offset !== undefined) return unit.offset + index;
-  if (unit.fovList === undefined) return undefined;
-  return nthOfRanges(unit.fovList, index);
+  return nthOfRanges(unit.fovs, index);
 }
 
 function nthOfRanges(text: string, index: number): number | undefined {

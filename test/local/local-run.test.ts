@@ -16,7 +16,7 @@ describe('a complete local run', () => {
 
     const run = (await h.latestRun())!;
     expect(run.status).toBe('succeeded');
-    expect(run.plan).toMatchObject({ fovCount: 4, fovs: '0-3', units: [{ size: 4, offset: 0 }] });
+    expect(run.plan).toMatchObject({ fovCount: 4, fovs: '0-3', units: [{ size: 4, fovs: '0-3' }] });
     expect(run.progress).toEqual({ total: 4, succeeded: 4, failed: 0, running: 0, waiting: 0 });
     const results = path.join(home, 'runs', run.runId, 'results');
     for (const f of ['spots.csv', 'summary.json', 'spots.png']) expect(existsSync(path.join(results, f))).toBe(true);
@@ -69,7 +69,7 @@ describe('a complete local run', () => {
     const after = (await h.latestRun())!;
     expect(after.status).toBe('succeeded');
     expect(after.submissions).toHaveLength(2);
-    expect(after.submissions[1]).toMatchObject({ round: 1, fovs: '2', arrays: [{ unit: { size: 1, offset: 2 } }] });
+    expect(after.submissions[1]).toMatchObject({ round: 1, fovs: '2', arrays: [{ unit: { size: 1, fovs: '2' } }] });
     expect(after.results).toMatchObject({ fovsProcessed: 4, fovsMissing: [] });
     expect(h.transcript().match(/Results of run/g)).toHaveLength(2);
     await removeDir(home);

@@ -1,16 +1,16 @@
 import { describe, expect, it } from 'vitest';
 import { failureDigest, resultsMessage, rootMessage } from '../../src/messages/blocks.js';
-import { LIMITS, type Block, type Message } from '../../src/messages/message.js';
+import { LIMITS, type Message } from '../../src/messages/message.js';
 import { renderText } from '../../src/messages/text.js';
 import type { FovFailure, RunManifest } from '../../src/run/manifest.js';
 
 function withinLimits(message: Message): void {
   expect(message.blocks.length).toBeLessThanOrEqual(LIMITS.blocksPerMessage);
   expect(message.text.length).toBeLessThanOrEqual(LIMITS.fallbackText);
-  for (const b of message.blocks as Block[]) {
+  for (const b of message.blocks) {
     if (b.type === 'header') expect(b.text.text.length).toBeLessThanOrEqual(LIMITS.headerText);
-    if (b.type === 'section') expect(b.text.text.length).toBeLessThanOrEqual(LIMITS.sectionText);
-    if (b.type === 'context') for (const e of b.elements) expect(e.text.length).toBeLessThanOrEqual(LIMITS.sectionText);
+    if (b.type === 'section') expect(b.text?.text.length).toBeLessThanOrEqual(LIMITS.sectionText);
+    if (b.type === 'context') for (const e of b.elements) if (e.type !== 'image') expect(e.text.length).toBeLessThanOrEqual(LIMITS.sectionText);
   }
 }
 
@@ -23,7 +23,7 @@ const manifest = (over: Partial<RunManifest> = {}): RunManifest => ({
   request: { experiment: 's3://lab-data/iss/experiment.json', fovs: { kind: 'all' }, dryRun: false },
   inputs: { experiment: 's3://lab-data/iss/experiment.json', recipe: 's3://lab-results/runs/261125-k3f9/inputs/recipe.py', output: 's3://lab-results/runs/261125-k3f9' },
   queue: 'spot',
-  plan: { experimentFovCount: 10_000, fovs: '0-9999', fovCount: 10_000, units: [{ size: 10_000, offset: 0 }] },
+  plan: { experimentFovCount: 10_000, fovs: '0-9999', fovCount: 10_000, units: [{ size: 10_000, fovs: '0-9999' }] },
   approval: { required: false, reasons: [] },
   status: 'running',
   submissions: [],
@@ -46,7 +46,7 @@ describe('Block Kit limits', () => {
     }));
     const digest = failureDigest('261125-k3f9', failures, 2_000);
     withinLimits(digest);
-    const text = digest.blocks.map((b) => (b.type === 'section' ? b.text.text : '')).join('\n');
+    const text = digest.blocks.map((b) => (b.type === 'section' ? b.text?.text : '')).join('\n');
     const named = [...text.matchAll(/• FOV (\d+) <[^>]+\|log> — (.*)/g)];
     expect(named.length).toBeGreaterThan(100);
     for (const m of named) expect(m[2]).toBe(reason);

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import { fovOfChild, makePlan, MAX_FOV_LIST_CHARS, unitFovs } from '../../src/run/plan.js';
+import { fovOfChild, makePlan, MAX_FOV_LIST_CHARS } from '../../src/run/plan.js';
 import { expandRanges, formatRanges } from '../../src/run/fov-ranges.js';
-import type { Plan } from '../../src/run/manifest.js';
+import { workUnitSchema, type Plan } from '../../src/run/manifest.js';
 import { isWithin } from '../../src/run/policy.js';
 
 const range = (n: number, from = 0) => Array.from({ length: n }, (_, i) => from + i);
@@ -21,20 +21,20 @@ function processed(p: Plan): number[] {
 
 describe('planning into Batch-sized units', () => {
   it('1 FOV is a plain job', () => {
-    expect(plan([0]).units).toEqual([{ size: 1, offset: 0 }]);
+    expect(plan([0]).units).toEqual([{ size: 1, fovs: '0' }]);
   });
 
   it('2 FOVs are one array of 2', () => {
-    expect(plan(range(2)).units).toEqual([{ size: 2, offset: 0 }]);
+    expect(plan(range(2)).units).toEqual([{ size: 2, fovs: '0-1' }]);
   });
 
   it('10,000 FOVs fit one array', () => {
-    expect(plan(range(10_000)).units).toEqual([{ size: 10_000, offset: 0 }]);
+    expect(plan(range(10_000)).units).toEqual([{ size: 10_000, fovs: '0-9999' }]);
   });
 
   it('10,001 FOVs are split into two arrays that cover every FOV once', () => {
     const p = plan(range(10_001));
-    expect(p.units).toEqual([{ size: 10_000, offset: 0 }, { size: 1, offset: 10_000 }]);
+    expect(p.units).toEqual([{ size: 10_000, fovs: '0-9999' }, { size: 1, fovs: '10000' }]);
     expect(processed(p)).toEqual(range(10_001));
   });
 
@@ -50,12 +50,12 @@ describe('selections', () => {
   const sixteen = range(16);
 
   it('takes the first N', () => {
-    expect(plan(sixteen, { kind: 'first', count: 4 })).toMatchObject({ fovCount: 4, fovs: '0-3', units: [{ size: 4, offset: 0 }] });
+    expect(plan(sixteen, { kind: 'first', count: 4 })).toMatchObject({ fovCount: 4, fovs: '0-3', units: [{ size: 4, fovs: '0-3' }] });
   });
 
   it('runs scattered FOVs through a FOV list, in order', () => {
     const p = plan(sixteen, { kind: 'list', ranges: [[1, 3], [7, 7], [9, 10]] });
-    expect(p.units).toEqual([{ size: 6, fovList: '1-3,7,9-10' }]);
+    expect(p.units).toEqual([{ size: 6, fovs: '1-3,7,9-10' }]);
     expect(processed(p)).toEqual([1, 2, 3, 7, 9, 10]);
   });
 
@@ -68,8 +68,15 @@ describe('selections', () => {
     const evens = range(10_000).filter((x) => x % 2 === 0);
     const p = plan(range(10_000), { kind: 'list', ranges: evens.map((x) => [x, x] as [number, number]) });
     // What travels in each FOV job's STARFISH_FOVS.
-    for (const u of p.units) expect(unitFovs(u).length).toBeLessThanOrEqual(MAX_FOV_LIST_CHARS);
+    for (const u of p.units) expect(u.fovs.length).toBeLessThanOrEqual(MAX_FOV_LIST_CHARS);
     expect(processed(p)).toEqual(evens);
+  });
+
+  it('reads the units of manifests written before units carried range text', () => {
+    expect(workUnitSchema.parse({ size: 3, offset: 5 })).toEqual({ size: 3, fovs: '5-7' });
+    expect(workUnitSchema.parse({ size: 1, offset: 9 })).toEqual({ size: 1, fovs: '9' });
+    expect(workUnitSchema.parse({ size: 4, fovList: '1-3,7' })).toEqual({ size: 4, fovs: '1-3,7' });
+    expect(workUnitSchema.safeParse({ size: 4 }).success).toBe(false);
   });
 
   it('formats and expands ranges as inverses', () => {
