@@ -4,7 +4,7 @@
  * JSON); one the notifier still fails stays for the next schedule. Run events that ended up
  * here are left for a person: replaying a RunRequested could launch a run twice.
  */
-import type { SQSClient } from '@aws-sdk/client-sqs';
+import type { Message, SQSClient } from '@aws-sdk/client-sqs';
 import type { Logger } from '../core.js';
 import type { DeadLetterReport, DeadLetters } from '../ports.js';
 
@@ -41,49 +41,76 @@ export class SqsDeadLetters implements DeadLetters {
           VisibilityTimeout: this.options.visibilityTimeout ?? 120,
         }),
       );
-      const messages = (out.Messages ?? []).filter((m) => m.ReceiptHandle);
+      const messages = (out.Messages ?? []).filter((m): m is Message & { ReceiptHandle: string } => Boolean(m.ReceiptHandle));
       if (!messages.length) break;
       report.received += messages.length;
-
-      const batchEvents: Array<{ receipt: string; messageId: string; event: { id: string } }> = [];
-      const done: Array<{ Id: string; ReceiptHandle: string }> = [];
-      for (const [i, m] of messages.entries()) {
-        let body: { source?: unknown; id?: unknown } | undefined;
-        try {
-          body = JSON.parse(m.Body ?? '') as { source?: unknown; id?: unknown };
-        } catch {
-          log.error({ messageId: m.MessageId }, 'dead letter is not JSON; deleting it');
-          done.push({ Id: String(i), ReceiptHandle: m.ReceiptHandle! });
-          continue;
-        }
-        if (body?.source === 'aws.batch' && typeof body.id === 'string') {
-          batchEvents.push({ receipt: m.ReceiptHandle!, messageId: m.MessageId ?? String(i), event: body as { id: string } });
-        } else {
-          report.left++;
-          log.warn({ messageId: m.MessageId, source: body?.source }, 'dead letter is not a Batch event; left in the queue for a person to inspect');
-        }
-      }
-      if (batchEvents.length) {
-        let failed: Set<string>;
-        try {
-          failed = new Set((await handleBatch(batchEvents.map((b) => b.event))).failedEventIds);
-        } catch (error) {
-          log.error({ err: (error as Error).message, events: batchEvents.length }, 'replaying dead letters failed; they stay queued');
-          failed = new Set(batchEvents.map((b) => b.event.id));
-        }
-        for (const [i, b] of batchEvents.entries()) {
-          if (failed.has(b.event.id)) report.failed++;
-          else {
-            report.replayed++;
-            done.push({ Id: `e${i}`, ReceiptHandle: b.receipt });
-          }
-        }
-      }
+      const { batchEvents, done } = this.sort(messages, report);
+      done.push(...(await this.replayEvents(batchEvents, handleBatch, report)));
       if (done.length) {
         const deleted = await client.send(new DeleteMessageBatchCommand({ QueueUrl: queueUrl, Entries: done }));
         if (deleted.Failed?.length) log.warn({ failed: deleted.Failed.length }, 'some replayed dead letters could not be deleted; they will be replayed again (harmless)');
       }
     }
     return report;
+  }
+
+  /** Batch events to replay; what is not JSON is done (deleted); anything else is left for a person. */
+  private sort(messages: Array<Message & { ReceiptHandle: string }>, report: DeadLetterReport) {
+    const { log } = this.options;
+    const batchEvents: DeadEvent[] = [];
+    const done: Entry[] = [];
+    for (const [i, m] of messages.entries()) {
+      const body = parseBody(m.Body);
+      if (body === undefined) {
+        log.error({ messageId: m.MessageId }, 'dead letter is not JSON; deleting it');
+        done.push({ Id: String(i), ReceiptHandle: m.ReceiptHandle });
+      } else if (body.source === 'aws.batch' && typeof body.id === 'string') {
+        batchEvents.push({ receipt: m.ReceiptHandle, event: body as { id: string } });
+      } else {
+        report.left++;
+        log.warn({ messageId: m.MessageId, source: body.source }, 'dead letter is not a Batch event; left in the queue for a person to inspect');
+      }
+    }
+    return { batchEvents, done };
+  }
+
+  /** Hands the events to the notifier; returns the entries of those it processed. */
+  private async replayEvents(batchEvents: DeadEvent[], handleBatch: Parameters<DeadLetters['replay']>[0], report: DeadLetterReport): Promise<Entry[]> {
+    if (!batchEvents.length) return [];
+    let failed: Set<string>;
+    try {
+      failed = new Set((await handleBatch(batchEvents.map((b) => b.event))).failedEventIds);
+    } catch (error) {
+      this.options.log.error({ err: (error as Error).message, events: batchEvents.length }, 'replaying dead letters failed; they stay queued');
+      failed = new Set(batchEvents.map((b) => b.event.id));
+    }
+    const done: Entry[] = [];
+    for (const [i, b] of batchEvents.entries()) {
+      if (failed.has(b.event.id)) report.failed++;
+      else {
+        report.replayed++;
+        done.push({ Id: `e${i}`, ReceiptHandle: b.receipt });
+      }
+    }
+    return done;
+  }
+}
+
+interface DeadEvent {
+  receipt: string;
+  event: { id: string };
+}
+
+interface Entry {
+  Id: string;
+  ReceiptHandle: string;
+}
+
+function parseBody(body: string | undefined): { source?: unknown; id?: unknown } | undefined {
+  try {
+    const parsed = JSON.parse(body ?? '') as unknown;
+    return typeof parsed === 'object' && parsed !== null ? (parsed as { source?: unknown; id?: unknown }) : {};
+  } catch {
+    return undefined;
   }
 }
