@@ -47,14 +47,19 @@ export async function factFromBatch(deps: Deps, m: RunManifest, current: Submiss
 function childFailure(deps: Deps, m: RunManifest, e: BatchJobEvent): ObservedFailure | undefined {
   const d = e.detail;
   const id = d.status === 'FAILED' ? parseJobName(d.jobName) : undefined;
-  if (!id || id.role !== 'fov') return undefined;
   const isParent = d.arrayProperties?.statusSummary !== undefined || (d.arrayProperties?.size ?? 0) > 1;
-  const submission = m.submissions.find((s) => s.round === id.round);
-  const array = submission?.arrays.find((a) => a.jobName === d.jobName) ?? submission?.arrays[id.part];
-  const fov = array && !isParent ? fovOfChild(array.unit, d.arrayProperties?.index ?? 0) : undefined;
+  if (!id || id.role !== 'fov' || isParent) return undefined;
+  const fov = fovOfEvent(m, id, d.jobName, d.arrayProperties?.index ?? 0);
   if (fov === undefined) return undefined;
   const stream = logStreamOf(e);
   return { fov, round: id.round, jobId: d.jobId, reason: failureReasonOf(e), ...(stream ? { logLink: deps.executor.logLink(stream) } : {}) };
+}
+
+/** The FOV a child processed: by the array's recorded name, else by its part of the round. */
+function fovOfEvent(m: RunManifest, id: { round: number; part: number }, name: string, index: number): number | undefined {
+  const submission = m.submissions.find((s) => s.round === id.round);
+  const array = submission?.arrays.find((a) => a.jobName === name) ?? submission?.arrays[id.part];
+  return array ? fovOfChild(array.unit, index) : undefined;
 }
 
 /** The end of a merge of the current round, known by its name even before its id is recorded. */
