@@ -2,7 +2,8 @@
  * Block Kit builders: pure functions from run state to messages. The console renders the same
  * messages as text (./text.ts), so what a lab sees locally is what Slack shows.
  */
-import type { Block, ButtonElement, Message } from './message.js';
+import type { Button, ContextBlock, KnownBlock, MrkdwnElement, PlainTextElement, SectionBlock } from '@slack/types';
+import type { Message } from './message.js';
 import { LIMITS, clip, escapeMrkdwn as esc, summarizeLines } from './message.js';
 import type { FovFailure, Progress, RunManifest, RunStatus } from '../run/manifest.js';
 import type { ResultsSummary } from '../run/results.js';
@@ -25,28 +26,28 @@ const STATUS_LABEL: Record<RunStatus, string> = {
 };
 
 const n = (x: number) => x.toLocaleString('en-US');
-const plain = (text: string) => ({ type: 'plain_text' as const, text });
-const md = (text: string) => ({ type: 'mrkdwn' as const, text });
-const section = (text: string): Block => ({ type: 'section', text: md(clip(text, LIMITS.sectionText)) });
-const context = (...texts: string[]): Block => ({ type: 'context', elements: texts.slice(0, LIMITS.contextElements).map((t) => md(clip(t, LIMITS.sectionText))) });
+const plain = (text: string): PlainTextElement => ({ type: 'plain_text', text });
+const md = (text: string): MrkdwnElement => ({ type: 'mrkdwn', text });
+const section = (text: string): SectionBlock => ({ type: 'section', text: md(clip(text, LIMITS.sectionText)) });
+const context = (...texts: string[]): ContextBlock => ({ type: 'context', elements: texts.slice(0, LIMITS.contextElements).map((t) => md(clip(t, LIMITS.sectionText))) });
 
-function button(text: string, action: string, value: string, style?: 'primary' | 'danger'): ButtonElement {
+function button(text: string, action: string, value: string, style?: Button['style']): Button {
   return { type: 'button', text: plain(text), action_id: action, value, ...(style ? { style } : {}) };
 }
 
 /** process-fov's reasons start "process-fov: FOV 17: …"; the message names the FOV already. */
-export function reasonWithoutFov(f: Pick<FovFailure, 'fov' | 'reason'>): string {
+function reasonWithoutFov(f: Pick<FovFailure, 'fov' | 'reason'>): string {
   return f.reason.replace(/^process-fov: /, '').replace(new RegExp(`^FOV ${f.fov}: `), '');
 }
 
-export function progressBar(p: Progress, width = 20): string {
+function progressBar(p: Progress, width = 20): string {
   const done = p.succeeded + p.failed;
   const ratio = p.total === 0 ? 0 : done / p.total;
   const filled = Math.min(width, Math.round(ratio * width));
   return `${'█'.repeat(filled)}${'░'.repeat(width - filled)} ${Math.floor(ratio * 100)}%`;
 }
 
-export function progressLine(p: Progress): string {
+function progressLine(p: Progress): string {
   const parts = [`${n(p.succeeded + p.failed)}/${n(p.total)} FOVs done`];
   if (p.failed) parts.push(`${n(p.failed)} failed`);
   if (p.running) parts.push(`${n(p.running)} running`);
@@ -79,7 +80,7 @@ function decisionLine(m: RunManifest): string | undefined {
 /** The run's one root message: request, plan, live progress, status and its buttons. */
 export function rootMessage(m: RunManifest): Message {
   const status = `${STATUS_LABEL[m.status]}${m.statusReason ? ` — ${m.statusReason}` : ''}`; // statusReason is ours, may hold <@user>
-  const blocks: Block[] = [{ type: 'header', text: plain(title(m)) }, section(requestFields(m))];
+  const blocks: KnownBlock[] = [{ type: 'header', text: plain(title(m)) }, section(requestFields(m))];
   const decision = decisionLine(m);
   if (decision) blocks.push(context(decision));
   if (m.submissions.length) blocks.push(section(`\`${progressLine(m.progress)}\``));
@@ -114,7 +115,7 @@ export function rootMessage(m: RunManifest): Message {
 export function failureDigest(runId: string, failures: FovFailure[], totalFailed: number): Message {
   const lines = failures.map((f) => `• FOV ${f.fov}${f.logLink ? ` <${f.logLink}|log>` : ''} — ${esc(clip(reasonWithoutFov(f), 160))}`);
   const head = `:warning: ${failures.length} FOV${failures.length === 1 ? '' : 's'} failed${totalFailed > failures.length ? ` (${totalFailed} in all so far)` : ''}`;
-  const blocks: Block[] = [section(`*${head}* in run ${runId}`)];
+  const blocks: KnownBlock[] = [section(`*${head}* in run ${runId}`)];
   const sections = chunkLines(lines, LIMITS.sectionText, LIMITS.blocksPerMessage - 2);
   for (const text of sections.chunks) blocks.push(section(text));
   if (sections.left) blocks.push(context(`…and ${sections.left} more failed FOVs: \`/starfish status ${runId}\` lists them all.`));
@@ -185,7 +186,7 @@ export function errorMessage(text: string): Message {
 export function statusMessage(m: RunManifest): Message {
   const root = rootMessage(m);
   const failures = m.failures.filter((f) => f.round === (m.submissions.at(-1)?.round ?? 0));
-  const blocks: Block[] = root.blocks.filter((b) => b.type !== "actions");
+  const blocks = root.blocks.filter((b) => b.type !== 'actions');
   if (failures.length) {
     blocks.push(section(`*Failed FOVs*\n${summarizeLines(failures.map((f) => `• FOV ${f.fov}: ${esc(clip(reasonWithoutFov(f), 200))}${f.logLink ? ` — <${f.logLink}|log>` : ''}`), LIMITS.sectionText, 'more')}`));
   }

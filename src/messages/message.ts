@@ -1,39 +1,15 @@
 /**
- * The subset of Slack Block Kit this app sends, typed here so the core needs no Slack package.
- * Limits (https://api.slack.com/reference/block-kit/blocks) are enforced by the builders.
+ * A message as Slack takes it: Block Kit blocks typed by @slack/types, so the SDK accepts them
+ * as they are. The builders (./blocks.ts) use a small subset (header, section, context, actions
+ * with buttons) and enforce Slack's limits (https://api.slack.com/reference/block-kit/blocks);
+ * the console renders any block (./text.ts).
  */
-export interface TextObject {
-  type: 'mrkdwn' | 'plain_text';
-  text: string;
-}
-
-export interface ButtonElement {
-  type: 'button';
-  text: { type: 'plain_text'; text: string };
-  action_id: string;
-  value: string;
-  style?: 'primary' | 'danger';
-  url?: string;
-  confirm?: {
-    title: { type: 'plain_text'; text: string };
-    text: TextObject;
-    confirm: { type: 'plain_text'; text: string };
-    deny: { type: 'plain_text'; text: string };
-  };
-}
-
-export type Block =
-  | { type: 'header'; text: { type: 'plain_text'; text: string } }
-  | { type: 'section'; text: TextObject; fields?: TextObject[] }
-  | { type: 'context'; elements: TextObject[] }
-  | { type: 'actions'; block_id?: string; elements: ButtonElement[] }
-  | { type: 'divider' }
-  | { type: 'image'; image_url: string; alt_text: string };
+import type { KnownBlock } from '@slack/types';
 
 export interface Message {
   /** Notification and accessibility fallback; also what the console prints first. */
   text: string;
-  blocks: Block[];
+  blocks: KnownBlock[];
   /** Set by errorMessage: the person's request was refused or could not be done. */
   refusal?: true;
 }

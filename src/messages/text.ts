@@ -1,5 +1,6 @@
 /** Renders Block Kit messages as terminal text for the console channel. */
-import type { Block, Message } from './message.js';
+import type { ActionsBlockElement, ContextBlockElement, KnownBlock, SectionBlock, TextObject } from '@slack/types';
+import type { Message } from './message.js';
 import { ACTIONS } from './blocks.js';
 
 const EMOJI: Record<string, string> = {
@@ -11,7 +12,7 @@ const EMOJI: Record<string, string> = {
 /** The typed equivalent of each button, so the console takes button actions as commands. */
 const TYPED: Record<string, string> = { [ACTIONS.approve]: 'approve', [ACTIONS.reject]: 'reject', [ACTIONS.cancel]: 'cancel' };
 
-export function mrkdwnToText(text: string): string {
+function mrkdwnToText(text: string): string {
   return text
     .replace(/<@([A-Za-z0-9._-]+)>/g, '@$1')
     .replace(/<([^|>]+)\|([^>]+)>/g, '$2 ($1)')
@@ -24,20 +25,41 @@ export function mrkdwnToText(text: string): string {
     .replace(/&amp;/g, '&');
 }
 
-function blockToText(block: Block): string | undefined {
+/** mrkdwn as the console shows it; plain text as written (Slack shows it literally too). */
+const textToText = (t: TextObject): string => (t.type === 'mrkdwn' ? mrkdwnToText(t.text) : t.text);
+
+function sectionToText(block: SectionBlock): string {
+  return [...(block.text ? [block.text] : []), ...(block.fields ?? [])].map(textToText).join('\n');
+}
+
+function contextElementToText(e: ContextBlockElement): string {
+  return e.type === 'image' ? `[image: ${e.alt_text ?? ''}]` : textToText(e);
+}
+
+/** A button as the command to type; other elements (the builders send none) by their kind. */
+function actionToText(e: ActionsBlockElement): string {
+  if (e.type !== 'button') return `[${e.type}]`;
+  if (e.url) return `[${e.text.text}: ${e.url}]`;
+  const action = e.action_id ?? '';
+  return `[${e.text.text}: /starfish ${[TYPED[action] ?? action, e.value].filter(Boolean).join(' ')}]`;
+}
+
+function blockToText(block: KnownBlock): string | undefined {
   switch (block.type) {
     case 'header':
       return `── ${block.text.text} ──`;
     case 'section':
-      return mrkdwnToText(block.text.text);
+      return sectionToText(block);
     case 'context':
-      return block.elements.map((e) => mrkdwnToText(e.text)).join('  ');
+      return block.elements.map(contextElementToText).join('  ');
     case 'actions':
-      return block.elements.map((b) => `[${b.text.text}: /starfish ${TYPED[b.action_id] ?? b.action_id} ${b.value}]`).join('  ');
+      return block.elements.map(actionToText).join('  ');
     case 'image':
       return `[image: ${block.alt_text}]`;
     case 'divider':
       return '─'.repeat(40);
+    default:
+      return `[${block.type}]`;
   }
 }
 
