@@ -1,4 +1,6 @@
-"""Small URL/path IO helpers shared by the process-fov and merge-results images.
+"""Small URL/path IO helpers shared by the process-fov and merge-results images, plus the
+one parser of FOV range text (``parse_fov_ranges``) and the readers of the job environment
+(``require_env``, ``require_fovs_env``) both scripts use.
 
 Every function takes either a local path, a ``file://`` URL, an ``s3://bucket/key`` URL
 or (read-only) an ``http(s)://`` URL.
@@ -13,8 +15,10 @@ or (read-only) an ``http(s)://`` URL.
 
 Kept compatible with Python 3.6+ (the starfish image's interpreter).
 """
+import bisect
 import io
 import os
+import re
 from urllib.parse import urlencode
 import posixpath
 import tempfile
@@ -25,7 +29,9 @@ import urllib.request
 __all__ = [
     "is_s3", "is_http", "is_remote", "split_s3", "join", "dirname", "basename",
     "read_bytes", "read_text", "write_bytes", "write_text", "exists", "remove",
-    "list_prefix", "set_s3_client", "local_path",
+    "list_prefix", "set_s3_client", "local_path", "INTERMEDIATE_TAGS",
+    "fov_name", "FovRanges", "parse_fov_ranges", "format_fov_ranges", "MAX_FOV_INDEX",
+    "EnvError", "env_value", "require_env", "require_output_env", "require_fovs_env",
 ]
 
 _s3_client = None
@@ -335,8 +341,12 @@ class FakeS3Client(object):
 
 # ---------------------------------------------------------------------------------------
 # FOV naming and compact range lists (shared by process-fov and merge-results)
+#
+# The one Python reader of the range text the launcher writes into STARFISH_FOVS
+# (src/run/fov-ranges.ts is the TypeScript one; the grammar and the bound are the same).
 
-MAX_FOVS = 1000000
+MAX_FOV_INDEX = 1000000
+_RANGE_RE = re.compile(r"^([0-9]+)(?:-([0-9]+))?$")
 
 
 def fov_name(index):
@@ -344,46 +354,159 @@ def fov_name(index):
     return "fov_%03d" % int(index)
 
 
-def parse_fov_ranges(text):
-    """'1-3,7,9-12' -> [1, 2, 3, 7, 9, 10, 11, 12] (sorted, de-duplicated).
+class FovRanges(object):
+    """A set of FOV indices held as sorted, disjoint inclusive ranges.
 
-    Raises ValueError with a readable message on malformed input.
+    A read-only sequence in ascending order: ``len()``, ``ranges[i]`` (the i-th FOV, what
+    array child i processes; i >= 0 only) and ``fov in ranges`` cost O(log number of ranges)
+    and never expand the ranges; iterating yields every index. ``str()`` is the canonical
+    range text (what src/run/fov-ranges.ts formatRanges writes for the same set).
+    """
+
+    __slots__ = ("ranges", "_starts", "_before", "_len")
+
+    def __init__(self, ranges):
+        merged = []
+        for lo, hi in sorted((int(a), int(b)) for a, b in ranges):
+            if merged and lo <= merged[-1][1] + 1:  # overlapping or adjacent: one range
+                if hi > merged[-1][1]:
+                    merged[-1] = (merged[-1][0], hi)
+            else:
+                merged.append((lo, hi))
+        self.ranges = tuple(merged)
+        self._starts = [lo for lo, _ in merged]
+        self._before = []  # FOVs in the ranges before range k
+        total = 0
+        for lo, hi in merged:
+            self._before.append(total)
+            total += hi - lo + 1
+        self._len = total
+
+    def __len__(self):
+        return self._len
+
+    def __getitem__(self, i):
+        if not isinstance(i, int) or isinstance(i, bool):
+            raise TypeError("FOV ranges are indexed by int, not %s" % type(i).__name__)
+        if i < 0 or i >= self._len:
+            raise IndexError("index %d is beyond %s (%d FOVs)" % (i, self, self._len))
+        k = bisect.bisect_right(self._before, i) - 1
+        return self.ranges[k][0] + (i - self._before[k])
+
+    def __iter__(self):
+        for lo, hi in self.ranges:
+            for fov in range(lo, hi + 1):
+                yield fov
+
+    def __contains__(self, fov):
+        k = bisect.bisect_right(self._starts, fov) - 1
+        return k >= 0 and fov <= self.ranges[k][1]
+
+    def __eq__(self, other):
+        return isinstance(other, FovRanges) and self.ranges == other.ranges
+
+    def __ne__(self, other):
+        return not self == other
+
+    def __hash__(self):
+        return hash(self.ranges)
+
+    def __str__(self):
+        return ",".join(str(lo) if lo == hi else "%d-%d" % (lo, hi) for lo, hi in self.ranges)
+
+    def __repr__(self):
+        return "FovRanges(%r)" % str(self)
+
+
+def parse_fov_ranges(text):
+    """Range text -> FovRanges: '1-3,7,9-12' holds 1, 2, 3, 7, 9, 10, 11, 12.
+
+    Items are a FOV index or an inclusive ``low-high`` range, separated by commas (spaces
+    around an item are ignored); order and overlaps do not matter. Raises ValueError with a
+    one-line reason (without the variable's name) on malformed input.
     """
     if text is None or not str(text).strip():
-        raise ValueError("empty FOV list")
-    out = set()
+        raise ValueError("no FOVs given")
+    ranges = []
     for raw in str(text).split(","):
         part = raw.strip()
-        if not part:
-            raise ValueError("empty item in FOV list %r" % text)
-        if "-" in part:
-            lo_s, _, hi_s = part.partition("-")
-            lo_s, hi_s = lo_s.strip(), hi_s.strip()
-            if not (lo_s.isdigit() and hi_s.isdigit()):
-                raise ValueError("bad range %r in FOV list %r (expected e.g. 0-3)" % (part, text))
-            lo, hi = int(lo_s), int(hi_s)
-            if lo > hi:
-                raise ValueError("bad range %r in FOV list %r (start > end)" % (part, text))
-            if hi - lo + 1 + len(out) > MAX_FOVS:
-                raise ValueError("FOV list %r has more than %d FOVs" % (text, MAX_FOVS))
-            out.update(range(lo, hi + 1))
-        else:
-            if not part.isdigit():
-                raise ValueError("bad FOV index %r in FOV list %r (expected non-negative integers)"
-                                 % (part, text))
-            out.add(int(part))
-    return sorted(out)
+        m = _RANGE_RE.match(part)
+        if not m:
+            raise ValueError(("%r is not a FOV index or range" % part) if part else
+                             "an empty item (a comma too many) is not a FOV index or range")
+        lo = int(m.group(1))
+        hi = lo if m.group(2) is None else int(m.group(2))
+        if hi < lo:
+            raise ValueError("the range %r runs backwards; write it low-high, like %d-%d" % (part, hi, lo))
+        if hi > MAX_FOV_INDEX:
+            raise ValueError("FOV %d is beyond any experiment this tool can run (%d at most)"
+                             % (hi, MAX_FOV_INDEX))
+        ranges.append((lo, hi))
+    return FovRanges(ranges)
 
 
 def format_fov_ranges(indices):
     """[1, 2, 3, 7, 9, 10] -> '1-3,7,9-10'."""
-    idx = sorted(set(int(i) for i in indices))
-    parts = []
-    i = 0
-    while i < len(idx):
-        j = i
-        while j + 1 < len(idx) and idx[j + 1] == idx[j] + 1:
-            j += 1
-        parts.append(str(idx[i]) if i == j else "%d-%d" % (idx[i], idx[j]))
-        i = j + 1
-    return ",".join(parts)
+    return str(FovRanges((i, i) for i in indices))
+
+
+# ---------------------------------------------------------------------------------------
+# the job environment (the contract is in containers/README.md)
+
+# What each variable looks like, for "is not set" messages.
+ENV_EXAMPLES = {
+    "STARFISH_RUN_ID": "261125-k3f9",
+    "STARFISH_EXPERIMENT": "s3://lab-data/iss/experiment.json",
+    "STARFISH_RECIPE": "s3://lab-starfish-results/runs/261125-k3f9/inputs/recipe.py",
+    "STARFISH_FOVS": "0-9999 (or 1-3,7,9-12)",
+    "STARFISH_FOV_OUTPUT": "s3://lab-starfish-results/outputs/261125-k3f9/fovs",
+    "STARFISH_RESULTS_OUTPUT": "s3://lab-starfish-results/outputs/261125-k3f9/results",
+}
+
+# Variables of the previous contract, by the variable that replaced them: an image newer than
+# its launcher (or older) says so instead of only "not set".
+REPLACED_ENV = {
+    "STARFISH_FOVS": ("STARFISH_FOV_OFFSET", "STARFISH_FOV_LIST", "STARFISH_EXPECTED_FOVS"),
+    "STARFISH_FOV_OUTPUT": ("STARFISH_OUTPUT",),
+    "STARFISH_RESULTS_OUTPUT": ("STARFISH_OUTPUT",),
+}
+
+
+class EnvError(ValueError):
+    """A missing or malformed environment variable; the scripts exit 2 with its message."""
+
+
+def env_value(environ, name):
+    """The stripped value of ``name``, or None when unset or blank."""
+    value = environ.get(name)
+    if value is None or not str(value).strip():
+        return None
+    return str(value).strip()
+
+
+def require_env(environ, name):
+    """The value of ``name``; EnvError naming it with an example when unset or blank."""
+    value = env_value(environ, name)
+    if value is not None:
+        return value
+    message = "%s is not set; example: %s=%s" % (name, name, ENV_EXAMPLES[name])
+    stale = [old for old in REPLACED_ENV.get(name, ()) if env_value(environ, old) is not None]
+    if stale:
+        message += " (%s %s no longer read: the launcher and this image disagree on the contract)" % (
+            " and ".join(stale), "is" if len(stale) == 1 else "are")
+    raise EnvError(message)
+
+
+def require_output_env(environ, name):
+    """A required output location, without a trailing slash."""
+    return require_env(environ, name).rstrip("/") or "/"
+
+
+def require_fovs_env(environ, name="STARFISH_FOVS"):
+    """The FovRanges in ``name``; EnvError naming it with an example when unset or malformed."""
+    text = require_env(environ, name)
+    try:
+        return parse_fov_ranges(text)
+    except ValueError as exc:
+        raise EnvError("%s must be FOV indices and ranges like 0-9999 or 1-3,7,9-12, got %r: %s"
+                       % (name, text, exc))

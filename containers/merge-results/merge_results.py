@@ -4,12 +4,13 @@
 Entry point of the merge-results image, also run directly by the local runner.
 Contract (see containers/README.md):
 
-  STARFISH_OUTPUT          URL/path prefix of the run
-  STARFISH_EXPECTED_FOVS   compact range list of expected FOV indices, e.g. 0-3 or 1-3,7,9-12
+  STARFISH_RUN_ID          the run id, e.g. 261125-k3f9 (in the log and the plot's title)
+  STARFISH_FOVS            the FOVs the run expects as range text, e.g. 0-3 or 1-3,7,9-12
+  STARFISH_FOV_OUTPUT      URL/path where the FOV jobs wrote fov_NNN.csv / fov_NNN.error.json
+  STARFISH_RESULTS_OUTPUT  URL/path where spots.csv, summary.json and spots.png go
 
-Reads <output>/fovs/fov_NNN.csv (+ fov_NNN.error.json for failed FOVs) and writes
-<output>/results/spots.csv, summary.json and spots.png.  Exit 0 when at least one FOV
-table was merged, 1 when none was found, 2 on a bad environment.
+Exit 0 when at least one FOV table was merged, 1 when none was found, 2 on a bad
+environment.
 """
 import collections
 import csv
@@ -47,24 +48,24 @@ class Failure(Exception):
         self.code = code
 
 
-def _env(environ, name):
-    v = environ.get(name)
-    return str(v).strip() if v is not None and str(v).strip() else None
+class Job(object):
+    """What the environment asks for: read ``fov_output``, write ``results_output``."""
+    __slots__ = ("run_id", "expected", "fov_output", "results_output")
+
+    def __init__(self, run_id, expected, fov_output, results_output):
+        self.run_id, self.expected = run_id, expected
+        self.fov_output, self.results_output = fov_output, results_output
 
 
 def parse_env(environ):
-    output = _env(environ, "STARFISH_OUTPUT")
-    if output is None:
-        raise Failure("STARFISH_OUTPUT is not set; example: STARFISH_OUTPUT=s3://lab-results/runs/261125-k3f9", 2)
-    expected_raw = _env(environ, "STARFISH_EXPECTED_FOVS")
-    if expected_raw is None:
-        raise Failure("STARFISH_EXPECTED_FOVS is not set; example: STARFISH_EXPECTED_FOVS=0-3 "
-                      "(or 1-3,7,9-12)", 2)
+    """The Job described by the environment; Failure (exit 2) naming a bad variable."""
     try:
-        expected = sio.parse_fov_ranges(expected_raw)
-    except ValueError as exc:
-        raise Failure("STARFISH_EXPECTED_FOVS must be a range list like 0-3 or 1-3,7,9-12: %s" % exc, 2)
-    return output.rstrip("/"), expected
+        return Job(run_id=sio.require_env(environ, "STARFISH_RUN_ID"),
+                   expected=sio.require_fovs_env(environ, "STARFISH_FOVS"),
+                   fov_output=sio.require_output_env(environ, "STARFISH_FOV_OUTPUT"),
+                   results_output=sio.require_output_env(environ, "STARFISH_RESULTS_OUTPUT"))
+    except sio.EnvError as exc:
+        raise Failure(str(exc), 2)
 
 
 # ---------------------------------------------------------------------------------------
@@ -218,12 +219,14 @@ def plot(png_url, panels, tables, gene_order, reasons, title_extra):
 
 # ---------------------------------------------------------------------------------------
 
-def merge(output, expected, log=None):
-    """Merge the run at ``output``; returns (summary dict, exit code)."""
+def merge(fovs_dir, results, expected, run_id=None, log=None):
+    """Merge the tables under ``fovs_dir`` into ``results``; returns (summary dict, exit code).
+
+    ``expected``: the FOVs the run expects (an iterable of indices, e.g. sio.FovRanges).
+    """
     log = log or (lambda msg: print(PREFIX + msg, file=sys.stderr))
     t0 = time.time()
-    fovs_dir = sio.join(output, "fovs")
-    results = sio.join(output, "results")
+    expected_set = set(expected)
     names = sio.list_prefix(fovs_dir)
 
     table_urls, error_urls = {}, {}
@@ -236,11 +239,10 @@ def merge(output, expected, log=None):
         if m:
             error_urls[int(m.group(1))] = sio.join(fovs_dir, name)
 
-    expected_set = set(expected)
     found = sorted(table_urls)
     unexpected = [f for f in found if f not in expected_set]
     if unexpected:
-        log("note: %d FOV table(s) not in STARFISH_EXPECTED_FOVS were merged too: %s"
+        log("note: %d FOV table(s) not in STARFISH_FOVS were merged too: %s"
             % (len(unexpected), sio.format_fov_ranges(unexpected)))
     panel_fovs = sorted(expected_set | set(found))[:MAX_PANELS]
     panel_set = set(panel_fovs)
@@ -279,7 +281,7 @@ def merge(output, expected, log=None):
     spots_total = sum(t.n for t in merged)
 
     summary = collections.OrderedDict()
-    summary["fovs_expected"] = len(expected)
+    summary["fovs_expected"] = len(expected_set)
     summary["fovs_processed"] = len(merged)
     summary["fovs_missing"] = missing
     summary["failures"] = collections.OrderedDict((str(f), failures[f]) for f in sorted(failures))
@@ -305,7 +307,7 @@ def merge(output, expected, log=None):
 
     n_all = len(expected_set | set(found))
     title = "%s: %d spots, %d genes, %d/%d FOVs" % (
-        output, spots_total, len(genes), len(merged), len(expected))
+        run_id or results, spots_total, len(genes), len(merged), len(expected_set))
     if n_all > len(panel_fovs):
         title += " (first %d of %d FOVs shown)" % (len(panel_fovs), n_all)
     if any(t.sample is not None and t.n > len(t.sample) for t in merged):
@@ -316,17 +318,17 @@ def merge(output, expected, log=None):
         traceback.print_exc()
         log("warning: could not draw spots.png: %s: %s" % (type(exc).__name__, exc))
 
-    print("merge-results: merged %d/%d FOVs, %d spots, %d genes, %d missing -> %s (%.1f s)"
-          % (len(merged), len(expected), spots_total, len(genes), len(missing), results,
-             time.time() - t0))
+    print("merge-results: %smerged %d/%d FOVs, %d spots, %d genes, %d missing -> %s (%.1f s)"
+          % ("run %s: " % run_id if run_id else "", len(merged), len(expected_set), spots_total,
+             len(genes), len(missing), results, time.time() - t0))
     return summary, 0
 
 
 def main(environ=None):
     environ = os.environ if environ is None else environ
     try:
-        output, expected = parse_env(environ)
-        _, code = merge(output, expected)
+        job = parse_env(environ)
+        _, code = merge(job.fov_output, job.results_output, job.expected, run_id=job.run_id)
         return code
     except Failure as f:
         sys.stdout.flush()

@@ -4,15 +4,18 @@
 Entry point of the process-fov image (one AWS Batch array child per FOV), also run
 directly by the local runner.  The contract is in containers/README.md; in short:
 
+  STARFISH_RUN_ID       the run id, e.g. 261125-k3f9 (for the log lines)
   STARFISH_EXPERIMENT   URL/path of a SpaceTx experiment.json
   STARFISH_RECIPE       URL/path of a .py defining process_fov(fov_index, experiment_url)
-  STARFISH_OUTPUT       URL/path prefix of the run
-  AWS_BATCH_JOB_ARRAY_INDEX (default 0) + STARFISH_FOV_OFFSET (default 0) -> FOV index
-  or STARFISH_FOV_LIST  comma-separated FOV indices; FOV = list[array index]
+  STARFISH_FOVS         the FOVs of this job as range text, e.g. 0-9999 or 1-3,7,9-12;
+                        array child i (AWS_BATCH_JOB_ARRAY_INDEX, default 0 for a plain job)
+                        processes the i-th FOV of that list in ascending order
+  STARFISH_FOV_OUTPUT   URL/path where the FOV's files go (s3://bucket/outputs/<run>/fovs)
 
-Writes <output>/fovs/fov_NNN.csv (fov,x,y,z,target,quality).  On failure the last line
-on stderr is "process-fov: <reason>", <output>/fovs/fov_NNN.error.json records the
-reason, and the exit code is 2 (bad environment/configuration) or 1 (recipe/data failure).
+Writes <fov output>/fov_NNN.csv (fov,x,y,z,target,quality).  On failure the last line
+on stderr is "process-fov: <reason>", <fov output>/fov_NNN.error.json records the reason
+(when the output location and the FOV are known), and the exit code is 2 (bad
+environment/configuration) or 1 (recipe/data failure).
 """
 import csv
 import io
@@ -60,74 +63,25 @@ def one_line(text, limit=MAX_REASON):
 # ---------------------------------------------------------------------------------------
 # environment
 
-def _env(environ, name):
-    value = environ.get(name)
-    if value is None or not str(value).strip():
-        return None
-    return str(value).strip()
-
-
-def _nonneg_int(environ, name, default):
-    raw = _env(environ, name)
+def _array_index(environ):
+    """AWS_BATCH_JOB_ARRAY_INDEX: absent for a plain (non-array) job, which is child 0."""
+    raw = sio.env_value(environ, "AWS_BATCH_JOB_ARRAY_INDEX")
     if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise Failure("%s must be a non-negative integer, got %r" % (name, raw), EXIT_BAD_ENV)
-    if value < 0:
-        raise Failure("%s must be a non-negative integer, got %r" % (name, raw), EXIT_BAD_ENV)
-    return value
-
-
-def parse_fov_list(text):
-    """Ordered list from 'a,b,c' (a-b ranges are expanded in place). Order matters:
-    the array index picks the entry at that position."""
-    out = []
-    for raw in text.split(","):
-        part = raw.strip()
-        if part.isdigit():
-            out.append(int(part))
-        elif "-" in part and all(p.strip().isdigit() for p in part.split("-", 1)):
-            lo, hi = (int(p) for p in part.split("-", 1))
-            if lo > hi:
-                raise ValueError("bad range %r" % part)
-            out.extend(range(lo, hi + 1))
-        else:
-            raise ValueError("bad FOV index %r" % part)
-    return out
+        return 0
+    if not all(c in "0123456789" for c in raw):
+        raise Failure("AWS_BATCH_JOB_ARRAY_INDEX must be a non-negative integer, got %r" % raw, EXIT_BAD_ENV)
+    return int(raw)
 
 
 def resolve_fov(environ):
-    """FOV index from AWS_BATCH_JOB_ARRAY_INDEX + STARFISH_FOV_OFFSET or STARFISH_FOV_LIST."""
-    index = _nonneg_int(environ, "AWS_BATCH_JOB_ARRAY_INDEX", 0)
-    fov_list = _env(environ, "STARFISH_FOV_LIST")
-    if fov_list is not None:
-        try:
-            fovs = parse_fov_list(fov_list)
-        except ValueError as exc:
-            raise Failure("STARFISH_FOV_LIST must be comma-separated non-negative integers "
-                          "(e.g. 3,7,12), got %r: %s" % (fov_list, exc), EXIT_BAD_ENV)
-        if index >= len(fovs):
-            raise Failure("AWS_BATCH_JOB_ARRAY_INDEX=%d is beyond STARFISH_FOV_LIST (%d entries: %s)"
-                          % (index, len(fovs), one_line(fov_list, 80)), EXIT_BAD_ENV)
-        return fovs[index]
-    offset = _nonneg_int(environ, "STARFISH_FOV_OFFSET", 0)
-    return offset + index
-
-
-ENV_EXAMPLES = {
-    "STARFISH_EXPERIMENT": "s3://lab-data/iss/experiment.json",
-    "STARFISH_RECIPE": "s3://lab-data/recipes/iss.py",
-    "STARFISH_OUTPUT": "s3://lab-results/runs/261125-k3f9",
-}
-
-
-def require(environ, name):
-    value = _env(environ, name)
-    if value is None:
-        raise Failure("%s is not set; example: %s=%s" % (name, name, ENV_EXAMPLES[name]), EXIT_BAD_ENV)
-    return value
+    """The FOV of this child: the AWS_BATCH_JOB_ARRAY_INDEX-th of STARFISH_FOVS (ascending)."""
+    fovs = sio.require_fovs_env(environ, "STARFISH_FOVS")
+    index = _array_index(environ)
+    if index >= len(fovs):
+        raise Failure("AWS_BATCH_JOB_ARRAY_INDEX=%d is beyond STARFISH_FOVS=%s (%d FOV%s)"
+                      % (index, one_line(str(fovs), 80), len(fovs), "" if len(fovs) == 1 else "s"),
+                      EXIT_BAD_ENV)
+    return fovs[index]
 
 
 # ---------------------------------------------------------------------------------------
@@ -350,15 +304,16 @@ def render_csv(rows):
 
 # ---------------------------------------------------------------------------------------
 
-def fov_paths(output, fov):
-    base = sio.join(output, "fovs")
+def fov_paths(fov_output, fov):
+    """(table URL, error record URL) of ``fov`` under the FOV output location."""
     name = sio.fov_name(fov)
-    return sio.join(base, name + ".csv"), sio.join(base, name + ".error.json")
+    return sio.join(fov_output, name + ".csv"), sio.join(fov_output, name + ".error.json")
 
 
 def run(environ, state):
-    """Do the work; raise Failure on any problem. Fills state["output"], state["fov"]."""
-    output = require(environ, "STARFISH_OUTPUT").rstrip("/")
+    """Do the work; raise Failure (or sio.EnvError) on any problem. Fills state["output"],
+    state["fov"] as soon as they are known, so that a later failure can be recorded."""
+    output = sio.require_output_env(environ, "STARFISH_FOV_OUTPUT")
     state["output"] = output
     fov = resolve_fov(environ)
     state["fov"] = fov
@@ -377,11 +332,13 @@ def _run_fov(environ, output, fov):
     # An earlier attempt's reason must not outlive it: if this attempt is killed (out of memory,
     # Spot reclaim) before it can write its own, no reason beats a wrong one.
     _clear_stale_error(err_url)
-    experiment = require(environ, "STARFISH_EXPERIMENT")
-    recipe_url = require(environ, "STARFISH_RECIPE")
+    run_id = sio.require_env(environ, "STARFISH_RUN_ID")
+    experiment = sio.require_env(environ, "STARFISH_EXPERIMENT")
+    recipe_url = sio.require_env(environ, "STARFISH_RECIPE")
     check_experiment(experiment, fov)
     fn = load_recipe(recipe_url)
-    print("process-fov: FOV %d (%s) of %s with recipe %s" % (fov, sio.fov_name(fov), experiment, recipe_url))
+    print("process-fov: run %s: FOV %d (%s) of %s with recipe %s"
+          % (run_id, fov, sio.fov_name(fov), experiment, recipe_url))
     sys.stdout.flush()
     t0 = time.time()
     try:
@@ -408,6 +365,8 @@ def main(environ=None):
         failure = f
         if f.show_traceback:
             traceback.print_exc()
+    except sio.EnvError as exc:  # a missing or malformed variable
+        failure = Failure(str(exc), EXIT_BAD_ENV)
     except KeyboardInterrupt:
         failure = Failure("interrupted", 130)
     except Exception as exc:  # bug or IO failure outside the recipe

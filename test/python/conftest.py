@@ -23,9 +23,13 @@ for _p in (os.path.join(REPO, "containers", "common"),
     if _p not in sys.path:
         sys.path.insert(0, _p)
 
-# variables the scripts read: never inherit them from the developer's shell
-SCRIPT_VARS = ("STARFISH_EXPERIMENT", "STARFISH_RECIPE", "STARFISH_OUTPUT", "STARFISH_FOV_OFFSET",
-               "STARFISH_FOV_LIST", "AWS_BATCH_JOB_ARRAY_INDEX", "STARFISH_EXPECTED_FOVS")
+RUN_ID = "261125-k3f9"
+
+# variables the scripts read (and those of the previous contract, which they name when they
+# see them): never inherit them from the developer's shell
+SCRIPT_VARS = ("STARFISH_RUN_ID", "STARFISH_EXPERIMENT", "STARFISH_RECIPE", "STARFISH_FOVS",
+               "STARFISH_FOV_OUTPUT", "STARFISH_RESULTS_OUTPUT", "AWS_BATCH_JOB_ARRAY_INDEX",
+               "STARFISH_OUTPUT", "STARFISH_FOV_OFFSET", "STARFISH_FOV_LIST", "STARFISH_EXPECTED_FOVS")
 
 
 class Result(object):

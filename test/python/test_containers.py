@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 
-from conftest import REPO, run_script
+from conftest import REPO, RUN_ID, run_script
 
 IMAGES = {"process-fov": "process_fov.py", "merge-results": "merge_results.py"}
 
@@ -50,12 +50,13 @@ def test_scripts_run_from_the_image_layout(tmp_path, synthetic):
     recipe = tmp_path / "r.py"
     recipe.write_text("def process_fov(fov_index, experiment_url):\n"
                       "    return [{'x': 1, 'y': 2, 'target': 'ACTB'}]\n")
-    out = str(tmp_path / "run")
-    r = run_script(str(opt / "process-fov" / "process_fov.py"), STARFISH_EXPERIMENT=synthetic,
-                   STARFISH_RECIPE=str(recipe), STARFISH_OUTPUT=out)
+    out, results = str(tmp_path / "fovs"), str(tmp_path / "results")
+    r = run_script(str(opt / "process-fov" / "process_fov.py"), STARFISH_RUN_ID=RUN_ID,
+                   STARFISH_EXPERIMENT=synthetic, STARFISH_RECIPE=str(recipe), STARFISH_FOVS="0",
+                   STARFISH_FOV_OUTPUT=out)
     assert r.code == 0, r
-    r = run_script(str(opt / "merge-results" / "merge_results.py"), STARFISH_OUTPUT=out,
-                   STARFISH_EXPECTED_FOVS="0")
+    r = run_script(str(opt / "merge-results" / "merge_results.py"), STARFISH_RUN_ID=RUN_ID,
+                   STARFISH_FOVS="0", STARFISH_FOV_OUTPUT=out, STARFISH_RESULTS_OUTPUT=results)
     assert r.code == 0, r
-    assert open(os.path.join(out, "results", "spots.csv")).read() == \
+    assert open(os.path.join(results, "spots.csv")).read() == \
         "fov,x,y,z,target,quality\n0,1.00,2.00,0,ACTB,1.000\n"

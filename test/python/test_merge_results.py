@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from conftest import MERGE_RESULTS, NUMPY_RECIPE, PROCESS_FOV, run_script
+from conftest import MERGE_RESULTS, NUMPY_RECIPE, PROCESS_FOV, RUN_ID, run_script
 
 import merge_results as mr
 import starfish_io
@@ -18,7 +18,8 @@ GENES = ["ACTB", "GAPDH", "VIM", "KRT8", "HLA-A, HLA-B"]
 
 
 def write_table(out, fov, rows):
-    d = os.path.join(out, "fovs")
+    """A FOV table as process-fov writes it under the FOV output location ``out``."""
+    d = out
     os.makedirs(d, exist_ok=True)
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
@@ -38,13 +39,23 @@ def read_rows(path):
         return list(csv.reader(fh))
 
 
-def summary_of(out):
-    with open(os.path.join(out, "results", "summary.json")) as fh:
+def summary_of(results):
+    with open(os.path.join(results, "summary.json")) as fh:
         return json.load(fh)
 
 
+def locations(tmp_path):
+    """(FOV output, results output): two unrelated folders, so nothing can be derived."""
+    return str(tmp_path / "outputs" / RUN_ID / "fovs"), str(tmp_path / "elsewhere" / "results")
+
+
+def merge_env(fovs_out, results, fovs):
+    return {"STARFISH_RUN_ID": RUN_ID, "STARFISH_FOVS": fovs, "STARFISH_FOV_OUTPUT": fovs_out,
+            "STARFISH_RESULTS_OUTPUT": results}
+
+
 def test_merge_equals_inputs(tmp_path):
-    out = str(tmp_path / "run")
+    out, results = locations(tmp_path)
     rnd = random.Random(1)
     inputs = {}
     for fov in (12, 0, 3, 1, 2, 1000):   # written out of order; 1000 -> fov_1000.csv
@@ -52,15 +63,22 @@ def test_merge_equals_inputs(tmp_path):
         write_table(out, fov, inputs[fov])
     inputs[4] = []
     write_table(out, 4, [])               # a FOV with no spots is processed, not missing
-    r = run_script(MERGE_RESULTS, STARFISH_OUTPUT=out, STARFISH_EXPECTED_FOVS="0-4,12,1000")
+    tables_before = sorted(os.listdir(out))
+    r = run_script(MERGE_RESULTS, **merge_env(out, results, "0-4,12,1000"))
     assert r.code == 0, r
 
-    merged = read_rows(os.path.join(out, "results", "spots.csv"))
+    # reads STARFISH_FOV_OUTPUT, writes STARFISH_RESULTS_OUTPUT, and nothing else
+    assert sorted(os.listdir(out)) == tables_before
+    assert sorted(os.listdir(results)) == ["spots.csv", "spots.png", "summary.json"]
+    assert sorted(os.listdir(str(tmp_path))) == ["elsewhere", "outputs"]
+    assert "merge-results: run %s: merged 7/7 FOVs" % RUN_ID in r.stdout
+
+    merged = read_rows(os.path.join(results, "spots.csv"))
     assert merged[0] == HEADER
     expected_rows = [row for fov in sorted(inputs) for row in inputs[fov]]
     assert merged[1:] == expected_rows  # row for row, sorted by fov then row order
 
-    s = summary_of(out)
+    s = summary_of(results)
     assert list(s) == ["fovs_expected", "fovs_processed", "fovs_missing", "failures", "spots_total",
                        "spots_per_fov", "counts_per_gene"]
     assert s["fovs_expected"] == 7 and s["fovs_processed"] == 7
@@ -72,20 +90,20 @@ def test_merge_equals_inputs(tmp_path):
     values = list(s["counts_per_gene"].values())
     assert values == sorted(values, reverse=True)
     assert sum(values) == s["spots_total"]
-    with open(os.path.join(out, "results", "spots.png"), "rb") as fh:
+    with open(os.path.join(results, "spots.png"), "rb") as fh:
         assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
 def test_missing_fovs_are_reported(tmp_path):
-    out = str(tmp_path / "run")
+    out, results = locations(tmp_path)
     rnd = random.Random(2)
     for fov in (0, 1, 3):
         write_table(out, fov, random_rows(fov, 5, rnd))
-    with open(os.path.join(out, "fovs", "fov_002.error.json"), "w") as fh:
+    with open(os.path.join(out, "fov_002.error.json"), "w") as fh:
         json.dump({"fov": 2, "reason": "FOV 2: recipe raised ValueError: no spots found in round 2"}, fh)
-    r = run_script(MERGE_RESULTS, STARFISH_OUTPUT=out, STARFISH_EXPECTED_FOVS="0-4")
+    r = run_script(MERGE_RESULTS, **merge_env(out, results, "0-4"))
     assert r.code == 0, r  # partial results are still results
-    s = summary_of(out)
+    s = summary_of(results)
     assert s["fovs_expected"] == 5 and s["fovs_processed"] == 3
     assert s["fovs_missing"] == [2, 4]
     assert s["failures"] == {"2": "FOV 2: recipe raised ValueError: no spots found in round 2",
@@ -95,97 +113,124 @@ def test_missing_fovs_are_reported(tmp_path):
     assert "FOV 4 missing: no output table" in r.stderr
 
 
-def test_table_wins_over_stale_error_record(tmp_path):
-    out = str(tmp_path / "run")
-    write_table(out, 0, random_rows(0, 3, random.Random(3)))
-    with open(os.path.join(out, "fovs", "fov_000.error.json"), "w") as fh:
-        json.dump({"fov": 0, "reason": "earlier attempt failed"}, fh)
-    r = run_script(MERGE_RESULTS, STARFISH_OUTPUT=out, STARFISH_EXPECTED_FOVS="0")
+def test_expected_fovs_are_the_ranges_not_their_text(tmp_path):
+    """Overlapping, unordered ranges count each FOV once; tables outside them are merged too."""
+    out, results = locations(tmp_path)
+    rnd = random.Random(6)
+    for fov in (1, 2, 7, 9, 20):
+        write_table(out, fov, random_rows(fov, 2, rnd))
+    r = run_script(MERGE_RESULTS, **merge_env(out, results, "9-12,1-3,2,7"))
     assert r.code == 0, r
-    assert summary_of(out)["failures"] == {}
+    s = summary_of(results)
+    assert s["fovs_expected"] == 8  # 1, 2, 3, 7, 9, 10, 11, 12
+    assert s["fovs_processed"] == 5
+    assert s["fovs_missing"] == [3, 10, 11, 12]
+    assert "note: 1 FOV table(s) not in STARFISH_FOVS were merged too: 20" in r.stderr
+
+
+def test_table_wins_over_stale_error_record(tmp_path):
+    out, results = locations(tmp_path)
+    write_table(out, 0, random_rows(0, 3, random.Random(3)))
+    with open(os.path.join(out, "fov_000.error.json"), "w") as fh:
+        json.dump({"fov": 0, "reason": "earlier attempt failed"}, fh)
+    r = run_script(MERGE_RESULTS, **merge_env(out, results, "0"))
+    assert r.code == 0, r
+    assert summary_of(results)["failures"] == {}
 
 
 def test_malformed_table_is_a_failure_not_a_crash(tmp_path):
-    out = str(tmp_path / "run")
+    out, results = locations(tmp_path)
     write_table(out, 0, random_rows(0, 3, random.Random(4)))
-    with open(os.path.join(out, "fovs", "fov_001.csv"), "w") as fh:
+    with open(os.path.join(out, "fov_001.csv"), "w") as fh:
         fh.write("fov,x,y\n1,2,3\n")
-    r = run_script(MERGE_RESULTS, STARFISH_OUTPUT=out, STARFISH_EXPECTED_FOVS="0-1")
+    r = run_script(MERGE_RESULTS, **merge_env(out, results, "0-1"))
     assert r.code == 0, r
-    s = summary_of(out)
+    s = summary_of(results)
     assert s["fovs_missing"] == [1]
     assert s["failures"]["1"].startswith("malformed output table fov_001.csv: bad header")
 
 
 def test_no_tables_at_all(tmp_path):
-    out = str(tmp_path / "run")
-    os.makedirs(os.path.join(out, "fovs"))
-    with open(os.path.join(out, "fovs", "fov_000.error.json"), "w") as fh:
+    out, results = locations(tmp_path)
+    os.makedirs(out)
+    with open(os.path.join(out, "fov_000.error.json"), "w") as fh:
         json.dump({"fov": 0, "reason": "FOV 0: tile not found: /x.tiff"}, fh)
-    r = run_script(MERGE_RESULTS, STARFISH_OUTPUT=out, STARFISH_EXPECTED_FOVS="0-1")
+    r = run_script(MERGE_RESULTS, **merge_env(out, results, "0-1"))
     assert r.code == 1, r
-    assert r.last_line == "merge-results: no FOV tables found under %s" % os.path.join(out, "fovs")
-    s = summary_of(out)  # the summary is still written, so the reasons can be reported
+    assert r.last_line == "merge-results: no FOV tables found under %s" % out
+    s = summary_of(results)  # the summary is still written, so the reasons can be reported
     assert s["fovs_processed"] == 0 and s["failures"] == {"0": "FOV 0: tile not found: /x.tiff",
                                                           "1": "no output table"}
+    assert sorted(os.listdir(results)) == ["spots.csv", "summary.json"]
 
 
-def test_output_directory_absent(tmp_path):
-    out = str(tmp_path / "never-created")
-    r = run_script(MERGE_RESULTS, STARFISH_OUTPUT=out, STARFISH_EXPECTED_FOVS="0-3")
+def test_fov_output_absent(tmp_path):
+    out, results = locations(tmp_path)
+    r = run_script(MERGE_RESULTS, **merge_env(out, results, "0-3"))
     assert r.code == 1, r
-    assert r.last_line == "merge-results: no FOV tables found under %s" % os.path.join(out, "fovs")
+    assert r.last_line == "merge-results: no FOV tables found under %s" % out
+    assert summary_of(results)["fovs_missing"] == [0, 1, 2, 3]
+    assert not os.path.exists(out)
 
 
-@pytest.mark.parametrize("env, message", [
-    ({"STARFISH_EXPECTED_FOVS": "0-3"}, "merge-results: STARFISH_OUTPUT is not set; example: "),
-    ({"STARFISH_OUTPUT": "OUT"}, "merge-results: STARFISH_EXPECTED_FOVS is not set; example: "),
-    ({"STARFISH_OUTPUT": "OUT", "STARFISH_EXPECTED_FOVS": "3-1"},
-     "merge-results: STARFISH_EXPECTED_FOVS must be a range list like 0-3 or 1-3,7,9-12: bad range '3-1'"),
-    ({"STARFISH_OUTPUT": "OUT", "STARFISH_EXPECTED_FOVS": "0-3,x"},
-     "merge-results: STARFISH_EXPECTED_FOVS must be a range list like 0-3 or 1-3,7,9-12: bad FOV index 'x'"),
+BAD_FOVS = "merge-results: STARFISH_FOVS must be FOV indices and ranges like 0-9999 or 1-3,7,9-12, got "
+
+
+@pytest.mark.parametrize("drop, change, message", [
+    ("STARFISH_RUN_ID", {}, "merge-results: STARFISH_RUN_ID is not set; example: STARFISH_RUN_ID=261125-k3f9"),
+    ("STARFISH_FOVS", {}, "merge-results: STARFISH_FOVS is not set; example: STARFISH_FOVS=0-9999 (or 1-3,7,9-12)"),
+    ("STARFISH_FOV_OUTPUT", {}, "merge-results: STARFISH_FOV_OUTPUT is not set; example: "
+                                "STARFISH_FOV_OUTPUT=s3://lab-starfish-results/outputs/261125-k3f9/fovs"),
+    ("STARFISH_RESULTS_OUTPUT", {}, "merge-results: STARFISH_RESULTS_OUTPUT is not set; example: "
+                                    "STARFISH_RESULTS_OUTPUT=s3://lab-starfish-results/outputs/261125-k3f9/results"),
+    (None, {"STARFISH_FOVS": "3-1"}, BAD_FOVS + "'3-1': the range '3-1' runs backwards; write it low-high, like 1-3"),
+    (None, {"STARFISH_FOVS": "0-3,x"}, BAD_FOVS + "'0-3,x': 'x' is not a FOV index or range"),
+    (None, {"STARFISH_FOVS": "0-3;7"}, BAD_FOVS + "'0-3;7': '0-3;7' is not a FOV index or range"),
+    ("STARFISH_FOVS", {"STARFISH_EXPECTED_FOVS": "0-3"},
+     "merge-results: STARFISH_FOVS is not set; example: STARFISH_FOVS=0-9999 (or 1-3,7,9-12) "
+     "(STARFISH_EXPECTED_FOVS is no longer read: the launcher and this image disagree on the contract)"),
+    ("STARFISH_RESULTS_OUTPUT", {"STARFISH_OUTPUT": "OUT"},
+     "merge-results: STARFISH_RESULTS_OUTPUT is not set; example: "
+     "STARFISH_RESULTS_OUTPUT=s3://lab-starfish-results/outputs/261125-k3f9/results "
+     "(STARFISH_OUTPUT is no longer read: the launcher and this image disagree on the contract)"),
 ])
-def test_bad_environment(tmp_path, env, message):
-    env = {k: (str(tmp_path) if v == "OUT" else v) for k, v in env.items()}
+def test_bad_environment(tmp_path, drop, change, message):
+    out, results = locations(tmp_path)
+    write_table(out, 0, random_rows(0, 3, random.Random(7)))
+    env = merge_env(out, results, "0-3")
+    env.update({k: (str(tmp_path / "old-run") if v == "OUT" else v) for k, v in change.items()})
+    if drop:
+        del env[drop]
     r = run_script(MERGE_RESULTS, **env)
     assert r.code == 2, r
-    assert r.last_line.startswith(message), r.last_line
+    assert r.last_line == message
     assert "Traceback" not in r.stderr
-
-
-def test_range_lists():
-    assert starfish_io.parse_fov_ranges("0-3") == [0, 1, 2, 3]
-    assert starfish_io.parse_fov_ranges(" 1-3, 7 ,9-12") == [1, 2, 3, 7, 9, 10, 11, 12]
-    assert len(starfish_io.parse_fov_ranges("0-9999")) == 10000
-    assert starfish_io.parse_fov_ranges("5,5,4") == [4, 5]
-    for bad in ("", "a", "1-", "-1", "3-1", "1,,2", "0-99999999"):
-        with pytest.raises(ValueError):
-            starfish_io.parse_fov_ranges(bad)
-    assert starfish_io.format_fov_ranges([9, 1, 2, 3, 7, 10]) == "1-3,7,9-10"
+    assert not os.path.exists(results)
 
 
 def test_many_panels_are_capped(tmp_path):
-    out = str(tmp_path / "run")
+    out, results = locations(tmp_path)
     rnd = random.Random(5)
     for fov in range(100):
         write_table(out, fov, random_rows(fov, 3, rnd))
-    summary, code = mr.merge(out, list(range(100)), log=lambda m: None)
+    summary, code = mr.merge(out, results, starfish_io.parse_fov_ranges("0-99"), log=lambda m: None)
     assert code == 0 and summary["fovs_processed"] == 100 and summary["spots_total"] == 300
-    assert os.path.getsize(os.path.join(out, "results", "spots.png")) > 10000
+    assert os.path.getsize(os.path.join(results, "spots.png")) > 10000
 
 
 def test_end_to_end_process_then_merge(synthetic, tmp_path):
     """process-fov (numpy recipe) on FOVs 0-2 of the synthetic experiment, then merge 0-3."""
-    out = str(tmp_path / "run")
+    out, results = locations(tmp_path)
     for index in range(3):
-        r = run_script(PROCESS_FOV, STARFISH_EXPERIMENT=synthetic, STARFISH_RECIPE=NUMPY_RECIPE,
-                       STARFISH_OUTPUT=out, AWS_BATCH_JOB_ARRAY_INDEX=str(index))
+        r = run_script(PROCESS_FOV, STARFISH_RUN_ID=RUN_ID, STARFISH_EXPERIMENT=synthetic,
+                       STARFISH_RECIPE=NUMPY_RECIPE, STARFISH_FOVS="0-2", STARFISH_FOV_OUTPUT=out,
+                       AWS_BATCH_JOB_ARRAY_INDEX=str(index))
         assert r.code == 0, r
-    r = run_script(MERGE_RESULTS, STARFISH_OUTPUT=out, STARFISH_EXPECTED_FOVS="0-3")
+    r = run_script(MERGE_RESULTS, **merge_env(out, results, "0-3"))
     assert r.code == 0, r
-    s = summary_of(out)
+    s = summary_of(results)
     assert s["fovs_processed"] == 3 and s["fovs_missing"] == [3] and s["failures"] == {"3": "no output table"}
-    per_fov = [read_rows(os.path.join(out, "fovs", "fov_%03d.csv" % f))[1:] for f in range(3)]
-    merged = read_rows(os.path.join(out, "results", "spots.csv"))[1:]
+    per_fov = [read_rows(os.path.join(out, "fov_%03d.csv" % f))[1:] for f in range(3)]
+    merged = read_rows(os.path.join(results, "spots.csv"))[1:]
     assert merged == per_fov[0] + per_fov[1] + per_fov[2]
     assert s["spots_total"] == len(merged) >= 228

@@ -7,7 +7,7 @@ import pytest
 import starfish_io as sio
 import process_fov as pf
 import merge_results as mr
-from conftest import NUMPY_RECIPE
+from conftest import NUMPY_RECIPE, RUN_ID
 
 
 @pytest.fixture
@@ -91,36 +91,112 @@ def test_process_and_merge_on_s3(fake_s3, synthetic, capsys):
     _upload_dir(fake_s3, os.path.dirname(synthetic), "lab-data", "iss/")
     with open(NUMPY_RECIPE, "rb") as fh:
         fake_s3.put_object(Bucket="lab-data", Key="recipes/iss.py", Body=fh.read())
-    env = {"STARFISH_EXPERIMENT": "s3://lab-data/iss/experiment.json",
+    fovs_out = "s3://lab-results/outputs/%s/fovs" % RUN_ID
+    results = "s3://lab-results/outputs/%s/results" % RUN_ID
+    env = {"STARFISH_RUN_ID": RUN_ID,
+           "STARFISH_EXPERIMENT": "s3://lab-data/iss/experiment.json",
            "STARFISH_RECIPE": "s3://lab-data/recipes/iss.py",
-           "STARFISH_OUTPUT": "s3://lab-results/runs/261125-k3f9",
-           "STARFISH_FOV_LIST": "2,0", "AWS_BATCH_JOB_ARRAY_INDEX": "0"}
+           "STARFISH_FOVS": "0,2", "STARFISH_FOV_OUTPUT": fovs_out, "AWS_BATCH_JOB_ARRAY_INDEX": "1"}
     assert pf.main(env) == 0
-    table = sio.read_text("s3://lab-results/runs/261125-k3f9/fovs/fov_002.csv").splitlines()
+    table = sio.read_text(fovs_out + "/fov_002.csv").splitlines()
     assert table[0] == "fov,x,y,z,target,quality" and len(table) > 70
 
     # a failing FOV on s3 records its reason next to the tables
     sio.remove("s3://lab-data/iss/primary-fov_000-r0-c0-z0.tiff")
-    env["AWS_BATCH_JOB_ARRAY_INDEX"] = "1"
+    env["AWS_BATCH_JOB_ARRAY_INDEX"] = "0"
     assert pf.main(env) == 1
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert last == "process-fov: FOV 0: tile not found: s3://lab-data/iss/primary-fov_000-r0-c0-z0.tiff"
-    err = json.loads(sio.read_text("s3://lab-results/runs/261125-k3f9/fovs/fov_000.error.json"))
+    err = json.loads(sio.read_text(fovs_out + "/fov_000.error.json"))
     assert err == {"fov": 0, "reason": last[len("process-fov: "):]}
 
-    code = mr.main({"STARFISH_OUTPUT": "s3://lab-results/runs/261125-k3f9", "STARFISH_EXPECTED_FOVS": "0-2"})
+    code = mr.main({"STARFISH_RUN_ID": RUN_ID, "STARFISH_FOVS": "0-2", "STARFISH_FOV_OUTPUT": fovs_out,
+                    "STARFISH_RESULTS_OUTPUT": results})
     assert code == 0
-    summary = json.loads(sio.read_text("s3://lab-results/runs/261125-k3f9/results/summary.json"))
+    summary = json.loads(sio.read_text(results + "/summary.json"))
     assert summary["fovs_processed"] == 1 and summary["fovs_missing"] == [0, 1]
     assert summary["failures"] == {"0": err["reason"], "1": "no output table"}
     assert summary["spots_total"] == len(table) - 1
-    assert sio.read_bytes("s3://lab-results/runs/261125-k3f9/results/spots.png")[:4] == b"\x89PNG"
-    merged = sio.read_text("s3://lab-results/runs/261125-k3f9/results/spots.csv").splitlines()
+    assert sio.read_bytes(results + "/spots.png")[:4] == b"\x89PNG"
+    merged = sio.read_text(results + "/spots.csv").splitlines()
     assert merged == table
 
     # per-FOV tables and error records carry the tag the bucket's lifecycle rule expires;
     # results never do
     intermediate = "starfish%3Alifecycle=intermediate"
-    assert fake_s3.tagging[("lab-results", "runs/261125-k3f9/fovs/fov_002.csv")] == intermediate
-    assert fake_s3.tagging[("lab-results", "runs/261125-k3f9/fovs/fov_000.error.json")] == intermediate
-    assert ("lab-results", "runs/261125-k3f9/results/spots.csv") not in fake_s3.tagging
+    assert fake_s3.tagging[("lab-results", "outputs/%s/fovs/fov_002.csv" % RUN_ID)] == intermediate
+    assert fake_s3.tagging[("lab-results", "outputs/%s/fovs/fov_000.error.json" % RUN_ID)] == intermediate
+    assert ("lab-results", "outputs/%s/results/spots.csv" % RUN_ID) not in fake_s3.tagging
+
+    # the jobs wrote under the locations they were given, and nowhere else in the bucket
+    written = sorted(k for (b, k) in fake_s3.objects if b == "lab-results")
+    assert written == ["outputs/%s/fovs/fov_000.error.json" % RUN_ID, "outputs/%s/fovs/fov_002.csv" % RUN_ID,
+                       "outputs/%s/results/spots.csv" % RUN_ID, "outputs/%s/results/spots.png" % RUN_ID,
+                       "outputs/%s/results/summary.json" % RUN_ID]
+
+
+# ---------------------------------------------------------------------------------------
+# FOV range text: the one parser both scripts use (the grammar of src/run/fov-ranges.ts)
+
+def test_parse_fov_ranges_holds_ranges_in_ascending_order():
+    r = sio.parse_fov_ranges("9-12, 1-3 ,7")
+    assert r.ranges == ((1, 3), (7, 7), (9, 12))
+    assert list(r) == [1, 2, 3, 7, 9, 10, 11, 12]
+    assert len(r) == 8
+    assert [r[i] for i in range(8)] == [1, 2, 3, 7, 9, 10, 11, 12]
+    assert str(r) == "1-3,7,9-12"
+    assert 7 in r and 10 in r and 12 in r
+    assert 0 not in r and 4 not in r and 8 not in r and 13 not in r
+    with pytest.raises(IndexError):
+        r[8]
+    with pytest.raises(IndexError):
+        r[-1]  # a child index is never negative
+
+
+def test_parse_fov_ranges_merges_overlaps_and_duplicates():
+    assert str(sio.parse_fov_ranges("5,5,4")) == "4-5"
+    assert sio.parse_fov_ranges("0-3,2-6,7,9").ranges == ((0, 7), (9, 9))
+    assert sio.parse_fov_ranges("007") == sio.parse_fov_ranges("7")
+    assert len(sio.parse_fov_ranges("0-9999")) == 10000
+
+
+def test_parse_fov_ranges_indexes_without_expanding():
+    r = sio.parse_fov_ranges("0-499999,500001-1000000")
+    assert r.ranges == ((0, 499999), (500001, 1000000))
+    assert len(r) == 1000000
+    assert r[499999] == 499999 and r[500000] == 500001 and r[999999] == 1000000
+    assert 500000 not in r
+
+
+@pytest.mark.parametrize("text, reason", [
+    ("", "no FOVs given"),
+    ("  ", "no FOVs given"),
+    ("a", "'a' is not a FOV index or range"),
+    ("1-", "'1-' is not a FOV index or range"),
+    ("-1", "'-1' is not a FOV index or range"),
+    ("1 - 3", "'1 - 3' is not a FOV index or range"),
+    ("1.5", "'1.5' is not a FOV index or range"),
+    ("\u00b2", "'\u00b2' is not a FOV index or range"),  # a digit to str.isdigit, not to the grammar
+    ("1,,2", "an empty item (a comma too many) is not a FOV index or range"),
+    ("3-1", "the range '3-1' runs backwards; write it low-high, like 1-3"),
+    ("0-1000001", "FOV 1000001 is beyond any experiment this tool can run (1000000 at most)"),
+])
+def test_parse_fov_ranges_rejects(text, reason):
+    with pytest.raises(ValueError) as info:
+        sio.parse_fov_ranges(text)
+    assert str(info.value) == reason
+
+
+def test_format_fov_ranges():
+    assert sio.format_fov_ranges([9, 1, 2, 3, 7, 10]) == "1-3,7,9-10"
+    assert sio.format_fov_ranges([]) == ""
+
+
+def test_require_env_names_the_variable_and_an_example():
+    assert sio.require_env({"STARFISH_RUN_ID": " 261125-k3f9 "}, "STARFISH_RUN_ID") == "261125-k3f9"
+    with pytest.raises(sio.EnvError) as info:
+        sio.require_env({"STARFISH_RUN_ID": " "}, "STARFISH_RUN_ID")
+    assert str(info.value) == "STARFISH_RUN_ID is not set; example: STARFISH_RUN_ID=261125-k3f9"
+    assert sio.require_output_env({"STARFISH_FOV_OUTPUT": "s3://b/outputs/r/fovs/"},
+                                  "STARFISH_FOV_OUTPUT") == "s3://b/outputs/r/fovs"
+    assert sio.require_fovs_env({"STARFISH_FOVS": "2,0-1"}).ranges == ((0, 2),)
