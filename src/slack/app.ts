@@ -18,7 +18,8 @@
  * launcher (approvers, self-approval, the compare-and-swap that makes 50 clicks submit once);
  * nothing here duplicates it.
  */
-import { App, LogLevel, type Receiver, type Logger as BoltLogger, type RespondArguments, type SlashCommand, type types } from '@slack/bolt';
+import { App, LogLevel, type Receiver, type Logger as BoltLogger, type RespondArguments, type SlashCommand } from '@slack/bolt';
+import { z } from 'zod';
 import type { Chat } from '../ports.js';
 import type { Message } from '../messages/message.js';
 import { ACTIONS, errorMessage } from '../messages/blocks.js';
@@ -51,9 +52,12 @@ const BUTTONS: ReadonlyArray<[actionId: string, command: 'approve' | 'reject' | 
 ];
 
 /** An ephemeral slash-command response carrying one of our messages. */
-export function ephemeralResponse(message: Message): RespondArguments {
-  return { response_type: 'ephemeral', text: message.text, blocks: message.blocks as unknown as types.KnownBlock[] };
+function ephemeralResponse(message: Message): RespondArguments {
+  return { response_type: 'ephemeral', text: message.text, blocks: message.blocks };
 }
+
+/** Where a click came from when the payload has no `channel` (Bolt types the container loosely). */
+const containerSchema = z.object({ channel_id: z.string() });
 
 const handOverFailed = (what: string) =>
   errorMessage(`starfish could not take ${what} right now (the request did not reach its queue). Nothing was started; try again in a minute.`);
@@ -105,7 +109,7 @@ export function createSlackApp(options: SlackAppOptions): App {
     app.action({ action_id: actionId, type: 'block_actions' }, async ({ ack, body, action, logger }) => {
       await ack();
       const userId = body.user.id;
-      const channel = body.channel?.id ?? (body.container as { channel_id?: string } | undefined)?.channel_id;
+      const channel = body.channel?.id ?? containerSchema.safeParse(body.container).data?.channel_id;
       const runId = 'value' in action && typeof action.value === 'string' ? action.value : '';
       if (!channel) {
         logger.warn(`${actionId} from ${userId} carried no channel; ignored`);

@@ -12,26 +12,24 @@
  * A 5xx after Slack did post the message can make a retried post appear twice; Slack gives no
  * idempotency key for chat.postMessage, so that rare duplicate is accepted.
  */
-import { webApi, type types } from '@slack/bolt';
+import { webApi } from '@slack/bolt';
 import type { Chat, MessageRef } from '../ports.js';
 import type { Message } from '../messages/message.js';
 
 export type WebClient = webApi.WebClient;
-export type RetryOptions = webApi.RetryOptions;
-
-export const DEFAULT_RETRY: RetryOptions = { retries: 5, factor: 2, minTimeout: 1_000, maxTimeout: 15_000, randomize: true };
+const DEFAULT_RETRY: webApi.RetryOptions = { retries: 5, factor: 2, minTimeout: 1_000, maxTimeout: 15_000, randomize: true };
 
 export interface SlackClientOptions {
   token: string;
   /** e.g. http://127.0.0.1:3999/api/ ; Slack's own when unset. */
   slackApiUrl?: string | undefined;
-  retryConfig?: RetryOptions;
+  retryConfig?: webApi.RetryOptions;
   /** Per-request timeout in ms (0 = none); a hung connection is then retried. */
   timeout?: number;
   logLevel?: webApi.LogLevel;
 }
 
-export function createWebClient(options: SlackClientOptions): WebClient {
+function createWebClient(options: SlackClientOptions): WebClient {
   return new webApi.WebClient(options.token, {
     ...(options.slackApiUrl ? { slackApiUrl: options.slackApiUrl } : {}),
     retryConfig: options.retryConfig ?? DEFAULT_RETRY,
@@ -41,9 +39,6 @@ export function createWebClient(options: SlackClientOptions): WebClient {
   });
 }
 
-/** Our Block Kit subset is a structural subset of Slack's; the SDK types are wider unions. */
-const blocksOf = (message: Message) => message.blocks as unknown as types.KnownBlock[];
-
 export class SlackChat implements Chat {
   readonly client: WebClient;
 
@@ -52,16 +47,16 @@ export class SlackChat implements Chat {
   }
 
   async post(channel: string, message: Message): Promise<MessageRef> {
-    const res = await this.client.chat.postMessage({ channel, text: message.text, blocks: blocksOf(message) });
+    const res = await this.client.chat.postMessage({ channel, text: message.text, blocks: message.blocks });
     return refOf(res, channel);
   }
 
   async update(ref: MessageRef, message: Message): Promise<void> {
-    await this.client.chat.update({ channel: ref.channel, ts: ref.ts, text: message.text, blocks: blocksOf(message) });
+    await this.client.chat.update({ channel: ref.channel, ts: ref.ts, text: message.text, blocks: message.blocks });
   }
 
   async reply(ref: MessageRef, message: Message): Promise<MessageRef> {
-    const res = await this.client.chat.postMessage({ channel: ref.channel, thread_ts: ref.ts, text: message.text, blocks: blocksOf(message) });
+    const res = await this.client.chat.postMessage({ channel: ref.channel, thread_ts: ref.ts, text: message.text, blocks: message.blocks });
     return refOf(res, ref.channel);
   }
 
@@ -75,7 +70,7 @@ export class SlackChat implements Chat {
       }).catch(() => undefined);
       if (res?.ok) return;
     }
-    await this.client.chat.postEphemeral({ channel, user, text: message.text, blocks: blocksOf(message) });
+    await this.client.chat.postEphemeral({ channel, user, text: message.text, blocks: message.blocks });
   }
 
   /** files.uploadV2 = files.getUploadURLExternal, a POST of the bytes, files.completeUploadExternal. */

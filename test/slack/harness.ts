@@ -24,7 +24,7 @@ import { BOT_TOKEN, SIGNING_SECRET, clickBody, postSigned, slashBody } from './s
 /** Fast backoff for tests; 429 still waits the full Retry-After. */
 export const FAST_RETRY = { retries: 3, factor: 1, minTimeout: 10, maxTimeout: 20 };
 
-export class CountingExecutor implements Executor {
+class CountingExecutor implements Executor {
   fovSubmits = 0;
   mergeSubmits = 0;
   readonly runs: string[] = [];

@@ -11,7 +11,7 @@ export const BOT_TOKEN = 'xoxb-0000000000-test-token';
 
 export const nowSeconds = () => Math.floor(Date.now() / 1000);
 
-export function signature(secret: string, timestamp: number, body: string): string {
+function signature(secret: string, timestamp: number, body: string): string {
   return `v0=${createHmac('sha256', secret).update(`v0:${timestamp}:${body}`).digest('hex')}`;
 }
 
