@@ -3,9 +3,10 @@
 
     /usr/bin/python3 bench/merge_bench.py [--fovs 10000] [--spots 1000000] [--runs 5]
 
-Creates the tables in a temporary directory, runs containers/merge-results/merge_results.py
-as a subprocess ``--runs`` times (each run rewrites results/), checks the summary, and prints
-machine info + the median wall-clock seconds as ONE JSON line at the end.
+Creates the tables in a temporary directory (outputs/<run>/fovs, as the FOV jobs write them),
+runs containers/merge-results/merge_results.py as a subprocess ``--runs`` times (each run
+rewrites outputs/<run>/results), checks the summary, and prints machine info + the median
+wall-clock seconds as ONE JSON line at the end.
 """
 import argparse
 import json
@@ -21,13 +22,13 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MERGE = os.path.join(REPO, "containers", "merge-results", "merge_results.py")
+RUN_ID = "261125-bench"
 GENES = ["ACTB", "GAPDH", "VIM", "KRT8", "ERBB2", "ESR1", "MKI67", "CD44",
          "EPCAM", "PTPRC", "COL1A1", "TFF1", "SCUBE2", "BRCA1", "MYC", "CCND1"]
 
 
-def make_tables(root, fovs, spots, seed=0):
+def make_tables(d, fovs, spots, seed=0):
     rnd = random.Random(seed)
-    d = os.path.join(root, "fovs")
     os.makedirs(d)
     base, extra = divmod(spots, fovs)
     for f in range(fovs):
@@ -72,12 +73,15 @@ def main(argv=None):
 
     root = tempfile.mkdtemp(prefix="merge-bench-")
     try:
+        fov_output = os.path.join(root, "outputs", RUN_ID, "fovs")
+        results = os.path.join(root, "outputs", RUN_ID, "results")
         t0 = time.time()
-        make_tables(root, args.fovs, args.spots)
+        make_tables(fov_output, args.fovs, args.spots)
         gen_s = time.time() - t0
         print("generated %d tables / %d spots in %.1f s under %s" % (args.fovs, args.spots, gen_s, root),
               file=sys.stderr)
-        env = dict(os.environ, STARFISH_OUTPUT=root, STARFISH_EXPECTED_FOVS="0-%d" % (args.fovs - 1))
+        env = dict(os.environ, STARFISH_RUN_ID=RUN_ID, STARFISH_FOVS="0-%d" % (args.fovs - 1),
+                   STARFISH_FOV_OUTPUT=fov_output, STARFISH_RESULTS_OUTPUT=results)
         times = []
         for i in range(args.runs):
             t = time.time()
@@ -89,7 +93,7 @@ def main(argv=None):
                 raise SystemExit("merge-results failed with exit code %d" % proc.returncode)
             times.append(dt)
             print("run %d: %.2f s" % (i + 1, dt), file=sys.stderr)
-        with open(os.path.join(root, "results", "summary.json")) as fh:
+        with open(os.path.join(results, "summary.json")) as fh:
             summary = json.load(fh)
         assert summary["spots_total"] == args.spots, summary["spots_total"]
         assert summary["fovs_processed"] == args.fovs, summary["fovs_processed"]
