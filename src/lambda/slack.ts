@@ -12,19 +12,20 @@
  * container's life; a failed initialisation is retried on the next invocation.
  */
 import { AwsLambdaReceiver, LogLevel } from '@slack/bolt';
+import type { APIGatewayProxyStructuredResultV2, Context, LambdaFunctionURLEvent } from 'aws-lambda';
 import type { DispatchDeps } from '../command/dispatcher.js';
 import type { Chat } from '../ports.js';
 import { ConfigError } from '../config.js';
 import { createSlackApp } from '../slack/app.js';
 import { SlackChat } from '../slack/slack-chat.js';
 
-export interface SlackCredentials {
+interface SlackCredentials {
   signingSecret: string;
   botToken: string;
 }
 
 /** What the Slack side needs of a backend; src/aws/system.ts's createAwsSystem returns more. */
-export interface SlackBackend {
+interface SlackBackend {
   dispatchDeps: DispatchDeps;
 }
 
@@ -37,7 +38,13 @@ export interface SlackHandlerOptions {
 }
 
 type AwsHandler = Awaited<ReturnType<AwsLambdaReceiver['start']>>;
-export type SlackLambdaHandler = ((event: Parameters<AwsHandler>[0], context?: unknown) => ReturnType<AwsHandler>) & {
+
+/**
+ * A function URL invocation (the same payload 2.0 as an API Gateway HTTP API). Bolt's receiver
+ * checks the Slack signature over the body before anything reads it; the answer always has a
+ * status code and a body.
+ */
+export type SlackLambdaHandler = ((event: LambdaFunctionURLEvent, context?: Context) => Promise<APIGatewayProxyStructuredResultV2>) & {
   /** Does the first request's work now (credentials, backend, Bolt app); never throws. */
   prewarm(): Promise<void>;
 };
@@ -45,7 +52,7 @@ export type SlackLambdaHandler = ((event: Parameters<AwsHandler>[0], context?: u
 const EXAMPLE_SECRET = 'STARFISH_SLACK_SECRET_ARN=arn:aws:secretsmanager:us-east-1:123456789012:secret:starfish/slack-AbCdEf';
 
 /** Secrets Manager when STARFISH_SLACK_SECRET_ARN is set, else SLACK_SIGNING_SECRET / SLACK_BOT_TOKEN. */
-export async function slackCredentials(env: NodeJS.ProcessEnv): Promise<SlackCredentials> {
+async function slackCredentials(env: NodeJS.ProcessEnv): Promise<SlackCredentials> {
   const arn = env.STARFISH_SLACK_SECRET_ARN;
   if (arn) {
     const { slackSecret } = await import('../aws/secrets.js');
@@ -94,7 +101,7 @@ export function createHandler(options: SlackHandlerOptions = {}): SlackLambdaHan
     }
   }
 
-  const handle = async (event: Parameters<AwsHandler>[0], context?: unknown) => (await initialised())(event, context);
+  const handle = async (event: LambdaFunctionURLEvent, context?: Context): Promise<APIGatewayProxyStructuredResultV2> => (await initialised())(event, context);
   return Object.assign(handle, {
     prewarm: () =>
       initialised().then(

@@ -9,6 +9,7 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import path from 'node:path';
 import { mockClient } from 'aws-sdk-client-mock';
+import type { APIGatewayProxyStructuredResultV2, LambdaFunctionURLEvent } from 'aws-lambda';
 import { GetSecretValueCommand, SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 import { ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3';
 import { EventBridgeClient, PutEventsCommand } from '@aws-sdk/client-eventbridge';
@@ -27,19 +28,34 @@ import { CHANNEL, ALICE, APPROVER, textOf, waitFor } from './harness.js';
 
 const ROOT = path.resolve(import.meta.dirname, '../..');
 
-/** An API Gateway HTTP API (payload 2.0) event, as a Slack POST arrives at the function. */
-export function apiGatewayEvent(body: string, headers: Record<string, string>, base64 = false) {
+/** A function URL event (payload 2.0, as an API Gateway HTTP API's), as a Slack POST arrives at the function. */
+export function functionUrlEvent(body: string, headers: Record<string, string>, base64 = false): LambdaFunctionURLEvent {
+  const userAgent = 'Slackbot 1.0 (+https://api.slack.com/robots)';
   return {
     version: '2.0',
-    routeKey: 'POST /slack/events',
+    routeKey: '$default',
     rawPath: '/slack/events',
     rawQueryString: '',
-    headers: { ...headers, host: 'abc123.execute-api.us-east-1.amazonaws.com', 'user-agent': 'Slackbot 1.0 (+https://api.slack.com/robots)' },
-    requestContext: { http: { method: 'POST', path: '/slack/events', sourceIp: '3.0.0.1' }, requestId: 'r-1', stage: '$default' },
+    headers: { ...headers, host: 'abc123.lambda-url.us-east-1.on.aws', 'user-agent': userAgent },
+    requestContext: {
+      accountId: 'anonymous',
+      apiId: 'abc123',
+      domainName: 'abc123.lambda-url.us-east-1.on.aws',
+      domainPrefix: 'abc123',
+      http: { method: 'POST', path: '/slack/events', protocol: 'HTTP/1.1', sourceIp: '3.0.0.1', userAgent },
+      requestId: 'r-1',
+      routeKey: '$default',
+      stage: '$default',
+      time: '25/Nov/2026:10:00:00 +0000',
+      timeEpoch: 1_795_600_800_000,
+    },
     body: base64 ? Buffer.from(body).toString('base64') : body,
     isBase64Encoded: base64,
   };
 }
+
+/** The JSON body of an answer (Bolt always sets one). */
+const answerOf = (res: APIGatewayProxyStructuredResultV2) => JSON.parse(res.body ?? '') as Record<string, unknown>;
 
 class RecordingBus implements Bus {
   readonly events: RunEvent[] = [];
@@ -84,53 +100,53 @@ describe('the Slack Lambda with SLACK_SIGNING_SECRET / SLACK_BOT_TOKEN', () => {
 
   it('answers a signed /starfish help with 200 and the ephemeral help message', async () => {
     const body = slash('help');
-    const res = await handler(apiGatewayEvent(body, signedHeaders(body)));
+    const res = await handler(functionUrlEvent(body, signedHeaders(body)));
     expect(res.statusCode).toBe(200);
-    const json = JSON.parse(res.body) as Record<string, unknown>;
+    const json = answerOf(res);
     expect(json.response_type).toBe('ephemeral');
     expect(textOf(json)).toContain('/starfish run');
   });
 
   it('accepts a base64-encoded body (Lambda function URLs encode form posts)', async () => {
     const body = slash('help');
-    const res = await handler(apiGatewayEvent(body, signedHeaders(body), true));
+    const res = await handler(functionUrlEvent(body, signedHeaders(body), true));
     expect(res.statusCode).toBe(200);
   });
 
   it('returns 401 for a forged signature, a stale timestamp and a tampered body, publishing nothing', async () => {
     const body = slash(`run s3://lab-data/iss/experiment.json`);
-    expect((await handler(apiGatewayEvent(body, signedHeaders(body, { secret: 'forged' })))).statusCode).toBe(401);
-    expect((await handler(apiGatewayEvent(body, signedHeaders(body, { timestamp: nowSeconds() - 301 - 60 })))).statusCode).toBe(401);
-    expect((await handler(apiGatewayEvent(body.replace('lab-data', 'lab-dat4'), signedHeaders(body)))).statusCode).toBe(401);
+    expect((await handler(functionUrlEvent(body, signedHeaders(body, { secret: 'forged' })))).statusCode).toBe(401);
+    expect((await handler(functionUrlEvent(body, signedHeaders(body, { timestamp: nowSeconds() - 301 - 60 })))).statusCode).toBe(401);
+    expect((await handler(functionUrlEvent(body.replace('lab-data', 'lab-dat4'), signedHeaders(body)))).statusCode).toBe(401);
     expect(bus.events).toHaveLength(0);
   });
 
   it('publishes RunRequested for /starfish run and acknowledges with the notice', async () => {
     const body = slash('run s3://lab-data/iss/experiment.json fovs=0-3');
-    const res = await handler(apiGatewayEvent(body, signedHeaders(body)));
+    const res = await handler(functionUrlEvent(body, signedHeaders(body)));
     expect(res.statusCode).toBe(200);
-    expect(JSON.parse(res.body).text).toContain('Reading s3://lab-data/iss/experiment.json to plan the run');
+    expect(answerOf(res).text).toContain('Reading s3://lab-data/iss/experiment.json to plan the run');
     expect(bus.events.at(-1)).toMatchObject({ type: 'RunRequested', userId: ALICE, channel: CHANNEL, request: { experiment: 's3://lab-data/iss/experiment.json' } });
   });
 
   it('refuses a command from a channel outside the policy in the ack body', async () => {
     const before = bus.events.length;
     const body = slash('run s3://lab-data/iss/experiment.json', 'C0ELSEWHERE');
-    const res = await handler(apiGatewayEvent(body, signedHeaders(body)));
-    expect(JSON.parse(res.body).text).toContain('does not take commands in this channel');
+    const res = await handler(functionUrlEvent(body, signedHeaders(body)));
+    expect(answerOf(res).text).toContain('does not take commands in this channel');
     expect(bus.events.length).toBe(before);
   });
 
   it('publishes RunApproved for an Approve click with the clicker and the channel', async () => {
     const body = clickBody({ actionId: ACTIONS.approve, value: '261125-k3f9', userId: APPROVER, channel: CHANNEL, responseUrl: standIn.responseUrl('click') });
-    const res = await handler(apiGatewayEvent(body, signedHeaders(body)));
+    const res = await handler(functionUrlEvent(body, signedHeaders(body)));
     expect(res.statusCode).toBe(200);
     expect(bus.events.at(-1)).toEqual({ type: 'RunApproved', userId: APPROVER, channel: CHANNEL, runId: '261125-k3f9' });
   });
 
   it('answers /starfish list through response_url (the store is read after the ack)', async () => {
     const body = slash('list');
-    const res = await handler(apiGatewayEvent(body, signedHeaders(body)));
+    const res = await handler(functionUrlEvent(body, signedHeaders(body)));
     expect(res.statusCode).toBe(200);
     expect(res.body).toBe('');
     const answer = await waitFor('the list', () => standIn.ok('response_url')[0]);
@@ -169,9 +185,9 @@ describe('credentials from Secrets Manager (STARFISH_SLACK_SECRET_ARN)', () => {
     secrets.on(GetSecretValueCommand, { SecretId: arn }).resolves({ SecretString: JSON.stringify({ signingSecret: fromSecret, botToken: 'xoxb-from-secret' }) });
     const { handler } = handlerWithSecret();
     const body = slashBody({ text: 'help', userId: ALICE, channel: CHANNEL, responseUrl: standIn.responseUrl('s') });
-    expect((await handler(apiGatewayEvent(body, signedHeaders(body, { secret: fromSecret })))).statusCode).toBe(200);
-    expect((await handler(apiGatewayEvent(body, signedHeaders(body, { secret: fromSecret })))).statusCode).toBe(200);
-    expect((await handler(apiGatewayEvent(body, signedHeaders(body, { secret: 'ignored-when-the-arn-is-set' })))).statusCode).toBe(401);
+    expect((await handler(functionUrlEvent(body, signedHeaders(body, { secret: fromSecret })))).statusCode).toBe(200);
+    expect((await handler(functionUrlEvent(body, signedHeaders(body, { secret: fromSecret })))).statusCode).toBe(200);
+    expect((await handler(functionUrlEvent(body, signedHeaders(body, { secret: 'ignored-when-the-arn-is-set' })))).statusCode).toBe(401);
     expect(secrets.commandCalls(GetSecretValueCommand)).toHaveLength(1);
   });
 
@@ -179,15 +195,15 @@ describe('credentials from Secrets Manager (STARFISH_SLACK_SECRET_ARN)', () => {
     secrets.on(GetSecretValueCommand).rejectsOnce(new Error('AccessDeniedException: not authorized')).resolves({ SecretString: JSON.stringify({ signingSecret: fromSecret, botToken: 'xoxb-from-secret' }) });
     const { handler } = handlerWithSecret();
     const body = slashBody({ text: 'help', userId: ALICE, channel: CHANNEL, responseUrl: standIn.responseUrl('s') });
-    await expect(handler(apiGatewayEvent(body, signedHeaders(body, { secret: fromSecret })))).rejects.toThrow(/AccessDenied/);
-    expect((await handler(apiGatewayEvent(body, signedHeaders(body, { secret: fromSecret })))).statusCode).toBe(200);
+    await expect(handler(functionUrlEvent(body, signedHeaders(body, { secret: fromSecret })))).rejects.toThrow(/AccessDenied/);
+    expect((await handler(functionUrlEvent(body, signedHeaders(body, { secret: fromSecret })))).statusCode).toBe(200);
     expect(secrets.commandCalls(GetSecretValueCommand)).toHaveLength(2);
   });
 
   it('without an ARN or SLACK_* variables, says which variables to set', async () => {
     const handler = createHandler({ env: {} });
     const body = slashBody({ text: 'help', userId: ALICE, channel: CHANNEL, responseUrl: standIn.responseUrl('s') });
-    await expect(handler(apiGatewayEvent(body, signedHeaders(body)))).rejects.toThrow(/STARFISH_SLACK_SECRET_ARN=arn:aws:secretsmanager:.*SLACK_SIGNING_SECRET/);
+    await expect(handler(functionUrlEvent(body, signedHeaders(body)))).rejects.toThrow(/STARFISH_SLACK_SECRET_ARN=arn:aws:secretsmanager:.*SLACK_SIGNING_SECRET/);
   });
 });
 
@@ -226,9 +242,9 @@ describe('the real AWS backend (createAwsSystem) behind the handler, SDK clients
     const handler = createHandler({ env: { ...awsEnv, SLACK_API_URL: standIn.apiUrl } });
 
     const run = slashBody({ text: 'run s3://lab-data/iss/experiment.json', userId: ALICE, channel: CHANNEL, responseUrl: standIn.responseUrl('aws') });
-    const res = await handler(apiGatewayEvent(run, signedHeaders(run)));
+    const res = await handler(functionUrlEvent(run, signedHeaders(run)));
     expect(res.statusCode).toBe(200);
-    expect(JSON.parse(res.body).text).toContain('Reading s3://lab-data/iss/experiment.json');
+    expect(answerOf(res).text).toContain('Reading s3://lab-data/iss/experiment.json');
     const put = events.commandCalls(PutEventsCommand);
     expect(put).toHaveLength(1);
     const entry = put[0]!.args[0].input.Entries![0]!;
@@ -236,12 +252,12 @@ describe('the real AWS backend (createAwsSystem) behind the handler, SDK clients
     expect(JSON.parse(entry.Detail!)).toMatchObject({ userId: ALICE, channel: CHANNEL });
 
     const outside = slashBody({ text: 'run s3://other-bucket/x/experiment.json', userId: ALICE, channel: CHANNEL, responseUrl: standIn.responseUrl('aws') });
-    const refused = await handler(apiGatewayEvent(outside, signedHeaders(outside)));
-    expect(JSON.parse(refused.body).text).toMatch(/^:warning: /);
+    const refused = await handler(functionUrlEvent(outside, signedHeaders(outside)));
+    expect(answerOf(refused).text).toMatch(/^:warning: /);
     expect(events.commandCalls(PutEventsCommand)).toHaveLength(1);
 
     const list = slashBody({ text: 'list', userId: ALICE, channel: CHANNEL, responseUrl: standIn.responseUrl('aws-list') });
-    expect((await handler(apiGatewayEvent(list, signedHeaders(list)))).statusCode).toBe(200);
+    expect((await handler(functionUrlEvent(list, signedHeaders(list)))).statusCode).toBe(200);
     expect(s3.commandCalls(ListObjectsV2Command).length).toBeGreaterThanOrEqual(1);
     expect(textOf((await waitFor('the list', () => standIn.ok('response_url')[0])).body)).toContain('No runs yet');
   });
@@ -250,9 +266,9 @@ describe('the real AWS backend (createAwsSystem) behind the handler, SDK clients
     events.on(PutEventsCommand).rejects(new Error('ServiceUnavailable'));
     const handler = createHandler({ env: { ...awsEnv, SLACK_API_URL: standIn.apiUrl } });
     const run = slashBody({ text: 'run s3://lab-data/iss/experiment.json', userId: ALICE, channel: CHANNEL, responseUrl: standIn.responseUrl('aws') });
-    const res = await handler(apiGatewayEvent(run, signedHeaders(run)));
+    const res = await handler(functionUrlEvent(run, signedHeaders(run)));
     expect(res.statusCode).toBe(200);
-    expect(JSON.parse(res.body).text).toContain('could not take /starfish run right now');
+    expect(answerOf(res).text).toContain('could not take /starfish run right now');
   });
 });
 
@@ -265,7 +281,7 @@ describe('the bundle (scripts/bundle-lambdas.mjs)', () => {
     const out = await bundleLambdas({ only: ['slack'], outDir: path.join(ROOT, 'dist/lambda-test'), log: () => undefined });
     expect(out.slack!.totalBytes).toBeLessThan(1024 * 1024);
     const body = slashBody({ text: 'help', userId: ALICE, channel: CHANNEL, responseUrl: 'https://hooks.slack.com/commands/x' });
-    const event = apiGatewayEvent(body, signedHeaders(body));
+    const event = functionUrlEvent(body, signedHeaders(body));
     const script = `const { handler } = await import(${JSON.stringify(path.join(ROOT, out.slack!.file))}); const res = await handler(${JSON.stringify(event)}, {}); process.stdout.write(JSON.stringify(res));`;
     const { stdout } = await promisify(execFile)(process.execPath, ['--input-type=module', '-e', script], {
       // AWS_LAMBDA_FUNCTION_NAME: the module prewarms with a top-level await, as in Lambda's INIT phase.
