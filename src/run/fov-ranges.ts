@@ -1,6 +1,7 @@
 /**
  * FOV selections written the way people write them: `all`, `12` (the first 12), `0-3,7,9-12`.
- * The same compact form travels in the manifest and in STARFISH_EXPECTED_FOVS.
+ * The same compact range text travels in the manifest, in each work unit and in STARFISH_FOVS
+ * (parsed in Python by starfish_io.parse_fov_ranges).
  */
 
 export type FovSelection = { kind: 'all' } | { kind: 'first'; count: number } | { kind: 'list'; ranges: Array<[number, number]> };

@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { runKeys } from '../../src/run/layout.js';
 import { existsSync, readFileSync } from 'node:fs';
 import { writeFile, rm } from 'node:fs/promises';
 import path from 'node:path';
@@ -18,13 +19,13 @@ describe('a complete local run', () => {
     expect(run.status).toBe('succeeded');
     expect(run.plan).toMatchObject({ fovCount: 4, fovs: '0-3', units: [{ size: 4, fovs: '0-3' }] });
     expect(run.progress).toEqual({ total: 4, succeeded: 4, failed: 0, running: 0, waiting: 0 });
-    const results = path.join(home, 'runs', run.runId, 'results');
+    const results = path.join(home, runKeys(run.runId).results);
     for (const f of ['spots.csv', 'summary.json', 'spots.png']) expect(existsSync(path.join(results, f))).toBe(true);
     const summary = JSON.parse(readFileSync(path.join(results, 'summary.json'), 'utf8'));
     expect(summary).toMatchObject({ fovs_expected: 4, fovs_processed: 4, fovs_missing: [] });
     expect(run.results?.spotsTotal).toBe(summary.spots_total);
     // Reproducibility: the recipe as it was at launch.
-    expect(readFileSync(path.join(home, 'runs', run.runId, 'inputs/recipe.py'), 'utf8')).toBe(readFileSync(NUMPY_RECIPE, 'utf8'));
+    expect(readFileSync(path.join(home, runKeys(run.runId).recipeSnapshot), 'utf8')).toBe(readFileSync(NUMPY_RECIPE, 'utf8'));
 
     const t = h.transcript();
     expect(t).toContain(`starfish run ${run.runId} · e2e`);

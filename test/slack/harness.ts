@@ -62,7 +62,7 @@ class CountingExecutor implements Executor {
 const FOV_STUB = `
 import { existsSync } from 'node:fs';
 import path from 'node:path';
-const hold = path.resolve(process.env.STARFISH_OUTPUT, '../../hold');
+const hold = path.resolve(process.env.STARFISH_FOV_OUTPUT, '../../../hold');
 const until = Date.now() + 30000;
 while (existsSync(hold) && Date.now() < until) await new Promise((r) => setTimeout(r, 25));
 `;
@@ -70,10 +70,10 @@ while (existsSync(hold) && Date.now() < until) await new Promise((r) => setTimeo
 const MERGE_STUB = `
 import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-const out = path.join(process.env.STARFISH_OUTPUT, 'results');
+const out = process.env.STARFISH_RESULTS_OUTPUT;
 mkdirSync(out, { recursive: true });
 const fovs = [];
-for (const part of process.env.STARFISH_EXPECTED_FOVS.split(',')) {
+for (const part of process.env.STARFISH_FOVS.split(',')) {
   const [a, b] = part.split('-').map(Number);
   for (let i = a; i <= (b ?? a); i++) fovs.push(i);
 }
