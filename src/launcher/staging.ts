@@ -19,7 +19,7 @@ async function json(reader: Reader, url: string, what: string): Promise<Record<s
 }
 
 /** Every file an experiment consists of, as [source URL, path relative to experiment.json]. */
-export async function experimentFiles(reader: Reader, experimentUrl: string): Promise<Array<[string, string]>> {
+async function experimentFiles(reader: Reader, experimentUrl: string): Promise<Array<[string, string]>> {
   const files = new Map<string, string>();
   const add = (ref: string, from: string) => {
     const url = resolveRelative(from, ref);

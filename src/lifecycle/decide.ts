@@ -62,7 +62,7 @@ function decideApproval(m: RunManifest, fact: Extract<Fact, { type: 'decision' }
 }
 
 /** Every job of every round, including a salvage merge. */
-export function jobsOf(m: RunManifest): string[] {
+function jobsOf(m: RunManifest): string[] {
   return m.submissions.flatMap((s) => [...s.arrays.map((a) => a.jobId), ...(s.merge ? [s.merge.jobId] : []), ...(s.salvageMerge ? [s.salvageMerge.jobId] : [])]);
 }
 

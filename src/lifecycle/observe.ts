@@ -4,15 +4,16 @@
  * from the array parents' summaries and never steps backwards; Slack effects are rate-limited
  * per run so that they grow with a run's duration and failures, never with its FOV count.
  */
-import { TERMINAL, type FovFailure, type Progress, type RunManifest, type RunStatus, type Submission } from '../run/manifest.js';
+import { TERMINAL, type Progress, type RunManifest, type RunStatus, type Submission } from '../run/manifest.js';
 import type { ResultsSummary } from '../run/results.js';
 import type { JobDescription } from '../ports.js';
+import { reasonWithoutFov } from '../messages/blocks.js';
 import type { DecideContext, Decision, Effect, Fact, MergeOutcome } from './types.js';
 
 type BatchFact = Extract<Fact, { type: 'batch' }>;
 
 /** A results delivery claimed this long ago and never confirmed died with its invocation. */
-export const DELIVERY_STALE_MS = 20 * 60_000;
+const DELIVERY_STALE_MS = 20 * 60_000;
 
 /** Runs whose jobs no longer matter to anyone. */
 const QUIET: ReadonlySet<RunStatus> = new Set(['cancelled', 'rejected', 'expired', 'planned']);
@@ -89,14 +90,9 @@ function failedReason(m: RunManifest, round: number, merge: MergeOutcome): { rea
   const first = m.failures.find((x) => x.round === round);
   // When no FOV succeeded the merge had nothing to merge.
   if (m.progress.total > 0 && m.progress.succeeded === 0 && first) {
-    return { reason: `all ${m.progress.total} FOVs failed, e.g. FOV ${first.fov}: ${withoutFov(first)}` };
+    return { reason: `all ${m.progress.total} FOVs failed, e.g. FOV ${first.fov}: ${reasonWithoutFov(first)}` };
   }
   return { reason: `the merge job failed: ${merge.reason}`, logLink: merge.logLink };
-}
-
-/** process-fov's reasons start "process-fov: FOV 17: …"; the message names the FOV already. */
-export function withoutFov(f: Pick<FovFailure, 'fov' | 'reason'>): string {
-  return f.reason.replace(/^process-fov: /, '').replace(new RegExp(`^FOV ${f.fov}: `), '');
 }
 
 function resultsOf(summary: ResultsSummary): NonNullable<RunManifest['results']> {
@@ -173,7 +169,7 @@ function claimStuckWarning(next: RunManifest, f: BatchFact, now: number): Effect
 }
 
 /** Progress from the array parents' summaries; a plain job counts as an array of one. */
-export function progressOf(current: Submission, descriptions: JobDescription[], previous: Progress): Progress {
+function progressOf(current: Submission, descriptions: JobDescription[], previous: Progress): Progress {
   if (!descriptions.length) return previous;
   const p: Progress = { total: 0, succeeded: 0, failed: 0, running: 0, waiting: 0 };
   for (const array of current.arrays) {

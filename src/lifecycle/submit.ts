@@ -14,7 +14,7 @@ import { planUnits } from '../run/plan.js';
 import type { Fact } from './types.js';
 
 /** A submission claimed this long ago and still not recorded is taken to have died with its submitter. */
-export const SUBMIT_STALE_MS = 10 * 60_000;
+const SUBMIT_STALE_MS = 10 * 60_000;
 
 export const roundClaimKey = (runId: string, round: number) => runKeys(runId).claim(`submit-r${round}`);
 

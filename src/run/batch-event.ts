@@ -19,7 +19,7 @@ const attemptSchema = z.object({
   statusReason: z.string().optional(),
 });
 
-export const batchStatusSchema = z.enum([
+const batchStatusSchema = z.enum([
   'SUBMITTED',
   'PENDING',
   'RUNNABLE',
@@ -60,10 +60,6 @@ export const batchJobEventSchema = z.object({
 });
 
 export type BatchJobEvent = z.infer<typeof batchJobEventSchema>;
-
-export function isBatchJobEvent(value: unknown): value is BatchJobEvent {
-  return batchJobEventSchema.safeParse(value).success;
-}
 
 /** Which of our jobs an event is about, read from the job name (`starfish-<run>-<role>`). */
 export interface JobIdentity {

@@ -20,7 +20,7 @@ export interface HeldClaim {
   release(): Promise<void>;
 }
 
-export function parseClaim(body: Buffer): ClaimRecord {
+function parseClaim(body: Buffer): ClaimRecord {
   try {
     const parsed = JSON.parse(body.toString('utf8')) as Partial<ClaimRecord>;
     return { at: Number(parsed.at) || 0, jobs: Array.isArray(parsed.jobs) ? parsed.jobs.filter((j): j is string => typeof j === 'string') : [] };

@@ -7,7 +7,7 @@
 export type FovSelection = { kind: 'all' } | { kind: 'first'; count: number } | { kind: 'list'; ranges: Array<[number, number]> };
 
 const RANGE = /^(\d+)(?:-(\d+))?$/;
-export const MAX_FOV_INDEX = 1_000_000;
+const MAX_FOV_INDEX = 1_000_000;
 
 /** Parses `0-3,7`; returns an error sentence instead of throwing. */
 export function parseRanges(text: string): Array<[number, number]> | string {

@@ -2,7 +2,7 @@
  * GET over https for inputs people name: no redirects (a redirect could lead the reader to an
  * internal address), a timeout, and a size cap, so a wrong URL cannot exhaust a Lambda's memory.
  */
-export const MAX_HTTPS_BYTES = 256 * 2 ** 20;
+const MAX_HTTPS_BYTES = 256 * 2 ** 20;
 
 export async function httpsGet(url: string, fetchFn: typeof fetch = fetch, maxBytes = MAX_HTTPS_BYTES, timeoutMs = 60_000): Promise<Buffer> {
   if (!url.startsWith('https://')) throw new Error(`only https:// URLs are read, not ${url}`);

@@ -5,12 +5,9 @@
  * to `outputs/` only. The table in README.md "Storage layout" is this module in prose.
  */
 
-/** Who writes a key: the control plane (launcher, notifier, reconciler, stage) or a job. */
-export type Writer = 'control' | 'fov-job' | 'merge-job';
-
 export const RUNS_PREFIX = 'runs/';
-export const OUTPUTS_PREFIX = 'outputs/';
-export const EXPERIMENTS_PREFIX = 'experiments/';
+const OUTPUTS_PREFIX = 'outputs/';
+const EXPERIMENTS_PREFIX = 'experiments/';
 const REQUESTS_PREFIX = 'requests/';
 
 const fovStem = (fov: number) => `fov_${String(fov).padStart(3, '0')}`;

@@ -4,7 +4,7 @@
  */
 import { z } from 'zod';
 
-export const fovSelectionSchema = z.discriminatedUnion('kind', [
+const fovSelectionSchema = z.discriminatedUnion('kind', [
   z.object({ kind: z.literal('all') }),
   z.object({ kind: z.literal('first'), count: z.number().int().positive() }),
   z.object({ kind: z.literal('list'), ranges: z.array(z.tuple([z.number().int().nonnegative(), z.number().int().nonnegative()])).min(1) }),
@@ -37,7 +37,7 @@ export const workUnitSchema = z.preprocess(
 );
 export type WorkUnit = z.infer<typeof workUnitSchema>;
 
-export const planSchema = z.object({
+const planSchema = z.object({
   experimentFovCount: z.number().int().nonnegative(),
   /** The selected FOV indices as compact ranges, e.g. "0-9999". */
   fovs: z.string(),
@@ -46,7 +46,7 @@ export const planSchema = z.object({
 });
 export type Plan = z.infer<typeof planSchema>;
 
-export const runStatusSchema = z.enum([
+const runStatusSchema = z.enum([
   'planned',
   'awaiting-approval',
   'rejected',
@@ -64,7 +64,7 @@ export const TERMINAL: ReadonlySet<RunStatus> = new Set(['planned', 'rejected', 
 
 const jobRefSchema = z.object({ jobId: z.string(), jobName: z.string() });
 
-export const submissionSchema = z.object({
+const submissionSchema = z.object({
   round: z.number().int().nonnegative(),
   submittedAt: z.string(),
   fovs: z.string(),
@@ -75,7 +75,7 @@ export const submissionSchema = z.object({
 });
 export type Submission = z.infer<typeof submissionSchema>;
 
-export const failureSchema = z.object({
+const failureSchema = z.object({
   fov: z.number().int().nonnegative(),
   reason: z.string(),
   logLink: z.string().optional(),
@@ -85,7 +85,7 @@ export const failureSchema = z.object({
 });
 export type FovFailure = z.infer<typeof failureSchema>;
 
-export const progressSchema = z.object({
+const progressSchema = z.object({
   total: z.number().int().nonnegative(),
   succeeded: z.number().int().nonnegative(),
   failed: z.number().int().nonnegative(),
@@ -94,7 +94,7 @@ export const progressSchema = z.object({
 });
 export type Progress = z.infer<typeof progressSchema>;
 
-export const approvalSchema = z.object({
+const approvalSchema = z.object({
   required: z.boolean(),
   reasons: z.array(z.string()),
   expiresAt: z.string().optional(),
@@ -103,7 +103,7 @@ export const approvalSchema = z.object({
   decidedAt: z.string().optional(),
 });
 
-export const resultsSchema = z.object({
+const resultsSchema = z.object({
   spotsTotal: z.number().int().nonnegative(),
   fovsProcessed: z.number().int().nonnegative(),
   fovsMissing: z.array(z.number().int()),

@@ -7,7 +7,7 @@ import { describeSelection, formatRanges, parseRanges } from './fov-ranges.js';
 import type { Plan, WorkUnit } from './manifest.js';
 import { ok, refuse, type Result } from '../result.js';
 
-export const MAX_ARRAY_SIZE = 10_000;
+const MAX_ARRAY_SIZE = 10_000;
 /** Keeps STARFISH_FOVS well inside the size AWS Batch accepts for container overrides. */
 export const MAX_FOV_LIST_CHARS = 6_000;
 
