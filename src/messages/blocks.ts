@@ -36,7 +36,7 @@ function button(text: string, action: string, value: string, style?: Button['sty
 }
 
 /** process-fov's reasons start "process-fov: FOV 17: …"; the message names the FOV already. */
-function reasonWithoutFov(f: Pick<FovFailure, 'fov' | 'reason'>): string {
+export function reasonWithoutFov(f: Pick<FovFailure, 'fov' | 'reason'>): string {
   return f.reason.replace(/^process-fov: /, '').replace(new RegExp(`^FOV ${f.fov}: `), '');
 }
 
