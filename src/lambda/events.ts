@@ -13,6 +13,8 @@
  * The Chat is Slack (src/slack/slack-chat.ts); its bot token comes from Secrets Manager once per
  * container. Logs are JSON; no secret and no message body is logged.
  */
+import type { Context, EventBridgeEvent, ScheduledEvent, SQSBatchResponse, SQSEvent } from 'aws-lambda';
+import { z } from 'zod';
 import type { Logger } from '../core.js';
 import type { Launcher } from '../launcher/launcher.js';
 import type { Notifier } from '../notifier/notifier.js';
@@ -27,30 +29,22 @@ export interface EventsSystem {
   log: Logger;
 }
 
-interface EventBridgeEnvelope {
-  id?: unknown;
-  source?: unknown;
-  'detail-type'?: unknown;
-  detail?: unknown;
-}
+/** What invokes this function: the rule's queue, the rules directly, or the schedule. */
+type EventsLambdaEvent = SQSEvent | EventBridgeEvent<string, unknown> | ScheduledEvent;
 
-interface SqsRecord {
-  messageId: string;
-  body: string;
-  eventSource?: string;
-}
+type EventsResult = SQSBatchResponse | { reconcile: ReconcileReport } | void;
 
-export interface SqsBatchResponse {
-  batchItemFailures: Array<{ itemIdentifier: string }>;
-}
+// The types above are what AWS promises; these schemas are what this function relies on,
+// checked at run time: a direct invocation, a queue message or a test can carry anything.
+const sqsEventSchema = z.object({ Records: z.array(z.object({ messageId: z.string(), body: z.string() })) });
+/** Loose: a Batch event goes on whole to the notifier, which validates its detail itself. */
+const envelopeSchema = z.looseObject({ id: z.string().optional(), source: z.string().optional(), 'detail-type': z.string().optional(), detail: z.unknown().optional() });
 
-export type EventsResult = SqsBatchResponse | { reconcile: ReconcileReport } | void;
+type SqsRecord = z.infer<typeof sqsEventSchema>['Records'][number];
+type EventBridgeEnvelope = z.infer<typeof envelopeSchema>;
 
-const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
-
-function isSqsBatch(event: unknown): event is { Records: SqsRecord[] } {
-  return isObject(event) && Array.isArray(event.Records) && event.Records.every((r) => isObject(r) && typeof r.messageId === 'string' && typeof r.body === 'string');
-}
+/** The event's routing fields; an empty envelope (routed nowhere) when it is not an object of that shape. */
+const envelopeOf = (value: unknown): EventBridgeEnvelope => envelopeSchema.safeParse(value).data ?? {};
 
 type Kind = 'run' | 'batch' | 'schedule' | 'unknown';
 
@@ -77,7 +71,7 @@ export function createEventsHandler(getSystem: () => Promise<EventsSystem>) {
     system.log.info({ eventId: envelope.id, type: parsed.data.type, ms: Date.now() - started }, 'run event handled');
   }
 
-  async function sqsBatch(system: EventsSystem, records: SqsRecord[]): Promise<SqsBatchResponse> {
+  async function sqsBatch(system: EventsSystem, records: SqsRecord[]): Promise<SQSBatchResponse> {
     const failures = new Set<string>();
     const batch: Array<{ messageId: string; event: EventBridgeEnvelope & { id: string } }> = [];
     const runs: Array<{ messageId: string; event: EventBridgeEnvelope }> = [];
@@ -91,9 +85,9 @@ export function createEventsHandler(getSystem: () => Promise<EventsSystem>) {
         system.log.error({ messageId: r.messageId }, 'queue message is not JSON; dropped');
         continue;
       }
-      const envelope = (isObject(body) ? body : {}) as EventBridgeEnvelope;
+      const envelope = envelopeOf(body);
       const kind = kindOf(envelope);
-      if (kind === 'batch' && typeof envelope.id === 'string') batch.push({ messageId: r.messageId, event: envelope as EventBridgeEnvelope & { id: string } });
+      if (kind === 'batch' && envelope.id !== undefined) batch.push({ messageId: r.messageId, event: { ...envelope, id: envelope.id } });
       else if (kind === 'run') runs.push({ messageId: r.messageId, event: envelope });
       else {
         dropped++;
@@ -123,10 +117,12 @@ export function createEventsHandler(getSystem: () => Promise<EventsSystem>) {
     return { batchItemFailures: [...failures].map((itemIdentifier) => ({ itemIdentifier })) };
   }
 
+  /** Takes anything (validated above); the deployed `handler` below declares what AWS sends. */
   return async function handler(event: unknown): Promise<EventsResult> {
     const system = await getSystem();
-    if (isSqsBatch(event)) return sqsBatch(system, event.Records);
-    const envelope = (isObject(event) ? event : {}) as EventBridgeEnvelope;
+    const sqs = sqsEventSchema.safeParse(event);
+    if (sqs.success) return sqsBatch(system, sqs.data.Records);
+    const envelope = envelopeOf(event);
     switch (kindOf(envelope)) {
       case 'run':
         return runEvent(system, envelope);
@@ -169,7 +165,7 @@ async function buildSystem(): Promise<EventsSystem> {
   return createAwsSystem(chat, process.env, group ? { approverGroupMembers: approverGroupResolver(chat.client, group) } : {});
 }
 
-export const handler = createEventsHandler(() => {
+export const handler: (event: EventsLambdaEvent, context?: Context) => Promise<EventsResult> = createEventsHandler(() => {
   system ??= buildSystem().catch((error: unknown) => {
     system = undefined;
     throw error;

@@ -147,8 +147,9 @@ describe('the deployed handler', () => {
       sm.on(GetSecretValueCommand).resolves({ SecretString: JSON.stringify({ signingSecret: 'sig', botToken: 'xoxb-test' }) });
       Object.assign(process.env, testEnv(), { AWS_ACCESS_KEY_ID: 'AKIDEXAMPLE', AWS_SECRET_ACCESS_KEY: 'x', LOG_LEVEL: 'silent' });
       const { handler } = await import('../../src/lambda/events.js');
-      expect(await handler({ source: 'aws.s3', 'detail-type': 'Object Created', detail: {} })).toBeUndefined();
-      expect(await handler({ source: 'aws.s3', 'detail-type': 'Object Created', detail: {} })).toBeUndefined();
+      const objectCreated = { version: '0', id: 's3-1', source: 'aws.s3', 'detail-type': 'Object Created', account: '123456789012', time: '2026-11-25T10:00:00Z', region: REGION, resources: [], detail: {} };
+      expect(await handler(objectCreated)).toBeUndefined();
+      expect(await handler(objectCreated)).toBeUndefined();
       expect(sm.commandCalls(GetSecretValueCommand).map((c) => c.args[0].input)).toEqual([{ SecretId: testEnv().STARFISH_SLACK_SECRET_ARN }]);
     } finally {
       sm.restore();
