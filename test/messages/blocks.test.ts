@@ -74,3 +74,21 @@ describe('Block Kit limits', () => {
     expect(JSON.stringify(m.blocks)).toMatch(/more genes \(see summary.json\)/);
   });
 });
+
+describe('console rendering', () => {
+  it('renders the buttons as the commands to type, and any other block Slack could carry', () => {
+    const root = rootMessage(manifest({ status: 'awaiting-approval', approval: { required: true, reasons: ['10,000 FOVs'], expiresAt: '2026-11-26T10:00:00.000Z' } }));
+    expect(renderText(root)).toContain('[Approve: /starfish approve 261125-k3f9]  [Reject: /starfish reject 261125-k3f9]');
+    const other: Message = {
+      text: 'other',
+      blocks: [
+        { type: 'section', text: { type: 'mrkdwn', text: '*Queue* <@U1>' }, fields: [{ type: 'plain_text', text: 'a *b*' }] },
+        { type: 'context', elements: [{ type: 'image', image_url: 'https://x/i.png', alt_text: 'logo' }, { type: 'mrkdwn', text: ':warning: late' }] },
+        { type: 'actions', elements: [{ type: 'button', text: { type: 'plain_text', text: 'Docs' }, url: 'https://x/docs' }, { type: 'datepicker', action_id: 'd' }] },
+        { type: 'divider' },
+        { type: 'rich_text', elements: [] },
+      ],
+    };
+    expect(renderText(other).split('\n')).toEqual(['Queue @U1', 'a *b*', '[image: logo]  ⚠ late', '[Docs: https://x/docs]  [datepicker]', '─'.repeat(40), '[rich_text]']);
+  });
+});
