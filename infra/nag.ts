@@ -90,16 +90,41 @@ export function addNagSuppressions(stack: Stack, refs: NagRefs): void {
     );
   }
 
-  // Object prefixes: a wildcard after a fixed prefix is how IAM scopes objects.
-  const runsReason = 'Objects of the results bucket under runs/ (run manifests, inputs, FOV tables, results); run ids are created at run time, so the prefix ends in a wildcard.';
-  for (const scope of [refs.jobRole, refs.slackFunction, refs.eventsFunction]) ack(scope, iam5(`${bucketArn}/runs/*`), runsReason);
-  const experimentsReason = 'Experiments staged into the results bucket under experiments/<name>/ (named at run time by /starfish stage), so the prefix ends in a wildcard.';
-  for (const scope of [refs.jobRole, refs.eventsFunction]) ack(scope, iam5(`${bucketArn}/experiments/*`), experimentsReason);
-  ack(
-    refs.jobRole,
-    iam5(`${bucketArn}/runs/*/fovs/*`),
-    'Per-FOV tables of any run (runs/<run-id>/fovs/fov_NNN.csv): process-fov deletes its stale error record and tags the table for lifecycle expiry.',
-  );
+  // Object prefixes of the storage layout (src/run/layout.ts): a wildcard after a fixed prefix is
+  // how IAM scopes objects, and run ids and experiment names are created at run time.
+  const prefixes: Array<{ pattern: string; scopes: IConstruct[]; reason: string }> = [
+    {
+      pattern: 'runs/*',
+      scopes: [refs.slackFunction, refs.eventsFunction],
+      reason: 'Control state of the results bucket under runs/<run-id>/ (manifest, claims, input snapshots), which the Lambdas read and the events Lambda writes; run ids are created at run time.',
+    },
+    {
+      pattern: 'requests/*',
+      scopes: [refs.eventsFunction],
+      reason: 'Claims on run requests under requests/<request-id>, created once per request so that a duplicate delivery launches nothing; request ids are created at run time.',
+    },
+    {
+      pattern: 'experiments/*',
+      scopes: [refs.jobRole, refs.eventsFunction],
+      reason: 'Experiments staged into the results bucket under experiments/<name>/ (named at run time by /starfish stage), so the prefix ends in a wildcard.',
+    },
+    {
+      pattern: 'outputs/*',
+      scopes: [refs.jobRole, refs.eventsFunction],
+      reason: 'Job outputs under outputs/<run-id>/ (FOV tables, failure reasons, merged results): the jobs write only here; the events Lambda reads them and signs download links.',
+    },
+    {
+      pattern: 'runs/*/inputs/*',
+      scopes: [refs.jobRole],
+      reason: 'Read-only: the recipe and experiment.json of any run as snapshotted at launch (runs/<run-id>/inputs/), which its jobs run from.',
+    },
+    {
+      pattern: 'outputs/*/fovs/*',
+      scopes: [refs.jobRole],
+      reason: 'Per-FOV tables of any run (outputs/<run-id>/fovs/fov_NNN.csv): process-fov deletes its stale error record and tags the table for lifecycle expiry.',
+    },
+  ];
+  for (const { pattern, scopes, reason } of prefixes) for (const scope of scopes) ack(scope, iam5(`${bucketArn}/${pattern}`), reason);
   for (const bucket of refs.inputBuckets) {
     const reason = `Read-only access to the objects of input bucket ${bucket}, which the deployment settings allow scientists to name (experiments, tiles, recipes, codebooks live anywhere in it).`;
     for (const scope of [refs.jobRole, refs.eventsFunction]) ack(scope, iam5(`arn:<AWS::Partition>:s3:::${bucket}/*`), reason);

@@ -5,11 +5,13 @@
  *   Batch "Job State Change" (default bus, filtered) ─▶ SQS (batched, DLQ) ─▶ events Lambda
  *   every 5 minutes ─▶ events Lambda (reconciler)
  *   events Lambda ─SubmitJob/TerminateJob/DescribeJobs─▶ AWS Batch (Fargate Spot / Fargate / EC2 highmem)
- *   Batch jobs (process-fov, merge-results images) ─▶ results bucket runs/<id>/…, logs ─▶ own log group
+ *   Batch jobs (process-fov, merge-results images) ─▶ results bucket outputs/<id>/…, logs ─▶ own log group
  *
  * IAM is written out statement by statement (not `grantReadWrite`, whose `s3:GetObject*`/`s3:List*`
- * wildcards are broader than the bot needs); the few wildcard resources AWS requires are
- * explained where they are granted and allow-listed in test/infra.
+ * wildcards are broader than the bot needs), with the key patterns taken from the storage layout
+ * (src/run/layout.ts): the jobs write `outputs/` only, never the control state under `runs/`. The
+ * few wildcard resources AWS requires are explained where they are granted and allow-listed in
+ * test/infra.
  */
 import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import os from 'node:os';
@@ -40,6 +42,7 @@ import * as s3 from 'aws-cdk-lib/aws-s3';
 import * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
 import * as sqs from 'aws-cdk-lib/aws-sqs';
 import type { Construct } from 'constructs';
+import { requestClaimKey, runKeys, RUNS_PREFIX, stagedPrefix } from '../src/run/layout.js';
 import { addNagSuppressions } from './nag.js';
 import type { QueueName, Settings } from './settings.js';
 
@@ -60,11 +63,11 @@ export const RUN_EVENT_TYPES = ['RunRequested', 'RunApproved', 'RunRejected', 'R
 export const JOB_NAME_PREFIX = 'starfish-';
 
 /**
- * Per-FOV intermediates (`runs/<id>/fovs/…`) expire through this object tag. S3 lifecycle
- * filters take a literal key prefix (no `runs/*\/fovs/`), plus tags and sizes; a tag keeps the
- * layout of DESIGN.md intact, where a separate top-level prefix would move the FOV tables away
- * from their run. The writer (process-fov through containers/common/starfish_io.py) must set it
- * on `fov_NNN.csv`/`.error.json`; the job role may (s3:PutObjectTagging on runs/*\/fovs/*).
+ * Per-FOV intermediates (`outputs/<id>/fovs/…`) expire through this object tag. S3 lifecycle
+ * filters take a literal key prefix (no `outputs/*\/fovs/`), plus tags and sizes, and a run's
+ * results (`outputs/<id>/results/…`) share the `outputs/` prefix with them: the tag tells them
+ * apart. The writer (process-fov through containers/common/starfish_io.py) sets it on
+ * `fov_NNN.csv`/`.error.json`; the job role may (s3:PutObjectTagging on outputs/*\/fovs/*).
  */
 export const INTERMEDIATE_TAG = { key: 'starfish:lifecycle', value: 'intermediate' } as const;
 
@@ -128,7 +131,7 @@ export class StarfishChatopsStack extends Stack {
       lifecycleRules: [
         {
           id: 'ExpireFovIntermediates',
-          prefix: 'runs/',
+          prefix: `${path.posix.dirname(runKeys('*').outputs)}/`, // outputs/
           tagFilters: { [INTERMEDIATE_TAG.key]: INTERMEDIATE_TAG.value },
           expiration: Duration.days(settings.intermediateRetentionDays),
         },
@@ -194,7 +197,7 @@ export class StarfishChatopsStack extends Stack {
 
     const jobRole = new iam.Role(this, 'JobRole', {
       assumedBy: new iam.ServicePrincipal('ecs-tasks.amazonaws.com'),
-      description: 'starfish Batch jobs (process-fov, merge-results): read inputs, write runs/* in the results bucket',
+      description: 'starfish Batch jobs (process-fov, merge-results): read inputs, write outputs/* in the results bucket',
     });
     const executionRole = new iam.Role(this, 'JobExecutionRole', {
       assumedBy: new iam.ServicePrincipal('ecs-tasks.amazonaws.com'),
@@ -277,25 +280,40 @@ export class StarfishChatopsStack extends Stack {
     // ───────────────────────── S3 access, by prefix ─────────────────────────
     const objects = (bucket: string, pattern: string) => `arn:${Aws.PARTITION}:s3:::${bucket}/${pattern}`;
     const bucketArn = (bucket: string) => `arn:${Aws.PARTITION}:s3:::${bucket}`;
+    // The patterns are the layout's own keys for any run (src/run/layout.ts): IAM `*` also matches `/`.
+    const anyRun = runKeys('*');
     const results = {
-      runs: resultsBucket.arnForObjects('runs/*'),
-      fovs: resultsBucket.arnForObjects('runs/*/fovs/*'),
-      experiments: resultsBucket.arnForObjects('experiments/*'),
+      /** Control state: manifests, claims, input snapshots. The control plane writes it; jobs never do. */
+      runs: resultsBucket.arnForObjects(`${RUNS_PREFIX}*`),
+      /** The recipe and experiment.json as they were at launch: the jobs read them. */
+      runInputs: resultsBucket.arnForObjects(`${path.posix.dirname(anyRun.recipeSnapshot)}/*`),
+      /** Claims on run requests (duplicate deliveries of a RunRequested). */
+      requests: resultsBucket.arnForObjects(requestClaimKey('*')),
+      /** Experiments staged by /starfish stage. */
+      experiments: resultsBucket.arnForObjects(stagedPrefix('*')),
+      /** What the jobs write, and nothing else: FOV tables and failure reasons, merged results. */
+      outputs: resultsBucket.arnForObjects(anyRun.outputs),
+      fovOutputs: resultsBucket.arnForObjects(`${anyRun.fovOutputs}/*`),
     };
     const inputBuckets = [...settings.allowedBuckets, ...settings.readonlyBuckets];
     const inputObjects = inputBuckets.map((b) => objects(b, '*'));
     // Without s3:ListBucket, S3 answers 403 instead of 404 for a missing key, and "not found"
     // (no such run, missing tile) becomes "access denied". A prefix condition would not help:
-    // that check carries no s3:prefix. The results bucket holds only runs/ and experiments/.
+    // that check carries no s3:prefix. The results bucket holds only the layout's prefixes.
     const listResults = new iam.PolicyStatement({ sid: 'ListResultsBucket', actions: ['s3:ListBucket'], resources: [resultsBucket.bucketArn] });
     const listInputs = inputBuckets.length
       ? new iam.PolicyStatement({ sid: 'ListInputBuckets', actions: ['s3:ListBucket'], resources: inputBuckets.map(bucketArn) })
       : undefined;
 
-    jobRole.addToPrincipalPolicy(new iam.PolicyStatement({ sid: 'ReadInputs', actions: ['s3:GetObject'], resources: [results.runs, results.experiments, ...inputObjects] }));
-    jobRole.addToPrincipalPolicy(new iam.PolicyStatement({ sid: 'WriteRunOutputs', actions: ['s3:PutObject'], resources: [results.runs] }));
+    // Jobs run the scientists' recipe code: they read the run's input snapshot, staged experiments,
+    // the input buckets and other jobs' outputs (the merge reads the FOV tables), and write only
+    // under outputs/. Manifests and claims, which the control plane decides from, are out of reach.
+    jobRole.addToPrincipalPolicy(
+      new iam.PolicyStatement({ sid: 'ReadInputs', actions: ['s3:GetObject'], resources: [results.runInputs, results.experiments, results.outputs, ...inputObjects] }),
+    );
+    jobRole.addToPrincipalPolicy(new iam.PolicyStatement({ sid: 'WriteRunOutputs', actions: ['s3:PutObject'], resources: [results.outputs] }));
     // process-fov deletes a stale fov_NNN.error.json, and tags FOV tables for expiry.
-    jobRole.addToPrincipalPolicy(new iam.PolicyStatement({ sid: 'ManageFovTables', actions: ['s3:DeleteObject', 's3:PutObjectTagging'], resources: [results.fovs] }));
+    jobRole.addToPrincipalPolicy(new iam.PolicyStatement({ sid: 'ManageFovTables', actions: ['s3:DeleteObject', 's3:PutObjectTagging'], resources: [results.fovOutputs] }));
     jobRole.addToPrincipalPolicy(listResults);
     if (listInputs) jobRole.addToPrincipalPolicy(listInputs);
 
@@ -451,7 +469,8 @@ export class StarfishChatopsStack extends Stack {
     slackFunction.addToRolePolicy(new iam.PolicyStatement({ sid: 'ReadRuns', actions: ['s3:GetObject'], resources: [results.runs] }));
     slackFunction.addToRolePolicy(listResults);
 
-    // Events Lambda: Batch, the store (runs/*, experiments/*), inputs, staging, DLQ, secret.
+    // Events Lambda: Batch, the control state (runs/*, requests/*), staging (experiments/*), the
+    // jobs' outputs (read: failure reasons, summary, spots.png; download links to results), inputs, DLQ, secret.
     slackSecret.grantRead(eventsFunction);
     eventsFunction.addToRolePolicy(
       new iam.PolicyStatement({
@@ -473,11 +492,12 @@ export class StarfishChatopsStack extends Stack {
     // permissions: AWS requires Resource "*".
     eventsFunction.addToRolePolicy(new iam.PolicyStatement({ sid: 'DescribeJobs', actions: ['batch:DescribeJobs', 'batch:ListJobs'], resources: ['*'] }));
     eventsFunction.addToRolePolicy(
-      new iam.PolicyStatement({ sid: 'ReadStoreAndInputs', actions: ['s3:GetObject'], resources: [results.runs, results.experiments, ...inputObjects] }),
+      new iam.PolicyStatement({ sid: 'ReadStoreAndInputs', actions: ['s3:GetObject'], resources: [results.runs, results.experiments, results.outputs, ...inputObjects] }),
     );
-    // PutObject covers conditional create/replace (If-None-Match/If-Match) and the CopyObject destination (staging).
+    // PutObject covers conditional create/replace (If-None-Match/If-Match) and the CopyObject
+    // destination (staging); DeleteObject gives claims back. Nothing here writes outputs/.
     eventsFunction.addToRolePolicy(
-      new iam.PolicyStatement({ sid: 'WriteStore', actions: ['s3:PutObject', 's3:DeleteObject'], resources: [results.runs, results.experiments] }),
+      new iam.PolicyStatement({ sid: 'WriteStore', actions: ['s3:PutObject', 's3:DeleteObject'], resources: [results.runs, results.requests, results.experiments] }),
     );
     eventsFunction.addToRolePolicy(listResults);
     if (listInputs) eventsFunction.addToRolePolicy(listInputs);

@@ -1,3 +1,4 @@
+/* eslint-disable @typescript-eslint/no-explicit-any -- a synthesized CloudFormation template is untyped JSON, walked by key */
 /**
  * IAM of the whole stack, with every optional part on (highmem EC2 environment, a read-only
  * dataset bucket): every statement of every AWS::IAM::Policy is walked; no wildcard action
@@ -73,8 +74,9 @@ const ALLOWED_WILDCARDS: Array<{ actions: string[]; resource: (r: string) => boo
   },
   {
     actions: ['s3:GetObject', 's3:PutObject', 's3:DeleteObject', 's3:PutObjectTagging'],
-    resource: (r) => [`<ResultsBucket.Arn>/runs/*`, `<ResultsBucket.Arn>/experiments/*`, `<ResultsBucket.Arn>/runs/*/fovs/*`].includes(r),
-    why: 'Object keys under this app’s prefixes of its own results bucket.',
+    resource: (r) =>
+      ['runs/*', 'runs/*/inputs/*', 'requests/*', 'experiments/*', 'outputs/*', 'outputs/*/fovs/*'].map((p) => `<ResultsBucket.Arn>/${p}`).includes(r),
+    why: 'Object keys under the storage layout’s prefixes (src/run/layout.ts) of this app’s own results bucket.',
   },
   {
     actions: ['s3:GetObject'],
@@ -165,12 +167,19 @@ describe('least privilege per principal', () => {
         'sqs:SendMessage',
       ].sort(),
     );
-    // Writes only to its own bucket's prefixes; reads the allowed and read-only buckets.
+    // Writes the control state, request claims and staged experiments of its own bucket, never the
+    // jobs' outputs; reads those outputs (failure reasons, summaries, download links) and the input buckets.
     const writes = sts.filter((st) => st.Action.some((a) => a === 's3:PutObject' || a === 's3:DeleteObject')).flatMap((st) => st.Resource.map(render));
-    expect(writes.sort()).toEqual([`<${ids.results}.Arn>/experiments/*`, `<${ids.results}.Arn>/runs/*`]);
+    expect(writes.sort()).toEqual([`<${ids.results}.Arn>/experiments/*`, `<${ids.results}.Arn>/requests/*`, `<${ids.results}.Arn>/runs/*`]);
     const reads = sts.filter((st) => st.Action.includes('s3:GetObject')).flatMap((st) => st.Resource.map(render));
     expect(reads).toEqual(
-      expect.arrayContaining(['arn:<AWS::Partition>:s3:::lab-data/*', 'arn:<AWS::Partition>:s3:::lab-archive/*', 'arn:<AWS::Partition>:s3:::spacetx.starfish.data.public/*']),
+      expect.arrayContaining([
+        `<${ids.results}.Arn>/runs/*`,
+        `<${ids.results}.Arn>/outputs/*`,
+        'arn:<AWS::Partition>:s3:::lab-data/*',
+        'arn:<AWS::Partition>:s3:::lab-archive/*',
+        'arn:<AWS::Partition>:s3:::spacetx.starfish.data.public/*',
+      ]),
     );
     // SendMessage only to the failed-invocations queue (on-failure destination).
     const send = sts.filter((st) => st.Action.includes('sqs:SendMessage')).flatMap((st) => st.Resource.map(render));
@@ -178,13 +187,27 @@ describe('least privilege per principal', () => {
     expect(send[0]).toMatch(/^<FailedInvocationsQueue/);
   });
 
-  it('job role: read inputs and runs, write runs/* only, delete/tag only FOV tables', () => {
+  it('job role: read run inputs, staged experiments, outputs and input buckets; write outputs/* only, delete/tag only FOV tables', () => {
     const sts = actionsOf('JobRole');
     expect(actions(sts)).toEqual(['s3:DeleteObject', 's3:GetObject', 's3:ListBucket', 's3:PutObject', 's3:PutObjectTagging']);
     const put = sts.filter((st) => st.Action.includes('s3:PutObject')).flatMap((st) => st.Resource.map(render));
-    expect(put).toEqual([`<${ids.results}.Arn>/runs/*`]);
+    expect(put).toEqual([`<${ids.results}.Arn>/outputs/*`]);
     const manage = sts.filter((st) => st.Action.includes('s3:DeleteObject')).flatMap((st) => st.Resource.map(render));
-    expect(manage).toEqual([`<${ids.results}.Arn>/runs/*/fovs/*`]);
+    expect(manage).toEqual([`<${ids.results}.Arn>/outputs/*/fovs/*`]);
+    const read = sts.filter((st) => st.Action.includes('s3:GetObject')).flatMap((st) => st.Resource.map(render));
+    expect(read.sort()).toEqual(
+      [
+        `<${ids.results}.Arn>/runs/*/inputs/*`,
+        `<${ids.results}.Arn>/experiments/*`,
+        `<${ids.results}.Arn>/outputs/*`,
+        'arn:<AWS::Partition>:s3:::lab-data/*',
+        'arn:<AWS::Partition>:s3:::lab-archive/*',
+        'arn:<AWS::Partition>:s3:::spacetx.starfish.data.public/*',
+      ].sort(),
+    );
+    // Nothing of the control state (manifests, claims) is writable or even readable by recipe code.
+    const writable = sts.filter((st) => st.Action.some((a) => a !== 's3:GetObject' && a !== 's3:ListBucket')).flatMap((st) => st.Resource.map(render));
+    expect(writable.filter((r) => !r.startsWith(`<${ids.results}.Arn>/outputs/`))).toEqual([]);
   });
 
   it('execution role: pull the asset images and write the job log group only', () => {

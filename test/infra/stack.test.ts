@@ -1,3 +1,4 @@
+/* eslint-disable @typescript-eslint/no-explicit-any -- a synthesized CloudFormation template is untyped JSON, walked by key */
 /**
  * The synthesized template of infra/ with cdk.json's example settings (highmem off): each
  * resource the bot needs, the exact event patterns, the Lambda environment, the Docker assets
@@ -69,16 +70,16 @@ describe('results bucket', () => {
     });
   });
 
-  it('expires tagged per-FOV intermediates under runs/ after the configured days (prefix + tag: S3 filters take no wildcard)', () => {
+  it('expires tagged per-FOV intermediates under outputs/ after the configured days (prefix + tag: S3 filters take no wildcard)', () => {
     const { props } = one('AWS::S3::Bucket', (_p, id) => id === ids.results);
     expect(props.LifecycleConfiguration.Rules).toContainEqual({
       Id: 'ExpireFovIntermediates',
       Status: 'Enabled',
-      Prefix: 'runs/',
+      Prefix: 'outputs/',
       TagFilters: [{ Key: INTERMEDIATE_TAG.key, Value: INTERMEDIATE_TAG.value }],
       ExpirationInDays: s.settings.intermediateRetentionDays,
     });
-    // Nothing else under runs/ expires: manifests and results stay.
+    // Nothing else expires: manifests and results stay.
     const expiring = props.LifecycleConfiguration.Rules.filter((r: any) => r.ExpirationInDays !== undefined);
     expect(expiring).toHaveLength(1);
   });

@@ -1,3 +1,4 @@
+/* eslint-disable @typescript-eslint/no-explicit-any -- a synthesized CloudFormation template is untyped JSON, walked by key */
 /**
  * Synthesizes the stack for the infra tests: cdk.json context (feature flags, example settings)
  * plus overrides, Lambda bundling skipped (`aws:cdk:bundling-stacks: []`; `npm run synth`
