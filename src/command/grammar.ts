@@ -1,11 +1,11 @@
 /**
- * The `/starfish` grammar: text in, a typed command or one specific error sentence out.
- * Never throws, whatever the input (the tests fuzz it).
+ * The `/starfish` grammar: text in, a typed command or a refusal naming what was wrong (with an
+ * example of what is right) out. Never throws, whatever the input (the tests fuzz it).
  */
-import { z } from 'zod';
 import { closest, distance } from 'fastest-levenshtein';
 import { parseRanges, type FovSelection } from '../run/fov-ranges.js';
 import type { RunRequest } from '../run/manifest.js';
+import { ok, refuse, type Result } from '../result.js';
 
 export type Command =
   | { name: 'run'; request: RunRequest }
@@ -18,9 +18,15 @@ export type Command =
   | { name: 'stage'; source: string; as?: string }
   | { name: 'help'; topic?: string };
 
-export type ParseResult = { ok: true; command: Command } | { ok: false; error: string };
+/**
+ * A `Result<Command>` that also carries the field names src/cli.ts and src/slack/app.ts still
+ * read (`command`, `error`). Drop the two extra fields once those read `value` and `reason`.
+ */
+export type ParseResult = { ok: true; value: Command; command: Command } | { ok: false; reason: string; error: string };
 
-export const SUBCOMMANDS = ['run', 'status', 'list', 'cancel', 'retry', 'stage', 'help', 'approve', 'reject'] as const;
+const SUBCOMMANDS = ['run', 'status', 'list', 'cancel', 'retry', 'stage', 'help', 'approve', 'reject'] as const;
+type Subcommand = (typeof SUBCOMMANDS)[number];
+type RunIdCommand = 'cancel' | 'retry' | 'approve' | 'reject';
 
 export const EXAMPLES = {
   run: '/starfish run s3://lab-data/iss/experiment.json fovs=0-15 recipe=s3://lab-data/recipes/iss.py',
@@ -32,63 +38,30 @@ export const EXAMPLES = {
   reject: '/starfish reject 261125-k3f9',
   stage: '/starfish stage https://d2nhj9g34unfro.cloudfront.net/20181005/ISS-TEST/experiment.json as=iss-test',
   help: '/starfish help run',
-} as const satisfies Record<(typeof SUBCOMMANDS)[number], string>;
+} as const satisfies Record<Subcommand, string>;
+
+/** The example URL each kind of location is refused with, so that the hint fits what was asked. */
+const EXAMPLE_URL = { experiment: 's3://lab-data/iss/experiment.json', recipe: 's3://lab-data/recipes/iss.py' } as const;
 
 const RUN_OPTIONS = ['recipe', 'fovs', 'queue', 'name'] as const;
+type RunOption = (typeof RUN_OPTIONS)[number];
 const RUN_FLAGS = ['dry-run'] as const;
 
 export const RUN_ID = /^\d{6}-[a-z0-9]{4}$/;
 const LABEL = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 const QUEUE = /^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$/;
+const S3_URL = /^s3:\/\/[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]\/.+/;
+const ANY_SCHEME = /^[a-z][a-z0-9+.-]*:\/\//i;
+
+const isOneOf = <T extends string>(options: readonly T[], word: string): word is T => (options as readonly string[]).includes(word);
 
 /** Slack sends links as <url> or <url|label>, and HTML-escapes &, < and >. */
-export function unwrapSlackText(text: string): string {
+function unwrapSlackText(text: string): string {
   return text
     .replace(/<((?:https?|s3|mailto):[^|>]*)(?:\|[^>]*)?>/g, '$1')
     .replace(/&lt;/g, '<')
     .replace(/&gt;/g, '>')
     .replace(/&amp;/g, '&');
-}
-
-const fail = (error: string): ParseResult => ({ ok: false, error });
-
-/** A location the user typed: s3:// or https:// URL, or (local backend) a file path. */
-const locationSchema = z.string().superRefine((value, ctx) => {
-  if (value.startsWith('s3://')) {
-    if (!/^s3:\/\/[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]\/.+/.test(value))
-      ctx.addIssue({ code: 'custom', message: `"${value}" is not a complete S3 URL: it needs a bucket and a key, like s3://lab-data/iss/experiment.json` });
-    return;
-  }
-  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(value)) {
-    let url: URL | undefined;
-    try {
-      url = new URL(value);
-    } catch {
-      /* reported below */
-    }
-    if (!url || url.protocol !== 'https:')
-      ctx.addIssue({ code: 'custom', message: `"${value}" is not an s3:// or https:// URL; example: s3://lab-data/iss/experiment.json` });
-    return;
-  }
-  if (value.includes('=')) {
-    ctx.addIssue({ code: 'custom', message: `"${value}" looks like an option, but the experiment must come first; example: /starfish run s3://lab-data/iss/experiment.json ${value}` });
-  }
-});
-
-function firstIssue(result: { success: boolean; error?: z.ZodError }): string | undefined {
-  return result.success ? undefined : (result.error?.issues[0]?.message ?? 'invalid value');
-}
-
-function parseFovs(value: string): FovSelection | string {
-  if (value === 'all') return { kind: 'all' };
-  if (/^\d+$/.test(value)) {
-    const count = Number(value);
-    if (count === 0) return 'fovs=0 selects nothing; use fovs=all, a count like fovs=16, or indices like fovs=0-3,7';
-    return { kind: 'first', count };
-  }
-  const ranges = parseRanges(value);
-  if (typeof ranges === 'string') return `fovs=${value}: ${ranges}; use fovs=all, a count like fovs=16, or indices like fovs=0-3,7`;
-  return { kind: 'list', ranges };
 }
 
 function suggest(word: string, options: readonly string[]): string | undefined {
@@ -97,122 +70,189 @@ function suggest(word: string, options: readonly string[]): string | undefined {
   return distance(word.toLowerCase(), best) <= Math.max(2, Math.floor(best.length / 2)) ? best : undefined;
 }
 
-function parseRun(args: string[]): ParseResult {
+function isHttpsUrl(value: string): boolean {
+  try {
+    return new URL(value).protocol === 'https:';
+  } catch {
+    return false;
+  }
+}
+
+/** A location the user typed: an s3:// or https:// URL, or (local backend) a file path. */
+function parseLocation(value: string, example: string): Result<string> {
+  if (value.startsWith('s3://')) {
+    return S3_URL.test(value) ? ok(value) : refuse(`"${value}" is not a complete S3 URL: it needs a bucket and a key, like ${example}`);
+  }
+  if (ANY_SCHEME.test(value)) {
+    return isHttpsUrl(value) ? ok(value) : refuse(`"${value}" is not an s3:// or https:// URL; example: ${example}`);
+  }
+  if (value.includes('=')) {
+    return refuse(`"${value}" looks like an option, but the experiment must come first; example: /starfish run ${example} ${value}`);
+  }
+  return ok(value);
+}
+
+function parseFovs(value: string): Result<FovSelection> {
+  const usage = 'use fovs=all, a count like fovs=16, or indices like fovs=0-3,7';
+  if (value === 'all') return ok({ kind: 'all' });
+  if (/^\d+$/.test(value)) {
+    const count = Number(value);
+    return count === 0 ? refuse(`fovs=0 selects nothing; ${usage}`) : ok({ kind: 'first', count });
+  }
+  const ranges = parseRanges(value);
+  if (typeof ranges === 'string') return refuse(`fovs=${value}: ${ranges}; ${usage}`);
+  return ok({ kind: 'list', ranges });
+}
+
+function parseRecipe(value: string): Result<Partial<RunRequest>> {
+  const location = parseLocation(value, EXAMPLE_URL.recipe);
+  if (!location.ok) return refuse(`recipe: ${location.reason}`);
+  // A query or fragment does not make a .py URL something else.
+  if (!/\.py$/i.test(value.replace(/[?#].*$/, ''))) {
+    return refuse(`recipe=${value} is not a Python file; a recipe is a .py file defining process_fov(fov_index, experiment_url). Example: recipe=${EXAMPLE_URL.recipe}`);
+  }
+  return ok({ recipe: value });
+}
+
+/** One parser per `key=value` option of run, each giving the part of the request it sets. */
+const RUN_OPTION_PARSERS: Record<RunOption, (value: string) => Result<Partial<RunRequest>>> = {
+  recipe: parseRecipe,
+  fovs: (value) => {
+    const fovs = parseFovs(value);
+    return fovs.ok ? ok({ fovs: fovs.value }) : fovs;
+  },
+  queue: (value) => (QUEUE.test(value) ? ok({ queue: value }) : refuse(`queue=${value} is not a queue name (letters, digits, - and _). Example: queue=ondemand`)),
+  name: (value) =>
+    LABEL.test(value) ? ok({ name: value }) : refuse(`name=${value} is not a usable label: up to 64 letters, digits, ".", "-" or "_". Example: name=mouse-brain-2`),
+};
+
+function notARunOption(token: string): string {
+  const hint = suggest(token, [...RUN_FLAGS, ...RUN_OPTIONS.map((o) => `${o}=`)]);
+  return `"${token}" is not an option of run${hint ? ` (did you mean ${hint}?)` : ''}. Options are recipe=URL, fovs=all|N|a-b,c, queue=NAME, name=LABEL and dry-run. Example: ${EXAMPLES.run}`;
+}
+
+function unknownRunOption(key: string): string {
+  const hint = suggest(key, RUN_OPTIONS);
+  // fov= is the likeliest slip, and the one whose meaning (count or index) is easiest to get wrong.
+  const fovsHint = ` (did you mean fovs=? fovs=16 takes the first 16 FOVs, fovs=3-3 only FOV 3, fovs=0-3,7 those FOVs)`;
+  const didYouMean = hint === 'fovs' ? fovsHint : hint ? ` (did you mean ${hint}=?)` : '';
+  return `run has no option "${key}"${didYouMean}. Options are recipe=, fovs=, queue=, name= and dry-run. Example: ${EXAMPLES.run}`;
+}
+
+/** One word after the experiment: a flag, or a `key=value` option given once. */
+function parseRunToken(token: string, seen: Set<string>): Result<Partial<RunRequest>> {
+  if (isOneOf(RUN_FLAGS, token)) return ok({ dryRun: true });
+  const eq = token.indexOf('=');
+  if (eq <= 0) return refuse(notARunOption(token));
+  const key = token.slice(0, eq).toLowerCase();
+  const value = token.slice(eq + 1);
+  if (!isOneOf(RUN_OPTIONS, key)) return refuse(unknownRunOption(key));
+  if (seen.has(key)) return refuse(`${key}= is given twice; give it once. Example: ${EXAMPLES.run}`);
+  seen.add(key);
+  if (!value) return refuse(`${key}= needs a value. Example: ${EXAMPLES.run}`);
+  return RUN_OPTION_PARSERS[key](value);
+}
+
+function parseRun(args: string[]): Result<Command> {
   const [experiment, ...rest] = args;
-  if (!experiment) return fail(`run needs the experiment to process. Example: ${EXAMPLES.run}`);
-  const location = firstIssue(locationSchema.safeParse(experiment));
-  if (location) return fail(location);
+  if (!experiment) return refuse(`run needs the experiment to process. Example: ${EXAMPLES.run}`);
+  const location = parseLocation(experiment, EXAMPLE_URL.experiment);
+  if (!location.ok) return location;
   const request: RunRequest = { experiment, fovs: { kind: 'all' }, dryRun: false };
   const seen = new Set<string>();
   for (const token of rest) {
-    if ((RUN_FLAGS as readonly string[]).includes(token)) {
-      request.dryRun = true;
-      continue;
-    }
-    const eq = token.indexOf('=');
-    if (eq <= 0) {
-      const hint = suggest(token, [...RUN_FLAGS, ...RUN_OPTIONS.map((o) => `${o}=`)]);
-      return fail(
-        `"${token}" is not an option of run${hint ? ` (did you mean ${hint}?)` : ''}. Options are recipe=URL, fovs=all|N|a-b,c, queue=NAME, name=LABEL and dry-run. Example: ${EXAMPLES.run}`,
-      );
-    }
-    const key = token.slice(0, eq).toLowerCase();
-    const value = token.slice(eq + 1);
-    if (!(RUN_OPTIONS as readonly string[]).includes(key)) {
-      const hint = suggest(key, RUN_OPTIONS);
-      const fovsHint = hint === 'fovs' ? ` (did you mean fovs=? fovs=16 takes the first 16 FOVs, fovs=3-3 only FOV 3, fovs=0-3,7 those FOVs)` : hint ? ` (did you mean ${hint}=?)` : '';
-      return fail(`run has no option "${key}"${fovsHint}. Options are recipe=, fovs=, queue=, name= and dry-run. Example: ${EXAMPLES.run}`);
-    }
-    if (seen.has(key)) return fail(`${key}= is given twice; give it once. Example: ${EXAMPLES.run}`);
-    seen.add(key);
-    if (!value) return fail(`${key}= needs a value. Example: ${EXAMPLES.run}`);
-    switch (key) {
-      case 'recipe': {
-        const problem = firstIssue(locationSchema.safeParse(value));
-        if (problem) return fail(`recipe: ${problem.replace(/experiment\.json/g, 'recipes/iss.py').replace('iss/recipes/iss.py', 'recipes/iss.py')}`);
-        if (!/\.py$/i.test(value.replace(/[?#].*$/, ''))) return fail(`recipe=${value} is not a Python file; a recipe is a .py file defining process_fov(fov_index, experiment_url). Example: recipe=s3://lab-data/recipes/iss.py`);
-        request.recipe = value;
-        break;
-      }
-      case 'fovs': {
-        const fovs = parseFovs(value);
-        if (typeof fovs === 'string') return fail(fovs);
-        request.fovs = fovs;
-        break;
-      }
-      case 'queue':
-        if (!QUEUE.test(value)) return fail(`queue=${value} is not a queue name (letters, digits, - and _). Example: queue=ondemand`);
-        request.queue = value;
-        break;
-      case 'name':
-        if (!LABEL.test(value)) return fail(`name=${value} is not a usable label: up to 64 letters, digits, ".", "-" or "_". Example: name=mouse-brain-2`);
-        request.name = value;
-        break;
-    }
+    const part = parseRunToken(token, seen);
+    if (!part.ok) return part;
+    Object.assign(request, part.value);
   }
-  return { ok: true, command: { name: 'run', request } };
+  return ok({ name: 'run', request });
 }
 
-function parseRunIdArg(name: 'cancel' | 'retry' | 'approve' | 'reject' | 'status', args: string[], optional: boolean): ParseResult | string | undefined {
-  if (args.length > 1) return fail(`${name} takes one run id, got ${args.length}: ${args.join(' ')}. Example: ${EXAMPLES[name]}`);
-  const runId = args[0];
-  if (!runId) return optional ? undefined : fail(`${name} needs the run id, as shown in the run's message. Example: ${EXAMPLES[name]}`);
-  if (!RUN_ID.test(runId.toLowerCase())) return fail(`"${runId}" is not a run id; run ids look like 261125-k3f9 (see /starfish list). Example: ${EXAMPLES[name]}`);
-  return runId.toLowerCase();
+/** The optional single run id argument, lower-cased (`undefined` when none was given). */
+function parseRunIdArgument(name: RunIdCommand | 'status', args: string[]): Result<string | undefined> {
+  if (args.length > 1) return refuse(`${name} takes one run id, got ${args.length}: ${args.join(' ')}. Example: ${EXAMPLES[name]}`);
+  const typed = args[0];
+  if (typed === undefined) return ok(undefined);
+  const runId = typed.toLowerCase();
+  if (!RUN_ID.test(runId)) return refuse(`"${typed}" is not a run id; run ids look like 261125-k3f9 (see /starfish list). Example: ${EXAMPLES[name]}`);
+  return ok(runId);
+}
+
+function parseStatus(args: string[]): Result<Command> {
+  const runId = parseRunIdArgument('status', args);
+  if (!runId.ok) return runId;
+  return ok(runId.value ? { name: 'status', runId: runId.value } : { name: 'status' });
+}
+
+function parseRunIdCommand(name: RunIdCommand, args: string[]): Result<Command> {
+  const runId = parseRunIdArgument(name, args);
+  if (!runId.ok) return runId;
+  if (!runId.value) return refuse(`${name} needs the run id, as shown in the run's message. Example: ${EXAMPLES[name]}`);
+  return ok({ name, runId: runId.value });
+}
+
+function parseList(args: string[]): Result<Command> {
+  return args.length ? refuse(`list takes no arguments. Example: ${EXAMPLES.list}`) : ok({ name: 'list' });
+}
+
+function parseHelp(args: string[]): Result<Command> {
+  const topic = args[0]?.toLowerCase();
+  if (!topic) return ok({ name: 'help' });
+  if (isOneOf(SUBCOMMANDS, topic)) return ok({ name: 'help', topic });
+  const hint = suggest(topic, SUBCOMMANDS);
+  return refuse(`There is no command "${topic}"${hint ? ` (did you mean ${hint}?)` : ''}. Example: ${EXAMPLES.help}`);
+}
+
+function parseStageName(token: string): Result<string> {
+  const m = /^as=(.*)$/i.exec(token);
+  if (!m) return refuse(`"${token}" is not an option of stage; the only option is as=NAME. Example: ${EXAMPLES.stage}`);
+  const name = m[1]!;
+  if (!LABEL.test(name)) return refuse(`as=${name} is not a usable name: up to 64 letters, digits, ".", "-" or "_". Example: as=iss-test`);
+  return ok(name);
+}
+
+function parseStage(args: string[]): Result<Command> {
+  const [source, ...rest] = args;
+  if (!source) return refuse(`stage needs the experiment.json to copy. Example: ${EXAMPLES.stage}`);
+  const location = parseLocation(source, EXAMPLE_URL.experiment);
+  if (!location.ok) return location;
+  let as: string | undefined;
+  for (const token of rest) {
+    const name = parseStageName(token);
+    if (!name.ok) return name;
+    as = name.value;
+  }
+  return ok(as ? { name: 'stage', source, as } : { name: 'stage', source });
+}
+
+const PARSERS: Record<Subcommand, (args: string[]) => Result<Command>> = {
+  run: parseRun,
+  status: parseStatus,
+  list: parseList,
+  cancel: (args) => parseRunIdCommand('cancel', args),
+  retry: (args) => parseRunIdCommand('retry', args),
+  approve: (args) => parseRunIdCommand('approve', args),
+  reject: (args) => parseRunIdCommand('reject', args),
+  stage: parseStage,
+  help: parseHelp,
+};
+
+function unknownCommand(typed: string): string {
+  const hint = suggest(typed, SUBCOMMANDS) as Subcommand | undefined;
+  // approve and reject are the buttons' typed form; the list shows what people type first.
+  const listed = SUBCOMMANDS.filter((s) => s !== 'approve' && s !== 'reject').join(', ');
+  return `"${typed}" is not a starfish command${hint ? `; did you mean "${hint}"?` : '.'} Commands: ${listed}. Example: ${EXAMPLES[hint ?? 'run']}`;
+}
+
+function parse(input: unknown): Result<Command> {
+  if (typeof input !== 'string') return refuse(`Type a command after /starfish. Example: ${EXAMPLES.run}`);
+  const [typed, ...args] = unwrapSlackText(input).trim().split(/\s+/).filter(Boolean);
+  if (!typed) return ok({ name: 'help' });
+  const sub = typed.toLowerCase();
+  return isOneOf(SUBCOMMANDS, sub) ? PARSERS[sub](args) : refuse(unknownCommand(typed));
 }
 
 export function parseCommand(input: unknown): ParseResult {
-  if (typeof input !== 'string') return fail(`Type a command after /starfish. Example: ${EXAMPLES.run}`);
-  const text = unwrapSlackText(input).trim();
-  const [rawSub, ...args] = text.split(/\s+/).filter(Boolean);
-  if (!rawSub) return { ok: true, command: { name: 'help' } };
-  const sub = rawSub.toLowerCase();
-  switch (sub) {
-    case 'run':
-      return parseRun(args);
-    case 'list':
-      if (args.length) return fail(`list takes no arguments. Example: ${EXAMPLES.list}`);
-      return { ok: true, command: { name: 'list' } };
-    case 'help': {
-      const topic = args[0]?.toLowerCase();
-      if (topic && !(SUBCOMMANDS as readonly string[]).includes(topic)) {
-        const hint = suggest(topic, SUBCOMMANDS);
-        return fail(`There is no command "${topic}"${hint ? ` (did you mean ${hint}?)` : ''}. Example: ${EXAMPLES.help}`);
-      }
-      return { ok: true, command: topic ? { name: 'help', topic } : { name: 'help' } };
-    }
-    case 'status': {
-      const r = parseRunIdArg('status', args, true);
-      if (typeof r === 'object') return r;
-      return { ok: true, command: r ? { name: 'status', runId: r } : { name: 'status' } };
-    }
-    case 'cancel':
-    case 'retry':
-    case 'approve':
-    case 'reject': {
-      const r = parseRunIdArg(sub, args, false);
-      if (typeof r !== 'string') return r ?? fail(`${sub} needs a run id`);
-      return { ok: true, command: { name: sub, runId: r } };
-    }
-    case 'stage': {
-      const [source, ...rest] = args;
-      if (!source) return fail(`stage needs the experiment.json to copy. Example: ${EXAMPLES.stage}`);
-      const problem = firstIssue(locationSchema.safeParse(source));
-      if (problem) return fail(problem);
-      let as: string | undefined;
-      for (const token of rest) {
-        const m = /^as=(.*)$/i.exec(token);
-        if (!m) return fail(`"${token}" is not an option of stage; the only option is as=NAME. Example: ${EXAMPLES.stage}`);
-        if (!LABEL.test(m[1]!)) return fail(`as=${m[1]} is not a usable name: up to 64 letters, digits, ".", "-" or "_". Example: as=iss-test`);
-        as = m[1];
-      }
-      return { ok: true, command: as ? { name: 'stage', source, as } : { name: 'stage', source } };
-    }
-    default: {
-      const hint = suggest(sub, SUBCOMMANDS);
-      return fail(
-        `"${rawSub}" is not a starfish command${hint ? `; did you mean "${hint}"?` : '.'} Commands: ${SUBCOMMANDS.filter((s) => s !== 'approve' && s !== 'reject').join(', ')}. Example: ${hint ? EXAMPLES[hint as keyof typeof EXAMPLES] : EXAMPLES.run}`,
-      );
-    }
-  }
+  const result = parse(input);
+  return result.ok ? { ...result, command: result.value } : { ...result, error: result.reason };
 }

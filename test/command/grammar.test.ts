@@ -4,14 +4,14 @@ import { parseCommand, type Command } from '../../src/command/grammar.js';
 
 function ok(text: string): Command {
   const r = parseCommand(text);
-  if (!r.ok) throw new Error(`expected ${text} to parse, got: ${r.error}`);
-  return r.command;
+  if (!r.ok) throw new Error(`expected ${text} to parse, got: ${r.reason}`);
+  return r.value;
 }
 
 function error(text: string): string {
   const r = parseCommand(text);
-  if (r.ok) throw new Error(`expected ${text} to be refused, got ${JSON.stringify(r.command)}`);
-  return r.error;
+  if (r.ok) throw new Error(`expected ${text} to be refused, got ${JSON.stringify(r.value)}`);
+  return r.reason;
 }
 
 describe('run', () => {
@@ -101,7 +101,7 @@ describe('fuzzed input', () => {
     fc.assert(
       fc.property(fc.array(words, { maxLength: 8 }), (parts) => {
         const result = parseCommand(parts.join(' '));
-        if (!result.ok) expect(result.error.length).toBeGreaterThan(10);
+        if (!result.ok) expect(result.reason.length).toBeGreaterThan(10);
       }),
       { numRuns: 2000 },
     );
