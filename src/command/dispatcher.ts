@@ -11,7 +11,8 @@ import { helpMessage } from './help.js';
 import { errorMessage, listMessage, noticeMessage, statusMessage } from '../messages/blocks.js';
 import { refuseAccess, refuseQueue, type Policy } from '../run/policy.js';
 import { listManifests, loadManifest } from '../run/manifest-store.js';
-import { kindOf } from '../run/locations.js';
+import { checkLocation } from '../run/locations.js';
+import type { RunRequest } from '../run/manifest.js';
 
 export interface DispatchDeps {
   store: Store;
@@ -31,23 +32,18 @@ export interface Caller {
 /** Commands whose answer needs a read of the store (answered after the 3-second ack). */
 export const READS_STORE: ReadonlySet<Command['name']> = new Set(['status', 'list']);
 
-export function checkLocation(deps: Pick<DispatchDeps, 'reader' | 'allowPaths'>, location: string, what: string): string | undefined {
-  if (kindOf(location) === 'path' && !deps.allowPaths) {
-    return `${what} "${location}" is a file path, but this deployment reads only s3:// or https:// URLs. Example: s3://lab-data/iss/experiment.json`;
-  }
-  return deps.reader.checkReadable(location);
-}
-
 /** The answer for the caller; `refused` when the command was not accepted (bad input, not allowed). */
 export interface Answer {
   message: Message;
   refused: boolean;
 }
 
+type CommandOf<N extends Command['name']> = Extract<Command, { name: N }>;
+
 export async function dispatch(deps: DispatchDeps, text: string, caller: Caller): Promise<Answer> {
   const parsed = parseCommand(text);
-  if (!parsed.ok) return { message: errorMessage(parsed.error), refused: true };
-  return execute(deps, parsed.command, caller);
+  if (!parsed.ok) return { message: errorMessage(parsed.reason), refused: true };
+  return execute(deps, parsed.value, caller);
 }
 
 export async function execute(deps: DispatchDeps, command: Command, caller: Caller): Promise<Answer> {
@@ -56,62 +52,99 @@ export async function execute(deps: DispatchDeps, command: Command, caller: Call
 }
 
 async function answer(deps: DispatchDeps, command: Command, caller: Caller): Promise<Message> {
-  const { policy, bus, store } = deps;
-  const who = { userId: caller.userId, channel: caller.channel, ...(caller.responseUrl ? { responseUrl: caller.responseUrl } : {}) };
-  // Runs are the lab's business: outside the allowed channels nothing about them is shown.
-  if (command.name !== 'help' && policy.access.channels.length && !policy.access.channels.includes(caller.channel)) {
-    return errorMessage(refuseAccess(policy, caller.userId, caller.channel, 'use')!);
-  }
+  const outside = refuseOutsideChannels(deps.policy, command, caller);
+  if (outside) return errorMessage(outside);
   switch (command.name) {
     case 'help':
       return helpMessage(command.topic);
-    case 'run': {
-      const refusal =
-        refuseAccess(policy, caller.userId, caller.channel, 'start') ??
-        checkLocation(deps, command.request.experiment, 'The experiment') ??
-        (command.request.recipe ? checkLocation(deps, command.request.recipe, 'The recipe') : undefined) ??
-        refuseQueue(policy, command.request.queue ?? policy.queues.default);
-      if (refusal) return errorMessage(refusal);
-      await bus.publish({ type: 'RunRequested', ...who, request: command.request, requestId: randomUUID() });
-      return noticeMessage(
-        `Reading ${command.request.experiment} to plan the run${command.request.dryRun ? ' (dry run: nothing will be submitted)' : ''}… Its message will appear in this channel.`,
-      );
-    }
-    case 'status': {
-      if (!command.runId) {
-        const mine = (await listManifests(store, 50)).find((m) => m.requester.userId === caller.userId);
-        return mine ? statusMessage(mine) : noticeMessage('You have no runs yet. Start one with `/starfish run &lt;experiment.json&gt;`.');
-      }
-      const loaded = await loadManifest(store, command.runId);
-      return loaded ? statusMessage(loaded.manifest) : errorMessage(`There is no run ${command.runId}. See /starfish list for the recent ones.`);
-    }
+    case 'run':
+      return requestRun(deps, command.request, caller);
+    case 'status':
+      return status(deps.store, command.runId, caller);
     case 'list':
-      return listMessage(await listManifests(store, 15));
+      return listMessage(await listManifests(deps.store, 15));
     case 'cancel':
-    case 'retry': {
-      if (command.name === 'retry') {
-        const refusal = refuseAccess(policy, caller.userId, caller.channel, 'retry');
-        if (refusal) return errorMessage(refusal);
-      }
-      await bus.publish({ type: command.name === 'cancel' ? 'RunCancelled' : 'RunRetryRequested', ...who, runId: command.runId });
-      return noticeMessage(command.name === 'cancel' ? `Cancelling run ${command.runId}…` : `Retrying the failed FOVs of run ${command.runId}…`);
-    }
+    case 'retry':
+      return cancelOrRetry(deps, command, caller);
     case 'approve':
     case 'reject':
-      await bus.publish({ type: command.name === 'approve' ? 'RunApproved' : 'RunRejected', ...who, runId: command.runId });
-      return noticeMessage(`${command.name === 'approve' ? 'Approving' : 'Rejecting'} run ${command.runId}…`);
-    case 'stage': {
-      const refusal = refuseAccess(policy, caller.userId, caller.channel, 'stage') ?? checkLocation(deps, command.source, 'The source');
-      if (refusal) return errorMessage(refusal);
-      const name = command.as ?? defaultStageName(command.source);
-      await bus.publish({ type: 'StageRequested', ...who, source: command.source, name });
-      return noticeMessage(`Staging ${command.source} as ${name}…`);
-    }
+      return decide(deps.bus, command, caller);
+    case 'stage':
+      return stage(deps, command, caller);
   }
 }
 
+/** Runs are the lab's business: outside the allowed channels nothing about them is shown. */
+function refuseOutsideChannels(policy: Policy, command: Command, caller: Caller): string | undefined {
+  const { channels } = policy.access;
+  if (command.name === 'help' || !channels.length || channels.includes(caller.channel)) return undefined;
+  return refuseAccess(policy, caller.userId, caller.channel, 'use');
+}
+
+/** Who asked, as the bus events carry it. */
+function asker(caller: Caller): Caller {
+  return { userId: caller.userId, channel: caller.channel, ...(caller.responseUrl ? { responseUrl: caller.responseUrl } : {}) };
+}
+
+/**
+ * The checks that need no slow read, so that a mistyped bucket is refused at once; the launcher
+ * checks again (with the experiment read) before it creates anything.
+ */
+function refuseRun(deps: DispatchDeps, request: RunRequest, caller: Caller): string | undefined {
+  return (
+    refuseAccess(deps.policy, caller.userId, caller.channel, 'start') ??
+    checkLocation(deps, request.experiment, 'The experiment') ??
+    (request.recipe ? checkLocation(deps, request.recipe, 'The recipe') : undefined) ??
+    refuseQueue(deps.policy, request.queue ?? deps.policy.queues.default)
+  );
+}
+
+async function requestRun(deps: DispatchDeps, request: RunRequest, caller: Caller): Promise<Message> {
+  const refusal = refuseRun(deps, request, caller);
+  if (refusal) return errorMessage(refusal);
+  await deps.bus.publish({ type: 'RunRequested', ...asker(caller), request, requestId: randomUUID() });
+  const dryRun = request.dryRun ? ' (dry run: nothing will be submitted)' : '';
+  return noticeMessage(`Reading ${request.experiment} to plan the run${dryRun}… Its message will appear in this channel.`);
+}
+
+/** The named run, or without a name the caller's latest. */
+async function status(store: Store, runId: string | undefined, caller: Caller): Promise<Message> {
+  if (!runId) {
+    const mine = (await listManifests(store, 50)).find((m) => m.requester.userId === caller.userId);
+    return mine ? statusMessage(mine) : noticeMessage('You have no runs yet. Start one with `/starfish run &lt;experiment.json&gt;`.');
+  }
+  const loaded = await loadManifest(store, runId);
+  return loaded ? statusMessage(loaded.manifest) : errorMessage(`There is no run ${runId}. See /starfish list for the recent ones.`);
+}
+
+/** A retry submits jobs, so it takes the right to start runs; who may cancel depends on whose run it is, which the launcher reads. */
+async function cancelOrRetry(deps: DispatchDeps, command: CommandOf<'cancel' | 'retry'>, caller: Caller): Promise<Message> {
+  if (command.name === 'retry') {
+    const refusal = refuseAccess(deps.policy, caller.userId, caller.channel, 'retry');
+    if (refusal) return errorMessage(refusal);
+  }
+  const cancel = command.name === 'cancel';
+  await deps.bus.publish({ type: cancel ? 'RunCancelled' : 'RunRetryRequested', ...asker(caller), runId: command.runId });
+  return noticeMessage(cancel ? `Cancelling run ${command.runId}…` : `Retrying the failed FOVs of run ${command.runId}…`);
+}
+
+/** Whether the caller is an approver is the launcher's check, where the run is read. */
+async function decide(bus: Bus, command: CommandOf<'approve' | 'reject'>, caller: Caller): Promise<Message> {
+  const approve = command.name === 'approve';
+  await bus.publish({ type: approve ? 'RunApproved' : 'RunRejected', ...asker(caller), runId: command.runId });
+  return noticeMessage(`${approve ? 'Approving' : 'Rejecting'} run ${command.runId}…`);
+}
+
+async function stage(deps: DispatchDeps, command: CommandOf<'stage'>, caller: Caller): Promise<Message> {
+  const refusal = refuseAccess(deps.policy, caller.userId, caller.channel, 'stage') ?? checkLocation(deps, command.source, 'The source');
+  if (refusal) return errorMessage(refusal);
+  const name = command.as ?? defaultStageName(command.source);
+  await deps.bus.publish({ type: 'StageRequested', ...asker(caller), source: command.source, name });
+  return noticeMessage(`Staging ${command.source} as ${name}…`);
+}
+
 /** `…/ISS-TEST/experiment.json` → `iss-test`. */
-export function defaultStageName(source: string): string {
+function defaultStageName(source: string): string {
   const parts = source.split('/').filter(Boolean);
   const dir = parts.at(-2) ?? 'experiment';
   return dir.toLowerCase().replace(/[^a-z0-9._-]+/g, '-').replace(/^[^a-z0-9]+/, '').slice(0, 64) || 'experiment';

@@ -4,8 +4,7 @@
  * wrong, with an example of what is right.
  */
 import type { CoreDeps } from '../core.js';
-import { absoluteLocation } from '../run/locations.js';
-import { checkLocation } from '../command/dispatcher.js';
+import { absoluteLocation, checkLocation } from '../run/locations.js';
 import { ExperimentError, readExperiment, type ExperimentInfo } from '../run/experiment.js';
 import type { Plan, RunRequest } from '../run/manifest.js';
 import { makePlan } from '../run/plan.js';

@@ -1,6 +1,7 @@
 /** Locations of inputs: s3:// and https:// URLs, or plain paths on the local backend. */
 import os from 'node:os';
 import path from 'node:path';
+import type { Reader } from '../ports.js';
 
 export type LocationKind = 's3' | 'https' | 'path';
 
@@ -29,4 +30,16 @@ export function parseS3(url: string): { bucket: string; key: string } {
   const m = /^s3:\/\/([^/]+)\/?(.*)$/.exec(url);
   if (!m) throw new Error(`not an s3:// URL: ${url}`);
   return { bucket: m[1]!, key: m[2]! };
+}
+
+/**
+ * Why this deployment may not read a location the scientist gave (named `what`, e.g. "The
+ * experiment"), or undefined when it may: file paths only where paths are allowed, then the
+ * reader's own allowlist.
+ */
+export function checkLocation(where: { reader: Pick<Reader, 'checkReadable'>; allowPaths: boolean }, location: string, what: string): string | undefined {
+  if (kindOf(location) === 'path' && !where.allowPaths) {
+    return `${what} "${location}" is a file path, but this deployment reads only s3:// or https:// URLs. Example: s3://lab-data/iss/experiment.json`;
+  }
+  return where.reader.checkReadable(location);
 }
