@@ -16,7 +16,7 @@ import { silentLogger } from '../core.js';
 const sdk = () => import('@aws-sdk/client-batch');
 
 /** Batch limits (AWS Batch User Guide: array jobs, job dependencies; DescribeJobs API). */
-export const BATCH_LIMITS = { maxArraySize: 10_000, maxDependencies: 20, describeChunk: 100, maxReasonChars: 1024 } as const;
+const BATCH_LIMITS = { maxArraySize: 10_000, maxDependencies: 20, describeChunk: 100, maxReasonChars: 1024 } as const;
 
 /**
  * Up to 3 attempts, but only when Spot capacity was reclaimed: on EC2 "Host EC2 (instance i-…)
@@ -65,6 +65,26 @@ const chunks = <T>(items: T[], size: number): T[][] => {
   for (let i = 0; i < items.length; i += size) out.push(items.slice(i, i + size));
   return out;
 };
+
+/**
+ * When the job last changed state, as far as Batch says. A job waiting on dependencies enters
+ * RUNNABLE only when they end: their stop times count too, or it would look stuck at once.
+ */
+function sinceOf(d: JobDetail, status: BatchStatus, byId: Map<string, JobDetail>): number | undefined {
+  const times = [d.createdAt, d.startedAt, d.stoppedAt];
+  if (status === 'RUNNABLE') for (const dep of d.dependsOn ?? []) times.push(dep.jobId ? byId.get(dep.jobId)?.stoppedAt : undefined);
+  const known = times.filter((t): t is number => typeof t === 'number' && t > 0);
+  return known.length ? Math.max(...known) : undefined;
+}
+
+/** An array parent's size and status summary; children carry an index only, plain jobs nothing. */
+function arrayPartOf(d: JobDetail): Pick<JobDescription, 'size' | 'statusSummary'> {
+  const array = d.arrayProperties;
+  if (!array || array.index !== undefined || (array.statusSummary === undefined && array.size === undefined)) return {};
+  const statusSummary: StatusSummary = {};
+  for (const [k, v] of Object.entries(array.statusSummary ?? {})) if (STATUSES.has(k) && typeof v === 'number') statusSummary[k as BatchStatus] = v;
+  return array.size === undefined ? { statusSummary } : { statusSummary, size: array.size };
+}
 
 export class BatchExecutor implements Executor {
   private readonly options: BatchExecutorOptions;
@@ -185,19 +205,9 @@ export class BatchExecutor implements Executor {
     const status = (STATUSES.has(d.status ?? '') ? d.status : 'SUBMITTED') as BatchStatus;
     const out: JobDescription = { jobId: d.jobId!, jobName: d.jobName ?? '', status };
     if (d.statusReason) out.statusReason = d.statusReason;
-    const times = [d.createdAt, d.startedAt, d.stoppedAt];
-    if (status === 'RUNNABLE') for (const dep of d.dependsOn ?? []) times.push(dep.jobId ? byId.get(dep.jobId)?.stoppedAt : undefined);
-    const known = times.filter((t): t is number => typeof t === 'number' && t > 0);
-    if (known.length) out.since = Math.max(...known);
-    const array = d.arrayProperties;
-    // Array parents carry a status summary and size; children carry an index only.
-    if (array && (array.statusSummary !== undefined || array.size !== undefined) && array.index === undefined) {
-      const summary: StatusSummary = {};
-      for (const [k, v] of Object.entries(array.statusSummary ?? {})) if (STATUSES.has(k) && typeof v === 'number') summary[k as BatchStatus] = v;
-      out.statusSummary = summary;
-      if (array.size !== undefined) out.size = array.size;
-    }
-    return out;
+    const since = sinceOf(d, status, byId);
+    if (since !== undefined) out.since = since;
+    return { ...out, ...arrayPartOf(d) };
   }
 
   /**

@@ -19,8 +19,6 @@ export interface S3ReaderOptions {
   fetch?: typeof fetch;
 }
 
-export class BucketNotAllowedError extends Error {}
-
 /** CopySource is "bucket/key" with the key URL-encoded (slashes kept). */
 export function copySource(bucket: string, key: string): string {
   return `${bucket}/${key.split('/').map(encodeURIComponent).join('/')}`;
@@ -73,9 +71,13 @@ export class S3Reader implements Reader {
     return `bucket "${bucket}" is not one this deployment may write to. ${this.allowedText()}.`;
   }
 
+  /**
+   * Reads and copies refuse what checkReadable refuses, for the callers that did not ask first
+   * (a file an experiment refers to, say); the sentence is the same.
+   */
   private refuseRead(url: string): void {
     const refused = this.checkReadable(url);
-    if (refused) throw new BucketNotAllowedError(refused);
+    if (refused) throw new Error(refused);
   }
 
   async read(url: string): Promise<Buffer> {
@@ -88,9 +90,9 @@ export class S3Reader implements Reader {
       const out = await this.client.send(new GetObjectCommand({ Bucket: bucket, Key: key }));
       return await bodyBytes(out.Body);
     } catch (error) {
-      if (isNotFound(error)) throw new Error('no such object');
+      if (isNotFound(error)) throw new Error('no such object', { cause: error });
       const name = (error as Error).name;
-      if (name === 'AccessDenied') throw new Error(`access denied to bucket ${bucket} (the deployment's role may not read it)`);
+      if (name === 'AccessDenied') throw new Error(`access denied to bucket ${bucket} (the deployment's role may not read it)`, { cause: error });
       throw error;
     }
   }
@@ -98,14 +100,14 @@ export class S3Reader implements Reader {
   async copy(fromUrl: string, toUrl: string): Promise<void> {
     this.refuseRead(fromUrl);
     const refused = this.checkWritable(toUrl);
-    if (refused) throw new BucketNotAllowedError(refused);
+    if (refused) throw new Error(refused);
     const to = parseS3(toUrl);
     if (kindOf(fromUrl) === 's3') {
       const from = parseS3(fromUrl);
       try {
         await this.client.send(new CopyObjectCommand({ Bucket: to.bucket, Key: to.key, CopySource: copySource(from.bucket, from.key) }));
       } catch (error) {
-        if (isNotFound(error)) throw new Error('no such object');
+        if (isNotFound(error)) throw new Error('no such object', { cause: error });
         throw error;
       }
       return;

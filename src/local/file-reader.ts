@@ -12,13 +12,13 @@ export class LocalReader implements Reader {
         try {
           return await fs.readFile(url);
         } catch (error) {
-          if ((error as NodeJS.ErrnoException).code === 'ENOENT') throw new Error('no such file');
+          if ((error as NodeJS.ErrnoException).code === 'ENOENT') throw new Error('no such file', { cause: error });
           throw error;
         }
       case 'https':
         return httpsGet(url);
       case 's3':
-        throw new Error('s3:// URLs need the AWS backend (STARFISH_BACKEND=aws); on this machine use a file path');
+        throw new Error('s3:// URLs need the AWS backend (docs/aws.md); on this machine use a file path');
     }
   }
 
@@ -30,7 +30,7 @@ export class LocalReader implements Reader {
   }
 
   checkReadable(url: string): string | undefined {
-    if (kindOf(url) === 's3') return `${url} is an s3:// URL, which the local backend cannot read. Use a file path here, or deploy with STARFISH_BACKEND=aws.`;
+    if (kindOf(url) === 's3') return `${url} is an s3:// URL, which the local backend cannot read. Use a file path here, or the AWS backend (docs/aws.md).`;
     return undefined;
   }
 }

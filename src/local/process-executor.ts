@@ -213,15 +213,29 @@ export class ProcessExecutor implements Executor {
   }
 
   private async runChild(job: Job, child: Child): Promise<void> {
-    if (job.cancelled) {
-      child.status = 'FAILED';
-      if (job.isArray) this.emit(job, { status: 'FAILED', statusReason: job.cancelled, jobId: `${job.jobId}:${child.index}`, arrayProperties: { index: child.index } });
-      return;
-    }
+    if (job.cancelled) return this.skipCancelled(job, child);
     const stream = `${job.jobName}/${job.isArray ? child.index : 'job'}`;
     const logFile = this.logLink(stream);
     await fs.mkdir(path.dirname(logFile), { recursive: true });
-    const script = job.kind === 'fov' ? (this.options.processFovScript ?? path.join(REPO_ROOT, 'containers/process-fov/process_fov.py')) : (this.options.mergeScript ?? path.join(REPO_ROOT, 'containers/merge-results/merge_results.py'));
+    const startedAt = Date.now();
+    this.markRunning(job, child, startedAt);
+    const exit = await this.runPython(this.scriptOf(job), this.environmentOf(job, child), child, logFile);
+    this.finishChild(job, child, { ...exit, stream, startedAt, stoppedAt: Date.now() });
+  }
+
+  /** A child of a cancelled job never starts; Batch reports each such child of an array as failed. */
+  private skipCancelled(job: Job, child: Child): void {
+    child.status = 'FAILED';
+    if (job.isArray) this.emit(job, { status: 'FAILED', statusReason: job.cancelled, jobId: `${job.jobId}:${child.index}`, arrayProperties: { index: child.index } });
+  }
+
+  private scriptOf(job: Job): string {
+    if (job.kind === 'fov') return this.options.processFovScript ?? path.join(REPO_ROOT, 'containers/process-fov/process_fov.py');
+    return this.options.mergeScript ?? path.join(REPO_ROOT, 'containers/merge-results/merge_results.py');
+  }
+
+  /** The variables Batch sets in a container, over the job's own environment. */
+  private environmentOf(job: Job, child: Child): Record<string, string> {
     const env: Record<string, string> = {
       ...(process.env as Record<string, string>),
       ...job.environment,
@@ -231,14 +245,21 @@ export class ProcessExecutor implements Executor {
       AWS_BATCH_CE_NAME: 'local',
       PYTHONUNBUFFERED: '1',
     };
+    // A plain job has no array index, even if this process inherited one.
     if (job.isArray) env.AWS_BATCH_JOB_ARRAY_INDEX = String(child.index);
     else delete env.AWS_BATCH_JOB_ARRAY_INDEX;
+    return env;
+  }
 
-    const startedAt = Date.now();
+  /** The first child to start moves the job to RUNNING; later children of an array report their own start. */
+  private markRunning(job: Job, child: Child, startedAt: number): void {
     child.status = 'RUNNING';
     if (job.status !== 'RUNNING') this.setStatus(job, 'RUNNING');
     else if (job.isArray) this.emit(job, { status: 'RUNNING', jobId: `${job.jobId}:${child.index}`, arrayProperties: { index: child.index }, startedAt });
+  }
 
+  /** Runs the script with both streams in the log file; the last stderr line becomes the failure reason. */
+  private async runPython(script: string, env: Record<string, string>, child: Child, logFile: string): Promise<{ exitCode: number; lastErrorLine: string }> {
     const log = createWriteStream(logFile);
     let lastErrorLine = '';
     const exitCode = await new Promise<number>((resolve) => {
@@ -254,35 +275,33 @@ export class ProcessExecutor implements Executor {
         lastErrorLine = `could not start ${this.options.python}: ${error.message}`;
         resolve(127);
       });
+      // Killed by a signal (cancel sends SIGTERM): the shell's 128 + 15.
       proc.on('close', (code, signal) => resolve(code ?? (signal ? 128 + 15 : 1)));
     });
     await new Promise<void>((resolve) => log.end(resolve));
-    const stoppedAt = Date.now();
+    return { exitCode, lastErrorLine };
+  }
+
+  /** Records the child's end and reports it as Batch would: per child for an array, as the job's own end for a plain job. */
+  private finishChild(job: Job, child: Child, run: { exitCode: number; lastErrorLine: string; stream: string; startedAt: number; stoppedAt: number }): void {
+    const { exitCode, startedAt, stoppedAt } = run;
     child.status = exitCode === 0 ? 'SUCCEEDED' : 'FAILED';
-    const reason = job.cancelled ?? (exitCode === 0 ? undefined : lastErrorLine || `exit code ${exitCode}`);
+    const reason = job.cancelled ?? (exitCode === 0 ? undefined : run.lastErrorLine || `exit code ${exitCode}`);
     if (reason) child.reason = reason;
     const attempt = {
-      container: { exitCode, logStreamName: stream, ...(reason ? { reason } : {}) },
+      container: { exitCode, logStreamName: run.stream, ...(reason ? { reason } : {}) },
       startedAt,
       stoppedAt,
       statusReason: exitCode === 0 ? 'Essential container in task exited' : (reason ?? ''),
     };
+    const ended = { attempts: [attempt], container: attempt.container, startedAt, stoppedAt };
     if (job.isArray) {
-      this.emit(job, {
-        status: child.status,
-        jobId: `${job.jobId}:${child.index}`,
-        arrayProperties: { index: child.index },
-        attempts: [attempt],
-        container: attempt.container,
-        startedAt,
-        stoppedAt,
-        ...(reason ? { statusReason: reason } : {}),
-      });
-    } else {
-      job.status = child.status;
-      job.since = stoppedAt;
-      if (reason) job.statusReason = reason;
-      this.emit(job, { attempts: [attempt], container: attempt.container, startedAt, stoppedAt });
+      this.emit(job, { status: child.status, jobId: `${job.jobId}:${child.index}`, arrayProperties: { index: child.index }, ...ended, ...(reason ? { statusReason: reason } : {}) });
+      return;
     }
+    job.status = child.status;
+    job.since = stoppedAt;
+    if (reason) job.statusReason = reason;
+    this.emit(job, ended);
   }
 }
