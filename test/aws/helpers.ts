@@ -4,7 +4,7 @@
  * Batch that records jobs and answers DescribeJobs from them, and a Chat that records calls.
  */
 import { createHash } from 'node:crypto';
-import { mockClient, type AwsStub } from 'aws-sdk-client-mock';
+import { mockClient, type AwsClientStub } from 'aws-sdk-client-mock';
 import {
   CopyObjectCommand,
   DeleteObjectCommand,
@@ -27,7 +27,7 @@ export function s3Error(name: string, status: number, message: string): S3Servic
   return new S3ServiceException({ name, $fault: status >= 500 ? 'server' : 'client', $metadata: { httpStatusCode: status, requestId: 'REQ123' }, message });
 }
 
-export const preconditionFailed = () => s3Error('PreconditionFailed', 412, 'At least one of the pre-conditions you specified did not hold');
+const preconditionFailed = () => s3Error('PreconditionFailed', 412, 'At least one of the pre-conditions you specified did not hold');
 export const conditionalConflict = () => s3Error('ConditionalRequestConflict', 409, 'A conflicting conditional operation is currently in progress against this resource. Please try again.');
 
 const etagOf = (body: Buffer) => `"${createHash('md5').update(body).digest('hex')}"`;
@@ -48,7 +48,7 @@ function sdkBody(bytes: Buffer) {
 }
 
 export interface FakeS3 {
-  mock: AwsStub<any, any, any>;
+  mock: AwsClientStub<S3Client>;
   objects: Map<string, { body: Buffer; etag: string; contentType?: string }>;
   put(url: string, body: Buffer | string): void;
   text(url: string): string | undefined;
@@ -132,13 +132,13 @@ export function fakeS3(): FakeS3 {
   return fake;
 }
 
-export interface FakeJob {
+interface FakeJob {
   input: SubmitJobRequest;
   detail: JobDetail;
 }
 
 export interface FakeBatch {
-  mock: AwsStub<any, any, any>;
+  mock: AwsClientStub<BatchClient>;
   jobs: Map<string, FakeJob>;
   submitted: SubmitJobRequest[];
   terminated: Array<{ jobId: string; reason: string }>;

@@ -1,4 +1,3 @@
-/* eslint-disable @typescript-eslint/no-explicit-any -- a synthesized CloudFormation template is untyped JSON, walked by key */
 /**
  * The synthesized template of infra/ with cdk.json's example settings (highmem off): each
  * resource the bot needs, the exact event patterns, the Lambda environment, the Docker assets
@@ -9,10 +8,11 @@ import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { Match, type Template } from 'aws-cdk-lib/assertions';
 import { App, Validations } from 'aws-cdk-lib';
+import type { CfnBucket } from 'aws-cdk-lib/aws-s3';
 import { INTERMEDIATE_TAG, JOB_NAME_PREFIX, RUN_EVENT_TYPES, StarfishChatopsStack } from '../../infra/stack.js';
 import { readSettings } from '../../infra/settings.js';
 import { cdkJsonContext } from '../../infra/context.js';
-import { logicalId, resourcesOf, synth, type Synthesized } from './synth.js';
+import { logicalId, resourcesOf, synth, type CfnProperties, type Synthesized } from './synth.js';
 
 let s: Synthesized;
 let t: Template;
@@ -46,16 +46,16 @@ const ENV_NAMES = [
   'STARFISH_DOWNLOAD_EXPIRY_SECONDS',
 ].sort();
 
-const one = (type: string, predicate: (props: Record<string, any>, id: string) => boolean = () => true) => {
-  const found = Object.entries(resourcesOf(t, type)).filter(([id, r]) => predicate(r.Properties ?? {}, id));
+const one = <T extends keyof CfnProperties>(type: T, predicate: (props: CfnProperties[T], id: string) => boolean = () => true) => {
+  const found = Object.entries(resourcesOf(t, type)).filter(([id, r]) => r.Properties && predicate(r.Properties, id));
   expect(found, `exactly one ${type} matching`).toHaveLength(1);
-  return { id: found[0]![0], props: found[0]![1].Properties ?? {} };
+  return { id: found[0]![0], props: found[0]![1].Properties! };
 };
 
 describe('results bucket', () => {
   it('is encrypted, blocks public access, and is TLS-only (1.2+)', () => {
     const { props } = one('AWS::S3::Bucket', (_p, id) => id === ids.results);
-    expect(props.BucketEncryption.ServerSideEncryptionConfiguration[0].ServerSideEncryptionByDefault.SSEAlgorithm).toBe('AES256');
+    expect(props.BucketEncryption.ServerSideEncryptionConfiguration[0]?.ServerSideEncryptionByDefault.SSEAlgorithm).toBe('AES256');
     expect(props.PublicAccessBlockConfiguration).toEqual({ BlockPublicAcls: true, BlockPublicPolicy: true, IgnorePublicAcls: true, RestrictPublicBuckets: true });
     expect(props.LoggingConfiguration.DestinationBucketName).toBeDefined();
     expect(props.VersioningConfiguration).toBeUndefined(); // cdk.json: starfish:versioning=false
@@ -80,7 +80,7 @@ describe('results bucket', () => {
       ExpirationInDays: s.settings.intermediateRetentionDays,
     });
     // Nothing else expires: manifests and results stay.
-    const expiring = props.LifecycleConfiguration.Rules.filter((r: any) => r.ExpirationInDays !== undefined);
+    const expiring = props.LifecycleConfiguration.Rules.filter((r) => r.ExpirationInDays !== undefined);
     expect(expiring).toHaveLength(1);
   });
 
@@ -88,7 +88,7 @@ describe('results bucket', () => {
     const versioned = new StarfishChatopsStack(new App({ context: { ...cdkJsonContext(), 'aws:cdk:bundling-stacks': [] } }), 'Versioned', {
       settings: readSettings({ 'starfish:allowedBuckets': 'lab-data', 'starfish:versioning': 'true' }),
     });
-    const bucket = versioned.resolve((versioned.resultsBucket.node.defaultChild as any).versioningConfiguration);
+    const bucket = versioned.resolve((versioned.resultsBucket.node.defaultChild as CfnBucket).versioningConfiguration);
     expect(bucket).toEqual({ status: 'Enabled' });
   });
 });
@@ -142,7 +142,7 @@ describe('Lambdas', () => {
         { 'Fn::GetAtt': [ids.ondemand, 'JobQueueArn'] },
         '"}',
       ]);
-      const fov = one('AWS::Batch::JobDefinition', (p) => p.ContainerProperties.ResourceRequirements.some((r: any) => r.Type === 'VCPU' && r.Value === String(s.settings.fovJob.vcpus)) && p.Timeout.AttemptDurationSeconds === 14400);
+      const fov = one('AWS::Batch::JobDefinition', (p) => p.ContainerProperties.ResourceRequirements.some((r) => r.Type === 'VCPU' && r.Value === String(s.settings.fovJob.vcpus)) && p.Timeout.AttemptDurationSeconds === 14400);
       expect(vars.STARFISH_FOV_JOB_DEFINITION).toEqual({ Ref: fov.id });
       const logs = one('AWS::Logs::LogGroup', (p) => p.LogGroupName === '/aws/batch/StarfishTest');
       expect(vars.STARFISH_LOG_GROUP).toEqual({ Ref: logs.id });
@@ -253,7 +253,7 @@ describe('AWS Batch', () => {
       expect(c.ExecutionRoleArn['Fn::GetAtt'][0]).toMatch(/^JobExecutionRole/);
       expect(c.NetworkConfiguration).toEqual({ AssignPublicIp: 'ENABLED' }); // natGateways=0: public subnets, no inbound rules
     }
-    const sizes = defs.map((d) => Object.fromEntries(d.ContainerProperties.ResourceRequirements.map((r: any) => [r.Type, Number(r.Value)])));
+    const sizes = defs.map((d) => Object.fromEntries(d.ContainerProperties.ResourceRequirements.map((r) => [r.Type, Number(r.Value)])));
     expect(sizes).toContainEqual({ VCPU: s.settings.fovJob.vcpus, MEMORY: s.settings.fovJob.memoryMiB });
     expect(sizes).toContainEqual({ VCPU: s.settings.mergeJob.vcpus, MEMORY: s.settings.mergeJob.memoryMiB });
   });
@@ -305,8 +305,8 @@ describe('cdk-nag', () => {
     for (const rule of inTemplate) expect(String(rule.reason ?? '').trim().length, rule.id).toBeGreaterThanOrEqual(10);
     // The deliberate public Function URL is acknowledged with its reason.
     const url = Object.values(resourcesOf(t, 'AWS::Lambda::Url'))[0]!;
-    const ack = url.Metadata!.cdk_nag.rules_to_suppress.find((r: any) => r.id === 'Starfish-LambdaFunctionUrlAuth');
-    expect(ack.reason).toMatch(/sign/);
+    const ack = url.Metadata?.cdk_nag?.rules_to_suppress?.find((r) => r.id === 'Starfish-LambdaFunctionUrlAuth');
+    expect(ack?.reason).toMatch(/sign/);
   });
 });
 

@@ -1,4 +1,3 @@
-/* eslint-disable @typescript-eslint/no-explicit-any -- a synthesized CloudFormation template is untyped JSON, walked by key */
 /**
  * Synthesizes the stack for the infra tests: cdk.json context (feature flags, example settings)
  * plus overrides, Lambda bundling skipped (`aws:cdk:bundling-stacks: []`; `npm run synth`
@@ -24,7 +23,7 @@ export interface Synthesized {
   nag: PolicyValidationPluginReport[];
 }
 
-export function requireLambdaEntries(): void {
+function requireLambdaEntries(): void {
   const missing = Object.values(LAMBDA_ENTRIES).filter((e) => !existsSync(path.join(REPO_ROOT, e)));
   if (missing.length) {
     throw new Error(
@@ -48,12 +47,72 @@ export function synth(overrides: Record<string, unknown> = {}): Synthesized {
   return { app, stack, settings, template, outdir, nag };
 }
 
-export type Resources = Record<string, { Type: string; Properties?: Record<string, any>; Metadata?: Record<string, any> }>;
+/** CloudFormation intrinsics as they appear in the synthesized template. */
+type GetAtt = { 'Fn::GetAtt': [string, string] };
+type Join = { 'Fn::Join': [string, unknown[]] };
 
-export const resourcesOf = (t: Template, type?: string): Resources => {
-  const all = t.toJSON().Resources as Resources;
+/**
+ * The properties the infra tests read, per resource type: what a test reads is spelled out and
+ * type-checked, and the values stay the assertions' business.
+ */
+export interface CfnProperties {
+  'AWS::S3::Bucket': {
+    BucketEncryption: { ServerSideEncryptionConfiguration: Array<{ ServerSideEncryptionByDefault: { SSEAlgorithm: string } }> };
+    PublicAccessBlockConfiguration: Record<string, boolean>;
+    LoggingConfiguration: { DestinationBucketName?: unknown };
+    VersioningConfiguration?: unknown;
+    LifecycleConfiguration: { Rules: Array<{ ExpirationInDays?: number }> };
+  };
+  'AWS::SecretsManager::Secret': { SecretString?: string; GenerateSecretString: { GenerateStringKey: string; SecretStringTemplate: string } };
+  'AWS::Lambda::Function': {
+    Code: unknown;
+    Runtime: string;
+    Architectures: string[];
+    Handler: string;
+    Environment: { Variables: Record<string, unknown> & { STARFISH_POLICY_JSON: string; STARFISH_JOB_QUEUES: Join; STARFISH_QUEUE_JOB_DEFINITIONS?: Join } };
+    LoggingConfig: { LogGroup: { Ref: string } };
+  };
+  'AWS::Lambda::Url': Record<string, unknown>;
+  'AWS::Batch::JobDefinition': {
+    PlatformCapabilities?: string[];
+    PropagateTags: boolean;
+    Timeout: { AttemptDurationSeconds: number };
+    ContainerProperties: {
+      ResourceRequirements: Array<{ Type: string; Value: string }>;
+      Image: { 'Fn::Sub': string };
+      LogConfiguration: unknown;
+      JobRoleArn: GetAtt;
+      ExecutionRoleArn: GetAtt;
+      NetworkConfiguration: unknown;
+    };
+  };
+  'AWS::Batch::ComputeEnvironment': { ComputeResources: { Type: string; MaxvCpus: number } & Record<string, unknown> };
+  'AWS::Batch::JobQueue': Record<string, unknown>;
+  'AWS::Logs::LogGroup': { LogGroupName?: string; RetentionInDays: number };
+  'AWS::SQS::Queue': { SqsManagedSseEnabled: boolean; RedrivePolicy?: unknown; VisibilityTimeout: number };
+  'AWS::Events::Rule': { EventPattern?: { source?: string[] }; EventBusName?: unknown; Targets: unknown[] };
+  'AWS::IAM::Policy': { PolicyDocument: { Statement: Array<{ Sid?: string; Effect: string; Action: string | string[]; Resource: unknown; Condition?: unknown }> }; Roles: Array<{ Ref: string }> };
+  'AWS::IAM::Role': { ManagedPolicyArns?: unknown[] };
+}
+
+/** cdk-nag's acknowledgements, as written into a resource's metadata. */
+interface NagMetadata {
+  cdk_nag?: { rules_to_suppress?: Array<{ id: string; reason?: string }> };
+}
+
+export interface Resource<P = Record<string, unknown>> {
+  Type: string;
+  Properties?: P;
+  Metadata?: NagMetadata;
+}
+
+export function resourcesOf<T extends keyof CfnProperties>(t: Template, type: T): Record<string, Resource<CfnProperties[T]>>;
+export function resourcesOf(t: Template): Record<string, Resource>;
+export function resourcesOf(t: Template, type?: string): Record<string, Resource<unknown>> {
+  // The template is JSON CDK types as `any`; the overloads above say what each caller reads.
+  const all = t.toJSON().Resources as Record<string, Resource<unknown>>;
   return type ? Object.fromEntries(Object.entries(all).filter(([, r]) => r.Type === type)) : all;
-};
+}
 
 export const logicalId = (stack: Stack, construct: { node: { defaultChild?: unknown } }) =>
   stack.getLogicalId(construct.node.defaultChild as CfnResource);
