@@ -4,7 +4,7 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 // The Node.js globals the plain-JavaScript scripts use (no `globals` package needed for these few).
-const nodeGlobals = { console: 'readonly', process: 'readonly', Buffer: 'readonly', URL: 'readonly' };
+const nodeGlobals = { console: 'readonly', process: 'readonly' };
 
 export default tseslint.config(
   { ignores: ['node_modules/', 'dist/', 'cdk.out/', 'examples/**/data/', '.starfish/', 'coverage/'] },
