@@ -2,13 +2,16 @@
  * The CDK app: `npx cdk deploy` (cdk.json runs this file with tsx) or `npm run synth` (this file
  * alone, offline: no Docker, no AWS credentials; the stack is environment-agnostic and does no
  * lookups). Settings come from cdk.json context and `-c starfish:<name>=<value>`
- * (infra/settings.ts); `-c stackName=…` deploys a second copy; `-c nag=false` skips cdk-nag.
+ * (infra/settings.ts: the `starfish:` rows of the configuration table in src/config.ts);
+ * `-c stackName=…` deploys a second copy; `-c nag=false` skips cdk-nag. A configuration mistake
+ * is one message naming the setting, before anything is built.
  */
 import path from 'node:path';
 import { App, Tags, Validations } from 'aws-cdk-lib';
+import { ConfigError } from '../src/config.js';
 import { cdkJsonContext, starfishContext } from './context.js';
 import { nagPlugins } from './nag.js';
-import { readSettings, SettingsError } from './settings.js';
+import { readSettings } from './settings.js';
 import { REPO_ROOT, StarfishChatopsStack } from './stack.js';
 
 const underCli = Boolean(process.env.CDK_OUTDIR);
@@ -18,20 +21,26 @@ const app = new App({
   ...(underCli ? {} : { outdir: path.join(REPO_ROOT, 'cdk.out') }),
 });
 
-let settings;
-try {
-  settings = readSettings(starfishContext(app.node.getAllContext() as Record<string, unknown>));
-} catch (error) {
-  if (!(error instanceof SettingsError)) throw error;
-  console.error(`cdk.json / -c settings are not valid:\n${error.message}`);
-  process.exit(1);
+function configured<T>(build: () => T, what: string): T {
+  try {
+    return build();
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error;
+    console.error(`${what}:\n${error.message}`);
+    process.exit(1);
+  }
 }
 
+const settings = configured(() => readSettings(starfishContext(app.node.getAllContext() as Record<string, unknown>)), 'cdk.json / -c settings are not valid');
 const stackName = String(app.node.tryGetContext('stackName') ?? 'StarfishChatops');
-const stack = new StarfishChatopsStack(app, stackName, {
-  settings,
-  description: 'starfish-chatops: Slack bot running starfish pipelines on AWS Batch (infra/README.md)',
-});
+const stack = configured(
+  () =>
+    new StarfishChatopsStack(app, stackName, {
+      settings,
+      description: 'starfish-chatops: Slack bot running starfish pipelines on AWS Batch (infra/README.md)',
+    }),
+  'The stack would not configure the Lambdas',
+);
 Tags.of(stack).add('project', 'starfish-chatops');
 
 const nag = app.node.tryGetContext('nag') !== false && app.node.tryGetContext('nag') !== 'false';

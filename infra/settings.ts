@@ -1,136 +1,33 @@
 /**
- * Deployment settings of the starfish-chatops stack, read from CDK context (cdk.json, or
- * `-c starfish:<name>=<value>` on the command line) and validated with zod. Every error names
- * the setting and shows an example, because the person reading it is about to deploy.
+ * Deployment settings of the starfish-chatops stack: the `starfish:<name>` rows of the one
+ * configuration table (src/config.ts), read from CDK context (cdk.json, or
+ * `-c starfish:<name>=<value>`), plus the checks only a deployment has: the queues it deploys and
+ * the Lambdas' 4 KB environment. The settings that reach the Lambdas are checked by their
+ * variables' own schemas, and `checkLambdaEnvironment` parses what the stack writes with the
+ * Lambdas' own reader. Every error names the setting and shows its example, because the person
+ * reading it is about to deploy.
  *
  * Context values from cdk.json arrive as JSON (arrays, numbers, objects); values given with
  * `-c` arrive as strings. Lists therefore also accept a comma-separated string, numbers and
- * booleans accept their string forms, and the policy accepts a JSON string.
+ * booleans accept their string forms, and objects accept a JSON string.
  */
+import { StringConcat, Tokenization } from 'aws-cdk-lib';
 import { z } from 'zod';
-import { policySchema, type Policy } from '../src/run/policy.js';
-
-/** Context keys are `starfish:<setting>`. */
-export const CONTEXT_PREFIX = 'starfish:';
+import { CONFIG, ConfigError, describeIssues, SETTING_PREFIX, SETTINGS_SHAPE } from '../src/config.js';
+import { readAwsConfig } from '../src/aws/config.js';
 
 /** The queues this stack can deploy; the approval policy may only name these. */
-export const QUEUE_NAMES = ['spot', 'ondemand', 'highmem'] as const;
+const QUEUE_NAMES = ['spot', 'ondemand', 'highmem'] as const;
 export type QueueName = (typeof QUEUE_NAMES)[number];
 
-/** CloudWatch Logs accepts only these retention periods (days). */
-const LOG_RETENTION_DAYS = [1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653] as const;
-
-/** S3 bucket names (no dots-only, no uppercase, 3–63 chars); dotted public dataset buckets are allowed. */
-const BUCKET_NAME = /^(?!xn--)(?!.*\.\.)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/;
-
-/** Fargate accepts only these vCPU/memory pairs (MiB); see the Fargate task size table. */
-const FARGATE_MEMORY: Record<string, [number, number, number]> = {
-  // vCPU: [min MiB, max MiB, step MiB]
-  '0.25': [512, 2048, 512],
-  '0.5': [1024, 4096, 1024],
-  '1': [2048, 8192, 1024],
-  '2': [4096, 16384, 1024],
-  '4': [8192, 30720, 1024],
-  '8': [16384, 61440, 4096],
-  '16': [32768, 122880, 8192],
-};
-
-const EXAMPLES: Record<string, string> = {
-  allowedBuckets: '-c starfish:allowedBuckets=lab-data,lab-archive   (cdk.json: "starfish:allowedBuckets": ["lab-data"])',
-  readonlyBuckets: '-c starfish:readonlyBuckets=spacetx.starfish.data.public',
-  resultsBucketName: '-c starfish:resultsBucketName=my-lab-starfish-results   (or leave it out for a generated name)',
-  policy: '"starfish:policy": {"approval": {"fovThreshold": 500, "approvers": ["U012ABCDEF"]}, "access": {"channels": ["C0123456"]}, "queues": {"default": "spot", "allowed": ["spot", "ondemand"]}}',
-  maxVcpus: '"starfish:maxVcpus": {"spot": 256, "ondemand": 64, "highmem": 64}',
-  highmemEnabled: '-c starfish:highmemEnabled=true',
-  highmemInstanceTypes: '-c starfish:highmemInstanceTypes=r6i.4xlarge,r6i.8xlarge',
-  intermediateRetentionDays: '-c starfish:intermediateRetentionDays=14',
-  logRetentionDays: `-c starfish:logRetentionDays=90   (one of ${LOG_RETENTION_DAYS.join(', ')})`,
-  downloadExpirySeconds: '-c starfish:downloadExpirySeconds=21600',
-  versioning: '-c starfish:versioning=true',
-  natGateways: '-c starfish:natGateways=0   (0: public subnets, tasks get a public IP, no inbound rules; 1+: private subnets behind NAT)',
-  fovJob: '"starfish:fovJob": {"vcpus": 1, "memoryMiB": 4096}',
-  mergeJob: '"starfish:mergeJob": {"vcpus": 2, "memoryMiB": 8192}',
-};
-
-const list = (item: z.ZodString) =>
-  z.preprocess(
-    (v) => (typeof v === 'string' ? v.split(',').map((s) => s.trim()).filter(Boolean) : v),
-    z.array(item),
-  );
-
-const bucket = z.string().regex(BUCKET_NAME, 'must be an S3 bucket name (no s3:// prefix, no key), e.g. lab-data');
-
-const intFrom = (schema: z.ZodNumber) => z.preprocess((v) => (typeof v === 'string' && v.trim() !== '' ? Number(v) : v), schema);
-const boolFrom = z.preprocess((v) => (v === 'true' ? true : v === 'false' ? false : v), z.boolean());
-const jsonFrom = <T extends z.ZodTypeAny>(schema: T) =>
-  z.preprocess((v) => {
-    if (typeof v !== 'string') return v;
-    try {
-      return JSON.parse(v) as unknown;
-    } catch {
-      return v; // let the schema report "expected object"
-    }
-  }, schema);
-
-const jobSize = z
-  .object({ vcpus: z.number().positive(), memoryMiB: z.number().int().positive() })
-  .superRefine((size, ctx) => {
-    const range = FARGATE_MEMORY[String(size.vcpus)];
-    if (!range) {
-      ctx.addIssue({ code: 'custom', message: `vcpus must be one of ${Object.keys(FARGATE_MEMORY).join(', ')} (Fargate task sizes), got ${size.vcpus}` });
-      return;
-    }
-    const [min, max, step] = range;
-    if (size.memoryMiB < min || size.memoryMiB > max || (size.memoryMiB - min) % step !== 0) {
-      ctx.addIssue({ code: 'custom', message: `with ${size.vcpus} vCPU Fargate accepts ${min}–${max} MiB in steps of ${step}, got ${size.memoryMiB}` });
-    }
-  });
-
-export const settingsSchema = z
-  .object({
-    /** Buckets scientists may name in `/starfish run s3://…` (inputs are read from them). */
-    allowedBuckets: list(bucket).pipe(z.array(bucket).min(1, 'needs at least one bucket')),
-    /** Public dataset buckets that may only be read, e.g. to `/starfish stage` them. */
-    readonlyBuckets: list(bucket).default([]),
-    /** Fixed name for the results bucket; generated by CloudFormation when left out. */
-    resultsBucketName: bucket.optional(),
-    /** Approval/access policy, validated with the same schema the bot uses (src/run/policy.ts). */
-    policy: jsonFrom(policySchema).default(policySchema.parse({})),
-    maxVcpus: jsonFrom(
-      z
-        .object({
-          spot: z.number().int().positive().max(10_000).default(256),
-          ondemand: z.number().int().positive().max(10_000).default(64),
-          highmem: z.number().int().positive().max(10_000).default(64),
-        })
-        .strict(),
-    ).default({ spot: 256, ondemand: 64, highmem: 64 }),
-    highmemEnabled: boolFrom.default(false),
-    highmemInstanceTypes: list(z.string().regex(/^[a-z0-9-]+\.[a-z0-9]+$/, 'must be an EC2 instance type, e.g. r6i.4xlarge')).default(['r6i.4xlarge', 'r6i.8xlarge']),
-    /** Days after which per-FOV intermediates (tagged objects under runs/<id>/fovs/) expire. */
-    intermediateRetentionDays: intFrom(z.number().int().min(1).max(3650)).default(14),
-    logRetentionDays: intFrom(
-      z
-        .number()
-        .int()
-        .refine((d) => (LOG_RETENTION_DAYS as readonly number[]).includes(d), `must be a CloudWatch Logs retention period: ${LOG_RETENTION_DAYS.join(', ')}`),
-    ).default(90),
-    /**
-     * Lifetime of presigned download links. Links signed with the Lambda's temporary credentials
-     * stop working when those expire (a few hours), whatever this says; SigV4 caps it at 7 days.
-     */
-    downloadExpirySeconds: intFrom(z.number().int().min(60).max(604_800)).default(21_600),
-    versioning: boolFrom.default(false),
-    natGateways: intFrom(z.number().int().min(0).max(3)).default(0),
-    fovJob: jsonFrom(jobSize).default({ vcpus: 1, memoryMiB: 4096 }),
-    mergeJob: jsonFrom(jobSize).default({ vcpus: 2, memoryMiB: 8192 }),
-  })
+const settingsSchema = z
+  .object(SETTINGS_SHAPE)
   .strict()
   .superRefine((s, ctx) => {
-    const deployed: string[] = ['spot', 'ondemand', ...(s.highmemEnabled ? ['highmem'] : [])];
+    const deployed: QueueName[] = QUEUE_NAMES.filter((q) => q !== 'highmem' || s.highmemEnabled);
     const named = new Set([s.policy.queues.default, ...s.policy.queues.allowed, ...s.policy.approval.queues]);
     for (const queue of named) {
-      if (!deployed.includes(queue)) {
+      if (!(deployed as string[]).includes(queue)) {
         ctx.addIssue({
           code: 'custom',
           path: ['policy'],
@@ -163,12 +60,11 @@ export const settingsSchema = z
   });
 
 export type Settings = z.infer<typeof settingsSchema>;
-export type { Policy };
 
-export class SettingsError extends Error {}
+export class SettingsError extends ConfigError {}
 
 /** Which settings exist, so a typo in cdk.json (`starfish:allowedBucket`) is caught, not ignored. */
-export const SETTING_NAMES = Object.keys(settingsSchema.shape) as Array<keyof Settings>;
+export const SETTING_NAMES = Object.keys(SETTINGS_SHAPE) as Array<keyof Settings>;
 
 /**
  * Settings from a context lookup (`node.tryGetContext`) or a plain object of context values.
@@ -177,21 +73,41 @@ export const SETTING_NAMES = Object.keys(settingsSchema.shape) as Array<keyof Se
 export function readSettings(context: Record<string, unknown>): Settings {
   const raw: Record<string, unknown> = {};
   for (const [key, value] of Object.entries(context)) {
-    if (!key.startsWith(CONTEXT_PREFIX) || value === undefined) continue;
-    raw[key.slice(CONTEXT_PREFIX.length)] = value;
+    if (!key.startsWith(SETTING_PREFIX) || value === undefined) continue;
+    raw[key.slice(SETTING_PREFIX.length)] = value;
   }
   const parsed = settingsSchema.safeParse(raw);
   if (parsed.success) return parsed.data;
-  const lines = parsed.error.issues.map((issue) => {
-    if (issue.code === 'unrecognized_keys') {
-      return `Unknown setting ${issue.keys.map((k) => CONTEXT_PREFIX + k).join(', ')}. Known settings: ${SETTING_NAMES.map((k) => CONTEXT_PREFIX + k).join(', ')}`;
-    }
-    const name = String(issue.path[0] ?? '');
-    const rest = issue.path.slice(1).map((p) => (typeof p === 'number' ? `item ${p + 1}` : String(p)));
-    const where = rest.length ? ` (${rest.join('.')})` : '';
-    const missing = issue.code === 'invalid_type' && raw[name] === undefined;
-    const what = missing ? 'is required' : `is not valid${where}: ${issue.message}`;
-    return `Setting ${CONTEXT_PREFIX}${name} ${what}. Example: ${EXAMPLES[name] ?? `${CONTEXT_PREFIX}${name}=…`}`;
-  });
+  const unknown = parsed.error.issues.flatMap((issue) => (issue.code === 'unrecognized_keys' ? issue.keys : []));
+  const lines = [
+    ...(unknown.length ? [`Unknown setting ${unknown.map((k) => SETTING_PREFIX + k).join(', ')}. Known settings: ${SETTING_NAMES.map((k) => SETTING_PREFIX + k).join(', ')}`] : []),
+    ...describeIssues(
+      parsed.error.issues.filter((issue) => issue.code !== 'unrecognized_keys'),
+      raw,
+      'setting',
+    ),
+  ];
   throw new SettingsError(lines.join('\n'));
+}
+
+/** What CloudFormation fills in at deploy time: a whole value becomes the variable's example, a part of JSON a placeholder. */
+function standIn(name: string, value: string): string {
+  const fragments = Tokenization.reverseString(value);
+  if (!fragments.tokens.length) return value;
+  if (fragments.length === 1) return Object.hasOwn(CONFIG, name) ? CONFIG[name as keyof typeof CONFIG].example : 'deploy-time-value';
+  return String(fragments.mapTokens({ mapToken: () => 'deploy-time-value' }).join(new StringConcat()));
+}
+
+/**
+ * Parses the environment the stack gives the Lambdas with the reader they run at start
+ * (`readAwsConfig`), so that a variable infra leaves out or writes wrongly fails the synth, not
+ * the first Slack command. Names and ARNs known only at deploy time are stood in for.
+ */
+export function checkLambdaEnvironment(environment: Record<string, string>): void {
+  const standIns = Object.fromEntries(Object.entries(environment).map(([name, value]) => [name, standIn(name, value)]));
+  try {
+    readAwsConfig({ ...standIns, AWS_REGION: CONFIG.AWS_REGION.example });
+  } catch (error) {
+    throw new ConfigError(`infra: the Lambdas' environment would not start them (the values CloudFormation fills in are stood in for):\n${(error as Error).message}`);
+  }
 }

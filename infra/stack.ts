@@ -43,8 +43,9 @@ import * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
 import * as sqs from 'aws-cdk-lib/aws-sqs';
 import type { Construct } from 'constructs';
 import { requestClaimKey, runKeys, RUNS_PREFIX, stagedPrefix } from '../src/run/layout.js';
+import { lambdaEnvironment } from '../src/config.js';
 import { addNagSuppressions } from './nag.js';
-import type { QueueName, Settings } from './settings.js';
+import { checkLambdaEnvironment, type QueueName, type Settings } from './settings.js';
 
 /** The repository root (infra/ is one level below it). */
 export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -56,7 +57,7 @@ export const LAMBDA_ENTRIES = {
 } as const;
 
 /** Run events the chat side publishes on the custom bus (src/run/run-events.ts). */
-export const RUN_EVENT_SOURCE = 'starfish.chatops';
+const RUN_EVENT_SOURCE = 'starfish.chatops';
 export const RUN_EVENT_TYPES = ['RunRequested', 'RunApproved', 'RunRejected', 'RunCancelled', 'RunRetryRequested', 'StageRequested'] as const;
 
 /** Job names are `starfish-<runId>-fov…`/`-merge` (src/run/batch-event.ts). */
@@ -80,7 +81,7 @@ export interface StarfishChatopsStackProps extends StackProps {
 }
 
 /** Docker build context exclusions for one image: everything but the files its Dockerfile COPYs. */
-export function dockerContextExcludes(repoRoot: string, image: string): string[] {
+function dockerContextExcludes(repoRoot: string, image: string): string[] {
   const dockerfile = `containers/${image}/Dockerfile`;
   const ignoreFile = path.join(repoRoot, `${dockerfile}.dockerignore`);
   // The per-Dockerfile ignore file is BuildKit's; CDK stages from `exclude` instead, so reuse it.
@@ -349,24 +350,26 @@ export class StarfishChatopsStack extends Stack {
     // ───────────────────────── Lambdas ─────────────────────────
     const queueArns: Record<string, string> = {};
     for (const [name, queue] of Object.entries(this.jobQueues)) queueArns[name] = queue.jobQueueArn;
-    const environment: Record<string, string> = {
-      STARFISH_BACKEND: 'aws',
-      STARFISH_BUCKET: resultsBucket.bucketName,
-      // src/aws/config.ts adds STARFISH_BUCKET itself (runs read experiments staged into it).
-      STARFISH_ALLOWED_BUCKETS: settings.allowedBuckets.join(','),
-      STARFISH_READONLY_BUCKETS: settings.readonlyBuckets.join(','),
-      STARFISH_EVENT_BUS: bus.eventBusName,
-      STARFISH_JOB_QUEUES: this.toJsonString(queueArns),
-      STARFISH_FOV_JOB_DEFINITION: fovJob.jobDefinitionArn,
-      STARFISH_MERGE_JOB_DEFINITION: mergeJob.jobDefinitionArn,
-      STARFISH_POLICY_JSON: JSON.stringify(settings.policy),
-      STARFISH_SLACK_SECRET_ARN: slackSecret.secretArn,
-      STARFISH_DLQ_URL: deadLetters.queueUrl,
-      STARFISH_LOG_GROUP: batchLogGroup.logGroupName,
-      STARFISH_DOWNLOAD_EXPIRY_SECONDS: String(settings.downloadExpirySeconds),
+    // Written by the configuration module (src/config.ts) and parsed back with the Lambdas' own
+    // reader before anything deploys: a variable left out or written wrongly fails the synth.
+    // The results bucket is always allowed (readAwsConfig adds it: runs read experiments staged into it).
+    const environment = lambdaEnvironment({
+      bucket: resultsBucket.bucketName,
+      allowedBuckets: settings.allowedBuckets,
+      readonlyBuckets: settings.readonlyBuckets,
+      eventBus: bus.eventBusName,
+      queues: queueArns,
+      fovJobDefinition: fovJob.jobDefinitionArn,
+      mergeJobDefinition: mergeJob.jobDefinitionArn,
       // EC2 queues refuse Fargate job definitions: the executor picks these per queue.
-      ...(Object.keys(queueJobDefinitions).length ? { STARFISH_QUEUE_JOB_DEFINITIONS: this.toJsonString(queueJobDefinitions) } : {}),
-    };
+      queueJobDefinitions,
+      policy: settings.policy,
+      slackSecretArn: slackSecret.secretArn,
+      dlqUrl: deadLetters.queueUrl,
+      logGroup: batchLogGroup.logGroupName,
+      downloadExpirySeconds: settings.downloadExpirySeconds,
+    });
+    checkLambdaEnvironment(environment);
 
     const lambdaFunction = (id: string, entry: string, bundleAwsSDK: boolean, props: { timeout: Duration; memorySize: number; description: string }) => {
       const absolute = path.resolve(repoRoot, entry);

@@ -13,7 +13,7 @@ import path from 'node:path';
 import readline from 'node:readline';
 import { spawnSync } from 'node:child_process';
 import { pino } from 'pino';
-import { ConfigError, defaultPython, homeDir, loadPolicy, localUser, readEnv, type Env } from './config.js';
+import { ConfigError, defaultPython, homeDir, loadPolicy, localUser, namesReadBy, readEnv, type Env } from './config.js';
 import { ConsoleChat } from './local/console-chat.js';
 import { EXAMPLE_EXPERIMENT, EXAMPLE_RECIPE, localSystemFromEnv, type LocalSystem } from './local/system.js';
 import { REPO_ROOT } from './local/process-executor.js';
@@ -27,6 +27,13 @@ export const EXIT = { ok: 0, runFailed: 1, refused: 2, awaitingApproval: 3, conf
 
 function makeSystem(env: Env, chat: ConsoleChat): LocalSystem {
   return localSystemFromEnv(env, chat, pino({ level: env.LOG_LEVEL }, pino.destination(2)), loadPolicy(env, localUser()));
+}
+
+/** The whole configuration, checked before any work: the variables, then the policy file they name. */
+function configuration(): Env {
+  const env = readEnv();
+  loadPolicy(env, localUser());
+  return env;
 }
 
 /** Strips a leading "/starfish" so both `/starfish run x` and `run x` work at the prompt. */
@@ -115,8 +122,8 @@ const USAGE = `Usage: starfish [command]
 
 Exit codes: 0 done (a run: succeeded), 1 the run failed or partially failed, 2 refused (bad input,
 not allowed, nothing to do), 3 the run waits for approval, 78 bad configuration.
-Environment: STARFISH_HOME, STARFISH_CONCURRENCY, STARFISH_PYTHON, STARFISH_POLICY, STARFISH_CHANNEL,
-LOG_LEVEL (see README.md).
+Environment: ${namesReadBy('command').join(', ')}
+(README.md "Configuration" has an example of each).
 `;
 
 async function main(argv: string[]): Promise<number> {
@@ -124,7 +131,7 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(USAGE);
     return EXIT.ok;
   }
-  const env = readEnv();
+  const env = configuration();
   const [sub = 'start', ...rest] = argv;
   switch (sub) {
     case 'console':

@@ -4,6 +4,7 @@ import { EventBridgeClient, PutEventsCommand } from '@aws-sdk/client-eventbridge
 import { GetSecretValueCommand, SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 import { EventBridgeBus } from '../../src/aws/eventbridge-bus.js';
 import { readAwsConfig } from '../../src/aws/config.js';
+import { lambdaEnvironment } from '../../src/config.js';
 import { createAwsLogger } from '../../src/aws/clients.js';
 import { forgetSlackSecrets, slackSecret } from '../../src/aws/secrets.js';
 import { CREDENTIALS, QUEUES, REGION, testEnv } from './helpers.js';
@@ -72,7 +73,7 @@ describe('AWS configuration', () => {
     expect(message).toContain('STARFISH_JOB_QUEUES=');
     expect(message).toContain('must be an object of queue name → job queue ARN in JSON. Example: STARFISH_JOB_QUEUES={"spot":"arn:aws:batch:');
     expect(message).toContain('STARFISH_DOWNLOAD_EXPIRY_SECONDS=700000 is not valid: must be at most 604800 (7 days');
-    expect(message).toContain('STARFISH_ALLOWED_BUCKETS=s3://lab-data is not valid: each entry must be a bucket name (no s3://)');
+    expect(message).toContain('STARFISH_ALLOWED_BUCKETS=s3://lab-data is not valid: item 1: must be an S3 bucket name (no s3://');
     expect(message).toContain('STARFISH_EVENT_BUS is not set');
     expect(message).not.toContain('STARFISH_SLACK_SECRET_ARN');
   });
@@ -86,8 +87,59 @@ describe('AWS configuration', () => {
     }
   });
 
-  it('reports an invalid policy with the policy parser message', () => {
-    expect(() => readAwsConfig(testEnv({ STARFISH_POLICY_JSON: JSON.stringify({ approval: { fovThreshold: -1 } }) }))).toThrow(/The policy in STARFISH_POLICY_JSON is not valid: approval.fovThreshold/);
+  it('reports an invalid policy naming the field, with the example', () => {
+    expect(() => readAwsConfig(testEnv({ STARFISH_POLICY_JSON: JSON.stringify({ approval: { fovThreshold: -1 } }) }))).toThrow(
+      /STARFISH_POLICY_JSON is not valid: approval\.fovThreshold: .*\. Example: STARFISH_POLICY_JSON=\{"approval"/,
+    );
+  });
+
+  it('reads back exactly what infra writes (lambdaEnvironment), the policy and queue maps included', () => {
+    const policy = readAwsConfig(testEnv()).policy;
+    const written = {
+      bucket: 'lab-starfish-results',
+      allowedBuckets: ['lab-data', 'lab-archive'],
+      readonlyBuckets: ['spacetx.starfish.data.public'],
+      eventBus: 'starfish-chatops',
+      queues: QUEUES,
+      fovJobDefinition: 'arn:aws:batch:us-east-1:123456789012:job-definition/starfish-process-fov:3',
+      mergeJobDefinition: 'arn:aws:batch:us-east-1:123456789012:job-definition/starfish-merge-results:3',
+      queueJobDefinitions: { highmem: { fov: 'starfish-process-fov-ec2', merge: 'starfish-merge-results-ec2' } },
+      policy,
+      slackSecretArn: testEnv().STARFISH_SLACK_SECRET_ARN!,
+      dlqUrl: testEnv().STARFISH_DLQ_URL!,
+      logGroup: '/aws/batch/StarfishChatops',
+      downloadExpirySeconds: 21_600,
+    };
+    expect(readAwsConfig({ ...lambdaEnvironment(written), AWS_REGION: REGION })).toEqual({
+      bucket: written.bucket,
+      keyPrefix: '',
+      buckets: ['lab-starfish-results', 'lab-data', 'lab-archive'],
+      readOnlyBuckets: written.readonlyBuckets,
+      eventBus: written.eventBus,
+      queues: written.queues,
+      fovJobDefinition: written.fovJobDefinition,
+      mergeJobDefinition: written.mergeJobDefinition,
+      queueJobDefinitions: written.queueJobDefinitions,
+      policy,
+      slackSecretArn: written.slackSecretArn,
+      dlqUrl: written.dlqUrl,
+      logGroup: written.logGroup,
+      downloadExpirySeconds: written.downloadExpirySeconds,
+      region: REGION,
+    });
+  });
+
+  it('checks the Slack and logging variables the Lambdas read too, without echoing tokens', () => {
+    let message = '';
+    try {
+      readAwsConfig(testEnv({ SLACK_BOT_TOKEN: 'xoxp-user-token-not-a-bot', LOG_LEVEL: 'verbose', SLACK_API_URL: '127.0.0.1 port 3999' }));
+    } catch (error) {
+      message = (error as Error).message;
+    }
+    expect(message).toContain('SLACK_BOT_TOKEN is not valid: must be a bot token, starting xoxb-. Example: SLACK_BOT_TOKEN=xoxb-');
+    expect(message).not.toContain('xoxp-user-token');
+    expect(message).toContain('LOG_LEVEL=verbose is not valid: must be one of fatal, error, warn, info, debug, trace, silent');
+    expect(message).toContain('SLACK_API_URL=127.0.0.1 port 3999 is not valid: must be a URL');
   });
 });
 

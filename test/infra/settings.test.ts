@@ -1,7 +1,9 @@
 /** Deployment settings (infra/settings.ts): defaults, string forms from `-c`, and errors that name the setting and show an example. */
 import { describe, expect, it } from 'vitest';
 import { cdkJsonContext, starfishContext } from '../../infra/context.js';
-import { readSettings, SETTING_NAMES, SettingsError } from '../../infra/settings.js';
+import { Lazy } from 'aws-cdk-lib';
+import { checkLambdaEnvironment, readSettings, SETTING_NAMES, SettingsError } from '../../infra/settings.js';
+import { lambdaEnvironment } from '../../src/config.js';
 
 const base = { 'starfish:allowedBuckets': ['lab-data'] };
 const error = (context: Record<string, unknown>): string => {
@@ -47,7 +49,7 @@ describe('settings', () => {
   });
 
   it('refuses s3:// URLs where bucket names belong', () => {
-    expect(error({ 'starfish:allowedBuckets': 's3://lab-data/iss' })).toMatch(/starfish:allowedBuckets is not valid .*must be an S3 bucket name .*Example:/);
+    expect(error({ 'starfish:allowedBuckets': 's3://lab-data/iss' })).toMatch(/starfish:allowedBuckets is not valid: .*must be an S3 bucket name .*Example:/);
   });
 
   it('catches typos in setting names', () => {
@@ -55,7 +57,7 @@ describe('settings', () => {
   });
 
   it('validates the policy with the bot’s own schema, and against the deployed queues', () => {
-    expect(error({ ...base, 'starfish:policy': { approval: { fovThreshold: -1 } } })).toMatch(/starfish:policy is not valid \(approval\.fovThreshold\)/);
+    expect(error({ ...base, 'starfish:policy': { approval: { fovThreshold: -1 } } })).toMatch(/starfish:policy is not valid: approval\.fovThreshold: /);
     expect(error({ ...base, 'starfish:policy': { queues: { default: 'highmem', allowed: ['highmem'] } } })).toMatch(
       /starfish:policy .*names queue "highmem", but this stack deploys only spot, ondemand \(set starfish:highmemEnabled=true/,
     );
@@ -72,5 +74,49 @@ describe('settings', () => {
     expect(error({ ...base, 'starfish:fovJob': { vcpus: 1, memoryMiB: 512 } })).toMatch(/starfish:fovJob .*with 1 vCPU Fargate accepts 2048–8192 MiB/);
     expect(error({ ...base, 'starfish:logRetentionDays': 10 })).toMatch(/starfish:logRetentionDays .*retention period: 1, 3, 5, 7, 14/);
     expect(error({ ...base, 'starfish:readonlyBuckets': 'lab-data' })).toMatch(/starfish:readonlyBuckets .*also in allowedBuckets/);
+  });
+
+  it('checks the settings that reach the Lambdas with those variables’ own schemas', () => {
+    expect(error({ ...base, 'starfish:downloadExpirySeconds': 700_000 })).toMatch(
+      /^Setting starfish:downloadExpirySeconds is not valid: must be at most 604800 \(7 days, the longest S3 allows for a presigned URL\)\. Example: -c starfish:downloadExpirySeconds=21600/,
+    );
+    expect(error({ ...base, 'starfish:policy': '{"approval": ' })).toMatch(/^Setting starfish:policy is not valid: must be the policy object in JSON\. Example: -c 'starfish:policy=\{"approval"/);
+  });
+});
+
+describe('the Lambdas’ environment the stack writes', () => {
+  /** A deploy-time value, as CDK hands it over before synthesis resolves it. */
+  const token = (value: string) => Lazy.string({ produce: () => value });
+  const written = () => {
+    const s = readSettings(starfishContext(cdkJsonContext()));
+    return lambdaEnvironment({
+      bucket: token('starfishchatops-resultsbucket-1a2b3c'),
+      allowedBuckets: s.allowedBuckets,
+      readonlyBuckets: s.readonlyBuckets,
+      eventBus: token('StarfishChatopsRunEventBus'),
+      queues: { spot: token('arn:aws:batch:eu-west-1:123456789012:job-queue/spot'), ondemand: token('arn:aws:batch:eu-west-1:123456789012:job-queue/ondemand') },
+      fovJobDefinition: token('arn:aws:batch:eu-west-1:123456789012:job-definition/fov:1'),
+      mergeJobDefinition: token('arn:aws:batch:eu-west-1:123456789012:job-definition/merge:1'),
+      queueJobDefinitions: {},
+      policy: s.policy,
+      slackSecretArn: token('arn:aws:secretsmanager:eu-west-1:123456789012:secret:slack'),
+      dlqUrl: token('https://sqs.eu-west-1.amazonaws.com/123456789012/dlq'),
+      logGroup: token('/aws/batch/StarfishChatops'),
+      downloadExpirySeconds: s.downloadExpirySeconds,
+    });
+  };
+
+  it('parses with the reader the Lambdas start with, deploy-time values stood in for', () => {
+    expect(() => checkLambdaEnvironment(written())).not.toThrow();
+  });
+
+  it('fails, naming the variable and its example, when a variable is left out or does not fit the policy', () => {
+    const { STARFISH_EVENT_BUS: _left, ...rest } = written();
+    expect(() => checkLambdaEnvironment(rest)).toThrow(/STARFISH_EVENT_BUS is not set: is required\. Example: STARFISH_EVENT_BUS=starfish-chatops/);
+    // The queue map keeps its shape around the deploy-time ARNs, so the policy is checked against it.
+    const env = written();
+    const policy = JSON.parse(env.STARFISH_POLICY_JSON!) as { queues: { allowed: string[] } };
+    policy.queues.allowed.push('gpu');
+    expect(() => checkLambdaEnvironment({ ...env, STARFISH_POLICY_JSON: JSON.stringify(policy) })).toThrow(/STARFISH_JOB_QUEUES has no job queue for "gpu"/);
   });
 });

@@ -31,7 +31,6 @@ beforeAll(() => {
 });
 
 const ENV_NAMES = [
-  'STARFISH_BACKEND',
   'STARFISH_BUCKET',
   'STARFISH_ALLOWED_BUCKETS',
   'STARFISH_READONLY_BUCKETS',
@@ -125,7 +124,6 @@ describe('Lambdas', () => {
       expect(props.Handler).toBe('index.handler');
       const vars = props.Environment.Variables;
       expect(Object.keys(vars).sort()).toEqual(ENV_NAMES);
-      expect(vars.STARFISH_BACKEND).toBe('aws');
       expect(vars.STARFISH_BUCKET).toEqual({ Ref: ids.results });
       expect(vars.STARFISH_ALLOWED_BUCKETS).toBe(s.settings.allowedBuckets.join(','));
       expect(vars.STARFISH_READONLY_BUCKETS).toBe(s.settings.readonlyBuckets.join(','));
