@@ -17,7 +17,7 @@ import { AwsSolutionsChecks, NagMessageLevel, NagPack, rules, type NagPackProps 
 import type { IConstruct } from 'constructs';
 
 /** cdk-nag's Lambda Function URL rules, which are in no built-in pack. */
-export class FunctionUrlChecks extends NagPack {
+class FunctionUrlChecks extends NagPack {
   readonly name = 'StarfishFunctionUrl';
 
   constructor(scope?: IConstruct, props?: NagPackProps) {

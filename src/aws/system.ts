@@ -24,7 +24,7 @@ import { EventBridgeBus } from './eventbridge-bus.js';
 import { SqsDeadLetters } from './dead-letters.js';
 
 /** The deployed cadence, the one the notifier simulation in bench/ measures. */
-export const AWS_SETTINGS: Settings = PRODUCTION_SETTINGS;
+const AWS_SETTINGS: Settings = PRODUCTION_SETTINGS;
 
 export interface AwsSystemOptions {
   /** Clients to use instead of the per-container singletons (tests). */
@@ -37,13 +37,13 @@ export interface AwsSystemOptions {
   fetch?: typeof fetch;
 }
 
-export function createAwsSystem(chat: Chat, env: NodeJS.ProcessEnv = process.env, options: AwsSystemOptions = {}) {
-  const config: AwsConfig = readAwsConfig(env);
-  const log = options.log ?? awsLogger();
-  const s3 = options.clients?.s3 ?? s3Client(config.region);
+/** The four AWS adapters, each on the client the options bring or the container's own. */
+function awsAdapters(config: AwsConfig, options: AwsSystemOptions, log: Logger) {
+  const clients = options.clients ?? {};
+  const s3 = clients.s3 ?? s3Client(config.region);
   const store = new S3Store({ client: s3, bucket: config.bucket, prefix: config.keyPrefix, downloadExpirySeconds: config.downloadExpirySeconds });
   const reader = new S3Reader({ client: s3, buckets: config.buckets, readOnlyBuckets: config.readOnlyBuckets, ...(options.fetch ? { fetch: options.fetch } : {}) });
-  const batch = options.clients?.batch;
+  const batch = clients.batch;
   const executor = new BatchExecutor({
     client: batch ?? (() => batchClient(config.region)),
     queues: config.queues,
@@ -54,7 +54,15 @@ export function createAwsSystem(chat: Chat, env: NodeJS.ProcessEnv = process.env
     logGroup: config.logGroup,
     log,
   });
-  const bus = new EventBridgeBus({ client: options.clients?.eventBridge ?? eventBridgeClient(config.region), busName: config.eventBus });
+  const bus = new EventBridgeBus({ client: clients.eventBridge ?? eventBridgeClient(config.region), busName: config.eventBus });
+  return { store, reader, executor, bus };
+}
+
+/** The AWS backend from the Lambdas' environment, read and checked first (src/aws/config.ts). */
+export function createAwsSystem(chat: Chat, env: NodeJS.ProcessEnv = process.env, options: AwsSystemOptions = {}) {
+  const config: AwsConfig = readAwsConfig(env);
+  const log = options.log ?? awsLogger();
+  const { store, reader, executor, bus } = awsAdapters(config, options, log);
   const policy = config.policy;
   const settings: Settings = { ...AWS_SETTINGS, ...options.settings };
   const deps: CoreDeps = {
