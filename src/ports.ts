@@ -4,6 +4,7 @@
  * adapters (src/aws) and the embedded ones (src/local) implement these.
  */
 import type { Message } from './messages/message.js';
+import type { Result } from './result.js';
 import type { RunEvent } from './run/run-events.js';
 import type { BatchJobEvent } from './run/batch-event.js';
 
@@ -35,7 +36,7 @@ export interface Reader {
   read(url: string): Promise<Buffer>;
   copy(fromUrl: string, toUrl: string): Promise<void>;
   /** Refuses a URL the deployment may not read, with a message for the scientist. */
-  checkReadable(url: string): string | undefined;
+  checkReadable(url: string): Result<void>;
 }
 
 export interface ArraySpec {

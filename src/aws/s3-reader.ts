@@ -7,6 +7,7 @@
 import { CopyObjectCommand, GetObjectCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { httpsGet } from '../run/https-get.js';
 import type { Reader } from '../ports.js';
+import { passed, refuse, type Result } from '../result.js';
 import { kindOf, parseS3 } from '../run/locations.js';
 import { bodyBytes, contentTypeOf, isNotFound } from './s3-store.js';
 
@@ -43,32 +44,32 @@ export class S3Reader implements Reader {
     return `This deployment reads and writes only ${rw}${ro ? `, and reads ${ro} (read-only)` : ''}`;
   }
 
-  checkReadable(url: string): string | undefined {
+  checkReadable(url: string): Result<void> {
     switch (kindOf(url)) {
       case 'https':
-        return undefined;
+        return passed;
       case 'path':
-        return `${url} is a file path, which the AWS deployment cannot read. Use an s3:// or https:// URL, e.g. s3://${[...this.buckets][0] ?? 'lab-data'}/iss/experiment.json`;
+        return refuse(`${url} is a file path, which the AWS deployment cannot read. Use an s3:// or https:// URL, e.g. s3://${[...this.buckets][0] ?? 'lab-data'}/iss/experiment.json`);
       case 's3': {
         let bucket: string;
         try {
           bucket = parseS3(url).bucket;
         } catch {
-          return `${url} is not a valid s3:// URL. Example: s3://${[...this.buckets][0] ?? 'lab-data'}/iss/experiment.json`;
+          return refuse(`${url} is not a valid s3:// URL. Example: s3://${[...this.buckets][0] ?? 'lab-data'}/iss/experiment.json`);
         }
-        if (this.buckets.has(bucket) || this.readOnly.has(bucket)) return undefined;
-        return `${url} is in bucket "${bucket}", which this deployment may not read. ${this.allowedText()}. Ask an admin to add "${bucket}" to STARFISH_ALLOWED_BUCKETS (or STARFISH_READONLY_BUCKETS for a dataset to stage from).`;
+        if (this.buckets.has(bucket) || this.readOnly.has(bucket)) return passed;
+        return refuse(`${url} is in bucket "${bucket}", which this deployment may not read. ${this.allowedText()}. Ask an admin to add "${bucket}" to STARFISH_ALLOWED_BUCKETS (or STARFISH_READONLY_BUCKETS for a dataset to stage from).`);
       }
     }
   }
 
-  /** Why this deployment may not write to the URL, or undefined when it may. */
-  checkWritable(url: string): string | undefined {
-    if (kindOf(url) !== 's3') return `${url} is not an s3:// URL; the AWS deployment writes only to its buckets. ${this.allowedText()}.`;
+  /** Whether this deployment may write to the URL. */
+  checkWritable(url: string): Result<void> {
+    if (kindOf(url) !== 's3') return refuse(`${url} is not an s3:// URL; the AWS deployment writes only to its buckets. ${this.allowedText()}.`);
     const { bucket } = parseS3(url);
-    if (this.buckets.has(bucket)) return undefined;
-    if (this.readOnly.has(bucket)) return `bucket "${bucket}" is read-only for this deployment; it does not write there. ${this.allowedText()}.`;
-    return `bucket "${bucket}" is not one this deployment may write to. ${this.allowedText()}.`;
+    if (this.buckets.has(bucket)) return passed;
+    if (this.readOnly.has(bucket)) return refuse(`bucket "${bucket}" is read-only for this deployment; it does not write there. ${this.allowedText()}.`);
+    return refuse(`bucket "${bucket}" is not one this deployment may write to. ${this.allowedText()}.`);
   }
 
   /**
@@ -76,8 +77,8 @@ export class S3Reader implements Reader {
    * (a file an experiment refers to, say); the sentence is the same.
    */
   private refuseRead(url: string): void {
-    const refused = this.checkReadable(url);
-    if (refused) throw new Error(refused);
+    const readable = this.checkReadable(url);
+    if (!readable.ok) throw new Error(readable.reason);
   }
 
   async read(url: string): Promise<Buffer> {
@@ -99,8 +100,8 @@ export class S3Reader implements Reader {
 
   async copy(fromUrl: string, toUrl: string): Promise<void> {
     this.refuseRead(fromUrl);
-    const refused = this.checkWritable(toUrl);
-    if (refused) throw new Error(refused);
+    const writable = this.checkWritable(toUrl);
+    if (!writable.ok) throw new Error(writable.reason);
     const to = parseS3(toUrl);
     if (kindOf(fromUrl) === 's3') {
       const from = parseS3(fromUrl);

@@ -4,12 +4,13 @@
  * touches Batch, and reads the store only for status and list.
  */
 import { randomUUID } from 'node:crypto';
+import { firstRefusal, passed, type Result } from '../result.js';
 import type { Bus, Reader, Store } from '../ports.js';
 import type { Message } from '../messages/message.js';
 import { parseCommand, type Command } from './grammar.js';
 import { helpMessage } from './help.js';
 import { errorMessage, listMessage, noticeMessage, statusMessage } from '../messages/blocks.js';
-import { refuseAccess, refuseQueue, type Policy } from '../run/policy.js';
+import { checkAccess, checkQueue, type Policy } from '../run/policy.js';
 import { listManifests, loadManifest } from '../run/manifest-store.js';
 import { checkLocation } from '../run/locations.js';
 import type { RunRequest } from '../run/manifest.js';
@@ -52,8 +53,8 @@ export async function execute(deps: DispatchDeps, command: Command, caller: Call
 }
 
 async function answer(deps: DispatchDeps, command: Command, caller: Caller): Promise<Message> {
-  const outside = refuseOutsideChannels(deps.policy, command, caller);
-  if (outside) return errorMessage(outside);
+  const here = checkChannel(deps.policy, command, caller);
+  if (!here.ok) return errorMessage(here.reason);
   switch (command.name) {
     case 'help':
       return helpMessage(command.topic);
@@ -75,10 +76,10 @@ async function answer(deps: DispatchDeps, command: Command, caller: Caller): Pro
 }
 
 /** Runs are the lab's business: outside the allowed channels nothing about them is shown. */
-function refuseOutsideChannels(policy: Policy, command: Command, caller: Caller): string | undefined {
+function checkChannel(policy: Policy, command: Command, caller: Caller): Result<void> {
   const { channels } = policy.access;
-  if (command.name === 'help' || !channels.length || channels.includes(caller.channel)) return undefined;
-  return refuseAccess(policy, caller.userId, caller.channel, 'use');
+  if (command.name === 'help' || !channels.length || channels.includes(caller.channel)) return passed;
+  return checkAccess(policy, caller.userId, caller.channel, 'use');
 }
 
 /** Who asked, as the bus events carry it. */
@@ -90,18 +91,18 @@ function asker(caller: Caller): Caller {
  * The checks that need no slow read, so that a mistyped bucket is refused at once; the launcher
  * checks again (with the experiment read) before it creates anything.
  */
-function refuseRun(deps: DispatchDeps, request: RunRequest, caller: Caller): string | undefined {
-  return (
-    refuseAccess(deps.policy, caller.userId, caller.channel, 'start') ??
-    checkLocation(deps, request.experiment, 'The experiment') ??
-    (request.recipe ? checkLocation(deps, request.recipe, 'The recipe') : undefined) ??
-    refuseQueue(deps.policy, request.queue ?? deps.policy.queues.default)
+function checkRun(deps: DispatchDeps, request: RunRequest, caller: Caller): Result<void> {
+  return firstRefusal(
+    checkAccess(deps.policy, caller.userId, caller.channel, 'start'),
+    checkLocation(deps, request.experiment, 'The experiment'),
+    request.recipe ? checkLocation(deps, request.recipe, 'The recipe') : passed,
+    checkQueue(deps.policy, request.queue ?? deps.policy.queues.default),
   );
 }
 
 async function requestRun(deps: DispatchDeps, request: RunRequest, caller: Caller): Promise<Message> {
-  const refusal = refuseRun(deps, request, caller);
-  if (refusal) return errorMessage(refusal);
+  const allowed = checkRun(deps, request, caller);
+  if (!allowed.ok) return errorMessage(allowed.reason);
   await deps.bus.publish({ type: 'RunRequested', ...asker(caller), request, requestId: randomUUID() });
   const dryRun = request.dryRun ? ' (dry run: nothing will be submitted)' : '';
   return noticeMessage(`Reading ${request.experiment} to plan the run${dryRun}… Its message will appear in this channel.`);
@@ -120,8 +121,8 @@ async function status(store: Store, runId: string | undefined, caller: Caller): 
 /** A retry submits jobs, so it takes the right to start runs; who may cancel depends on whose run it is, which the launcher reads. */
 async function cancelOrRetry(deps: DispatchDeps, command: CommandOf<'cancel' | 'retry'>, caller: Caller): Promise<Message> {
   if (command.name === 'retry') {
-    const refusal = refuseAccess(deps.policy, caller.userId, caller.channel, 'retry');
-    if (refusal) return errorMessage(refusal);
+    const allowed = checkAccess(deps.policy, caller.userId, caller.channel, 'retry');
+    if (!allowed.ok) return errorMessage(allowed.reason);
   }
   const cancel = command.name === 'cancel';
   await deps.bus.publish({ type: cancel ? 'RunCancelled' : 'RunRetryRequested', ...asker(caller), runId: command.runId });
@@ -136,8 +137,8 @@ async function decide(bus: Bus, command: CommandOf<'approve' | 'reject'>, caller
 }
 
 async function stage(deps: DispatchDeps, command: CommandOf<'stage'>, caller: Caller): Promise<Message> {
-  const refusal = refuseAccess(deps.policy, caller.userId, caller.channel, 'stage') ?? checkLocation(deps, command.source, 'The source');
-  if (refusal) return errorMessage(refusal);
+  const allowed = firstRefusal(checkAccess(deps.policy, caller.userId, caller.channel, 'stage'), checkLocation(deps, command.source, 'The source'));
+  if (!allowed.ok) return errorMessage(allowed.reason);
   const name = command.as ?? defaultStageName(command.source);
   await deps.bus.publish({ type: 'StageRequested', ...asker(caller), source: command.source, name });
   return noticeMessage(`Staging ${command.source} as ${name}…`);

@@ -100,8 +100,8 @@ function parseFovs(value: string): Result<FovSelection> {
     return count === 0 ? refuse(`fovs=0 selects nothing; ${usage}`) : ok({ kind: 'first', count });
   }
   const ranges = parseRanges(value);
-  if (typeof ranges === 'string') return refuse(`fovs=${value}: ${ranges}; ${usage}`);
-  return ok({ kind: 'list', ranges });
+  if (!ranges.ok) return refuse(`fovs=${value}: ${ranges.reason}; ${usage}`);
+  return ok({ kind: 'list', ranges: ranges.value });
 }
 
 function parseRecipe(value: string): Result<Partial<RunRequest>> {

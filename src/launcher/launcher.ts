@@ -9,7 +9,8 @@ import { newRunId } from '../run/run-id.js';
 import { createManifest, loadManifest } from '../run/manifest-store.js';
 import { requestClaimKey, runKeys } from '../run/layout.js';
 import type { RunManifest } from '../run/manifest.js';
-import { approvalReasons, refuseAccess, refuseApproval } from '../run/policy.js';
+import { approvalReasons, checkAccess, checkApprover } from '../run/policy.js';
+import { passed, type Result } from '../result.js';
 import { errorMessage, rootMessage } from '../messages/blocks.js';
 import { RunWorker, type Asker } from '../lifecycle/run-worker.js';
 import { newManifest } from '../lifecycle/new-run.js';
@@ -102,25 +103,25 @@ export class Launcher {
     const { policy } = this.deps;
     const members = policy.approval.approverGroup && this.deps.approverGroupMembers ? await this.deps.approverGroupMembers() : [];
     const decision = event.type === 'RunApproved' ? 'approved' : 'rejected';
-    await this.onRun(event, { type: 'decision', decision, by: event.userId }, (m) => refuseApproval(policy, m, event.userId, members));
+    await this.onRun(event, { type: 'decision', decision, by: event.userId }, (m) => checkApprover(policy, m, event.userId, members));
   }
 
   private async cancelled(event: RunEventOf<'RunCancelled'>): Promise<void> {
     const { policy } = this.deps;
-    const refusal = (m: RunManifest) => (m.requester.userId === event.userId ? undefined : refuseAccess(policy, event.userId, event.channel, 'cancel'));
-    await this.onRun(event, { type: 'cancel', by: event.userId }, refusal);
+    const allowed = (m: RunManifest) => (m.requester.userId === event.userId ? passed : checkAccess(policy, event.userId, event.channel, 'cancel'));
+    await this.onRun(event, { type: 'cancel', by: event.userId }, allowed);
   }
 
   /** A person's fact about an existing run, after checking they may bring it. */
   private async onRun(
     event: Asker & { runId: string },
     fact: Parameters<RunWorker['apply']>[1],
-    refusal: (m: RunManifest) => string | undefined = () => undefined,
+    check: (m: RunManifest) => Result<void> = () => passed,
   ): Promise<void> {
     const loaded = await loadManifest(this.deps.store, event.runId);
     if (!loaded) return this.tell(event, `There is no run ${event.runId}. See /starfish list for the recent ones.`);
-    const refused = refusal(loaded.manifest);
-    if (refused) return this.tell(event, refused);
+    const allowed = check(loaded.manifest);
+    if (!allowed.ok) return this.tell(event, allowed.reason);
     await this.worker.apply(event.runId, fact, event);
   }
 }

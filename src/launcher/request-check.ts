@@ -8,8 +8,8 @@ import { absoluteLocation, checkLocation } from '../run/locations.js';
 import { ExperimentError, readExperiment, type ExperimentInfo } from '../run/experiment.js';
 import type { Plan, RunRequest } from '../run/manifest.js';
 import { makePlan } from '../run/plan.js';
-import { refuseQueue } from '../run/policy.js';
-import { ok, refuse, type Result } from '../result.js';
+import { checkQueue } from '../run/policy.js';
+import { firstRefusal, ok, refuse, type Result } from '../result.js';
 
 export interface CheckedRequest {
   /** The request with its paths made absolute, so that the jobs, a retry and `status` agree. */
@@ -28,8 +28,8 @@ export async function checkRequest(deps: Deps, asked: RunRequest): Promise<Resul
   if (!recipeSource) return refuse(`No recipe given and this lab has no default recipe. Add recipe=URL, e.g. recipe=s3://lab-data/recipes/iss.py`);
   const request = { ...asked, experiment: absoluteLocation(asked.experiment), recipe: absoluteLocation(recipeSource) };
   const queue = request.queue ?? deps.policy.queues.default;
-  const problem = checkLocation(where, request.experiment, 'The experiment') ?? checkLocation(where, request.recipe, 'The recipe') ?? refuseQueue(deps.policy, queue);
-  if (problem) return refuse(problem);
+  const allowed = firstRefusal(checkLocation(where, request.experiment, 'The experiment'), checkLocation(where, request.recipe, 'The recipe'), checkQueue(deps.policy, queue));
+  if (!allowed.ok) return allowed;
 
   const experiment = await experimentOf(deps, request.experiment);
   if (!experiment.ok) return experiment;

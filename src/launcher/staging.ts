@@ -48,8 +48,8 @@ async function experimentFiles(reader: Reader, experimentUrl: string): Promise<A
 export async function stageExperiment(deps: CoreDeps, raw: RunEventOf<'StageRequested'>): Promise<void> {
   const { reader, store, chat, log } = deps;
   const event = { ...raw, source: absoluteLocation(raw.source) };
-  const refused = reader.checkReadable(event.source);
-  if (refused) return chat.ephemeral(event.channel, event.userId, errorMessage(refused), event.responseUrl);
+  const readable = reader.checkReadable(event.source);
+  if (!readable.ok) return chat.ephemeral(event.channel, event.userId, errorMessage(readable.reason), event.responseUrl);
   let files: Array<[string, string]>;
   try {
     files = await experimentFiles(reader, event.source);

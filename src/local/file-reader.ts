@@ -1,5 +1,6 @@
 /** The Reader port on one machine: paths and https:// URLs (fetch). s3:// needs the AWS backend. */
 import { promises as fs } from 'node:fs';
+import { passed, refuse, type Result } from '../result.js';
 import path from 'node:path';
 import type { Reader } from '../ports.js';
 import { kindOf } from '../run/locations.js';
@@ -29,8 +30,8 @@ export class LocalReader implements Reader {
     else await fs.writeFile(toUrl, await this.read(fromUrl));
   }
 
-  checkReadable(url: string): string | undefined {
-    if (kindOf(url) === 's3') return `${url} is an s3:// URL, which the local backend cannot read. Use a file path here, or the AWS backend (docs/aws.md).`;
-    return undefined;
+  checkReadable(url: string): Result<void> {
+    if (kindOf(url) === 's3') return refuse(`${url} is an s3:// URL, which the local backend cannot read. Use a file path here, or the AWS backend (docs/aws.md).`);
+    return passed;
   }
 }

@@ -3,25 +3,26 @@
  * The same compact range text travels in the manifest, in each work unit and in STARFISH_FOVS
  * (parsed in Python by starfish_io.parse_fov_ranges).
  */
+import { ok, refuse, type Result } from '../result.js';
 
 export type FovSelection = { kind: 'all' } | { kind: 'first'; count: number } | { kind: 'list'; ranges: Array<[number, number]> };
 
 const RANGE = /^(\d+)(?:-(\d+))?$/;
 const MAX_FOV_INDEX = 1_000_000;
 
-/** Parses `0-3,7`; returns an error sentence instead of throwing. */
-export function parseRanges(text: string): Array<[number, number]> | string {
+/** Parses `0-3,7` into inclusive ranges. */
+export function parseRanges(text: string): Result<Array<[number, number]>> {
   const ranges: Array<[number, number]> = [];
   for (const part of text.split(',')) {
     const m = RANGE.exec(part.trim());
-    if (!m) return `"${part.trim()}" is not a FOV index or range`;
+    if (!m) return refuse(`"${part.trim()}" is not a FOV index or range`);
     const a = Number(m[1]);
     const b = m[2] === undefined ? a : Number(m[2]);
-    if (b < a) return `the range "${part.trim()}" runs backwards; write it low-high, like ${b}-${a}`;
-    if (b > MAX_FOV_INDEX) return `FOV ${b} is beyond any experiment this tool can run (${MAX_FOV_INDEX} at most)`;
+    if (b < a) return refuse(`the range "${part.trim()}" runs backwards; write it low-high, like ${b}-${a}`);
+    if (b > MAX_FOV_INDEX) return refuse(`FOV ${b} is beyond any experiment this tool can run (${MAX_FOV_INDEX} at most)`);
     ranges.push([a, b]);
   }
-  return ranges;
+  return ok(ranges);
 }
 
 /** Sorted, de-duplicated indices to the shortest range text: [0,1,2,3,7] → "0-3,7". */
@@ -41,9 +42,10 @@ export function formatRanges(indices: readonly number[]): string {
 
 export function expandRanges(text: string): number[] {
   const ranges = parseRanges(text);
-  if (typeof ranges === 'string') throw new Error(ranges);
+  // Range text here was written by formatRanges: a parse failure is a fault, not a refusal.
+  if (!ranges.ok) throw new Error(ranges.reason);
   const out: number[] = [];
-  for (const [a, b] of ranges) for (let k = a; k <= b; k++) out.push(k);
+  for (const [a, b] of ranges.value) for (let k = a; k <= b; k++) out.push(k);
   return [...new Set(out)].sort((x, y) => x - y);
 }
 

@@ -1,5 +1,6 @@
 /** Locations of inputs: s3:// and https:// URLs, or plain paths on the local backend. */
 import os from 'node:os';
+import { refuse, type Result } from '../result.js';
 import path from 'node:path';
 import type { Reader } from '../ports.js';
 
@@ -33,13 +34,12 @@ export function parseS3(url: string): { bucket: string; key: string } {
 }
 
 /**
- * Why this deployment may not read a location the scientist gave (named `what`, e.g. "The
- * experiment"), or undefined when it may: file paths only where paths are allowed, then the
- * reader's own allowlist.
+ * Whether this deployment may read a location the scientist gave (named `what`, e.g. "The
+ * experiment"): file paths only where paths are allowed, then the reader's own allowlist.
  */
-export function checkLocation(where: { reader: Pick<Reader, 'checkReadable'>; allowPaths: boolean }, location: string, what: string): string | undefined {
+export function checkLocation(where: { reader: Pick<Reader, 'checkReadable'>; allowPaths: boolean }, location: string, what: string): Result<void> {
   if (kindOf(location) === 'path' && !where.allowPaths) {
-    return `${what} "${location}" is a file path, but this deployment reads only s3:// or https:// URLs. Example: s3://lab-data/iss/experiment.json`;
+    return refuse(`${what} "${location}" is a file path, but this deployment reads only s3:// or https:// URLs. Example: s3://lab-data/iss/experiment.json`);
   }
   return where.reader.checkReadable(location);
 }

@@ -61,9 +61,9 @@ export function fovOfChild(unit: WorkUnit, index: number): number | undefined {
 
 function nthOfRanges(text: string, index: number): number | undefined {
   const ranges = parseRanges(text);
-  if (typeof ranges === 'string') return undefined;
+  if (!ranges.ok) return undefined;
   let left = index;
-  for (const [a, b] of ranges) {
+  for (const [a, b] of ranges.value) {
     if (left <= b - a) return a + left;
     left -= b - a + 1;
   }

@@ -3,6 +3,7 @@
  * is loaded (a JSON file locally, CDK context on AWS).
  */
 import { z } from 'zod';
+import { passed, refuse, type Result } from '../result.js';
 import type { RunManifest, RunRequest, Plan } from './manifest.js';
 
 export const policySchema = z.object({
@@ -48,20 +49,20 @@ export function parsePolicy(raw: unknown, source: string): Policy {
   return parsed.data;
 }
 
-/** Why a person may not use the bot here, or undefined when they may. */
-export function refuseAccess(policy: Policy, userId: string, channel: string, action: string): string | undefined {
+/** Whether a person may use the bot here to `action` runs. */
+export function checkAccess(policy: Policy, userId: string, channel: string, action: string): Result<void> {
   if (policy.access.channels.length && !policy.access.channels.includes(channel)) {
-    return `starfish does not take commands in this channel. Ask in <#${policy.access.channels[0]}>.`;
+    return refuse(`starfish does not take commands in this channel. Ask in <#${policy.access.channels[0]}>.`);
   }
   if (policy.access.runners.length && !policy.access.runners.includes(userId)) {
-    return `You are not on the list of people who may ${action} runs. Ask a lab admin to add you to the starfish policy (access.runners).`;
+    return refuse(`You are not on the list of people who may ${action} runs. Ask a lab admin to add you to the starfish policy (access.runners).`);
   }
-  return undefined;
+  return passed;
 }
 
-export function refuseQueue(policy: Policy, queue: string): string | undefined {
-  if (policy.queues.allowed.includes(queue)) return undefined;
-  return `queue=${queue} is not one of this lab's queues (${policy.queues.allowed.join(', ')}). Example: queue=${policy.queues.allowed[0]}`;
+export function checkQueue(policy: Policy, queue: string): Result<void> {
+  if (policy.queues.allowed.includes(queue)) return passed;
+  return refuse(`queue=${queue} is not one of this lab's queues (${policy.queues.allowed.join(', ')}). Example: queue=${policy.queues.allowed[0]}`);
 }
 
 export function approvalReasons(policy: Policy, request: RunRequest, plan: Plan, queue: string, recipe: string): string[] {
@@ -84,11 +85,11 @@ export function isWithin(location: string, prefix: string): boolean {
   return location.startsWith(prefix.endsWith('/') ? prefix : `${prefix}/`);
 }
 
-/** Why this person may not decide on this run, or undefined when they may. */
-export function refuseApproval(policy: Policy, run: RunManifest, userId: string, groupMembers: readonly string[] = []): string | undefined {
+/** Whether this person may approve or reject this run. */
+export function checkApprover(policy: Policy, run: RunManifest, userId: string, groupMembers: readonly string[] = []): Result<void> {
   const { approvers, approverGroup, allowSelfApproval } = policy.approval;
   const listed = approvers.includes(userId) || (approverGroup !== undefined && groupMembers.includes(userId));
-  if (!listed) return `You are not an approver for starfish runs. Approvers: ${approvers.map((u) => `<@${u}>`).join(', ') || '(none listed)'}${approverGroup ? ` and <!subteam^${approverGroup}>` : ''}.`;
-  if (run.requester.userId === userId && !allowSelfApproval) return `You requested run ${run.runId}; another approver has to approve it.`;
-  return undefined;
+  if (!listed) return refuse(`You are not an approver for starfish runs. Approvers: ${approvers.map((u) => `<@${u}>`).join(', ') || '(none listed)'}${approverGroup ? ` and <!subteam^${approverGroup}>` : ''}.`);
+  if (run.requester.userId === userId && !allowSelfApproval) return refuse(`You requested run ${run.runId}; another approver has to approve it.`);
+  return passed;
 }

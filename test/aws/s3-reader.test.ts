@@ -1,9 +1,12 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import type { Result } from '../../src/result.js';
 import { CopyObjectCommand, GetObjectCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { S3Reader, copySource } from '../../src/aws/s3-reader.js';
 import { CREDENTIALS, REGION, fakeS3, type FakeS3 } from './helpers.js';
 
 const client = () => new S3Client({ region: REGION, credentials: CREDENTIALS });
+
+const refusalOf = (r: Result<void>) => (r.ok ? undefined : r.reason);
 
 describe('S3Reader and the bucket allowlist', () => {
   let s3: FakeS3;
@@ -24,12 +27,12 @@ describe('S3Reader and the bucket allowlist', () => {
   });
 
   it('reads a read-only public bucket', async () => {
-    expect(reader.checkReadable('s3://spacetx-public-data/iss/experiment.json')).toBeUndefined();
+    expect(reader.checkReadable('s3://spacetx-public-data/iss/experiment.json').ok).toBe(true);
     expect((await reader.read('s3://spacetx-public-data/iss/experiment.json')).toString()).toBe('{"public":true}');
   });
 
   it('refuses reads from any other bucket, naming the bucket and what is allowed, without calling S3', async () => {
-    const message = reader.checkReadable('s3://someone-elses-bucket/data/experiment.json');
+    const message = refusalOf(reader.checkReadable('s3://someone-elses-bucket/data/experiment.json'));
     expect(message).toContain('bucket "someone-elses-bucket"');
     expect(message).toContain('s3://lab-starfish-results, s3://lab-data');
     expect(message).toContain('s3://spacetx-public-data (read-only)');
@@ -39,9 +42,9 @@ describe('S3Reader and the bucket allowlist', () => {
   });
 
   it('refuses file paths and malformed s3 URLs, allows https', () => {
-    expect(reader.checkReadable('/home/me/experiment.json')).toMatch(/file path.*s3:\/\/ or https:\/\//);
-    expect(reader.checkReadable('s3://')).toMatch(/not a valid s3:\/\/ URL/);
-    expect(reader.checkReadable('https://example.org/experiment.json')).toBeUndefined();
+    expect(refusalOf(reader.checkReadable('/home/me/experiment.json'))).toMatch(/file path.*s3:\/\/ or https:\/\//);
+    expect(refusalOf(reader.checkReadable('s3://'))).toMatch(/not a valid s3:\/\/ URL/);
+    expect(reader.checkReadable('https://example.org/experiment.json').ok).toBe(true);
   });
 
   it('reads https:// with fetch', async () => {
@@ -79,7 +82,7 @@ describe('S3Reader and the bucket allowlist', () => {
     await expect(reader.copy('s3://lab-data/iss/experiment.json', 's3://spacetx-public-data/iss/copy.json')).rejects.toThrow(/bucket "spacetx-public-data" is read-only/);
     await expect(reader.copy('s3://lab-data/iss/experiment.json', 's3://elsewhere/x.json')).rejects.toThrow(/bucket "elsewhere" is not one this deployment may write to.*s3:\/\/lab-starfish-results/);
     await expect(reader.copy('s3://elsewhere/x.json', 's3://lab-data/x.json')).rejects.toThrow(/bucket "elsewhere", which this deployment may not read/);
-    expect(reader.checkWritable('s3://lab-data/x')).toBeUndefined();
+    expect(reader.checkWritable('s3://lab-data/x').ok).toBe(true);
     expect(s3.mock.calls()).toHaveLength(0);
   });
 });

@@ -1,3 +1,4 @@
+import { passed } from '../../src/result.js';
 import { describe, expect, it } from 'vitest';
 import { dispatch } from '../../src/command/dispatcher.js';
 import { parsePolicy } from '../../src/run/policy.js';
@@ -10,7 +11,7 @@ function deps(policy: unknown) {
   const bus: Bus = { publish: async (e) => void published.push(e) };
   return {
     published,
-    deps: { store: new MemoryStore(), bus, reader: { checkReadable: () => undefined }, policy: parsePolicy(policy, 'test'), allowPaths: false },
+    deps: { store: new MemoryStore(), bus, reader: { checkReadable: () => passed }, policy: parsePolicy(policy, 'test'), allowPaths: false },
   };
 }
 

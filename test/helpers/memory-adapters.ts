@@ -8,6 +8,7 @@ import type {
   ArraySpec, BatchStatus, Chat, Executor, JobDescription, MessageRef, Reader, StatusSummary, Store, StoredObject, SubmitSpec, SubmittedJob,
 } from '../../src/ports.js';
 import type { Message } from '../../src/messages/message.js';
+import { passed } from '../../src/result.js';
 import type { BatchJobEvent } from '../../src/run/batch-event.js';
 
 const etag = (b: Buffer) => createHash('md5').update(b).digest('hex');
@@ -61,7 +62,7 @@ export class MapReader implements Reader {
     this.files.set(to, this.files.get(from)!);
   }
   checkReadable() {
-    return undefined;
+    return passed;
   }
 }
 

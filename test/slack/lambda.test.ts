@@ -3,6 +3,7 @@
  * credentials (environment or Secrets Manager, read once per container), the real AWS backend
  * with mocked SDK clients, and the esbuild bundle itself in a fresh Node process.
  */
+import { passed } from '../../src/result.js';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { EXAMPLE_AWS_ENV } from '../aws/helpers.js';
 import { execFile } from 'node:child_process';
@@ -88,7 +89,7 @@ describe('the Slack Lambda with SLACK_SIGNING_SECRET / SLACK_BOT_TOKEN', () => {
       createBackend: () => {
         backends++;
         const policy = parsePolicy({ access: { channels: [CHANNEL] }, queues: { default: 'spot', allowed: ['spot'] } }, 'test');
-        return { dispatchDeps: { store: new DirectoryStore(home), bus, reader: { checkReadable: () => undefined }, policy, allowPaths: false } };
+        return { dispatchDeps: { store: new DirectoryStore(home), bus, reader: { checkReadable: () => passed }, policy, allowPaths: false } };
       },
     });
   });
@@ -176,7 +177,7 @@ describe('credentials from Secrets Manager (STARFISH_SLACK_SECRET_ARN)', () => {
     const policy = parsePolicy({}, 'test');
     const handler = createHandler({
       env: { STARFISH_SLACK_SECRET_ARN: arn, AWS_REGION: 'us-east-1', SLACK_SIGNING_SECRET: 'ignored-when-the-arn-is-set', LOG_LEVEL: 'error' },
-      createBackend: () => ({ dispatchDeps: { store: new DirectoryStore('/nonexistent'), bus, reader: { checkReadable: () => undefined }, policy, allowPaths: false } }),
+      createBackend: () => ({ dispatchDeps: { store: new DirectoryStore('/nonexistent'), bus, reader: { checkReadable: () => passed }, policy, allowPaths: false } }),
     });
     return { handler, bus };
   }
