@@ -54,8 +54,8 @@ export async function runOnce(env: Env, args: string[], out: NodeJS.WriteStream 
   if (chat.refusals) return EXIT.refused;
   const parsed = parseCommand(text);
   if (!parsed.ok) return EXIT.ok;
-  if (parsed.command.name === 'retry') return exitCodeOf((await loadManifest(system.store, parsed.command.runId))!.manifest, out);
-  if (parsed.command.name !== 'run') return EXIT.ok;
+  if (parsed.value.name === 'retry') return exitCodeOf((await loadManifest(system.store, parsed.value.runId))!.manifest, out);
+  if (parsed.value.name !== 'run') return EXIT.ok;
   const mine = (await listManifests(system.store, 50)).filter((m) => m.createdAt >= started && m.requester.userId === caller.userId);
   if (!mine.length) return EXIT.refused;
   return exitCodeOf((await loadManifest(system.store, mine[0]!.runId))!.manifest, out);

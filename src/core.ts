@@ -1,6 +1,7 @@
 /** What the workers need, wired once by the backend (src/local/system.ts or src/aws/system.ts). */
 import type { Chat, Clock, Executor, Reader, Store } from './ports.js';
 import type { Policy } from './run/policy.js';
+import type { Result } from './result.js';
 
 export interface Logger {
   info(obj: object, msg?: string): void;
@@ -34,7 +35,7 @@ export interface CoreDeps {
    * Checks a recipe's source before launch (the local backend parses it with Python, so a
    * syntax error is one answer, not one failure per FOV); undefined when fine.
    */
-  checkRecipe?: (source: Buffer) => Promise<string | undefined>;
+  checkRecipe?: (source: Buffer) => Promise<Result<void>>;
   /** Members of the policy's approver group, resolved by the chat side (Slack usergroups). */
   approverGroupMembers?: () => Promise<string[]>;
 }

@@ -57,7 +57,7 @@ export function resetClients(): void {
  * Paths pino replaces with "[redacted]". Slack tokens, signing secrets, authorization headers
  * and Secrets Manager values must never reach CloudWatch, whatever object a caller logs.
  */
-export const REDACT_PATHS = [
+const REDACT_PATHS = [
   'token',
   'botToken',
   'signingSecret',

@@ -34,7 +34,7 @@ interface AwsError {
 }
 
 /** The status and code of an SDK error, whichever of the two the service filled in. */
-export function awsErrorOf(error: unknown): { status?: number; code?: string } {
+function awsErrorOf(error: unknown): { status?: number; code?: string } {
   const e = (error ?? {}) as AwsError;
   const out: { status?: number; code?: string } = {};
   if (e.$metadata?.httpStatusCode !== undefined) out.status = e.$metadata.httpStatusCode;
@@ -43,11 +43,11 @@ export function awsErrorOf(error: unknown): { status?: number; code?: string } {
   return out;
 }
 
-export const isPreconditionFailed = (error: unknown) => {
+const isPreconditionFailed = (error: unknown) => {
   const { status, code } = awsErrorOf(error);
   return status === 412 || code === 'PreconditionFailed';
 };
-export const isConditionalConflict = (error: unknown) => {
+const isConditionalConflict = (error: unknown) => {
   const { status, code } = awsErrorOf(error);
   return status === 409 || code === 'ConditionalRequestConflict';
 };
@@ -68,7 +68,7 @@ export function contentTypeOf(key: string): string {
   return CONTENT_TYPES[key.split('.').pop()?.toLowerCase() ?? ''] ?? 'application/octet-stream';
 }
 
-export function checkExpiry(seconds: number): number {
+function checkExpiry(seconds: number): number {
   if (!Number.isInteger(seconds) || seconds < 1 || seconds > MAX_DOWNLOAD_EXPIRY_SECONDS) {
     throw new Error(`download link expiry must be a whole number of seconds from 1 to ${MAX_DOWNLOAD_EXPIRY_SECONDS} (7 days, the most S3 allows), got ${seconds}`);
   }

@@ -7,13 +7,13 @@ import type { SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 import { z } from 'zod';
 import { secretsClient } from './clients.js';
 
-export const slackSecretSchema = z.object({
+const slackSecretSchema = z.object({
   signingSecret: z.string().min(1),
   botToken: z.string().startsWith('xoxb-'),
 });
 export type SlackSecret = z.infer<typeof slackSecretSchema>;
 
-export async function readSlackSecret(client: SecretsManagerClient, secretArn: string): Promise<SlackSecret> {
+async function readSlackSecret(client: SecretsManagerClient, secretArn: string): Promise<SlackSecret> {
   const { GetSecretValueCommand } = await import('@aws-sdk/client-secrets-manager');
   const out = await client.send(new GetSecretValueCommand({ SecretId: secretArn }));
   let raw: unknown;

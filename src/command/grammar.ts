@@ -22,7 +22,6 @@ export type Command =
  * A `Result<Command>` that also carries the field names src/cli.ts and src/slack/app.ts still
  * read (`command`, `error`). Drop the two extra fields once those read `value` and `reason`.
  */
-export type ParseResult = { ok: true; value: Command; command: Command } | { ok: false; reason: string; error: string };
 
 const SUBCOMMANDS = ['run', 'status', 'list', 'cancel', 'retry', 'stage', 'help', 'approve', 'reject'] as const;
 type Subcommand = (typeof SUBCOMMANDS)[number];
@@ -252,7 +251,6 @@ function parse(input: unknown): Result<Command> {
   return isOneOf(SUBCOMMANDS, sub) ? PARSERS[sub](args) : refuse(unknownCommand(typed));
 }
 
-export function parseCommand(input: unknown): ParseResult {
-  const result = parse(input);
-  return result.ok ? { ...result, command: result.value } : { ...result, error: result.reason };
+export function parseCommand(input: unknown): Result<Command> {
+  return parse(input);
 }

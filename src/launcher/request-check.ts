@@ -9,7 +9,7 @@ import { ExperimentError, readExperiment, type ExperimentInfo } from '../run/exp
 import type { Plan, RunRequest } from '../run/manifest.js';
 import { makePlan } from '../run/plan.js';
 import { checkQueue } from '../run/policy.js';
-import { firstRefusal, ok, refuse, type Result } from '../result.js';
+import { firstRefusal, ok, passed, refuse, type Result } from '../result.js';
 
 export interface CheckedRequest {
   /** The request with its paths made absolute, so that the jobs, a retry and `status` agree. */
@@ -59,7 +59,7 @@ async function recipeOf(deps: Deps, recipe: string): Promise<Result<Buffer>> {
   if (!/def\s+process_fov\s*\(/.test(body.toString('utf8'))) {
     return refuse(`The recipe at ${recipe} defines no process_fov(fov_index, experiment_url) function, which each FOV job calls. See examples/recipes/README.md.`);
   }
-  const broken = await deps.checkRecipe?.(body);
-  if (broken) return refuse(`The recipe at ${recipe} cannot run: ${broken}. Nothing was launched.`);
+  const runnable = (await deps.checkRecipe?.(body)) ?? passed;
+  if (!runnable.ok) return refuse(`The recipe at ${recipe} cannot run: ${runnable.reason}. Nothing was launched.`);
   return ok(body);
 }

@@ -4,6 +4,7 @@
  * reconciler as production.
  */
 import { execFile } from 'node:child_process';
+import { passed, refuse, type Result } from '../result.js';
 import path from 'node:path';
 import type { Chat, Clock, Executor } from '../ports.js';
 import { systemClock } from '../ports.js';
@@ -40,7 +41,7 @@ export interface LocalSystemOptions {
   scripts?: { processFov?: string; merge?: string };
 }
 
-export const LOCAL_SETTINGS: Settings = {
+const LOCAL_SETTINGS: Settings = {
   progressIntervalMs: 300,
   digestIntervalMs: 2_000,
   stuckAfterMs: 10 * 60_000,
@@ -52,8 +53,7 @@ export function createLocalSystem(options: LocalSystemOptions) {
   const store = new DirectoryStore(path.resolve(options.home));
   const reader = new LocalReader();
   const settings = { ...LOCAL_SETTINGS, ...options.settings };
-  let notifier: Notifier | undefined;
-  const queue = new EventQueue<BatchJobEvent>((batch) => notifier!.handleBatch(batch), log, { maxBatch: 100, windowMs: 200, redeliveryDelayMs: 200 });
+  const queue = new EventQueue<BatchJobEvent>((batch) => notifier.handleBatch(batch), log, { maxBatch: 100, windowMs: 200, redeliveryDelayMs: 200 });
   const processes = new ProcessExecutor({
     home: store.root,
     python: options.python,
@@ -73,11 +73,11 @@ export function createLocalSystem(options: LocalSystemOptions) {
     clock: options.clock ?? systemClock,
     log,
     settings,
-    checkRecipe: (source) => pythonSyntaxError(options.python, source),
+    checkRecipe: (source) => checkPythonSyntax(options.python, source),
     ...(options.approverGroupMembers ? { approverGroupMembers: options.approverGroupMembers } : {}),
   };
   const launcher = new Launcher(deps);
-  notifier = new Notifier(deps);
+  const notifier = new Notifier(deps);
   const reconciler = new Reconciler(deps, notifier, new ListDeadLetters(queue.deadLetters));
   bus.subscribe((event) => launcher.handle(event));
   const dispatchDeps: DispatchDeps = { store, bus, reader, policy: options.policy, allowPaths: settings.allowPaths };
@@ -115,13 +115,14 @@ export function createLocalSystem(options: LocalSystemOptions) {
 export type LocalSystem = ReturnType<typeof createLocalSystem>;
 
 /** Parses Python source with the interpreter the jobs use; the first error as a sentence. */
-export function pythonSyntaxError(python: string, source: Buffer): Promise<string | undefined> {
+/** Parses a recipe with the local interpreter, so that a syntax error is one answer, not one failure per FOV. */
+function checkPythonSyntax(python: string, source: Buffer): Promise<Result<void>> {
   const program = 'import ast, sys\ntry:\n    ast.parse(sys.stdin.buffer.read())\nexcept SyntaxError as e:\n    print("%s at line %s" % (e.msg, e.lineno))\n    sys.exit(1)\n';
   return new Promise((resolve) => {
     const child = execFile(python, ['-c', program], { timeout: 10_000 }, (error, stdout) => {
       // An interpreter that cannot start is not the recipe's fault: the jobs will say so.
       const found = /^(.+ at line \d+)$/m.exec(stdout);
-      resolve(error && (error as { code?: unknown }).code === 1 && found ? `Python reports a syntax error: ${found[1]}` : undefined);
+      resolve(error && (error as { code?: unknown }).code === 1 && found ? refuse(`Python reports a syntax error: ${found[1]}`) : passed);
     });
     child.stdin?.end(source);
   });

@@ -80,16 +80,16 @@ export function createSlackApp(options: SlackAppOptions): App {
     const caller = callerOf(command);
     const parsed = parseCommand(command.text);
     if (!parsed.ok) {
-      await ack(ephemeralResponse(errorMessage(parsed.error)));
+      await ack(ephemeralResponse(errorMessage(parsed.reason)));
       return;
     }
-    if (READS_STORE.has(parsed.command.name)) {
+    if (READS_STORE.has(parsed.value.name)) {
       await ack();
       let answer: Answer;
       try {
-        answer = await execute(deps, parsed.command, caller);
+        answer = await execute(deps, parsed.value, caller);
       } catch (error) {
-        logger.error(`starfish ${parsed.command.name} failed: ${(error as Error).message}`);
+        logger.error(`starfish ${parsed.value.name} failed: ${(error as Error).message}`);
         answer = { message: errorMessage(`starfish could not read the runs just now (${(error as Error).message}). Try again in a minute.`), refused: true };
       }
       await respond(ephemeralResponse(answer.message));
@@ -97,10 +97,10 @@ export function createSlackApp(options: SlackAppOptions): App {
     }
     let answer: Answer;
     try {
-      answer = await execute(deps, parsed.command, caller);
+      answer = await execute(deps, parsed.value, caller);
     } catch (error) {
-      logger.error(`starfish ${parsed.command.name} failed: ${(error as Error).message}`);
-      answer = { message: handOverFailed(`/starfish ${parsed.command.name}`), refused: true };
+      logger.error(`starfish ${parsed.value.name} failed: ${(error as Error).message}`);
+      answer = { message: handOverFailed(`/starfish ${parsed.value.name}`), refused: true };
     }
     await ack(ephemeralResponse(answer.message));
   });

@@ -11,7 +11,7 @@ import { parsePolicy } from '../../src/run/policy.js';
 import { listManifests, loadManifest } from '../../src/run/manifest-store.js';
 import { REPO_ROOT } from '../../src/local/process-executor.js';
 
-export const PYTHON = existsSync('/usr/bin/python3') ? '/usr/bin/python3' : 'python3';
+const PYTHON = existsSync('/usr/bin/python3') ? '/usr/bin/python3' : 'python3';
 export const NUMPY_RECIPE = path.join(REPO_ROOT, 'examples/recipes/iss_numpy.py');
 
 export async function tempDir(prefix: string): Promise<string> {
