@@ -24,7 +24,7 @@ describe('BatchExecutor', () => {
   afterEach(() => batch.mock.restore());
 
   it('submits an array job with the queue ARN, job definition, environment, tags and the Spot retry strategy', async () => {
-    const job = await executor().submitFovs(spec, { name: 'starfish-261125-k3f9-fov', size: 2, environment: { STARFISH_FOV_OFFSET: '0', STARFISH_RUN_ID: '261125-k3f9' } });
+    const job = await executor().submitFovs(spec, { name: 'starfish-261125-k3f9-fov', size: 2, environment: { STARFISH_FOVS: '0-1', STARFISH_RUN_ID: '261125-k3f9' } });
     expect(job.jobName).toBe('starfish-261125-k3f9-fov');
     expect(batch.mock.commandCalls(SubmitJobCommand)[0]!.args[0].input).toEqual({
       jobName: 'starfish-261125-k3f9-fov',
@@ -33,7 +33,7 @@ describe('BatchExecutor', () => {
       arrayProperties: { size: 2 },
       containerOverrides: {
         environment: [
-          { name: 'STARFISH_FOV_OFFSET', value: '0' },
+          { name: 'STARFISH_FOVS', value: '0-1' },
           { name: 'STARFISH_RUN_ID', value: '261125-k3f9' },
         ],
       },
@@ -83,7 +83,7 @@ describe('BatchExecutor', () => {
   });
 
   it('submits the merge with its job definition and a plain dependency on each array (no N_TO_N)', async () => {
-    await executor().submitMerge(spec, { name: 'starfish-261125-k3f9-merge', environment: { STARFISH_EXPECTED_FOVS: '0-9' } }, ['a1', 'a2']);
+    await executor().submitMerge(spec, { name: 'starfish-261125-k3f9-merge', environment: { STARFISH_FOVS: '0-9' } }, ['a1', 'a2']);
     const input = batch.mock.commandCalls(SubmitJobCommand)[0]!.args[0].input;
     expect(input.jobDefinition).toBe('starfish-merge-results');
     expect(input.dependsOn).toEqual([{ jobId: 'a1' }, { jobId: 'a2' }]);
