@@ -11,11 +11,18 @@ import type { BatchJobEvent } from './run/batch-event.js';
 export interface StoredObject {
   body: Buffer;
   etag: string;
+  /** Set when the object is larger than the `maxBytes` asked for; `body` then holds only that much. */
+  tooLarge?: boolean;
+}
+
+/** For objects a job wrote: read at most this much, so that a hostile job cannot exhaust memory. */
+export interface GetOptions {
+  maxBytes?: number;
 }
 
 /** Objects under keys like `runs/<id>/run.json`. */
 export interface Store {
-  get(key: string): Promise<StoredObject | undefined>;
+  get(key: string, options?: GetOptions): Promise<StoredObject | undefined>;
   put(key: string, body: Buffer | string): Promise<{ etag: string }>;
   /** Writes only if nothing exists at key: 'exists' means another writer won. */
   createIfAbsent(key: string, body: Buffer | string): Promise<{ etag: string } | 'exists'>;

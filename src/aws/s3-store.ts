@@ -10,7 +10,7 @@ import {
   PutObjectCommand,
   type S3Client,
 } from '@aws-sdk/client-s3';
-import type { Store, StoredObject } from '../ports.js';
+import type { GetOptions, Store, StoredObject } from '../ports.js';
 
 /** S3 refuses presigned URLs that live longer than 7 days (SigV4). */
 export const MAX_DOWNLOAD_EXPIRY_SECONDS = 604_800;
@@ -108,10 +108,15 @@ export class S3Store implements Store {
     return `${this.prefix}${key}`;
   }
 
-  async get(key: string): Promise<StoredObject | undefined> {
+  async get(key: string, options: GetOptions = {}): Promise<StoredObject | undefined> {
+    const { maxBytes } = options;
     try {
-      const out = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: this.keyOf(key) }));
-      return { body: await bodyBytes(out.Body), etag: out.ETag ?? '' };
+      // One byte more than allowed tells a too-large object from one exactly at the limit.
+      const range = maxBytes === undefined ? {} : { Range: `bytes=0-${maxBytes}` };
+      const out = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: this.keyOf(key), ...range }));
+      const body = await bodyBytes(out.Body);
+      if (maxBytes !== undefined && body.length > maxBytes) return { body: body.subarray(0, maxBytes), etag: out.ETag ?? '', tooLarge: true };
+      return { body, etag: out.ETag ?? '' };
     } catch (error) {
       if (isNotFound(error)) return undefined;
       throw error;

@@ -11,6 +11,7 @@ import { fovOfChild } from '../run/plan.js';
 import { resultsSummarySchema, type ResultsSummary } from '../run/results.js';
 import type { JobDescription } from '../ports.js';
 import type { Fact, MergeOutcome, ObservedFailure } from './types.js';
+import { ok, refuse, type Result } from '../result.js';
 
 type Deps = Pick<CoreDeps, 'store' | 'executor' | 'clock' | 'settings'>;
 type BatchFact = Extract<Fact, { type: 'batch' }>;
@@ -26,7 +27,11 @@ export async function factFromEvents(deps: Deps, m: RunManifest, current: Submis
   }
   const merges = events.flatMap((e) => mergeOutcome(deps, current, e.detail, logStreamOf(e), failureReasonOf(e)));
   const arrays = TERMINAL.has(m.status) ? [] : await deps.executor.describe(current.arrays.map((a) => a.jobId));
-  return withSummary(deps, m.runId, current, { type: 'batch', round: current.round, arrays, failures, merges });
+  // An ended array that counts more failures than are known lost some child events: ask Batch
+  // which, so that every failed FOV is reported even when the run ends before a reconcile.
+  const known = [...m.failures, ...failures.map((f) => ({ ...f, reported: false }))];
+  const lost = await lostFailures(deps, { ...m, failures: known }, current, arrays);
+  return withSummary(deps, m.runId, current, { type: 'batch', round: current.round, arrays, failures: [...failures, ...lost], merges });
 }
 
 /** From DescribeJobs of every job of the round: the reconciler's view when events were lost. */
@@ -91,16 +96,31 @@ async function lostFailures(deps: Deps, m: RunManifest, current: Submission, arr
   return out;
 }
 
-/** process-fov writes its one-line reason next to the output; Batch only knows the exit code. */
+/** A job writes these objects: read no more than this of them. */
+const MAX_REASON_BYTES = 4096;
+const MAX_SUMMARY_BYTES = 16 * 2 ** 20;
+const MAX_REASON_CHARS = 500;
+
+/**
+ * process-fov writes its one-line reason next to the output; Batch only knows the exit code. The
+ * job wrote it, so it is only ever shown (capped here, escaped where it is posted), never decided on.
+ */
 async function reasonFromOutput(deps: Deps, runId: string, fov: number): Promise<string | undefined> {
-  const object = await deps.store.get(runKeys(runId).fovErrorReason(fov)).catch(() => undefined);
-  if (!object) return undefined;
+  const object = await deps.store.get(runKeys(runId).fovErrorReason(fov), { maxBytes: MAX_REASON_BYTES }).catch(() => undefined);
+  if (!object || object.tooLarge) return undefined;
   try {
     const reason = (JSON.parse(object.body.toString('utf8')) as { reason?: unknown }).reason;
-    return typeof reason === 'string' ? reason : undefined;
+    return typeof reason === 'string' && reason.trim() ? plainText(reason, MAX_REASON_CHARS) : undefined;
   } catch {
     return undefined;
   }
+}
+
+/** One line of printable text, at most `max` characters. */
+function plainText(text: string, max: number): string {
+  // eslint-disable-next-line no-control-regex -- control characters are exactly what is removed
+  const line = text.replace(/[\u0000-\u001f\u007f-\u009f\u200b-\u200f\u202a-\u202e\u2066-\u2069]+/g, ' ').trim();
+  return line.length > max ? `${line.slice(0, max - 1)}…` : line;
 }
 
 /** Adds results/summary.json when the merge that ends the round succeeded. */
@@ -111,8 +131,22 @@ async function withSummary(deps: Deps, runId: string, current: Submission, fact:
   return { ...fact, summary: await readSummary(deps, runId) };
 }
 
-async function readSummary(deps: Deps, runId: string): Promise<ResultsSummary> {
-  const object = await deps.store.get(runKeys(runId).summaryJson);
-  if (!object) throw new Error(`run ${runId}: the merge succeeded but results/summary.json is missing`);
-  return resultsSummarySchema.parse(JSON.parse(object.body.toString('utf8')));
+/**
+ * The merge job wrote summary.json: it is read with a size cap and validated, and a summary that
+ * fails either is reported as such; the run's state comes from Batch either way.
+ */
+async function readSummary(deps: Deps, runId: string): Promise<Result<ResultsSummary>> {
+  const object = await deps.store.get(runKeys(runId).summaryJson, { maxBytes: MAX_SUMMARY_BYTES });
+  if (!object) return refuse('results/summary.json is missing');
+  if (object.tooLarge) return refuse(`results/summary.json is larger than ${MAX_SUMMARY_BYTES / 2 ** 20} MiB`);
+  let json: unknown;
+  try {
+    json = JSON.parse(object.body.toString('utf8'));
+  } catch {
+    return refuse('results/summary.json is not valid JSON');
+  }
+  const parsed = resultsSummarySchema.safeParse(json);
+  if (parsed.success) return ok(parsed.data);
+  const issue = parsed.error.issues[0];
+  return refuse(`results/summary.json does not have the shape merge-results writes (${plainText(`${issue?.path.join('.')}: ${issue?.message}`, 200)})`);
 }

@@ -87,7 +87,9 @@ function retry(m: RunManifest, by: string): Decision {
   if (!m.submissions.length) {
     return { next: undefined, effects: [answer(`Run ${m.runId} never started (${m.statusReason ?? 'nothing was submitted'}); start a new run with /starfish run.`)] };
   }
-  const failed = m.results?.fovsMissing.length ? m.results.fovsMissing : m.failures.map((f) => f.fov);
+  // What Batch reported failed in the last round, never what a job wrote.
+  const lastRound = m.submissions.at(-1)!.round;
+  const failed = m.failures.filter((f) => f.round === lastRound).map((f) => f.fov);
   // A run that failed before any FOV ran (e.g. the merge itself failed) is retried whole.
   const fovs = failed.length ? formatRanges(failed) : m.plan.fovs;
   const count = expandRanges(fovs).length;

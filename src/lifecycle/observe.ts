@@ -6,9 +6,10 @@
  */
 import { TERMINAL, type Progress, type RunManifest, type RunStatus, type Submission } from '../run/manifest.js';
 import type { ResultsSummary } from '../run/results.js';
+import type { Result } from '../result.js';
 import type { JobDescription } from '../ports.js';
 import { reasonWithoutFov } from '../messages/blocks.js';
-import type { DecideContext, Decision, Effect, Fact, MergeOutcome } from './types.js';
+import { DELIVERIES, type DecideContext, type Decision, type Effect, type Fact, type MergeOutcome } from './types.js';
 
 type BatchFact = Extract<Fact, { type: 'batch' }>;
 
@@ -56,9 +57,10 @@ export function observeBatch(m: RunManifest, f: BatchFact, ctx: DecideContext): 
   const current = following(m, ctx.now);
   if (!current) return { next: undefined, effects: [] };
   const r = roundOf(m, current, f);
-  const summary = r.finalMerge?.status === 'SUCCEEDED' ? f.summary : undefined;
+  const read = r.finalMerge?.status === 'SUCCEEDED' ? f.summary : undefined;
   const next = structuredClone(m);
-  applyObservations(next, m, f, r, summary, ctx.now);
+  applyObservations(next, m, f, r, read, ctx.now);
+  const summary = read ? shownSummary(next, r.current.round, read) : undefined;
   const effects: Effect[] = r.salvageDue ? [{ type: 'submit-salvage', round: r.current.round }] : [];
   effects.push(...claimDeliveries(next, m, r, summary, ctx), ...claimStuckWarning(next, f, ctx.now));
   const changed = JSON.stringify(next) !== JSON.stringify(m);
@@ -66,7 +68,7 @@ export function observeBatch(m: RunManifest, f: BatchFact, ctx: DecideContext): 
 }
 
 /** Status, progress, failures and results, from what Batch said. */
-function applyObservations(next: RunManifest, m: RunManifest, f: BatchFact, r: Round, summary: ResultsSummary | undefined, now: number): void {
+function applyObservations(next: RunManifest, m: RunManifest, f: BatchFact, r: Round, summary: Result<ResultsSummary> | undefined, now: number): void {
   const sub = next.submissions.find((s) => s.round === r.current.round);
   // A salvage merge whose submitter died before recording it is known by its name.
   if (sub && !sub.salvageMerge && r.salvageSeen) sub.salvageMerge = { jobId: r.salvageSeen.jobId, jobName: r.salvageSeen.jobName };
@@ -80,9 +82,9 @@ function applyObservations(next: RunManifest, m: RunManifest, f: BatchFact, r: R
   // Two notifiers may read Batch at different moments: never step progress backwards.
   const keep = TERMINAL.has(m.status) || (m.progress.total === r.progress.total && doneOf(m.progress) > doneOf(r.progress));
   next.progress = keep ? m.progress : r.progress;
-  next.status = statusOf(m.status, r, summary);
+  next.status = statusOf(m.status, r, summary !== undefined);
   if (r.finalMerge?.status === 'FAILED') next.statusReason = failedReason(next, r.current.round, r.finalMerge).reason;
-  if (summary) next.results = resultsOf(summary);
+  if (summary) next.results = resultsOf(shownSummary(next, r.current.round, summary).summary);
 }
 
 /** Why a run whose final merge failed has failed; no log link when the FOVs are the story. */
@@ -95,19 +97,53 @@ function failedReason(m: RunManifest, round: number, merge: MergeOutcome): { rea
   return { reason: `the merge job failed: ${merge.reason}`, logLink: merge.logLink };
 }
 
+const MAX_GENES_SHOWN = 200;
+const MAX_GENE_CHARS = 64;
+
+/**
+ * The summary as shown: which FOVs are missing is what Batch says (failures of the round), never
+ * what the merge job wrote; spot counts come from the job's summary (validated), gene names
+ * capped, at most the top genes. An unusable summary shows no spots and says why.
+ */
+function shownSummary(m: RunManifest, round: number, read: Result<ResultsSummary>): { summary: ResultsSummary; problem?: string } {
+  const missing = [...new Set(m.failures.filter((x) => x.round === round).map((x) => x.fov))].sort((a, b) => a - b);
+  const expected = m.plan.fovCount;
+  const counts = read.ok ? read.value.counts_per_gene : {};
+  const genes = Object.entries(counts)
+    .sort((a, b) => b[1] - a[1])
+    .slice(0, MAX_GENES_SHOWN)
+    .map(([gene, count]): [string, number] => [shortGene(gene), count]);
+  if (new Set(genes.map(([g]) => g)).size < genes.length) genes.forEach((g, i) => (g[0] = `${g[0].slice(0, MAX_GENE_CHARS - 6)}#${i + 1}`));
+  const summary: ResultsSummary = {
+    fovs_expected: expected,
+    fovs_processed: Math.max(0, expected - missing.length),
+    fovs_missing: missing,
+    failures: {},
+    spots_total: read.ok ? read.value.spots_total : 0,
+    spots_per_fov: {},
+    counts_per_gene: Object.fromEntries(genes),
+  };
+  return read.ok ? { summary } : { summary, problem: read.reason };
+}
+
+/** A gene name at most MAX_GENE_CHARS long; its start and end are kept, as names differ at either. */
+function shortGene(gene: string): string {
+  if (gene.length <= MAX_GENE_CHARS) return gene;
+  const tail = 16;
+  return `${gene.slice(0, MAX_GENE_CHARS - tail - 1)}…${gene.slice(-tail)}`;
+}
+
 function resultsOf(summary: ResultsSummary): NonNullable<RunManifest['results']> {
   return {
     spotsTotal: summary.spots_total,
     fovsProcessed: summary.fovs_processed,
     fovsMissing: summary.fovs_missing,
-    topGenes: Object.entries(summary.counts_per_gene)
-      .sort((a, b) => b[1] - a[1])
-      .slice(0, 20),
+    topGenes: Object.entries(summary.counts_per_gene).slice(0, 20),
   };
 }
 
 /** Claims in `next` what must be sent now; returns the effects that send it. */
-function claimDeliveries(next: RunManifest, m: RunManifest, r: Round, summary: ResultsSummary | undefined, ctx: DecideContext): Effect[] {
+function claimDeliveries(next: RunManifest, m: RunManifest, r: Round, summary: Shown | undefined, ctx: DecideContext): Effect[] {
   const terminal = TERMINAL.has(next.status);
   const effects: Effect[] = [];
   const progress = claimProgress(next, m, terminal, ctx);
@@ -124,12 +160,14 @@ function claimDeliveries(next: RunManifest, m: RunManifest, r: Round, summary: R
     next.notify.picturePending = false;
     effects.push({ type: 'picture' });
   }
-  if (ending || effects.some((e) => e.type === 'picture')) next.notify.deliveringSince = ctx.now;
+  if (effects.some((e) => DELIVERIES.has(e.type))) next.notify.deliveringSince = ctx.now;
   return effects;
 }
 
-function endingOf(m: RunManifest, r: Round, summary: ResultsSummary | undefined): Effect | undefined {
-  if (summary) return { type: 'results', summary };
+type Shown = ReturnType<typeof shownSummary>;
+
+function endingOf(m: RunManifest, r: Round, summary: Shown | undefined): Effect | undefined {
+  if (summary) return { type: 'results', summary: summary.summary, problem: summary.problem };
   if (m.status !== 'failed' || r.finalMerge?.status !== 'FAILED') return undefined;
   return { type: 'failed-run', ...failedReason(m, r.current.round, r.finalMerge) };
 }
@@ -187,9 +225,10 @@ function progressOf(current: Submission, descriptions: JobDescription[], previou
   return p;
 }
 
-function statusOf(current: RunStatus, r: Round, summary: ResultsSummary | undefined): RunStatus {
+/** Batch decides: the salvage merge runs only after FOVs failed, so its success is a partial one. */
+function statusOf(current: RunStatus, r: Round, summaryRead: boolean): RunStatus {
   const merge = r.finalMerge?.status;
-  if (merge === 'SUCCEEDED' && summary) return summary.fovs_missing.length ? 'partially-failed' : 'succeeded';
+  if (merge === 'SUCCEEDED' && summaryRead) return r.finalMerge?.salvage ? 'partially-failed' : 'succeeded';
   if (merge === 'FAILED') return 'failed';
   if (TERMINAL.has(current)) return current;
   if (r.arraysDone) return 'merging';

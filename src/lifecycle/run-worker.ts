@@ -8,11 +8,12 @@ import { updateManifest } from '../run/manifest-store.js';
 import { readClaim } from '../run/claims.js';
 import { runKeys } from '../run/layout.js';
 import type { RunManifest } from '../run/manifest.js';
+import { escapeMrkdwn } from '../messages/message.js';
 import { errorMessage, failedRunMessage, failureDigest, noticeMessage, resultsMessage, rootMessage } from '../messages/blocks.js';
 import { decide } from './decide.js';
 import { giveBack } from './observe.js';
 import { roundClaimKey, submitRound, submitSalvage } from './submit.js';
-import type { Decision, Effect, Fact } from './types.js';
+import { DELIVERIES, type Decision, type Effect, type Fact } from './types.js';
 
 /** Whoever brought a fact by a command or a click, for the answers meant for them only. */
 export interface Asker {
@@ -35,7 +36,7 @@ export class RunWorker {
       return decision.next;
     });
     await this.perform(after, decision.effects, asker);
-    if (decision.effects.some((e) => e.type === 'results' || e.type === 'picture')) {
+    if (decision.effects.some((e) => DELIVERIES.has(e.type))) {
       return this.apply(runId, { type: 'delivered', since: now });
     }
     return after;
@@ -92,7 +93,9 @@ export class RunWorker {
       case 'digest':
         return void (await chat.reply(ref, failureDigest(m.runId, effect.failures, effect.roundFailed)));
       case 'results':
-        return void (await chat.reply(ref, resultsMessage(m, effect.summary, await this.resultLinks(m.runId))));
+        await chat.reply(ref, resultsMessage(m, effect.summary, await this.resultLinks(m.runId)));
+        if (effect.problem) await chat.reply(ref, noticeMessage(`:warning: The merge of run ${m.runId} succeeded but its summary cannot be shown: ${escapeMrkdwn(effect.problem)}. The files are linked above.`));
+        return;
       case 'failed-run':
         return void (await chat.reply(ref, failedRunMessage(m.runId, effect.reason, effect.logLink)));
       case 'picture': {

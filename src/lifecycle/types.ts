@@ -7,6 +7,7 @@ import type { Settings } from '../core.js';
 import type { JobDescription } from '../ports.js';
 import type { FovFailure, RunManifest, Submission } from '../run/manifest.js';
 import type { ResultsSummary } from '../run/results.js';
+import type { Result } from '../result.js';
 
 /** A merge job's end, known by its name (run, round, salvage) even before its id is recorded. */
 export interface MergeOutcome {
@@ -30,8 +31,8 @@ export type Fact =
       arrays: JobDescription[];
       failures: ObservedFailure[];
       merges: MergeOutcome[];
-      /** results/summary.json, validated, when the round's final merge succeeded. */
-      summary?: ResultsSummary;
+      /** results/summary.json (written by a job: size-capped and validated, or why not) when the round's final merge succeeded. */
+      summary?: Result<ResultsSummary>;
       /** A job of the round waiting in RUNNABLE longer than the stuck threshold. */
       stuck?: { minutes: number; reason?: string };
     }
@@ -53,7 +54,8 @@ export type Effect =
   /** Redraw the run's root message. `restore` is the progress claim to give back if it fails. */
   | { type: 'update-root'; restore?: { key?: string | undefined; at?: number | undefined } }
   | { type: 'digest'; failures: FovFailure[]; roundFailed: number; restoreAt?: number | undefined }
-  | { type: 'results'; summary: ResultsSummary }
+  /** `summary` as shown: Batch's FOV counts, the job's spot counts; `problem` when summary.json was unusable. */
+  | { type: 'results'; summary: ResultsSummary; problem?: string | undefined }
   | { type: 'failed-run'; reason: string; logLink?: string | undefined }
   | { type: 'picture' }
   | { type: 'notice'; text: string; tone?: 'error' }
@@ -65,6 +67,9 @@ export type Effect =
   | { type: 'terminate'; jobIds: string[]; reason: string; pendingRound?: number }
   /** An answer to whoever brought the fact (ephemeral): a refusal or a "nothing to do". */
   | { type: 'answer'; text: string };
+
+/** Effects whose delivery is claimed with `deliveringSince` and confirmed by a `delivered` fact. */
+export const DELIVERIES: ReadonlySet<Effect['type']> = new Set(['results', 'failed-run', 'picture']);
 
 export interface DecideContext {
   now: number;

@@ -7,7 +7,7 @@ import { createHash, randomUUID } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import lockfile from 'proper-lockfile';
-import type { Store, StoredObject } from '../ports.js';
+import type { GetOptions, Store, StoredObject } from '../ports.js';
 
 const etagOf = (body: Buffer) => createHash('md5').update(body).digest('hex');
 
@@ -28,13 +28,27 @@ export class DirectoryStore implements Store {
     return tmp;
   }
 
-  async get(key: string): Promise<StoredObject | undefined> {
+  async get(key: string, options: GetOptions = {}): Promise<StoredObject | undefined> {
     try {
+      if (options.maxBytes !== undefined) return await this.getAtMost(key, options.maxBytes);
       const body = await fs.readFile(this.pathOf(key));
       return { body, etag: etagOf(body) };
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
       throw error;
+    }
+  }
+
+  /** Reads one byte more than allowed, to tell a too-large object from one at the limit. */
+  private async getAtMost(key: string, maxBytes: number): Promise<StoredObject> {
+    const file = await fs.open(this.pathOf(key), 'r');
+    try {
+      const buffer = Buffer.alloc(maxBytes + 1);
+      const { bytesRead } = await file.read(buffer, 0, maxBytes + 1, 0);
+      const body = buffer.subarray(0, Math.min(bytesRead, maxBytes));
+      return bytesRead > maxBytes ? { body, etag: etagOf(body), tooLarge: true } : { body, etag: etagOf(body) };
+    } finally {
+      await file.close();
     }
   }
 

@@ -15,9 +15,11 @@ const etag = (b: Buffer) => createHash('md5').update(b).digest('hex');
 
 export class MemoryStore implements Store {
   readonly objects = new Map<string, Buffer>();
-  async get(key: string): Promise<StoredObject | undefined> {
+  async get(key: string, options: { maxBytes?: number } = {}): Promise<StoredObject | undefined> {
     const body = this.objects.get(key);
-    return body ? { body, etag: etag(body) } : undefined;
+    if (!body) return undefined;
+    const max = options.maxBytes ?? Infinity;
+    return body.length > max ? { body: body.subarray(0, max), etag: etag(body), tooLarge: true } : { body, etag: etag(body) };
   }
   async put(key: string, body: Buffer | string) {
     const b = Buffer.from(body);

@@ -11,12 +11,13 @@ import fc from 'fast-check';
 import { decide } from '../../src/lifecycle/decide.js';
 import { giveBack } from '../../src/lifecycle/observe.js';
 import { newManifest } from '../../src/lifecycle/new-run.js';
-import type { Effect, Fact, MergeOutcome, ObservedFailure } from '../../src/lifecycle/types.js';
+import { DELIVERIES, type Effect, type Fact, type MergeOutcome, type ObservedFailure } from '../../src/lifecycle/types.js';
 import type { FovFailure, RunManifest, Submission } from '../../src/run/manifest.js';
 import { makePlan, planUnits, fovOfChild } from '../../src/run/plan.js';
 import { expandRanges } from '../../src/run/fov-ranges.js';
 import { parsePolicy } from '../../src/run/policy.js';
 import { jobName } from '../../src/run/batch-event.js';
+import { ok } from '../../src/result.js';
 import type { JobDescription } from '../../src/ports.js';
 
 const SETTINGS = { progressIntervalMs: 60_000, digestIntervalMs: 300_000 };
@@ -110,7 +111,7 @@ class World {
       if (CHAT.has(effect.type)) {
         expectClaimHeld(this.m, effect);
         this.sent.push({ effect, manifest: this.m });
-        delivered ||= effect.type === 'results' || effect.type === 'picture';
+        delivered ||= DELIVERIES.has(effect.type);
       } else this.perform(effect);
     }
     if (delivered) this.apply({ type: 'delivered', since: this.now });
@@ -189,14 +190,30 @@ class World {
       }
     }
     const arrays: JobDescription[] = r.submission.arrays.map((a) => describeArray(a, r));
+    failures.push(...this.askedFailures(r, arrays, failures));
     const merges: MergeOutcome[] = [];
     const round = r.submission.round;
     if (r.merge) merges.push({ salvage: false, status: r.merge, reason: r.merge === 'FAILED' ? 'Dependent Job failed' : 'Essential container in task exited', ...r.submission.merge! });
     if (r.salvage?.status) merges.push({ salvage: true, status: r.salvage.status, reason: 'no FOV tables', jobId: r.salvage.jobId, jobName: r.salvage.jobName });
     const fact: Fact = { type: 'batch', round, arrays, failures, merges };
     const final = r.salvage?.status ?? r.merge;
-    if (final === 'SUCCEEDED') fact.summary = this.summary();
+    if (final === 'SUCCEEDED') fact.summary = ok(this.summary());
     return fact;
+  }
+
+  /** As the notifier does: an ended array counting more failures than are known is asked which. */
+  private askedFailures(r: RoundTruth, arrays: JobDescription[], seen: ObservedFailure[]): ObservedFailure[] {
+    const out: ObservedFailure[] = [];
+    for (const [k, a] of arrays.entries()) {
+      const known = new Set([...this.m.failures, ...seen].filter((x) => x.round === r.submission.round).map((x) => x.fov));
+      const children = r.submission.arrays[k]!;
+      const failedHere = Array.from({ length: children.unit.size }, (_, i) => fovOfChild(children.unit, i)!).filter((f) => r.children.get(f) === 'failed');
+      const ended = a.status === 'FAILED' || a.status === 'SUCCEEDED';
+      if (ended && failedHere.some((f) => !known.has(f))) {
+        out.push(...failedHere.map((fov) => ({ fov, round: r.submission.round, jobId: `${children.jobId}:${fov}`, reason: 'Essential container in task exited' })));
+      }
+    }
+    return out;
   }
 
   private summary() {
@@ -343,6 +360,15 @@ describe('lifecycle model', () => {
     const done = w.m.progress.succeeded;
     w.run({ kind: 'observe', stale: true, keepFailures: 255, duplicate: false });
     expect(w.m.progress.succeeded).toBe(done);
+  });
+
+  it('a failed run is announced once, however long the reconciler keeps looking (found by the model)', () => {
+    const advance = (steps: number): Action => ({ kind: 'advance', pick: 0, steps });
+    const look: Action = { kind: 'observe', stale: false, keepFailures: 0, duplicate: false };
+    const w = play({ fovs: 1, failing: [0], approval: false, actions: [advance(2), look, advance(1), look, { kind: 'tick', minutes: 11 }] });
+    expect(w.m.status).toBe('failed');
+    expect(w.sent.filter((x) => x.effect.type === 'failed-run')).toHaveLength(1);
+    expect(w.m.notify.deliveringSince).toBeUndefined();
   });
 
   it('fifty concurrent approvals submit once and answer every other approver', () => {

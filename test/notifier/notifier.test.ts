@@ -172,15 +172,27 @@ describe('reconciler', () => {
     const { run, events } = await scenario();
     const array = run.batch.byName(/-fov$/);
     run.batch.failed.set(array.jobId, new Map(FAILING.map((i) => [i, `process-fov: FOV ${i}: recipe raised ValueError`])));
-    await run.notifier.handleBatch(events.filter((e) => e.detail.status !== 'FAILED'));
+    // While the array still runs, the notifier cannot know of failures whose events were lost.
+    run.batch.set(array, 'RUNNING', { SUCCEEDED: 16, RUNNING: 4 });
+    await run.notifier.handleBatch(events.filter((e) => e.detail.status !== 'FAILED' && !e.detail.jobName.endsWith('-merge')));
     expect((await run.manifest()).failures).toEqual([]);
 
+    run.batch.set(array, 'FAILED', { SUCCEEDED: 18, FAILED: 2 });
     await run.reconciler.run();
     const m = await run.manifest();
     expect(m.failures.map((f) => f.fov).sort((a, b) => a - b)).toEqual(FAILING);
     expect(m.failures.every((f) => f.logLink?.includes('log-events/process-fov$252Fdefault$252F'))).toBe(true);
     expect((await outcome(run)).digestFovs).toEqual(FAILING);
     await run.reconciler.run();
+    expect((await outcome(run)).digestFovs).toEqual(FAILING);
+  });
+
+  it('asks Batch which FOVs failed when an ended array counts failures whose events were lost', async () => {
+    const { run, events } = await scenario();
+    const array = run.batch.byName(/-fov$/);
+    run.batch.failed.set(array.jobId, new Map(FAILING.map((i) => [i, `process-fov: FOV ${i}: recipe raised ValueError`])));
+    await run.notifier.handleBatch(events.filter((e) => !(e.detail.status === 'FAILED' && e.detail.arrayProperties?.index !== undefined)));
+    expect((await run.manifest()).failures.map((f) => f.fov).sort((a, b) => a - b)).toEqual(FAILING);
     expect((await outcome(run)).digestFovs).toEqual(FAILING);
   });
 
