@@ -25,6 +25,18 @@ describe('S3Store', () => {
     expect(store.locate('runs/a/run.json')).toBe('s3://results/starfish/runs/a/run.json');
   });
 
+  it('reads at most maxBytes of an object a job wrote, with a Range request, and says when it was larger', async () => {
+    const store = new S3Store({ client: client(), bucket: 'results' });
+    await store.put('outputs/a/results/summary.json', 'x'.repeat(100));
+    const capped = await store.get('outputs/a/results/summary.json', { maxBytes: 10 });
+    expect(s3.mock.commandCalls(GetObjectCommand).at(-1)!.args[0].input.Range).toBe('bytes=0-10');
+    expect(capped).toMatchObject({ tooLarge: true });
+    expect(capped!.body.length).toBe(10);
+    const whole = await store.get('outputs/a/results/summary.json', { maxBytes: 100 });
+    expect(whole!.tooLarge).toBeUndefined();
+    expect(whole!.body.length).toBe(100);
+  });
+
   it('createIfAbsent sends If-None-Match: * and maps 412 PreconditionFailed to "exists"', async () => {
     const store = new S3Store({ client: client(), bucket: 'results' });
     expect(await store.createIfAbsent('claims/x', 'one')).toEqual({ etag: expect.any(String) });

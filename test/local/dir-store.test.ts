@@ -14,6 +14,18 @@ afterEach(async () => {
 });
 
 describe('DirectoryStore', () => {
+  it('reads at most maxBytes of an object, and says when it was larger', async () => {
+    const store = new DirectoryStore(root);
+    await store.put('outputs/a/fovs/fov_001.error.json', 'y'.repeat(5_000));
+    const capped = await store.get('outputs/a/fovs/fov_001.error.json', { maxBytes: 4_096 });
+    expect(capped).toMatchObject({ tooLarge: true });
+    expect(capped!.body.length).toBe(4_096);
+    const whole = await store.get('outputs/a/fovs/fov_001.error.json', { maxBytes: 5_000 });
+    expect(whole!.tooLarge).toBeUndefined();
+    expect(whole!.body.toString()).toBe('y'.repeat(5_000));
+    expect(await store.get('outputs/a/missing', { maxBytes: 10 })).toBeUndefined();
+  });
+
   it('round-trips objects and lists them by prefix', async () => {
     const store = new DirectoryStore(root);
     await store.put('runs/a/run.json', '{"a":1}');
