@@ -12,6 +12,7 @@ import type { BatchClient, JobDetail, RetryStrategy, SubmitJobRequest } from '@a
 import type { ArraySpec, BatchStatus, Executor, JobDescription, StatusSummary, SubmitSpec, SubmittedJob, FailedChild } from '../ports.js';
 import type { Logger } from '../core.js';
 import { silentLogger } from '../core.js';
+import { parseJobName } from '../run/batch-event.js';
 
 const sdk = () => import('@aws-sdk/client-batch');
 
@@ -34,6 +35,17 @@ export const RETRY_STRATEGY: RetryStrategy = {
 };
 
 export const DEFAULT_LOG_GROUP = '/aws/batch/job';
+
+/**
+ * The tag every job this app submits carries. The events Lambda's IAM policy allows
+ * batch:TerminateJob only on jobs tagged with it (infra/stack.ts), and `cancel` checks it (with
+ * the job's name, run-id tag and queue) before each termination.
+ */
+export const APP_TAG = { key: 'starfish:app', value: 'starfish-chatops' } as const;
+const RUN_ID_TAG = 'starfish:run-id';
+const REQUESTER_TAG = 'starfish:requester';
+/** The tag keys SubmitJob sets, and the only ones the events Lambda may put on a job (infra/stack.ts). */
+export const JOB_TAG_KEYS = [APP_TAG.key, RUN_ID_TAG, REQUESTER_TAG] as const;
 
 const STATUSES: ReadonlySet<string> = new Set(['SUBMITTED', 'PENDING', 'RUNNABLE', 'STARTING', 'RUNNING', 'SUCCEEDED', 'FAILED']);
 const FINISHED: ReadonlySet<string> = new Set(['SUCCEEDED', 'FAILED']);
@@ -58,6 +70,8 @@ export interface BatchExecutorOptions {
   region: string;
   logGroup?: string;
   log?: Logger;
+  /** How long `cancel` waits before describing again the jobs DescribeJobs did not return yet (default 1000 ms). */
+  describeRetryMs?: number;
 }
 
 const chunks = <T>(items: T[], size: number): T[][] => {
@@ -65,6 +79,26 @@ const chunks = <T>(items: T[], size: number): T[][] => {
   for (let i = 0; i < items.length; i += size) out.push(items.slice(i, i + size));
   return out;
 };
+
+/** A job queue's name, from its ARN (`arn:aws:batch:<region>:<account>:job-queue/<name>`) or its name. */
+const queueName = (queue: string): string => queue.replace(/^arn:[^:]+:batch:[^:]*:[^:]*:job-queue\//, '');
+
+/**
+ * Why a job is not one this app submitted, or undefined when it is: a starfish job name
+ * (`starfish-<run-id>-…`, src/run/batch-event.ts), the app tag, a run-id tag naming the run in
+ * its name, and one of this deployment's queues. A job id planted in a claim fails at least one.
+ */
+function notOurs(d: JobDetail, queues: ReadonlySet<string>): string | undefined {
+  const identity = parseJobName(d.jobName ?? '');
+  if (!identity) return `its name ${JSON.stringify(d.jobName ?? '')} is not a starfish job name`;
+  const tags = d.tags ?? {};
+  if (tags[APP_TAG.key] !== APP_TAG.value) return `it is not tagged ${APP_TAG.key}=${APP_TAG.value}`;
+  if (tags[RUN_ID_TAG] !== identity.runId) return `its ${RUN_ID_TAG} tag (${tags[RUN_ID_TAG] ?? 'none'}) is not the run its name gives (${identity.runId})`;
+  if (!d.jobQueue || !queues.has(queueName(d.jobQueue))) return `its queue ${d.jobQueue ?? '(none)'} is not one of this deployment's queues`;
+  return undefined;
+}
+
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
 /**
  * When the job last changed state, as far as Batch says. A job waiting on dependencies enters
@@ -115,8 +149,9 @@ export class BatchExecutor implements Executor {
       jobQueue: this.queueOf(spec.queue),
       jobDefinition,
       containerOverrides: { environment: Object.entries(environment).map(([k, v]) => ({ name: k, value: v })) },
-      tags: { 'starfish:run-id': spec.runId, 'starfish:requester': spec.requester },
-      // The tags reach the ECS tasks too, so cost reports split by run and requester.
+      // The app tag is what IAM lets the app terminate; the run and requester tags map jobs back
+      // to runs and people. They reach the ECS tasks too, so cost reports split by run and requester.
+      tags: { [APP_TAG.key]: APP_TAG.value, [RUN_ID_TAG]: spec.runId, [REQUESTER_TAG]: spec.requester },
       propagateTags: true,
       retryStrategy: RETRY_STRATEGY,
     };
@@ -211,35 +246,70 @@ export class BatchExecutor implements Executor {
   }
 
   /**
+   * Describes the jobs, once more after a pause for those DescribeJobs does not return yet (a job
+   * just submitted may not be visible at once). Throws when Batch cannot be asked: nothing is
+   * terminated unchecked.
+   */
+  private async describeForCancel(ids: string[]): Promise<Map<string, JobDetail>> {
+    const byId = new Map<string, JobDetail>();
+    const add = (details: JobDetail[]) => details.forEach((d) => d.jobId && byId.set(d.jobId, d));
+    add(await this.describeRaw(ids));
+    const unseen = ids.filter((id) => !byId.has(id));
+    if (unseen.length) {
+      await sleep(this.options.describeRetryMs ?? 1000);
+      add(await this.describeRaw(unseen));
+    }
+    return byId;
+  }
+
+  /** The jobs `cancel` may terminate, and the ones it refuses with why (logged, never terminated). */
+  private vet(ids: string[], byId: Map<string, JobDetail>): { terminate: string[]; refused: string[] } {
+    const queues = new Set(Object.values(this.options.queues).map(queueName));
+    const terminate: string[] = [];
+    const refused: string[] = [];
+    for (const jobId of ids) {
+      const d = byId.get(jobId);
+      const why = d ? notOurs(d, queues) : 'DescribeJobs does not know it, so it cannot be checked';
+      if (why) {
+        this.log.error({ jobId, jobName: d?.jobName, jobQueue: d?.jobQueue, why }, 'refusing to terminate a job this app did not submit');
+        refused.push(`${jobId} (not terminated: ${why})`);
+      } else if (!FINISHED.has(d!.status ?? '')) {
+        terminate.push(jobId);
+      }
+    }
+    return { terminate, refused };
+  }
+
+  /**
    * Terminates the jobs (TerminateJob on an array parent terminates its children; on a pending
-   * merge it cancels it). Jobs already finished are skipped. Every job is tried; if any could
-   * not be terminated, throws naming them, so that no orphan goes unnoticed.
+   * merge it cancels it). Each job is first checked to be this app's (`notOurs`): a job id that
+   * is not, or that Batch does not know, is refused and logged, never terminated. Jobs already
+   * finished are skipped. Every job is tried; if any was refused or could not be terminated,
+   * throws naming them, so that no orphan (and no planted id) goes unnoticed.
    */
   async cancel(jobIds: string[], reason: string): Promise<void> {
     const ids = [...new Set(jobIds)];
     if (!ids.length) return;
-    let finished = new Set<string>();
+    let byId: Map<string, JobDetail>;
     try {
-      finished = new Set((await this.describeRaw(ids)).filter((d) => d.jobId && FINISHED.has(d.status ?? '')).map((d) => d.jobId!));
+      byId = await this.describeForCancel(ids);
     } catch (error) {
-      // Terminating a finished job is harmless; not terminating a running one is not.
-      this.log.warn({ err: (error as Error).message }, 'could not describe jobs before terminating them; terminating all');
+      throw new Error(`could not check ${ids.length} AWS Batch job(s) before terminating them, so none was terminated: ${(error as Error).message}`, { cause: error });
     }
+    const { terminate, refused } = this.vet(ids, byId);
     const { TerminateJobCommand } = await sdk();
     const client = await this.client();
     const clipped = reason.length > BATCH_LIMITS.maxReasonChars ? `${reason.slice(0, BATCH_LIMITS.maxReasonChars - 1)}…` : reason;
-    const failed: string[] = [];
+    const failed: string[] = [...refused];
     await Promise.all(
-      ids
-        .filter((id) => !finished.has(id))
-        .map(async (jobId) => {
-          try {
-            await client.send(new TerminateJobCommand({ jobId, reason: clipped }));
-          } catch (error) {
-            this.log.error({ jobId, err: (error as Error).message }, 'could not terminate job');
-            failed.push(`${jobId} (${(error as Error).message})`);
-          }
-        }),
+      terminate.map(async (jobId) => {
+        try {
+          await client.send(new TerminateJobCommand({ jobId, reason: clipped }));
+        } catch (error) {
+          this.log.error({ jobId, err: (error as Error).message }, 'could not terminate job');
+          failed.push(`${jobId} (${(error as Error).message})`);
+        }
+      }),
     );
     if (failed.length) throw new Error(`could not terminate ${failed.length} AWS Batch job(s): ${failed.join('; ')}`);
   }

@@ -1,7 +1,9 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { BatchClient, DescribeJobsCommand, ListJobsCommand, SubmitJobCommand, TerminateJobCommand, ClientException } from '@aws-sdk/client-batch';
-import { BatchExecutor, RETRY_STRATEGY, cloudWatchLogLink, consoleEscape } from '../../src/aws/batch-executor.js';
-import { CREDENTIALS, QUEUES, REGION, fakeBatch, type FakeBatch } from './helpers.js';
+import { APP_TAG, BatchExecutor, RETRY_STRATEGY, cloudWatchLogLink, consoleEscape } from '../../src/aws/batch-executor.js';
+import { jobName } from '../../src/run/batch-event.js';
+import type { Logger } from '../../src/core.js';
+import { CREDENTIALS, QUEUES, REGION, fakeBatch, plantJob, type FakeBatch } from './helpers.js';
 
 const spec = { runId: '261125-k3f9', requester: 'U012ABCDEF', queue: 'spot' };
 
@@ -12,9 +14,15 @@ function executor(options: Partial<ConstructorParameters<typeof BatchExecutor>[0
     fovJobDefinition: 'starfish-process-fov',
     mergeJobDefinition: 'starfish-merge-results',
     region: REGION,
+    describeRetryMs: 0,
     ...options,
   });
 }
+
+/** The jobs of one run as the launcher names them (src/run/batch-event.ts). */
+const fovName = (part?: number) => jobName(spec.runId, 'fov', 0, part);
+const mergeName = jobName(spec.runId, 'merge');
+const TAGS = { [APP_TAG.key]: APP_TAG.value, 'starfish:run-id': '261125-k3f9', 'starfish:requester': 'U012ABCDEF' };
 
 describe('BatchExecutor', () => {
   let batch: FakeBatch;
@@ -37,7 +45,7 @@ describe('BatchExecutor', () => {
           { name: 'STARFISH_RUN_ID', value: '261125-k3f9' },
         ],
       },
-      tags: { 'starfish:run-id': '261125-k3f9', 'starfish:requester': 'U012ABCDEF' },
+      tags: { 'starfish:app': 'starfish-chatops', 'starfish:run-id': '261125-k3f9', 'starfish:requester': 'U012ABCDEF' },
       propagateTags: true,
       retryStrategy: { attempts: 3, evaluateOnExit: [{ onStatusReason: 'Host EC2*', action: 'RETRY' }, { onStatusReason: 'Your Spot Task was interrupted*', action: 'RETRY' }, { onReason: '*', action: 'EXIT' }] },
     });
@@ -88,7 +96,7 @@ describe('BatchExecutor', () => {
     expect(input.jobDefinition).toBe('starfish-merge-results');
     expect(input.dependsOn).toEqual([{ jobId: 'a1' }, { jobId: 'a2' }]);
     expect(input.arrayProperties).toBeUndefined();
-    expect(input.tags).toEqual({ 'starfish:run-id': '261125-k3f9', 'starfish:requester': 'U012ABCDEF' });
+    expect(input.tags).toEqual(TAGS);
   });
 
   it('submits a salvage merge without dependsOn', async () => {
@@ -142,19 +150,19 @@ describe('BatchExecutor', () => {
 
   it('cancel terminates the array parents and the merge, skipping finished jobs', async () => {
     const ex = executor();
-    const a = await ex.submitFovs(spec, { name: 'a', size: 3, environment: {} });
-    const b = await ex.submitFovs(spec, { name: 'b', size: 3, environment: {} });
-    const m = await ex.submitMerge(spec, { name: 'm', environment: {} }, [a.jobId, b.jobId]);
+    const a = await ex.submitFovs(spec, { name: fovName(0), size: 3, environment: {} });
+    const b = await ex.submitFovs(spec, { name: fovName(1), size: 3, environment: {} });
+    const m = await ex.submitMerge(spec, { name: mergeName, environment: {} }, [a.jobId, b.jobId]);
     batch.set(b.jobId, { status: 'SUCCEEDED' });
-    await ex.cancel([a.jobId, b.jobId, m.jobId, 'not-yet-visible'], 'starfish: cancelled by U1');
-    expect(batch.terminated.map((t) => t.jobId).sort()).toEqual([a.jobId, m.jobId, 'not-yet-visible'].sort());
+    await ex.cancel([a.jobId, b.jobId, m.jobId], 'starfish: cancelled by U1');
+    expect(batch.terminated.map((t) => t.jobId).sort()).toEqual([a.jobId, m.jobId].sort());
     expect(batch.terminated.every((t) => t.reason === 'starfish: cancelled by U1')).toBe(true);
   });
 
   it('cancel tries every job and then throws naming the ones it could not terminate', async () => {
     const ex = executor();
-    const a = await ex.submitFovs(spec, { name: 'a', size: 3, environment: {} });
-    const b = await ex.submitFovs(spec, { name: 'b', size: 3, environment: {} });
+    const a = await ex.submitFovs(spec, { name: fovName(0), size: 3, environment: {} });
+    const b = await ex.submitFovs(spec, { name: fovName(1), size: 3, environment: {} });
     batch.mock.on(TerminateJobCommand, { jobId: a.jobId }).rejects(new ClientException({ message: 'boom', $metadata: { httpStatusCode: 400 } }));
     await expect(ex.cancel([a.jobId, b.jobId], 'r')).rejects.toThrow(`could not terminate 1 AWS Batch job(s): ${a.jobId} (boom)`);
     expect(batch.terminated.map((t) => t.jobId)).toEqual([b.jobId]);
@@ -162,11 +170,86 @@ describe('BatchExecutor', () => {
 
   it('clips a cancel reason to the 1,024 characters TerminateJob accepts', async () => {
     const ex = executor();
-    const a = await ex.submitFovs(spec, { name: 'a', size: 3, environment: {} });
+    const a = await ex.submitFovs(spec, { name: fovName(), size: 3, environment: {} });
     await ex.cancel([a.jobId], 'x'.repeat(2000));
     expect(batch.terminated[0]!.reason).toHaveLength(1024);
   });
+});
 
+describe('BatchExecutor.cancel against planted job ids (issue 11: terminate only jobs this app submitted)', () => {
+  let batch: FakeBatch;
+  beforeEach(() => {
+    batch = fakeBatch();
+  });
+  afterEach(() => batch.mock.restore());
+
+  /** One of our runs, with an array and a merge really submitted through the executor. */
+  async function ourRun(ex: BatchExecutor) {
+    const a = await ex.submitFovs(spec, { name: fovName(), size: 3, environment: {} });
+    const m = await ex.submitMerge(spec, { name: mergeName, environment: {} }, [a.jobId]);
+    return [a.jobId, m.jobId];
+  }
+
+  // Each foreign job differs from ours in one thing an attacker cannot fake from a planted id alone.
+  const FOREIGN: Array<[string, Parameters<typeof plantJob>[2]]> = [
+    ['another team’s job (no starfish name, no tags)', { jobName: 'nightly-etl', jobQueue: QUEUES.spot }],
+    ['a starfish-named job without the app tag', { jobName: fovName(), jobQueue: QUEUES.spot, tags: { 'starfish:run-id': spec.runId } }],
+    ['the app tag with another value', { jobName: fovName(), jobQueue: QUEUES.spot, tags: { ...TAGS, [APP_TAG.key]: 'someone-else' } }],
+    ['a run-id tag that is not the run in its name', { jobName: jobName('261125-zzzz', 'fov'), jobQueue: QUEUES.spot, tags: TAGS }],
+    ['all the right name and tags, on a queue of another deployment', { jobName: fovName(), jobQueue: `arn:aws:batch:${REGION}:123456789012:job-queue/other-stack-spot`, tags: TAGS }],
+  ];
+
+  it.each(FOREIGN)('refuses %s: logged, never terminated, and named in the error, while our own jobs are terminated', async (_what, detail) => {
+    const logged: Array<{ obj: object; msg?: string }> = [];
+    const log: Logger = { error: (obj, msg) => void logged.push({ obj, msg }), warn() {}, info() {} };
+    const ex = executor({ log });
+    const ours = await ourRun(ex);
+    plantJob(batch, 'victim-0001', detail);
+    await expect(ex.cancel([...ours, 'victim-0001'], 'starfish: cancelled by U1')).rejects.toThrow(/could not terminate 1 AWS Batch job\(s\): victim-0001 \(not terminated: /);
+    expect(batch.mock.commandCalls(TerminateJobCommand).map((c) => c.args[0].input.jobId)).not.toContain('victim-0001');
+    expect(batch.terminated.map((t) => t.jobId).sort()).toEqual([...ours].sort());
+    expect(logged).toEqual([{ obj: expect.objectContaining({ jobId: 'victim-0001' }), msg: 'refusing to terminate a job this app did not submit' }]);
+  });
+
+  it('refuses a job id Batch does not know, after describing it a second time (a job just submitted may not be visible yet)', async () => {
+    const ex = executor();
+    const ours = await ourRun(ex);
+    await expect(ex.cancel([...ours, 'no-such-job'], 'r')).rejects.toThrow('no-such-job (not terminated: DescribeJobs does not know it, so it cannot be checked)');
+    expect(batch.terminated.map((t) => t.jobId).sort()).toEqual([...ours].sort());
+    expect(batch.mock.commandCalls(DescribeJobsCommand).map((c) => c.args[0].input.jobs)).toEqual([[...ours, 'no-such-job'], ['no-such-job']]);
+  });
+
+  it('terminates a job that becomes visible on the second look', async () => {
+    const ex = executor();
+    const [a] = await ourRun(ex);
+    batch.mock.on(DescribeJobsCommand).resolvesOnce({ jobs: [] }).callsFake(async (input: { jobs: string[] }) => ({ jobs: input.jobs.map((id) => batch.jobs.get(id)!.detail) }));
+    await ex.cancel([a!], 'r');
+    expect(batch.terminated.map((t) => t.jobId)).toEqual([a]);
+  });
+
+  it('terminates nothing when Batch cannot be asked who the jobs belong to', async () => {
+    const ex = executor();
+    const ours = await ourRun(ex);
+    batch.mock.on(DescribeJobsCommand).rejects(new ClientException({ message: 'Rate exceeded', $metadata: { httpStatusCode: 429 } }));
+    await expect(ex.cancel(ours, 'r')).rejects.toThrow('could not check 2 AWS Batch job(s) before terminating them, so none was terminated: Rate exceeded');
+    expect(batch.mock.commandCalls(TerminateJobCommand)).toHaveLength(0);
+  });
+
+  it('accepts our queues given by name as well as by ARN', async () => {
+    const ex = executor({ queues: { spot: 'starfish-spot', ondemand: 'starfish-ondemand' } });
+    plantJob(batch, 'ours-by-arn', { jobName: fovName(), jobQueue: QUEUES.spot, tags: TAGS });
+    await ex.cancel(['ours-by-arn'], 'r');
+    expect(batch.terminated.map((t) => t.jobId)).toEqual(['ours-by-arn']);
+  });
+
+  it('tags every submission with the app tag IAM conditions TerminateJob on', async () => {
+    const ex = executor();
+    await ourRun(ex);
+    for (const call of batch.mock.commandCalls(SubmitJobCommand)) expect(call.args[0].input.tags).toMatchObject({ [APP_TAG.key]: APP_TAG.value });
+  });
+});
+
+describe('BatchExecutor log links', () => {
   it('links to a log stream in the CloudWatch console, escaped the console way', () => {
     expect(executor().logLink('starfish-process-fov/default/0123456789abcdef')).toBe(
       'https://us-east-1.console.aws.amazon.com/cloudwatch/home?region=us-east-1#logsV2:log-groups/log-group/$252Faws$252Fbatch$252Fjob/log-events/starfish-process-fov$252Fdefault$252F0123456789abcdef',

@@ -187,6 +187,8 @@ export function fakeBatch(start = Date.parse('2026-11-25T10:00:00Z')): FakeBatch
         startedAt: undefined,
         ...(input.dependsOn ? { dependsOn: input.dependsOn } : {}),
         ...(size ? { arrayProperties: { size, statusSummary: { RUNNABLE: size } } } : {}),
+        // DescribeJobs returns the tags SubmitJob set (the executor checks them before terminating).
+        ...(input.tags ? { tags: input.tags } : {}),
       },
     });
     return { jobId, jobName: input.jobName, jobArn: `arn:aws:batch:${REGION}:123456789012:job/${jobId}` };
@@ -202,6 +204,17 @@ export function fakeBatch(start = Date.parse('2026-11-25T10:00:00Z')): FakeBatch
     return {};
   });
   return fake;
+}
+
+/**
+ * A job someone else submitted in the same account, as DescribeJobs shows it: the fake Batch
+ * answers for it like for its own, so a test can plant its id where the app reads job ids.
+ */
+export function plantJob(batch: FakeBatch, jobId: string, detail: Partial<JobDetail>): void {
+  batch.jobs.set(jobId, {
+    input: { jobName: detail.jobName ?? jobId, jobQueue: detail.jobQueue ?? 'other-queue', jobDefinition: detail.jobDefinition ?? 'other-definition' },
+    detail: { jobId, jobName: jobId, jobQueue: 'other-queue', jobDefinition: 'other-definition', status: 'RUNNING', createdAt: Date.parse('2026-11-25T09:00:00Z'), ...detail },
+  });
 }
 
 export interface ChatCall {
