@@ -213,7 +213,7 @@ export function fakeBatch(start = Date.parse('2026-11-25T10:00:00Z')): FakeBatch
 export function plantJob(batch: FakeBatch, jobId: string, detail: Partial<JobDetail>): void {
   batch.jobs.set(jobId, {
     input: { jobName: detail.jobName ?? jobId, jobQueue: detail.jobQueue ?? 'other-queue', jobDefinition: detail.jobDefinition ?? 'other-definition' },
-    detail: { jobId, jobName: jobId, jobQueue: 'other-queue', jobDefinition: 'other-definition', status: 'RUNNING', createdAt: Date.parse('2026-11-25T09:00:00Z'), ...detail },
+    detail: { jobId, jobName: jobId, jobQueue: 'other-queue', jobDefinition: 'other-definition', status: 'RUNNING', createdAt: Date.parse('2026-11-25T09:00:00Z'), startedAt: undefined, ...detail },
   });
 }
 
