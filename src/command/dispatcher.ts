@@ -11,7 +11,9 @@ import { parseCommand, type Command } from './grammar.js';
 import { helpMessage } from './help.js';
 import { errorMessage, listMessage, noticeMessage, statusMessage } from '../messages/blocks.js';
 import { checkAccess, checkQueue, type Policy } from '../run/policy.js';
-import { listManifests, loadManifest } from '../run/manifest-store.js';
+import { UnreadableManifestError, listRuns, loadManifest, type ListedRun } from '../run/manifest-store.js';
+import type { RunManifest } from '../run/manifest.js';
+import { escapeMrkdwn } from '../messages/message.js';
 import { checkLocation } from '../run/locations.js';
 import type { RunRequest } from '../run/manifest.js';
 
@@ -63,7 +65,7 @@ async function answer(deps: DispatchDeps, command: Command, caller: Caller): Pro
     case 'status':
       return status(deps.store, command.runId, caller);
     case 'list':
-      return listMessage(await listManifests(deps.store, 15));
+      return list(deps.store, caller);
     case 'cancel':
     case 'retry':
       return cancelOrRetry(deps, command, caller);
@@ -108,14 +110,42 @@ async function requestRun(deps: DispatchDeps, request: RunRequest, caller: Calle
   return noticeMessage(`Reading ${request.experiment} to plan the run${dryRun}… Its message will appear in this channel.`);
 }
 
-/** The named run, or without a name the caller's latest. */
+/** Runs are seen where they were started: a channel sees its runs; a direct message, the caller's own. */
+function visibleTo(caller: Caller): (m: RunManifest) => boolean {
+  const direct = caller.channel.startsWith('D');
+  return (m) => (direct ? m.requester.userId === caller.userId : m.requester.channel === caller.channel);
+}
+
+const unreadableLine = (e: UnreadableManifestError) => `:warning: Run ${e.runId} cannot be read: ${escapeMrkdwn(e.why)} (\`${e.key}\`)`;
+
+/** The recent runs visible from here; a run whose manifest cannot be read is marked, not hidden. */
+async function list(store: Store, caller: Caller): Promise<Message> {
+  const listed = await listRuns(store, 50);
+  const visible = visibleTo(caller);
+  const runs = listed.flatMap((r) => ('manifest' in r && visible(r.manifest) ? [r.manifest] : [])).slice(0, 15);
+  const unreadable = listed.flatMap((r: ListedRun) => ('unreadable' in r ? [r.unreadable] : []));
+  const message = listMessage(runs);
+  if (!unreadable.length) return message;
+  return { ...message, blocks: [...message.blocks, { type: 'section', text: { type: 'mrkdwn', text: unreadable.slice(0, 10).map(unreadableLine).join('\n') } }] };
+}
+
+/** The named run, or without a name the caller's latest, as far as it is visible from here. */
 async function status(store: Store, runId: string | undefined, caller: Caller): Promise<Message> {
+  const visible = visibleTo(caller);
   if (!runId) {
-    const mine = (await listManifests(store, 50)).find((m) => m.requester.userId === caller.userId);
-    return mine ? statusMessage(mine) : noticeMessage('You have no runs yet. Start one with `/starfish run &lt;experiment.json&gt;`.');
+    const mine = (await listRuns(store, 50)).find((r) => 'manifest' in r && r.manifest.requester.userId === caller.userId && visible(r.manifest));
+    return mine && 'manifest' in mine ? statusMessage(mine.manifest) : noticeMessage('You have no runs here yet. Start one with `/starfish run &lt;experiment.json&gt;`.');
   }
-  const loaded = await loadManifest(store, runId);
-  return loaded ? statusMessage(loaded.manifest) : errorMessage(`There is no run ${runId}. See /starfish list for the recent ones.`);
+  let loaded;
+  try {
+    loaded = await loadManifest(store, runId);
+  } catch (error) {
+    if (error instanceof UnreadableManifestError) return errorMessage(`${unreadableLine(error)}. The run's jobs, if any, are not affected; a lab admin can inspect that file.`);
+    throw error;
+  }
+  // A run of another channel is not there for this one: its existence is not confirmed either.
+  if (!loaded || !visible(loaded.manifest)) return errorMessage(`There is no run ${runId} here. See /starfish list for the runs of this channel.`);
+  return statusMessage(loaded.manifest);
 }
 
 /** A retry submits jobs, so it takes the right to start runs; who may cancel depends on whose run it is, which the launcher reads. */

@@ -6,10 +6,10 @@
 import type { CoreDeps } from '../core.js';
 import type { RunEventOf, RunEvent } from '../run/run-events.js';
 import { newRunId } from '../run/run-id.js';
-import { createManifest, loadManifest } from '../run/manifest-store.js';
+import { createManifest, listManifests, loadManifest } from '../run/manifest-store.js';
 import { requestClaimKey, runKeys } from '../run/layout.js';
 import type { RunManifest } from '../run/manifest.js';
-import { approvalReasons, checkAccess, checkApprover } from '../run/policy.js';
+import { approvalReasons, checkApprover, checkManage, unapprovedFovsToday } from '../run/policy.js';
 import { passed, type Result } from '../result.js';
 import { errorMessage, rootMessage } from '../messages/blocks.js';
 import { RunWorker, type Asker } from '../lifecycle/run-worker.js';
@@ -32,9 +32,9 @@ export class Launcher {
       case 'RunRejected':
         return this.decided(event);
       case 'RunCancelled':
-        return this.cancelled(event);
+        return this.managed(event, { type: 'cancel', by: event.userId }, 'cancel');
       case 'RunRetryRequested':
-        return this.onRun(event, { type: 'retry', by: event.userId });
+        return this.managed(event, { type: 'retry', by: event.userId }, 'retry');
       case 'StageRequested':
         return stageExperiment(this.deps, event);
     }
@@ -76,7 +76,9 @@ export class Launcher {
   private async createRun(event: RunEventOf<'RunRequested'>, checked: CheckedRequest): Promise<RunManifest> {
     const { store, policy, clock, log } = this.deps;
     const now = clock.now();
-    const reasons = approvalReasons(policy, checked.request, checked.plan, checked.queue, checked.request.recipe);
+    // Splitting a large run into small ones does not avoid approval: the day's runs count.
+    const usedToday = unapprovedFovsToday(await listManifests(store, 200), event.userId, now);
+    const reasons = approvalReasons(policy, checked.plan, checked.queue, checked.request.recipe, usedToday);
     for (let attempt = 0; attempt < 5; attempt++) {
       const runId = newRunId(new Date(now));
       const keys = runKeys(runId);
@@ -101,15 +103,20 @@ export class Launcher {
 
   private async decided(event: RunEventOf<'RunApproved'> | RunEventOf<'RunRejected'>): Promise<void> {
     const { policy } = this.deps;
-    const members = policy.approval.approverGroup && this.deps.approverGroupMembers ? await this.deps.approverGroupMembers() : [];
+    const members = await this.approverGroupMembers();
     const decision = event.type === 'RunApproved' ? 'approved' : 'rejected';
     await this.onRun(event, { type: 'decision', decision, by: event.userId }, (m) => checkApprover(policy, m, event.userId, members));
   }
 
-  private async cancelled(event: RunEventOf<'RunCancelled'>): Promise<void> {
-    const { policy } = this.deps;
-    const allowed = (m: RunManifest) => (m.requester.userId === event.userId ? passed : checkAccess(policy, event.userId, event.channel, 'cancel'));
-    await this.onRun(event, { type: 'cancel', by: event.userId }, allowed);
+  /** Cancel and retry: by the requester, an approver or an admin, as the policy says. */
+  private async managed(event: Asker & { runId: string }, fact: Parameters<RunWorker['apply']>[1], action: string): Promise<void> {
+    const members = await this.approverGroupMembers();
+    await this.onRun(event, fact, (m) => checkManage(this.deps.policy, m, event, action, members));
+  }
+
+  private async approverGroupMembers(): Promise<string[]> {
+    const { policy, approverGroupMembers } = this.deps;
+    return policy.approval.approverGroup && approverGroupMembers ? approverGroupMembers() : [];
   }
 
   /** A person's fact about an existing run, after checking they may bring it. */

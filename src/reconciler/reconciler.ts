@@ -8,7 +8,7 @@ import type { CoreDeps } from '../core.js';
 import type { Notifier } from '../notifier/notifier.js';
 import type { DeadLetterReport, DeadLetters } from '../ports.js';
 import { TERMINAL, type RunManifest } from '../run/manifest.js';
-import { listManifests } from '../run/manifest-store.js';
+import { listRuns } from '../run/manifest-store.js';
 import { factFromBatch } from '../lifecycle/batch-facts.js';
 import { following } from '../lifecycle/observe.js';
 import { RunWorker } from '../lifecycle/run-worker.js';
@@ -21,6 +21,8 @@ export interface ReconcileReport {
   stuck: string[];
   resumed: string[];
   replayed: number;
+  /** Runs whose manifest cannot be read: skipped, each with a log line. */
+  unreadable: string[];
   deadLetters?: DeadLetterReport;
 }
 
@@ -39,9 +41,9 @@ export class Reconciler {
   }
 
   async run(): Promise<ReconcileReport> {
-    const report: ReconcileReport = { checked: 0, expired: [], recovered: [], stuck: [], resumed: [], replayed: 0 };
+    const report: ReconcileReport = { checked: 0, expired: [], recovered: [], stuck: [], resumed: [], replayed: 0, unreadable: [] };
     await this.replayDeadLetters(report);
-    for (const m of (await listManifests(this.deps.store, 500)).filter(needsLook)) {
+    for (const m of (await this.readableRuns(report)).filter(needsLook)) {
       report.checked++;
       try {
         await this.check(m, report);
@@ -50,6 +52,18 @@ export class Reconciler {
       }
     }
     return report;
+  }
+
+  /** One corrupt run.json is that run's problem: it is skipped with a log line, the others go on. */
+  private async readableRuns(report: ReconcileReport): Promise<RunManifest[]> {
+    const runs = await listRuns(this.deps.store, 500);
+    for (const r of runs) {
+      if ('unreadable' in r) {
+        report.unreadable.push(r.runId);
+        this.deps.log.error({ runId: r.runId, key: r.unreadable.key, err: r.unreadable.why }, 'run manifest cannot be read; run skipped');
+      }
+    }
+    return runs.flatMap((r) => ('manifest' in r ? [r.manifest] : []));
   }
 
   private async replayDeadLetters(report: ReconcileReport): Promise<void> {

@@ -7,12 +7,37 @@ const manifestKey = (runId: string) => runKeys(runId).manifest;
 
 class ManifestConflictError extends Error {}
 
+/** Why a stored manifest cannot be used: that run's problem, never every run's. */
+export class UnreadableManifestError extends Error {
+  constructor(
+    readonly runId: string,
+    readonly key: string,
+    readonly why: string,
+  ) {
+    super(`${key} cannot be read: ${why}`);
+  }
+}
+
+function parseManifest(runId: string, body: Buffer): RunManifest {
+  let json: unknown;
+  try {
+    json = JSON.parse(body.toString('utf8'));
+  } catch {
+    throw new UnreadableManifestError(runId, manifestKey(runId), body.length ? 'it is not valid JSON (truncated or overwritten?)' : 'it is empty');
+  }
+  const parsed = manifestSchema.safeParse(json);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    throw new UnreadableManifestError(runId, manifestKey(runId), `it does not match the manifest schema (${issue?.path.join('.') || 'top level'}: ${issue?.message})`);
+  }
+  return parsed.data;
+}
+
+/** The run's manifest, undefined when there is none; throws UnreadableManifestError when it is corrupt. */
 export async function loadManifest(store: Store, runId: string): Promise<{ manifest: RunManifest; etag: string } | undefined> {
   const object = await store.get(manifestKey(runId));
   if (!object) return undefined;
-  const parsed = manifestSchema.safeParse(JSON.parse(object.body.toString('utf8')));
-  if (!parsed.success) throw new Error(`${manifestKey(runId)} does not match the manifest schema: ${parsed.error.issues[0]?.message}`);
-  return { manifest: parsed.data, etag: object.etag };
+  return { manifest: parseManifest(runId, object.body), etag: object.etag };
 }
 
 export async function createManifest(store: Store, manifest: RunManifest): Promise<boolean> {
@@ -43,7 +68,14 @@ export async function updateManifest(
   throw new ManifestConflictError(`run ${runId}: too many concurrent updates, try again`);
 }
 
-export async function listManifests(store: Store, limit = 20): Promise<RunManifest[]> {
+/** A listed run: its manifest, or why it cannot be read. */
+export type ListedRun = { runId: string; manifest: RunManifest } | { runId: string; unreadable: UnreadableManifestError };
+
+/**
+ * The most recent runs, newest first. A manifest that cannot be read is listed as such, so that
+ * one corrupt run.json does not hide every other run.
+ */
+export async function listRuns(store: Store, limit = 20): Promise<ListedRun[]> {
   const ids = (await store.listFolders(RUNS_PREFIX)).sort().reverse();
   // Run ids start with the day (yymmdd) and end at random: take whole days, newest first, until
   // there are enough, then order by creation time.
@@ -52,9 +84,25 @@ export async function listManifests(store: Store, limit = 20): Promise<RunManife
     if (chosen.length >= limit && id.slice(0, 6) !== chosen.at(-1)!.slice(0, 6)) break;
     chosen.push(id);
   }
-  const manifests = await Promise.all(chosen.map(async (id) => (await loadManifest(store, id))?.manifest));
-  return manifests
-    .filter((m): m is RunManifest => m !== undefined)
-    .sort((a, b) => b.createdAt.localeCompare(a.createdAt))
+  const listed = await Promise.all(chosen.map((id) => listedRun(store, id)));
+  const when = (r: ListedRun) => ('manifest' in r ? r.manifest.createdAt : `20${r.runId.slice(0, 2)}-${r.runId.slice(2, 4)}-${r.runId.slice(4, 6)}`);
+  return listed
+    .filter((r): r is ListedRun => r !== undefined)
+    .sort((a, b) => when(b).localeCompare(when(a)))
     .slice(0, limit);
+}
+
+async function listedRun(store: Store, runId: string): Promise<ListedRun | undefined> {
+  try {
+    const loaded = await loadManifest(store, runId);
+    return loaded && { runId, manifest: loaded.manifest };
+  } catch (error) {
+    if (error instanceof UnreadableManifestError) return { runId, unreadable: error };
+    throw error;
+  }
+}
+
+/** The readable manifests among the most recent runs (the unreadable ones are `listRuns`' to show). */
+export async function listManifests(store: Store, limit = 20): Promise<RunManifest[]> {
+  return (await listRuns(store, limit)).flatMap((r) => ('manifest' in r ? [r.manifest] : []));
 }

@@ -4,7 +4,7 @@
  */
 import { z } from 'zod';
 import { passed, refuse, type Result } from '../result.js';
-import type { RunManifest, RunRequest, Plan } from './manifest.js';
+import type { RunManifest, Plan } from './manifest.js';
 
 export const policySchema = z.object({
   approval: z
@@ -20,6 +20,11 @@ export const policySchema = z.object({
       approverGroup: z.string().optional(),
       allowSelfApproval: z.boolean().default(false),
       expiresAfterMinutes: z.number().int().positive().default(24 * 60),
+      /**
+       * FOVs one requester may launch without approval over any 24 hours, counting the runs that
+       * needed none; unset means the same as fovThreshold. Splitting a run does not avoid approval.
+       */
+      dailyFovAllowance: z.number().int().nonnegative().optional(),
     })
     .default({ fovThreshold: 500, queues: [], approvedRecipePrefixes: [], approvers: [], allowSelfApproval: false, expiresAfterMinutes: 1440 }),
   access: z
@@ -28,8 +33,12 @@ export const policySchema = z.object({
       channels: z.array(z.string()).default([]),
       /** Who may run, cancel and retry; empty means anyone in an allowed channel. */
       runners: z.array(z.string()).default([]),
+      /** Who may cancel or retry anyone's run (with the approvers); the requester always may. */
+      admins: z.array(z.string()).default([]),
+      /** "owners": a run is cancelled or retried by its requester, an approver or an admin; "anyone": by anyone allowed to run. */
+      othersRuns: z.enum(['owners', 'anyone']).default('owners'),
     })
-    .default({ channels: [], runners: [] }),
+    .default({ channels: [], runners: [], admins: [], othersRuns: 'owners' }),
   queues: z
     .object({ default: z.string().default('spot'), allowed: z.array(z.string()).min(1).default(['spot', 'ondemand']) })
     .default({ default: 'spot', allowed: ['spot', 'ondemand'] }),
@@ -65,13 +74,25 @@ export function checkQueue(policy: Policy, queue: string): Result<void> {
   return refuse(`queue=${queue} is not one of this lab's queues (${policy.queues.allowed.join(', ')}). Example: queue=${policy.queues.allowed[0]}`);
 }
 
-export function approvalReasons(policy: Policy, request: RunRequest, plan: Plan, queue: string, recipe: string): string[] {
+/** FOVs this requester launched without approval in the 24 hours before now. */
+export function unapprovedFovsToday(runs: readonly RunManifest[], userId: string, now: number): number {
+  const since = now - 24 * 3_600_000;
+  return runs
+    .filter((m) => m.requester.userId === userId && Date.parse(m.createdAt) >= since && !m.approval.required && !m.request.dryRun)
+    .filter((m) => m.submissions.length > 0 || m.status === 'submitting')
+    .reduce((sum, m) => sum + m.plan.fovCount, 0);
+}
+
+export function approvalReasons(policy: Policy, plan: Plan, queue: string, recipe: string, usedToday = 0): string[] {
   const reasons: string[] = [];
-  if (plan.fovCount > policy.approval.fovThreshold) reasons.push(`${plan.fovCount} FOVs is above the ${policy.approval.fovThreshold}-FOV threshold`);
+  const { fovThreshold, dailyFovAllowance = fovThreshold } = policy.approval;
+  if (plan.fovCount > fovThreshold) reasons.push(`${plan.fovCount} FOVs is above the ${fovThreshold}-FOV threshold`);
+  else if (usedToday + plan.fovCount > dailyFovAllowance) {
+    reasons.push(`with this run, ${usedToday + plan.fovCount} FOVs launched without approval in 24 hours is above this lab's ${dailyFovAllowance}-FOV daily allowance`);
+  }
   if (policy.approval.queues.includes(queue)) reasons.push(`queue ${queue} needs approval`);
   const prefixes = policy.approval.approvedRecipePrefixes;
   if (prefixes.length && !prefixes.some((p) => isWithin(recipe, p))) reasons.push(`the recipe is outside the approved recipes (${prefixes.join(', ')})`);
-  void request;
   return reasons;
 }
 
@@ -92,4 +113,17 @@ export function checkApprover(policy: Policy, run: RunManifest, userId: string, 
   if (!listed) return refuse(`You are not an approver for starfish runs. Approvers: ${approvers.map((u) => `<@${u}>`).join(', ') || '(none listed)'}${approverGroup ? ` and <!subteam^${approverGroup}>` : ''}.`);
   if (run.requester.userId === userId && !allowSelfApproval) return refuse(`You requested run ${run.runId}; another approver has to approve it.`);
   return passed;
+}
+
+/**
+ * Whether this person may cancel or retry this run: its requester, an approver or an admin; or,
+ * when the policy says "anyone", whoever may start runs here.
+ */
+export function checkManage(policy: Policy, run: RunManifest, who: { userId: string; channel: string }, action: string, groupMembers: readonly string[] = []): Result<void> {
+  if (run.requester.userId === who.userId) return passed;
+  if (policy.access.othersRuns === 'anyone') return checkAccess(policy, who.userId, who.channel, action);
+  const { approvers, approverGroup } = policy.approval;
+  const trusted = policy.access.admins.includes(who.userId) || approvers.includes(who.userId) || (approverGroup !== undefined && groupMembers.includes(who.userId));
+  if (trusted) return passed;
+  return refuse(`Run ${run.runId} was started by <@${run.requester.userId}>; only they, an approver or a lab admin may ${action} it.`);
 }

@@ -9,7 +9,7 @@ import { CREDENTIALS, REGION, batchEvent, sqsRecords, testEnv } from './helpers.
 
 const runEnvelope = (detail: unknown, id = 'eb-1') => ({ version: '0', id, source: 'starfish.chatops', 'detail-type': 'RunCancelled', account: '1', time: '2026-11-25T10:00:00Z', region: REGION, resources: [], detail });
 const cancel = { type: 'RunCancelled', userId: 'U1', channel: 'C1', runId: '261125-k3f9' };
-const report: ReconcileReport = { checked: 2, expired: [], recovered: [], stuck: [], resumed: [], replayed: 0 };
+const report: ReconcileReport = { checked: 2, expired: [], recovered: [], stuck: [], resumed: [], replayed: 0, unreadable: [] };
 
 function stubSystem(overrides: Partial<EventsSystem> = {}) {
   const system = {

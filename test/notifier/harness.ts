@@ -37,6 +37,7 @@ export async function launchedRun<C extends Chat = RecordingChat>(fovs: number, 
   return {
     runId,
     store,
+    deps,
     batch,
     chat,
     notifier,
