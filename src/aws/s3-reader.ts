@@ -1,11 +1,14 @@
 /**
- * The Reader port on AWS: s3:// objects (GetObject) and https:// URLs (fetch), copies for
- * staging (server-side CopyObject between buckets), and the bucket allowlist. The deployment
- * reads and writes only its configured buckets; public dataset buckets may be allowed
- * read-only, so that `/starfish stage` can copy from them; every other bucket is refused.
+ * The Reader port on AWS: s3:// objects (GetObject) and https:// URLs (under the URL policy,
+ * src/run/url-policy.ts: public addresses only, pinned, no redirects), copies for staging
+ * (server-side CopyObject between buckets), and the bucket allowlist. The deployment reads and
+ * writes only its configured buckets; public dataset buckets may be allowed read-only, so that
+ * `/starfish stage` can copy from them; every other bucket is refused. File paths and file://
+ * URLs are refused: they name files on the Lambda's own machine.
  */
 import { CopyObjectCommand, GetObjectCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
-import { httpsGet } from '../run/https-get.js';
+import { httpsGet, type HttpsGetOptions } from '../run/https-get.js';
+import { checkFetchable } from '../run/url-policy.js';
 import type { Reader } from '../ports.js';
 import { passed, refuse, type Result } from '../result.js';
 import { kindOf, parseS3 } from '../run/locations.js';
@@ -17,7 +20,8 @@ export interface S3ReaderOptions {
   buckets: string[];
   /** Buckets it may only read, e.g. public datasets to stage from. */
   readOnlyBuckets?: string[];
-  fetch?: typeof fetch;
+  /** The URL policy's options for https inputs (the host allowlist; a resolver and CA in tests). */
+  https?: HttpsGetOptions;
 }
 
 /** CopySource is "bucket/key" with the key URL-encoded (slashes kept). */
@@ -29,13 +33,13 @@ export class S3Reader implements Reader {
   private readonly client: S3Client;
   private readonly buckets: ReadonlySet<string>;
   private readonly readOnly: ReadonlySet<string>;
-  private readonly fetchFn: typeof fetch;
+  private readonly https: HttpsGetOptions;
 
   constructor(options: S3ReaderOptions) {
     this.client = options.client;
     this.buckets = new Set(options.buckets);
     this.readOnly = new Set((options.readOnlyBuckets ?? []).filter((b) => !this.buckets.has(b)));
-    this.fetchFn = options.fetch ?? fetch;
+    this.https = options.https ?? {};
   }
 
   private allowedText(): string {
@@ -46,10 +50,12 @@ export class S3Reader implements Reader {
 
   checkReadable(url: string): Result<void> {
     switch (kindOf(url)) {
-      case 'https':
-        return passed;
+      case 'https': {
+        const checked = checkFetchable(url, { ...this.https, files: false });
+        return checked.ok ? passed : checked;
+      }
       case 'path':
-        return refuse(`${url} is a file path, which the AWS deployment cannot read. Use an s3:// or https:// URL, e.g. s3://${[...this.buckets][0] ?? 'lab-data'}/iss/experiment.json`);
+        return this.checkNotS3(url);
       case 's3': {
         let bucket: string;
         try {
@@ -61,6 +67,15 @@ export class S3Reader implements Reader {
         return refuse(`${url} is in bucket "${bucket}", which this deployment may not read. ${this.allowedText()}. Ask an admin to add "${bucket}" to STARFISH_ALLOWED_BUCKETS (or STARFISH_READONLY_BUCKETS for a dataset to stage from).`);
       }
     }
+  }
+
+  /** A location that is neither s3:// nor https://: a path, file://, http:// or another scheme. */
+  private checkNotS3(url: string): Result<void> {
+    if (/^[a-z][a-z0-9+.-]+:/i.test(url)) {
+      const checked = checkFetchable(url, { ...this.https, files: false });
+      return checked.ok ? passed : checked;
+    }
+    return refuse(`${url} is a file path, which the AWS deployment cannot read. Use an s3:// or https:// URL, e.g. s3://${[...this.buckets][0] ?? 'lab-data'}/iss/experiment.json`);
   }
 
   /** Whether this deployment may write to the URL. */
@@ -84,7 +99,7 @@ export class S3Reader implements Reader {
   async read(url: string): Promise<Buffer> {
     this.refuseRead(url);
     if (kindOf(url) === 'https') {
-      return httpsGet(url, this.fetchFn);
+      return httpsGet(url, this.https);
     }
     const { bucket, key } = parseS3(url);
     try {

@@ -3,6 +3,7 @@ import type { Result } from '../../src/result.js';
 import { CopyObjectCommand, GetObjectCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { S3Reader, copySource } from '../../src/aws/s3-reader.js';
 import { CREDENTIALS, REGION, fakeS3, type FakeS3 } from './helpers.js';
+import { TEST_CA, TEST_HOST, startTestServer, type TestServer } from '../fixtures/tls/server.js';
 
 const client = () => new S3Client({ region: REGION, credentials: CREDENTIALS });
 
@@ -41,25 +42,43 @@ describe('S3Reader and the bucket allowlist', () => {
     expect(s3.mock.calls()).toHaveLength(0);
   });
 
-  it('refuses file paths and malformed s3 URLs, allows https', () => {
+  it('refuses file paths, file:// and http:// URLs and malformed s3 URLs; allows public https', () => {
     expect(refusalOf(reader.checkReadable('/home/me/experiment.json'))).toMatch(/file path.*s3:\/\/ or https:\/\//);
+    expect(refusalOf(reader.checkReadable('file:///home/me/experiment.json'))).toMatch(/a file:\/\/ URL names a file on one machine, which this deployment cannot read/);
+    expect(refusalOf(reader.checkReadable('http://example.org/experiment.json'))).toMatch(/http:\/\/ is not read.*Use https:\/\//);
     expect(refusalOf(reader.checkReadable('s3://'))).toMatch(/not a valid s3:\/\/ URL/);
     expect(reader.checkReadable('https://example.org/experiment.json').ok).toBe(true);
   });
 
-  it('reads https:// with fetch', async () => {
-    const fetched: string[] = [];
-    const r = new S3Reader({
-      client: client(),
-      buckets: ['lab-data'],
-      fetch: (async (url: string) => {
-        fetched.push(url);
-        return new Response(url.endsWith('missing') ? 'nope' : 'hello', { status: url.endsWith('missing') ? 404 : 200 });
-      }) as typeof fetch,
+  it('refuses https URLs the URL policy refuses, naming what the address is, without calling S3', async () => {
+    expect(refusalOf(reader.checkReadable('https://169.254.169.254/latest/meta-data/'))).toMatch(/169\.254\.169\.254 is a link-local address/);
+    await expect(reader.read('https://2130706433/experiment.json')).rejects.toThrow(/127\.0\.0\.1 is a loopback address/);
+    const limited = new S3Reader({ client: client(), buckets: ['lab-data'], https: { allowedHosts: ['data.lab.org'] } });
+    expect(refusalOf(limited.checkReadable('https://example.org/experiment.json'))).toMatch(/reads https inputs only from data\.lab\.org/);
+    expect(s3.mock.calls()).toHaveLength(0);
+  });
+
+  describe('over https (a local TLS server, its name resolved by the test)', () => {
+    let server: TestServer;
+    beforeEach(async () => {
+      server = await startTestServer((req, res) => (req.url === '/missing' ? res.writeHead(404).end('nope') : res.end(`body of ${req.url}`)));
     });
-    expect((await r.read('https://example.org/x.json')).toString()).toBe('hello');
-    await expect(r.read('https://example.org/missing')).rejects.toThrow('HTTP 404');
-    expect(fetched).toEqual(['https://example.org/x.json', 'https://example.org/missing']);
+    afterEach(() => server.close());
+    const https = { resolve: async () => [{ address: '127.0.0.1', family: 4 }], ca: TEST_CA, testOnlyAddresses: ['127.0.0.1'] };
+
+    it('reads https:// under the URL policy', async () => {
+      const r = new S3Reader({ client: client(), buckets: ['lab-data'], https });
+      expect((await r.read(`https://${TEST_HOST}:${server.port}/x.json`)).toString()).toBe('body of /x.json');
+      await expect(r.read(`https://${TEST_HOST}:${server.port}/missing`)).rejects.toThrow('HTTP 404');
+      expect(server.seen.map((seen) => seen.url)).toEqual(['/x.json', '/missing']);
+    });
+
+    it('copies https → s3 by reading and PutObject', async () => {
+      const r = new S3Reader({ client: client(), buckets: ['lab-starfish-results'], https });
+      await r.copy(`https://${TEST_HOST}:${server.port}/codebook.json`, 's3://lab-starfish-results/experiments/x/codebook.json');
+      expect(s3.mock.commandCalls(PutObjectCommand)[0]!.args[0].input).toMatchObject({ Bucket: 'lab-starfish-results', Key: 'experiments/x/codebook.json', ContentType: 'application/json' });
+      expect(s3.text('s3://lab-starfish-results/experiments/x/codebook.json')).toBe('body of /codebook.json');
+    });
   });
 
   it('copies s3 → s3 server-side with CopyObject (key URL-encoded in CopySource)', async () => {
@@ -69,13 +88,6 @@ describe('S3Reader and the bucket allowlist', () => {
     expect(s3.text('s3://lab-starfish-results/experiments/iss/tiles/fov 0+r1.tiff')).toBe('tile');
     expect(s3.mock.commandCalls(GetObjectCommand)).toHaveLength(0);
     expect(copySource('b', 'a/b c/d.json')).toBe('b/a/b%20c/d.json');
-  });
-
-  it('copies https → s3 by fetching and PutObject', async () => {
-    const r = new S3Reader({ client: client(), buckets: ['lab-starfish-results'], fetch: (async () => new Response('remote')) as unknown as typeof fetch });
-    await r.copy('https://example.org/codebook.json', 's3://lab-starfish-results/experiments/x/codebook.json');
-    expect(s3.mock.commandCalls(PutObjectCommand)[0]!.args[0].input).toMatchObject({ Bucket: 'lab-starfish-results', Key: 'experiments/x/codebook.json', ContentType: 'application/json' });
-    expect(s3.text('s3://lab-starfish-results/experiments/x/codebook.json')).toBe('remote');
   });
 
   it('refuses writes to a read-only bucket and to buckets not allowed', async () => {
