@@ -5,6 +5,7 @@
  */
 import type { Chat, MessageRef } from '../ports.js';
 import type { Message } from '../messages/message.js';
+import { scrub } from '../messages/message.js';
 import { renderText } from '../messages/text.js';
 
 export interface ConsoleOutput {
@@ -23,7 +24,13 @@ export class ConsoleChat implements Chat {
 
   constructor(private readonly out: ConsoleOutput, private readonly user = 'you') {}
 
-  private emit(text: string, live = false): void {
+  /**
+   * Every line goes out scrubbed: a gene name, a file name or a reason can carry terminal escape
+   * sequences or control characters, and none of them may move the cursor, retitle the window or
+   * hide text. The only escape written is our own line redraw below.
+   */
+  private emit(raw: string, live = false): void {
+    const text = scrub(raw, true);
     this.transcript.push(text);
     if (this.out.isTTY && live) {
       this.out.write(`\r\x1b[2K${text}`);
@@ -51,7 +58,7 @@ export class ConsoleChat implements Chat {
     this.lastText.set(ref.ts, message.text);
     // Progress-only changes redraw one line; anything else (status, decisions) prints in full.
     const sameStatus = before.split(' — ')[0] === message.text.split(' — ')[0];
-    if (sameStatus) this.emit(`↻ ${message.text}`, true);
+    if (sameStatus) this.emit(`↻ ${renderText({ text: message.text, blocks: [] })}`, true);
     else this.emit(`↻ ${renderText(message).split('\n').filter((l) => !l.startsWith('──')).join('\n  ')}`);
   }
 

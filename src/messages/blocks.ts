@@ -1,10 +1,16 @@
 /**
  * Block Kit builders: pure functions from run state to messages. The console renders the same
  * messages as text (./text.ts), so what a lab sees locally is what Slack shows.
+ *
+ * Everything a manifest, a summary or a failure carries may have been written by a job, a recipe
+ * or a person (run names, gene names, reasons, URLs, even ids): each piece is escaped and cut
+ * where it enters the message (`untrusted`, `mention`, `link` in ./message.ts). Numbers are
+ * formatted here; markup (bold labels, our links, our mentions) is the builders' own. Every
+ * mrkdwn object is `verbatim`, so Slack adds no links or mentions of its own to what it shows.
  */
 import type { Button, ContextBlock, KnownBlock, MrkdwnElement, PlainTextElement, SectionBlock } from '@slack/types';
 import type { Message } from './message.js';
-import { LIMITS, clip, escapeMrkdwn as esc, summarizeLines } from './message.js';
+import { LIMITS, clip, link, mention, scrub, summarizeLines, untrusted, untrustedPlain, withoutBroadcasts } from './message.js';
 import type { FovFailure, Progress, RunManifest, RunStatus } from '../run/manifest.js';
 import type { ResultsSummary } from '../run/results.js';
 import { formatRanges } from '../run/fov-ranges.js';
@@ -27,7 +33,9 @@ const STATUS_LABEL: Record<RunStatus, string> = {
 
 const n = (x: number) => x.toLocaleString('en-US');
 const plain = (text: string): PlainTextElement => ({ type: 'plain_text', text });
-const md = (text: string): MrkdwnElement => ({ type: 'mrkdwn', text });
+const md = (text: string): MrkdwnElement => ({ type: 'mrkdwn', text: withoutBroadcasts(text), verbatim: true });
+/** A run id as shown: ours by construction, but read back from a manifest, so escaped like the rest. */
+const id = (runId: string) => untrusted(runId, 40);
 const section = (text: string): SectionBlock => ({ type: 'section', text: md(clip(text, LIMITS.sectionText)) });
 const context = (...texts: string[]): ContextBlock => ({ type: 'context', elements: texts.slice(0, LIMITS.contextElements).map((t) => md(clip(t, LIMITS.sectionText))) });
 
@@ -55,31 +63,51 @@ function progressLine(p: Progress): string {
   return `${progressBar(p)}  ${parts.join(' · ')}`;
 }
 
+/** Header text is plain_text: Slack parses no markup in it, so it is scrubbed and cut, not escaped. */
 function title(m: RunManifest): string {
-  return clip(`starfish run ${m.runId}${m.request.name ? ` · ${m.request.name}` : ''}`, LIMITS.headerText);
+  return clip(`starfish run ${untrustedPlain(m.runId, 40)}${m.request.name ? ` · ${untrustedPlain(m.request.name, 80)}` : ''}`, LIMITS.headerText);
 }
 
 function requestFields(m: RunManifest): string {
   return [
-    `*Experiment* ${esc(m.request.experiment)}`,
-    `*Recipe* ${esc(m.request.recipe ?? m.inputs.recipe)} (copied at launch: retries run this copy)`,
-    `*FOVs* ${n(m.plan.fovCount)} of ${n(m.plan.experimentFovCount)} (${m.plan.fovs || 'none'}) in ${m.plan.units.length} ${m.plan.units.length === 1 ? 'job' : 'jobs'}`,
-    `*Queue* ${m.queue} · *Requested by* <@${m.requester.userId}>`,
+    `*Experiment* ${untrusted(m.request.experiment, 1000)}`,
+    `*Recipe* ${untrusted(m.request.recipe ?? m.inputs.recipe, 1000)} (copied at launch: retries run this copy)`,
+    `*FOVs* ${n(m.plan.fovCount)} of ${n(m.plan.experimentFovCount)} (${untrusted(m.plan.fovs || 'none', 300)}) in ${m.plan.units.length} ${m.plan.units.length === 1 ? 'job' : 'jobs'}`,
+    `*Queue* ${untrusted(m.queue, 64)} · *Requested by* ${mention(m.requester.userId)}`,
   ].join('\n');
 }
+
+const decider = (userId: string | undefined) => (userId ? mention(userId) : 'someone');
+const when = (time: string | undefined) => untrusted(time ?? 'an unknown time', 40);
 
 function decisionLine(m: RunManifest): string | undefined {
   const a = m.approval;
   if (!a.required) return undefined;
-  if (a.decision === 'approved') return `Approved by <@${a.decidedBy}> at ${a.decidedAt}`;
-  if (a.decision === 'rejected') return `Rejected by <@${a.decidedBy}> at ${a.decidedAt}`;
-  if (a.decision === 'expired') return `Approval expired at ${a.decidedAt}`;
-  return `Needs approval: ${a.reasons.join('; ')}. Expires ${a.expiresAt}.`;
+  if (a.decision === 'approved') return `Approved by ${decider(a.decidedBy)} at ${when(a.decidedAt)}`;
+  if (a.decision === 'rejected') return `Rejected by ${decider(a.decidedBy)} at ${when(a.decidedAt)}`;
+  if (a.decision === 'expired') return `Approval expired at ${when(a.decidedAt)}`;
+  return `Needs approval: ${a.reasons.map((r) => untrusted(r, 300)).join('; ')}. Expires ${when(a.expiresAt)}.`;
+}
+
+/**
+ * The lifecycle (src/lifecycle/decide.ts) writes statusReason: its own sentences, which name
+ * the person who cancelled or retried, and failure reasons that quote what a job or AWS said.
+ * Only those two sentences of its own keep their mention; anything else is shown escaped, so a
+ * job's `<@U0ADMIN>` or `<!channel>` does nothing.
+ */
+const OWN_REASONS = [/^(cancelled by )<@([A-Za-z0-9._-]{1,64})>$/, /^(retry \d+: \d+ FOVs? rerun at the request of )<@([A-Za-z0-9._-]{1,64})>$/];
+
+function statusReasonText(reason: string): string {
+  for (const form of OWN_REASONS) {
+    const own = form.exec(reason);
+    if (own) return `${own[1]}${mention(own[2]!)}`;
+  }
+  return untrusted(reason, 500);
 }
 
 /** The run's one root message: request, plan, live progress, status and its buttons. */
 export function rootMessage(m: RunManifest): Message {
-  const status = `${STATUS_LABEL[m.status]}${m.statusReason ? ` — ${m.statusReason}` : ''}`; // statusReason is ours, may hold <@user>
+  const status = `${STATUS_LABEL[m.status]}${m.statusReason ? ` — ${statusReasonText(m.statusReason)}` : ''}`;
   const blocks: KnownBlock[] = [{ type: 'header', text: plain(title(m)) }, section(requestFields(m))];
   const decision = decisionLine(m);
   if (decision) blocks.push(context(decision));
@@ -96,14 +124,14 @@ export function rootMessage(m: RunManifest): Message {
     const cancel = button('Cancel run', ACTIONS.cancel, m.runId, 'danger');
     cancel.confirm = {
       title: plain('Cancel this run?'),
-      text: md(`This terminates every job of run ${m.runId}.`),
+      text: md(`This terminates every job of run ${id(m.runId)}.`),
       confirm: plain('Cancel run'),
       deny: plain('Keep running'),
     };
     blocks.push({ type: 'actions', block_id: `run:${m.runId}`, elements: [cancel] });
   }
-  blocks.push(context(`run id \`${m.runId}\` · /starfish status ${m.runId}`));
-  const text = `starfish run ${m.runId}: ${STATUS_LABEL[m.status].replace(/^:[a-z_]+: /, '')}${m.submissions.length ? ` — ${progressLine(m.progress)}` : ''}`;
+  blocks.push(context(`run id \`${id(m.runId)}\` · /starfish status ${id(m.runId)}`));
+  const text = `starfish run ${id(m.runId)}: ${STATUS_LABEL[m.status].replace(/^:[a-z_]+: /, '')}${m.submissions.length ? ` — ${progressLine(m.progress)}` : ''}`;
   return { text: clip(text, LIMITS.fallbackText), blocks };
 }
 
@@ -113,14 +141,14 @@ export function rootMessage(m: RunManifest): Message {
  * only past that does it point to /starfish status.
  */
 export function failureDigest(runId: string, failures: FovFailure[], totalFailed: number): Message {
-  const lines = failures.map((f) => `• FOV ${f.fov}${f.logLink ? ` <${f.logLink}|log>` : ''} — ${esc(clip(reasonWithoutFov(f), 160))}`);
+  const lines = failures.map((f) => `• FOV ${f.fov}${f.logLink ? ` ${link(f.logLink, 'log')}` : ''} — ${untrusted(reasonWithoutFov(f), 160)}`);
   const head = `:warning: ${failures.length} FOV${failures.length === 1 ? '' : 's'} failed${totalFailed > failures.length ? ` (${totalFailed} in all so far)` : ''}`;
-  const blocks: KnownBlock[] = [section(`*${head}* in run ${runId}`)];
+  const blocks: KnownBlock[] = [section(`*${head}* in run ${id(runId)}`)];
   const sections = chunkLines(lines, LIMITS.sectionText, LIMITS.blocksPerMessage - 2);
   for (const text of sections.chunks) blocks.push(section(text));
-  if (sections.left) blocks.push(context(`…and ${sections.left} more failed FOVs: \`/starfish status ${runId}\` lists them all.`));
+  if (sections.left) blocks.push(context(`…and ${sections.left} more failed FOVs: \`/starfish status ${id(runId)}\` lists them all.`));
   return {
-    text: clip(`${head} in run ${runId}: FOV ${formatRanges(failures.map((f) => f.fov))}`, LIMITS.fallbackText),
+    text: clip(`${head} in run ${id(runId)}: FOV ${formatRanges(failures.map((f) => f.fov))}`, LIMITS.fallbackText),
     blocks,
   };
 }
@@ -151,11 +179,11 @@ export interface ResultLinks {
 export function resultsMessage(m: RunManifest, summary: ResultsSummary, links: ResultLinks): Message {
   const genes = Object.entries(summary.counts_per_gene)
     .sort((a, b) => b[1] - a[1])
-    .map(([gene, count]) => `${gene} ${n(count)}`);
+    .map(([gene, count]) => `${untrusted(gene, 80)} ${n(count)}`);
   const missing = summary.fovs_missing.length
-    ? `\n:warning: ${summary.fovs_missing.length} FOV${summary.fovs_missing.length === 1 ? '' : 's'} missing from the results: ${clip(formatRanges(summary.fovs_missing), 2400)} — \`/starfish retry ${m.runId}\` reruns them.`
+    ? `\n:warning: ${summary.fovs_missing.length} FOV${summary.fovs_missing.length === 1 ? '' : 's'} missing from the results: ${clip(formatRanges(summary.fovs_missing), 2400)} — \`/starfish retry ${id(m.runId)}\` reruns them.`
     : '';
-  const head = `:tada: Results of run ${m.runId}: ${n(summary.spots_total)} spots from ${n(summary.fovs_processed)}/${n(summary.fovs_expected)} FOVs`;
+  const head = `:tada: Results of run ${id(m.runId)}: ${n(summary.spots_total)} spots from ${n(summary.fovs_processed)}/${n(summary.fovs_expected)} FOVs`;
   return {
     text: head,
     blocks: [
@@ -163,20 +191,28 @@ export function resultsMessage(m: RunManifest, summary: ResultsSummary, links: R
       section(`*Spots per gene*\n${summarizeLines(genes.map((g) => `• ${g}`), 1500, 'more genes (see summary.json)')}`),
       // One section a file: a presigned URL with a session token is ~1,600 characters.
       section('*Files*'),
-      section(`• spots.csv — \`${links.spotsCsv.url}\` · <${links.spotsCsv.download}|download>`),
-      section(`• summary.json — \`${links.summaryJson.url}\` · <${links.summaryJson.download}|download>`),
-      section(`• spots.png — \`${links.spotsPng.url}\` · <${links.spotsPng.download}|download>`),
+      section(fileLine('spots.csv', links.spotsCsv)),
+      section(fileLine('summary.json', links.summaryJson)),
+      section(fileLine('spots.png', links.spotsPng)),
     ],
   };
 }
 
+const fileLine = (name: string, file: { url: string; download: string }) => `• ${name} — \`${untrusted(file.url, 1000)}\` · ${link(file.download, 'download')}`;
+
 export function failedRunMessage(runId: string, reason: string, logLink?: string): Message {
-  const text = `:x: Run ${runId} failed: ${esc(reason)}`;
-  return { text, blocks: [section(`${text}${logLink ? ` — <${logLink}|log>` : ''}`)] };
+  const text = `:x: Run ${id(runId)} failed: ${untrusted(reason, 500)}`;
+  return { text, blocks: [section(`${text}${logLink ? ` — ${link(logLink, 'log')}` : ''}`)] };
 }
 
+/**
+ * A notice composed by its caller, in mrkdwn: whoever puts untrusted text in it escapes that
+ * piece (escapeMrkdwn). Here it is only scrubbed of control characters and kept from notifying
+ * a whole channel (withoutBroadcasts).
+ */
 export function noticeMessage(text: string): Message {
-  return { text: clip(text, LIMITS.fallbackText), blocks: [section(text)] };
+  const clean = scrub(text, true);
+  return { text: clip(withoutBroadcasts(clean), LIMITS.fallbackText), blocks: [section(clean)] };
 }
 
 export function errorMessage(text: string): Message {
@@ -188,9 +224,9 @@ export function statusMessage(m: RunManifest): Message {
   const failures = m.failures.filter((f) => f.round === (m.submissions.at(-1)?.round ?? 0));
   const blocks = root.blocks.filter((b) => b.type !== 'actions');
   if (failures.length) {
-    blocks.push(section(`*Failed FOVs*\n${summarizeLines(failures.map((f) => `• FOV ${f.fov}: ${esc(clip(reasonWithoutFov(f), 200))}${f.logLink ? ` — <${f.logLink}|log>` : ''}`), LIMITS.sectionText, 'more')}`));
+    blocks.push(section(`*Failed FOVs*\n${summarizeLines(failures.map((f) => `• FOV ${f.fov}: ${untrusted(reasonWithoutFov(f), 200)}${f.logLink ? ` — ${link(f.logLink, 'log')}` : ''}`), LIMITS.sectionText, 'more')}`));
   }
-  if (m.results) blocks.push(section(`*Results* ${n(m.results.spotsTotal)} spots · ${m.inputs.output}/results/`));
+  if (m.results) blocks.push(section(`*Results* ${n(m.results.spotsTotal)} spots · ${untrusted(m.inputs.output, 1000)}/results/`));
   return { text: root.text, blocks };
 }
 
@@ -198,7 +234,7 @@ export function listMessage(manifests: RunManifest[]): Message {
   if (!manifests.length) return noticeMessage('No runs yet. Start one with `/starfish run &lt;experiment.json&gt;`.');
   const lines = manifests.map(
     (m) =>
-      `• \`${m.runId}\`${m.request.name ? ` ${m.request.name}` : ''} — ${STATUS_LABEL[m.status]} — ${n(m.plan.fovCount)} FOVs — <@${m.requester.userId}> — ${m.createdAt.slice(0, 16).replace('T', ' ')}`,
+      `• \`${id(m.runId)}\`${m.request.name ? ` ${untrusted(m.request.name, 64)}` : ''} — ${STATUS_LABEL[m.status]} — ${n(m.plan.fovCount)} FOVs — ${mention(m.requester.userId)} — ${untrusted(m.createdAt.slice(0, 16).replace('T', ' '), 16)}`,
   );
   return { text: `${manifests.length} recent runs`, blocks: [section(`*Recent runs*\n${summarizeLines(lines, LIMITS.sectionText, 'older runs')}`)] };
 }

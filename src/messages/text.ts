@@ -1,6 +1,11 @@
-/** Renders Block Kit messages as terminal text for the console channel. */
+/**
+ * Renders Block Kit messages as terminal text for the console channel. What comes out is safe to
+ * write to a terminal: entities are decoded last (an escaped `<!channel>` is shown as typed, never
+ * turned into markup), and terminal escape sequences, control and invisible format characters are
+ * dropped (scrub), whatever a gene name or a failure reason carried.
+ */
 import type { ActionsBlockElement, ContextBlockElement, KnownBlock, SectionBlock, TextObject } from '@slack/types';
-import type { Message } from './message.js';
+import { scrub, type Message } from './message.js';
 import { ACTIONS } from './blocks.js';
 
 const EMOJI: Record<string, string> = {
@@ -64,6 +69,6 @@ function blockToText(block: KnownBlock): string | undefined {
 }
 
 export function renderText(message: Message): string {
-  if (!message.blocks.length) return mrkdwnToText(message.text);
-  return message.blocks.map(blockToText).filter((line): line is string => line !== undefined).join('\n');
+  if (!message.blocks.length) return scrub(mrkdwnToText(message.text), true);
+  return scrub(message.blocks.map(blockToText).filter((line): line is string => line !== undefined).join('\n'), true);
 }

@@ -2,7 +2,8 @@ import { describe, expect, it } from 'vitest';
 import { failureDigest, resultsMessage, rootMessage } from '../../src/messages/blocks.js';
 import { LIMITS, type Message } from '../../src/messages/message.js';
 import { renderText } from '../../src/messages/text.js';
-import type { FovFailure, RunManifest } from '../../src/run/manifest.js';
+import type { FovFailure } from '../../src/run/manifest.js';
+import { manifest } from './fixtures.js';
 
 function withinLimits(message: Message): void {
   expect(message.blocks.length).toBeLessThanOrEqual(LIMITS.blocksPerMessage);
@@ -13,25 +14,6 @@ function withinLimits(message: Message): void {
     if (b.type === 'context') for (const e of b.elements) if (e.type !== 'image') expect(e.text.length).toBeLessThanOrEqual(LIMITS.sectionText);
   }
 }
-
-const manifest = (over: Partial<RunManifest> = {}): RunManifest => ({
-  version: 1,
-  runId: '261125-k3f9',
-  createdAt: '2026-11-25T10:00:00.000Z',
-  updatedAt: '2026-11-25T10:00:00.000Z',
-  requester: { userId: 'U1', channel: 'C1' },
-  request: { experiment: 's3://lab-data/iss/experiment.json', fovs: { kind: 'all' }, dryRun: false },
-  inputs: { experiment: 's3://lab-data/iss/experiment.json', recipe: 's3://lab-results/runs/261125-k3f9/inputs/recipe.py', output: 's3://lab-results/runs/261125-k3f9' },
-  queue: 'spot',
-  plan: { experimentFovCount: 10_000, fovs: '0-9999', fovCount: 10_000, units: [{ size: 10_000, fovs: '0-9999' }] },
-  approval: { required: false, reasons: [] },
-  status: 'running',
-  submissions: [],
-  progress: { total: 10_000, succeeded: 5_000, failed: 12, running: 300, waiting: 4_688 },
-  failures: [],
-  notify: { resultsPosted: false },
-  ...over,
-});
 
 describe('Block Kit limits', () => {
   it('a digest of 2,000 failures stays within 50 blocks and 3,000-character sections, cutting no line', () => {
