@@ -43,6 +43,7 @@ export const EXAMPLES = {
 const EXAMPLE_URL = { experiment: 's3://lab-data/iss/experiment.json', recipe: 's3://lab-data/recipes/iss.py' } as const;
 
 const RUN_OPTIONS = ['recipe', 'fovs', 'queue', 'name'] as const;
+const MAX_SELECTION_CHARS = 4_000;
 type RunOption = (typeof RUN_OPTIONS)[number];
 const RUN_FLAGS = ['dry-run'] as const;
 
@@ -97,6 +98,10 @@ function parseFovs(value: string): Result<FovSelection> {
   if (/^\d+$/.test(value)) {
     const count = Number(value);
     return count === 0 ? refuse(`fovs=0 selects nothing; ${usage}`) : ok({ kind: 'first', count });
+  }
+  // Bounds before allocation: a selection is typed by a person; past this it is not one.
+  if (value.length > MAX_SELECTION_CHARS) {
+    return refuse(`fovs= is ${value.length.toLocaleString('en-US')} characters long; at most ${MAX_SELECTION_CHARS.toLocaleString('en-US')} are read. Use ranges, e.g. fovs=0-499,600-999`);
   }
   const ranges = parseRanges(value);
   if (!ranges.ok) return refuse(`fovs=${value}: ${ranges.reason}; ${usage}`);

@@ -40,6 +40,18 @@ export function formatRanges(indices: readonly number[]): string {
   return out.join(',');
 }
 
+/** Sorted ranges with overlapping and touching ones merged: each FOV once, however it was typed. */
+export function mergeRanges(ranges: ReadonlyArray<readonly [number, number]>): Array<[number, number]> {
+  const sorted = [...ranges].sort((x, y) => x[0] - y[0]);
+  const out: Array<[number, number]> = [];
+  for (const [a, b] of sorted) {
+    const last = out.at(-1);
+    if (last && a <= last[1] + 1) last[1] = Math.max(last[1], b);
+    else out.push([a, b]);
+  }
+  return out;
+}
+
 export function expandRanges(text: string): number[] {
   const ranges = parseRanges(text);
   // Range text here was written by formatRanges: a parse failure is a fault, not a refusal.

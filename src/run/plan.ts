@@ -3,7 +3,7 @@
  * one FOV is a plain job, more than 10,000 are split into several arrays.
  */
 import type { FovSelection } from './fov-ranges.js';
-import { describeSelection, formatRanges, parseRanges } from './fov-ranges.js';
+import { describeSelection, formatRanges, mergeRanges, parseRanges } from './fov-ranges.js';
 import type { Plan, WorkUnit } from './manifest.js';
 import { ok, refuse, type Result } from '../result.js';
 
@@ -19,18 +19,50 @@ function selectFovs(available: number[], selection: FovSelection): Result<number
     }
     return ok(available.slice(0, selection.count));
   }
-  const have = new Set(available);
-  const chosen: number[] = [];
+  // Merged first: memory is bounded by the experiment, however often a range is repeated.
+  let chosen: number[] = [];
   const missing: number[] = [];
-  for (const [a, b] of selection.ranges) {
-    for (let k = a; k <= b; k++) (have.has(k) ? chosen : missing).push(k);
+  for (const [a, b] of mergeRanges(selection.ranges)) {
+    const found = within(available, a, b);
+    chosen = chosen.concat(found);
+    if (found.length < b - a + 1) missing.push(...firstMissing(found, a, b, 21 - missing.length));
     if (missing.length > 20) break;
   }
   if (missing.length) {
-    return refuse(`fovs=${describeSelection(selection)} names FOVs the experiment does not have (${formatRanges(missing.slice(0, 20))}${missing.length > 20 ? ', …' : ''}); it has ${formatRanges(available)}`);
+    const has = formatRanges(available).split(',');
+    const shown = has.length > 20 ? `${has.slice(0, 20).join(',')},… (${has.length.toLocaleString('en-US')} ranges)` : has.join(',');
+    return refuse(`fovs=${clipText(describeSelection(selection), 200)} names FOVs the experiment does not have (${formatRanges(missing.slice(0, 20))}${missing.length > 20 ? ', …' : ''}); it has ${shown}`);
   }
-  return ok([...new Set(chosen)].sort((x, y) => x - y));
+  return ok(chosen);
 }
+
+/** The FOVs of sorted `available` within a..b, found by binary search. */
+function within(available: readonly number[], a: number, b: number): number[] {
+  const lowerBound = (x: number) => {
+    let lo = 0;
+    let hi = available.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (available[mid]! < x) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
+  };
+  return available.slice(lowerBound(a), lowerBound(b + 1));
+}
+
+/** Up to `limit` indices of a..b that are not in `found` (sorted, within a..b). */
+function firstMissing(found: readonly number[], a: number, b: number, limit: number): number[] {
+  const out: number[] = [];
+  let i = 0;
+  for (let k = a; k <= b && out.length < limit; k++) {
+    if (found[i] === k) i++;
+    else out.push(k);
+  }
+  return out;
+}
+
+const clipText = (text: string, max: number) => (text.length > max ? `${text.slice(0, max - 1)}…` : text);
 
 function unitFor(fovs: number[]): WorkUnit[] {
   const list = formatRanges(fovs);
@@ -46,11 +78,18 @@ export function planUnits(fovs: number[]): WorkUnit[] {
   return units;
 }
 
+/** The plan lives in the manifest, rewritten on every update: past this, it is not kept there. */
+const MAX_PLAN_CHARS = 1_000_000;
+
 export function makePlan(available: number[], selection: FovSelection): Result<Plan> {
   const selected = selectFovs(available, selection);
   if (!selected.ok) return selected;
   const fovs = selected.value;
-  return ok({ experimentFovCount: available.length, fovs: formatRanges(fovs), fovCount: fovs.length, units: planUnits(fovs) });
+  const text = formatRanges(fovs);
+  if (text.length > MAX_PLAN_CHARS) {
+    return refuse(`these ${fovs.length.toLocaleString('en-US')} FOVs are numbered with so many gaps that their list is ${text.length.toLocaleString('en-US')} characters; select fewer, contiguous ranges (e.g. fovs=0-99999) and run the rest separately`);
+  }
+  return ok({ experimentFovCount: available.length, fovs: text, fovCount: fovs.length, units: planUnits(fovs) });
 }
 
 /** The FOV child `index` of a unit processes: the index-th of its range text, as the containers read it. */
