@@ -3,7 +3,19 @@ one parser of FOV range text (``parse_fov_ranges``) and the readers of the job e
 (``require_env``, ``require_fovs_env``) both scripts use.
 
 Every function takes either a local path, a ``file://`` URL, an ``s3://bucket/key`` URL
-or (read-only) an ``http(s)://`` URL.
+or (read-only) an ``https://`` URL.
+
+* https reads follow the URL policy (the same rules as src/run/url-policy.ts): the host's
+  addresses must all be public internet addresses (no loopback, link-local metadata, private,
+  shared, reserved, documentation, ULA or IPv4-mapped forms), the name is resolved once and
+  the connection pinned to the checked address (TLS still verifies the host name), redirects
+  are not followed, and ``STARFISH_HTTPS_HOSTS`` (comma-separated, ``*.lab.org`` for a whole
+  domain) narrows the hosts further when set. ``http://`` and other schemes are refused with
+  :class:`UrlRefused`.
+* References inside experiment JSON go through :func:`resolve_reference`: ``file://`` URLs and
+  absolute paths only when the experiment itself is local; and inside :func:`local_files`
+  (False) no local file is read at all, so a remote experiment cannot make a recipe that
+  follows its references through this module read the machine's files.
 
 * boto3 is imported lazily, only when an ``s3://`` URL is actually used, so plain paths
   work on machines without boto3.  Tests (or callers) can inject any object with the
@@ -16,15 +28,18 @@ or (read-only) an ``http(s)://`` URL.
 Kept compatible with Python 3.6+ (the starfish image's interpreter).
 """
 import bisect
+import contextlib
+import http.client
 import io
+import ipaddress
 import os
 import re
+import socket
+import ssl
 from urllib.parse import urlencode
 import posixpath
 import tempfile
-import urllib.error
 import urllib.parse
-import urllib.request
 
 __all__ = [
     "is_s3", "is_http", "is_remote", "split_s3", "join", "dirname", "basename",
@@ -32,6 +47,8 @@ __all__ = [
     "list_prefix", "set_s3_client", "local_path", "INTERMEDIATE_TAGS",
     "fov_name", "FovRanges", "parse_fov_ranges", "format_fov_ranges", "MAX_FOV_INDEX",
     "EnvError", "env_value", "require_env", "require_output_env", "require_fovs_env",
+    "UrlRefused", "address_refusal", "check_https_url", "resolve_https", "https_get",
+    "resolve_reference", "local_files", "set_https_test_options", "PinnedHTTPSConnection",
 ]
 
 _s3_client = None
@@ -147,15 +164,9 @@ def read_bytes(url):
                 raise _not_found(u)
             raise
         return obj["Body"].read()
-    if is_http(u):
-        try:
-            with urllib.request.urlopen(u, timeout=120) as resp:
-                return resp.read()
-        except urllib.error.HTTPError as exc:
-            if exc.code in (403, 404, 410):
-                raise _not_found(u, "HTTP %d" % exc.code)
-            raise
-    path = local_path(u)
+    if _scheme_of(u) == "https" and u.startswith("https://"):
+        return https_get(u)
+    path = _readable_path(u)
     with open(path, "rb") as fh:
         return fh.read()
 
@@ -220,16 +231,13 @@ def exists(url):
             if _is_s3_missing(exc):
                 return False
             raise
-    if is_http(u):
-        req = urllib.request.Request(u, method="HEAD")
+    if _scheme_of(u) == "https" and u.startswith("https://"):
         try:
-            with urllib.request.urlopen(req, timeout=60):
-                return True
-        except urllib.error.HTTPError as exc:
-            if exc.code in (403, 404, 410):
-                return False
-            raise
-    return os.path.exists(local_path(u))
+            https_get(u, method="HEAD")
+            return True
+        except FileNotFoundError:
+            return False
+    return os.path.exists(_readable_path(u))
 
 
 def remove(url):
@@ -281,6 +289,414 @@ def list_prefix(url):
             return sorted(e.name for e in it if e.is_file())
     except FileNotFoundError:
         return []
+
+
+# ---------------------------------------------------------------------------------------
+# The URL policy (the same rules, ranges and sentences as src/run/url-policy.ts)
+
+class UrlRefused(Exception):
+    """A location the URL policy refuses; ``str()`` is a sentence for the scientist."""
+
+
+EXAMPLE_URL = "https://example.org/iss/experiment.json"
+_PUBLIC_ONLY = "Inputs are read only from servers on the public internet"
+_SCHEME_RE = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]+):")
+_HOST_RE = re.compile(r"^[a-z0-9_-]+(\.[a-z0-9_-]+)*$")
+
+_LOOPBACK = "a loopback address (this machine itself)"
+_LINK_LOCAL = "a link-local address (where cloud instance and container metadata are served)"
+_PRIVATE = "a private network address (RFC 1918)"
+_DOCUMENTATION = "a documentation address (reserved for examples, never a real server)"
+
+
+def _blocks(pairs):
+    return [(ipaddress.ip_network(cidr), what) for cidr, what in pairs]
+
+
+_V4_BLOCKS = _blocks([
+    ("0.0.0.0/8", 'an unspecified address (0.0.0.0/8, "this host")'),
+    ("10.0.0.0/8", _PRIVATE),
+    ("100.64.0.0/10", "a shared address (carrier-grade NAT, 100.64.0.0/10), not on the public internet"),
+    ("127.0.0.0/8", _LOOPBACK),
+    ("169.254.0.0/16", _LINK_LOCAL),
+    ("172.16.0.0/12", _PRIVATE),
+    ("192.0.0.0/24", "an IETF protocol address (192.0.0.0/24), not on the public internet"),
+    ("192.0.2.0/24", _DOCUMENTATION),
+    ("192.88.99.0/24", "a reserved address (the retired 6to4 relays, 192.88.99.0/24)"),
+    ("192.168.0.0/16", _PRIVATE),
+    ("198.18.0.0/15", "a benchmarking address (198.18.0.0/15), not on the public internet"),
+    ("198.51.100.0/24", _DOCUMENTATION),
+    ("203.0.113.0/24", _DOCUMENTATION),
+    ("224.0.0.0/4", "a multicast address"),
+    ("255.255.255.255/32", "the broadcast address"),
+    ("240.0.0.0/4", "a reserved address (240.0.0.0/4)"),
+])
+
+_V6_BLOCKS = _blocks([
+    ("::/128", "the unspecified IPv6 address"),
+    ("::1/128", "the IPv6 loopback address (this machine itself)"),
+    ("64:ff9b:1::/48", "a local-use NAT64 address (64:ff9b:1::/48), not on the public internet"),
+    ("::/96", "an IPv4-compatible IPv6 address (a retired form)"),
+    ("fc00::/7", "an IPv6 unique local address (fc00::/7, a private network)"),
+    ("fe80::/10", "an IPv6 link-local address (fe80::/10; cloud metadata is served there too)"),
+    ("fec0::/10", "an IPv6 site-local address (fec0::/10, a retired private range)"),
+    ("ff00::/8", "an IPv6 multicast address"),
+    ("2001::/32", "a Teredo tunnel address (2001::/32)"),
+    ("2001:db8::/32", _DOCUMENTATION),
+    ("2001::/23", "an IETF protocol IPv6 address (2001::/23), not on the public internet"),
+    ("2002::/16", "a 6to4 tunnel address (2002::/16)"),
+    ("3fff::/20", _DOCUMENTATION),
+])
+
+# IPv6 forms carrying an IPv4 address in their last 32 bits, judged by that address
+_V6_EMBEDDING = _blocks([("::ffff:0:0/96", "IPv4-mapped"), ("64:ff9b::/96", "NAT64")])
+_GLOBAL_UNICAST = ipaddress.ip_network("2000::/3")
+
+
+def _first_block(ip, blocks):
+    for net, what in blocks:
+        if ip in net:
+            return what
+    return None
+
+
+def _v6_refusal(ip):
+    embedding = _first_block(ip, _V6_EMBEDDING)
+    if embedding:
+        v4 = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+        what = _first_block(v4, _V4_BLOCKS)
+        return what and "the %s IPv6 form of %s, %s" % (embedding, v4, what)
+    what = _first_block(ip, _V6_BLOCKS)
+    if what:
+        return what
+    if ip not in _GLOBAL_UNICAST:
+        return "a reserved IPv6 address (outside the global unicast range 2000::/3)"
+    return None
+
+
+def address_refusal(address):
+    """Why ``address`` may not be fetched from (the range it is in), or None for a public
+    internet address. Anything that is not a plain IPv4 or IPv6 address is refused."""
+    text = str(address)
+    if "%" in text:
+        return "a scoped IPv6 address (a zone index names a local network interface)"
+    try:
+        ip = ipaddress.ip_address(text)
+    except ValueError:
+        return "not an IP address"
+    if ip.version == 4:
+        return _first_block(ip, _V4_BLOCKS)
+    return _v6_refusal(ip)
+
+
+def _same_address(a, b):
+    try:
+        return ipaddress.ip_address(str(a)) == ipaddress.ip_address(str(b))
+    except ValueError:
+        return False
+
+
+def _refusal_for(address, test_only_addresses):
+    if any(_same_address(allowed, address) for allowed in test_only_addresses):
+        return None
+    return address_refusal(address)
+
+
+def _ipv4_number(part):
+    """One part of a WHATWG IPv4 host: decimal, 0x hex or 0-prefixed octal; None if not one."""
+    radix = 10
+    if len(part) >= 2 and part[:2] in ("0x", "0X"):
+        part, radix = part[2:], 16
+    elif len(part) >= 2 and part[0] == "0":
+        part, radix = part[1:], 8
+    if part == "":
+        return 0
+    try:
+        return int(part, radix) if re.match(r"^[0-9a-fA-F]+$", part) else None
+    except ValueError:
+        return None
+
+
+def _ends_in_number(host):
+    parts = host.split(".")
+    if parts[-1] == "" and len(parts) > 1:
+        parts.pop()
+    last = parts[-1]
+    return bool(re.match(r"^[0-9]+$", last)) or bool(re.match(r"^0[xX][0-9a-fA-F]*$", last))
+
+
+def _parse_ipv4(host):
+    """The WHATWG IPv4 parser (2130706433, 0177.0.0.1, 0x7f.1, 127.1 are all 127.0.0.1);
+    None when the host ends in a number but is no IPv4 address (then it is no valid host)."""
+    parts = host.split(".")
+    if parts[-1] == "" and len(parts) > 1:
+        parts.pop()
+    numbers = [_ipv4_number(p) for p in parts] if len(parts) <= 4 and "" not in parts else [None]
+    if None in numbers or any(n > 255 for n in numbers[:-1]) or numbers[-1] >= 256 ** (5 - len(numbers)):
+        return None
+    value = numbers[-1]
+    for i, n in enumerate(numbers[:-1]):
+        value += n * 256 ** (3 - i)
+    return str(ipaddress.IPv4Address(value))
+
+
+def _normalize_host(raw):
+    """The host as WHATWG URL reads it: percent-decoded, IDNA-mapped (full-width digits become
+    ASCII), lower case, without a trailing dot, any IPv4 spelling as the dotted address.
+    None when it is no valid host."""
+    host = urllib.parse.unquote(raw)
+    if ":" in host:
+        try:
+            return str(ipaddress.IPv6Address(host)) if "%" not in host else None
+        except ValueError:
+            return None
+    try:
+        host.encode("ascii")
+    except UnicodeEncodeError:
+        try:
+            host = host.encode("idna").decode("ascii")
+        except UnicodeError:
+            return None
+    host = host.lower()
+    if host.endswith("."):
+        host = host[:-1]
+    if not _HOST_RE.match(host):
+        return None
+    return _parse_ipv4(host) if _ends_in_number(host) else host
+
+
+def _allowed_hosts_from_env(environ=None):
+    raw = (os.environ if environ is None else environ).get("STARFISH_HTTPS_HOSTS", "")
+    hosts = [h.strip() for h in raw.split(",") if h.strip()]
+    return hosts or None
+
+
+def _host_allowed(host, allowed):
+    for entry in allowed:
+        e = entry.strip().lower().rstrip(".")
+        if (e.startswith("*.") and host.endswith(e[1:])) or host == e:
+            return True
+    return False
+
+
+def _example(allowed_hosts):
+    if allowed_hosts:
+        return "https://%s/iss/experiment.json" % re.sub(r"^\*\.", "data.", allowed_hosts[0])
+    return EXAMPLE_URL
+
+
+class _Target(object):
+    """An https URL whose host was checked: where the connection goes and what it asks for."""
+    __slots__ = ("url", "host", "port", "path", "address")
+
+    def __init__(self, url, host, port, path, address=None):
+        self.url, self.host, self.port, self.path, self.address = url, host, port, path, address
+
+
+def _is_ip(host):
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        return False
+
+
+def _split_https(url, example):
+    """(host as written, port, path) of an https URL; UrlRefused for anything else."""
+    if _scheme_of(url) != "https":
+        raise UrlRefused("%s is refused: inputs are read over https:// only. Example: %s" % (url, example))
+    if not url.startswith("https://"):
+        raise UrlRefused("%s is refused: write the URL as https://<host>/<path>, in lower case with two "
+                         "slashes, e.g. %s" % (url, example))
+    invalid = UrlRefused("%s is not a valid URL. Example: %s" % (url, example))
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port or 443
+    except ValueError:
+        raise invalid
+    if "@" in parts.netloc:
+        raise UrlRefused("%s is refused: it carries a user name or password, which inputs may not. Give a "
+                         "URL without credentials, e.g. %s" % (url, example))
+    if not parts.hostname or "\\" in url or any(c.isspace() for c in url):
+        raise invalid
+    return parts.hostname, port, (parts.path or "/") + ("?" + parts.query if parts.query else "")
+
+
+def check_https_url(url, allowed_hosts=None, test_only_addresses=()):
+    """The checks that need no network, for an https:// URL: it parses, carries no credentials,
+    its host is on the allowlist (when there is one), and a literal address is a public one.
+    Returns the checked target; raises UrlRefused."""
+    example = _example(allowed_hosts)
+    raw_host, port, path = _split_https(str(url), example)
+    host = _normalize_host(raw_host)
+    if host is None:
+        raise UrlRefused("%s is not a valid URL. Example: %s" % (url, example))
+    if allowed_hosts and not _host_allowed(host, allowed_hosts):
+        raise UrlRefused("%s is refused: this deployment reads https inputs only from %s. Example: %s"
+                         % (url, ", ".join(allowed_hosts), example))
+    if _is_ip(host):
+        what = _refusal_for(host, test_only_addresses)
+        if what:
+            raise UrlRefused("%s is refused: %s is %s. %s, e.g. %s" % (url, host, what, _PUBLIC_ONLY, example))
+        return _Target(url, host, port, path, host)
+    return _Target(url, host, port, path)
+
+
+def _system_resolve(host):
+    seen = []
+    for info in socket.getaddrinfo(host, None, 0, socket.SOCK_STREAM):
+        address = info[4][0]
+        if address not in seen:
+            seen.append(address)
+    return seen
+
+
+def resolve_https(url, allowed_hosts=None, resolve=None, test_only_addresses=()):
+    """check_https_url, then the host resolved once (``resolve(host)`` -> addresses; the system
+    resolver by default): every address must be public, and the first one is where the
+    connection goes. Raises UrlRefused."""
+    target = check_https_url(url, allowed_hosts, test_only_addresses)
+    if target.address is not None:
+        return target
+    example = _example(allowed_hosts)
+    try:
+        answers = list((resolve or _system_resolve)(target.host))
+    except (socket.error, UnicodeError) as exc:
+        raise UrlRefused("%s could not be read: the name %s was not found (%s). Check the URL, e.g. %s"
+                         % (url, target.host, exc, example))
+    if not answers:
+        raise UrlRefused("%s could not be read: the name %s has no address. Check the URL, e.g. %s"
+                         % (url, target.host, example))
+    for address in answers:
+        what = _refusal_for(address, test_only_addresses)
+        if what:
+            raise UrlRefused("%s is refused: %s resolves to %s, which is %s. %s, e.g. %s"
+                             % (url, target.host, address, what, _PUBLIC_ONLY, example))
+    target.address = answers[0]
+    return target
+
+
+class PinnedHTTPSConnection(http.client.HTTPSConnection):
+    """An HTTPS connection to ``host`` that connects to ``address`` (the address the policy
+    checked) instead of resolving ``host`` again; TLS still sends ``host`` as SNI and verifies
+    the certificate against it, and the Host header is ``host``."""
+
+    def __init__(self, host, address, port, timeout, context):
+        http.client.HTTPSConnection.__init__(self, host, port, timeout=timeout, context=context)
+        self.pinned_address = address
+        self.pinned_context = context
+
+    def connect(self):
+        sock = socket.create_connection((self.pinned_address, self.port), self.timeout)
+        try:
+            self.sock = self.pinned_context.wrap_socket(sock, server_hostname=self.host)
+        except BaseException:
+            sock.close()
+            raise
+
+
+_https_test_options = {"resolve": None, "context": None, "test_only_addresses": ()}
+
+
+def set_https_test_options(resolve=None, context=None, test_only_addresses=()):
+    """Tests only: the resolver, TLS context and admitted test addresses that read_bytes and
+    exists use for https. Call with no arguments to go back to the defaults."""
+    _https_test_options.update(resolve=resolve, context=context, test_only_addresses=tuple(test_only_addresses))
+
+
+def https_get(url, method="GET", allowed_hosts=None, resolve=None, context=None, test_only_addresses=(),
+              timeout=120):
+    """GET (or HEAD) an https URL under the policy: resolved once, every address public, the
+    connection pinned to the checked address, no redirects. Returns the body. 403/404/410
+    raise FileNotFoundError; other failures IOError; refusals UrlRefused."""
+    options = _https_test_options
+    if allowed_hosts is None:
+        allowed_hosts = _allowed_hosts_from_env()
+    target = resolve_https(url, allowed_hosts, resolve or options["resolve"],
+                           tuple(test_only_addresses) or options["test_only_addresses"])
+    context = context or options["context"] or ssl.create_default_context()
+    conn = PinnedHTTPSConnection(target.host, target.address, target.port, timeout, context)
+    try:
+        conn.request(method, target.path, headers={"User-Agent": "starfish-chatops", "Accept": "*/*"})
+        resp = conn.getresponse()
+        status = resp.status
+        if 300 <= status < 400:
+            location = str(resp.getheader("Location", "(no Location)"))[:200]
+            raise UrlRefused("%s answered with a redirect (HTTP %d) to %s; redirects are not followed, so that "
+                             "a public server cannot send the reader to an internal address. Give the final URL "
+                             "instead." % (url, status, location))
+        if status in (403, 404, 410):
+            raise _not_found(url, "HTTP %d" % status)
+        if not 200 <= status < 300:
+            raise IOError("HTTP %d reading %s" % (status, url))
+        return resp.read()
+    finally:
+        conn.close()
+
+
+def _scheme_of(url):
+    m = _SCHEME_RE.match(str(url))
+    return m.group(1).lower() if m else None
+
+
+# whether local files (paths and file:// URLs) may be read now: see local_files()
+_local_files = [True]
+
+
+@contextlib.contextmanager
+def local_files(allowed):
+    """Within this block, read_bytes/read_text/exists read local files only if ``allowed``.
+    process-fov runs a remote experiment's checks and recipe with local_files(False): whatever
+    the experiment refers to, nothing on the job's own disk is read through this module."""
+    before = _local_files[0]
+    _local_files[0] = bool(allowed)
+    try:
+        yield
+    finally:
+        _local_files[0] = before
+
+
+def _readable_path(url):
+    """The local path ``url`` names, if reading it is allowed; UrlRefused otherwise."""
+    u = str(url)
+    scheme = _scheme_of(u)
+    if scheme == "http":
+        raise UrlRefused("%s is refused: http:// is not read, because anyone on the way can change what it "
+                         "returns. Use https://, e.g. %s" % (u, EXAMPLE_URL))
+    if scheme == "https":
+        _split_https(u, EXAMPLE_URL)  # raises: https:// in another spelling
+    if scheme not in (None, "file"):
+        raise UrlRefused("%s is refused: %s: URLs are not inputs. Use an https:// URL, e.g. %s"
+                         % (u, scheme, EXAMPLE_URL))
+    if not _local_files[0]:
+        raise UrlRefused("%s is refused: this job reads a remote experiment, so it reads no file of the machine "
+                         "it runs on. Refer to files next to the experiment with a relative path, e.g. "
+                         "primary-fov_000.json" % u)
+    return local_path(u)
+
+
+def resolve_reference(base, ref, local_mode):
+    """The location a reference inside experiment JSON stands for: ``ref`` as written in the
+    file ``base``. https:// (checked without resolving; resolved and pinned when read) and
+    s3:// (the job's role decides) may be named anywhere; file:// URLs and absolute paths
+    only when ``local_mode`` (the experiment itself is a local path); http:// and other
+    schemes never. Relative references are joined to ``base``'s folder. Raises UrlRefused."""
+    r = str(ref)
+    scheme = _scheme_of(r)
+    if scheme == "https":
+        check_https_url(r, _allowed_hosts_from_env())
+        return r
+    if scheme == "s3":
+        return r
+    if scheme == "file" or (scheme is None and (r.startswith("/") or r.startswith("\\"))):
+        if local_mode:
+            return r if scheme else join(dirname(base), r)
+        raise UrlRefused("%s is refused: a remote experiment may not refer to files on the machine that reads "
+                         "it (file:// URLs and absolute paths). Refer to files next to it with a relative path, "
+                         "e.g. primary-fov_000.json" % r)
+    if scheme is not None:
+        _readable_path(r)  # raises, naming the scheme
+    return join(dirname(base), r)
 
 
 class FakeS3Client(object):

@@ -12,6 +12,11 @@ directly by the local runner.  The contract is in containers/README.md; in short
                         processes the i-th FOV of that list in ascending order
   STARFISH_FOV_OUTPUT   URL/path where the FOV's files go (s3://bucket/outputs/<run>/fovs)
 
+Everything the experiment refers to is checked against the URL policy first
+(starfish_io.resolve_reference: https at public addresses only, no http://, and file:// or
+absolute paths only when the experiment itself is local); a remote experiment's checks and
+recipe read no local file through starfish_io.
+
 Writes <fov output>/fov_NNN.csv (fov,x,y,z,target,quality).  On failure the last line
 on stderr is "process-fov: <reason>", <fov output>/fov_NNN.error.json records the reason
 (when the output location and the FOV are known), and the exit code is 2 (bad
@@ -92,26 +97,66 @@ def _load_json(url, what, code):
         return json.loads(sio.read_text(url))
     except FileNotFoundError:
         raise Failure("%s not found: %s" % (what, url), code)
+    except sio.UrlRefused as exc:
+        raise Failure("%s: %s" % (what, exc), EXIT_BAD_ENV)
     except ValueError as exc:
         raise Failure("%s is not valid JSON: %s: %s" % (what, url, exc), code)
 
 
-def check_experiment(experiment_url, fov):
-    """Verify the experiment exists and lists the FOV; for local data also verify that
-    the FOV's primary tiles exist. Returns the FOV's tile-set URL (or None)."""
-    exp = _load_json(experiment_url, "experiment", EXIT_BAD_ENV)
+def is_local_experiment(experiment_url):
+    """Local mode: the experiment is a path or file:// URL, so it may name local files."""
+    return sio.local_path(experiment_url) is not None
+
+
+def _follow(base, ref, local_mode, where):
+    """The location a reference in the JSON file ``base`` names, under the URL policy:
+    file:// URLs and absolute paths only in local mode, never http:// (exit 2 otherwise)."""
+    try:
+        return sio.resolve_reference(base, ref, local_mode)
+    except sio.UrlRefused as exc:
+        raise Failure("%s in %s: %s" % (where, base, exc), EXIT_BAD_ENV)
+
+
+def _check_tiles(tileset, tileset_url, local_mode, fov):
+    """Every tile the FOV's tile set names passes the URL policy; local tiles must exist."""
+    for tile in tileset.get("tiles", []) if isinstance(tileset, dict) else []:
+        f = tile.get("file") if isinstance(tile, dict) else None
+        if not f:
+            continue
+        url = _follow(tileset_url, f, local_mode, "FOV %d: tile" % fov)
+        path = sio.local_path(url)
+        if local_mode and path is not None and not os.path.exists(path):
+            raise Failure("FOV %d: tile not found: %s" % (fov, url), EXIT_FAILURE)
+
+
+def _primary_manifest(experiment_url, exp, local_mode):
+    """The primary image manifest's URL, after every reference of the experiment is checked."""
     images = exp.get("images") if isinstance(exp, dict) else None
     if not isinstance(images, dict) or "primary" not in images:
         raise Failure("experiment %s has no images.primary entry (not a SpaceTx experiment.json?)"
                       % experiment_url, EXIT_BAD_ENV)
-    base = sio.dirname(experiment_url)
-    manifest_url = sio.join(base, images["primary"])
+    for kind in sorted(images):
+        if isinstance(images[kind], str):
+            _follow(experiment_url, images[kind], local_mode, "images.%s" % kind)
+    if isinstance(exp.get("codebook"), str):
+        _follow(experiment_url, exp["codebook"], local_mode, "codebook")
+    return _follow(experiment_url, images["primary"], local_mode, "images.primary")
+
+
+def check_experiment(experiment_url, fov):
+    """Verify the experiment exists and lists the FOV, and that every file it refers to for
+    the FOV passes the URL policy (sio.resolve_reference); for local data also verify that
+    the FOV's primary tiles exist. Returns the FOV's tile-set URL."""
+    local_mode = is_local_experiment(experiment_url)
+    exp = _load_json(experiment_url, "experiment", EXIT_BAD_ENV)
+    manifest_url = _primary_manifest(experiment_url, exp, local_mode)
     manifest = _load_json(manifest_url, "primary image manifest", EXIT_FAILURE)
     name = sio.fov_name(fov)
     contents = manifest.get("contents") if isinstance(manifest, dict) else None
     if not isinstance(contents, dict):
         # a single-FOV experiment may point straight at a tile set
         if isinstance(manifest, dict) and "tiles" in manifest and fov == 0:
+            _check_tiles(manifest, manifest_url, local_mode, fov)
             return manifest_url
         raise Failure("primary image manifest %s has no 'contents'" % manifest_url, EXIT_FAILURE)
     if name not in contents:
@@ -119,16 +164,9 @@ def check_experiment(experiment_url, fov):
         desc = "%d FOVs: %s..%s" % (len(names), names[0], names[-1]) if names else "no FOVs"
         raise Failure("FOV %d (%s) is not in the experiment (primary images have %s)"
                       % (fov, name, desc), EXIT_BAD_ENV)
-    tileset_url = sio.join(sio.dirname(manifest_url), contents[name])
-    if sio.local_path(tileset_url) is not None:
-        tileset = _load_json(tileset_url, "FOV %d: tile list" % fov, EXIT_FAILURE)
-        tbase = sio.dirname(tileset_url)
-        for tile in tileset.get("tiles", []) if isinstance(tileset, dict) else []:
-            f = tile.get("file") if isinstance(tile, dict) else None
-            if f and "://" not in f:
-                path = sio.join(tbase, f)
-                if not os.path.exists(sio.local_path(path)):
-                    raise Failure("FOV %d: tile not found: %s" % (fov, path), EXIT_FAILURE)
+    tileset_url = _follow(manifest_url, contents[name], local_mode, "contents.%s" % name)
+    tileset = _load_json(tileset_url, "FOV %d: tile list" % fov, EXIT_FAILURE)
+    _check_tiles(tileset, tileset_url, local_mode, fov)
     return tileset_url
 
 
@@ -175,7 +213,21 @@ def _find_not_found(exc):
     return None
 
 
+def _find_refusal(exc):
+    """The first UrlRefused in the exception chain (a reference the URL policy refused)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, sio.UrlRefused):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 def describe_recipe_error(fov, exc):
+    refused = _find_refusal(exc)
+    if refused is not None:
+        return "FOV %d: %s" % (fov, one_line(refused, 400))
     missing = _find_not_found(exc)
     if missing is not None:
         kind = "tile" if str(missing).lower().endswith(TILE_EXTENSIONS) else "file"
@@ -335,14 +387,19 @@ def _run_fov(environ, output, fov):
     run_id = sio.require_env(environ, "STARFISH_RUN_ID")
     experiment = sio.require_env(environ, "STARFISH_EXPERIMENT")
     recipe_url = sio.require_env(environ, "STARFISH_RECIPE")
-    check_experiment(experiment, fov)
+    # A remote experiment's checks and recipe read no local file through starfish_io, whatever
+    # the experiment refers to (the recipe itself, named by the launcher, is read before).
+    local_mode = is_local_experiment(experiment)
+    with sio.local_files(local_mode):
+        check_experiment(experiment, fov)
     fn = load_recipe(recipe_url)
     print("process-fov: run %s: FOV %d (%s) of %s with recipe %s"
           % (run_id, fov, sio.fov_name(fov), experiment, recipe_url))
     sys.stdout.flush()
     t0 = time.time()
     try:
-        result = fn(fov, experiment)
+        with sio.local_files(local_mode):
+            result = fn(fov, experiment)
     except Exception as exc:  # the recipe's own failure
         raise Failure(describe_recipe_error(fov, exc), EXIT_FAILURE, show_traceback=True)
     try:
