@@ -104,6 +104,11 @@ export function addNagSuppressions(stack: Stack, refs: NagRefs): void {
       reason: 'Claims on run requests under requests/<request-id>, created once per request so that a duplicate delivery launches nothing; request ids are created at run time.',
     },
     {
+      pattern: 'requests/slack/*',
+      scopes: [refs.slackFunction],
+      reason: 'Claims on signed Slack requests under requests/slack/<sha256 of the signature>, created once (If-None-Match, enforced by the bucket policy) so that a replayed request is answered once; the names exist only per request.',
+    },
+    {
       pattern: 'experiments/*',
       scopes: [refs.jobRole, refs.eventsFunction],
       reason: 'Experiments staged into the results bucket under experiments/<name>/ (named at run time by /starfish stage), so the prefix ends in a wildcard.',

@@ -78,11 +78,13 @@ export function readSettings(context: Record<string, unknown>): Settings {
   }
   const parsed = settingsSchema.safeParse(raw);
   if (parsed.success) return parsed.data;
-  const unknown = parsed.error.issues.flatMap((issue) => (issue.code === 'unrecognized_keys' ? issue.keys : []));
+  // An unknown key at the top is a setting name; inside a setting's object it is that setting's mistake.
+  const isUnknownSetting = (issue: z.core.$ZodIssue) => issue.code === 'unrecognized_keys' && issue.path.length === 0;
+  const unknown = parsed.error.issues.flatMap((issue) => (isUnknownSetting(issue) && issue.code === 'unrecognized_keys' ? issue.keys : []));
   const lines = [
     ...(unknown.length ? [`Unknown setting ${unknown.map((k) => SETTING_PREFIX + k).join(', ')}. Known settings: ${SETTING_NAMES.map((k) => SETTING_PREFIX + k).join(', ')}`] : []),
     ...describeIssues(
-      parsed.error.issues.filter((issue) => issue.code !== 'unrecognized_keys'),
+      parsed.error.issues.filter((issue) => !isUnknownSetting(issue)),
       raw,
       'setting',
     ),

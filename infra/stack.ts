@@ -44,6 +44,7 @@ import * as sqs from 'aws-cdk-lib/aws-sqs';
 import type { Construct } from 'constructs';
 import { requestClaimKey, runKeys, RUNS_PREFIX, stagedPrefix } from '../src/run/layout.js';
 import { lambdaEnvironment } from '../src/config.js';
+import { APP_TAG, JOB_TAG_KEYS } from '../src/aws/batch-executor.js';
 import { addNagSuppressions } from './nag.js';
 import { checkLambdaEnvironment, type QueueName, type Settings } from './settings.js';
 
@@ -71,6 +72,42 @@ export const JOB_NAME_PREFIX = 'starfish-';
  * `fov_NNN.csv`/`.error.json`; the job role may (s3:PutObjectTagging on outputs/*\/fovs/*).
  */
 export const INTERMEDIATE_TAG = { key: 'starfish:lifecycle', value: 'intermediate' } as const;
+
+/**
+ * Where the Slack Lambda claims each signed request once (src/slack/request-guard.ts), so that a
+ * replay is answered once: `requests/slack/<sha256 of the signature>`. Claims matter for the
+ * 5 minutes a Slack timestamp is accepted; they expire after a day (S3's shortest lifecycle).
+ */
+const SLACK_CLAIMS_PREFIX = requestClaimKey('slack/');
+
+/** Days a noncurrent (overwritten or deleted) version of a results-bucket object is kept. */
+export const NONCURRENT_VERSION_DAYS = 30;
+
+/**
+ * Every S3 action that changes an object, its tags or its protection. The job role is denied
+ * them on the control state and the inputs, and the bucket denies them on the control state to
+ * every principal but the Lambdas.
+ */
+export const OBJECT_WRITE_ACTIONS = [
+  's3:PutObject',
+  's3:DeleteObject',
+  's3:DeleteObjectVersion',
+  's3:PutObjectTagging',
+  's3:PutObjectVersionTagging',
+  's3:DeleteObjectTagging',
+  's3:DeleteObjectVersionTagging',
+  's3:PutObjectAcl',
+  's3:PutObjectVersionAcl',
+  's3:PutObjectRetention',
+  's3:PutObjectLegalHold',
+] as const;
+
+/**
+ * The jobs' scratch space: the root filesystem is read-only, /tmp is a volume (the images'
+ * WORKDIR; Python's tempfile), and HOME points there so that the caches the starfish stack keeps
+ * under ~ (slicedimage tiles, matplotlib, fontconfig) have somewhere to go.
+ */
+export const JOB_SCRATCH = { volume: 'scratch', path: '/tmp' } as const;
 
 export interface StarfishChatopsStackProps extends StackProps {
   settings: Settings;
@@ -136,8 +173,12 @@ export class StarfishChatopsStack extends Stack {
           tagFilters: { [INTERMEDIATE_TAG.key]: INTERMEDIATE_TAG.value },
           expiration: Duration.days(settings.intermediateRetentionDays),
         },
+        { id: 'ExpireSlackRequestClaims', prefix: SLACK_CLAIMS_PREFIX, expiration: Duration.days(1) },
         { id: 'AbortIncompleteUploads', abortIncompleteMultipartUploadAfter: Duration.days(7) },
-        ...(settings.versioning ? [{ id: 'ExpireOldVersions', noncurrentVersionExpiration: Duration.days(30) }] : []),
+        // Versioning keeps what a job overwrote or deleted restorable for a while, not forever.
+        ...(settings.versioning
+          ? [{ id: 'ExpireOldVersions', noncurrentVersionExpiration: Duration.days(NONCURRENT_VERSION_DAYS), expiredObjectDeleteMarker: true }]
+          : []),
       ],
       removalPolicy: RemovalPolicy.RETAIN,
     });
@@ -218,8 +259,14 @@ export class StarfishChatopsStack extends Stack {
     const mergeResultsImage = ecs.ContainerImage.fromDockerImageAsset(image('merge-results'));
     const logging = ecs.LogDriver.awsLogs({ logGroup: batchLogGroup, streamPrefix: 'starfish' });
 
-    const fargateJob = (id: string, img: ecs.ContainerImage, size: { vcpus: number; memoryMiB: number }, timeout: Duration) =>
-      new batch.EcsJobDefinition(this, id, {
+    // Recipe code cannot change the image it runs in: read-only root, a scratch volume for /tmp.
+    const hardened = {
+      readonlyRootFilesystem: true,
+      volumes: [batch.EcsVolume.host({ name: JOB_SCRATCH.volume, containerPath: JOB_SCRATCH.path, readonly: false })],
+      environment: { HOME: JOB_SCRATCH.path },
+    };
+    const fargateJob = (id: string, img: ecs.ContainerImage, size: { vcpus: number; memoryMiB: number }, timeout: Duration) => {
+      const definition = new batch.EcsJobDefinition(this, id, {
         container: new batch.EcsFargateContainerDefinition(this, `${id}Container`, {
           image: img,
           cpu: size.vcpus,
@@ -227,6 +274,7 @@ export class StarfishChatopsStack extends Stack {
           jobRole,
           executionRole,
           logging,
+          ...hardened,
           assignPublicIp: !isolatedEgress, // public subnets without NAT: the task needs a public IP to reach ECR
           fargatePlatformVersion: ecs.FargatePlatformVersion.LATEST,
           fargateCpuArchitecture: ecs.CpuArchitecture.X86_64,
@@ -235,6 +283,12 @@ export class StarfishChatopsStack extends Stack {
         propagateTags: true,
         timeout,
       });
+      // On Fargate a volume is only named (task storage bind-mounted); Batch says `host` "isn't
+      // applicable to jobs that are running on Fargate resources and shouldn't be provided", and
+      // EcsVolume.host renders an empty one.
+      (definition.node.defaultChild as batch.CfnJobDefinition).addPropertyDeletionOverride('ContainerProperties.Volumes.0.Host');
+      return definition;
+    };
     const fovJob = fargateJob('ProcessFovJob', processFovImage, settings.fovJob, Duration.hours(4));
     const mergeJob = fargateJob('MergeResultsJob', mergeResultsImage, settings.mergeJob, Duration.hours(2));
     const jobDefinitions: batch.EcsJobDefinition[] = [fovJob, mergeJob];
@@ -265,6 +319,7 @@ export class StarfishChatopsStack extends Stack {
             jobRole,
             executionRole,
             logging,
+            ...hardened, // on EC2 the scratch volume is a Docker-managed one on the instance
           }),
           propagateTags: true,
           timeout,
@@ -290,6 +345,8 @@ export class StarfishChatopsStack extends Stack {
       runInputs: resultsBucket.arnForObjects(`${path.posix.dirname(anyRun.recipeSnapshot)}/*`),
       /** Claims on run requests (duplicate deliveries of a RunRequested). */
       requests: resultsBucket.arnForObjects(requestClaimKey('*')),
+      /** The Slack Lambda's claims on signed requests (replays answered once). */
+      slackClaims: resultsBucket.arnForObjects(`${SLACK_CLAIMS_PREFIX}*`),
       /** Experiments staged by /starfish stage. */
       experiments: resultsBucket.arnForObjects(stagedPrefix('*')),
       /** What the jobs write, and nothing else: FOV tables and failure reasons, merged results. */
@@ -317,6 +374,16 @@ export class StarfishChatopsStack extends Stack {
     jobRole.addToPrincipalPolicy(new iam.PolicyStatement({ sid: 'ManageFovTables', actions: ['s3:DeleteObject', 's3:PutObjectTagging'], resources: [results.fovOutputs] }));
     jobRole.addToPrincipalPolicy(listResults);
     if (listInputs) jobRole.addToPrincipalPolicy(listInputs);
+    // And explicitly never, whatever is granted later: the control state, the request claims, the
+    // input snapshots (under runs/) and the staged experiments other runs read.
+    jobRole.addToPrincipalPolicy(
+      new iam.PolicyStatement({
+        sid: 'NeverWriteControlStateOrInputs',
+        effect: iam.Effect.DENY,
+        actions: [...OBJECT_WRITE_ACTIONS],
+        resources: [results.runs, results.requests, results.experiments],
+      }),
+    );
 
     // ───────────────────────── queues ─────────────────────────
     // Two dead-letter queues, because their contents are handled differently:
@@ -371,7 +438,12 @@ export class StarfishChatopsStack extends Stack {
     });
     checkLambdaEnvironment(environment);
 
-    const lambdaFunction = (id: string, entry: string, bundleAwsSDK: boolean, props: { timeout: Duration; memorySize: number; description: string }) => {
+    const lambdaFunction = (
+      id: string,
+      entry: string,
+      bundleAwsSDK: boolean,
+      props: { timeout: Duration; memorySize: number; description: string; reservedConcurrentExecutions?: number },
+    ) => {
       const absolute = path.resolve(repoRoot, entry);
       if (!existsSync(absolute)) {
         throw new Error(
@@ -407,10 +479,16 @@ export class StarfishChatopsStack extends Stack {
     // PutEvents, which the runtime's SDK v3 supports (smaller bundle, faster cold start, 3 s ack);
     // the events function pins package-lock's SDK, because the launcher's compare-and-swap needs
     // S3 If-None-Match/If-Match, which an older SDK would drop silently.
+    // Reserved concurrency caps how many copies run at once (null: unreserved). AWS has no
+    // throttle on a function URL itself; Lambda documents reserved concurrency as the way to
+    // throttle one (at most about 10 × the reserved concurrency requests per second), so it is
+    // what bounds the public endpoint, and what unsigned floods can cost.
+    const reserved = (n: number | null) => (n === null ? {} : { reservedConcurrentExecutions: n });
     const slackFunction = lambdaFunction('SlackFunction', entries.slack, false, {
       timeout: Duration.seconds(15), // Slack waits 3 s for the ack; the handler does no slow work
       memorySize: 1024,
       description: 'starfish-chatops: Slack slash commands and buttons (Bolt); publishes run events',
+      ...reserved(settings.reservedConcurrency.slack),
     });
     this.slackFunction = slackFunction;
     const slackUrl = slackFunction.addFunctionUrl({ authType: lambda.FunctionUrlAuthType.NONE });
@@ -419,6 +497,8 @@ export class StarfishChatopsStack extends Stack {
       timeout: eventsTimeout,
       memorySize: 1024,
       description: 'starfish-chatops: launcher (run events), notifier (Batch events via SQS), reconciler (schedule)',
+      // At least 3 (settings): the two notifier batches the SQS source may run, and room for run events.
+      ...reserved(settings.reservedConcurrency.events),
     });
     this.eventsFunction = eventsFunction;
 
@@ -470,6 +550,8 @@ export class StarfishChatopsStack extends Stack {
     bus.grantPutEventsTo(slackFunction);
     slackSecret.grantRead(slackFunction);
     slackFunction.addToRolePolicy(new iam.PolicyStatement({ sid: 'ReadRuns', actions: ['s3:GetObject'], resources: [results.runs] }));
+    // Claims on signed requests, created once (If-None-Match; the bucket refuses any other write there).
+    slackFunction.addToRolePolicy(new iam.PolicyStatement({ sid: 'ClaimSlackRequests', actions: ['s3:PutObject'], resources: [results.slackClaims] }));
     slackFunction.addToRolePolicy(listResults);
 
     // Events Lambda: Batch, the control state (runs/*, requests/*), staging (experiments/*), the
@@ -482,13 +564,32 @@ export class StarfishChatopsStack extends Stack {
         resources: [...jobDefinitions.map((d) => d.jobDefinitionArn), ...queues.map((q) => q.jobQueueArn)],
       }),
     );
-    // Job ARNs carry the job id, known only after SubmitJob: `job/*` is the narrowest form.
-    // TagResource is authorized separately when SubmitJob carries tags (starfish:run-id, starfish:requester).
+    // Job ARNs carry the job id, known only after SubmitJob: `job/*` is the narrowest resource, so
+    // a tag says which jobs are this app's. TerminateJob only on jobs tagged starfish:app (the
+    // executor tags each submission, and checks name, tags and queue before terminating too).
+    // CancelJob is not granted: the executor never calls it.
+    const jobs = `arn:${Aws.PARTITION}:batch:${Aws.REGION}:${Aws.ACCOUNT_ID}:job/*`;
     eventsFunction.addToRolePolicy(
       new iam.PolicyStatement({
-        sid: 'TagAndTerminateJobs',
-        actions: ['batch:TagResource', 'batch:TerminateJob'],
-        resources: [`arn:${Aws.PARTITION}:batch:${Aws.REGION}:${Aws.ACCOUNT_ID}:job/*`],
+        sid: 'TerminateOwnJobs',
+        actions: ['batch:TerminateJob'],
+        resources: [jobs],
+        conditions: { StringEquals: { [`aws:ResourceTag/${APP_TAG.key}`]: APP_TAG.value } },
+      }),
+    );
+    // SubmitJob with tags is authorized for batch:TagResource as well (reported against the job
+    // definition ARN, hence both). Only this app's three tag keys, and its own app tag value.
+    // The IfExists/ForAllValues forms hold when a key is absent from the request context, so they
+    // can narrow tag-on-submit but never break it.
+    eventsFunction.addToRolePolicy(
+      new iam.PolicyStatement({
+        sid: 'TagJobsOnSubmit',
+        actions: ['batch:TagResource'],
+        resources: [jobs, ...jobDefinitions.map((d) => d.jobDefinitionArn)],
+        conditions: {
+          'ForAllValues:StringEquals': { 'aws:TagKeys': [...JOB_TAG_KEYS] },
+          StringEqualsIfExists: { [`aws:RequestTag/${APP_TAG.key}`]: APP_TAG.value },
+        },
       }),
     );
     // DescribeJobs and ListJobs (the reconciler's failed children) support no resource-level
@@ -506,6 +607,35 @@ export class StarfishChatopsStack extends Stack {
     if (listInputs) eventsFunction.addToRolePolicy(listInputs);
     // The reconciler replays the Batch-event dead letters (ReceiveMessage, DeleteMessageBatch).
     deadLetters.grantConsumeMessages(eventsFunction);
+
+    // ───────────────────────── the bucket's own guard on the control state ─────────────────────────
+    // Whatever any identity policy in the account grants (a job role, a broad admin or CI role),
+    // manifests, claims, input snapshots (runs/) and request claims (requests/) change only
+    // through the Lambdas' roles. The events Lambda writes them; the Slack Lambda is not granted
+    // writes by its own policy. A person who must repair one by hand edits this policy first.
+    // (staged experiments are left to IAM: people may upload experiments themselves.)
+    resultsBucket.addToResourcePolicy(
+      new iam.PolicyStatement({
+        sid: 'ControlStateOnlyThroughTheLambdas',
+        effect: iam.Effect.DENY,
+        principals: [new iam.AnyPrincipal()],
+        actions: [...OBJECT_WRITE_ACTIONS],
+        resources: [results.runs, results.requests],
+        conditions: { ArnNotEquals: { 'aws:PrincipalArn': [eventsFunction.role!.roleArn, slackFunction.role!.roleArn] } },
+      }),
+    );
+    // A Slack request claim is created, never overwritten (S3 conditional-write enforcement:
+    // a PutObject there without If-None-Match is refused), so a claim cannot be reset to replay.
+    resultsBucket.addToResourcePolicy(
+      new iam.PolicyStatement({
+        sid: 'SlackRequestClaimsCreateOnly',
+        effect: iam.Effect.DENY,
+        principals: [new iam.AnyPrincipal()],
+        actions: ['s3:PutObject'],
+        resources: [results.slackClaims],
+        conditions: { Null: { 's3:if-none-match': 'true' } },
+      }),
+    );
 
     // ───────────────────────── outputs ─────────────────────────
     new CfnOutput(this, 'SlackRequestUrl', { value: slackUrl.url, description: 'Request URL for the Slack app manifest (slash command, interactivity)' });

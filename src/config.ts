@@ -318,7 +318,7 @@ export const CONFIG = {
     '21600',
     'lifetime of result download links (STARFISH_DOWNLOAD_EXPIRY_SECONDS; default 21600: the Lambda credentials that sign them last hours)',
   ),
-  'starfish:versioning': row(['cdk'], boolFrom.default(false), 'true', 'versioning on the results bucket, old versions expiring after 30 days (default false)'),
+  'starfish:versioning': row(['cdk'], boolFrom.default(true), 'true', 'versioning on the results bucket, so an overwritten or deleted object can be restored; old versions expire after 30 days (default true)'),
   'starfish:natGateways': row(
     ['cdk'],
     intFrom(z.number().int().min(0).max(3)).default(0),
@@ -327,6 +327,19 @@ export const CONFIG = {
   ),
   'starfish:fovJob': row(['cdk'], jsonFrom(jobSize).default({ vcpus: 1, memoryMiB: 4096 }), '{"vcpus":1,"memoryMiB":4096}', 'the Fargate size of a FOV job (default 1 vCPU, 4096 MiB)'),
   'starfish:mergeJob': row(['cdk'], jsonFrom(jobSize).default({ vcpus: 2, memoryMiB: 8192 }), '{"vcpus":2,"memoryMiB":8192}', 'the Fargate size of the merge job (default 2 vCPU, 8192 MiB)'),
+  'starfish:reservedConcurrency': row(
+    ['cdk'],
+    jsonFrom(
+      z
+        .object({
+          slack: z.number().int().min(1).max(1000).nullable().default(10),
+          events: z.number().int().min(3, 'must be at least 3: two notifier batches (the SQS source) plus run events and the reconciler').max(1000).nullable().default(10),
+        })
+        .strict(),
+    ).default({ slack: 10, events: 10 }),
+    '{"slack":10,"events":10}',
+    'reserved concurrency of the Slack and events Lambdas: the most copies that run at once, which also throttles the public function URL (default 10 each; null leaves a function unreserved, for accounts whose Lambda quota cannot spare 100 + these)',
+  ),
 } as const;
 
 type Table = typeof CONFIG;

@@ -76,6 +76,22 @@ describe('settings', () => {
     expect(error({ ...base, 'starfish:readonlyBuckets': 'lab-data' })).toMatch(/starfish:readonlyBuckets .*also in allowedBuckets/);
   });
 
+  it('reserves Lambda concurrency by default, reads -c JSON, and allows null only as a way out for small accounts', () => {
+    expect(readSettings(base).reservedConcurrency).toEqual({ slack: 10, events: 10 });
+    expect(readSettings({ ...base, 'starfish:reservedConcurrency': '{"slack": 25}' }).reservedConcurrency).toEqual({ slack: 25, events: 10 });
+    expect(readSettings({ ...base, 'starfish:reservedConcurrency': { slack: null, events: null } }).reservedConcurrency).toEqual({ slack: null, events: null });
+    // Below 3 the SQS source (two notifier batches at once) would starve run events and the reconciler.
+    expect(error({ ...base, 'starfish:reservedConcurrency': { events: 2 } })).toMatch(/starfish:reservedConcurrency is not valid: events: must be at least 3: two notifier batches/);
+    expect(error({ ...base, 'starfish:reservedConcurrency': { slack: 0 } })).toMatch(/starfish:reservedConcurrency is not valid: slack: /);
+    // A misspelt key inside the object is that setting's mistake, not an unknown setting.
+    expect(error({ ...base, 'starfish:reservedConcurrency': { slak: 5 } })).toMatch(/^Setting starfish:reservedConcurrency is not valid: .*slak/);
+  });
+
+  it('versions the results bucket unless told not to', () => {
+    expect(readSettings(base).versioning).toBe(true);
+    expect(readSettings({ ...base, 'starfish:versioning': 'false' }).versioning).toBe(false);
+  });
+
   it('checks the settings that reach the Lambdas with those variables’ own schemas', () => {
     expect(error({ ...base, 'starfish:downloadExpirySeconds': 700_000 })).toMatch(
       /^Setting starfish:downloadExpirySeconds is not valid: must be at most 604800 \(7 days, the longest S3 allows for a presigned URL\)\. Example: -c starfish:downloadExpirySeconds=21600/,

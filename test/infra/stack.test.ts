@@ -57,7 +57,7 @@ describe('results bucket', () => {
     expect(props.BucketEncryption.ServerSideEncryptionConfiguration[0]?.ServerSideEncryptionByDefault.SSEAlgorithm).toBe('AES256');
     expect(props.PublicAccessBlockConfiguration).toEqual({ BlockPublicAcls: true, BlockPublicPolicy: true, IgnorePublicAcls: true, RestrictPublicBuckets: true });
     expect(props.LoggingConfiguration.DestinationBucketName).toBeDefined();
-    expect(props.VersioningConfiguration).toBeUndefined(); // cdk.json: starfish:versioning=false
+    expect(props.VersioningConfiguration).toEqual({ Status: 'Enabled' }); // the default, and cdk.json's
     t.hasResourceProperties('AWS::S3::BucketPolicy', {
       Bucket: { Ref: ids.results },
       PolicyDocument: {
@@ -78,17 +78,21 @@ describe('results bucket', () => {
       TagFilters: [{ Key: INTERMEDIATE_TAG.key, Value: INTERMEDIATE_TAG.value }],
       ExpirationInDays: s.settings.intermediateRetentionDays,
     });
-    // Nothing else expires: manifests and results stay.
+    // Nothing else expires but the Slack request claims (needed for minutes): manifests and results stay.
     const expiring = props.LifecycleConfiguration.Rules.filter((r) => r.ExpirationInDays !== undefined);
-    expect(expiring).toHaveLength(1);
+    expect(expiring).toEqual([
+      expect.objectContaining({ Id: 'ExpireFovIntermediates' }),
+      { Id: 'ExpireSlackRequestClaims', Status: 'Enabled', Prefix: 'requests/slack/', ExpirationInDays: 1 },
+    ]);
   });
 
-  it('turns versioning on when asked', () => {
-    const versioned = new StarfishChatopsStack(new App({ context: { ...cdkJsonContext(), 'aws:cdk:bundling-stacks': [] } }), 'Versioned', {
-      settings: readSettings({ 'starfish:allowedBuckets': 'lab-data', 'starfish:versioning': 'true' }),
+  it('turns versioning off when asked (and with it the noncurrent-version rule)', () => {
+    const unversioned = new StarfishChatopsStack(new App({ context: { ...cdkJsonContext(), 'aws:cdk:bundling-stacks': [] } }), 'Unversioned', {
+      settings: readSettings({ 'starfish:allowedBuckets': 'lab-data', 'starfish:versioning': 'false' }),
     });
-    const bucket = versioned.resolve((versioned.resultsBucket.node.defaultChild as CfnBucket).versioningConfiguration);
-    expect(bucket).toEqual({ status: 'Enabled' });
+    const cfn = unversioned.resultsBucket.node.defaultChild as CfnBucket;
+    expect(unversioned.resolve(cfn.versioningConfiguration)).toBeUndefined();
+    expect(JSON.stringify(unversioned.resolve(cfn.lifecycleConfiguration))).not.toContain('noncurrentVersionExpiration');
   });
 });
 
