@@ -7,17 +7,25 @@
  * {"signingSecret": "…", "botToken": "xoxb-…"}, read once per container (src/aws/secrets.ts);
  * without it, SLACK_SIGNING_SECRET and SLACK_BOT_TOKEN from the environment (development stacks).
  *
+ * The endpoint is public: every request first passes src/slack/request-guard.ts (method, size,
+ * signature, a timestamp within 5 minutes either way, retries acknowledged, form body of a slash
+ * command or an interaction, team and app ids), answered 4xx without reaching Bolt when it fails,
+ * and is then claimed once by its signature in the store (requests/slack/…), so that a replayed
+ * request does not start a second run. Bolt's AwsLambdaReceiver then verifies it again and runs
+ * the listeners.
+ *
  * Cold start: this module loads only Bolt and the listeners. The AWS backend (S3 and EventBridge
  * SDKs, policy, config) and Secrets Manager are imported on the first invocation and kept for the
  * container's life; a failed initialisation is retried on the next invocation.
  */
-import { AwsLambdaReceiver, LogLevel } from '@slack/bolt';
+import { AwsLambdaReceiver, LogLevel, type Logger as BoltLogger } from '@slack/bolt';
 import type { APIGatewayProxyStructuredResultV2, Context, LambdaFunctionURLEvent } from 'aws-lambda';
 import type { DispatchDeps } from '../command/dispatcher.js';
-import type { Chat } from '../ports.js';
+import type { Chat, Store } from '../ports.js';
 import { ConfigError } from '../config.js';
 import { createSlackApp } from '../slack/app.js';
 import { SlackChat } from '../slack/slack-chat.js';
+import { checkIdentity, checkSlackRequest, claimSlackRequest, SLACK_FORM, type SlackIdentity, type Verdict } from '../slack/request-guard.js';
 
 interface SlackCredentials {
   signingSecret: string;
@@ -35,9 +43,24 @@ export interface SlackHandlerOptions {
   createBackend?: (chat: Chat, env: NodeJS.ProcessEnv) => SlackBackend | Promise<SlackBackend>;
   /** Credentials source; Secrets Manager or the environment by default. */
   credentials?: (env: NodeJS.ProcessEnv) => Promise<SlackCredentials>;
+  /**
+   * The workspace and Slack app to serve (team id T…, app id A…); requests for others get 403.
+   * By default SLACK_TEAM_ID and SLACK_APP_ID from `env`; unset, they are not checked.
+   */
+  identity?: SlackIdentity;
+  /** The clock the timestamp check and the claims use (tests). */
+  now?: () => number;
 }
 
 type AwsHandler = Awaited<ReturnType<AwsLambdaReceiver['start']>>;
+
+interface Ready {
+  bolt: AwsHandler;
+  signingSecret: string;
+  identity: SlackIdentity;
+  store: Pick<Store, 'createIfAbsent'>;
+  logger: BoltLogger;
+}
 
 /**
  * A function URL invocation (the same payload 2.0 as an API Gateway HTTP API). Bolt's receiver
@@ -74,24 +97,87 @@ async function awsBackend(chat: Chat, env: NodeJS.ProcessEnv): Promise<SlackBack
   return createAwsSystem(chat, env);
 }
 
+/** The identity to check: the options', else SLACK_TEAM_ID / SLACK_APP_ID; a malformed one stops the start. */
+function identityFrom(options: SlackHandlerOptions, env: NodeJS.ProcessEnv): SlackIdentity {
+  const identity = options.identity ?? { teamId: env.SLACK_TEAM_ID || undefined, appId: env.SLACK_APP_ID || undefined };
+  const problem = checkIdentity(identity);
+  if (problem) throw new ConfigError(`${problem}: set SLACK_TEAM_ID=T0123ABCD (the workspace's team id) and SLACK_APP_ID=A0123ABCD (Basic Information → App ID), or leave them unset.`);
+  return identity;
+}
+
 const LOG_LEVELS: Record<string, LogLevel> = { debug: LogLevel.DEBUG, trace: LogLevel.DEBUG, info: LogLevel.INFO, warn: LogLevel.WARN, error: LogLevel.ERROR, fatal: LogLevel.ERROR };
 
-export function createHandler(options: SlackHandlerOptions = {}): SlackLambdaHandler {
-  let ready: Promise<AwsHandler> | undefined;
+/** The body as sent: function URLs base64-encode form posts (decoded as UTF-8, not Bolt's ASCII). */
+function bodyOf(event: LambdaFunctionURLEvent): string {
+  if (typeof event.body !== 'string') return '';
+  return event.isBase64Encoded ? Buffer.from(event.body, 'base64').toString('utf8') : event.body;
+}
 
-  async function init(): Promise<AwsHandler> {
+/** A function URL or API Gateway event, read defensively: any field may be missing in a forged one. */
+function methodOf(event: LambdaFunctionURLEvent): string | undefined {
+  const loose = event as Partial<LambdaFunctionURLEvent> & { httpMethod?: string };
+  return loose.requestContext?.http?.method ?? loose.httpMethod;
+}
+
+const EMPTY = (statusCode: number): APIGatewayProxyStructuredResultV2 => ({ statusCode, body: '' });
+
+/** A slash command shows this body to the person; a click ignores it. Nothing was started. */
+const TRY_AGAIN: APIGatewayProxyStructuredResultV2 = {
+  statusCode: 200,
+  headers: { 'content-type': 'application/json' },
+  body: JSON.stringify({ response_type: 'ephemeral', text: ':warning: starfish could not take this request right now. Nothing was started; try again in a minute.' }),
+};
+
+/** What the guard's verdict answers by itself: refusals, retries, Slack's SSL check. */
+function answerOf(verdict: Exclude<Verdict, { kind: 'accept' }>, logger: BoltLogger): APIGatewayProxyStructuredResultV2 {
+  if (verdict.kind === 'acknowledge') {
+    logger.info(`Slack request acknowledged, not processed: ${verdict.reason}`);
+    return EMPTY(200);
+  }
+  logger.info(`Slack request refused with ${verdict.status}: ${verdict.reason}`);
+  return EMPTY(verdict.status);
+}
+
+export function createHandler(options: SlackHandlerOptions = {}): SlackLambdaHandler {
+  let ready: Promise<Ready> | undefined;
+  const now = options.now ?? Date.now;
+
+  async function init(): Promise<Ready> {
     const env = options.env ?? process.env;
+    const identity = identityFrom(options, env);
     const { signingSecret, botToken } = await (options.credentials ?? slackCredentials)(env);
     const slackApiUrl = env.SLACK_API_URL || undefined;
     const logLevel = LOG_LEVELS[env.LOG_LEVEL ?? 'warn'] ?? LogLevel.WARN;
     const chat = new SlackChat({ token: botToken, slackApiUrl });
     const backend = await (options.createBackend ?? awsBackend)(chat, env);
     const receiver = new AwsLambdaReceiver({ signingSecret, logLevel });
-    createSlackApp({ receiver, token: botToken, slackApiUrl, dispatchDeps: backend.dispatchDeps, chat, logLevel });
-    return receiver.start();
+    createSlackApp({ receiver, token: botToken, slackApiUrl, dispatchDeps: backend.dispatchDeps, chat, logLevel, identity });
+    if (!identity.teamId || !identity.appId) receiver.logger.warn('SLACK_TEAM_ID or SLACK_APP_ID is not set: requests signed with this signing secret are taken from any workspace or app id.');
+    return { bolt: await receiver.start(), signingSecret, identity, store: backend.dispatchDeps.store, logger: receiver.logger };
   }
 
-  async function initialised(): Promise<AwsHandler> {
+  /** The guard, the claim, then Bolt; a request Bolt never sees is answered here. */
+  async function handleGuarded(r: Ready, event: LambdaFunctionURLEvent, context?: Context): Promise<APIGatewayProxyStructuredResultV2> {
+    const body = bodyOf(event);
+    const verdict = checkSlackRequest({ method: methodOf(event), headers: event.headers, body }, { signingSecret: r.signingSecret, identity: r.identity }, now());
+    if (verdict.kind !== 'accept') return answerOf(verdict, r.logger);
+    let claim: 'first' | 'replay';
+    try {
+      claim = await claimSlackRequest(r.store, verdict.signature, now());
+    } catch (error) {
+      r.logger.error(`could not claim a Slack request, so it was not processed: ${(error as Error).message}`);
+      return TRY_AGAIN;
+    }
+    if (claim === 'replay') {
+      r.logger.warn('Slack request refused: the same signed request was already processed (a replay)');
+      return EMPTY(200);
+    }
+    // Bolt gets the checked body as text and only the headers it reads, in one spelling.
+    const headers = { 'content-type': SLACK_FORM, 'x-slack-signature': verdict.signature, 'x-slack-request-timestamp': verdict.timestamp };
+    return r.bolt({ ...event, headers, body, isBase64Encoded: false }, context);
+  }
+
+  async function initialised(): Promise<Ready> {
     const current = (ready ??= init());
     try {
       return await current;
@@ -101,7 +187,7 @@ export function createHandler(options: SlackHandlerOptions = {}): SlackLambdaHan
     }
   }
 
-  const handle = async (event: LambdaFunctionURLEvent, context?: Context): Promise<APIGatewayProxyStructuredResultV2> => (await initialised())(event, context);
+  const handle = async (event: LambdaFunctionURLEvent, context?: Context): Promise<APIGatewayProxyStructuredResultV2> => handleGuarded(await initialised(), event, context);
   return Object.assign(handle, {
     prewarm: () =>
       initialised().then(

@@ -4,6 +4,7 @@
  * recipe code writes) live under separate prefixes, so that IAM can grant the jobs write access
  * to `outputs/` only. The table in README.md "Storage layout" is this module in prose.
  */
+import { createHash } from 'node:crypto';
 
 export const RUNS_PREFIX = 'runs/';
 const OUTPUTS_PREFIX = 'outputs/';
@@ -39,6 +40,13 @@ export function runKeys(runId: string) {
 
 /** Duplicate suppression for a run request delivered more than once (the bus is at-least-once). */
 export const requestClaimKey = (requestId: string) => `${REQUESTS_PREFIX}${requestId}`;
+
+/**
+ * The one claim a signed Slack request gets at the public endpoint, so that the same request
+ * replayed is answered once (src/slack/request-guard.ts): keyed by the SHA-256 of its
+ * X-Slack-Signature, which covers the body and the timestamp. Written by the Slack Lambda only.
+ */
+export const slackRequestClaimKey = (signature: string) => `${REQUESTS_PREFIX}slack/${createHash('sha256').update(signature).digest('hex')}`;
 
 /** Where `stage` copies an experiment: experiments/<name>/…, read by the launcher and the jobs. */
 export const stagedPrefix = (name: string) => `${EXPERIMENTS_PREFIX}${name}`;

@@ -17,22 +17,35 @@
  * Authorization lives in dispatch (access.channels, access.runners, locations, queues) and in the
  * launcher (approvers, self-approval, the compare-and-swap that makes 50 clicks submit once);
  * nothing here duplicates it.
+ *
+ * What reaches the listeners, whatever the receiver: requests of the configured workspace and
+ * Slack app only (`identity`, checked in `authorize`; others are acknowledged and dropped), and
+ * never a retry (Bolt's context.retryNum, from X-Slack-Retry-Num or Socket Mode's retry_attempt:
+ * acknowledged, the first delivery does the work). The public HTTP endpoint (src/lambda/slack.ts)
+ * also runs src/slack/request-guard.ts before Bolt: timestamps, replays, malformed bodies.
  */
-import { App, LogLevel, type Receiver, type Logger as BoltLogger, type RespondArguments, type SlashCommand } from '@slack/bolt';
+import { App, LogLevel, type AnyMiddlewareArgs, type AllMiddlewareArgs, type Receiver, type Logger as BoltLogger, type RespondArguments, type SlashCommand } from '@slack/bolt';
 import { z } from 'zod';
 import type { Chat } from '../ports.js';
-import type { Message } from '../messages/message.js';
+import { untrusted, type Message } from '../messages/message.js';
 import { ACTIONS, errorMessage } from '../messages/blocks.js';
 import { execute, READS_STORE, type Answer, type Caller, type DispatchDeps } from '../command/dispatcher.js';
 import { parseCommand, RUN_ID, type Command } from '../command/grammar.js';
+import { identityProblem, type SlackIdentity } from './request-guard.js';
 
 export interface SlackAppOptions {
-  /** An AwsLambdaReceiver, HTTPReceiver or SocketModeReceiver; else Bolt builds one from the options below. */
+  /**
+   * An AwsLambdaReceiver, HTTPReceiver or SocketModeReceiver; else Socket Mode with `appToken`.
+   * (No HTTP receiver is built here: the public endpoint is src/lambda/slack.ts, guarded.)
+   */
   receiver?: Receiver;
-  /** For Bolt's own HTTP receiver when no receiver is given. */
-  signingSecret?: string;
   /** Socket Mode (development): the app-level token, xapp-…; Bolt then opens a WebSocket instead of listening. */
   appToken?: string;
+  /**
+   * The workspace (team id, T…) and Slack app (app id, A…) this deployment serves; requests from
+   * any other are dropped. Unset fields are not checked. Configuration: SLACK_TEAM_ID, SLACK_APP_ID.
+   */
+  identity?: SlackIdentity;
   /** The bot token, xoxb-…, used for the listeners' own Web API client. */
   token: string;
   slackApiUrl?: string | undefined;
@@ -59,6 +72,24 @@ function ephemeralResponse(message: Message): RespondArguments {
 /** Where a click came from when the payload has no `channel` (Bolt types the container loosely). */
 const containerSchema = z.object({ channel_id: z.string() });
 
+/** Bolt's authorize, as the identity check: a stranger's request gets no token, so no listener runs. */
+function authorizeFor(token: string, identity: SlackIdentity | undefined) {
+  return async (source: { teamId?: string | undefined }, body?: AnyMiddlewareArgs['body']) => {
+    const appId = body && 'api_app_id' in body && typeof body.api_app_id === 'string' ? body.api_app_id : undefined;
+    const stranger = identityProblem({ teamId: source.teamId, appId }, identity);
+    if (stranger) throw new Error(`request refused: ${stranger}`);
+    return { botToken: token };
+  };
+}
+
+/** A retry of a request already delivered is acknowledged, and nothing else happens. */
+async function dropRetries(args: AnyMiddlewareArgs & AllMiddlewareArgs): Promise<void> {
+  const { context, next, logger } = args;
+  if (context.retryNum === undefined || context.retryNum === null) return next();
+  logger.info(`Slack retry ${String(context.retryNum)} (${String(context.retryReason ?? 'no reason given')}) acknowledged without doing the work again`);
+  if ('ack' in args && typeof args.ack === 'function') await (args.ack as () => Promise<void>)();
+}
+
 const handOverFailed = (what: string) =>
   errorMessage(`starfish could not take ${what} right now (the request did not reach its queue). Nothing was started; try again in a minute.`);
 
@@ -66,15 +97,15 @@ export function createSlackApp(options: SlackAppOptions): App {
   const { dispatchDeps: deps, chat, token } = options;
   const app = new App({
     ...(options.receiver ? { receiver: options.receiver } : {}),
-    ...(options.signingSecret && !options.receiver ? { signingSecret: options.signingSecret } : {}),
     ...(options.appToken && !options.receiver ? { socketMode: true, appToken: options.appToken } : {}),
     // A fixed authorization instead of `token`: Bolt would otherwise call auth.test on start
     // (and again on a cold Lambda) for the bot's own ids, which only event listeners need.
-    authorize: async () => ({ botToken: token }),
+    authorize: authorizeFor(token, options.identity),
     clientOptions: options.slackApiUrl ? { slackApiUrl: options.slackApiUrl } : {},
     logLevel: options.logLevel ?? LogLevel.WARN,
     ...(options.logger ? { logger: options.logger } : {}),
   });
+  app.use(dropRetries);
 
   app.command(options.command ?? '/starfish', async ({ command, ack, respond, logger }) => {
     const caller = callerOf(command);
@@ -90,7 +121,7 @@ export function createSlackApp(options: SlackAppOptions): App {
         answer = await execute(deps, parsed.value, caller);
       } catch (error) {
         logger.error(`starfish ${parsed.value.name} failed: ${(error as Error).message}`);
-        answer = { message: errorMessage(`starfish could not read the runs just now (${(error as Error).message}). Try again in a minute.`), refused: true };
+        answer = { message: errorMessage(`starfish could not read the runs just now (${untrusted((error as Error).message, 300)}). Try again in a minute.`), refused: true };
       }
       await respond(ephemeralResponse(answer.message));
       return;
@@ -118,7 +149,7 @@ export function createSlackApp(options: SlackAppOptions): App {
       // A click comes from the bot's own message, so the bot is in the channel: chat.postEphemeral works.
       const caller: Caller = { userId, channel };
       if (!RUN_ID.test(runId)) {
-        await chat.ephemeral(channel, userId, errorMessage(`This button carries no run id ("${runId}"). Use /starfish ${name} <run id> instead.`));
+        await chat.ephemeral(channel, userId, errorMessage(`This button carries no run id ("${untrusted(runId, 40)}"). Use /starfish ${name} &lt;run id&gt; instead.`));
         return;
       }
       const command: Command = { name, runId };

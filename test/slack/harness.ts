@@ -1,7 +1,8 @@
 /**
- * The real Bolt app (HTTPReceiver on 127.0.0.1, random port) in front of the real local system
- * (directory store, in-process bus, launcher, notifier, process executor) whose chat is SlackChat
- * pointed at the stand-in. The only substitutions:
+ * The production Slack endpoint (src/lambda/slack.ts: the request guard, the replay claim, Bolt's
+ * AwsLambdaReceiver and the listeners) served on 127.0.0.1 as a function URL would serve it, in
+ * front of the real local system (directory store, in-process bus, launcher, notifier, process
+ * executor) whose chat is SlackChat pointed at the stand-in. The only substitutions:
  * - the executor's "python" is this Node binary running two stub scripts (a FOV that succeeds,
  *   optionally holding while <home>/hold exists; a merge that writes summary.json and spots.png),
  *   since the synthetic experiment has no images to process;
@@ -9,17 +10,17 @@
  */
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import type { Server } from 'node:http';
+import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { App, HTTPReceiver, LogLevel } from '@slack/bolt';
 import type { ArraySpec, Executor, SubmitSpec, SubmittedJob } from '../../src/ports.js';
 import { createLocalSystem, type LocalSystem } from '../../src/local/system.js';
 import { parsePolicy } from '../../src/run/policy.js';
 import { SlackChat, approverGroupResolver } from '../../src/slack/slack-chat.js';
-import { createSlackApp } from '../../src/slack/app.js';
+import { createHandler, type SlackLambdaHandler } from '../../src/lambda/slack.js';
+import type { SlackIdentity } from '../../src/slack/request-guard.js';
 import { plannedOnlyExperiment, removeDir, tempDir } from '../helpers/local.js';
 import { SlackStandIn } from './stand-in.js';
-import { BOT_TOKEN, SIGNING_SECRET, clickBody, postSigned, slashBody } from './signing.js';
+import { APP_ID, BOT_TOKEN, SIGNING_SECRET, TEAM_ID, clickBody, functionUrlEvent, postSigned, slashBody } from './signing.js';
 
 /** Fast backoff for tests; 429 still waits the full Retry-After. */
 export const FAST_RETRY = { retries: 3, factor: 1, minTimeout: 10, maxTimeout: 20 };
@@ -105,7 +106,6 @@ export interface Harness {
   standIn: SlackStandIn;
   system: LocalSystem;
   executor: CountingExecutor;
-  app: App;
   url: string;
   home: string;
   experiment: string;
@@ -114,7 +114,32 @@ export interface Harness {
   close(): Promise<void>;
 }
 
-export async function startHarness(options: { policy?: unknown; fovs?: number } = {}): Promise<Harness> {
+function readAll(req: IncomingMessage): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => resolve(Buffer.concat(chunks)));
+    req.on('error', reject);
+  });
+}
+
+/** Serves a Lambda handler on loopback as a function URL does: headers lower-cased, the body base64-encoded. */
+async function serveFunctionUrl(handler: SlackLambdaHandler): Promise<Server> {
+  const server = createServer((req, res) => {
+    readAll(req)
+      .then(async (raw) => {
+        const headers = Object.fromEntries(Object.entries(req.headers).flatMap(([k, v]) => (typeof v === 'string' ? [[k, v]] : [])));
+        const event = functionUrlEvent(raw.toString('latin1'), headers, false, req.method ?? 'GET');
+        const answer = await handler({ ...event, body: raw.toString('base64'), isBase64Encoded: true });
+        res.writeHead(answer.statusCode ?? 200, answer.headers as Record<string, string> | undefined).end(answer.body ?? '');
+      })
+      .catch((error: unknown) => res.writeHead(502, { 'content-type': 'text/plain' }).end(`the function threw: ${String(error)}`));
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return server;
+}
+
+export async function startHarness(options: { policy?: unknown; fovs?: number; identity?: SlackIdentity } = {}): Promise<Harness> {
   const standIn = await SlackStandIn.start();
   const home = await tempDir('slack');
   const inputs = await tempDir('slack-inputs');
@@ -141,9 +166,13 @@ export async function startHarness(options: { policy?: unknown; fovs?: number } 
     decorateExecutor: (inner) => (executor = new CountingExecutor(inner)),
   });
 
-  const receiver = new HTTPReceiver({ signingSecret: SIGNING_SECRET, logLevel: LogLevel.ERROR });
-  const app = createSlackApp({ receiver, token: BOT_TOKEN, slackApiUrl: standIn.apiUrl, dispatchDeps: system.dispatchDeps, chat, logLevel: LogLevel.ERROR });
-  const server = (await app.start({ port: 0, host: '127.0.0.1' })) as Server;
+  const handler = createHandler({
+    env: { SLACK_API_URL: standIn.apiUrl, LOG_LEVEL: 'error' },
+    credentials: async () => ({ signingSecret: SIGNING_SECRET, botToken: BOT_TOKEN }),
+    createBackend: () => ({ dispatchDeps: system.dispatchDeps }),
+    identity: options.identity ?? { teamId: TEAM_ID, appId: APP_ID },
+  });
+  const server = await serveFunctionUrl(handler);
   const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/slack/events`;
   let responses = 0;
 
@@ -151,7 +180,6 @@ export async function startHarness(options: { policy?: unknown; fovs?: number } 
     standIn,
     system,
     executor,
-    app,
     url,
     home,
     experiment,
@@ -161,7 +189,7 @@ export async function startHarness(options: { policy?: unknown; fovs?: number } 
     async close() {
       await system.settle().catch(() => undefined);
       server.closeAllConnections();
-      await app.stop();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
       await standIn.close();
       await removeDir(home);
       await removeDir(inputs);

@@ -10,9 +10,12 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import path from 'node:path';
 import { mockClient } from 'aws-sdk-client-mock';
-import type { APIGatewayProxyStructuredResultV2, LambdaFunctionURLEvent } from 'aws-lambda';
+import type { APIGatewayProxyStructuredResultV2 } from 'aws-lambda';
 import { GetSecretValueCommand, SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
-import { ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3';
+import { ListObjectsV2Command, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { s3Error } from '../aws/helpers.js';
 import { EventBridgeClient, PutEventsCommand } from '@aws-sdk/client-eventbridge';
 import type { Bus } from '../../src/ports.js';
 import type { RunEvent } from '../../src/run/run-events.js';
@@ -24,36 +27,10 @@ import { resetClients } from '../../src/aws/clients.js';
 import { ACTIONS } from '../../src/messages/blocks.js';
 import { removeDir, tempDir } from '../helpers/local.js';
 import { SlackStandIn } from './stand-in.js';
-import { BOT_TOKEN, SIGNING_SECRET, clickBody, nowSeconds, signedHeaders, slashBody } from './signing.js';
+import { BOT_TOKEN, SIGNING_SECRET, clickBody, functionUrlEvent, nowSeconds, signedHeaders, slashBody } from './signing.js';
 import { CHANNEL, ALICE, APPROVER, textOf, waitFor } from './harness.js';
 
 const ROOT = path.resolve(import.meta.dirname, '../..');
-
-/** A function URL event (payload 2.0, as an API Gateway HTTP API's), as a Slack POST arrives at the function. */
-export function functionUrlEvent(body: string, headers: Record<string, string>, base64 = false): LambdaFunctionURLEvent {
-  const userAgent = 'Slackbot 1.0 (+https://api.slack.com/robots)';
-  return {
-    version: '2.0',
-    routeKey: '$default',
-    rawPath: '/slack/events',
-    rawQueryString: '',
-    headers: { ...headers, host: 'abc123.lambda-url.us-east-1.on.aws', 'user-agent': userAgent },
-    requestContext: {
-      accountId: 'anonymous',
-      apiId: 'abc123',
-      domainName: 'abc123.lambda-url.us-east-1.on.aws',
-      domainPrefix: 'abc123',
-      http: { method: 'POST', path: '/slack/events', protocol: 'HTTP/1.1', sourceIp: '3.0.0.1', userAgent },
-      requestId: 'r-1',
-      routeKey: '$default',
-      stage: '$default',
-      time: '25/Nov/2026:10:00:00 +0000',
-      timeEpoch: 1_795_600_800_000,
-    },
-    body: base64 ? Buffer.from(body).toString('base64') : body,
-    isBase64Encoded: base64,
-  };
-}
 
 /** The JSON body of an answer (Bolt always sets one). */
 const answerOf = (res: APIGatewayProxyStructuredResultV2) => JSON.parse(res.body ?? '') as Record<string, unknown>;
@@ -227,10 +204,18 @@ describe('the real AWS backend (createAwsSystem) behind the handler, SDK clients
     AWS_SECRET_ACCESS_KEY: 'not-a-real-key',
   };
 
+  /** The replay claims (requests/slack/…), written with If-None-Match: * as S3 honours it. */
+  const claims = new Set<string>();
   beforeEach(() => {
     s3.reset();
     events.reset();
     resetClients();
+    claims.clear();
+    s3.on(PutObjectCommand).callsFake(async (input: { Key: string; IfNoneMatch?: string }) => {
+      if (input.IfNoneMatch === '*' && claims.has(input.Key)) throw s3Error('PreconditionFailed', 412, 'At least one of the pre-conditions you specified did not hold');
+      claims.add(input.Key);
+      return { ETag: '"e"' };
+    });
   });
   afterAll(() => {
     s3.restore();
@@ -248,6 +233,14 @@ describe('the real AWS backend (createAwsSystem) behind the handler, SDK clients
     expect(answerOf(res).text).toContain('Reading s3://lab-data/iss/experiment.json');
     const put = events.commandCalls(PutEventsCommand);
     expect(put).toHaveLength(1);
+    // The request was claimed once, by its signature, in the results bucket, before it was published.
+    const claim = s3.commandCalls(PutObjectCommand)[0]!.args[0].input;
+    expect(claim).toMatchObject({ Bucket: 'lab-starfish-results', IfNoneMatch: '*' });
+    expect(claim.Key).toMatch(/^requests\/slack\/[0-9a-f]{64}$/);
+    // The same signed request again: answered once, published once.
+    const replay = await handler(functionUrlEvent(run, signedHeaders(run)));
+    expect(replay).toEqual({ statusCode: 200, body: '' });
+    expect(events.commandCalls(PutEventsCommand)).toHaveLength(1);
     const entry = put[0]!.args[0].input.Entries![0]!;
     expect(entry).toMatchObject({ EventBusName: 'starfish-chatops', Source: 'starfish.chatops', DetailType: 'RunRequested' });
     expect(JSON.parse(entry.Detail!)).toMatchObject({ userId: ALICE, channel: CHANNEL });
@@ -263,6 +256,17 @@ describe('the real AWS backend (createAwsSystem) behind the handler, SDK clients
     expect(textOf((await waitFor('the list', () => standIn.ok('response_url')[0])).body)).toContain('No runs yet');
   });
 
+  it('a store that cannot take the claim: "try again", nothing published', async () => {
+    s3.on(PutObjectCommand).rejects(s3Error('InternalError', 500, 'We encountered an internal error. Please try again.'));
+    events.on(PutEventsCommand).resolves({ FailedEntryCount: 0, Entries: [{ EventId: 'e-1' }] });
+    const handler = createHandler({ env: { ...awsEnv, SLACK_API_URL: standIn.apiUrl } });
+    const run = slashBody({ text: 'run s3://lab-data/iss/experiment.json', userId: ALICE, channel: CHANNEL, responseUrl: standIn.responseUrl('aws') });
+    const res = await handler(functionUrlEvent(run, signedHeaders(run)));
+    expect(res.statusCode).toBe(200);
+    expect(answerOf(res)).toMatchObject({ response_type: 'ephemeral', text: expect.stringContaining('Nothing was started; try again') });
+    expect(events.commandCalls(PutEventsCommand)).toHaveLength(0);
+  });
+
   it('turns an EventBridge failure into an ephemeral "try again", not a Slack timeout', async () => {
     events.on(PutEventsCommand).rejects(new Error('ServiceUnavailable'));
     const handler = createHandler({ env: { ...awsEnv, SLACK_API_URL: standIn.apiUrl } });
@@ -273,7 +277,37 @@ describe('the real AWS backend (createAwsSystem) behind the handler, SDK clients
   });
 });
 
+/**
+ * S3 on loopback for the bundle's fresh process (AWS_ENDPOINT_URL_S3): it takes the replay claim,
+ * so nothing leaves the machine. Records each request; honours If-None-Match: *.
+ */
+async function s3OnLoopback(): Promise<{ server: Server; endpoint: string; puts: Array<{ path: string; ifNoneMatch: string | undefined }> }> {
+  const puts: Array<{ path: string; ifNoneMatch: string | undefined }> = [];
+  const server = createServer((req, res) => {
+    req.resume();
+    req.on('end', () => {
+      const ifNoneMatch = req.headers['if-none-match'] as string | undefined;
+      if (req.method !== 'PUT') return void res.writeHead(501).end();
+      const seen = puts.some((p) => p.path === req.url);
+      puts.push({ path: req.url ?? '', ifNoneMatch });
+      if (seen && ifNoneMatch === '*') return void res.writeHead(412, { 'content-type': 'application/xml' }).end('<Error><Code>PreconditionFailed</Code><Message>At least one of the pre-conditions you specified did not hold</Message></Error>');
+      res.writeHead(200, { etag: '"e"' }).end();
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return { server, endpoint: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, puts };
+}
+
 describe('the bundle (scripts/bundle-lambdas.mjs)', () => {
+  let s3: Awaited<ReturnType<typeof s3OnLoopback>>;
+  beforeAll(async () => {
+    s3 = await s3OnLoopback();
+  });
+  afterAll(async () => {
+    s3.server.closeAllConnections();
+    await new Promise<void>((resolve) => s3.server.close(() => resolve()));
+  });
+
   it('dist/lambda/slack/index.mjs answers a signed help request in a fresh Node process (prewarmed as on Lambda)', async () => {
     const { bundleLambdas } = (await import(path.join(ROOT, 'scripts/bundle-lambdas.mjs'))) as {
       bundleLambdas(o: { only?: string[]; outDir?: string; log?: (s: string) => void }): Promise<Record<string, { file: string; totalBytes: number }>>;
@@ -286,23 +320,25 @@ describe('the bundle (scripts/bundle-lambdas.mjs)', () => {
     const script = `const { handler } = await import(${JSON.stringify(path.join(ROOT, out.slack!.file))}); const res = await handler(${JSON.stringify(event)}, {}); process.stdout.write(JSON.stringify(res));`;
     const { stdout } = await promisify(execFile)(process.execPath, ['--input-type=module', '-e', script], {
       // AWS_LAMBDA_FUNCTION_NAME: the module prewarms with a top-level await, as in Lambda's INIT phase.
-      env: { PATH: process.env.PATH, SLACK_SIGNING_SECRET: SIGNING_SECRET, SLACK_BOT_TOKEN: BOT_TOKEN, AWS_LAMBDA_FUNCTION_NAME: 'starfish-slack', ...awsEnvForBundle() },
+      env: { PATH: process.env.PATH, SLACK_SIGNING_SECRET: SIGNING_SECRET, SLACK_BOT_TOKEN: BOT_TOKEN, AWS_LAMBDA_FUNCTION_NAME: 'starfish-slack', ...awsEnvForBundle(s3.endpoint) },
       timeout: 30_000,
     });
     const res = JSON.parse(stdout) as { statusCode: number; body: string };
     expect(res.statusCode).toBe(200);
-    expect(JSON.parse(res.body).text).toContain('starfish');
+    expect(JSON.parse(res.body).text).toContain('/starfish run');
+    expect(s3.puts).toEqual([{ path: expect.stringMatching(/^\/lab-starfish-results\/requests\/slack\/[0-9a-f]{64}(\?.*)?$/), ifNoneMatch: '*' }]);
 
     // zod's locales are cut to English in the bundle: its default messages must still read well.
     const bad = `const { handler } = await import(${JSON.stringify(path.join(ROOT, out.slack!.file))}); try { await handler(${JSON.stringify(event)}, {}); } catch (e) { process.stdout.write(e.message); }`;
     const failed = await promisify(execFile)(process.execPath, ['--input-type=module', '-e', bad], {
-      env: { PATH: process.env.PATH, SLACK_SIGNING_SECRET: SIGNING_SECRET, SLACK_BOT_TOKEN: BOT_TOKEN, ...awsEnvForBundle(), STARFISH_POLICY_JSON: '{"approval":{"fovThreshold":"many"}}' },
+      env: { PATH: process.env.PATH, SLACK_SIGNING_SECRET: SIGNING_SECRET, SLACK_BOT_TOKEN: BOT_TOKEN, ...awsEnvForBundle(s3.endpoint), STARFISH_POLICY_JSON: '{"approval":{"fovThreshold":"many"}}' },
       timeout: 30_000,
     });
     expect(failed.stdout).toContain('approval.fovThreshold: Invalid input: expected number, received string');
   });
 });
 
-function awsEnvForBundle(): Record<string, string> {
-  return { ...EXAMPLE_AWS_ENV };
+/** The AWS backend's variables, with S3 on loopback and fixed credentials: no metadata service, no network. */
+function awsEnvForBundle(s3Endpoint: string): Record<string, string> {
+  return { ...EXAMPLE_AWS_ENV, AWS_ENDPOINT_URL_S3: s3Endpoint, AWS_ACCESS_KEY_ID: 'AKIDEXAMPLE', AWS_SECRET_ACCESS_KEY: 'not-a-real-key', AWS_EC2_METADATA_DISABLED: 'true' };
 }

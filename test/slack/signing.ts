@@ -3,16 +3,50 @@
  * `v0:${timestamp}:${body}` with the app's signing secret (X-Slack-Signature, X-Slack-Request-Timestamp).
  * Computed here independently of Bolt, so the tests check Bolt's verification, not reuse it.
  */
-import { createHmac } from 'node:crypto';
+import { createHmac, randomBytes } from 'node:crypto';
 import { request } from 'node:http';
+import type { LambdaFunctionURLEvent } from 'aws-lambda';
 
 export const SIGNING_SECRET = '8f742231b10e8888abcd99yyyzzz85a5';
 export const BOT_TOKEN = 'xoxb-0000000000-test-token';
 
 export const nowSeconds = () => Math.floor(Date.now() / 1000);
 
+/** The workspace and Slack app the requests below come from (the deployment's, unless a test says otherwise). */
+export const TEAM_ID = 'T0LAB';
+export const APP_ID = 'A0STARFISH';
+
+/** Slack gives every command and click its own trigger_id, so no two real requests have one body. */
+const triggerId = () => `${Date.now()}.${randomBytes(6).toString('hex')}`;
+
 function signature(secret: string, timestamp: number, body: string): string {
   return `v0=${createHmac('sha256', secret).update(`v0:${timestamp}:${body}`).digest('hex')}`;
+}
+
+/** A function URL event (payload 2.0, as an API Gateway HTTP API's), as a Slack POST arrives at the function. */
+export function functionUrlEvent(body: string, headers: Record<string, string>, base64 = false, method = 'POST'): LambdaFunctionURLEvent {
+  const userAgent = 'Slackbot 1.0 (+https://api.slack.com/robots)';
+  return {
+    version: '2.0',
+    routeKey: '$default',
+    rawPath: '/slack/events',
+    rawQueryString: '',
+    headers: { ...headers, host: 'abc123.lambda-url.us-east-1.on.aws', 'user-agent': userAgent },
+    requestContext: {
+      accountId: 'anonymous',
+      apiId: 'abc123',
+      domainName: 'abc123.lambda-url.us-east-1.on.aws',
+      domainPrefix: 'abc123',
+      http: { method, path: '/slack/events', protocol: 'HTTP/1.1', sourceIp: '3.0.0.1', userAgent },
+      requestId: 'r-1',
+      routeKey: '$default',
+      stage: '$default',
+      time: '25/Nov/2026:10:00:00 +0000',
+      timeEpoch: 1_795_600_800_000,
+    },
+    body: base64 ? Buffer.from(body).toString('base64') : body,
+    isBase64Encoded: base64,
+  };
 }
 
 export function signedHeaders(body: string, options: { secret?: string; timestamp?: number } = {}): Record<string, string> {
@@ -30,12 +64,14 @@ export interface SlashOptions {
   channel: string;
   responseUrl: string;
   command?: string;
+  teamId?: string;
+  appId?: string;
 }
 
 export function slashBody(o: SlashOptions): string {
   return new URLSearchParams({
     token: 'deprecated-verification-token',
-    team_id: 'T0LAB',
+    team_id: o.teamId ?? TEAM_ID,
     team_domain: 'lab',
     channel_id: o.channel,
     channel_name: 'starfish',
@@ -43,10 +79,10 @@ export function slashBody(o: SlashOptions): string {
     user_name: o.userId.toLowerCase(),
     command: o.command ?? '/starfish',
     text: o.text,
-    api_app_id: 'A0STARFISH',
+    api_app_id: o.appId ?? APP_ID,
     is_enterprise_install: 'false',
     response_url: o.responseUrl,
-    trigger_id: '1.2.3',
+    trigger_id: triggerId(),
   }).toString();
 }
 
@@ -57,18 +93,20 @@ export interface ClickOptions {
   channel: string;
   responseUrl: string;
   messageTs?: string;
+  teamId?: string;
+  appId?: string;
 }
 
 /** A block_actions payload for a button in a message, as Slack posts it (payload=<json>). */
 export function clickBody(o: ClickOptions): string {
   const payload = {
     type: 'block_actions',
-    user: { id: o.userId, username: o.userId.toLowerCase(), team_id: 'T0LAB' },
-    api_app_id: 'A0STARFISH',
+    user: { id: o.userId, username: o.userId.toLowerCase(), team_id: o.teamId ?? TEAM_ID },
+    api_app_id: o.appId ?? APP_ID,
     token: 'deprecated-verification-token',
     container: { type: 'message', message_ts: o.messageTs ?? '1700000001.000001', channel_id: o.channel, is_ephemeral: false },
-    trigger_id: '1.2.3',
-    team: { id: 'T0LAB', domain: 'lab' },
+    trigger_id: triggerId(),
+    team: { id: o.teamId ?? TEAM_ID, domain: 'lab' },
     channel: { id: o.channel, name: 'starfish' },
     message: { type: 'message', ts: o.messageTs ?? '1700000001.000001', text: 'starfish run' },
     response_url: o.responseUrl,

@@ -1,6 +1,7 @@
 /**
- * The Bolt app end to end on loopback: signed requests in, the real local core behind it, every
- * Slack Web API call recorded by the stand-in.
+ * The Slack endpoint end to end on loopback (the production handler: request guard, replay claim,
+ * Bolt, the listeners): signed requests in, the real local core behind it, every Slack Web API
+ * call recorded by the stand-in. The attacks on the endpoint itself are in endpoint.test.ts.
  */
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { rm, writeFile } from 'node:fs/promises';
@@ -56,15 +57,16 @@ const rootPost = (runId: string) => h.standIn.ok('chat.postMessage').find((c) =>
 const updatesOf = (runId: string) => h.standIn.ok('chat.update').filter((c) => textOf(c.body).includes(runId));
 const ephemeralsTo = (userId: string) => h.standIn.ok('chat.postEphemeral').filter((c) => c.body.user === userId);
 
-describe('request verification (Bolt HTTPReceiver, v0 signatures)', () => {
+describe('request verification (v0 signatures)', () => {
   const help = () => slashBody({ text: 'help', userId: ALICE, channel: CHANNEL, responseUrl: h.standIn.responseUrl('verify') });
 
   it('acknowledges a correctly signed slash command with 200 and the help text', async () => {
-    const res = await post(h.url, help(), signedHeaders(help()));
+    const body = help();
+    const res = await post(h.url, body, signedHeaders(body));
     expect(res.status).toBe(200);
-    const body = res.json();
-    expect(body.response_type).toBe('ephemeral');
-    expect(textOf(body)).toContain('/starfish run');
+    const answer = res.json();
+    expect(answer.response_type).toBe('ephemeral');
+    expect(textOf(answer)).toContain('/starfish run');
   });
 
   it('refuses a forged signature with 401 and reaches no handler', async () => {
