@@ -48,8 +48,6 @@ export interface SlackHandlerOptions {
    * By default SLACK_TEAM_ID and SLACK_APP_ID from `env`; unset, they are not checked.
    */
   identity?: SlackIdentity;
-  /** The clock the timestamp check and the claims use (tests). */
-  now?: () => number;
 }
 
 type AwsHandler = Awaited<ReturnType<AwsLambdaReceiver['start']>>;
@@ -140,7 +138,6 @@ function answerOf(verdict: Exclude<Verdict, { kind: 'accept' }>, logger: BoltLog
 
 export function createHandler(options: SlackHandlerOptions = {}): SlackLambdaHandler {
   let ready: Promise<Ready> | undefined;
-  const now = options.now ?? Date.now;
 
   async function init(): Promise<Ready> {
     const env = options.env ?? process.env;
@@ -159,11 +156,11 @@ export function createHandler(options: SlackHandlerOptions = {}): SlackLambdaHan
   /** The guard, the claim, then Bolt; a request Bolt never sees is answered here. */
   async function handleGuarded(r: Ready, event: LambdaFunctionURLEvent, context?: Context): Promise<APIGatewayProxyStructuredResultV2> {
     const body = bodyOf(event);
-    const verdict = checkSlackRequest({ method: methodOf(event), headers: event.headers, body }, { signingSecret: r.signingSecret, identity: r.identity }, now());
+    const verdict = checkSlackRequest({ method: methodOf(event), headers: event.headers, body }, { signingSecret: r.signingSecret, identity: r.identity });
     if (verdict.kind !== 'accept') return answerOf(verdict, r.logger);
     let claim: 'first' | 'replay';
     try {
-      claim = await claimSlackRequest(r.store, verdict.signature, now());
+      claim = await claimSlackRequest(r.store, verdict.signature);
     } catch (error) {
       r.logger.error(`could not claim a Slack request, so it was not processed: ${(error as Error).message}`);
       return TRY_AGAIN;
