@@ -40,7 +40,8 @@ export interface Store {
 
 /** Reads inputs by URL or path (experiments, recipes) and copies them (staging). */
 export interface Reader {
-  read(url: string): Promise<Buffer>;
+  /** With `maxBytes`, an input larger than that is refused before it is read whole. */
+  read(url: string, options?: GetOptions): Promise<Buffer>;
   copy(fromUrl: string, toUrl: string): Promise<void>;
   /** Refuses a URL the deployment may not read, with a message for the scientist. */
   checkReadable(url: string): Result<void>;

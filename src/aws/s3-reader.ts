@@ -9,7 +9,8 @@
 import { CopyObjectCommand, GetObjectCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { httpsGet, type HttpsGetOptions } from '../run/https-get.js';
 import { checkFetchable } from '../run/url-policy.js';
-import type { Reader } from '../ports.js';
+import type { GetOptions, Reader } from '../ports.js';
+import { tooLarge } from '../run/locations.js';
 import { passed, refuse, type Result } from '../result.js';
 import { kindOf, parseS3 } from '../run/locations.js';
 import { bodyBytes, contentTypeOf, isNotFound } from './s3-store.js';
@@ -96,15 +97,20 @@ export class S3Reader implements Reader {
     if (!readable.ok) throw new Error(readable.reason);
   }
 
-  async read(url: string): Promise<Buffer> {
+  async read(url: string, options: GetOptions = {}): Promise<Buffer> {
     this.refuseRead(url);
+    const { maxBytes } = options;
     if (kindOf(url) === 'https') {
-      return httpsGet(url, this.https);
+      return httpsGet(url, { ...this.https, ...(maxBytes !== undefined ? { maxBytes } : {}) });
     }
     const { bucket, key } = parseS3(url);
     try {
-      const out = await this.client.send(new GetObjectCommand({ Bucket: bucket, Key: key }));
-      return await bodyBytes(out.Body);
+      // One byte more than allowed tells a too-large object from one exactly at the limit.
+      const range = maxBytes === undefined ? {} : { Range: `bytes=0-${maxBytes}` };
+      const out = await this.client.send(new GetObjectCommand({ Bucket: bucket, Key: key, ...range }));
+      const body = await bodyBytes(out.Body);
+      if (maxBytes !== undefined && body.length > maxBytes) throw new Error(tooLarge(maxBytes));
+      return body;
     } catch (error) {
       if (isNotFound(error)) throw new Error('no such object', { cause: error });
       const name = (error as Error).name;

@@ -20,6 +20,9 @@ export interface CheckedRequest {
   recipeBody: Buffer;
 }
 
+/** A recipe is source code; past this it is not one. */
+const MAX_RECIPE_BYTES = 2 * 2 ** 20;
+
 type Deps = Pick<CoreDeps, 'reader' | 'policy' | 'settings' | 'checkRecipe'>;
 
 export async function checkRequest(deps: Deps, asked: RunRequest): Promise<Result<CheckedRequest>> {
@@ -52,7 +55,7 @@ async function experimentOf(deps: Deps, url: string): Promise<Result<ExperimentI
 async function recipeOf(deps: Deps, recipe: string): Promise<Result<Buffer>> {
   let body: Buffer;
   try {
-    body = await deps.reader.read(recipe);
+    body = await deps.reader.read(recipe, { maxBytes: MAX_RECIPE_BYTES });
   } catch (error) {
     return refuse(`Could not read the recipe at ${recipe}: ${(error as Error).message}. Example: recipe=s3://lab-data/recipes/iss.py`);
   }

@@ -6,8 +6,8 @@
 import { promises as fs } from 'node:fs';
 import { passed, refuse, type Result } from '../result.js';
 import path from 'node:path';
-import type { Reader } from '../ports.js';
-import { kindOf } from '../run/locations.js';
+import type { GetOptions, Reader } from '../ports.js';
+import { kindOf, tooLarge } from '../run/locations.js';
 import { httpsGet, type HttpsGetOptions } from '../run/https-get.js';
 import { checkFetchable, type Fetchable } from '../run/url-policy.js';
 
@@ -30,10 +30,12 @@ export class LocalReader implements Reader {
     return checked.value;
   }
 
-  async read(url: string): Promise<Buffer> {
+  async read(url: string, options: GetOptions = {}): Promise<Buffer> {
     const target = this.fetchable(url);
-    if (target.kind === 'https') return httpsGet(url, this.https);
+    const { maxBytes } = options;
+    if (target.kind === 'https') return httpsGet(url, { ...this.https, ...(maxBytes !== undefined ? { maxBytes } : {}) });
     try {
+      if (maxBytes !== undefined && (await fs.stat(target.path)).size > maxBytes) throw new Error(tooLarge(maxBytes));
       return await fs.readFile(target.path);
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code === 'ENOENT') throw new Error('no such file', { cause: error });

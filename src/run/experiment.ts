@@ -22,12 +22,14 @@ export interface ExperimentInfo {
 }
 
 const FOV_NAME = /^fov_(\d+)$/;
+/** A SpaceTx JSON file of 1,000,000 FOVs is about 50 MB: past this one is not read. */
+const MAX_SPACETX_JSON_BYTES = 128 * 2 ** 20;
 
 /** Reads and parses one SpaceTx JSON file; failures are ExperimentErrors a scientist can act on. */
 export async function readJson(reader: Reader, url: string, what: string, example: string): Promise<{ body: Buffer; value: unknown }> {
   let body: Buffer;
   try {
-    body = await reader.read(url);
+    body = await reader.read(url, { maxBytes: MAX_SPACETX_JSON_BYTES });
   } catch (error) {
     throw new ExperimentError(`Could not read the ${what} at ${url}: ${(error as Error).message}. Example of a valid location: ${example}`);
   }

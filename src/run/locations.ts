@@ -43,3 +43,7 @@ export function checkLocation(where: { reader: Pick<Reader, 'checkReadable'>; al
   }
   return where.reader.checkReadable(location);
 }
+
+/** Why an input was not read: it is larger than what this kind of input may be. */
+export const tooLarge = (maxBytes: number) =>
+  `it is larger than ${maxBytes >= 2 ** 20 ? `${Math.round(maxBytes / 2 ** 20)} MiB` : `${maxBytes.toLocaleString('en-US')} bytes`}, more than this kind of input may be; stage a smaller file or split the experiment`;

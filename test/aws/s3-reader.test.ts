@@ -21,6 +21,13 @@ describe('S3Reader and the bucket allowlist', () => {
   });
   afterEach(() => s3.mock.restore());
 
+  it('reads at most maxBytes of an input (a Range request) and refuses a larger one, saying so', async () => {
+    s3.put('s3://lab-data/iss/huge.json', 'x'.repeat(1_000));
+    await expect(reader.read('s3://lab-data/iss/huge.json', { maxBytes: 100 })).rejects.toThrow(/larger than 100 bytes, more than this kind of input may be/);
+    expect(s3.mock.commandCalls(GetObjectCommand).at(-1)!.args[0].input).toEqual({ Bucket: 'lab-data', Key: 'iss/huge.json', Range: 'bytes=0-100' });
+    expect((await reader.read('s3://lab-data/iss/huge.json', { maxBytes: 1_000 })).length).toBe(1_000);
+  });
+
   it('reads s3:// objects in allowed buckets with GetObject', async () => {
     expect((await reader.read('s3://lab-data/iss/experiment.json')).toString()).toBe('{"a":1}');
     expect(s3.mock.commandCalls(GetObjectCommand)[0]!.args[0].input).toEqual({ Bucket: 'lab-data', Key: 'iss/experiment.json' });

@@ -9,6 +9,7 @@ import type {
 } from '../../src/ports.js';
 import type { Message } from '../../src/messages/message.js';
 import { passed } from '../../src/result.js';
+import { tooLarge } from '../../src/run/locations.js';
 import type { BatchJobEvent } from '../../src/run/batch-event.js';
 
 const etag = (b: Buffer) => createHash('md5').update(b).digest('hex');
@@ -55,9 +56,10 @@ export class MemoryStore implements Store {
 
 export class MapReader implements Reader {
   constructor(readonly files: Map<string, string>) {}
-  async read(url: string) {
+  async read(url: string, options: { maxBytes?: number } = {}) {
     const body = this.files.get(url);
     if (body === undefined) throw new Error('NoSuchKey');
+    if (options.maxBytes !== undefined && Buffer.byteLength(body) > options.maxBytes) throw new Error(tooLarge(options.maxBytes));
     return Buffer.from(body);
   }
   async copy(from: string, to: string) {

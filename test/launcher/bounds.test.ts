@@ -6,6 +6,8 @@ import { describe, expect, it } from 'vitest';
 import { spawnSync } from 'node:child_process';
 import { parseCommand } from '../../src/command/grammar.js';
 import { makePlan } from '../../src/run/plan.js';
+import { launchedRun } from '../notifier/harness.js';
+import type { MapReader } from '../helpers/memory-adapters.js';
 
 const HEAP_MIB = 320;
 
@@ -24,6 +26,20 @@ describe('a 1,000,000-FOV experiment under a fixed heap', () => {
     const hostile = Array.from({ length: 443 }, () => '0-999999').join(',');
     expect(hostile.length).toBeLessThanOrEqual(4_000);
     expect(checkInChild(hostile)).toMatchObject({ fovCount: 1_000_000 });
+  });
+});
+
+describe('inputs', () => {
+  it('refuses a recipe larger than source code is, without reading it whole', async () => {
+    const h = await launchedRun(2);
+    (h.deps.reader as MapReader).files.set('s3://lab-data/recipes/huge.py', `def process_fov(fov_index, experiment_url):\n    pass\n${'#'.repeat(3 * 2 ** 20)}`);
+    await h.launcher.handle({
+      type: 'RunRequested',
+      userId: 'U1',
+      channel: 'C1',
+      request: { experiment: 's3://lab-data/exp/experiment.json', recipe: 's3://lab-data/recipes/huge.py', fovs: { kind: 'all' }, dryRun: false },
+    });
+    expect(h.chat.text('ephemeral')).toMatch(/Could not read the recipe at s3:\/\/lab-data\/recipes\/huge\.py: it is larger than 2 MiB/);
   });
 });
 
