@@ -97,8 +97,9 @@ export class Launcher {
   /** Reproducibility: the recipe and experiment.json exactly as they were at launch. */
   private async snapshotInputs(runId: string, checked: CheckedRequest): Promise<void> {
     const keys = runKeys(runId);
-    await this.deps.store.put(keys.recipeSnapshot, checked.recipeBody);
-    await this.deps.store.put(keys.experimentSnapshot, checked.experiment.source);
+    // Created once, never replaced: a retry runs exactly what the launch ran.
+    await this.deps.store.createIfAbsent(keys.recipeSnapshot, checked.recipeBody);
+    await this.deps.store.createIfAbsent(keys.experimentSnapshot, checked.experiment.source);
   }
 
   private async decided(event: RunEventOf<'RunApproved'> | RunEventOf<'RunRejected'>): Promise<void> {
