@@ -45,7 +45,8 @@ type CommandOf<N extends Command['name']> = Extract<Command, { name: N }>;
 
 export async function dispatch(deps: DispatchDeps, text: string, caller: Caller): Promise<Answer> {
   const parsed = parseCommand(text);
-  if (!parsed.ok) return { message: errorMessage(parsed.reason), refused: true };
+  // A grammar refusal quotes what was typed: shown as typed, never as markup.
+  if (!parsed.ok) return { message: errorMessage(escapeMrkdwn(parsed.reason)), refused: true };
   return execute(deps, parsed.value, caller);
 }
 
@@ -107,7 +108,7 @@ async function requestRun(deps: DispatchDeps, request: RunRequest, caller: Calle
   if (!allowed.ok) return errorMessage(allowed.reason);
   await deps.bus.publish({ type: 'RunRequested', ...asker(caller), request, requestId: randomUUID() });
   const dryRun = request.dryRun ? ' (dry run: nothing will be submitted)' : '';
-  return noticeMessage(`Reading ${request.experiment} to plan the run${dryRun}… Its message will appear in this channel.`);
+  return noticeMessage(`Reading ${escapeMrkdwn(request.experiment)} to plan the run${dryRun}… Its message will appear in this channel.`);
 }
 
 /** Runs are seen where they were started: a channel sees its runs; a direct message, the caller's own. */
@@ -171,7 +172,7 @@ async function stage(deps: DispatchDeps, command: CommandOf<'stage'>, caller: Ca
   if (!allowed.ok) return errorMessage(allowed.reason);
   const name = command.as ?? defaultStageName(command.source);
   await deps.bus.publish({ type: 'StageRequested', ...asker(caller), source: command.source, name });
-  return noticeMessage(`Staging ${command.source} as ${name}…`);
+  return noticeMessage(`Staging ${escapeMrkdwn(command.source)} as ${escapeMrkdwn(name)}…`);
 }
 
 /** `…/ISS-TEST/experiment.json` → `iss-test`. */

@@ -8,6 +8,7 @@
 import { TERMINAL, type RunManifest, type RunStatus } from '../run/manifest.js';
 import { formatRanges, expandRanges } from '../run/fov-ranges.js';
 import type { DecideContext, Decision, Effect, Fact } from './types.js';
+import { escapeMrkdwn } from '../messages/message.js';
 import { observeBatch } from './observe.js';
 
 const none: Decision = { next: undefined, effects: [] };
@@ -138,7 +139,7 @@ function failSubmission(m: RunManifest, fact: Extract<Fact, { type: 'submit-fail
     status: 'failed',
     statusReason: `could not submit the jobs (${reason})${cleanup}`,
   };
-  const told = `Run ${m.runId} was not started: AWS Batch refused a job (${reason})${leftover ? cleanup : '. Nothing is left running.'}`;
+  const told = `Run ${m.runId} was not started: AWS Batch refused a job (${escapeMrkdwn(reason)})${leftover ? escapeMrkdwn(cleanup) : '. Nothing is left running.'}`;
   return { next, effects: [{ type: 'update-root' }, { type: 'notice', text: told, tone: 'error' }] };
 }
 
@@ -162,7 +163,7 @@ function postFailed(m: RunManifest, reason: string): Decision {
   const next: RunManifest = { ...m, status: 'failed', pendingSubmission: undefined, statusReason: `could not post the run's message in the channel (${reason})` };
   return {
     next,
-    effects: [answer(`Run ${m.runId} was not started: I could not post its message in this channel (${reason}). Invite me with \`/invite @starfish\` and run the command again.`)],
+    effects: [answer(`Run ${m.runId} was not started: I could not post its message in this channel (${escapeMrkdwn(reason)}). Invite me with \`/invite @starfish\` and run the command again.`)],
   };
 }
 

@@ -9,6 +9,7 @@ import type { ResultsSummary } from '../run/results.js';
 import type { Result } from '../result.js';
 import type { JobDescription } from '../ports.js';
 import { reasonWithoutFov } from '../messages/blocks.js';
+import { escapeMrkdwn } from '../messages/message.js';
 import { DELIVERIES, type DecideContext, type Decision, type Effect, type Fact, type MergeOutcome } from './types.js';
 
 type BatchFact = Extract<Fact, { type: 'batch' }>;
@@ -197,7 +198,7 @@ function claimDigest(next: RunManifest, terminal: boolean, ctx: DecideContext): 
 function claimStuckWarning(next: RunManifest, f: BatchFact, now: number): Effect[] {
   if (!f.stuck || next.notify.stuckWarnedAt || !next.message || TERMINAL.has(next.status)) return [];
   next.notify.stuckWarnedAt = now;
-  const why = f.stuck.reason ? ` (${f.stuck.reason})` : '';
+  const why = f.stuck.reason ? ` (${escapeMrkdwn(f.stuck.reason)})` : '';
   return [
     {
       type: 'stuck-warning',

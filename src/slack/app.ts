@@ -27,7 +27,7 @@
 import { App, LogLevel, type AnyMiddlewareArgs, type AllMiddlewareArgs, type Receiver, type Logger as BoltLogger, type RespondArguments, type SlashCommand } from '@slack/bolt';
 import { z } from 'zod';
 import type { Chat } from '../ports.js';
-import { untrusted, type Message } from '../messages/message.js';
+import { escapeMrkdwn, untrusted, type Message } from '../messages/message.js';
 import { ACTIONS, errorMessage } from '../messages/blocks.js';
 import { execute, READS_STORE, type Answer, type Caller, type DispatchDeps } from '../command/dispatcher.js';
 import { parseCommand, RUN_ID, type Command } from '../command/grammar.js';
@@ -111,7 +111,7 @@ export function createSlackApp(options: SlackAppOptions): App {
     const caller = callerOf(command);
     const parsed = parseCommand(command.text);
     if (!parsed.ok) {
-      await ack(ephemeralResponse(errorMessage(parsed.reason)));
+      await ack(ephemeralResponse(errorMessage(escapeMrkdwn(parsed.reason))));
       return;
     }
     if (READS_STORE.has(parsed.value.name)) {

@@ -34,6 +34,18 @@ describe('dispatch', () => {
     expect(published).toEqual([]);
   });
 
+  it('quotes what was typed as text, never as markup: a refusal cannot ping the channel or plant a link', async () => {
+    const { deps: d } = deps({});
+    for (const typed of ['fovs=<!channel>', 'fovs=<https://evil.example|here>', 'name=ok fovs=<@U0ADMIN>']) {
+      const answer = await dispatch(d, `run s3://lab-data/iss/experiment.json ${typed}`, { userId: 'U1', channel: 'C1' });
+      const shown = JSON.stringify(answer.message.blocks);
+      expect(answer.refused).toBe(true);
+      // No markup survives: mentions are escaped, a Slack link is shown as its bare URL.
+      expect(shown).not.toMatch(/<!channel>|<https:\/\/evil|<@U0ADMIN>/);
+      expect(shown).toMatch(/&lt;!channel&gt;|fovs=https:\/\/evil\.example:|&lt;@U0ADMIN&gt;/);
+    }
+  });
+
   it('refuses a file path where the deployment reads only URLs', async () => {
     const { deps: d } = deps({});
     const answer = await dispatch(d, 'run ./experiment.json', { userId: 'U1', channel: 'C1' });
