@@ -30,6 +30,8 @@ export interface Caller {
   channel: string;
   /** Slack's response_url, so that later answers reach the caller even where the bot is not invited. */
   responseUrl?: string;
+  /** The id a run request is published under; a one-shot command picks it to find its run. */
+  requestId?: string;
 }
 
 /** Commands whose answer needs a read of the store (answered after the 3-second ack). */
@@ -106,7 +108,7 @@ function checkRun(deps: DispatchDeps, request: RunRequest, caller: Caller): Resu
 async function requestRun(deps: DispatchDeps, request: RunRequest, caller: Caller): Promise<Message> {
   const allowed = checkRun(deps, request, caller);
   if (!allowed.ok) return errorMessage(allowed.reason);
-  await deps.bus.publish({ type: 'RunRequested', ...asker(caller), request, requestId: randomUUID() });
+  await deps.bus.publish({ type: 'RunRequested', ...asker(caller), request, requestId: caller.requestId ?? randomUUID() });
   const dryRun = request.dryRun ? ' (dry run: nothing will be submitted)' : '';
   return noticeMessage(`Reading ${escapeMrkdwn(request.experiment)} to plan the run${dryRun}… Its message will appear in this channel.`);
 }

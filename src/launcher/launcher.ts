@@ -61,6 +61,8 @@ export class Launcher {
       if (claim) await this.deps.store.delete(claim);
       throw error;
     }
+    // The request now names its run: a one-shot command follows the run its own request made.
+    if (claim) await this.deps.store.put(claim, JSON.stringify({ userId: event.userId, at: this.deps.clock.now(), runId: manifest.runId }));
     await this.snapshotInputs(manifest.runId, checked.value);
     let ref;
     try {

@@ -1,7 +1,8 @@
 /** Reading and compare-and-swap updating of run manifests through the Store port. */
 import type { Store } from '../ports.js';
 import { manifestSchema, type RunManifest } from './manifest.js';
-import { RUNS_PREFIX, runKeys } from './layout.js';
+import { RUNS_PREFIX, requestClaimKey, runKeys } from './layout.js';
+import { z } from 'zod';
 
 const manifestKey = (runId: string) => runKeys(runId).manifest;
 
@@ -105,4 +106,17 @@ async function listedRun(store: Store, runId: string): Promise<ListedRun | undef
 /** The readable manifests among the most recent runs (the unreadable ones are `listRuns`' to show). */
 export async function listManifests(store: Store, limit = 20): Promise<RunManifest[]> {
   return (await listRuns(store, limit)).flatMap((r) => ('manifest' in r ? [r.manifest] : []));
+}
+
+const requestRecordSchema = z.object({ runId: z.string().optional() });
+
+/** The run a request made, once the launcher has made it (requests/<request-id>). */
+export async function runOfRequest(store: Store, requestId: string): Promise<string | undefined> {
+  const object = await store.get(requestClaimKey(requestId));
+  if (!object) return undefined;
+  try {
+    return requestRecordSchema.parse(JSON.parse(object.body.toString('utf8'))).runId;
+  } catch {
+    return undefined;
+  }
 }

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { randomUUID } from 'node:crypto';
 import { launchedRun } from '../notifier/harness.js';
+import { runOfRequest } from '../../src/run/manifest-store.js';
 
 const request = (requestId?: string) => ({
   type: 'RunRequested' as const,
@@ -20,6 +21,17 @@ describe('launcher', () => {
     await h.launcher.handle(request(id));
     await h.launcher.handle(request(id));
     expect(runs(h.store.objects.keys()).length).toBe(before + 1);
+  });
+
+  it('records which run a request made, so that the command that sent it can follow that run', async () => {
+    const h = await launchedRun(4);
+    const id = randomUUID();
+    expect(await runOfRequest(h.store, id)).toBeUndefined();
+    await h.launcher.handle(request(id));
+    const made = await runOfRequest(h.store, id);
+    expect(made).toMatch(/^\d{6}-[a-z0-9]{4}$/);
+    expect(made).not.toBe(h.runId);
+    expect(runs(h.store.objects.keys())).toContain(`runs/${made}/run.json`);
   });
 
   it('says which jobs need a person when terminating a half-submitted run fails', async () => {
