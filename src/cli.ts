@@ -19,6 +19,7 @@ import { EXAMPLE_EXPERIMENT, EXAMPLE_RECIPE, localSystemFromEnv, type LocalSyste
 import { REPO_ROOT } from './local/process-executor.js';
 import { loadManifest, listManifests } from './run/manifest-store.js';
 import { renderText } from './messages/text.js';
+import { scrub } from './messages/message.js';
 import { parseCommand } from './command/grammar.js';
 import type { RunManifest } from './run/manifest.js';
 
@@ -61,17 +62,24 @@ export async function runOnce(env: Env, args: string[], out: NodeJS.WriteStream 
   return exitCodeOf((await loadManifest(system.store, mine[0]!.runId))!.manifest, out);
 }
 
+/**
+ * The run's outcome in the terminal. A manifest's text is not the command's own (a reason can
+ * carry what a job wrote; the run id and output are as typed): each piece is scrubbed of escape
+ * sequences and control characters first, as the console's messages are.
+ */
 function exitCodeOf(m: RunManifest, out: NodeJS.WriteStream): number {
-  out.write(`\nrun ${m.runId}: ${m.status}${m.statusReason ? ` (${m.statusReason})` : ''}\n`);
+  const runId = scrub(m.runId);
+  const output = scrub(m.inputs.output);
+  out.write(`\nrun ${runId}: ${m.status}${m.statusReason ? ` (${scrub(m.statusReason)})` : ''}\n`);
   if (m.status === 'succeeded' || m.status === 'planned') {
-    if (m.status === 'succeeded') out.write(`results: ${m.inputs.output}/results/\n`);
+    if (m.status === 'succeeded') out.write(`results: ${output}/results/\n`);
     return EXIT.ok;
   }
   if (m.status === 'awaiting-approval') {
-    out.write(`The run needs approval; open \`npm start\` and type /starfish approve ${m.runId}\n`);
+    out.write(`The run needs approval; open \`npm start\` and type /starfish approve ${runId}\n`);
     return EXIT.awaitingApproval;
   }
-  if (m.results) out.write(`partial results: ${m.inputs.output}/results/\n`);
+  if (m.results) out.write(`partial results: ${output}/results/\n`);
   return EXIT.runFailed;
 }
 
@@ -161,11 +169,12 @@ async function main(argv: string[]): Promise<number> {
 main(process.argv.slice(2)).then(
   (code) => process.exit(code),
   (error: unknown) => {
+    // An error can quote what it failed on (a value, a manifest's text): scrubbed like the rest.
     if (error instanceof ConfigError) {
-      process.stderr.write(`starfish: ${error.message}\n`);
+      process.stderr.write(`starfish: ${scrub(error.message, true)}\n`);
       process.exit(EXIT.config);
     }
-    process.stderr.write(`starfish: ${(error as Error).stack ?? String(error)}\n`);
+    process.stderr.write(`starfish: ${scrub((error as Error).stack ?? String(error), true)}\n`);
     process.exit(1);
   },
 );

@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawnSync } from 'node:child_process';
 import path from 'node:path';
+import { writeFile } from 'node:fs/promises';
 import { generateExperiment, NUMPY_RECIPE, removeDir, tempDir } from '../helpers/local.js';
 
 let data: string;
@@ -54,6 +55,35 @@ describe('the starfish command', () => {
     const r = spawnSync(process.execPath, [path.resolve('bin/starfish.js'), 'list'], { env: { ...process.env, STARFISH_CONCURRENCY: 'lots' }, encoding: 'utf8' });
     expect(r.status).toBe(78);
     expect(r.stderr).toMatch(/STARFISH_CONCURRENCY=lots is not valid: .* Example: STARFISH_CONCURRENCY=4/);
+  });
+
+  it("prints a run's reason scrubbed: a recipe that writes terminal escapes into its own manifest cannot reach the terminal", async () => {
+    // On one machine the recipe runs as the same user, so it can rewrite its run's manifest; the
+    // lifecycle keeps a reason it does not replace, and the command prints it.
+    const recipe = path.join(data, 'tampering_recipe.py');
+    await writeFile(
+      recipe,
+      `import glob, json, os, importlib.util
+_spec = importlib.util.spec_from_file_location("iss_numpy", ${JSON.stringify(NUMPY_RECIPE)})
+_base = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_base)
+
+def process_fov(fov_index, experiment_url):
+    for f in glob.glob(os.path.join(os.environ["STARFISH_HOME"], "runs", "*", "run.json")):
+        with open(f) as fh:
+            m = json.load(fh)
+        if m.get("status") in ("submitting", "running", "merging"):
+            m["statusReason"] = "\\x1b]8;;https://evil.example\\x07click here\\x1b]8;;\\x07 \\x1b[2J\\x1b[31mred\\u202e"
+            with open(f, "w") as fh:
+                json.dump(m, fh)
+    return _base.process_fov(fov_index, experiment_url)
+`,
+    );
+    const r = starfish(['run', experiment, `recipe=${recipe}`, 'fovs=1', '--wait']);
+    expect(r.status).toBe(0);
+    expect(r.stdout).toMatch(/run \d{6}-[a-z0-9]{4}: succeeded \(click here red\)\n/);
+    // eslint-disable-next-line no-control-regex -- no escape, control or bidi character reaches the terminal
+    expect(r.stdout).not.toMatch(/[\x00-\x09\x0b-\x1f\x7f\u202e]/);
   });
 
   it('the console takes typed commands, answers them, and shows the run through to its results', () => {
