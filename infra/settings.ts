@@ -45,12 +45,13 @@ const settingsSchema = z
     // The ARNs, URLs and names the stack adds resolve to about 1.3 KB at deploy time, which synth
     // cannot see: what the settings put in the environment must leave room for them.
     const budget = 2600;
-    const used = JSON.stringify(s.policy).length + s.allowedBuckets.join(',').length + s.readonlyBuckets.join(',').length;
+    const hosts = s.httpsHosts?.join(',').length ?? 0;
+    const used = JSON.stringify(s.policy).length + s.allowedBuckets.join(',').length + s.readonlyBuckets.join(',').length + hosts;
     if (used > budget) {
       ctx.addIssue({
         code: 'custom',
         path: ['allowedBuckets'],
-        message: `with the policy and readonlyBuckets takes ${used} characters of the Lambdas' 4 KB environment; keep the three under ${budget} (fewer buckets, or an approverGroup instead of listed approvers)`,
+        message: `with the policy, readonlyBuckets${hosts ? ' and httpsHosts' : ''} takes ${used} characters of the Lambdas' 4 KB environment; keep them under ${budget} (fewer buckets or hosts, or an approverGroup instead of listed approvers)`,
       });
     }
     const overlap = s.allowedBuckets.filter((b) => s.readonlyBuckets.includes(b));

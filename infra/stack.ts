@@ -260,10 +260,11 @@ export class StarfishChatopsStack extends Stack {
     const logging = ecs.LogDriver.awsLogs({ logGroup: batchLogGroup, streamPrefix: 'starfish' });
 
     // Recipe code cannot change the image it runs in: read-only root, a scratch volume for /tmp.
+    // The jobs' https reads follow the same host allowlist as the Lambdas' (containers/common/starfish_io.py).
     const hardened = {
       readonlyRootFilesystem: true,
       volumes: [batch.EcsVolume.host({ name: JOB_SCRATCH.volume, containerPath: JOB_SCRATCH.path, readonly: false })],
-      environment: { HOME: JOB_SCRATCH.path },
+      environment: { HOME: JOB_SCRATCH.path, ...(settings.httpsHosts?.length ? { STARFISH_HTTPS_HOSTS: settings.httpsHosts.join(',') } : {}) },
     };
     const fargateJob = (id: string, img: ecs.ContainerImage, size: { vcpus: number; memoryMiB: number }, timeout: Duration) => {
       const definition = new batch.EcsJobDefinition(this, id, {
@@ -435,6 +436,10 @@ export class StarfishChatopsStack extends Stack {
       dlqUrl: deadLetters.queueUrl,
       logGroup: batchLogGroup.logGroupName,
       downloadExpirySeconds: settings.downloadExpirySeconds,
+      httpsHosts: settings.httpsHosts,
+      // Read by the Slack Lambda (its request guard); the events Lambda only checks their form.
+      slackTeamId: settings.slackTeamId,
+      slackAppId: settings.slackAppId,
     });
     checkLambdaEnvironment(environment);
 

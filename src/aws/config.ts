@@ -26,6 +26,8 @@ export interface AwsConfig {
   logGroup: string;
   downloadExpirySeconds: number;
   region: string;
+  /** STARFISH_HTTPS_HOSTS: the hosts https inputs may come from; absent: any public host. */
+  httpsHosts?: string[];
 }
 
 export function readAwsConfig(env: NodeJS.ProcessEnv = process.env): AwsConfig {
@@ -56,5 +58,6 @@ export function readAwsConfig(env: NodeJS.ProcessEnv = process.env): AwsConfig {
     logGroup: e.STARFISH_LOG_GROUP ?? DEFAULT_LOG_GROUP,
     downloadExpirySeconds: e.STARFISH_DOWNLOAD_EXPIRY_SECONDS ?? DEFAULT_DOWNLOAD_EXPIRY_SECONDS,
     region: e.AWS_REGION,
+    ...(e.STARFISH_HTTPS_HOSTS?.length ? { httpsHosts: e.STARFISH_HTTPS_HOSTS } : {}),
   };
 }

@@ -34,7 +34,6 @@ export interface AwsSystemOptions {
   settings?: Partial<Settings>;
   /** Members of the policy's approver group (Slack usergroups.users.list), from the chat side. */
   approverGroupMembers?: () => Promise<string[]>;
-  fetch?: typeof fetch;
 }
 
 /** The four AWS adapters, each on the client the options bring or the container's own. */
@@ -42,7 +41,9 @@ function awsAdapters(config: AwsConfig, options: AwsSystemOptions, log: Logger) 
   const clients = options.clients ?? {};
   const s3 = clients.s3 ?? s3Client(config.region);
   const store = new S3Store({ client: s3, bucket: config.bucket, prefix: config.keyPrefix, downloadExpirySeconds: config.downloadExpirySeconds });
-  const reader = new S3Reader({ client: s3, buckets: config.buckets, readOnlyBuckets: config.readOnlyBuckets, ...(options.fetch ? { fetch: options.fetch } : {}) });
+  // https inputs under the URL policy, narrowed to STARFISH_HTTPS_HOSTS when it is set.
+  const https = config.httpsHosts ? { allowedHosts: config.httpsHosts } : {};
+  const reader = new S3Reader({ client: s3, buckets: config.buckets, readOnlyBuckets: config.readOnlyBuckets, https });
   const batch = clients.batch;
   const executor = new BatchExecutor({
     client: batch ?? (() => batchClient(config.region)),

@@ -39,6 +39,8 @@ export interface LocalSystemOptions {
   decorateExecutor?: (executor: Executor) => Executor;
   /** Overrides for tests: other entry scripts. */
   scripts?: { processFov?: string; merge?: string };
+  /** Hosts https inputs may come from (STARFISH_HTTPS_HOSTS); absent or empty: any public host. */
+  httpsHosts?: readonly string[];
 }
 
 const LOCAL_SETTINGS: Settings = {
@@ -51,7 +53,8 @@ const LOCAL_SETTINGS: Settings = {
 export function createLocalSystem(options: LocalSystemOptions) {
   const log = options.log ?? silentLogger;
   const store = new DirectoryStore(path.resolve(options.home));
-  const reader = new LocalReader();
+  // The FOV processes inherit this process's environment, STARFISH_HTTPS_HOSTS with it.
+  const reader = new LocalReader(options.httpsHosts?.length ? { https: { allowedHosts: options.httpsHosts } } : {});
   const settings = { ...LOCAL_SETTINGS, ...options.settings };
   const queue = new EventQueue<BatchJobEvent>((batch) => notifier.handleBatch(batch), log, { maxBatch: 100, windowMs: 200, redeliveryDelayMs: 200 });
   const processes = new ProcessExecutor({
@@ -141,6 +144,7 @@ export function localSystemFromEnv(env: Env, chat: Chat, log: Logger, policy: Po
     policy,
     log,
     ...(env.STARFISH_CONCURRENCY ? { concurrency: env.STARFISH_CONCURRENCY } : {}),
+    ...(env.STARFISH_HTTPS_HOSTS ? { httpsHosts: env.STARFISH_HTTPS_HOSTS } : {}),
     ...extra,
   });
 }

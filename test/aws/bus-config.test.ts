@@ -7,7 +7,10 @@ import { readAwsConfig } from '../../src/aws/config.js';
 import { lambdaEnvironment } from '../../src/config.js';
 import { createAwsLogger } from '../../src/aws/clients.js';
 import { forgetSlackSecrets, slackSecret } from '../../src/aws/secrets.js';
-import { CREDENTIALS, QUEUES, REGION, testEnv } from './helpers.js';
+import { S3Client } from '@aws-sdk/client-s3';
+import { createAwsSystem } from '../../src/aws/system.js';
+import { silentLogger } from '../../src/core.js';
+import { CREDENTIALS, QUEUES, REGION, RecordingChat, testEnv } from './helpers.js';
 
 describe('EventBridgeBus', () => {
   const mock = mockClient(EventBridgeClient);
@@ -127,6 +130,59 @@ describe('AWS configuration', () => {
       downloadExpirySeconds: written.downloadExpirySeconds,
       region: REGION,
     });
+  });
+
+  it('reads STARFISH_HTTPS_HOSTS (trimmed, lower case) into the S3 reader, and checks SLACK_TEAM_ID and SLACK_APP_ID', () => {
+    const env = testEnv({ STARFISH_HTTPS_HOSTS: ' Data.Lab.org, *.spacetx.org ,', SLACK_TEAM_ID: 'T0123ABCD', SLACK_APP_ID: 'A0123ABCD' });
+    expect(readAwsConfig(env).httpsHosts).toEqual(['data.lab.org', '*.spacetx.org']);
+    expect(readAwsConfig(testEnv({ STARFISH_HTTPS_HOSTS: '' })).httpsHosts).toBeUndefined();
+    const s3 = new S3Client({ region: REGION, credentials: CREDENTIALS });
+    const { reader } = createAwsSystem(new RecordingChat(), env, { clients: { s3 }, log: silentLogger });
+    expect(reader.checkReadable('https://data.lab.org/iss/experiment.json')).toEqual({ ok: true });
+    expect(reader.checkReadable('https://tiles.spacetx.org/iss/experiment.json')).toEqual({ ok: true });
+    const refused = reader.checkReadable('https://example.com/iss/experiment.json');
+    expect(refused.ok).toBe(false);
+    expect(!refused.ok && refused.reason).toMatch(/reads https inputs only from data\.lab\.org, \*\.spacetx\.org/);
+    // Unset: any public host.
+    const open = createAwsSystem(new RecordingChat(), testEnv(), { clients: { s3 }, log: silentLogger }).reader;
+    expect(open.checkReadable('https://example.com/iss/experiment.json')).toEqual({ ok: true });
+  });
+
+  it('names a malformed https host list or Slack id with its example', () => {
+    let message = '';
+    try {
+      readAwsConfig(testEnv({ STARFISH_HTTPS_HOSTS: 'https://data.lab.org/', SLACK_TEAM_ID: 'lab-workspace', SLACK_APP_ID: 'T0123ABCD' }));
+    } catch (error) {
+      message = (error as Error).message;
+    }
+    expect(message).toContain('STARFISH_HTTPS_HOSTS=https://data.lab.org/ is not valid: item 1: host names, or *.domain. Example: STARFISH_HTTPS_HOSTS=data.lab.org,*.spacetx.org');
+    expect(message).toContain('SLACK_TEAM_ID=lab-workspace is not valid: must be a Slack team id, e.g. T0123ABCD. Example: SLACK_TEAM_ID=T0123ABCD');
+    expect(message).toContain('SLACK_APP_ID=T0123ABCD is not valid: must be a Slack app id, e.g. A0123ABCD (Basic Information → App ID). Example: SLACK_APP_ID=A0123ABCD');
+  });
+
+  it('reads back the optional hosts and Slack ids infra writes, and writes nothing for them when unset', () => {
+    const input = {
+      bucket: 'lab-starfish-results',
+      allowedBuckets: ['lab-data'],
+      readonlyBuckets: [],
+      eventBus: 'starfish-chatops',
+      queues: QUEUES,
+      fovJobDefinition: 'starfish-process-fov',
+      mergeJobDefinition: 'starfish-merge-results',
+      queueJobDefinitions: {},
+      policy: readAwsConfig(testEnv()).policy,
+      slackSecretArn: testEnv().STARFISH_SLACK_SECRET_ARN!,
+      dlqUrl: testEnv().STARFISH_DLQ_URL!,
+      logGroup: '/aws/batch/StarfishChatops',
+      downloadExpirySeconds: 21_600,
+    };
+    const unset = lambdaEnvironment(input);
+    expect(unset).not.toHaveProperty('STARFISH_HTTPS_HOSTS');
+    expect(unset).not.toHaveProperty('SLACK_TEAM_ID');
+    expect(unset).not.toHaveProperty('SLACK_APP_ID');
+    const env = lambdaEnvironment({ ...input, httpsHosts: ['data.lab.org', '*.spacetx.org'], slackTeamId: 'T0123ABCD', slackAppId: 'A0123ABCD' });
+    expect(env).toMatchObject({ STARFISH_HTTPS_HOSTS: 'data.lab.org,*.spacetx.org', SLACK_TEAM_ID: 'T0123ABCD', SLACK_APP_ID: 'A0123ABCD' });
+    expect(readAwsConfig({ ...env, AWS_REGION: REGION }).httpsHosts).toEqual(['data.lab.org', '*.spacetx.org']);
   });
 
   it('checks the Slack and logging variables the Lambdas read too, without echoing tokens', () => {

@@ -67,13 +67,31 @@ describe('settings', () => {
 
   it('keeps the policy and bucket lists within what the 4 KB Lambda environment leaves them', () => {
     const buckets = Array.from({ length: 100 }, (_, i) => `lab-imaging-archive-bucket-${i}`).join(',');
-    expect(error({ ...base, 'starfish:allowedBuckets': buckets })).toMatch(/starfish:allowedBuckets .*takes \d+ characters of the Lambdas' 4 KB environment; keep the three under 2600/);
+    expect(error({ ...base, 'starfish:allowedBuckets': buckets })).toMatch(/starfish:allowedBuckets .*takes \d+ characters of the Lambdas' 4 KB environment; keep them under 2600/);
   });
 
   it('checks Fargate sizes, log retention and bucket overlap', () => {
     expect(error({ ...base, 'starfish:fovJob': { vcpus: 1, memoryMiB: 512 } })).toMatch(/starfish:fovJob .*with 1 vCPU Fargate accepts 2048–8192 MiB/);
     expect(error({ ...base, 'starfish:logRetentionDays': 10 })).toMatch(/starfish:logRetentionDays .*retention period: 1, 3, 5, 7, 14/);
     expect(error({ ...base, 'starfish:readonlyBuckets': 'lab-data' })).toMatch(/starfish:readonlyBuckets .*also in allowedBuckets/);
+  });
+
+  it('reads the https hosts and Slack ids from -c strings, and null (cdk.json) or an empty value as not set', () => {
+    expect(readSettings({ ...base, 'starfish:httpsHosts': 'data.lab.org, *.SpaceTx.org', 'starfish:slackTeamId': 'E0123ABCD' })).toMatchObject({
+      httpsHosts: ['data.lab.org', '*.spacetx.org'],
+      slackTeamId: 'E0123ABCD',
+    });
+    const unset = readSettings({ ...base, 'starfish:httpsHosts': null, 'starfish:slackTeamId': '', 'starfish:slackAppId': null });
+    expect([unset.httpsHosts, unset.slackTeamId, unset.slackAppId]).toEqual([undefined, undefined, undefined]);
+  });
+
+  it('refuses malformed https hosts and Slack ids, naming the setting with its example', () => {
+    const problem = (context: Record<string, unknown>) => error({ ...base, ...context });
+    expect(problem({ 'starfish:httpsHosts': ['https://data.lab.org/'] })).toMatch(
+      /^Setting starfish:httpsHosts is not valid: item 1: host names, or \*\.domain\. Example: -c 'starfish:httpsHosts=data\.lab\.org,\*\.spacetx\.org'/,
+    );
+    expect(problem({ 'starfish:slackTeamId': 'my-team' })).toMatch(/^Setting starfish:slackTeamId is not valid: must be a Slack team id, e\.g\. T0123ABCD\. Example: -c starfish:slackTeamId=T0123ABCD/);
+    expect(problem({ 'starfish:slackAppId': 'T0123ABCD' })).toMatch(/^Setting starfish:slackAppId is not valid: must be a Slack app id, e\.g\. A0123ABCD .*Example: -c starfish:slackAppId=A0123ABCD/);
   });
 
   it('reserves Lambda concurrency by default, reads -c JSON, and allows null only as a way out for small accounts', () => {

@@ -227,6 +227,35 @@ describe('events', () => {
   });
 });
 
+describe('issue 11 settings: https hosts and the Slack ids', () => {
+  const jobEnvironments = (template: Template) =>
+    Object.values(resourcesOf(template, 'AWS::Batch::JobDefinition')).map((d) => Object.fromEntries((d.Properties!.ContainerProperties.Environment ?? []).map((e) => [e.Name, e.Value])));
+
+  it('are not set by default: no variable on the Lambdas (cdk.json shows them as null), the jobs get only HOME', () => {
+    expect([s.settings.httpsHosts, s.settings.slackTeamId, s.settings.slackAppId]).toEqual([undefined, undefined, undefined]);
+    for (const env of jobEnvironments(t)) expect(env).toEqual({ HOME: '/tmp' });
+  });
+
+  it('reach both Lambdas (STARFISH_HTTPS_HOSTS, SLACK_TEAM_ID, SLACK_APP_ID) and every job definition (STARFISH_HTTPS_HOSTS), EC2 ones included', () => {
+    const set = synth({
+      'starfish:httpsHosts': ['Data.Lab.org', '*.spacetx.org'],
+      'starfish:slackTeamId': 'T0123ABCD',
+      'starfish:slackAppId': 'A0123ABCD',
+      'starfish:highmemEnabled': true,
+      'starfish:policy': { queues: { default: 'spot', allowed: ['spot', 'highmem'] } },
+    });
+    const functions = resourcesOf(set.template, 'AWS::Lambda::Function');
+    for (const fn of [set.stack.slackFunction, set.stack.eventsFunction]) {
+      const vars = functions[logicalId(set.stack, fn)]!.Properties!.Environment.Variables;
+      expect(Object.keys(vars).sort()).toEqual([...ENV_NAMES, 'SLACK_APP_ID', 'SLACK_TEAM_ID', 'STARFISH_HTTPS_HOSTS', 'STARFISH_QUEUE_JOB_DEFINITIONS'].sort());
+      expect(vars).toMatchObject({ STARFISH_HTTPS_HOSTS: 'data.lab.org,*.spacetx.org', SLACK_TEAM_ID: 'T0123ABCD', SLACK_APP_ID: 'A0123ABCD' });
+    }
+    const jobs = jobEnvironments(set.template);
+    expect(jobs).toHaveLength(4);
+    for (const env of jobs) expect(env).toEqual({ HOME: '/tmp', STARFISH_HTTPS_HOSTS: 'data.lab.org,*.spacetx.org' });
+  });
+});
+
 describe('AWS Batch', () => {
   it('has a Fargate Spot and a Fargate on-demand environment sized from the settings, and no EC2 one by default', () => {
     const envs = Object.values(resourcesOf(t, 'AWS::Batch::ComputeEnvironment')).map((e) => e.Properties!.ComputeResources);

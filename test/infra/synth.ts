@@ -84,6 +84,7 @@ export interface CfnProperties {
       JobRoleArn: GetAtt;
       ExecutionRoleArn: GetAtt;
       NetworkConfiguration: unknown;
+      Environment?: Array<{ Name: string; Value: unknown }>;
     };
   };
   'AWS::Batch::ComputeEnvironment': { ComputeResources: { Type: string; MaxvCpus: number } & Record<string, unknown> };

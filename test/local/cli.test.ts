@@ -57,6 +57,26 @@ describe('the starfish command', () => {
     expect(r.stderr).toMatch(/STARFISH_CONCURRENCY=lots is not valid: .* Example: STARFISH_CONCURRENCY=4/);
   });
 
+  it.each([
+    ['STARFISH_HTTPS_HOSTS', 'https://data.lab.org/', /STARFISH_HTTPS_HOSTS=https:\/\/data\.lab\.org\/ is not valid: item 1: host names, or \*\.domain\. Example: STARFISH_HTTPS_HOSTS=data\.lab\.org,\*\.spacetx\.org/],
+    ['SLACK_TEAM_ID', 'lab-workspace', /SLACK_TEAM_ID=lab-workspace is not valid: must be a Slack team id, e\.g\. T0123ABCD\. Example: SLACK_TEAM_ID=T0123ABCD/],
+    ['SLACK_APP_ID', 'T0123ABCD', /SLACK_APP_ID=T0123ABCD is not valid: must be a Slack app id, e\.g\. A0123ABCD \(Basic Information → App ID\)\. Example: SLACK_APP_ID=A0123ABCD/],
+  ])('exits 78 when %s=%s is malformed, naming it with its example', (name, value, message) => {
+    const r = spawnSync(process.execPath, [path.resolve('bin/starfish.js'), 'list'], { env: { ...process.env, [name]: value }, encoding: 'utf8' });
+    expect(r.status).toBe(78);
+    expect(r.stderr).toMatch(message);
+  });
+
+  it('reads https inputs only from STARFISH_HTTPS_HOSTS when it is set (refused before any lookup)', () => {
+    const r = spawnSync(process.execPath, [path.resolve('bin/starfish.js'), 'run', 'https://example.com/iss/experiment.json', '--wait'], {
+      env: { ...process.env, STARFISH_HOME: home, STARFISH_HTTPS_HOSTS: 'Data.Lab.org, *.spacetx.org', LOG_LEVEL: 'silent' },
+      encoding: 'utf8',
+      timeout: 60_000,
+    });
+    expect(r.status).toBe(2);
+    expect(r.stdout).toMatch(/https:\/\/example\.com\/iss\/experiment\.json is refused: this deployment reads https inputs only from data\.lab\.org, \*\.spacetx\.org/);
+  });
+
   it("prints a run's reason scrubbed: a recipe that writes terminal escapes into its own manifest cannot reach the terminal", async () => {
     // On one machine the recipe runs as the same user, so it can rewrite its run's manifest; the
     // lifecycle keeps a reason it does not replace, and the command prints it.
