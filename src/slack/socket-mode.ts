@@ -51,8 +51,8 @@ export async function serve(env: Env): Promise<number> {
   const group = policy.approval.approverGroup;
   const system = localSystemFromEnv(env, chat, logger, policy, group ? { approverGroupMembers: approverGroupResolver(chat.client, group) } : {});
 
-  const identity = { teamId: env.SLACK_TEAM_ID, appId: env.SLACK_APP_ID };
-  const app = createSlackApp({ appToken, token: botToken, slackApiUrl: env.SLACK_API_URL, dispatchDeps: system.dispatchDeps, chat, identity });
+  const accepted = { teamId: env.SLACK_TEAM_ID, appId: env.SLACK_APP_ID };
+  const app = createSlackApp({ appToken, token: botToken, slackApiUrl: env.SLACK_API_URL, dispatchDeps: system.dispatchDeps, chat, identity: accepted });
   await app.start();
   // Expired approvals, lost job ends and held-back progress, as the AWS schedule does.
   const reconcile = setInterval(() => {
