@@ -8,13 +8,12 @@
  *   npx tsx bench/notifier-sim.bench.ts [--runs 3]
  */
 import { performance } from 'node:perf_hooks';
-import { runKeys } from '../src/run/layout.js';
 import { loadManifest } from '../src/run/manifest-store.js';
 import { PRODUCTION_SETTINGS } from '../src/core.js';
 import { launchedRun } from '../test/notifier/harness.js';
 import type { BatchJobEvent } from '../src/run/batch-event.js';
 import type { BatchStatus, Chat } from '../src/ports.js';
-import { RecordingChat, batchEvents as ev, summaryJson } from '../test/helpers/memory-adapters.js';
+import { RecordingChat, batchEvents as ev, mergeWrote, summaryJson } from '../test/helpers/memory-adapters.js';
 import { machine, median } from './machine.js';
 import { SlackChat } from '../src/slack/slack-chat.js';
 import { SlackStandIn } from '../test/slack/stand-in.js';
@@ -146,9 +145,7 @@ function nextBatch(timeline: TimelineItem[], from: number, run: Run, jobs: { arr
 async function finishSalvage(run: Run, failing: Set<number>, now: number, deliver: (events: BatchJobEvent[]) => Promise<void>): Promise<void> {
   run.advance(now - run.now());
   const salvage = run.batch.byName(/-merge-partial$/);
-  const keys = runKeys(run.runId);
-  await run.store.put(keys.summaryJson, summaryJson(FOVS, [...failing].sort((a, b) => a - b), { ACTB: 400_000, GAPDH: 250_000, VIM: 120_000 }));
-  await run.store.put(keys.spotsPng, Buffer.alloc(50_000));
+  await mergeWrote(run.store, run.runId, summaryJson(FOVS, [...failing].sort((a, b) => a - b), { ACTB: 400_000, GAPDH: 250_000, VIM: 120_000 }), Buffer.alloc(50_000));
   run.batch.set(salvage, 'SUCCEEDED');
   await deliver([ev.job(salvage, 'RUNNING', undefined, now - 200_000), ev.job(salvage, 'SUCCEEDED', undefined, now)]);
   await run.reconciler.run();

@@ -123,12 +123,26 @@ function plainText(text: string, max: number): string {
   return line.length > max ? `${line.slice(0, max - 1)}…` : line;
 }
 
-/** Adds results/summary.json when the merge that ends the round succeeded. */
+/** Adds results/summary.json when the merge that ends the round succeeded, and which result files are missing. */
 async function withSummary(deps: Deps, runId: string, current: Submission, fact: BatchFact): Promise<BatchFact> {
   const salvage = fact.merges.find((x) => x.salvage);
   const final = current.salvageMerge || salvage ? salvage : fact.merges.find((x) => !x.salvage);
   if (final?.status !== 'SUCCEEDED') return fact;
-  return { ...fact, summary: await readSummary(deps, runId) };
+  const missing = await missingResults(deps, runId);
+  const merges = missing.length ? fact.merges.map((x) => (x === final ? { ...x, incomplete: missing } : x)) : fact.merges;
+  return { ...fact, merges, summary: await readSummary(deps, runId) };
+}
+
+/** A run succeeds only with every result file there: an exit code of 0 is not enough. */
+async function missingResults(deps: Deps, runId: string): Promise<string[]> {
+  const keys = runKeys(runId);
+  const files: Array<[string, string]> = [
+    ['spots.csv', keys.spotsCsv],
+    ['summary.json', keys.summaryJson],
+    ['spots.png', keys.spotsPng],
+  ];
+  const present = await Promise.all(files.map(async ([, key]) => (await deps.store.get(key, { maxBytes: 1 })) !== undefined));
+  return files.filter((_, i) => !present[i]).map(([name]) => name);
 }
 
 /**

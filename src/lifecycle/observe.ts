@@ -49,7 +49,9 @@ function roundOf(m: RunManifest, current: Submission, f: BatchFact): Round {
   const anyFailed = progress.failed > 0 || f.failures.length > 0 || m.failures.some((x) => x.round === current.round);
   // Batch fails a job whose dependency failed: the merge is redone over the FOVs that succeeded.
   const salvageDue = !current.salvageMerge && !salvageSeen && merge?.status === 'FAILED' && anyFailed;
-  const finalMerge = current.salvageMerge || salvageSeen ? salvageSeen : salvageDue ? undefined : merge;
+  const ended = current.salvageMerge || salvageSeen ? salvageSeen : salvageDue ? undefined : merge;
+  // A merge that exited 0 without writing every result file has not succeeded.
+  const finalMerge = ended?.incomplete?.length ? { ...ended, status: 'FAILED' as const } : ended;
   const arraysDone = f.arrays.length > 0 && f.arrays.every((d) => d.status === 'SUCCEEDED' || d.status === 'FAILED');
   return { current, progress, arraysDone, finalMerge, salvageDue, salvageSeen };
 }
@@ -90,6 +92,10 @@ function applyObservations(next: RunManifest, m: RunManifest, f: BatchFact, r: R
 
 /** Why a run whose final merge failed has failed; no log link when the FOVs are the story. */
 function failedReason(m: RunManifest, round: number, merge: MergeOutcome): { reason: string; logLink?: string | undefined } {
+  if (merge.incomplete?.length) {
+    const files = merge.incomplete.join(', ');
+    return { reason: `the merge finished but ${files} ${merge.incomplete.length === 1 ? 'is' : 'are'} missing from the results (a full disk?); free space, then /starfish retry ${m.runId}`, logLink: merge.logLink };
+  }
   const first = m.failures.find((x) => x.round === round);
   // When no FOV succeeded the merge had nothing to merge.
   if (m.progress.total > 0 && m.progress.succeeded === 0 && first) {

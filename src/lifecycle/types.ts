@@ -13,6 +13,8 @@ import type { Result } from '../result.js';
 export interface MergeOutcome {
   salvage: boolean;
   status: 'SUCCEEDED' | 'FAILED';
+  /** Result files missing although the merge exited 0 (a disk that filled up, say). */
+  incomplete?: string[];
   reason: string;
   logLink?: string;
   jobId: string;

@@ -192,6 +192,8 @@ describe('end to end on the AWS adapters (SDK mocked)', () => {
     // The merge ran and wrote its results, but its event never arrived.
     clock.advance(5 * 60_000);
     s3.put(`${RESULTS}/${runKeys(runId).summaryJson}`, JSON.stringify(summary([], 2)));
+    s3.put(`${RESULTS}/${runKeys(runId).spotsCsv}`, 'fov,x,y,z,target,quality\n');
+    s3.put(`${RESULTS}/${runKeys(runId).spotsPng}`, Buffer.from([0x89, 0x50, 0x4e, 0x47]));
     batch.set(mergeId, { status: 'SUCCEEDED', stoppedAt: clock.now() });
     const out = (await handler({ version: '0', id: 'sched-1', source: 'aws.events', 'detail-type': 'Scheduled Event', detail: {}, resources: [] })) as { reconcile: { recovered: string[] } };
     expect(out.reconcile.recovered).toEqual([runId]);
@@ -199,9 +201,24 @@ describe('end to end on the AWS adapters (SDK mocked)', () => {
     const m = await manifest(runId);
     expect(m.status).toBe('succeeded');
     expect(chat.of('reply').some((c) => c.text.includes('160 spots from 2/2 FOVs'))).toBe(true);
-    // No spots.png in S3: no upload, and no error either.
-    expect(chat.of('upload')).toHaveLength(0);
+    expect(chat.of('upload')).toHaveLength(1);
   });
+
+  it('a merge that exits 0 without writing spots.png (a full disk) does not make the run succeed', async () => {
+    const { runId } = await request(2);
+    const mergeId = batch.byName('-merge').detail.jobId!;
+    batch.set(batch.byName('-fov').detail.jobId!, { status: 'SUCCEEDED', stoppedAt: clock.now(), arrayProperties: { size: 2, statusSummary: { SUCCEEDED: 2 } } });
+    s3.put(`${RESULTS}/${runKeys(runId).summaryJson}`, JSON.stringify(summary([], 2)));
+    s3.put(`${RESULTS}/${runKeys(runId).spotsCsv}`, 'fov,x,y,z,target,quality\n');
+    batch.set(mergeId, { status: 'SUCCEEDED', stoppedAt: clock.now() });
+    await handler({ version: '0', id: 'sched-4', source: 'aws.events', 'detail-type': 'Scheduled Event', detail: {}, resources: [] });
+    const m = await manifest(runId);
+    expect(m.status).toBe('failed');
+    expect(m.statusReason).toMatch(/the merge finished but spots\.png is missing from the results \(a full disk\?\); free space, then \/starfish retry/);
+    expect(chat.of('reply').some((c) => c.text.includes('Results of run'))).toBe(false);
+    expect(chat.of('reply').some((c) => c.text.includes('spots.png is missing'))).toBe(true);
+  });
+
   it('the schedule replays a dead-lettered Batch event into the run, deletes it, and leaves a run event for a person', async () => {
     const { runId } = await request(2);
     const arrayId = batch.byName('-fov').detail.jobId!;
@@ -225,6 +242,8 @@ describe('end to end on the AWS adapters (SDK mocked)', () => {
     const mergeId = batch.byName('-merge').detail.jobId!;
     batch.set(batch.byName('-fov').detail.jobId!, { status: 'SUCCEEDED', stoppedAt: clock.now(), arrayProperties: { size: 2, statusSummary: { SUCCEEDED: 2 } } });
     s3.put(`${RESULTS}/${runKeys(runId).summaryJson}`, JSON.stringify(summary([], 2)));
+    s3.put(`${RESULTS}/${runKeys(runId).spotsCsv}`, 'fov,x,y,z,target,quality\n');
+    s3.put(`${RESULTS}/${runKeys(runId).spotsPng}`, Buffer.from([0x89, 0x50, 0x4e, 0x47]));
     batch.set(mergeId, { status: 'SUCCEEDED', stoppedAt: clock.now() });
     const out = (await handler({ version: '0', id: 'sched-3', source: 'aws.events', 'detail-type': 'Scheduled Event', detail: {}, resources: [] })) as { reconcile: { recovered: string[]; deadLetters?: unknown } };
     expect(out.reconcile.deadLetters).toBeUndefined();

@@ -9,6 +9,7 @@ import type {
 } from '../../src/ports.js';
 import type { Message } from '../../src/messages/message.js';
 import { passed } from '../../src/result.js';
+import { runKeys } from '../../src/run/layout.js';
 import { tooLarge } from '../../src/run/locations.js';
 import type { BatchJobEvent } from '../../src/run/batch-event.js';
 
@@ -237,4 +238,12 @@ export function summaryJson(expected: number, missing: number[], genes: Record<s
     spots_per_fov: {},
     counts_per_gene: genes,
   });
+}
+
+/** What a merge job leaves when it succeeds: every result file (a run succeeds only with all of them). */
+export async function mergeWrote(store: Store, runId: string, summary: string | Buffer, png: Buffer = Buffer.from('png')): Promise<void> {
+  const keys = runKeys(runId);
+  await store.put(keys.summaryJson, summary);
+  await store.put(keys.spotsCsv, 'fov,x,y,z,target,quality\n');
+  await store.put(keys.spotsPng, png);
 }

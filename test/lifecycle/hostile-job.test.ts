@@ -5,7 +5,7 @@
  * Batch; what is shown from a job's files is size-capped and validated.
  */
 import { describe, expect, it } from 'vitest';
-import { batchEvents as ev, summaryJson, type RecordingChat } from '../helpers/memory-adapters.js';
+import { batchEvents as ev, mergeWrote, summaryJson, type RecordingChat } from '../helpers/memory-adapters.js';
 import { launchedRun } from '../notifier/harness.js';
 import { runKeys } from '../../src/run/layout.js';
 
@@ -24,7 +24,7 @@ async function partlyFailedRun(summary: string | Buffer) {
     ev.job(merge, 'FAILED', 'Dependent Job failed'),
   ]);
   const salvage = run.batch.byName(/-merge-partial$/);
-  await run.store.put(runKeys(run.runId).summaryJson, summary);
+  await mergeWrote(run.store, run.runId, summary);
   run.batch.set(salvage, 'SUCCEEDED');
   const outcome = await run.notifier.handleBatch([ev.job(salvage, 'SUCCEEDED')]);
   return { run, outcome };

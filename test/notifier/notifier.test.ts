@@ -1,6 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { runKeys } from '../../src/run/layout.js';
-import { batchEvents as ev, summaryJson } from '../helpers/memory-adapters.js';
+import { batchEvents as ev, mergeWrote, summaryJson } from '../helpers/memory-adapters.js';
 import { launchedRun } from './harness.js';
 import type { BatchJobEvent } from '../../src/run/batch-event.js';
 
@@ -29,8 +28,7 @@ async function scenario() {
 /** Finishes the salvage merge the notifier submitted and delivers its events. */
 async function finishSalvage(run: Awaited<ReturnType<typeof scenario>>['run'], deliver: (events: BatchJobEvent[]) => Promise<void>) {
   const salvage = run.batch.byName(/-merge-partial$/);
-  await run.store.put(runKeys(run.runId).summaryJson, summaryJson(20, FAILING));
-  await run.store.put(runKeys(run.runId).spotsPng, Buffer.from('png'));
+  await mergeWrote(run.store, run.runId, summaryJson(20, FAILING));
   run.batch.set(salvage, 'SUCCEEDED');
   await deliver([ev.job(salvage, 'RUNNING'), ev.job(salvage, 'SUCCEEDED')]);
 }
@@ -113,8 +111,7 @@ describe('notifier', () => {
     expect(second.failedEventIds).toEqual([]);
     run.chat.failNext = { upload: 1 };
     const salvage = run.batch.byName(/-merge-partial$/);
-    await run.store.put(runKeys(run.runId).summaryJson, summaryJson(20, FAILING));
-    await run.store.put(runKeys(run.runId).spotsPng, Buffer.from('png'));
+    await mergeWrote(run.store, run.runId, summaryJson(20, FAILING));
     run.batch.set(salvage, 'SUCCEEDED');
     const done = [ev.job(salvage, 'SUCCEEDED')];
     expect((await run.notifier.handleBatch(done)).failedEventIds).toHaveLength(1);
@@ -158,7 +155,7 @@ describe('reconciler', () => {
 
     await run.reconciler.run(); // sees the failed merge in DescribeJobs → salvage merge
     const salvage = run.batch.byName(/-merge-partial$/);
-    await run.store.put(runKeys(run.runId).summaryJson, summaryJson(20, FAILING));
+    await mergeWrote(run.store, run.runId, summaryJson(20, FAILING));
     run.batch.set(salvage, 'SUCCEEDED');
     const report = await run.reconciler.run();
     expect(report.recovered).toContain(run.runId);
@@ -300,7 +297,7 @@ describe('races and crashes (second review)', () => {
     const { run, events } = await scenario();
     await run.notifier.handleBatch(events);
     const salvage = run.batch.byName(/-merge-partial$/);
-    await run.store.put(runKeys(run.runId).summaryJson, summaryJson(20, FAILING));
+    await mergeWrote(run.store, run.runId, summaryJson(20, FAILING));
     run.batch.set(salvage, 'SUCCEEDED');
     const { updateManifest } = await import('../../src/run/manifest-store.js');
     // What a crash right after the claim leaves behind: claimed, never confirmed.
