@@ -238,7 +238,8 @@ function statusOf(current: RunStatus, r: Round, summaryRead: boolean): RunStatus
   if (merge === 'SUCCEEDED' && summaryRead) return r.finalMerge?.salvage ? 'partially-failed' : 'succeeded';
   if (merge === 'FAILED') return 'failed';
   if (TERMINAL.has(current)) return current;
-  if (r.arraysDone) return 'merging';
+  // Never backwards: a stale or partial read of the arrays does not undo "merging".
+  if (r.arraysDone || current === 'merging') return 'merging';
   const p = r.progress;
   if (p.running || p.succeeded || p.failed) return 'running';
   return current === 'submitting' ? 'submitting' : 'running';

@@ -275,9 +275,14 @@ function describeArray(a: Submission['arrays'][number], r: RoundTruth): JobDescr
   return { jobId: a.jobId, jobName: a.jobName, status, statusSummary: { SUCCEEDED: count('succeeded'), FAILED: count('failed'), RUNNING: count('running'), PENDING: count('waiting') } };
 }
 
+const RANK: Partial<Record<RunManifest['status'], number>> = { submitting: 0, running: 1, merging: 2 };
+
+/** Within a round, neither progress nor the run's state moves backwards. */
 function checkProgressMonotone(before: RunManifest, after: RunManifest): void {
   const sameRound = before.submissions.length === after.submissions.length && before.progress.total === after.progress.total;
   if (sameRound) expect(after.progress.succeeded + after.progress.failed).toBeGreaterThanOrEqual(before.progress.succeeded + before.progress.failed);
+  const [was, is] = [RANK[before.status], RANK[after.status]];
+  if (sameRound && !before.pendingSubmission && was !== undefined && is !== undefined) expect(is).toBeGreaterThanOrEqual(was);
 }
 
 /** The stored manifest holds the claim of every chat effect sent from it. */
