@@ -2,17 +2,46 @@
  * The Store port on a directory (STARFISH_HOME). Conditional create is a hard link, which the
  * file system refuses atomically when the name exists; compare-and-swap holds a lock file
  * while it compares and renames. Both are safe across processes, not just within one.
+ *
+ * Every write goes to a temporary name in the object's folder first and becomes the object by a
+ * rename (or a link): an object is whole or absent, never cut short. When the disk is full (or
+ * refuses the write: EACCES, EIO, EROFS…), the temporary file is removed, an object that was there
+ * keeps its old body, and the error names the key and the errno (`.code` keeps the errno).
  */
 import { createHash, randomUUID } from 'node:crypto';
-import { promises as fs } from 'node:fs';
+import { promises } from 'node:fs';
 import path from 'node:path';
 import lockfile from 'proper-lockfile';
 import type { GetOptions, Store, StoredObject } from '../ports.js';
 
 const etagOf = (body: Buffer) => createHash('md5').update(body).digest('hex');
 
+/** The calls the store makes on the file system: node:fs/promises, or a stand-in for tests. */
+type Files = Pick<typeof promises, 'mkdir' | 'writeFile' | 'rename' | 'link' | 'rm' | 'readFile' | 'open' | 'readdir'>;
+
+const NEXT_STEP: Record<string, string> = {
+  ENOSPC: 'free space on that disk and try again',
+  EDQUOT: 'free space within your disk quota and try again',
+  EACCES: 'make that folder writable for this user',
+  EPERM: 'make that folder writable for this user',
+  EROFS: 'the disk is read-only: choose STARFISH_HOME on a writable disk',
+  EIO: 'the disk reported an I/O error: check it',
+};
+
+/** An error writing `key`: which key, where, the errno and what to do; the errno stays in `.code`. */
+function writeError(key: string, root: string, error: unknown): Error {
+  const e = error as NodeJS.ErrnoException;
+  if (!e?.code) return error as Error;
+  const what = /^[A-Z]+: ([^,]+)/.exec(e.message)?.[1] ?? e.message;
+  const next = NEXT_STEP[e.code];
+  return Object.assign(new Error(`Could not write ${key} in ${root}: ${what} (${e.code})${next ? `; ${next}` : ''}`, { cause: error }), { code: e.code });
+}
+
 export class DirectoryStore implements Store {
-  constructor(readonly root: string) {}
+  constructor(
+    readonly root: string,
+    private readonly fs: Files = promises,
+  ) {}
 
   private pathOf(key: string): string {
     const full = path.resolve(this.root, key);
@@ -20,18 +49,34 @@ export class DirectoryStore implements Store {
     return full;
   }
 
+  /** Writes `body` to a new temporary file next to `key`'s; on any failure the file is gone. */
   private async temp(key: string, body: Buffer | string): Promise<string> {
     const full = this.pathOf(key);
-    await fs.mkdir(path.dirname(full), { recursive: true });
     const tmp = `${full}.${randomUUID()}.tmp`;
-    await fs.writeFile(tmp, body);
-    return tmp;
+    try {
+      await this.fs.mkdir(path.dirname(full), { recursive: true });
+      await this.fs.writeFile(tmp, body);
+      return tmp;
+    } catch (error) {
+      await this.fs.rm(tmp, { force: true }).catch(() => undefined);
+      throw writeError(key, this.root, error);
+    }
+  }
+
+  /** Makes the temporary file the object (rename replaces it whole); on failure the file is gone. */
+  private async commit(key: string, tmp: string): Promise<void> {
+    try {
+      await this.fs.rename(tmp, this.pathOf(key));
+    } catch (error) {
+      await this.fs.rm(tmp, { force: true }).catch(() => undefined);
+      throw writeError(key, this.root, error);
+    }
   }
 
   async get(key: string, options: GetOptions = {}): Promise<StoredObject | undefined> {
     try {
       if (options.maxBytes !== undefined) return await this.getAtMost(key, options.maxBytes);
-      const body = await fs.readFile(this.pathOf(key));
+      const body = await this.fs.readFile(this.pathOf(key));
       return { body, etag: etagOf(body) };
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
@@ -41,7 +86,7 @@ export class DirectoryStore implements Store {
 
   /** Reads one byte more than allowed, to tell a too-large object from one at the limit. */
   private async getAtMost(key: string, maxBytes: number): Promise<StoredObject> {
-    const file = await fs.open(this.pathOf(key), 'r');
+    const file = await this.fs.open(this.pathOf(key), 'r');
     try {
       const buffer = Buffer.alloc(maxBytes + 1);
       const { bytesRead } = await file.read(buffer, 0, maxBytes + 1, 0);
@@ -54,44 +99,52 @@ export class DirectoryStore implements Store {
 
   async put(key: string, body: Buffer | string): Promise<{ etag: string }> {
     const tmp = await this.temp(key, body);
-    await fs.rename(tmp, this.pathOf(key));
+    await this.commit(key, tmp);
     return { etag: etagOf(Buffer.from(body)) };
   }
 
   async createIfAbsent(key: string, body: Buffer | string): Promise<{ etag: string } | 'exists'> {
     const tmp = await this.temp(key, body);
     try {
-      await fs.link(tmp, this.pathOf(key));
+      await this.fs.link(tmp, this.pathOf(key));
       return { etag: etagOf(Buffer.from(body)) };
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code === 'EEXIST') return 'exists';
-      throw error;
+      throw writeError(key, this.root, error);
     } finally {
-      await fs.rm(tmp, { force: true });
+      await this.fs.rm(tmp, { force: true });
     }
   }
 
   async replaceIf(key: string, body: Buffer | string, etag: string): Promise<{ etag: string } | 'conflict'> {
     const full = this.pathOf(key);
-    await fs.mkdir(path.dirname(full), { recursive: true });
-    const release = await lockfile.lock(full, {
-      realpath: false,
-      retries: { retries: 200, minTimeout: 2, maxTimeout: 50, randomize: true },
-      stale: 10_000,
-    });
+    const release = await this.lock(key, full);
     try {
       const current = await this.get(key);
       if (!current || current.etag !== etag) return 'conflict';
       const tmp = await this.temp(key, body);
-      await fs.rename(tmp, full);
+      await this.commit(key, tmp);
       return { etag: etagOf(Buffer.from(body)) };
     } finally {
       await release();
     }
   }
 
+  private async lock(key: string, full: string): Promise<() => Promise<void>> {
+    try {
+      await this.fs.mkdir(path.dirname(full), { recursive: true });
+      return await lockfile.lock(full, {
+        realpath: false,
+        retries: { retries: 200, minTimeout: 2, maxTimeout: 50, randomize: true },
+        stale: 10_000,
+      });
+    } catch (error) {
+      throw writeError(key, this.root, error);
+    }
+  }
+
   async delete(key: string): Promise<void> {
-    await fs.rm(this.pathOf(key), { force: true });
+    await this.fs.rm(this.pathOf(key), { force: true });
   }
 
   async list(prefix: string): Promise<string[]> {
@@ -99,7 +152,7 @@ export class DirectoryStore implements Store {
     const walk = async (dir: string): Promise<void> => {
       let entries;
       try {
-        entries = await fs.readdir(dir, { withFileTypes: true });
+        entries = await this.fs.readdir(dir, { withFileTypes: true });
       } catch (error) {
         if ((error as NodeJS.ErrnoException).code === 'ENOENT') return;
         throw error;
@@ -118,7 +171,7 @@ export class DirectoryStore implements Store {
 
   async listFolders(prefix: string): Promise<string[]> {
     try {
-      const entries = await fs.readdir(this.pathOf(prefix.replace(/\/$/, '')), { withFileTypes: true });
+      const entries = await this.fs.readdir(this.pathOf(prefix.replace(/\/$/, '')), { withFileTypes: true });
       return entries.filter((e) => e.isDirectory()).map((e) => e.name).sort();
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code === 'ENOENT') return [];
