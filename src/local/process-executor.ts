@@ -3,14 +3,28 @@
  * Batch gives a container, N at a time, then the merge. It keeps Batch's semantics where the
  * core depends on them (an array fails if a child fails; a job whose dependency failed fails
  * with "Dependent Job failed") and emits the same "Batch Job State Change" events.
+ *
+ * Every job is also recorded as it goes in STARFISH_HOME/jobs/<job-id>.json (written under a
+ * temporary name, then renamed): its children's pids and end states, and the starfish command
+ * (pid and start time) that runs it. A command describes a job it does not hold from that
+ * record, so a job's state outlives the command that ran it: while that command lives, as
+ * recorded; once it is gone, whatever had not ended is FAILED "interrupted: the starfish command
+ * that ran it stopped (…)" and its leftover processes are killed, and a merge whose dependency
+ * failed is FAILED "Dependent Job failed", as Batch reports a job whose instance went away. The
+ * lifecycle then ends the run as it ends any failure (docs/local.md).
+ *
+ * The processes run in their own process group (a Ctrl-C at the terminal reaches the command,
+ * which decides) with a pipe from the command on fd 3: when the command dies, even by SIGKILL,
+ * the pipe closes and the process exits.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { createWriteStream, promises as fs } from 'node:fs';
+import { readFileSync, promises as fs, type WriteStream } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pLimit, { type LimitFunction } from 'p-limit';
+import { z } from 'zod';
 import type { ArraySpec, BatchStatus, Executor, FailedChild, JobDescription, JobEventSink, StatusSummary, SubmitSpec, SubmittedJob } from '../ports.js';
 import type { BatchJobEvent } from '../run/batch-event.js';
 
@@ -26,11 +40,164 @@ export interface ProcessExecutorOptions {
   mergeScript?: string;
 }
 
+/** Why a job, or a child of one, ended without finishing: the command that ran it stopped. */
+export function interruptedReason(how = 'Ctrl-C, kill or crash'): string {
+  return `interrupted: the starfish command that ran it stopped (${how})`;
+}
+
+/** How long a process has after SIGTERM before it gets SIGKILL (Batch gives 30 s; a recipe needs less). */
+const KILL_GRACE_MS = 5_000;
+
+// ───────────────────────── processes, identified beyond their pid ─────────────────────────
+
+/** A process, with when it started where the system tells (Linux), so that a reused pid is not taken for it. */
+interface ProcessRef {
+  pid: number;
+  started?: string | undefined;
+}
+
+const BOOT_ID = (() => {
+  try {
+    return readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
+  } catch {
+    return '';
+  }
+})();
+
+/** The boot and clock tick a process started at; 'ended' for a zombie; undefined where there is no /proc or no such process. */
+function startOf(pid: number): string | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return fields[0] === 'Z' || fields[0] === 'X' ? 'ended' : `${BOOT_ID}:${fields[19]}`;
+  } catch {
+    return undefined;
+  }
+}
+
+const refOf = (pid: number): ProcessRef => ({ pid, started: startOf(pid) });
+
+function alive(ref: ProcessRef): boolean {
+  try {
+    process.kill(ref.pid, 0);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'EPERM') return false;
+  }
+  const started = startOf(ref.pid);
+  if (started === 'ended') return false;
+  return ref.started === undefined || started === ref.started;
+}
+
+/** Signals a child's whole process group (it leads one), or the child alone. */
+function signal(pid: number, sig: NodeJS.Signals): void {
+  try {
+    process.kill(-pid, sig);
+  } catch {
+    try {
+      process.kill(pid, sig);
+    } catch {
+      // Already gone.
+    }
+  }
+}
+
+// ───────────────────────── job records ─────────────────────────
+
+const STATUSES = ['SUBMITTED', 'PENDING', 'RUNNABLE', 'STARTING', 'RUNNING', 'SUCCEEDED', 'FAILED'] as const;
+const processRefSchema = z.object({ pid: z.number().int().min(2), started: z.string().optional() });
+const childRecordSchema = z.object({
+  index: z.number().int().nonnegative(),
+  status: z.enum(STATUSES),
+  reason: z.string().optional(),
+  process: processRefSchema.optional(),
+  startedAt: z.number().optional(),
+  stoppedAt: z.number().optional(),
+  exitCode: z.number().optional(),
+});
+const jobRecordSchema = z.object({
+  version: z.literal(1),
+  jobId: z.string(),
+  jobName: z.string(),
+  queue: z.string(),
+  kind: z.enum(['fov', 'merge']),
+  size: z.number().int().positive(),
+  dependsOn: z.array(z.string()),
+  /** The starfish command running the job. */
+  owner: processRefSchema,
+  status: z.enum(STATUSES),
+  statusReason: z.string().optional(),
+  createdAt: z.number(),
+  since: z.number(),
+  /** The children that have left PENDING; the others are PENDING. */
+  children: z.array(childRecordSchema),
+});
+type JobRecord = z.infer<typeof jobRecordSchema>;
+type ChildRecord = z.infer<typeof childRecordSchema>;
+
+const ended = (status: BatchStatus) => status === 'SUCCEEDED' || status === 'FAILED';
+const JOB_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+const errorText = (error: unknown) => (error as Error).message ?? String(error);
+
+/** Writes under a temporary name, then renames: a reader sees the old record or the new one. */
+async function writeAtomically(file: string, body: string): Promise<void> {
+  await fs.mkdir(path.dirname(file), { recursive: true });
+  const tmp = `${file}.${randomUUID()}.tmp`;
+  try {
+    await fs.writeFile(tmp, body);
+    await fs.rename(tmp, file);
+  } catch (error) {
+    await fs.rm(tmp, { force: true }).catch(() => undefined);
+    throw error;
+  }
+}
+
+function summaryOf(size: number, children: Array<{ status: BatchStatus }>): StatusSummary {
+  const s: StatusSummary = {};
+  for (const c of children) s[c.status] = (s[c.status] ?? 0) + 1;
+  const pending = size - children.filter((c) => c.status !== 'PENDING').length - (s.PENDING ?? 0);
+  if (pending > 0) s.PENDING = (s.PENDING ?? 0) + pending;
+  return s;
+}
+
+function describeRecord(r: JobRecord): JobDescription {
+  const d: JobDescription = { jobId: r.jobId, jobName: r.jobName, status: r.status, since: r.since };
+  if (r.statusReason) d.statusReason = r.statusReason;
+  if (r.size > 1) {
+    d.size = r.size;
+    d.statusSummary = summaryOf(r.size, r.children);
+  }
+  return d;
+}
+
+/**
+ * A record whose command is gone: what had not ended was interrupted, except a job that never
+ * started because what it depends on failed, which Batch reports as "Dependent Job failed".
+ */
+function interrupted(r: JobRecord, dependencyFailed: boolean): JobRecord {
+  const now = Date.now();
+  const why = r.size === 1 && !r.children.length && dependencyFailed ? 'Dependent Job failed' : interruptedReason();
+  const byIndex = new Map(r.children.map((c) => [c.index, c]));
+  const children = Array.from({ length: r.size }, (_, index): ChildRecord => {
+    const c = byIndex.get(index);
+    return c && ended(c.status) ? c : { ...c, index, status: 'FAILED', reason: why, stoppedAt: now };
+  });
+  const failed = children.filter((c) => c.status === 'FAILED');
+  if (!failed.length) return { ...r, status: 'SUCCEEDED', since: now, children };
+  const statusReason = r.size === 1 ? failed[0]!.reason : failed.some((c) => c.reason === why) ? why : `${failed.length} of ${r.size} child jobs failed`;
+  return { ...r, status: 'FAILED', ...(statusReason ? { statusReason } : {}), since: now, children };
+}
+
+// ───────────────────────── the executor ─────────────────────────
+
 interface Child {
   index: number;
   status: BatchStatus;
   reason?: string;
   process?: ChildProcess;
+  ref?: ProcessRef;
+  startedAt?: number;
+  stoppedAt?: number;
+  exitCode?: number;
 }
 
 interface Job {
@@ -43,6 +210,7 @@ interface Job {
   environment: Record<string, string>;
   status: BatchStatus;
   statusReason?: string;
+  createdAt: number;
   since: number;
   children: Child[];
   dependsOn: string[];
@@ -50,12 +218,46 @@ interface Job {
   finish: () => void;
   cancelled?: string;
   tags: Record<string, string>;
+  /** Record writing: one write at a time, the latest state last. */
+  saving?: Promise<void>;
+  dirty?: boolean;
 }
+
+/** How a child's process ended: its exit code, and why it failed when it did. */
+interface Ending {
+  exitCode?: number;
+  failure?: string;
+  stream: string;
+  startedAt: number;
+  stoppedAt: number;
+}
+
+/** Runs the script with fd 3 watched: when the command that started it dies, the pipe closes and Python exits. */
+const BOOTSTRAP = [
+  'import os, runpy, sys, threading',
+  'def _watch():',
+  '    try:',
+  '        while os.read(3, 512):',
+  '            pass',
+  '    except OSError:',
+  '        pass',
+  '    os._exit(143)',
+  'try:',
+  '    os.set_inheritable(3, False)',
+  '    threading.Thread(target=_watch, daemon=True).start()',
+  'except OSError:',
+  '    pass',
+  'sys.argv = sys.argv[1:]',
+  'sys.path[0] = os.path.dirname(os.path.abspath(sys.argv[0]))',
+  'runpy.run_path(sys.argv[0], run_name="__main__")',
+].join('\n');
 
 export class ProcessExecutor implements Executor {
   private readonly jobs = new Map<string, Job>();
   private readonly pool: LimitFunction;
   private readonly running = new Set<Promise<unknown>>();
+  private readonly owner = refOf(process.pid);
+  private stopping: string | undefined;
 
   constructor(private readonly options: ProcessExecutorOptions) {
     this.pool = pLimit(options.concurrency ?? os.availableParallelism());
@@ -65,50 +267,110 @@ export class ProcessExecutor implements Executor {
     return path.join(this.options.home, 'logs', `${logStreamName}.log`);
   }
 
+  private recordFile(jobId: string): string {
+    return path.join(this.options.home, 'jobs', `${jobId}.json`);
+  }
+
+  /** Where another command asks the one running a job to terminate it. */
+  private cancelFile(jobId: string): string {
+    return path.join(this.options.home, 'jobs', `${jobId}.cancel`);
+  }
+
   async submitFovs(spec: SubmitSpec, array: ArraySpec): Promise<SubmittedJob> {
-    const job = this.create(spec, array.name, 'fov', array.size, array.environment, []);
+    const job = await this.create(spec, array.name, 'fov', array.size, array.environment, []);
     this.track(this.runArray(job));
     return { jobId: job.jobId, jobName: job.jobName };
   }
 
   async submitMerge(spec: SubmitSpec, merge: { name: string; environment: Record<string, string> }, dependsOn: string[]): Promise<SubmittedJob> {
-    const job = this.create(spec, merge.name, 'merge', 1, merge.environment, dependsOn);
+    const job = await this.create(spec, merge.name, 'merge', 1, merge.environment, dependsOn);
     this.track(this.runMerge(job));
     return { jobId: job.jobId, jobName: job.jobName };
   }
 
+  /** Jobs this command runs from memory; any other from its record (interrupted when its command is gone). */
   async describe(jobIds: string[]): Promise<JobDescription[]> {
-    return jobIds.flatMap((id) => {
+    const out: JobDescription[] = [];
+    for (const id of jobIds) {
       const job = this.jobs.get(id);
-      if (!job) return [];
-      const d: JobDescription = { jobId: job.jobId, jobName: job.jobName, status: job.status, since: job.since };
-      if (job.statusReason) d.statusReason = job.statusReason;
-      if (job.isArray) {
-        d.size = job.size;
-        d.statusSummary = this.summary(job);
+      if (job) out.push(this.describeJob(job));
+      else {
+        const record = await this.recorded(id);
+        if (record) out.push(describeRecord(record));
       }
-      return [d];
-    });
+    }
+    return out;
+  }
+
+  private describeJob(job: Job): JobDescription {
+    const d: JobDescription = { jobId: job.jobId, jobName: job.jobName, status: job.status, since: job.since };
+    if (job.statusReason) d.statusReason = job.statusReason;
+    if (job.isArray) {
+      d.size = job.size;
+      d.statusSummary = summaryOf(job.size, job.children);
+    }
+    return d;
   }
 
   async cancel(jobIds: string[], reason: string): Promise<void> {
     for (const id of jobIds) {
       const job = this.jobs.get(id);
-      if (!job || job.status === 'SUCCEEDED' || job.status === 'FAILED') continue;
-      job.cancelled = reason;
-      for (const child of job.children) child.process?.kill('SIGTERM');
+      if (job) this.cancelHeld(job, reason);
+      else await this.cancelElsewhere(id, reason);
     }
+  }
+
+  private cancelHeld(job: Job, reason: string): void {
+    if (ended(job.status)) return;
+    job.cancelled ??= reason;
+    for (const child of job.children) {
+      const pid = child.process?.pid;
+      if (pid === undefined || child.process?.exitCode !== null || child.process.signalCode !== null) continue;
+      signal(pid, 'SIGTERM');
+      setTimeout(() => child.status === 'RUNNING' && signal(pid, 'SIGKILL'), KILL_GRACE_MS).unref();
+    }
+  }
+
+  /**
+   * A job another command runs: that command is asked (a file it reads before and after each
+   * child) and the job's live processes are terminated; a job whose command is gone is settled
+   * from its record.
+   */
+  private async cancelElsewhere(jobId: string, reason: string): Promise<void> {
+    const record = await this.recorded(jobId);
+    if (!record || ended(record.status)) return;
+    await writeAtomically(this.cancelFile(jobId), JSON.stringify({ reason }));
+    for (const c of record.children) if (!ended(c.status) && c.process && alive(c.process)) signal(c.process.pid, 'SIGTERM');
   }
 
   async failedChildren(arrayJobId: string): Promise<FailedChild[]> {
     const job = this.jobs.get(arrayJobId);
-    if (!job) return [];
-    return job.children
+    const known = job ? { ...job, statusReason: job.cancelled } : await this.recorded(arrayJobId);
+    if (!known) return [];
+    const children: Array<{ index: number; status: BatchStatus; reason?: string | undefined }> = known.children;
+    return children
       .filter((c) => c.status === 'FAILED')
-      .map((c) => ({ index: c.index, reason: c.reason ?? job.cancelled ?? 'failed', logStreamName: `${job.jobName}/${job.isArray ? c.index : 'job'}` }));
+      .map((c) => ({ index: c.index, reason: c.reason ?? known.statusReason ?? 'failed', logStreamName: `${known.jobName}/${known.size > 1 ? c.index : 'job'}` }));
   }
 
-  /** Resolves when every submitted job has finished (tests and `run --wait`). */
+  /** What this command is running: jobs not yet ended, and their runs. */
+  active(): { jobs: number; runs: string[] } {
+    const live = [...this.jobs.values()].filter((j) => !ended(j.status));
+    return { jobs: live.length, runs: [...new Set(live.map((j) => j.tags['starfish:run-id']!))].sort() };
+  }
+
+  /**
+   * Stops every job this command runs, as the command is about to end: nothing new starts, running
+   * processes get SIGTERM (SIGKILL after a grace period), and what had not ended is recorded as
+   * interrupted, `how` saying why. Resolves when every process has ended and every record is written.
+   */
+  async stop(how: string): Promise<void> {
+    this.stopping ??= interruptedReason(how);
+    for (const job of this.jobs.values()) this.cancelHeld(job, this.stopping);
+    await this.idle();
+  }
+
+  /** Resolves when every submitted job has finished and its record is written (tests and `run --wait`). */
   async idle(): Promise<void> {
     while (this.running.size) await Promise.allSettled([...this.running]);
   }
@@ -118,9 +380,12 @@ export class ProcessExecutor implements Executor {
     this.running.add(tracked);
   }
 
-  private create(spec: SubmitSpec, name: string, kind: Job['kind'], size: number, environment: Record<string, string>, dependsOn: string[]): Job {
+  private async create(spec: SubmitSpec, name: string, kind: Job['kind'], size: number, environment: Record<string, string>, dependsOn: string[]): Promise<Job> {
+    // Submitted jobs would be interrupted at once: refused, so that the run says it never started.
+    if (this.stopping) throw new Error(`the starfish command is stopping (${this.stopping.replace(/^interrupted: /, '')}); nothing new starts`);
     let finish!: () => void;
     const done = new Promise<void>((resolve) => (finish = resolve));
+    const now = Date.now();
     const job: Job = {
       jobId: randomUUID(),
       jobName: name,
@@ -130,22 +395,119 @@ export class ProcessExecutor implements Executor {
       isArray: size > 1,
       environment,
       status: 'SUBMITTED',
-      since: Date.now(),
+      createdAt: now,
+      since: now,
       children: Array.from({ length: size }, (_, index) => ({ index, status: 'PENDING' as BatchStatus })),
       dependsOn,
       done,
       finish,
       tags: { 'starfish:run-id': spec.runId, 'starfish:requester': spec.requester },
     };
+    // Recorded before its id is handed out: a job the control plane knows of always has a record.
+    try {
+      await writeAtomically(this.recordFile(job.jobId), JSON.stringify(this.recordOf(job)));
+    } catch (error) {
+      throw new Error(`could not record the job in ${this.recordFile(job.jobId)}: ${errorText(error)}`, { cause: error });
+    }
     this.jobs.set(job.jobId, job);
     this.emit(job);
     return job;
   }
 
-  private summary(job: Job): StatusSummary {
-    const s: StatusSummary = {};
-    for (const c of job.children) s[c.status] = (s[c.status] ?? 0) + 1;
-    return s;
+  private recordOf(job: Job): JobRecord {
+    const children = job.children
+      .filter((c) => c.status !== 'PENDING')
+      .map((c): ChildRecord => ({
+        index: c.index,
+        status: c.status,
+        ...(c.reason ? { reason: c.reason } : {}),
+        ...(c.ref ? { process: c.ref } : {}),
+        ...(c.startedAt ? { startedAt: c.startedAt } : {}),
+        ...(c.stoppedAt ? { stoppedAt: c.stoppedAt } : {}),
+        ...(c.exitCode !== undefined ? { exitCode: c.exitCode } : {}),
+      }));
+    return {
+      version: 1,
+      jobId: job.jobId,
+      jobName: job.jobName,
+      queue: job.queue,
+      kind: job.kind,
+      size: job.size,
+      dependsOn: job.dependsOn,
+      owner: this.owner,
+      status: job.status,
+      ...(job.statusReason ? { statusReason: job.statusReason } : {}),
+      createdAt: job.createdAt,
+      since: job.since,
+      children,
+    };
+  }
+
+  /** Writes the job's record after a change; changes during a write are written next, together. */
+  private save(job: Job): void {
+    job.dirty = true;
+    if (job.saving) return;
+    job.saving = (async () => {
+      try {
+        while (job.dirty) {
+          job.dirty = false;
+          await writeAtomically(this.recordFile(job.jobId), JSON.stringify(this.recordOf(job)));
+        }
+      } catch (error) {
+        this.recordFailed(job, error);
+      } finally {
+        job.saving = undefined;
+      }
+    })();
+    this.track(job.saving);
+  }
+
+  /**
+   * A job whose state cannot be recorded (disk full, permissions) could not be told apart from an
+   * interrupted one if this command stopped: it is terminated now, failing with the reason.
+   */
+  private recordFailed(job: Job, error: unknown): void {
+    if (ended(job.status) || job.cancelled) return;
+    this.cancelHeld(job, `starfish could not record the job's state in ${this.recordFile(job.jobId)}: ${errorText(error)}`);
+  }
+
+  /** The record of a job another command ran, settled as interrupted once that command is gone. */
+  private async recorded(jobId: string, depth = 0): Promise<JobRecord | undefined> {
+    if (!JOB_ID.test(jobId)) return undefined;
+    const record = await this.readRecord(jobId);
+    if (!record || ended(record.status) || alive(record.owner)) return record;
+    for (const c of record.children) if (!ended(c.status) && c.process && alive(c.process)) signal(c.process.pid, 'SIGKILL');
+    const dependencies = depth > 0 ? [] : await Promise.all(record.dependsOn.map((id) => this.recorded(id, depth + 1)));
+    const settled = interrupted(record, dependencies.some((d) => d?.status !== 'SUCCEEDED'));
+    // Every reader settles it the same way; writing it keeps the answer once the processes are gone.
+    await writeAtomically(this.recordFile(jobId), JSON.stringify(settled)).catch(() => undefined);
+    return settled;
+  }
+
+  private async readRecord(jobId: string): Promise<JobRecord | undefined> {
+    let body: string;
+    try {
+      body = await fs.readFile(this.recordFile(jobId), 'utf8');
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw error;
+    }
+    try {
+      return jobRecordSchema.parse(JSON.parse(body));
+    } catch (error) {
+      throw new Error(`the record of job ${jobId} (${this.recordFile(jobId)}) cannot be read: ${errorText(error)}`, { cause: error });
+    }
+  }
+
+  /** A request from another command to terminate this job, read before and after each child. */
+  private async cancelRequested(job: Job): Promise<void> {
+    if (job.cancelled) return;
+    try {
+      const { reason } = JSON.parse(await fs.readFile(this.cancelFile(job.jobId), 'utf8')) as { reason?: unknown };
+      this.cancelHeld(job, typeof reason === 'string' ? reason : 'terminated by another starfish command');
+    } catch {
+      // No request.
+    }
   }
 
   private setStatus(job: Job, status: BatchStatus, reason?: string): void {
@@ -170,18 +532,20 @@ export class ProcessExecutor implements Executor {
         jobId: job.jobId,
         jobQueue: `local:job-queue/${job.queue}`,
         status: job.status,
-        createdAt: job.since,
+        createdAt: job.createdAt,
         dependsOn: job.dependsOn.map((jobId) => ({ jobId })),
         tags: job.tags,
         ...(job.statusReason ? { statusReason: job.statusReason } : {}),
-        ...(job.isArray ? { arrayProperties: { size: job.size, statusSummary: this.summary(job) } } : {}),
+        ...(job.isArray ? { arrayProperties: { size: job.size, statusSummary: summaryOf(job.size, job.children) } } : {}),
         ...detail,
       },
     } as BatchJobEvent;
   }
 
+  /** Every change is an event and a record write. */
   private emit(job: Job, detail: Partial<BatchJobEvent['detail']> = {}): void {
     void this.options.sink([this.event(job, detail)]);
+    this.save(job);
   }
 
   private async runArray(job: Job): Promise<void> {
@@ -189,7 +553,7 @@ export class ProcessExecutor implements Executor {
     this.setStatus(job, 'RUNNABLE');
     await Promise.all(job.children.map((child) => this.pool(() => this.runChild(job, child))));
     const failed = job.children.filter((c) => c.status === 'FAILED').length;
-    // A plain job reported its own end in runChild, as Batch reports one event per job.
+    // A plain job reported its own end in finishChild, as Batch reports one event per job.
     if (!job.isArray) {
       if (job.cancelled && job.status !== 'FAILED') this.setStatus(job, 'FAILED', job.cancelled);
     } else if (job.cancelled) this.setStatus(job, 'FAILED', job.cancelled);
@@ -200,33 +564,55 @@ export class ProcessExecutor implements Executor {
 
   private async runMerge(job: Job): Promise<void> {
     this.setStatus(job, 'PENDING');
-    const deps = job.dependsOn.map((id) => this.jobs.get(id)).filter((j): j is Job => j !== undefined);
-    await Promise.all(deps.map((d) => d.done));
-    if (deps.some((d) => d.status === 'FAILED')) {
+    const deps = await Promise.all(job.dependsOn.map((id) => this.dependency(id)));
+    if (deps.some((status) => status !== 'SUCCEEDED')) {
       job.children[0]!.status = 'FAILED';
       this.setStatus(job, 'FAILED', 'Dependent Job failed');
       return job.finish();
     }
     this.setStatus(job, 'RUNNABLE');
     await this.pool(() => this.runChild(job, job.children[0]!));
+    // Terminated before it started: a plain job reports its own end.
+    if (!ended(job.status)) this.setStatus(job, 'FAILED', job.cancelled ?? 'failed');
     job.finish();
   }
 
+  /** How a dependency ended: one of this command's jobs when it finishes, another's from its record. */
+  private async dependency(jobId: string): Promise<BatchStatus | undefined> {
+    const held = this.jobs.get(jobId);
+    if (held) {
+      await held.done;
+      return held.status;
+    }
+    return (await this.recorded(jobId).catch(() => undefined))?.status;
+  }
+
   private async runChild(job: Job, child: Child): Promise<void> {
+    await this.cancelRequested(job);
     if (job.cancelled) return this.skipCancelled(job, child);
     const stream = `${job.jobName}/${job.isArray ? child.index : 'job'}`;
     const logFile = this.logLink(stream);
-    await fs.mkdir(path.dirname(logFile), { recursive: true });
     const startedAt = Date.now();
+    let log: WriteStream;
+    try {
+      await fs.mkdir(path.dirname(logFile), { recursive: true });
+      log = (await fs.open(logFile, 'w')).createWriteStream();
+    } catch (error) {
+      // Not started: the job fails with why, as Batch reports a container that could not start.
+      return this.finishChild(job, child, { failure: `starfish could not write the job's log ${logFile}: ${errorText(error)}`, stream, startedAt, stoppedAt: Date.now() });
+    }
     this.markRunning(job, child, startedAt);
-    const exit = await this.runPython(this.scriptOf(job), this.environmentOf(job, child), child, logFile);
+    const exit = await this.runPython(job, child, log, logFile);
+    await this.cancelRequested(job);
     this.finishChild(job, child, { ...exit, stream, startedAt, stoppedAt: Date.now() });
   }
 
   /** A child of a cancelled job never starts; Batch reports each such child of an array as failed. */
   private skipCancelled(job: Job, child: Child): void {
     child.status = 'FAILED';
+    child.reason = job.cancelled;
     if (job.isArray) this.emit(job, { status: 'FAILED', statusReason: job.cancelled, jobId: `${job.jobId}:${child.index}`, arrayProperties: { index: child.index } });
+    else this.save(job);
   }
 
   private scriptOf(job: Job): string {
@@ -254,54 +640,71 @@ export class ProcessExecutor implements Executor {
   /** The first child to start moves the job to RUNNING; later children of an array report their own start. */
   private markRunning(job: Job, child: Child, startedAt: number): void {
     child.status = 'RUNNING';
+    child.startedAt = startedAt;
     if (job.status !== 'RUNNING') this.setStatus(job, 'RUNNING');
     else if (job.isArray) this.emit(job, { status: 'RUNNING', jobId: `${job.jobId}:${child.index}`, arrayProperties: { index: child.index }, startedAt });
   }
 
-  /** Runs the script with both streams in the log file; the last stderr line becomes the failure reason. */
-  private async runPython(script: string, env: Record<string, string>, child: Child, logFile: string): Promise<{ exitCode: number; lastErrorLine: string }> {
-    const log = createWriteStream(logFile);
+  /**
+   * Runs the script with both streams in the log file; the last stderr line becomes the failure
+   * reason. A log that cannot be written fails the child with why, even when the script exited 0.
+   */
+  private async runPython(job: Job, child: Child, log: WriteStream, logFile: string): Promise<{ exitCode: number; failure?: string }> {
     let lastErrorLine = '';
+    let logError: string | undefined;
+    log.on('error', (error) => (logError ??= `starfish could not write the job's log ${logFile}: ${errorText(error)}`));
+    const write = (chunk: Buffer) => {
+      if (!logError) log.write(chunk);
+    };
     const exitCode = await new Promise<number>((resolve) => {
-      const proc = spawn(this.options.python, [script], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+      const proc = spawn(this.options.python, ['-c', BOOTSTRAP, this.scriptOf(job)], { env: this.environmentOf(job, child), stdio: ['ignore', 'pipe', 'pipe', 'pipe'], detached: true });
       child.process = proc;
-      proc.stdout.pipe(log, { end: false });
-      proc.stderr.on('data', (chunk: Buffer) => {
-        log.write(chunk);
+      if (proc.pid !== undefined) {
+        child.ref = refOf(proc.pid);
+        this.save(job);
+      }
+      proc.stdout!.on('data', write);
+      proc.stderr!.on('data', (chunk: Buffer) => {
+        write(chunk);
         const lines = chunk.toString('utf8').split('\n').map((l) => l.trim()).filter(Boolean);
         if (lines.length) lastErrorLine = lines.at(-1)!;
       });
+      // fd 3 is only ever closed (when this command ends); an error on it must not end the command.
+      proc.stdio[3]?.on('error', () => undefined);
       proc.on('error', (error) => {
         lastErrorLine = `could not start ${this.options.python}: ${error.message}`;
         resolve(127);
       });
       // Killed by a signal (cancel sends SIGTERM): the shell's 128 + 15.
-      proc.on('close', (code, signal) => resolve(code ?? (signal ? 128 + 15 : 1)));
+      proc.on('close', (code, sig) => resolve(code ?? (sig ? 128 + 15 : 1)));
     });
-    await new Promise<void>((resolve) => log.end(resolve));
-    return { exitCode, lastErrorLine };
+    await new Promise<void>((resolve) => {
+      if (log.destroyed) return resolve();
+      log.once('error', () => resolve());
+      log.end(() => resolve());
+    });
+    if (exitCode !== 0) return { exitCode, failure: lastErrorLine || `exit code ${exitCode}` };
+    return logError ? { exitCode, failure: logError } : { exitCode };
   }
 
   /** Records the child's end and reports it as Batch would: per child for an array, as the job's own end for a plain job. */
-  private finishChild(job: Job, child: Child, run: { exitCode: number; lastErrorLine: string; stream: string; startedAt: number; stoppedAt: number }): void {
+  private finishChild(job: Job, child: Child, run: Ending): void {
     const { exitCode, startedAt, stoppedAt } = run;
-    child.status = exitCode === 0 ? 'SUCCEEDED' : 'FAILED';
-    const reason = job.cancelled ?? (exitCode === 0 ? undefined : run.lastErrorLine || `exit code ${exitCode}`);
+    child.status = exitCode === 0 && !run.failure ? 'SUCCEEDED' : 'FAILED';
+    child.stoppedAt = stoppedAt;
+    if (exitCode !== undefined) child.exitCode = exitCode;
+    const reason = job.cancelled ?? run.failure;
     if (reason) child.reason = reason;
-    const attempt = {
-      container: { exitCode, logStreamName: run.stream, ...(reason ? { reason } : {}) },
-      startedAt,
-      stoppedAt,
-      statusReason: exitCode === 0 ? 'Essential container in task exited' : (reason ?? ''),
-    };
-    const ended = { attempts: [attempt], container: attempt.container, startedAt, stoppedAt };
+    const container = { ...(exitCode !== undefined ? { exitCode } : {}), logStreamName: run.stream, ...(reason ? { reason } : {}) };
+    const attempt = { container, startedAt, stoppedAt, statusReason: child.status === 'SUCCEEDED' ? 'Essential container in task exited' : (reason ?? '') };
+    const endedAt = { attempts: [attempt], container: attempt.container, startedAt, stoppedAt };
     if (job.isArray) {
-      this.emit(job, { status: child.status, jobId: `${job.jobId}:${child.index}`, arrayProperties: { index: child.index }, ...ended, ...(reason ? { statusReason: reason } : {}) });
+      this.emit(job, { status: child.status, jobId: `${job.jobId}:${child.index}`, arrayProperties: { index: child.index }, ...endedAt, ...(reason ? { statusReason: reason } : {}) });
       return;
     }
     job.status = child.status;
     job.since = stoppedAt;
     if (reason) job.statusReason = reason;
-    this.emit(job, ended);
+    this.emit(job, endedAt);
   }
 }
