@@ -23,12 +23,16 @@ or (read-only) an ``https://`` URL.
   head_object, list_objects_v2) via :func:`set_s3_client`.
 * Missing objects raise ``FileNotFoundError`` (with ``.filename`` set to the URL), for
   every backend, so callers can report "not found: <url>" uniformly.
-* Local writes are atomic: a temp file in the same directory, then ``os.replace``.
+* Local writes are atomic: a temp file in the same directory, flushed to the disk, then
+  ``os.replace``; a write that fails (a full disk: ENOSPC) removes the temp file and raises the
+  ``OSError``, so a file is whole or absent. :func:`write_failure` words such an error for the
+  scientist, with the next step.
 
 Kept compatible with Python 3.6+ (the starfish image's interpreter).
 """
 import bisect
 import contextlib
+import errno
 import http.client
 import io
 import ipaddress
@@ -43,7 +47,7 @@ import urllib.parse
 
 __all__ = [
     "is_s3", "is_http", "is_remote", "split_s3", "join", "dirname", "basename",
-    "read_bytes", "read_text", "write_bytes", "write_text", "exists", "remove",
+    "read_bytes", "read_text", "write_bytes", "write_text", "write_failure", "exists", "remove",
     "list_prefix", "set_s3_client", "local_path", "INTERMEDIATE_TAGS",
     "fov_name", "FovRanges", "parse_fov_ranges", "format_fov_ranges", "MAX_FOV_INDEX",
     "EnvError", "env_value", "require_env", "require_output_env", "require_fovs_env",
@@ -202,6 +206,9 @@ def write_bytes(url, data, content_type=None, tags=None):
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
+            # A full disk may only say so when the data reaches it: before the rename, not after.
+            fh.flush()
+            os.fsync(fh.fileno())
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
@@ -214,6 +221,33 @@ def write_bytes(url, data, content_type=None, tags=None):
 
 def write_text(url, text, content_type=None, tags=None):
     write_bytes(url, text.encode("utf-8"), content_type=content_type, tags=tags)
+
+
+def describe_os_error(exc):
+    """``No space left on device (ENOSPC)``: the system's words and the errno's name."""
+    code = errno.errorcode.get(getattr(exc, "errno", None) or 0)
+    words = getattr(exc, "strerror", None) or " ".join(str(exc).split()) or type(exc).__name__
+    return "%s (%s)" % (words, code) if code else words
+
+
+_NEXT_STEP = {
+    errno.ENOSPC: "free space in STARFISH_HOME",
+    errno.EDQUOT: "free space within your disk quota in STARFISH_HOME",
+    errno.EACCES: "make %s writable",
+    errno.EPERM: "make %s writable",
+    errno.EROFS: "move STARFISH_HOME to a writable disk (%s is read-only)",
+}
+
+
+def write_failure(url, exc, run_id=None):
+    """The reason a job could not write ``url``, with what to do next, e.g.
+    ``could not write spots.png to /data/outputs/R/results: No space left on device (ENOSPC);
+    free space in STARFISH_HOME and run /starfish retry R``."""
+    folder = dirname(str(url))
+    step = _NEXT_STEP.get(getattr(exc, "errno", None), "check the disk that holds %s")
+    step = step % folder if "%s" in step else step
+    return "could not write %s to %s: %s; %s and run /starfish retry %s" % (
+        basename(str(url)), folder, describe_os_error(exc), step, run_id or "<run id>")
 
 
 # Per-FOV tables and error records: the infra's lifecycle rule expires objects carrying this tag.

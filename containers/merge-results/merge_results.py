@@ -9,8 +9,15 @@ Contract (see containers/README.md):
   STARFISH_FOV_OUTPUT      URL/path where the FOV jobs wrote fov_NNN.csv / fov_NNN.error.json
   STARFISH_RESULTS_OUTPUT  URL/path where spots.csv, summary.json and spots.png go
 
-Exit 0 when at least one FOV table was merged, 1 when none was found, 2 on a bad
-environment.
+Exit 0 when at least one FOV table was merged and all three files are written, 1 when none was
+found or a file could not be written or drawn, 2 on a bad environment.
+
+Each file is written whole or not at all (a temporary name, then a rename), and summary.json
+last: it is there only when this merge finished. An earlier merge's summary.json is removed
+first, so a merge that fails half way (a full disk) leaves no summary that looks complete; its
+last line on stderr says which file, why, and what to do, e.g. "merge-results: could not write
+spots.png to …/results: No space left on device (ENOSPC); free space in STARFISH_HOME and run
+/starfish retry 261125-k3f9".
 """
 import collections
 import csv
@@ -157,7 +164,8 @@ def parse_table(fov, text, keep_sample):
 # ---------------------------------------------------------------------------------------
 # plotting
 
-def plot(png_url, panels, tables, gene_order, reasons, title_extra):
+def plot(panels, tables, gene_order, reasons, title_extra):
+    """spots.png's bytes: one panel per FOV (the first MAX_PANELS), coloured by gene."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -214,7 +222,28 @@ def plot(png_url, panels, tables, gene_order, reasons, title_extra):
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=80)
     plt.close(fig)
-    sio.write_bytes(png_url, buf.getvalue(), content_type="image/png")
+    return buf.getvalue()
+
+
+def write_result(results, name, data, content_type, run_id):
+    """Writes one result file whole (starfish_io: temporary name, then rename); a Failure (exit 1)
+    saying which file, why and what to do when the disk refuses it."""
+    url = sio.join(results, name)
+    try:
+        sio.write_bytes(url, data, content_type=content_type)
+    except OSError as exc:  # a full disk (ENOSPC), no permission (EACCES), a failing disk (EIO)
+        raise Failure(sio.write_failure(url, exc, run_id), 1)
+
+
+def clear_summary(results, run_id):
+    """Removes an earlier merge's summary.json, the file that says a merge finished."""
+    url = sio.join(results, "summary.json")
+    try:
+        sio.remove(url)
+    except OSError as exc:
+        raise Failure("could not remove the earlier %s: %s; check the disk that holds %s and run "
+                      "/starfish retry %s" % (url, sio.describe_os_error(exc), results,
+                                               run_id or "<run id>"), 1)
 
 
 # ---------------------------------------------------------------------------------------
@@ -289,12 +318,13 @@ def merge(fovs_dir, results, expected, run_id=None, log=None):
     summary["spots_per_fov"] = collections.OrderedDict((str(t.fov), t.n) for t in merged)
     summary["counts_per_gene"] = collections.OrderedDict((g, genes[g]) for g in gene_order)
 
+    # summary.json goes last and only when every other file is written: it says the merge finished.
+    clear_summary(results, run_id)
+    summary_bytes = (json.dumps(summary, indent=2) + "\n").encode("utf-8")
     # spots.csv: header + every table's rows in FOV order
     parts = [HEADER]
     parts.extend(t.body for t in merged if t.n)
-    sio.write_text(sio.join(results, "spots.csv"), "\n".join(parts) + "\n", content_type="text/csv")
-    sio.write_text(sio.join(results, "summary.json"), json.dumps(summary, indent=2) + "\n",
-                   content_type="application/json")
+    write_result(results, "spots.csv", ("\n".join(parts) + "\n").encode("utf-8"), "text/csv", run_id)
 
     for i, f in enumerate(missing):
         if i == MAX_MISSING_LINES:
@@ -303,6 +333,8 @@ def merge(fovs_dir, results, expected, run_id=None, log=None):
         log("FOV %d missing: %s" % (f, failures[f]))
 
     if not merged:
+        # no plot to draw; the summary still says why each FOV is missing
+        write_result(results, "summary.json", summary_bytes, "application/json", run_id)
         raise Failure("no FOV tables found under %s" % fovs_dir, 1)
 
     n_all = len(expected_set | set(found))
@@ -313,10 +345,12 @@ def merge(fovs_dir, results, expected, run_id=None, log=None):
     if any(t.sample is not None and t.n > len(t.sample) for t in merged):
         title += "; up to %d spots per panel plotted" % POINTS_PER_PANEL
     try:
-        plot(sio.join(results, "spots.png"), panel_fovs, tables, gene_order, failures, title)
-    except Exception as exc:  # the table and summary are the results; the plot is a bonus
+        png = plot(panel_fovs, tables, gene_order, failures, title)
+    except Exception as exc:  # spots.png is one of the results: a run without it did not succeed
         traceback.print_exc()
-        log("warning: could not draw spots.png: %s: %s" % (type(exc).__name__, exc))
+        raise Failure("could not draw spots.png: %s: %s" % (type(exc).__name__, " ".join(str(exc).split())), 1)
+    write_result(results, "spots.png", png, "image/png", run_id)
+    write_result(results, "summary.json", summary_bytes, "application/json", run_id)
 
     print("merge-results: %smerged %d/%d FOVs, %d spots, %d genes, %d missing -> %s (%.1f s)"
           % ("run %s: " % run_id if run_id else "", len(merged), len(expected_set), spots_total,

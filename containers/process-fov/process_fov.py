@@ -17,10 +17,11 @@ Everything the experiment refers to is checked against the URL policy first
 absolute paths only when the experiment itself is local); a remote experiment's checks and
 recipe read no local file through starfish_io.
 
-Writes <fov output>/fov_NNN.csv (fov,x,y,z,target,quality).  On failure the last line
-on stderr is "process-fov: <reason>", <fov output>/fov_NNN.error.json records the reason
-(when the output location and the FOV are known), and the exit code is 2 (bad
-environment/configuration) or 1 (recipe/data failure).
+Writes <fov output>/fov_NNN.csv (fov,x,y,z,target,quality), whole or not at all (a temporary
+name, then a rename).  On failure the last line on stderr is "process-fov: <reason>",
+<fov output>/fov_NNN.error.json records the reason (when the output location and the FOV are
+known, and the disk takes it), and the exit code is 2 (bad environment/configuration) or 1
+(recipe/data failure, or the table could not be written: a full disk says so, with the next step).
 """
 import csv
 import io
@@ -407,7 +408,10 @@ def _run_fov(environ, output, fov):
     except Exception as exc:
         raise Failure("FOV %d: recipe result could not be converted: %s" % (fov, one_line(exc, 300)),
                       EXIT_FAILURE, show_traceback=True)
-    sio.write_text(csv_url, render_csv(rows), content_type="text/csv", tags=sio.INTERMEDIATE_TAGS)
+    try:
+        sio.write_text(csv_url, render_csv(rows), content_type="text/csv", tags=sio.INTERMEDIATE_TAGS)
+    except OSError as exc:  # a full disk (ENOSPC), no permission (EACCES), a failing disk (EIO)
+        raise Failure("FOV %d: %s" % (fov, sio.write_failure(csv_url, exc, run_id)), EXIT_FAILURE)
     print("process-fov: FOV %d: %d spots in %.1f s -> %s" % (fov, len(rows), time.time() - t0, csv_url))
     return len(rows)
 
@@ -441,9 +445,9 @@ def _report(failure, state):
         try:
             sio.write_text(err_url, json.dumps({"fov": state["fov"], "reason": reason}) + "\n",
                            content_type="application/json", tags=sio.INTERMEDIATE_TAGS)
-        except Exception as exc:
-            print("process-fov: warning: could not write %s: %s" % (err_url, one_line(exc, 200)),
-                  file=sys.stderr)
+        except Exception as exc:  # e.g. the disk that refused the table refuses this too
+            said = sio.describe_os_error(exc) if isinstance(exc, OSError) else one_line(exc, 200)
+            print("process-fov: warning: could not write %s: %s" % (err_url, said), file=sys.stderr)
     print(PREFIX + reason, file=sys.stderr)
     sys.stderr.flush()
     return failure.code
