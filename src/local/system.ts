@@ -23,6 +23,8 @@ import { ListDeadLetters } from './list-dead-letters.js';
 import { Reconciler } from '../reconciler/reconciler.js';
 import { dispatch, type Answer, type Caller, type DispatchDeps } from '../command/dispatcher.js';
 import type { BatchJobEvent } from '../run/batch-event.js';
+import { loadManifest } from '../run/manifest-store.js';
+import { TERMINAL, type RunStatus } from '../run/manifest.js';
 
 export interface LocalSystemOptions {
   home: string;
@@ -42,6 +44,9 @@ export interface LocalSystemOptions {
   /** Hosts https inputs may come from (STARFISH_HTTPS_HOSTS); absent or empty: any public host. */
   httpsHosts?: readonly string[];
 }
+
+/** Where a one-shot command stops following its run. */
+const SETTLED: ReadonlySet<RunStatus> = new Set([...TERMINAL, 'awaiting-approval']);
 
 const LOCAL_SETTINGS: Settings = {
   progressIntervalMs: 300,
@@ -85,8 +90,8 @@ export function createLocalSystem(options: LocalSystemOptions) {
   bus.subscribe((event) => launcher.handle(event));
   const dispatchDeps: DispatchDeps = { store, bus, reader, policy: options.policy, allowPaths: settings.allowPaths };
 
-  /** Waits until nothing is left to do: no event on the bus or queue, no job running. */
-  async function settle(): Promise<void> {
+  /** Waits until nothing is left to do here: no event on the bus or queue, no job of this process running. */
+  async function drain(): Promise<void> {
     for (;;) {
       const before = queue.batches;
       await bus.drain();
@@ -95,8 +100,33 @@ export function createLocalSystem(options: LocalSystemOptions) {
       await bus.drain();
       if (queue.batches === before) break;
     }
+  }
+
+  /** `drain`, then one reconciler pass for anything the events missed. */
+  async function settle(): Promise<void> {
+    await drain();
     await reconciler.run();
     await queue.drain();
+  }
+
+  /**
+   * Waits for one run (a one-shot command's own) to end, wait for approval or be only planned,
+   * with nothing this process started left running. Another command may be running its jobs (a
+   * reconciler resumes a submission it finds waiting, whoever made it): the run is then followed
+   * in the store, with a reconciler pass now and then, which finishes it here if that command
+   * stops.
+   */
+  async function settleRun(runId: string, timing: { pollMs?: number; reconcileEveryMs?: number } = {}): Promise<void> {
+    let reconciled = Date.now();
+    for (;;) {
+      await drain();
+      const loaded = await loadManifest(store, runId);
+      if (!loaded || SETTLED.has(loaded.manifest.status)) return;
+      if (Date.now() - reconciled >= (timing.reconcileEveryMs ?? 5_000)) {
+        await reconciler.run();
+        reconciled = Date.now();
+      } else await new Promise((resolve) => setTimeout(resolve, timing.pollMs ?? 250));
+    }
   }
 
   return {
@@ -110,7 +140,9 @@ export function createLocalSystem(options: LocalSystemOptions) {
     reconciler,
     deps,
     dispatchDeps,
+    drain,
     settle,
+    settleRun,
     command: (text: string, caller: Caller): Promise<Answer> => dispatch(dispatchDeps, text, caller),
   };
 }
