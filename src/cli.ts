@@ -8,6 +8,7 @@
  *   starfish reconcile            one reconciler pass
  *   starfish <status|list|cancel|retry|stage|help> …   one command, answered in the terminal
  */
+import { randomUUID } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import readline from 'node:readline';
@@ -17,10 +18,11 @@ import { ConfigError, defaultPython, homeDir, loadPolicy, localUser, namesReadBy
 import { ConsoleChat } from './local/console-chat.js';
 import { EXAMPLE_EXPERIMENT, EXAMPLE_RECIPE, localSystemFromEnv, type LocalSystem } from './local/system.js';
 import { REPO_ROOT } from './local/process-executor.js';
-import { loadManifest, listManifests } from './run/manifest-store.js';
+import { loadManifest, runOfRequest } from './run/manifest-store.js';
 import { renderText } from './messages/text.js';
 import { scrub } from './messages/message.js';
-import { parseCommand } from './command/grammar.js';
+import { parseCommand, type Command } from './command/grammar.js';
+import type { ReconcileReport } from './reconciler/reconciler.js';
 import type { RunManifest } from './run/manifest.js';
 
 
@@ -43,23 +45,93 @@ const commandText = (line: string) => line.trim().replace(/^\/?starfish\b\s*/i, 
 export async function runOnce(env: Env, args: string[], out: NodeJS.WriteStream = process.stdout): Promise<number> {
   const chat = new ConsoleChat(out, localUser());
   const system = makeSystem(env, chat);
-  const caller = { userId: localUser(), channel: env.STARFISH_CHANNEL };
-  const started = new Date().toISOString();
+  onSignals(system, out);
+  await recover(system, out, true);
+  // This request's own id: the command follows the run this request made, whatever else starts.
+  const requestId = randomUUID();
+  const caller = { userId: localUser(), channel: env.STARFISH_CHANNEL, requestId };
   const text = args.join(' ');
   out.write(`$ /starfish ${text}\n`);
   const answer = await system.command(text, caller);
   out.write(`(only visible to you) ${renderText(answer.message)}\n`);
   if (answer.refused) return EXIT.refused;
-  await system.settle();
+  await system.drain();
   // A refusal that came later (experiment not found, run already ended, …) is still a refusal.
   if (chat.refusals) return EXIT.refused;
   const parsed = parseCommand(text);
-  if (!parsed.ok) return EXIT.ok;
-  if (parsed.value.name === 'retry') return exitCodeOf((await loadManifest(system.store, parsed.value.runId))!.manifest, out);
-  if (parsed.value.name !== 'run') return EXIT.ok;
-  const mine = (await listManifests(system.store, 50)).filter((m) => m.createdAt >= started && m.requester.userId === caller.userId);
-  if (!mine.length) return EXIT.refused;
-  return exitCodeOf((await loadManifest(system.store, mine[0]!.runId))!.manifest, out);
+  const followed = parsed.ok ? await runFollowed(system, parsed.value, requestId) : undefined;
+  if (!followed) {
+    await system.settle();
+    return parsed.ok && parsed.value.name === 'run' ? EXIT.refused : EXIT.ok;
+  }
+  await system.settleRun(followed);
+  return exitCodeOf((await loadManifest(system.store, followed))!.manifest, out);
+}
+
+/** The run a one-shot command follows to its end: the one its own request made, or the one it retries. */
+async function runFollowed(system: LocalSystem, command: Command, requestId: string): Promise<string | undefined> {
+  if (command.name === 'retry') return command.runId;
+  if (command.name === 'run') return runOfRequest(system.store, requestId);
+  return undefined;
+}
+
+const plural = (n: number, word: string) => `${n} ${word}${n === 1 ? '' : 's'}`;
+
+/**
+ * Every start reconciles the store once, first: a run whose command stopped is finished, or
+ * failed with the reason, before anything is shown or started. What that pass started here (a
+ * salvage merge, a resumed submission) is waited for, except by the console, which goes on.
+ */
+async function recover(system: LocalSystem, out: NodeJS.WriteStream, wait: boolean): Promise<ReconcileReport> {
+  const report = await system.reconciler.run();
+  const { jobs, runs } = system.processes.active();
+  if (jobs && wait) out.write(`Finishing run ${runs.join(', ')} first (${plural(jobs, 'job')} started by the reconciler)…\n`);
+  if (wait) await system.drain();
+  return report;
+}
+
+const SIGNALS = {
+  SIGINT: { code: 130, how: 'Ctrl-C' },
+  SIGTERM: { code: 143, how: 'SIGTERM' },
+  SIGHUP: { code: 129, how: 'SIGHUP: its terminal closed' },
+} as const;
+
+/** What becomes of the jobs a stop interrupts, in the words the command prints. */
+function stoppingText(jobs: number, runs: string[], how: string): string {
+  if (!jobs) return `\nStopping (${how}): no job is running here, and nothing new will start.\n`;
+  const run = runs.join(', ');
+  return (
+    `\nStopping ${plural(jobs, 'job')} of run ${run} (${how}): what had not finished is recorded as interrupted. ` +
+    `The next start of starfish (\`starfish status\`) reports the run as failed or partially failed, with the reason; ` +
+    `\`starfish retry ${runs[0]}\` then reruns it (only its failed FOVs when some succeeded).\n`
+  );
+}
+
+/**
+ * What a signal does. At the console's prompt a Ctrl-C is Ctrl-D (`atPrompt` closes the prompt).
+ * Otherwise the command stops: the jobs it runs get SIGTERM and are recorded as interrupted, a
+ * run being planned finishes planning but starts no job, and the command exits with 128 + the
+ * signal; the next start of starfish reports those runs. A second signal exits at once.
+ */
+function onSignals(system: LocalSystem, out: NodeJS.WriteStream, atPrompt?: () => boolean): void {
+  let stopping = false;
+  const handle = (sig: keyof typeof SIGNALS) => {
+    if (sig === 'SIGINT' && atPrompt?.()) return;
+    const { code, how } = SIGNALS[sig];
+    if (stopping) {
+      out.write(`\nStopped at once (${how} again): the next start of starfish finds what was left as interrupted.\n`);
+      process.exit(code);
+    }
+    stopping = true;
+    const { jobs, runs } = system.processes.active();
+    out.write(stoppingText(jobs, runs, how));
+    const stopped = system.processes.stop(how);
+    // A run being planned is let finish planning; its submission is refused, so it ends failed with why.
+    void Promise.all([stopped, system.bus.drain()])
+      .then(() => system.processes.stop(how))
+      .finally(() => process.exit(code));
+  };
+  for (const sig of Object.keys(SIGNALS) as Array<keyof typeof SIGNALS>) process.on(sig, () => handle(sig));
 }
 
 /**
@@ -96,9 +168,16 @@ async function consoleLoop(env: Env): Promise<number> {
   const chat = new ConsoleChat(process.stdout, localUser());
   const system = makeSystem(env, chat);
   const caller = { userId: localUser(), channel: env.STARFISH_CHANNEL };
+  let prompt: readline.Interface | undefined;
+  onSignals(system, process.stdout, () => {
+    prompt?.close();
+    return prompt !== undefined;
+  });
+  await recover(system, process.stdout, false);
   const rl = readline.createInterface({ input: process.stdin, output: process.stdout });
+  prompt = rl;
   process.stdout.write(
-    `starfish console — channel #${env.STARFISH_CHANNEL}, store ${homeDir(env)}\nType /starfish help, or try: /starfish run ${path.relative(process.cwd(), EXAMPLE_EXPERIMENT)}\nButtons appear as [Label: /starfish …]: type the command to press them. Ctrl-D quits.\n`,
+    `starfish console — channel #${env.STARFISH_CHANNEL}, store ${homeDir(env)}\nType /starfish help, or try: /starfish run ${path.relative(process.cwd(), EXAMPLE_EXPERIMENT)}\nButtons appear as [Label: /starfish …]: type the command to press them. Ctrl-D quits, once the runs started here have finished (Ctrl-C then stops them).\n`,
   );
   rl.setPrompt('> ');
   rl.prompt();
@@ -111,10 +190,24 @@ async function consoleLoop(env: Env): Promise<number> {
     }
     rl.prompt();
   }
+  prompt = undefined;
   rl.close();
-  process.stdout.write('Waiting for running jobs to finish (Ctrl-C to leave them)…\n');
-  await system.settle();
+  await leave(system);
   return EXIT.ok;
+}
+
+/** After Ctrl-D, Ctrl-C at the prompt or `exit`: what this console still runs is waited for, and said so. */
+async function leave(system: LocalSystem): Promise<void> {
+  // A run typed just before is planned first: its jobs are then this console's too.
+  await system.bus.drain();
+  const { jobs, runs } = system.processes.active();
+  if (jobs) {
+    process.stdout.write(
+      `Waiting for run ${runs.join(', ')} to finish (${plural(jobs, 'job')} running here). Ctrl-C stops ${jobs === 1 ? 'it' : 'them'}: ` +
+        `what has not finished is then recorded as interrupted, and the next start of starfish reports the run as failed or partially failed.\n`,
+    );
+  }
+  await system.settle();
 }
 
 const USAGE = `Usage: starfish [command]
@@ -154,8 +247,9 @@ async function main(argv: string[]): Promise<number> {
       return runOnce(env, ['run', EXAMPLE_EXPERIMENT, `recipe=${EXAMPLE_RECIPE}`, 'name=synthetic-iss-demo']);
     }
     case 'reconcile': {
-      const chat = new ConsoleChat(process.stdout, localUser());
-      const report = await makeSystem(env, chat).reconciler.run();
+      const system = makeSystem(env, new ConsoleChat(process.stdout, localUser()));
+      onSignals(system, process.stdout);
+      const report = await recover(system, process.stdout, true);
       process.stdout.write(`${JSON.stringify(report)}\n`);
       return EXIT.ok;
     }
