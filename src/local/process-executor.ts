@@ -19,7 +19,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { readFileSync, promises as fs, type WriteStream } from 'node:fs';
+import { readdirSync, readFileSync, promises as fs, type WriteStream } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -99,6 +99,30 @@ function signal(pid: number, sig: NodeJS.Signals): void {
       // Already gone.
     }
   }
+}
+
+/**
+ * The processes that carry a job's id in their environment (AWS_BATCH_JOB_ID, inherited by
+ * anything they start), where /proc tells: what a command that died left running, even a process
+ * it started but had not recorded yet. Elsewhere only the recorded pids are known.
+ */
+function processesOf(jobId: string): number[] {
+  let pids: string[];
+  try {
+    pids = readdirSync('/proc').filter((name) => /^\d+$/.test(name));
+  } catch {
+    return [];
+  }
+  const found: number[] = [];
+  for (const pid of pids) {
+    try {
+      const env = readFileSync(`/proc/${pid}/environ`, 'latin1').split('\0');
+      if (env.some((v) => v === `AWS_BATCH_JOB_ID=${jobId}` || v.startsWith(`AWS_BATCH_JOB_ID=${jobId}:`))) found.push(Number(pid));
+    } catch {
+      // Gone, or not ours to read.
+    }
+  }
+  return found;
 }
 
 // ───────────────────────── job records ─────────────────────────
@@ -257,7 +281,7 @@ export class ProcessExecutor implements Executor {
   private readonly pool: LimitFunction;
   private readonly running = new Set<Promise<unknown>>();
   private readonly owner = refOf(process.pid);
-  private stopping: string | undefined;
+  private stopping: { how: string; reason: string } | undefined;
 
   constructor(private readonly options: ProcessExecutorOptions) {
     this.pool = pLimit(options.concurrency ?? os.availableParallelism());
@@ -365,8 +389,8 @@ export class ProcessExecutor implements Executor {
    * interrupted, `how` saying why. Resolves when every process has ended and every record is written.
    */
   async stop(how: string): Promise<void> {
-    this.stopping ??= interruptedReason(how);
-    for (const job of this.jobs.values()) this.cancelHeld(job, this.stopping);
+    this.stopping ??= { how, reason: interruptedReason(how) };
+    for (const job of this.jobs.values()) this.cancelHeld(job, this.stopping.reason);
     await this.idle();
   }
 
@@ -382,7 +406,7 @@ export class ProcessExecutor implements Executor {
 
   private async create(spec: SubmitSpec, name: string, kind: Job['kind'], size: number, environment: Record<string, string>, dependsOn: string[]): Promise<Job> {
     // Submitted jobs would be interrupted at once: refused, so that the run says it never started.
-    if (this.stopping) throw new Error(`the starfish command is stopping (${this.stopping.replace(/^interrupted: /, '')}); nothing new starts`);
+    if (this.stopping) throw new Error(`the starfish command stopped (${this.stopping.how}) before the job could start`);
     let finish!: () => void;
     const done = new Promise<void>((resolve) => (finish = resolve));
     const now = Date.now();
@@ -477,6 +501,7 @@ export class ProcessExecutor implements Executor {
     const record = await this.readRecord(jobId);
     if (!record || ended(record.status) || alive(record.owner)) return record;
     for (const c of record.children) if (!ended(c.status) && c.process && alive(c.process)) signal(c.process.pid, 'SIGKILL');
+    for (const pid of processesOf(jobId)) signal(pid, 'SIGKILL');
     const dependencies = depth > 0 ? [] : await Promise.all(record.dependsOn.map((id) => this.recorded(id, depth + 1)));
     const settled = interrupted(record, dependencies.some((d) => d?.status !== 'SUCCEEDED'));
     // Every reader settles it the same way; writing it keeps the answer once the processes are gone.
