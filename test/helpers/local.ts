@@ -1,9 +1,9 @@
 /** Test harness for the embedded default: a temp STARFISH_HOME, a generated experiment, a console channel. */
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { existsSync } from 'node:fs';
+import { chmod, mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { existsSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { afterAll, beforeAll } from 'vitest';
 import { ConsoleChat } from '../../src/local/console-chat.js';
 import { createLocalSystem, type LocalSystemOptions } from '../../src/local/system.js';
@@ -89,5 +89,107 @@ export function localHarness(home: string, overrides: Partial<Omit<LocalSystemOp
       const [m] = await listManifests(system.store, 1);
       return m ? (await loadManifest(system.store, m.runId))!.manifest : undefined;
     },
+  };
+}
+
+/** The `starfish` command as a subprocess on `home`, with its output as it comes and its end. */
+export function startStarfish(home: string, args: string[], env: Record<string, string> = {}) {
+  let stdout = '';
+  let stderr = '';
+  const child = spawn(process.execPath, [path.join(REPO_ROOT, 'bin/starfish.js'), ...args], {
+    env: { ...process.env, STARFISH_HOME: home, STARFISH_CONCURRENCY: '2', LOG_LEVEL: 'error', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString('utf8')));
+  child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString('utf8')));
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.on('close', (code, signal) => resolve({ code, signal })));
+  return { child, exited, stdout: () => stdout, stderr: () => stderr };
+}
+
+/** Runs the `starfish` command to its end. */
+export async function starfishCommand(home: string, args: string[], env: Record<string, string> = {}) {
+  const started = startStarfish(home, args, env);
+  const { code, signal } = await started.exited;
+  return { code, signal, stdout: started.stdout(), stderr: started.stderr() };
+}
+
+/** Polls until `condition` holds; no timing is asserted, the timeout only ends a test that hangs. */
+export async function waitFor(condition: () => boolean | Promise<boolean>, what: string, timeoutMs = 45_000): Promise<void> {
+  const until = Date.now() + timeoutMs;
+  while (!(await condition())) {
+    if (Date.now() > until) throw new Error(`gave up waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+export function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+  } catch {
+    return false;
+  }
+  // A zombie has ended; only its parent has yet to hear of it.
+  try {
+    return !/^\d+ \(.*\) [ZX] /.test(readFileSync(`/proc/${pid}/stat`, 'utf8'));
+  } catch {
+    return true;
+  }
+}
+
+/**
+ * Holds steps of a run where a test wants them: the recipe check while planning (`plan`), FOV
+ * N (`fov-N`, in the recipe) and the merge (`merge`), each while `<gates>/hold-<step>` exists.
+ * A held step writes its pid to `<gates>/at-<step>`. `python` (for STARFISH_PYTHON) and
+ * `recipe` are the scripts that hold; `env` passes the gates folder to them.
+ */
+export async function gatedSteps(dir: string) {
+  const gates = path.join(dir, 'gates');
+  await mkdir(gates, { recursive: true });
+  const python = path.join(dir, 'gated-python.sh');
+  await writeFile(
+    python,
+    `#!/bin/sh
+if [ -z "$AWS_BATCH_JOB_ID" ]; then step=plan; elif [ -n "$STARFISH_RESULTS_OUTPUT" ]; then step=merge; else step=fov; fi
+if [ -e "$FAULT_GATES/hold-$step" ]; then
+  echo $$ > "$FAULT_GATES/at-$step.tmp" && mv "$FAULT_GATES/at-$step.tmp" "$FAULT_GATES/at-$step"
+  while [ -e "$FAULT_GATES/hold-$step" ]; do sleep 0.02; done
+fi
+exec ${PYTHON} "$@"
+`,
+  );
+  await chmod(python, 0o755);
+  const recipe = path.join(dir, 'gated_recipe.py');
+  await writeFile(
+    recipe,
+    `import importlib.util, os, time
+_spec = importlib.util.spec_from_file_location("iss_numpy", ${JSON.stringify(NUMPY_RECIPE)})
+_base = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_base)
+
+def process_fov(fov_index, experiment_url):
+    gates = os.environ["FAULT_GATES"]
+    hold = os.path.join(gates, "hold-fov-%d" % fov_index)
+    if os.path.exists(hold):
+        at = os.path.join(gates, "at-fov-%d" % fov_index)
+        with open(at + ".tmp", "w") as f:
+            f.write(str(os.getpid()))
+        os.rename(at + ".tmp", at)
+        while os.path.exists(hold):
+            time.sleep(0.02)
+    return _base.process_fov(fov_index, experiment_url)
+`,
+  );
+  const file = (kind: 'hold' | 'at', step: string) => path.join(gates, `${kind}-${step}`);
+  return {
+    python,
+    recipe,
+    env: { STARFISH_PYTHON: python, FAULT_GATES: gates },
+    hold: (...steps: string[]) => Promise.all(steps.map((s) => writeFile(file('hold', s), ''))),
+    release: (...steps: string[]) => Promise.all(steps.map((s) => rm(file('hold', s), { force: true }))),
+    releaseAll: async () => {
+      for (const f of await readdir(gates)) if (f.startsWith('hold-')) await rm(path.join(gates, f), { force: true });
+    },
+    reached: (step: string) => existsSync(file('at', step)),
+    pidAt: (step: string) => Number(readFileSync(file('at', step), 'utf8').trim()),
   };
 }
