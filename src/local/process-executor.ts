@@ -487,6 +487,15 @@ export class ProcessExecutor implements Executor {
   }
 
   /**
+   * Waits until the job's record holds every change made so far. Called before a process starts,
+   * so that whatever a process can be seen doing, the record already says what came before it
+   * (a FOV that ended, the arrays a merge follows), even if this command is killed next.
+   */
+  private async flush(job: Job): Promise<void> {
+    while (job.saving) await job.saving;
+  }
+
+  /**
    * A job whose state cannot be recorded (disk full, permissions) could not be told apart from an
    * interrupted one if this command stopped: it is terminated now, failing with the reason.
    */
@@ -590,6 +599,7 @@ export class ProcessExecutor implements Executor {
   private async runMerge(job: Job): Promise<void> {
     this.setStatus(job, 'PENDING');
     const deps = await Promise.all(job.dependsOn.map((id) => this.dependency(id)));
+    await Promise.all(job.dependsOn.map((id) => this.jobs.get(id)).map((d) => d && this.flush(d)));
     if (deps.some((status) => status !== 'SUCCEEDED')) {
       job.children[0]!.status = 'FAILED';
       this.setStatus(job, 'FAILED', 'Dependent Job failed');
@@ -626,6 +636,7 @@ export class ProcessExecutor implements Executor {
       // Not started: the job fails with why, as Batch reports a container that could not start.
       return this.finishChild(job, child, { failure: `starfish could not write the job's log ${logFile}: ${errorText(error)}`, stream, startedAt, stoppedAt: Date.now() });
     }
+    await this.flush(job);
     this.markRunning(job, child, startedAt);
     const exit = await this.runPython(job, child, log, logFile);
     await this.cancelRequested(job);
