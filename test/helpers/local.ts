@@ -92,14 +92,15 @@ export function localHarness(home: string, overrides: Partial<Omit<LocalSystemOp
   };
 }
 
-/** The `starfish` command as a subprocess on `home`, with its output as it comes and its end. */
-export function startStarfish(home: string, args: string[], env: Record<string, string> = {}) {
+/** The `starfish` command as a subprocess on `home` (`input` on its stdin), with its output as it comes and its end. */
+export function startStarfish(home: string, args: string[], env: Record<string, string> = {}, input = '') {
   let stdout = '';
   let stderr = '';
   const child = spawn(process.execPath, [path.join(REPO_ROOT, 'bin/starfish.js'), ...args], {
     env: { ...process.env, STARFISH_HOME: home, STARFISH_CONCURRENCY: '2', LOG_LEVEL: 'error', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
+    stdio: ['pipe', 'pipe', 'pipe'],
   });
+  child.stdin.end(input);
   child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString('utf8')));
   child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString('utf8')));
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.on('close', (code, signal) => resolve({ code, signal })));
@@ -107,8 +108,8 @@ export function startStarfish(home: string, args: string[], env: Record<string, 
 }
 
 /** Runs the `starfish` command to its end. */
-export async function starfishCommand(home: string, args: string[], env: Record<string, string> = {}) {
-  const started = startStarfish(home, args, env);
+export async function starfishCommand(home: string, args: string[], env: Record<string, string> = {}, input = '') {
+  const started = startStarfish(home, args, env, input);
   const { code, signal } = await started.exited;
   return { code, signal, stdout: started.stdout(), stderr: started.stderr() };
 }

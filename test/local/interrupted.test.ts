@@ -5,7 +5,7 @@
  * and no process of it is left. Steps are held by gates (test/helpers/local.ts gatedSteps), so
  * every signal lands in the step it names; nothing here asserts how long anything takes.
  */
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, type TestContext } from 'vitest';
 import { DirectoryStore } from '../../src/local/dir-store.js';
 import { listManifests, loadManifest } from '../../src/run/manifest-store.js';
 import type { RunManifest } from '../../src/run/manifest.js';
@@ -24,13 +24,27 @@ const ENDING: Record<Signal, { code: number | null; signal: string | null }> = {
 };
 const interrupted = (signal: Signal) => `interrupted: the starfish command that ran it stopped (${HOW[signal]})`;
 
-async function setUp() {
+/**
+ * A home with gated steps and the command under test. When the test ends, even failing, the
+ * command is killed if it still runs, whatever was held is released, and the home removed.
+ */
+async function setUp(onTestFinished: TestContext['onTestFinished']) {
   const home = await tempDir('home');
   const steps = await gatedSteps(home);
   const store = new DirectoryStore(home);
   const runs = () => listManifests(store);
   const run = async (runId: string) => (await loadManifest(store, runId))!.manifest;
-  const start = () => startStarfish(home, ['run', shared.experiment, `recipe=${steps.recipe}`, '--wait'], steps.env);
+  const started: Array<ReturnType<typeof startStarfish>> = [];
+  const start = () => {
+    const command = startStarfish(home, ['run', shared.experiment, `recipe=${steps.recipe}`, '--wait'], steps.env);
+    started.push(command);
+    return command;
+  };
+  onTestFinished(async () => {
+    for (const command of started) if (command.child.exitCode === null && command.child.signalCode === null) command.child.kill('SIGKILL');
+    await steps.releaseAll();
+    await removeDir(home);
+  });
   return { home, steps, runs, run, start };
 }
 
@@ -57,8 +71,8 @@ async function nothingLeft(env: Record<string, string>, home: string, before: Ru
 }
 
 describe.concurrent('stopped while planning', () => {
-  it.each(SIGNALS)('%s: no run is left planning or running', async (signal) => {
-    const { home, steps, runs, start } = await setUp();
+  it.for(SIGNALS)('%s: no run is left planning or running', async (signal, { onTestFinished }) => {
+    const { home, steps, runs, start } = await setUp(onTestFinished);
     await steps.hold('plan');
     const command = start();
     await waitFor(() => steps.reached('plan'), 'planning to reach the recipe check');
@@ -80,13 +94,12 @@ describe.concurrent('stopped while planning', () => {
       expect(run!.statusReason).toBe(`could not submit the jobs (the starfish command stopped (${HOW[signal]}) before the job could start)`);
       expect(next.stdout).not.toMatch(/Running|Submitting/);
     }
-    await removeDir(home);
   });
 });
 
 describe.concurrent('stopped while FOVs run', () => {
-  it.each(SIGNALS)('%s: the next start merges the FOV that finished and reports the others interrupted', async (signal) => {
-    const { home, steps, runs, run, start } = await setUp();
+  it.for(SIGNALS)('%s: the next start merges the FOV that finished and reports the others interrupted', async (signal, { onTestFinished }) => {
+    const { home, steps, runs, run, start } = await setUp(onTestFinished);
     await steps.hold('fov-0', 'fov-1', 'fov-2', 'fov-3');
     const command = start();
     await waitFor(() => steps.reached('fov-0') && steps.reached('fov-1'), 'FOVs 0 and 1 to start');
@@ -108,13 +121,12 @@ describe.concurrent('stopped while FOVs run', () => {
     expect(answer).toMatch(/Status ⚠ Finished with failed FOVs/);
     expect(answer).not.toMatch(/Running/);
     await nothingLeft(steps.env, home, after, () => run(runId));
-    await removeDir(home);
   });
 });
 
 describe.concurrent('stopped while merging', () => {
-  it.each(SIGNALS)('%s: the next start reports the run failed, its merge interrupted', async (signal) => {
-    const { home, steps, runs, run, start } = await setUp();
+  it.for(SIGNALS)('%s: the next start reports the run failed, its merge interrupted', async (signal, { onTestFinished }) => {
+    const { home, steps, runs, run, start } = await setUp(onTestFinished);
     await steps.hold('merge');
     const command = start();
     await waitFor(() => steps.reached('merge'), 'the merge to start');
@@ -135,14 +147,12 @@ describe.concurrent('stopped while merging', () => {
     expect(answer).toMatch(/Status ✗ Failed/);
     expect(answer).not.toMatch(/Running|Merging/);
     await nothingLeft(steps.env, home, after, () => run(runId));
-    await steps.releaseAll();
-    await removeDir(home);
   });
 });
 
 describe('after an interruption', () => {
-  it('retry reruns the interrupted FOVs and the run completes', async () => {
-    const { home, steps, runs, run, start } = await setUp();
+  it('retry reruns the interrupted FOVs and the run completes', async ({ onTestFinished }) => {
+    const { home, steps, runs, run, start } = await setUp(onTestFinished);
     await steps.hold('fov-1', 'fov-2', 'fov-3');
     const command = start();
     await waitFor(() => steps.reached('fov-1') && steps.reached('fov-2'), 'FOVs 1 and 2 to start');
@@ -158,6 +168,5 @@ describe('after an interruption', () => {
     const after = await run(runId);
     expect(after.submissions.map((s) => s.fovs)).toEqual(['0-3', '1-3']);
     expect(after.results).toMatchObject({ fovsProcessed: 4, fovsMissing: [] });
-    await removeDir(home);
   });
 });
