@@ -14,8 +14,8 @@
  * lifecycle then ends the run as it ends any failure (docs/local.md).
  *
  * The processes run in their own process group (a Ctrl-C at the terminal reaches the command,
- * which decides) with a pipe from the command on fd 3: when the command dies, even by SIGKILL,
- * the pipe closes and the process exits.
+ * which decides) beside a guard reading a pipe from the command on fd 3: when the command dies,
+ * even by SIGKILL, the pipe closes and the guard kills the group.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
@@ -245,6 +245,8 @@ interface Job {
   /** Record writing: one write at a time, the latest state last. */
   saving?: Promise<void>;
   dirty?: boolean;
+  /** Why the record could not be written, once it could not. */
+  recordError?: string;
 }
 
 /** How a child's process ended: its exit code, and why it failed when it did. */
@@ -256,25 +258,13 @@ interface Ending {
   stoppedAt: number;
 }
 
-/** Runs the script with fd 3 watched: when the command that started it dies, the pipe closes and Python exits. */
-const BOOTSTRAP = [
-  'import os, runpy, sys, threading',
-  'def _watch():',
-  '    try:',
-  '        while os.read(3, 512):',
-  '            pass',
-  '    except OSError:',
-  '        pass',
-  '    os._exit(143)',
-  'try:',
-  '    os.set_inheritable(3, False)',
-  '    threading.Thread(target=_watch, daemon=True).start()',
-  'except OSError:',
-  '    pass',
-  'sys.argv = sys.argv[1:]',
-  'sys.path[0] = os.path.dirname(os.path.abspath(sys.argv[0]))',
-  'runpy.run_path(sys.argv[0], run_name="__main__")',
-].join('\n');
+/**
+ * Starts the interpreter in place of a shell (same pid, leader of its own process group) beside a
+ * guard that reads fd 3, a pipe from this command: when the pipe closes (this command ended, even
+ * by SIGKILL, or this command closes it once the interpreter has exited) the guard kills the
+ * group, so nothing the job started outlives it. Any interpreter works, Python or a stand-in.
+ */
+const GUARD = '( cat <&3 >/dev/null 2>&1; kill -9 0 ) >/dev/null 2>&1 </dev/null & exec "$@" 3<&-';
 
 export class ProcessExecutor implements Executor {
   private readonly jobs = new Map<string, Job>();
@@ -478,7 +468,8 @@ export class ProcessExecutor implements Executor {
           await writeAtomically(this.recordFile(job.jobId), JSON.stringify(this.recordOf(job)));
         }
       } catch (error) {
-        this.recordFailed(job, error);
+        job.recordError ??= `starfish could not record the job's state in ${this.recordFile(job.jobId)}: ${errorText(error)}`;
+        this.recordFailed(job, job.recordError);
       } finally {
         job.saving = undefined;
       }
@@ -499,9 +490,9 @@ export class ProcessExecutor implements Executor {
    * A job whose state cannot be recorded (disk full, permissions) could not be told apart from an
    * interrupted one if this command stopped: it is terminated now, failing with the reason.
    */
-  private recordFailed(job: Job, error: unknown): void {
+  private recordFailed(job: Job, reason: string): void {
     if (ended(job.status) || job.cancelled) return;
-    this.cancelHeld(job, `starfish could not record the job's state in ${this.recordFile(job.jobId)}: ${errorText(error)}`);
+    this.cancelHeld(job, reason);
   }
 
   /** The record of a job another command ran, settled as interrupted once that command is gone. */
@@ -589,10 +580,10 @@ export class ProcessExecutor implements Executor {
     const failed = job.children.filter((c) => c.status === 'FAILED').length;
     // A plain job reported its own end in finishChild, as Batch reports one event per job.
     if (!job.isArray) {
-      if (job.cancelled && job.status !== 'FAILED') this.setStatus(job, 'FAILED', job.cancelled);
-    } else if (job.cancelled) this.setStatus(job, 'FAILED', job.cancelled);
-    else if (failed) this.setStatus(job, 'FAILED', `${failed} of ${job.size} child jobs failed`);
-    else this.setStatus(job, 'SUCCEEDED');
+      if (job.cancelled && job.status !== 'FAILED') await this.end(job, 'FAILED', job.cancelled);
+    } else if (job.cancelled) await this.end(job, 'FAILED', job.cancelled);
+    else if (failed) await this.end(job, 'FAILED', `${failed} of ${job.size} child jobs failed`);
+    else await this.end(job, 'SUCCEEDED');
     job.finish();
   }
 
@@ -602,13 +593,13 @@ export class ProcessExecutor implements Executor {
     await Promise.all(job.dependsOn.map((id) => this.jobs.get(id)).map((d) => d && this.flush(d)));
     if (deps.some((status) => status !== 'SUCCEEDED')) {
       job.children[0]!.status = 'FAILED';
-      this.setStatus(job, 'FAILED', 'Dependent Job failed');
+      await this.end(job, 'FAILED', 'Dependent Job failed');
       return job.finish();
     }
     this.setStatus(job, 'RUNNABLE');
     await this.pool(() => this.runChild(job, job.children[0]!));
     // Terminated before it started: a plain job reports its own end.
-    if (!ended(job.status)) this.setStatus(job, 'FAILED', job.cancelled ?? 'failed');
+    if (!ended(job.status)) await this.end(job, 'FAILED', job.cancelled ?? 'failed');
     job.finish();
   }
 
@@ -640,7 +631,7 @@ export class ProcessExecutor implements Executor {
     this.markRunning(job, child, startedAt);
     const exit = await this.runPython(job, child, log, logFile);
     await this.cancelRequested(job);
-    this.finishChild(job, child, { ...exit, stream, startedAt, stoppedAt: Date.now() });
+    await this.finishChild(job, child, { ...exit, stream, startedAt, stoppedAt: Date.now() });
   }
 
   /** A child of a cancelled job never starts; Batch reports each such child of an array as failed. */
@@ -693,7 +684,7 @@ export class ProcessExecutor implements Executor {
       if (!logError) log.write(chunk);
     };
     const exitCode = await new Promise<number>((resolve) => {
-      const proc = spawn(this.options.python, ['-c', BOOTSTRAP, this.scriptOf(job)], { env: this.environmentOf(job, child), stdio: ['ignore', 'pipe', 'pipe', 'pipe'], detached: true });
+      const proc = spawn('/bin/sh', ['-c', GUARD, 'starfish-job', this.options.python, this.scriptOf(job)], { env: this.environmentOf(job, child), stdio: ['ignore', 'pipe', 'pipe', 'pipe'], detached: true });
       child.process = proc;
       if (proc.pid !== undefined) {
         child.ref = refOf(proc.pid);
@@ -705,8 +696,9 @@ export class ProcessExecutor implements Executor {
         const lines = chunk.toString('utf8').split('\n').map((l) => l.trim()).filter(Boolean);
         if (lines.length) lastErrorLine = lines.at(-1)!;
       });
-      // fd 3 is only ever closed (when this command ends); an error on it must not end the command.
+      // fd 3 is only ever closed: once the interpreter has exited, so that the guard ends its group.
       proc.stdio[3]?.on('error', () => undefined);
+      proc.on('exit', () => proc.stdio[3]?.destroy());
       proc.on('error', (error) => {
         lastErrorLine = `could not start ${this.options.python}: ${error.message}`;
         resolve(127);
@@ -719,12 +711,14 @@ export class ProcessExecutor implements Executor {
       log.once('error', () => resolve());
       log.end(() => resolve());
     });
+    // The shell could not run the interpreter (missing, not executable): said as such.
+    if (exitCode === 127 && /^starfish-job: .*exec: /.test(lastErrorLine)) return { exitCode, failure: `could not start ${this.options.python}: ${lastErrorLine.replace(/^starfish-job: .*exec: /, '').replace(`${this.options.python}: `, '')}` };
     if (exitCode !== 0) return { exitCode, failure: lastErrorLine || `exit code ${exitCode}` };
     return logError ? { exitCode, failure: logError } : { exitCode };
   }
 
   /** Records the child's end and reports it as Batch would: per child for an array, as the job's own end for a plain job. */
-  private finishChild(job: Job, child: Child, run: Ending): void {
+  private async finishChild(job: Job, child: Child, run: Ending): Promise<void> {
     const { exitCode, startedAt, stoppedAt } = run;
     child.status = exitCode === 0 && !run.failure ? 'SUCCEEDED' : 'FAILED';
     child.stoppedAt = stoppedAt;
@@ -738,9 +732,24 @@ export class ProcessExecutor implements Executor {
       this.emit(job, { status: child.status, jobId: `${job.jobId}:${child.index}`, arrayProperties: { index: child.index }, ...endedAt, ...(reason ? { statusReason: reason } : {}) });
       return;
     }
-    job.status = child.status;
-    job.since = stoppedAt;
+    await this.end(job, child.status, reason, endedAt);
+  }
+
+  /**
+   * A job's end, reported once its record holds it, as Batch reports what it stored: a job whose
+   * record cannot be written fails with why, whatever its processes did.
+   */
+  private async end(job: Job, status: 'SUCCEEDED' | 'FAILED', reason?: string, detail: Partial<BatchJobEvent['detail']> = {}): Promise<void> {
+    job.status = status;
+    job.since = Date.now();
     if (reason) job.statusReason = reason;
-    this.emit(job, endedAt);
+    this.save(job);
+    await this.flush(job);
+    if (job.recordError && job.status === 'SUCCEEDED') {
+      job.status = 'FAILED';
+      job.statusReason = job.recordError;
+      if (!job.isArray) Object.assign(job.children[0]!, { status: 'FAILED', reason: job.recordError });
+    }
+    void this.options.sink([this.event(job, detail)]);
   }
 }
