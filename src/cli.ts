@@ -60,10 +60,7 @@ export async function runOnce(env: Env, args: string[], out: NodeJS.WriteStream 
   if (chat.refusals) return EXIT.refused;
   const parsed = parseCommand(text);
   const followed = parsed.ok ? await runFollowed(system, parsed.value, requestId) : undefined;
-  if (!followed) {
-    await system.settle();
-    return parsed.ok && parsed.value.name === 'run' ? EXIT.refused : EXIT.ok;
-  }
+  if (!followed) return parsed.ok && parsed.value.name === 'run' ? EXIT.refused : EXIT.ok;
   await system.settleRun(followed);
   return exitCodeOf((await loadManifest(system.store, followed))!.manifest, out);
 }
@@ -221,8 +218,13 @@ const USAGE = `Usage: starfish [command]
   <slack command>           one command as in Slack, e.g. \`starfish run exp.json fovs=0-3\`,
                             \`starfish status\`, \`starfish help run\`; a run is followed to its end
 
+Every start first reconciles the runs in STARFISH_HOME (a run whose command stopped is reported).
+Ctrl-C, SIGTERM or SIGHUP stops the jobs this command runs: they are recorded as interrupted and
+the next start reports their runs as failed or partially failed (docs/local.md).
+
 Exit codes: 0 done (a run: succeeded), 1 the run failed or partially failed, 2 refused (bad input,
-not allowed, nothing to do), 3 the run waits for approval, 78 bad configuration.
+not allowed, nothing to do), 3 the run waits for approval, 78 bad configuration, 128 + the signal
+when stopped (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP).
 Environment: ${namesReadBy('command').join(', ')}
 (README.md "Configuration" has an example of each).
 `;
