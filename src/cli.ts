@@ -199,8 +199,9 @@ async function leave(system: LocalSystem): Promise<void> {
   await system.bus.drain();
   const { jobs, runs } = system.processes.active();
   if (jobs) {
+    // On a terminal the progress line is redrawn in place: start a line of our own.
     process.stdout.write(
-      `Waiting for run ${runs.join(', ')} to finish (${plural(jobs, 'job')} running here). Ctrl-C stops ${jobs === 1 ? 'it' : 'them'}: ` +
+      `${process.stdout.isTTY ? '\n' : ''}Waiting for run ${runs.join(', ')} to finish (${plural(jobs, 'job')} running here). Ctrl-C stops ${jobs === 1 ? 'it' : 'them'}: ` +
         `what has not finished is then recorded as interrupted, and the next start of starfish reports the run as failed or partially failed.\n`,
     );
   }
