@@ -9,6 +9,7 @@
  *   starfish <status|list|cancel|retry|stage|help> …   one command, answered in the terminal
  */
 import { randomUUID } from 'node:crypto';
+import { preflight } from './local/preflight.js';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import readline from 'node:readline';
@@ -33,9 +34,11 @@ function makeSystem(env: Env, chat: ConsoleChat): LocalSystem {
 }
 
 /** The whole configuration, checked before any work: the variables, then the policy file they name. */
-function configuration(): Env {
+/** Every setting checked before anything starts: variables, interpreter, STARFISH_HOME, policy. */
+async function configuration(): Promise<Env> {
   const env = readEnv();
-  loadPolicy(env, localUser());
+  const checked = await preflight(env);
+  if (!checked.ok) throw new ConfigError(checked.reason);
   return env;
 }
 
@@ -235,7 +238,7 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(USAGE);
     return EXIT.ok;
   }
-  const env = configuration();
+  const env = await configuration();
   const [sub = 'start', ...rest] = argv;
   switch (sub) {
     case 'console':

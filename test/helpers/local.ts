@@ -150,7 +150,9 @@ export async function gatedSteps(dir: string) {
   await writeFile(
     python,
     `#!/bin/sh
-if [ -z "$AWS_BATCH_JOB_ID" ]; then step=plan; elif [ -n "$STARFISH_RESULTS_OUTPUT" ]; then step=merge; else step=fov; fi
+# The recipe check before launch parses the recipe (ast.parse); other runs without a job id are
+# the configuration check at start, which no gate holds.
+if [ -z "$AWS_BATCH_JOB_ID" ]; then case "$*" in *ast.parse*) step=plan ;; *) step=none ;; esac; elif [ -n "$STARFISH_RESULTS_OUTPUT" ]; then step=merge; else step=fov; fi
 if [ -e "$FAULT_GATES/hold-$step" ]; then
   echo $$ > "$FAULT_GATES/at-$step.tmp" && mv "$FAULT_GATES/at-$step.tmp" "$FAULT_GATES/at-$step"
   while [ -e "$FAULT_GATES/hold-$step" ]; do sleep 0.02; done
