@@ -63,7 +63,6 @@ export class Launcher {
     }
     // The request now names its run: a one-shot command follows the run its own request made.
     if (claim) await this.deps.store.put(claim, JSON.stringify({ userId: event.userId, at: this.deps.clock.now(), runId: manifest.runId }));
-    await this.snapshotInputs(manifest.runId, checked.value);
     let ref;
     try {
       ref = await this.deps.chat.post(event.channel, rootMessage(manifest));
@@ -88,6 +87,9 @@ export class Launcher {
         { runId, now, requester: { userId: event.userId, channel: event.channel }, checked, approvalReasons: reasons, locate: (k) => store.locate(k), keys },
         policy,
       );
+      // Inputs first: a manifest never exists without the recipe its jobs will read (a crash in
+      // between would resubmit a run whose every FOV fails).
+      if (!(await this.snapshotInputs(runId, checked))) continue;
       if (await createManifest(store, manifest)) {
         log.info({ runId, fovs: checked.plan.fovCount, units: checked.plan.units.length, approval: reasons }, 'run planned');
         return manifest;
@@ -96,12 +98,15 @@ export class Launcher {
     throw new Error('could not allocate a unique run id');
   }
 
-  /** Reproducibility: the recipe and experiment.json exactly as they were at launch. */
-  private async snapshotInputs(runId: string, checked: CheckedRequest): Promise<void> {
+  /**
+   * Reproducibility: the recipe and experiment.json exactly as they were at launch, created once
+   * and never replaced (a retry runs what the launch ran). False when the run id is taken.
+   */
+  private async snapshotInputs(runId: string, checked: CheckedRequest): Promise<boolean> {
     const keys = runKeys(runId);
-    // Created once, never replaced: a retry runs exactly what the launch ran.
-    await this.deps.store.createIfAbsent(keys.recipeSnapshot, checked.recipeBody);
+    if ((await this.deps.store.createIfAbsent(keys.recipeSnapshot, checked.recipeBody)) === 'exists') return false;
     await this.deps.store.createIfAbsent(keys.experimentSnapshot, checked.experiment.source);
+    return true;
   }
 
   private async decided(event: RunEventOf<'RunApproved'> | RunEventOf<'RunRejected'>): Promise<void> {

@@ -34,6 +34,18 @@ describe('launcher', () => {
     expect(runs(h.store.objects.keys())).toContain(`runs/${made}/run.json`);
   });
 
+  it('writes a run\'s inputs before its manifest, so a crash in between leaves no run without its recipe', async () => {
+    const h = await launchedRun(4);
+    const created: string[] = [];
+    const createIfAbsent = h.store.createIfAbsent.bind(h.store);
+    h.store.createIfAbsent = async (key, body) => (created.push(key), createIfAbsent(key, body));
+    await h.launcher.handle(request());
+    const manifest = created.findIndex((k) => k.endsWith('/run.json'));
+    const recipe = created.findIndex((k) => k.endsWith('/inputs/recipe.py'));
+    expect(recipe).toBeGreaterThanOrEqual(0);
+    expect(recipe).toBeLessThan(manifest);
+  });
+
   it('says which jobs need a person when terminating a half-submitted run fails', async () => {
     const h = await launchedRun(4);
     h.batch.submitMerge = async () => {
