@@ -54,6 +54,8 @@ export async function serve(env: Env): Promise<number> {
   const accepted = { teamId: env.SLACK_TEAM_ID, appId: env.SLACK_APP_ID };
   const app = createSlackApp({ appToken, token: botToken, slackApiUrl: env.SLACK_API_URL, dispatchDeps: system.dispatchDeps, chat, identity: accepted });
   await app.start();
+  // What a previous start left (jobs of a command that stopped) is settled now, not in a minute.
+  await system.reconciler.run().catch((error: unknown) => logger.error({ err: (error as Error).message }, 'reconcile failed'));
   // Expired approvals, lost job ends and held-back progress, as the AWS schedule does.
   const reconcile = setInterval(() => {
     system.reconciler.run().catch((error: unknown) => logger.error({ err: (error as Error).message }, 'reconcile failed'));
@@ -68,8 +70,11 @@ export async function serve(env: Env): Promise<number> {
     process.once('SIGTERM', resolve);
   });
   clearInterval(reconcile);
-  process.stderr.write('Disconnecting from Slack; waiting for running jobs to finish (Ctrl-C again to leave them)…\n');
-  process.once('SIGINT', () => process.exit(130));
+  process.stderr.write('Disconnecting from Slack; waiting for running jobs to finish. Ctrl-C again stops them: they are recorded as interrupted, and the next start reports their runs failed or partially failed (retry reruns them).\n');
+  process.once('SIGINT', () => {
+    process.stderr.write('Stopping the running jobs…\n');
+    void system.processes.stop('Ctrl-C').finally(() => process.exit(130));
+  });
   await app.stop();
   await system.settle();
   return 0;
