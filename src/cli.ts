@@ -274,7 +274,9 @@ main(process.argv.slice(2)).then(
       process.stderr.write(`starfish: ${scrub(error.message, true)}\n`);
       process.exit(EXIT.config);
     }
-    process.stderr.write(`starfish: ${scrub((error as Error).stack ?? String(error), true)}\n`);
+    // A system error (a full disk, a refused write) carries its errno and a sentence: no stack.
+    const systemError = typeof (error as { code?: unknown }).code === 'string';
+    process.stderr.write(`starfish: ${scrub(systemError ? (error as Error).message : ((error as Error).stack ?? String(error)), true)}\n`);
     process.exit(1);
   },
 );

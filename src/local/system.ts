@@ -4,6 +4,7 @@
  * reconciler as production.
  */
 import { execFile } from 'node:child_process';
+import { storeWriteCheckKey } from '../run/layout.js';
 import { passed, refuse, type Result } from '../result.js';
 import path from 'node:path';
 import type { Chat, Clock, Executor } from '../ports.js';
@@ -118,15 +119,27 @@ export function createLocalSystem(options: LocalSystemOptions) {
    */
   async function settleRun(runId: string, timing: { pollMs?: number; reconcileEveryMs?: number } = {}): Promise<void> {
     let reconciled = Date.now();
+    let unchanged = 0;
+    let lastEtag: string | undefined;
     for (;;) {
       await drain();
       const loaded = await loadManifest(store, runId);
       if (!loaded || SETTLED.has(loaded.manifest.status)) return;
+      unchanged = loaded.etag === lastEtag ? unchanged + 1 : 0;
+      lastEtag = loaded.etag;
       if (Date.now() - reconciled >= (timing.reconcileEveryMs ?? 5_000)) {
+        // A run that stops changing may be one whose progress cannot be recorded (a full disk):
+        // a write that fails says so with the store's reason, instead of waiting for ever.
+        if (unchanged > 0) await checkStoreWritable();
         await reconciler.run();
         reconciled = Date.now();
       } else await new Promise((resolve) => setTimeout(resolve, timing.pollMs ?? 250));
     }
+  }
+
+  async function checkStoreWritable(): Promise<void> {
+    await store.put(storeWriteCheckKey, String(Date.now()));
+    await store.delete(storeWriteCheckKey);
   }
 
   return {

@@ -50,3 +50,6 @@ export const slackRequestClaimKey = (signature: string) => `${REQUESTS_PREFIX}sl
 
 /** Where `stage` copies an experiment: experiments/<name>/…, read by the launcher and the jobs. */
 export const stagedPrefix = (name: string) => `${EXPERIMENTS_PREFIX}${name}`;
+
+/** Written and deleted to learn whether the store still takes writes (a full disk, say). */
+export const storeWriteCheckKey = `${REQUESTS_PREFIX}.write-check`;
