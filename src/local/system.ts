@@ -130,16 +130,21 @@ export function createLocalSystem(options: LocalSystemOptions) {
       if (Date.now() - reconciled >= (timing.reconcileEveryMs ?? 5_000)) {
         // A run that stops changing may be one whose progress cannot be recorded (a full disk):
         // a write that fails says so with the store's reason, instead of waiting for ever.
-        if (unchanged > 0) await checkStoreWritable();
+        if (unchanged > 0) await checkStoreWritable(runId);
         await reconciler.run();
         reconciled = Date.now();
       } else await new Promise((resolve) => setTimeout(resolve, timing.pollMs ?? 250));
     }
   }
 
-  async function checkStoreWritable(): Promise<void> {
-    await store.put(storeWriteCheckKey, String(Date.now()));
-    await store.delete(storeWriteCheckKey);
+  async function checkStoreWritable(runId: string): Promise<void> {
+    try {
+      await store.put(storeWriteCheckKey, String(Date.now()));
+      await store.delete(storeWriteCheckKey);
+    } catch (error) {
+      const { message, code } = error as Error & { code?: unknown };
+      throw Object.assign(new Error(`run ${runId} cannot be recorded any further: ${message}. Then \`starfish status ${runId}\` shows where it stopped.`, { cause: error }), { code });
+    }
   }
 
   return {

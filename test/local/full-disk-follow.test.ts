@@ -41,6 +41,6 @@ describe('following a run on a full disk', () => {
     system.store.put = full;
     system.store.createIfAbsent = full;
     system.store.replaceIf = full;
-    await expect(system.settleRun('261125-full', { pollMs: 5, reconcileEveryMs: 30 })).rejects.toThrow(/no space left on device \(ENOSPC\); free space/);
+    await expect(system.settleRun('261125-full', { pollMs: 5, reconcileEveryMs: 30 })).rejects.toThrow(/run 261125-full cannot be recorded any further: .*no space left on device \(ENOSPC\); free space/);
   });
 });
