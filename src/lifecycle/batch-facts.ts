@@ -12,6 +12,7 @@ import { resultsSummarySchema, type ResultsSummary } from '../run/results.js';
 import type { JobDescription } from '../ports.js';
 import type { Fact, MergeOutcome, ObservedFailure } from './types.js';
 import { ok, refuse, type Result } from '../result.js';
+import { untrustedPlain } from '../messages/message.js';
 
 type Deps = Pick<CoreDeps, 'store' | 'executor' | 'clock' | 'settings'>;
 type BatchFact = Extract<Fact, { type: 'batch' }>;
@@ -110,17 +111,10 @@ async function reasonFromOutput(deps: Deps, runId: string, fov: number): Promise
   if (!object || object.tooLarge) return undefined;
   try {
     const reason = (JSON.parse(object.body.toString('utf8')) as { reason?: unknown }).reason;
-    return typeof reason === 'string' && reason.trim() ? plainText(reason, MAX_REASON_CHARS) : undefined;
+    return typeof reason === 'string' && reason.trim() ? untrustedPlain(reason, MAX_REASON_CHARS) : undefined;
   } catch {
     return undefined;
   }
-}
-
-/** One line of printable text, at most `max` characters. */
-function plainText(text: string, max: number): string {
-  // eslint-disable-next-line no-control-regex -- control characters are exactly what is removed
-  const line = text.replace(/[\u0000-\u001f\u007f-\u009f\u200b-\u200f\u202a-\u202e\u2066-\u2069]+/g, ' ').trim();
-  return line.length > max ? `${line.slice(0, max - 1)}…` : line;
 }
 
 /** Adds results/summary.json when the merge that ends the round succeeded, and which result files are missing. */
@@ -162,5 +156,5 @@ async function readSummary(deps: Deps, runId: string): Promise<Result<ResultsSum
   const parsed = resultsSummarySchema.safeParse(json);
   if (parsed.success) return ok(parsed.data);
   const issue = parsed.error.issues[0];
-  return refuse(`results/summary.json does not have the shape merge-results writes (${plainText(`${issue?.path.join('.')}: ${issue?.message}`, 200)})`);
+  return refuse(`results/summary.json does not have the shape merge-results writes (${untrustedPlain(`${issue?.path.join('.')}: ${issue?.message}`, 200)})`);
 }

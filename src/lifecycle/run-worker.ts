@@ -29,7 +29,7 @@ export class RunWorker {
 
   /** Applies one fact to a run and performs what it calls for; returns the stored manifest. */
   async apply(runId: string, fact: Fact, asker?: Asker): Promise<RunManifest> {
-    const { now } = { now: this.deps.clock.now() };
+    const now = this.deps.clock.now();
     let decision: Decision = { next: undefined, effects: [] };
     const { after } = await updateManifest(this.deps.store, runId, (current) => {
       decision = decide(current, fact, { now, settings: this.deps.settings });
