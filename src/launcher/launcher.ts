@@ -5,7 +5,7 @@
  */
 import type { CoreDeps } from '../core.js';
 import type { RunEventOf, RunEvent } from '../run/run-events.js';
-import { newRunId } from '../run/run-id.js';
+import { newRunId, runIdDay } from '../run/run-id.js';
 import { createManifest, listManifests, loadManifest } from '../run/manifest-store.js';
 import { requestClaimKey, runKeys } from '../run/layout.js';
 import type { RunManifest } from '../run/manifest.js';
@@ -78,7 +78,8 @@ export class Launcher {
     const { store, policy, clock, log } = this.deps;
     const now = clock.now();
     // Splitting a large run into small ones does not avoid approval: the day's runs count.
-    const usedToday = unapprovedFovsToday(await listManifests(store, 200), event.userId, now);
+    // Only the runs of the last 24 hours are read: their ids start with that day or the next.
+    const usedToday = unapprovedFovsToday(await listManifests(store, 0, runIdDay(new Date(now - 24 * 3_600_000))), event.userId, now);
     const reasons = approvalReasons(policy, checked.plan, checked.queue, checked.request.recipe, usedToday);
     for (let attempt = 0; attempt < 5; attempt++) {
       const runId = newRunId(new Date(now));

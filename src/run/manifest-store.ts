@@ -76,13 +76,14 @@ export type ListedRun = { runId: string; manifest: RunManifest } | { runId: stri
  * The most recent runs, newest first. A manifest that cannot be read is listed as such, so that
  * one corrupt run.json does not hide every other run.
  */
-export async function listRuns(store: Store, limit = 20): Promise<ListedRun[]> {
+export async function listRuns(store: Store, limit = 20, sinceDay?: string): Promise<ListedRun[]> {
   const ids = (await store.listFolders(RUNS_PREFIX)).sort().reverse();
   // Run ids start with the day (yymmdd) and end at random: take whole days, newest first, until
-  // there are enough, then order by creation time.
+  // there are enough (or every day since `sinceDay`), then order by creation time.
   const chosen: string[] = [];
   for (const id of ids) {
-    if (chosen.length >= limit && id.slice(0, 6) !== chosen.at(-1)!.slice(0, 6)) break;
+    const day = id.slice(0, 6);
+    if (sinceDay !== undefined ? day < sinceDay : chosen.length >= limit && day !== chosen.at(-1)!.slice(0, 6)) break;
     chosen.push(id);
   }
   const listed = await Promise.all(chosen.map((id) => listedRun(store, id)));
@@ -90,7 +91,7 @@ export async function listRuns(store: Store, limit = 20): Promise<ListedRun[]> {
   return listed
     .filter((r): r is ListedRun => r !== undefined)
     .sort((a, b) => when(b).localeCompare(when(a)))
-    .slice(0, limit);
+    .slice(0, sinceDay !== undefined ? undefined : limit);
 }
 
 async function listedRun(store: Store, runId: string): Promise<ListedRun | undefined> {
@@ -104,8 +105,8 @@ async function listedRun(store: Store, runId: string): Promise<ListedRun | undef
 }
 
 /** The readable manifests among the most recent runs (the unreadable ones are `listRuns`' to show). */
-export async function listManifests(store: Store, limit = 20): Promise<RunManifest[]> {
-  return (await listRuns(store, limit)).flatMap((r) => ('manifest' in r ? [r.manifest] : []));
+export async function listManifests(store: Store, limit = 20, sinceDay?: string): Promise<RunManifest[]> {
+  return (await listRuns(store, limit, sinceDay)).flatMap((r) => ('manifest' in r ? [r.manifest] : []));
 }
 
 const requestRecordSchema = z.object({ runId: z.string().optional() });
