@@ -33,7 +33,6 @@ function makeSystem(env: Env, chat: ConsoleChat): LocalSystem {
   return localSystemFromEnv(env, chat, pino({ level: env.LOG_LEVEL }, pino.destination(2)), loadPolicy(env, localUser()));
 }
 
-/** The whole configuration, checked before any work: the variables, then the policy file they name. */
 /** Every setting checked before anything starts: variables, interpreter, STARFISH_HOME, policy. */
 async function configuration(): Promise<Env> {
   const env = readEnv();

@@ -167,7 +167,6 @@ export function createLocalSystem(options: LocalSystemOptions) {
 
 export type LocalSystem = ReturnType<typeof createLocalSystem>;
 
-/** Parses Python source with the interpreter the jobs use; the first error as a sentence. */
 /** Parses a recipe with the local interpreter, so that a syntax error is one answer, not one failure per FOV. */
 function checkPythonSyntax(python: string, source: Buffer): Promise<Result<void>> {
   const program = 'import ast, sys\ntry:\n    ast.parse(sys.stdin.buffer.read())\nexcept SyntaxError as e:\n    print("%s at line %s" % (e.msg, e.lineno))\n    sys.exit(1)\n';
