@@ -85,7 +85,9 @@ function alive(ref: ProcessRef): boolean {
   }
   const started = startOf(ref.pid);
   if (started === 'ended') return false;
-  return ref.started === undefined || started === ref.started;
+  // Where the system tells start times, a reference without one was not written by this
+  // executor (a hand-edited or hostile record): never taken for a live process, never signalled.
+  return started === undefined ? ref.started === undefined : started === ref.started;
 }
 
 /** Signals a child's whole process group (it leads one), or the child alone. */
@@ -197,6 +199,12 @@ function describeRecord(r: JobRecord): JobDescription {
  * A record whose command is gone: what had not ended was interrupted, except a job that never
  * started because what it depends on failed, which Batch reports as "Dependent Job failed".
  */
+/** A job whose record is corrupt: failed, with nothing else known of it. */
+function unreadableRecord(jobId: string, reason: string): JobRecord {
+  const now = Date.now();
+  return { version: 1, jobId, jobName: '', queue: '', kind: 'fov', size: 1, dependsOn: [], owner: { pid: 0 }, status: 'FAILED', statusReason: reason, createdAt: now, since: now, children: [] };
+}
+
 function interrupted(r: JobRecord, dependencyFailed: boolean): JobRecord {
   const now = Date.now();
   const why = r.size === 1 && !r.children.length && dependencyFailed ? 'Dependent Job failed' : interruptedReason();
@@ -520,7 +528,8 @@ export class ProcessExecutor implements Executor {
     try {
       return jobRecordSchema.parse(JSON.parse(body));
     } catch (error) {
-      throw new Error(`the record of job ${jobId} (${this.recordFile(jobId)}) cannot be read: ${errorText(error)}`, { cause: error });
+      // That job's problem only: it is failed with the reason, so its run ends instead of waiting.
+      return unreadableRecord(jobId, `its record ${this.recordFile(jobId)} cannot be read (${errorText(error).slice(0, 200)})`);
     }
   }
 

@@ -29,6 +29,26 @@ async function executorWith(source: string, onTestFinished: TestContext['onTestF
 
 const WAITS_FOR_GATE = 'import os, time\nwhile not os.path.exists(os.environ["GATE"]):\n    time.sleep(0.02)\nprint("done")\n';
 
+describe('a corrupt or hostile job record', () => {
+  it('fails that job with the reason and leaves the good records and every unrelated process alone', async ({ onTestFinished }) => {
+    const { home, make } = await executorWith('', onTestFinished);
+    const bystander = spawn('sleep', ['60'], { detached: true, stdio: 'ignore' });
+    onTestFinished(() => void bystander.kill('SIGKILL'));
+    const [corrupt, hostile, good] = [randomUUID(), randomUUID(), randomUUID()];
+    await mkdir(path.join(home, 'jobs'));
+    await writeFile(path.join(home, 'jobs', `${corrupt}.json`), '{"version":1,"jobId":');
+    const base = { version: 1, queue: 'local', createdAt: 1, since: 1, kind: 'fov', size: 2, dependsOn: [] };
+    // A record naming live processes it did not start (pid and no start time, as a recipe could write).
+    await writeFile(path.join(home, 'jobs', `${hostile}.json`), JSON.stringify({ ...base, jobId: hostile, jobName: 'starfish-261125-test-fov', owner: { pid: bystander.pid }, status: 'RUNNING', children: [{ index: 0, status: 'RUNNING', process: { pid: bystander.pid } }] }));
+    await writeFile(path.join(home, 'jobs', `${good}.json`), JSON.stringify({ ...base, jobId: good, jobName: 'starfish-261125-good-fov', owner: { pid: spawnSync('true').pid! }, status: 'SUCCEEDED', children: [{ index: 0, status: 'SUCCEEDED' }, { index: 1, status: 'SUCCEEDED' }] }));
+    const described = await make().describe([corrupt, hostile, good]);
+    expect(described.find((d) => d.jobId === corrupt)).toMatchObject({ status: 'FAILED', statusReason: expect.stringMatching(/its record .* cannot be read/) });
+    expect(described.find((d) => d.jobId === hostile)).toMatchObject({ status: 'FAILED', statusReason: interruptedReason() });
+    expect(described.find((d) => d.jobId === good)).toMatchObject({ status: 'SUCCEEDED' });
+    expect(processAlive(bystander.pid!)).toBe(true);
+  });
+});
+
 describe('a job whose command is gone', () => {
   it('is described from its record: what had not ended failed as interrupted, its leftover process killed, the merge after it "Dependent Job failed"', async ({ onTestFinished }) => {
     const { home, make } = await executorWith('', onTestFinished);
