@@ -45,7 +45,13 @@ export function render(value: unknown): string {
 
 const list = <T>(x: T | T[] | undefined): T[] => (x === undefined ? [] : Array.isArray(x) ? x : [x]);
 
+const KNOWN_KEYS = new Set(['Sid', 'Effect', 'Action', 'Resource', 'Condition', 'Principal']);
+
 function normalize(st: { Sid?: string; Effect: string; Action: unknown; Resource: unknown; Condition?: unknown }): Statement {
+  // NotAction, NotResource, NotPrincipal would be read as matching nothing, and every "cannot"
+  // against them would pass untested: this evaluator refuses what it does not understand.
+  const unknown = Object.keys(st).filter((k) => !KNOWN_KEYS.has(k));
+  if (unknown.length) throw new Error(`policy statement ${st.Sid ?? ''} uses ${unknown.join(', ')}, which this evaluator does not model`);
   const condition = st.Condition as Record<string, Record<string, unknown>> | undefined;
   return {
     ...(st.Sid ? { Sid: st.Sid } : {}),
