@@ -40,6 +40,7 @@ import os
 import re
 import socket
 import ssl
+import time
 from urllib.parse import urlencode
 import posixpath
 import tempfile
@@ -638,8 +639,12 @@ def set_https_test_options(resolve=None, context=None, test_only_addresses=()):
     _https_test_options.update(resolve=resolve, context=context, test_only_addresses=tuple(test_only_addresses))
 
 
+MAX_HTTPS_BYTES = 256 << 20
+HTTPS_TOTAL_SECONDS = 600
+
+
 def https_get(url, method="GET", allowed_hosts=None, resolve=None, context=None, test_only_addresses=(),
-              timeout=120):
+              timeout=120, max_bytes=MAX_HTTPS_BYTES, total_seconds=HTTPS_TOTAL_SECONDS):
     """GET (or HEAD) an https URL under the policy: resolved once, every address public, the
     connection pinned to the checked address, no redirects. Returns the body. 403/404/410
     raise FileNotFoundError; other failures IOError; refusals UrlRefused."""
@@ -663,9 +668,26 @@ def https_get(url, method="GET", allowed_hosts=None, resolve=None, context=None,
             raise _not_found(url, "HTTP %d" % status)
         if not 200 <= status < 300:
             raise IOError("HTTP %d reading %s" % (status, url))
-        return resp.read()
+        return _read_capped(resp, url, max_bytes, time.monotonic() + total_seconds)
     finally:
         conn.close()
+
+
+def _read_capped(resp, url, max_bytes, deadline):
+    """The body, at most max_bytes, within the deadline: a hostile server can neither fill the
+    job's memory nor hold it by sending slowly (the socket timeout is per read)."""
+    chunks, total = [], 0
+    while True:
+        if time.monotonic() > deadline:
+            raise IOError("reading %s took too long; stage the file into the bucket instead" % url)
+        chunk = resp.read(1 << 16)
+        if not chunk:
+            return b"".join(chunks)
+        total += len(chunk)
+        if total > max_bytes:
+            raise IOError("%s is larger than %d MiB, the limit for an https input; stage it into the bucket "
+                          "first" % (url, max_bytes >> 20))
+        chunks.append(chunk)
 
 
 def _scheme_of(url):

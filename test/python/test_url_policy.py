@@ -346,3 +346,18 @@ def test_missing_objects_and_exists_over_https(tls_server):
         sio.read_bytes(base + "/missing")
     assert info.value.filename == base + "/missing"
     assert sio.exists(base + "/present") and not sio.exists(base + "/missing")
+
+
+def test_a_body_larger_than_the_cap_is_refused_while_reading(tls_server):
+    tls_server.answer = lambda path: (200, {}, b"x" * 300_000)
+    with pytest.raises(IOError) as caught:
+        local_get(tls_server, "/huge.json", max_bytes=100_000)
+    assert "/huge.json is larger than" in str(caught.value) and "the limit for an https input" in str(caught.value)
+    assert local_get(tls_server, "/huge.json", max_bytes=400_000) == b"x" * 300_000
+
+
+def test_a_server_that_sends_too_slowly_is_given_up_on(tls_server):
+    tls_server.answer = lambda path: (200, {}, b"y" * 200_000)
+    with pytest.raises(IOError) as caught:
+        local_get(tls_server, "/slow.json", total_seconds=-1)
+    assert "took too long" in str(caught.value)
