@@ -60,7 +60,7 @@ export async function stageExperiment(deps: CoreDeps, raw: RunEventOf<'StageRequ
       errorMessage(
         error instanceof ExperimentError
           ? `${error.message} Nothing was staged.`
-          : `Could not stage the experiment at ${event.source}: ${(error as Error).message}. Example: /starfish stage s3://lab-data/iss/experiment.json as=iss`,
+          : `Could not stage the experiment at ${escapeMrkdwn(event.source)}: ${escapeMrkdwn((error as Error).message)}. Example: /starfish stage s3://lab-data/iss/experiment.json as=iss`,
       ),
       event.responseUrl,
     );

@@ -86,7 +86,7 @@ const RETRYABLE: ReadonlySet<RunStatus> = new Set(['partially-failed', 'failed']
 function retry(m: RunManifest, by: string): Decision {
   if (!RETRYABLE.has(m.status)) return { next: undefined, effects: [answer(`Run ${m.runId} is ${m.status}; retry reruns the failed FOVs of a run that has finished with failures.`)] };
   if (!m.submissions.length) {
-    return { next: undefined, effects: [answer(`Run ${m.runId} never started (${m.statusReason ?? 'nothing was submitted'}); start a new run with /starfish run.`)] };
+    return { next: undefined, effects: [answer(`Run ${m.runId} never started (${escapeMrkdwn(m.statusReason ?? 'nothing was submitted')}); start a new run with /starfish run.`)] };
   }
   // What Batch reported failed in the last round, never what a job wrote.
   const lastRound = m.submissions.at(-1)!.round;

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { randomUUID } from 'node:crypto';
 import { launchedRun } from '../notifier/harness.js';
+import type { MapReader } from '../helpers/memory-adapters.js';
 import { runOfRequest } from '../../src/run/manifest-store.js';
 
 const request = (requestId?: string) => ({
@@ -44,6 +45,15 @@ describe('launcher', () => {
     const recipe = created.findIndex((k) => k.endsWith('/inputs/recipe.py'));
     expect(recipe).toBeGreaterThanOrEqual(0);
     expect(recipe).toBeLessThan(manifest);
+  });
+
+  it('quotes what an experiment names (a FOV name, a URL) as text, never as markup', async () => {
+    const h = await launchedRun(2);
+    (h.deps.reader as MapReader).files.set('s3://lab-data/exp/primary_image.json', JSON.stringify({ version: '0.1.0', contents: { '<!channel> <https://evil.example|click>': 'x.json' } }));
+    await h.launcher.handle(request());
+    const said = JSON.stringify(h.chat.of('ephemeral').at(-1)?.message?.blocks);
+    expect(said).toContain('&lt;!channel&gt; &lt;https://evil.example|click&gt;');
+    expect(said).not.toMatch(/<!channel>|<https:\/\/evil/);
   });
 
   it('says which jobs need a person when terminating a half-submitted run fails', async () => {
