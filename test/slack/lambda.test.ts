@@ -228,7 +228,9 @@ describe('the real AWS backend (createAwsSystem) behind the handler, SDK clients
     const handler = createHandler({ env: { ...awsEnv, SLACK_API_URL: standIn.apiUrl } });
 
     const run = slashBody({ text: 'run s3://lab-data/iss/experiment.json', userId: ALICE, channel: CHANNEL, responseUrl: standIn.responseUrl('aws') });
-    const res = await handler(functionUrlEvent(run, signedHeaders(run)));
+    // Signed once: a replay is the same bytes, so it must not be re-signed with a later timestamp.
+    const runHeaders = signedHeaders(run);
+    const res = await handler(functionUrlEvent(run, runHeaders));
     expect(res.statusCode).toBe(200);
     expect(answerOf(res).text).toContain('Reading s3://lab-data/iss/experiment.json');
     const put = events.commandCalls(PutEventsCommand);
@@ -238,7 +240,7 @@ describe('the real AWS backend (createAwsSystem) behind the handler, SDK clients
     expect(claim).toMatchObject({ Bucket: 'lab-starfish-results', IfNoneMatch: '*' });
     expect(claim.Key).toMatch(/^requests\/slack\/[0-9a-f]{64}$/);
     // The same signed request again: answered once, published once.
-    const replay = await handler(functionUrlEvent(run, signedHeaders(run)));
+    const replay = await handler(functionUrlEvent(run, runHeaders));
     expect(replay).toEqual({ statusCode: 200, body: '' });
     expect(events.commandCalls(PutEventsCommand)).toHaveLength(1);
     const entry = put[0]!.args[0].input.Entries![0]!;
