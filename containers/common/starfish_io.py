@@ -36,6 +36,7 @@ import errno
 import http.client
 import io
 import ipaddress
+import json
 import os
 import re
 import socket
@@ -931,6 +932,7 @@ ENV_EXAMPLES = {
     "STARFISH_EXPERIMENT": "s3://lab-data/iss/experiment.json",
     "STARFISH_RECIPE": "s3://lab-starfish-results/runs/261125-k3f9/inputs/recipe.py",
     "STARFISH_FOVS": "0-9999 (or 1-3,7,9-12)",
+    "STARFISH_FOVS_AT": "s3://lab-starfish-results/runs/261125-k3f9/inputs/fovs-r0-0.json",
     "STARFISH_FOV_OUTPUT": "s3://lab-starfish-results/outputs/261125-k3f9/fovs",
     "STARFISH_RESULTS_OUTPUT": "s3://lab-starfish-results/outputs/261125-k3f9/results",
 }
@@ -974,11 +976,45 @@ def require_output_env(environ, name):
     return require_env(environ, name).rstrip("/") or "/"
 
 
+# The launcher's FOV lists are at most 1,000,000 characters of range text (src/run/plan.ts).
+MAX_FOVS_OBJECT_BYTES = 2 << 20
+
+
 def require_fovs_env(environ, name="STARFISH_FOVS"):
-    """The FovRanges in ``name``; EnvError naming it with an example when unset or malformed."""
-    text = require_env(environ, name)
+    """The FovRanges of this job: ``name`` (range text, for a job started by hand) or the "fovs"
+    of the JSON object at ``name``_AT (what the launcher sends: a FOV list grows with the
+    experiment, and Batch caps a job's environment at 8,192 characters). EnvError naming the
+    variable, with an example, when neither or both are set or the list is malformed."""
+    at_name = name + "_AT"
+    text, source = env_value(environ, name), name
+    at = env_value(environ, at_name)
+    if text is not None and at is not None:
+        raise EnvError("%s and %s are both set; set one: %s=%s or %s=%s"
+                       % (name, at_name, name, ENV_EXAMPLES[name], at_name, ENV_EXAMPLES[at_name]))
+    if text is None and at is not None:
+        text, source = _fovs_from_object(at_name, at), 'the "fovs" of %s=%s' % (at_name, at)
+    if text is None:
+        require_env(environ, name)  # raises, naming it and any variable it replaced
     try:
         return parse_fov_ranges(text)
     except ValueError as exc:
         raise EnvError("%s must be FOV indices and ranges like 0-9999 or 1-3,7,9-12, got %r: %s"
-                       % (name, text, exc))
+                       % (source, text[:200], exc))
+
+
+def _fovs_from_object(name, url):
+    """The "fovs" text of the object the launcher wrote at ``url`` (named by variable ``name``)."""
+    try:
+        data = read_bytes(url)
+    except (OSError, UrlRefused) as exc:
+        raise EnvError("%s=%s cannot be read: %s" % (name, url, exc))
+    if len(data) > MAX_FOVS_OBJECT_BYTES:
+        raise EnvError("%s=%s is %d bytes; a FOV list object is at most %d"
+                       % (name, url, len(data), MAX_FOVS_OBJECT_BYTES))
+    try:
+        fovs = json.loads(data.decode("utf-8")).get("fovs")
+    except (ValueError, AttributeError):
+        fovs = None
+    if not isinstance(fovs, str):
+        raise EnvError('%s=%s is not a FOV list object; expected {"fovs": "0-9999"}' % (name, url))
+    return fovs

@@ -20,6 +20,26 @@ const sdk = () => import('@aws-sdk/client-batch');
 const BATCH_LIMITS = { maxArraySize: 10_000, maxDependencies: 20, describeChunk: 100, maxReasonChars: 1024 } as const;
 
 /**
+ * What AWS takes in one SubmitJob. Container overrides become the ECS task's overrides, "a total
+ * of 8192 characters … including the JSON formatting characters" (ECS API Reference, RunTask
+ * `overrides`); Batch accepts a larger one and the job then fails. The request itself is at most
+ * 30 KiB (AWS Batch User Guide, Service quotas: "SubmitJob request payload size"). Checked here,
+ * where the request is built, so an oversized job is refused before anything runs.
+ */
+const SUBMIT_LIMITS = { overridesChars: 8_192, payloadBytes: 30 * 1024 } as const;
+
+function checkSubmitLimits(input: SubmitJobRequest): void {
+  const overrides = JSON.stringify(input.containerOverrides ?? {}).length;
+  if (overrides > SUBMIT_LIMITS.overridesChars) {
+    throw new Error(`${input.jobName}'s container overrides are ${overrides} characters; AWS Batch runs at most ${SUBMIT_LIMITS.overridesChars} (shorten the experiment or recipe location)`);
+  }
+  const payload = Buffer.byteLength(JSON.stringify(input), 'utf8');
+  if (payload > SUBMIT_LIMITS.payloadBytes) {
+    throw new Error(`${input.jobName}'s SubmitJob request is ${payload} bytes; AWS Batch takes at most ${SUBMIT_LIMITS.payloadBytes}`);
+  }
+}
+
+/**
  * Up to 3 attempts, but only when Spot capacity was reclaimed: on EC2 "Host EC2 (instance i-…)
  * terminated.", on Fargate Spot the task's stopped reason "Your Spot Task was interrupted.". A
  * recipe that raised would fail the same way again, and the person retries the failed FOVs
@@ -158,6 +178,7 @@ export class BatchExecutor implements Executor {
   }
 
   private async submit(input: SubmitJobRequest): Promise<SubmittedJob> {
+    checkSubmitLimits(input);
     const { SubmitJobCommand } = await sdk();
     const out = await (await this.client()).send(new SubmitJobCommand(input));
     if (!out.jobId) throw new Error(`AWS Batch accepted ${input.jobName} but returned no job id`);

@@ -78,9 +78,21 @@ function isHttpsUrl(value: string): boolean {
   }
 }
 
+/**
+ * A location reaches every job's environment, which Batch caps at 8,192 characters in all: a
+ * URL longer than browsers and CDNs accept is not one a lab uses. S3 keys are at most 1,024 bytes.
+ */
+const MAX_LOCATION_CHARS = 2_048;
+const MAX_S3_KEY_BYTES = 1_024;
+
 /** A location the user typed: an s3:// or https:// URL, or (local backend) a file path. */
 function parseLocation(value: string, example: string): Result<string> {
+  if (value.length > MAX_LOCATION_CHARS) {
+    return refuse(`"${value.slice(0, 60)}…" is ${value.length.toLocaleString('en-US')} characters long; a location is at most ${MAX_LOCATION_CHARS.toLocaleString('en-US')}. Example: ${example}`);
+  }
   if (value.startsWith('s3://')) {
+    const key = value.slice(5).split('/').slice(1).join('/');
+    if (Buffer.byteLength(key, 'utf8') > MAX_S3_KEY_BYTES) return refuse(`the key of "${value.slice(0, 60)}…" is longer than S3's 1,024 bytes, so no object has it. Example: ${example}`);
     return S3_URL.test(value) ? ok(value) : refuse(`"${value}" is not a complete S3 URL: it needs a bucket and a key, like ${example}`);
   }
   if (ANY_SCHEME.test(value)) {

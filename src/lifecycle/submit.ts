@@ -20,23 +20,32 @@ export const roundClaimKey = (runId: string, round: number) => runKeys(runId).cl
 
 type Deps = Pick<CoreDeps, 'executor' | 'store' | 'log' | 'clock'>;
 
+/**
+ * Writes the FOV list a job reads and returns its location for STARFISH_FOVS_AT. Rewritten with
+ * the same bytes by a submitter taking over a stale claim, so a job never sees another list.
+ */
+async function fovsInput(deps: Deps, key: string, fovs: string): Promise<string> {
+  await deps.store.put(key, JSON.stringify({ fovs }));
+  return deps.store.locate(key);
+}
+
 /** The environment of a FOV job: where to read, which FOVs, where to write (containers/README.md). */
-function fovEnvironment(deps: Deps, m: RunManifest, fovs: string): Record<string, string> {
+function fovEnvironment(deps: Deps, m: RunManifest, fovsAt: string): Record<string, string> {
   return {
     STARFISH_RUN_ID: m.runId,
     STARFISH_EXPERIMENT: m.inputs.experiment,
     STARFISH_RECIPE: m.inputs.recipe,
-    STARFISH_FOVS: fovs,
+    STARFISH_FOVS_AT: fovsAt,
     STARFISH_FOV_OUTPUT: deps.store.locate(runKeys(m.runId).fovOutputs),
   };
 }
 
 /** Every round's merge covers the whole plan: a retry's outputs join the earlier rounds'. */
-function mergeEnvironment(deps: Deps, m: RunManifest): Record<string, string> {
+async function mergeEnvironment(deps: Deps, m: RunManifest): Promise<Record<string, string>> {
   const keys = runKeys(m.runId);
   return {
     STARFISH_RUN_ID: m.runId,
-    STARFISH_FOVS: m.plan.fovs,
+    STARFISH_FOVS_AT: await fovsInput(deps, keys.planInput, m.plan.fovs),
     STARFISH_FOV_OUTPUT: deps.store.locate(keys.fovOutputs),
     STARFISH_RESULTS_OUTPUT: deps.store.locate(keys.results),
   };
@@ -69,14 +78,15 @@ async function submitUnder(deps: Deps, m: RunManifest, round: number, fovs: stri
   try {
     for (const [part, unit] of units.entries()) {
       const name = jobName(m.runId, 'fov', round, units.length > 1 ? part : undefined);
-      const job = await executor.submitFovs(specOf(m), { name, size: unit.size, environment: fovEnvironment(deps, m, unit.fovs) });
+      const fovsAt = await fovsInput(deps, runKeys(m.runId).fovsInput(round, part), unit.fovs);
+      const job = await executor.submitFovs(specOf(m), { name, size: unit.size, environment: fovEnvironment(deps, m, fovsAt) });
       arrays.push({ ...job, unit });
       // Recorded as soon as Batch accepts it: whoever takes over or cancels knows it is running.
       await claim.record(job.jobId);
     }
     const merge = await executor.submitMerge(
       specOf(m),
-      { name: jobName(m.runId, 'merge', round), environment: mergeEnvironment(deps, m) },
+      { name: jobName(m.runId, 'merge', round), environment: await mergeEnvironment(deps, m) },
       arrays.map((j) => j.jobId),
     );
     log.info({ runId: m.runId, round, jobs: arrays.map((j) => j.jobId), merge: merge.jobId }, 'jobs submitted');
@@ -109,7 +119,7 @@ export async function submitSalvage(deps: Deps, m: RunManifest, round: number): 
   const claim = await takeClaim(deps.store, runKeys(m.runId).claim(name), deps.clock.now());
   if (!claim) return undefined;
   try {
-    const job = await deps.executor.submitMerge(specOf(m), { name, environment: mergeEnvironment(deps, m) }, []);
+    const job = await deps.executor.submitMerge(specOf(m), { name, environment: await mergeEnvironment(deps, m) }, []);
     deps.log.info({ runId: m.runId, round, job: job.jobId }, 'salvage merge submitted');
     return { type: 'salvage-submitted', round, job };
   } catch (error) {

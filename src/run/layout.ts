@@ -25,6 +25,14 @@ export function runKeys(runId: string) {
     /** The recipe and experiment.json as they were at launch; jobs read them, never write. */
     recipeSnapshot: `${control}/inputs/recipe.py`,
     experimentSnapshot: `${control}/inputs/experiment.json`,
+    /**
+     * The FOVs a job works on, as {"fovs": range text}: one object per FOV array of a round, and
+     * one for the whole plan (what every merge expects). A FOV list grows with the experiment, and
+     * a job's environment may not (Batch caps container overrides at 8,192 characters), so the
+     * job gets this object's location. Written by the control plane under its submission claim.
+     */
+    fovsInput: (round: number, part: number) => `${control}/inputs/fovs-r${round}-${part}.json`,
+    planInput: `${control}/inputs/fovs-plan.json`,
     /** Everything the jobs of this run write, and nothing else. */
     outputs,
     /** What FOV jobs write: per-FOV spot tables and failure reasons. */

@@ -1,6 +1,8 @@
 /**
  * Cuts the selected FOVs into Batch-sized units. AWS Batch arrays hold 2 to 10,000 children:
- * one FOV is a plain job, more than 10,000 are split into several arrays.
+ * one FOV is a plain job, more than 10,000 are split into several arrays. A unit's FOV list
+ * reaches its job as an input object (runKeys().fovsInput), never in the environment, so its
+ * length is bounded by the plan's, not by Batch's 8,192-character overrides.
  */
 import type { FovSelection } from './fov-ranges.js';
 import { describeSelection, formatRanges, mergeRanges, parseRanges } from './fov-ranges.js';
@@ -8,8 +10,6 @@ import type { Plan, WorkUnit } from './manifest.js';
 import { ok, refuse, type Result } from '../result.js';
 
 const MAX_ARRAY_SIZE = 10_000;
-/** Keeps STARFISH_FOVS well inside the size AWS Batch accepts for container overrides. */
-export const MAX_FOV_LIST_CHARS = 6_000;
 
 function selectFovs(available: number[], selection: FovSelection): Result<number[]> {
   if (selection.kind === 'all') return ok([...available]);
@@ -64,17 +64,13 @@ function firstMissing(found: readonly number[], a: number, b: number, limit: num
 
 const clipText = (text: string, max: number) => (text.length > max ? `${text.slice(0, max - 1)}…` : text);
 
-function unitFor(fovs: number[]): WorkUnit[] {
-  const list = formatRanges(fovs);
-  if (list.length <= MAX_FOV_LIST_CHARS) return [{ size: fovs.length, fovs: list }];
-  const half = Math.ceil(fovs.length / 2);
-  return [...unitFor(fovs.slice(0, half)), ...unitFor(fovs.slice(half))];
-}
-
 /** Work units over sorted, distinct FOV indices. */
 export function planUnits(fovs: number[]): WorkUnit[] {
   const units: WorkUnit[] = [];
-  for (let i = 0; i < fovs.length; i += MAX_ARRAY_SIZE) units.push(...unitFor(fovs.slice(i, i + MAX_ARRAY_SIZE)));
+  for (let i = 0; i < fovs.length; i += MAX_ARRAY_SIZE) {
+    const part = fovs.slice(i, i + MAX_ARRAY_SIZE);
+    units.push({ size: part.length, fovs: formatRanges(part) });
+  }
   return units;
 }
 

@@ -52,6 +52,15 @@ describe('BatchExecutor', () => {
     expect(RETRY_STRATEGY.attempts).toBe(3);
   });
 
+  it('refuses, before sending, a job whose overrides pass the 8,192 characters ECS runs (Batch would accept it, then fail it)', async () => {
+    const environment = { STARFISH_EXPERIMENT: `https://example.org/${'a'.repeat(8_200)}` };
+    await expect(executor().submitFovs(spec, { name: 'starfish-261125-k3f9-fov', size: 2, environment })).rejects.toThrow(/container overrides are 82\d\d characters; AWS Batch runs at most 8192/);
+    expect(batch.mock.commandCalls(SubmitJobCommand)).toEqual([]);
+    // Just under: sent.
+    await executor().submitFovs(spec, { name: 'starfish-261125-k3f9-fov', size: 2, environment: { STARFISH_EXPERIMENT: 'a'.repeat(8_000) } });
+    expect(batch.mock.commandCalls(SubmitJobCommand)).toHaveLength(1);
+  });
+
   it('submits one FOV as a plain job (no arrayProperties) and refuses sizes Batch does not accept', async () => {
     await executor().submitFovs(spec, { name: 'starfish-261125-k3f9-fov', size: 1, environment: {} });
     expect(batch.mock.commandCalls(SubmitJobCommand)[0]!.args[0].input.arrayProperties).toBeUndefined();

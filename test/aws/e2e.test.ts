@@ -137,7 +137,10 @@ describe('end to end on the AWS adapters (SDK mocked)', () => {
     const salvage = batch.byName('-merge-partial');
     expect(salvage.input).toMatchObject({ jobName: `starfish-${runId}-merge-partial`, jobDefinition: 'starfish-merge-results', tags: { 'starfish:run-id': runId } });
     expect(salvage.input.dependsOn).toBeUndefined();
-    expect(salvage.input.containerOverrides!.environment).toContainEqual({ name: 'STARFISH_FOVS', value: '0-3' });
+    // The salvage merge expects the whole plan: the list object its STARFISH_FOVS_AT names.
+    const fovsAt = salvage.input.containerOverrides!.environment!.find((e) => e.name === 'STARFISH_FOVS_AT')!.value!;
+    expect(fovsAt).toBe(`${RESULTS}/runs/${runId}/inputs/fovs-plan.json`);
+    expect(JSON.parse(s3.text(fovsAt)!)).toEqual({ fovs: '0-3' });
     expect((await manifest(runId)).status).toBe('merging');
     // The salvage merge was claimed with a conditional create.
     expect(s3.text(`${RESULTS}/runs/${runId}/claims/starfish-${runId}-merge-partial`)).toBeDefined();

@@ -39,6 +39,8 @@ describe('Launcher on the AWS adapters', () => {
 
   const env = (input: { containerOverrides?: { environment?: Array<{ name?: string; value?: string }> } }) =>
     Object.fromEntries((input.containerOverrides?.environment ?? []).map((e) => [e.name, e.value]));
+  /** The FOVs a job reads: the list object its STARFISH_FOVS_AT names, as the launcher wrote it in S3. */
+  const fovsOf = (input: Parameters<typeof env>[0]) => (JSON.parse(s3.text(env(input).STARFISH_FOVS_AT!)!) as { fovs: string }).fovs;
 
   it('1 FOV: one plain job (no arrayProperties) and a merge that depends on it', async () => {
     const m = await launch(1);
@@ -50,12 +52,14 @@ describe('Launcher on the AWS adapters', () => {
       STARFISH_RUN_ID: m.runId,
       STARFISH_EXPERIMENT: 's3://lab-data/iss/experiment.json',
       STARFISH_RECIPE: `s3://lab-starfish-results/runs/${m.runId}/inputs/recipe.py`,
-      STARFISH_FOVS: '0',
+      STARFISH_FOVS_AT: `s3://lab-starfish-results/runs/${m.runId}/inputs/fovs-r0-0.json`,
       STARFISH_FOV_OUTPUT: `s3://lab-starfish-results/outputs/${m.runId}/fovs`,
     });
+    expect(fovsOf(fov!)).toBe('0');
     expect(merge!.jobName).toBe(`starfish-${m.runId}-merge`);
     expect(merge!.dependsOn).toEqual([{ jobId: batch.byName('-fov').detail.jobId }]);
-    expect(env(merge!)).toEqual({ STARFISH_RUN_ID: m.runId, STARFISH_FOVS: '0', STARFISH_FOV_OUTPUT: `s3://lab-starfish-results/outputs/${m.runId}/fovs`, STARFISH_RESULTS_OUTPUT: `s3://lab-starfish-results/outputs/${m.runId}/results` });
+    expect(env(merge!)).toEqual({ STARFISH_RUN_ID: m.runId, STARFISH_FOVS_AT: `s3://lab-starfish-results/runs/${m.runId}/inputs/fovs-plan.json`, STARFISH_FOV_OUTPUT: `s3://lab-starfish-results/outputs/${m.runId}/fovs`, STARFISH_RESULTS_OUTPUT: `s3://lab-starfish-results/outputs/${m.runId}/results` });
+    expect(fovsOf(merge!)).toBe('0');
     expect(m.status).toBe('running');
     // The recipe was snapshotted into the results bucket, where the jobs read it.
     expect(s3.text(`s3://lab-starfish-results/runs/${m.runId}/inputs/recipe.py`)).toContain('def process_fov');
@@ -73,16 +77,16 @@ describe('Launcher on the AWS adapters', () => {
       propagateTags: true,
     });
     expect(batch.submitted[1]).toMatchObject({ jobDefinition: 'starfish-merge-results', tags: { 'starfish:run-id': m.runId } });
-    expect(env(batch.submitted[1]!).STARFISH_FOVS).toBe('0-1');
+    expect(fovsOf(batch.submitted[1]!)).toBe('0-1');
   });
 
   it('10,000 FOVs: one array of 10,000', async () => {
     const m = await launch(10_000);
     expect(batch.submitted).toHaveLength(2);
     expect(batch.submitted[0]).toMatchObject({ jobName: `starfish-${m.runId}-fov`, arrayProperties: { size: 10_000 } });
-    expect(env(batch.submitted[0]!).STARFISH_FOVS).toBe('0-9999');
+    expect(fovsOf(batch.submitted[0]!)).toBe('0-9999');
     expect(batch.submitted[1]!.dependsOn).toHaveLength(1);
-    expect(env(batch.submitted[1]!).STARFISH_FOVS).toBe('0-9999');
+    expect(fovsOf(batch.submitted[1]!)).toBe('0-9999');
   });
 
   it('10,001 FOVs: two FOV jobs (an array of 10,000 and a plain job for FOV 10000); the merge depends on both', async () => {
@@ -90,12 +94,12 @@ describe('Launcher on the AWS adapters', () => {
     expect(batch.submitted).toHaveLength(3);
     const [first, second, merge] = batch.submitted;
     expect(first).toMatchObject({ jobName: `starfish-${m.runId}-fov-0`, arrayProperties: { size: 10_000 } });
-    expect(env(first!).STARFISH_FOVS).toBe('0-9999');
+    expect(fovsOf(first!)).toBe('0-9999');
     expect(second!.jobName).toBe(`starfish-${m.runId}-fov-1`);
     expect(second!.arrayProperties).toBeUndefined();
-    expect(env(second!).STARFISH_FOVS).toBe('10000');
+    expect(fovsOf(second!)).toBe('10000');
     expect(merge!.dependsOn).toEqual([{ jobId: batch.byName('-fov-0').detail.jobId }, { jobId: batch.byName('-fov-1').detail.jobId }]);
-    expect(env(merge!).STARFISH_FOVS).toBe('0-10000');
+    expect(fovsOf(merge!)).toBe('0-10000');
     expect(m.submissions[0]!.arrays.map((a) => a.jobId)).toEqual([batch.byName('-fov-0').detail.jobId, batch.byName('-fov-1').detail.jobId]);
   });
 

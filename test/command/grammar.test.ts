@@ -55,6 +55,10 @@ describe('run', () => {
     ['run s3://lab-data/e.json fovs=1 fovs=2', /given twice/],
     ['run s3://lab-data/e.json name=has/slash', /not a usable label/],
     ['run s3://lab-data/e.json queue=', /needs a value/],
+    // Every job's environment carries the location, and Batch caps it at 8,192 characters.
+    [`run https://example.org/${'a'.repeat(2100)}/experiment.json`, /is 2,1\d\d characters long; a location is at most 2,048\. Example: s3:\/\//],
+    [`run s3://lab-data/${'é'.repeat(520)}.json`, /longer than S3's 1,024 bytes/],
+    [`run s3://lab-data/e.json recipe=s3://lab-data/${'r'.repeat(2100)}.py`, /recipe: .*a location is at most 2,048\. Example: s3:\/\/lab-data\/recipes\/iss.py/],
   ])('refuses %s with a specific message and an example', (text, message) => {
     expect(error(text)).toMatch(message);
   });

@@ -200,3 +200,54 @@ def test_require_env_names_the_variable_and_an_example():
     assert sio.require_output_env({"STARFISH_FOV_OUTPUT": "s3://b/outputs/r/fovs/"},
                                   "STARFISH_FOV_OUTPUT") == "s3://b/outputs/r/fovs"
     assert sio.require_fovs_env({"STARFISH_FOVS": "2,0-1"}).ranges == ((0, 2),)
+
+
+def test_fovs_at_reads_the_launchers_list_object_of_any_length(tmp_path):
+    # 10,000 FOVs numbered at every other index: ~49,000 characters, six times what Batch lets
+    # a job's environment carry; the object carries it.
+    text = sio.format_fov_ranges(range(0, 20000, 2))
+    assert len(text) > 8192
+    obj = tmp_path / "fovs-r0-0.json"
+    obj.write_text(json.dumps({"fovs": text}))
+    fovs = sio.require_fovs_env({"STARFISH_FOVS_AT": str(obj)})
+    assert len(fovs) == 10000 and fovs[0] == 0 and fovs[9999] == 19998
+
+
+def test_fovs_at_through_s3(tmp_path):
+    client = sio.FakeS3Client()
+    sio.set_s3_client(client)
+    try:
+        sio.write_text("s3://lab-starfish-results/runs/r/inputs/fovs-plan.json", json.dumps({"fovs": "0-3,7"}))
+        fovs = sio.require_fovs_env({"STARFISH_FOVS_AT": "s3://lab-starfish-results/runs/r/inputs/fovs-plan.json"})
+        assert list(fovs) == [0, 1, 2, 3, 7]
+    finally:
+        sio.set_s3_client(None)
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"STARFISH_FOVS": "0-3", "STARFISH_FOVS_AT": "/tmp/x.json"},
+     "STARFISH_FOVS and STARFISH_FOVS_AT are both set; set one"),
+    ({"STARFISH_FOVS_AT": "/nonexistent/fovs-r1-0.json"},
+     "STARFISH_FOVS_AT=/nonexistent/fovs-r1-0.json cannot be read"),
+    ({"STARFISH_FOVS_AT": "OBJ:[1, 2]"}, 'is not a FOV list object; expected {"fovs": "0-9999"}'),
+    ({"STARFISH_FOVS_AT": 'OBJ:{"fovs": "1,x"}'},
+     "the \"fovs\" of STARFISH_FOVS_AT="),
+    ({}, "STARFISH_FOVS is not set; example: STARFISH_FOVS=0-9999"),
+])
+def test_fovs_at_refusals_name_the_variable(tmp_path, env, message):
+    env = dict(env)
+    if env.get("STARFISH_FOVS_AT", "").startswith("OBJ:"):
+        obj = tmp_path / "fovs.json"
+        obj.write_text(env["STARFISH_FOVS_AT"][4:])
+        env["STARFISH_FOVS_AT"] = str(obj)
+    with pytest.raises(sio.EnvError) as info:
+        sio.require_fovs_env(env)
+    assert message in str(info.value)
+
+
+def test_fovs_at_refuses_an_oversized_object(tmp_path):
+    obj = tmp_path / "fovs.json"
+    obj.write_bytes(b'{"fovs": "' + b"0," * (sio.MAX_FOVS_OBJECT_BYTES // 2) + b'0"}')
+    with pytest.raises(sio.EnvError) as info:
+        sio.require_fovs_env({"STARFISH_FOVS_AT": str(obj)})
+    assert "a FOV list object is at most" in str(info.value)

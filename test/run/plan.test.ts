@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { fovOfChild, makePlan, MAX_FOV_LIST_CHARS } from '../../src/run/plan.js';
+import { fovOfChild, makePlan } from '../../src/run/plan.js';
 import { expandRanges, formatRanges } from '../../src/run/fov-ranges.js';
 import { workUnitSchema, type Plan } from '../../src/run/manifest.js';
 import { isWithin } from '../../src/run/policy.js';
@@ -64,11 +64,10 @@ describe('selections', () => {
     expect(refusal(makePlan(sixteen, { kind: 'first', count: 20 }))).toMatch(/more FOVs than the experiment has \(16\)/);
   });
 
-  it('keeps a long scattered list short enough for a Batch override', () => {
-    const evens = range(10_000).filter((x) => x % 2 === 0);
-    const p = plan(range(10_000), { kind: 'list', ranges: evens.map((x) => [x, x] as [number, number]) });
-    // What travels in each FOV job's STARFISH_FOVS.
-    for (const u of p.units) expect(u.fovs.length).toBeLessThanOrEqual(MAX_FOV_LIST_CHARS);
+  it('runs a long scattered list as one array: the list travels in an input object, not the environment', () => {
+    const evens = range(20_000).filter((x) => x % 2 === 0);
+    const p = plan(range(20_000), { kind: 'list', ranges: evens.map((x) => [x, x] as [number, number]) });
+    expect(p.units.map((u) => u.size)).toEqual([10_000]);
     expect(processed(p)).toEqual(evens);
   });
 
