@@ -42,7 +42,7 @@ export const EXAMPLES = {
 /** The example URL each kind of location is refused with, so that the hint fits what was asked. */
 const EXAMPLE_URL = { experiment: 's3://lab-data/iss/experiment.json', recipe: 's3://lab-data/recipes/iss.py' } as const;
 
-const RUN_OPTIONS = ['recipe', 'fovs', 'queue', 'name'] as const;
+const RUN_OPTIONS = ['recipe', 'fovs', 'first', 'queue', 'name'] as const;
 const MAX_SELECTION_CHARS = 4_000;
 type RunOption = (typeof RUN_OPTIONS)[number];
 const RUN_FLAGS = ['dry-run'] as const;
@@ -104,20 +104,26 @@ function parseLocation(value: string, example: string): Result<string> {
   return ok(value);
 }
 
+/** The one rule for FOV selections, taught wherever a selection is refused. */
+const FOV_RULE = 'fovs= takes FOV indices and ranges (fovs=2 is FOV 2; fovs=0-3,7) or all; first=16 takes the first 16 FOVs';
+
+/** fovs=: indices and ranges only, so that fovs=2 never means "two FOVs". */
 function parseFovs(value: string): Result<FovSelection> {
-  const usage = 'use fovs=all, a count like fovs=16, or indices like fovs=0-3,7';
   if (value === 'all') return ok({ kind: 'all' });
-  if (/^\d+$/.test(value)) {
-    const count = Number(value);
-    return count === 0 ? refuse(`fovs=0 selects nothing; ${usage}`) : ok({ kind: 'first', count });
-  }
   // Bounds before allocation: a selection is typed by a person; past this it is not one.
   if (value.length > MAX_SELECTION_CHARS) {
     return refuse(`fovs= is ${value.length.toLocaleString('en-US')} characters long; at most ${MAX_SELECTION_CHARS.toLocaleString('en-US')} are read. Use ranges, e.g. fovs=0-499,600-999`);
   }
   const ranges = parseRanges(value);
-  if (!ranges.ok) return refuse(`fovs=${value}: ${ranges.reason}; ${usage}`);
+  if (!ranges.ok) return refuse(`fovs=${value}: ${ranges.reason}. ${FOV_RULE}`);
   return ok({ kind: 'list', ranges: ranges.value });
+}
+
+/** first=N: a count has its own spelling. */
+function parseFirst(value: string): Result<FovSelection> {
+  const count = /^\d{1,7}$/.test(value) ? Number(value) : 0;
+  if (count > 0) return ok({ kind: 'first', count });
+  return refuse(`first=${value.slice(0, 40)} is not a number of FOVs. ${FOV_RULE}`);
 }
 
 function parseRecipe(value: string): Result<Partial<RunRequest>> {
@@ -137,6 +143,10 @@ const RUN_OPTION_PARSERS: Record<RunOption, (value: string) => Result<Partial<Ru
     const fovs = parseFovs(value);
     return fovs.ok ? ok({ fovs: fovs.value }) : fovs;
   },
+  first: (value) => {
+    const fovs = parseFirst(value);
+    return fovs.ok ? ok({ fovs: fovs.value }) : fovs;
+  },
   queue: (value) => (QUEUE.test(value) ? ok({ queue: value }) : refuse(`queue=${value} is not a queue name (letters, digits, - and _). Example: queue=ondemand`)),
   name: (value) =>
     LABEL.test(value) ? ok({ name: value }) : refuse(`name=${value} is not a usable label: up to 64 letters, digits, ".", "-" or "_". Example: name=mouse-brain-2`),
@@ -144,15 +154,15 @@ const RUN_OPTION_PARSERS: Record<RunOption, (value: string) => Result<Partial<Ru
 
 function notARunOption(token: string): string {
   const hint = suggest(token, [...RUN_FLAGS, ...RUN_OPTIONS.map((o) => `${o}=`)]);
-  return `"${token}" is not an option of run${hint ? ` (did you mean ${hint}?)` : ''}. Options are recipe=URL, fovs=all|N|a-b,c, queue=NAME, name=LABEL and dry-run. Example: ${EXAMPLES.run}`;
+  return `"${token}" is not an option of run${hint ? ` (did you mean ${hint}?)` : ''}. Options are recipe=URL, fovs=all|a-b,c, first=N, queue=NAME, name=LABEL and dry-run. Example: ${EXAMPLES.run}`;
 }
 
 function unknownRunOption(key: string): string {
   const hint = suggest(key, RUN_OPTIONS);
-  // fov= is the likeliest slip, and the one whose meaning (count or index) is easiest to get wrong.
-  const fovsHint = ` (did you mean fovs=? fovs=16 takes the first 16 FOVs, fovs=3-3 only FOV 3, fovs=0-3,7 those FOVs)`;
+  // fov= is the likeliest slip.
+  const fovsHint = ` (did you mean fovs=? ${FOV_RULE})`;
   const didYouMean = hint === 'fovs' ? fovsHint : hint ? ` (did you mean ${hint}=?)` : '';
-  return `run has no option "${key}"${didYouMean}. Options are recipe=, fovs=, queue=, name= and dry-run. Example: ${EXAMPLES.run}`;
+  return `run has no option "${key}"${didYouMean}. Options are recipe=, fovs=, first=, queue=, name= and dry-run. Example: ${EXAMPLES.run}`;
 }
 
 /** One word after the experiment: a flag, or a `key=value` option given once. */
@@ -164,6 +174,7 @@ function parseRunToken(token: string, seen: Set<string>): Result<Partial<RunRequ
   const value = token.slice(eq + 1);
   if (!isOneOf(RUN_OPTIONS, key)) return refuse(unknownRunOption(key));
   if (seen.has(key)) return refuse(`${key}= is given twice; give it once. Example: ${EXAMPLES.run}`);
+  if ((key === 'fovs' && seen.has('first')) || (key === 'first' && seen.has('fovs'))) return refuse(`fovs= and first= both choose the FOVs; give one. ${FOV_RULE}`);
   seen.add(key);
   if (!value) return refuse(`${key}= needs a value. Example: ${EXAMPLES.run}`);
   return RUN_OPTION_PARSERS[key](value);

@@ -63,6 +63,6 @@ export function expandRanges(text: string): number[] {
 
 export function describeSelection(selection: FovSelection): string {
   if (selection.kind === 'all') return 'all';
-  if (selection.kind === 'first') return `${selection.count}`;
+  if (selection.kind === 'first') return `first ${selection.count}`;
   return selection.ranges.map(([a, b]) => (a === b ? `${a}` : `${a}-${b}`)).join(',');
 }

@@ -15,7 +15,7 @@ function selectFovs(available: number[], selection: FovSelection): Result<number
   if (selection.kind === 'all') return ok([...available]);
   if (selection.kind === 'first') {
     if (selection.count > available.length) {
-      return refuse(`fovs=${selection.count} asks for more FOVs than the experiment has (${available.length}); use fovs=all or fovs=${available.length}`);
+      return refuse(`first=${selection.count} asks for more FOVs than the experiment has (${available.length}); use fovs=all or first=${available.length}`);
     }
     return ok(available.slice(0, selection.count));
   }

@@ -31,7 +31,13 @@ describe('run', () => {
 
   it('defaults to all FOVs and accepts a count, an https URL and a local path', () => {
     expect(ok('run https://example.org/exp/experiment.json')).toMatchObject({ request: { fovs: { kind: 'all' }, dryRun: false } });
-    expect(ok('run ./examples/experiment.json fovs=16')).toMatchObject({ request: { experiment: './examples/experiment.json', fovs: { kind: 'first', count: 16 } } });
+    expect(ok('run ./examples/experiment.json first=16')).toMatchObject({ request: { experiment: './examples/experiment.json', fovs: { kind: 'first', count: 16 } } });
+  });
+
+  it('reads fovs= as indices only: fovs=2 is FOV 2 (someone redoing FOV 2 runs FOV 2), fovs=0 is FOV 0', () => {
+    expect(ok('run s3://lab-data/e.json fovs=2')).toMatchObject({ request: { fovs: { kind: 'list', ranges: [[2, 2]] } } });
+    expect(ok('run s3://lab-data/e.json fovs=0')).toMatchObject({ request: { fovs: { kind: 'list', ranges: [[0, 0]] } } });
+    expect(ok('run s3://lab-data/e.json fovs=2,3')).toMatchObject({ request: { fovs: { kind: 'list', ranges: [[2, 2], [3, 3]] } } });
   });
 
   it('unwraps the way Slack formats links and escapes ampersands', () => {
@@ -46,9 +52,11 @@ describe('run', () => {
     ['run ftp://host/experiment.json', /not an s3:\/\/ or https:\/\/ URL/],
     ['run fovs=3', /looks like an option, but the experiment must come first/],
     ['run s3://lab-data/e.json fovs=3-1', /runs backwards; write it low-high, like 1-3/],
-    ['run s3://lab-data/e.json fovs=0', /selects nothing/],
-    ['run s3://lab-data/e.json fovs=a-b', /"a-b" is not a FOV index or range/],
-    ['run s3://lab-data/e.json fov=3', /no option "fov" \(did you mean fovs=\? fovs=16 takes the first 16 FOVs, fovs=3-3 only FOV 3/],
+    ['run s3://lab-data/e.json first=0', /first=0 is not a number of FOVs\. fovs= takes FOV indices and ranges \(fovs=2 is FOV 2; fovs=0-3,7\) or all; first=16 takes the first 16 FOVs/],
+    ['run s3://lab-data/e.json first=all', /first=all is not a number of FOVs.*fovs=2 is FOV 2/],
+    ['run s3://lab-data/e.json fovs=2 first=3', /fovs= and first= both choose the FOVs; give one/],
+    ['run s3://lab-data/e.json fovs=a-b', /"a-b" is not a FOV index or range\. fovs= takes FOV indices and ranges \(fovs=2 is FOV 2/],
+    ['run s3://lab-data/e.json fov=3', /no option "fov" \(did you mean fovs=\? fovs= takes FOV indices and ranges \(fovs=2 is FOV 2; fovs=0-3,7\) or all; first=16 takes the first 16 FOVs\)/],
     ['run s3://lab-data/e.json dryrun', /did you mean dry-run\?/],
     ['run s3://lab-data/e.json recipe=s3://lab-data/r.txt', /not a Python file/],
     ['run s3://lab-data/e.json recipe=//host:99999/x', /not a Python file/],

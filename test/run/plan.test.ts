@@ -61,7 +61,7 @@ describe('selections', () => {
 
   it('refuses FOVs the experiment does not have, naming them and what it has', () => {
     expect(refusal(makePlan(sixteen, { kind: 'list', ranges: [[14, 18]] }))).toMatch(/does not have \(16-18\); it has 0-15/);
-    expect(refusal(makePlan(sixteen, { kind: 'first', count: 20 }))).toMatch(/more FOVs than the experiment has \(16\)/);
+    expect(refusal(makePlan(sixteen, { kind: 'first', count: 20 }))).toMatch(/first=20 asks for more FOVs than the experiment has \(16\); use fovs=all or first=16/);
   });
 
   it('runs a long scattered list as one array: the list travels in an input object, not the environment', () => {
