@@ -2,22 +2,33 @@
 """Deterministic generator of a small synthetic ISS-like SpaceTx experiment.
 
     /usr/bin/python3 examples/synthetic-iss/generate.py --out DIR [--fovs 4] [--seed 0]
+        [--level easy|realistic|hard] [--empty-fovs 1,3] [--tile-format TIFF|PNG|NUMPY]
 
-or, from Python, ``generate(out, fovs=4, seed=0)``.
+or, from Python, ``generate(out, fovs=4, seed=0, level="easy")``.
 
 Writes a SpaceTx (format 5.0.0) experiment into DIR:
 
 * experiment.json           images primary / nuclei / dots + codebook.json
 * primary_image.json, nuclei.json, dots.json   image manifests (fov_000, fov_001, ...)
 * <image>-fov_NNN.json      per-FOV tile sets
-* <image>-fov_NNN-rR-cC-zZ.tiff   16-bit TIFF tiles (256 x 256 by default)
+* <image>-fov_NNN-rR-cC-zZ.tiff   16-bit tiles (256 x 256 by default; .png or .npy with
+                            --tile-format PNG or NUMPY, the SpaceTx ImageFormat names)
 * codebook.json             ISS-style: each gene lights exactly one channel per round
-* ground_truth.csv          fov,x,y,target  (x, y in pixels of the reference (dots) frame)
+* ground_truth.csv          fov,x,y,target (x, y in pixels of the reference (dots) frame);
+                            the realistic and hard levels add each spot's snr
+* ground_truth_shifts.csv   (realistic and hard) fov,round,dx,dy: where the sample sits in
+                            each round's tiles relative to the dots frame
 
-Each FOV has ``rounds`` x ``channels`` primary tiles with Gaussian spots, a small
-per-round translation (a few px, round 0 unshifted) and noise; "dots" is the anchor
-image showing every spot (unshifted, the registration reference); "nuclei" has a few
-large blobs.  Needs numpy and tifffile only; runs in a few seconds.
+Levels (see README.md for the definitions):
+
+* easy (the default, unchanged): bright spots, round 0 unshifted, 6 % crosstalk, equal gains.
+* realistic: spot SNR around 12, every round (round 0 too) shifted up to 4 px from the
+  anchor, 12 % crosstalk into each neighbouring channel, unequal channel gains,
+  autofluorescent cells in every channel, spots up to and across the tile edges.
+* hard: as realistic with SNR around 4 and 25 % crosstalk.
+
+``empty_fovs`` lists FOVs without tissue (no spots, no cells: background and noise only).
+Needs numpy and tifffile (Pillow for PNG); runs in a few seconds.
 """
 import argparse
 import csv
@@ -36,6 +47,26 @@ GENES = ["ACTB", "GAPDH", "VIM", "KRT8", "ERBB2", "ESR1", "MKI67", "CD44",
 
 PIXEL_UM = 0.1  # physical size of one pixel, for the tile coordinates
 
+# SpaceTx ImageFormat name -> file extension (slicedimage/_formats.py: TIFF "tiff", PNG "png",
+# NUMPY "npy"; the real loader reads the tile's "tile_format", then the tile set's default)
+TILE_EXTENSIONS = {"TIFF": "tiff", "PNG": "png", "NUMPY": "npy"}
+
+# The difficulty levels other than easy. SNR: a spot's peak amplitude above the background
+# in the channel it lights (with that channel's gain), averaged over rounds, divided by the
+# sigma of the pixel noise. Drawn per spot, log-normal around the level's median.
+LEVELS = {
+    "realistic": {"snr": 12.0, "crosstalk": 0.12, "max_shift": 4.0},
+    "hard": {"snr": 4.0, "crosstalk": 0.25, "max_shift": 4.0},
+}
+LEVEL_NAMES = ("easy",) + tuple(sorted(LEVELS))
+NOISE_SIGMA = 0.01         # pixel noise of the realistic and hard levels (fraction of full scale)
+SNR_SPREAD = 0.3           # sigma of log(SNR) between spots
+ROUND_JITTER = (0.8, 1.2)  # a spot's brightness from round to round (chemistry, focus)
+GAIN_STEPS = (0.6, 0.85, 1.15, 1.4)  # unequal channel gains, shuffled per experiment
+AF_SPECTRUM = (1.0, 0.8, 0.6, 0.45)  # autofluorescence falls off towards the red channels
+AF_CELLS = 5               # autofluorescent cells per FOV
+AF_SNR = (8.0, 20.0)       # their peak over the noise sigma (in channel 0, gain 1)
+
 
 def make_codebook(n_genes, rounds, channels, rng, min_hamming=2):
     """Distinct codes (one channel per round), pairwise Hamming distance >= min_hamming."""
@@ -51,12 +82,15 @@ def make_codebook(n_genes, rounds, channels, rng, min_hamming=2):
     return codes
 
 
-def _place_spots(n, size, margin, min_dist, rng):
+def _place_spots(n, size, margin, min_dist, rng, extent=None):
+    """Up to n points at least min_dist apart, uniform in [margin, extent - margin]^2
+    (extent defaults to size)."""
+    hi = (size if extent is None else extent) - margin
     pts = []
     tries = 0
     while len(pts) < n and tries < n * 200:
         tries += 1
-        p = rng.uniform(margin, size - margin, size=2)
+        p = rng.uniform(margin, hi, size=2)
         if all((p[0] - q[0]) ** 2 + (p[1] - q[1]) ** 2 >= min_dist ** 2 for q in pts):
             pts.append(p)
     return np.array(pts, dtype=np.float64).reshape(-1, 2)
@@ -89,28 +123,44 @@ def _to_uint16(img):
     return (np.clip(img, 0.0, 1.0) * 65535.0 + 0.5).astype(np.uint16)
 
 
-def _write_tiff(path, img16):
-    import tifffile
+def _encode(img16, tile_format):
+    """The bytes of one tile file, as the real loader's reader for that format expects."""
     buf = io.BytesIO()
-    tifffile.imwrite(buf, img16)
-    data = buf.getvalue()
-    with open(path, "wb") as fh:
+    if tile_format == "TIFF":
+        import tifffile
+        tifffile.imwrite(buf, img16)
+    elif tile_format == "PNG":
+        from PIL import Image
+        Image.fromarray(img16).save(buf, format="PNG")  # 16-bit greyscale
+    elif tile_format == "NUMPY":
+        np.save(buf, img16)  # read back with numpy.load, as slicedimage does
+    else:
+        raise ValueError("tile format must be one of %s, got %r"
+                         % (", ".join(TILE_EXTENSIONS), tile_format))
+    return buf.getvalue()
+
+
+def _write_tile(out, stem, img16, tile_format):
+    """Write ``stem``.<ext>; returns (file name, sha256 of its bytes)."""
+    fname = "%s.%s" % (stem, TILE_EXTENSIONS[tile_format])
+    data = _encode(img16, tile_format)
+    with open(os.path.join(out, fname), "wb") as fh:
         fh.write(data)
-    return hashlib.sha256(data).hexdigest()
+    return fname, hashlib.sha256(data).hexdigest()
 
 
-def _tileset(tiles, rounds, channels, zplanes):
+def _tileset(tiles, rounds, channels, zplanes, tile_format="TIFF"):
     return {
         "version": "0.1.0",
         "dimensions": ["r", "c", "z", "xc", "yc", "zc"],
         "shape": {"r": rounds, "c": channels, "z": zplanes},
-        "default_tile_format": "TIFF",
+        "default_tile_format": tile_format,
         "extras": {},
         "tiles": tiles,
     }
 
 
-def _tile_entry(fname, r, c, z, size, fov_origin, sha):
+def _tile_entry(fname, r, c, z, size, fov_origin, sha, tile_format="TIFF"):
     x0, y0 = fov_origin
     return {
         "coordinates": {
@@ -120,24 +170,185 @@ def _tile_entry(fname, r, c, z, size, fov_origin, sha):
         },
         "indices": {"r": r, "c": c, "z": z},
         "file": fname,
-        "tile_format": "TIFF",
+        "tile_format": tile_format,
         "tile_shape": {"y": size, "x": size},
         "sha256": sha,
         "extras": {},
     }
 
 
+class Fov(object):
+    """One FOV's images (floats, full scale 1.0) and ground truth, before writing."""
+
+    def __init__(self):
+        self.primary = {}  # (r, c) -> image
+        self.dots = None
+        self.nuclei = None
+        self.truth = []    # (x, y, gene index, snr or None)
+        self.shifts = []   # per round (dx, dy) of the sample in that round's tiles
+
+
+def _easy_fov(rng, codes, p):
+    """The original generator, draw for draw (the easy level must stay byte-identical)."""
+    fov = Fov()
+    size, sigma, noise, rounds, channels = p["size"], p["sigma"], p["noise"], p["rounds"], p["channels"]
+    shape = (size, size)
+    margin = 3 * sigma + p["max_shift"] + 4
+    pts = _place_spots(p["spots_per_fov"], size, margin, 7.0, rng)
+    n = len(pts)
+    xs, ys = pts[:, 0], pts[:, 1]
+    gene_idx = rng.integers(0, len(codes), size=n)
+    amps = rng.uniform(0.5, 0.9, size=n)
+    fov.truth = [(x, y, gi, None) for (x, y), gi in zip(pts, gene_idx)]
+    fov.shifts = [(0.0, 0.0)] + [tuple(rng.uniform(-p["max_shift"], p["max_shift"], size=2))
+                                 for _ in range(rounds - 1)]
+    for r in range(rounds):
+        dx, dy = fov.shifts[r]
+        for c in range(channels):
+            on = np.array([codes[gi][r] == c for gi in gene_idx])
+            # per-round brightness jitter; faint crosstalk into the other channels
+            a = np.where(on, amps * rng.uniform(0.8, 1.1, size=n), 0.06 * amps)
+            img = _background(shape, rng) + _render(shape, xs + dx, ys + dy, a, sigma)
+            img += rng.normal(0.0, noise, size=shape)
+            fov.primary[(r, c)] = img
+    # anchor ("dots"): every spot, in the reference frame
+    fov.dots = _background(shape, rng) + _render(shape, xs, ys, amps, sigma)
+    fov.dots += rng.normal(0.0, noise, size=shape)
+    fov.nuclei = _nuclei(rng, size, noise)
+    return fov
+
+
+def _nuclei(rng, size, noise):
+    """A few big soft blobs."""
+    k = 6
+    nx, ny = rng.uniform(20, size - 20, size=k), rng.uniform(20, size - 20, size=k)
+    nuc = _render((size, size), nx, ny, rng.uniform(0.3, 0.6, size=k), 12.0)
+    return nuc + rng.normal(0.0, noise, size=(size, size))
+
+
+def _crosstalk_matrix(channels, fraction):
+    """M[c, k]: how much of dye k's light channel c records (fraction into each neighbour)."""
+    m = np.eye(channels)
+    for k in range(channels):
+        for c in (k - 1, k + 1):
+            if 0 <= c < channels:
+                m[c, k] = fraction
+    return m
+
+
+def _af_cells(rng, size, pad, noise):
+    """Autofluorescent cells: broad elliptical blobs (x, y, sx, sy, peak)."""
+    cells = []
+    for _ in range(AF_CELLS):
+        x, y = rng.uniform(-pad, size + pad, size=2)
+        sx, sy = rng.uniform(4.0, 8.0, size=2)
+        cells.append((x, y, sx, sy, rng.uniform(*AF_SNR) * noise))
+    return cells
+
+
+def _render_cells(shape, cells, dx, dy, scale):
+    h, w = shape
+    yy, xx = np.mgrid[0:h, 0:w]
+    img = np.zeros(shape)
+    for x, y, sx, sy, peak in cells:
+        img += scale * peak * np.exp(-((xx - x - dx) ** 2 / (2 * sx ** 2) + (yy - y - dy) ** 2 / (2 * sy ** 2)))
+    return img
+
+
+def _level_fov(rng, codes, p, gains, empty):
+    """One FOV of the realistic or hard level (see LEVELS and the README)."""
+    fov = Fov()
+    size, sigma, noise, rounds, channels = p["size"], p["sigma"], NOISE_SIGMA, p["rounds"], p["channels"]
+    shape = (size, size)
+    level = LEVELS[p["level"]]
+    max_shift = level["max_shift"]
+    # every round sits somewhere else, round 0 included: the dots image is the only reference
+    fov.shifts = [tuple(rng.uniform(-max_shift, max_shift, size=2)) for _ in range(rounds)]
+    # the sample extends beyond the tile: spots and cells up to and across its edges
+    pad = int(np.ceil(max_shift + 4 * sigma))
+    extent = size + 2 * pad
+    if empty:
+        pts, cells = np.zeros((0, 2)), []
+    else:
+        n = int(round(p["spots_per_fov"] * (extent / float(size)) ** 2))
+        pts = _place_spots(n, size, 0.0, 6.0, rng, extent=extent) - pad
+        cells = _af_cells(rng, size, pad, noise)
+    n = len(pts)
+    xs, ys = pts[:, 0], pts[:, 1]
+    gene_idx = rng.integers(0, len(codes), size=n)
+    base = noise * level["snr"] * np.exp(rng.normal(0.0, SNR_SPREAD, size=n))
+    jitter = rng.uniform(ROUND_JITTER[0], ROUND_JITTER[1], size=(rounds, n))
+    mix = _crosstalk_matrix(channels, level["crosstalk"])
+    on_gain = np.zeros(n)
+    for r in range(rounds):
+        dx, dy = fov.shifts[r]
+        dye = np.zeros((channels, n))  # light each dye emits per spot, before the optics
+        for i, gi in enumerate(gene_idx):
+            dye[codes[gi][r], i] = base[i] * jitter[r, i]
+            on_gain[i] += gains[codes[gi][r]] * jitter[r, i] / rounds
+        for c in range(channels):
+            a = gains[c] * mix[c].dot(dye)
+            img = _background(shape, rng) + _render(shape, xs + dx, ys + dy, a, sigma)
+            img += _render_cells(shape, cells, dx, dy, gains[c] * AF_SPECTRUM[c % len(AF_SPECTRUM)])
+            img += rng.normal(0.0, noise, size=shape)
+            fov.primary[(r, c)] = img
+    snr = base * on_gain / noise
+    inside = (xs >= 0) & (xs <= size - 1) & (ys >= 0) & (ys <= size - 1)
+    fov.truth = [(xs[i], ys[i], gene_idx[i], snr[i]) for i in np.flatnonzero(inside)]
+    # anchor: every amplicon at its mean brightness, the cells too (same optics, no shift)
+    fov.dots = _background(shape, rng) + _render(shape, xs, ys, base, sigma)
+    fov.dots += _render_cells(shape, cells, 0.0, 0.0, 1.0) + rng.normal(0.0, noise, size=shape)
+    fov.nuclei = _nuclei(rng, size, noise) if not empty else rng.normal(0.0, noise, size=shape) + 0.05
+    return fov
+
+
+def _write_fov(out, name, f, fov, p, manifests, tile_format):
+    size, rounds, channels = p["size"], p["rounds"], p["channels"]
+    origin = (float(f % 8) * size * PIXEL_UM, float(f // 8) * size * PIXEL_UM)
+    prim_tiles = []
+    for r in range(rounds):
+        for c in range(channels):
+            fname, sha = _write_tile(out, "primary-%s-r%d-c%d-z0" % (name, r, c),
+                                     _to_uint16(fov.primary[(r, c)]), tile_format)
+            prim_tiles.append(_tile_entry(fname, r, c, 0, size, origin, sha, tile_format))
+    with open(os.path.join(out, "primary-%s.json" % name), "w") as fh:
+        json.dump(_tileset(prim_tiles, rounds, channels, 1, tile_format), fh, indent=1)
+    manifests["primary"][name] = "primary-%s.json" % name
+    for image, img in (("dots", fov.dots), ("nuclei", fov.nuclei)):
+        fname, sha = _write_tile(out, "%s-%s-r0-c0-z0" % (image, name), _to_uint16(img), tile_format)
+        tiles = [_tile_entry(fname, 0, 0, 0, size, origin, sha, tile_format)]
+        with open(os.path.join(out, "%s-%s.json" % (image, name)), "w") as fh:
+            json.dump(_tileset(tiles, 1, 1, 1, tile_format), fh, indent=1)
+        manifests[image][name] = "%s-%s.json" % (image, name)
+
+
 def generate(out=DEFAULT_OUT, fovs=4, seed=0, rounds=4, channels=4, size=256,
-             spots_per_fov=80, n_genes=12, max_shift=5.0, noise=0.02, sigma=1.4):
-    """Write the synthetic experiment into ``out``; returns the experiment.json path."""
+             spots_per_fov=80, n_genes=12, max_shift=5.0, noise=0.02, sigma=1.4,
+             level="easy", empty_fovs=(), tile_format="TIFF"):
+    """Write the synthetic experiment into ``out``; returns the experiment.json path.
+
+    ``max_shift`` and ``noise`` are the easy level's; the other levels take theirs from
+    LEVELS. ``empty_fovs``: indices of tissue-free FOVs (no spots, no cells)."""
     if fovs < 1:
         raise ValueError("fovs must be >= 1")
     if n_genes > len(GENES):
         raise ValueError("at most %d genes" % len(GENES))
+    if level not in LEVEL_NAMES:
+        raise ValueError("level must be one of %s, got %r" % (", ".join(LEVEL_NAMES), level))
+    if tile_format not in TILE_EXTENSIONS:
+        raise ValueError("tile format must be one of %s, got %r"
+                         % (", ".join(TILE_EXTENSIONS), tile_format))
+    empty = set(int(e) for e in empty_fovs)
+    if any(e < 0 or e >= fovs for e in empty):
+        raise ValueError("empty FOVs must be between 0 and %d, got %s" % (fovs - 1, sorted(empty)))
     rng = np.random.default_rng(seed)
     os.makedirs(out, exist_ok=True)
     genes = GENES[:n_genes]
     codes = make_codebook(n_genes, rounds, channels, rng)
+    gains = None if level == "easy" else \
+        np.array([GAIN_STEPS[i % len(GAIN_STEPS)] for i in rng.permutation(channels)])
+    params = {"size": size, "sigma": sigma, "noise": noise, "rounds": rounds, "channels": channels,
+              "max_shift": max_shift, "spots_per_fov": spots_per_fov, "level": level}
 
     codebook = {
         "version": "0.0.0",
@@ -147,58 +358,20 @@ def generate(out=DEFAULT_OUT, fovs=4, seed=0, rounds=4, channels=4, size=256,
         ],
     }
     manifests = {"primary": {}, "nuclei": {}, "dots": {}}
-    truth_rows = []
-    margin = 3 * sigma + max_shift + 4
-    shape = (size, size)
-
+    truth_rows, shift_rows = [], []
     for f in range(fovs):
         name = "fov_%03d" % f
-        origin = (float(f % 8) * size * PIXEL_UM, float(f // 8) * size * PIXEL_UM)
-        pts = _place_spots(spots_per_fov, size, margin, 7.0, rng)
-        n = len(pts)
-        xs, ys = pts[:, 0], pts[:, 1]
-        gene_idx = rng.integers(0, n_genes, size=n)
-        amps = rng.uniform(0.5, 0.9, size=n)
-        for (x, y), gi in zip(pts, gene_idx):
-            truth_rows.append((f, "%.2f" % x, "%.2f" % y, genes[gi]))
-
-        shifts = [(0.0, 0.0)] + [tuple(rng.uniform(-max_shift, max_shift, size=2))
-                                 for _ in range(rounds - 1)]
-        prim_tiles = []
-        for r in range(rounds):
-            dx, dy = shifts[r]
-            for c in range(channels):
-                on = np.array([codes[gi][r] == c for gi in gene_idx])
-                # per-round brightness jitter; faint crosstalk into the other channels
-                a = np.where(on, amps * rng.uniform(0.8, 1.1, size=n), 0.06 * amps)
-                img = _background(shape, rng) + _render(shape, xs + dx, ys + dy, a, sigma)
-                img += rng.normal(0.0, noise, size=shape)
-                fname = "primary-%s-r%d-c%d-z0.tiff" % (name, r, c)
-                sha = _write_tiff(os.path.join(out, fname), _to_uint16(img))
-                prim_tiles.append(_tile_entry(fname, r, c, 0, size, origin, sha))
-        with open(os.path.join(out, "primary-%s.json" % name), "w") as fh:
-            json.dump(_tileset(prim_tiles, rounds, channels, 1), fh, indent=1)
-        manifests["primary"][name] = "primary-%s.json" % name
-
-        # anchor ("dots"): every spot, in the reference frame
-        dots = _background(shape, rng) + _render(shape, xs, ys, amps, sigma)
-        dots += rng.normal(0.0, noise, size=shape)
-        fname = "dots-%s-r0-c0-z0.tiff" % name
-        sha = _write_tiff(os.path.join(out, fname), _to_uint16(dots))
-        with open(os.path.join(out, "dots-%s.json" % name), "w") as fh:
-            json.dump(_tileset([_tile_entry(fname, 0, 0, 0, size, origin, sha)], 1, 1, 1), fh, indent=1)
-        manifests["dots"][name] = "dots-%s.json" % name
-
-        # nuclei: a few big soft blobs
-        k = 6
-        nx, ny = rng.uniform(20, size - 20, size=k), rng.uniform(20, size - 20, size=k)
-        nuc = _render(shape, nx, ny, rng.uniform(0.3, 0.6, size=k), 12.0)
-        nuc += rng.normal(0.0, noise, size=shape)
-        fname = "nuclei-%s-r0-c0-z0.tiff" % name
-        sha = _write_tiff(os.path.join(out, fname), _to_uint16(nuc))
-        with open(os.path.join(out, "nuclei-%s.json" % name), "w") as fh:
-            json.dump(_tileset([_tile_entry(fname, 0, 0, 0, size, origin, sha)], 1, 1, 1), fh, indent=1)
-        manifests["nuclei"][name] = "nuclei-%s.json" % name
+        if level == "easy":
+            fov = _easy_fov(rng, codes, params)
+            if f in empty:  # the easy level's draws stay the same; the FOV loses its tissue
+                fov = _emptied(fov, rng, params)
+        else:
+            fov = _level_fov(rng, codes, params, gains, f in empty)
+        for x, y, gi, snr in fov.truth:
+            row = (f, "%.2f" % x, "%.2f" % y, genes[gi])
+            truth_rows.append(row if snr is None else row + ("%.2f" % snr,))
+        shift_rows.extend((f, r, "%.3f" % dx, "%.3f" % dy) for r, (dx, dy) in enumerate(fov.shifts))
+        _write_fov(out, name, f, fov, params, manifests, tile_format)
 
     files = {"primary": "primary_image.json", "nuclei": "nuclei.json", "dots": "dots.json"}
     for image, fname in files.items():
@@ -206,21 +379,45 @@ def generate(out=DEFAULT_OUT, fovs=4, seed=0, rounds=4, channels=4, size=256,
             json.dump({"version": "0.1.0", "contents": manifests[image], "extras": {}}, fh, indent=1)
     with open(os.path.join(out, "codebook.json"), "w") as fh:
         json.dump(codebook, fh, indent=1)
-    experiment = {
-        "version": "5.0.0",
-        "images": files,
-        "codebook": "codebook.json",
-        "extras": {"synthetic": True, "generator": "examples/synthetic-iss/generate.py",
-                   "seed": seed, "fovs": fovs},
-    }
+    extras = {"synthetic": True, "generator": "examples/synthetic-iss/generate.py",
+              "seed": seed, "fovs": fovs}
+    if level != "easy":
+        extras.update(level=level, channel_gains=[float(g) for g in gains])
+    if empty:
+        extras["empty_fovs"] = sorted(empty)
+    experiment = {"version": "5.0.0", "images": files, "codebook": "codebook.json", "extras": extras}
     exp_path = os.path.join(out, "experiment.json")
     with open(exp_path, "w") as fh:
         json.dump(experiment, fh, indent=1)
     with open(os.path.join(out, "ground_truth.csv"), "w", newline="") as fh:
         w = csv.writer(fh, lineterminator="\n")
-        w.writerow(["fov", "x", "y", "target"])
+        w.writerow(["fov", "x", "y", "target"] + ([] if level == "easy" else ["snr"]))
         w.writerows(truth_rows)
+    if level != "easy":
+        with open(os.path.join(out, "ground_truth_shifts.csv"), "w", newline="") as fh:
+            w = csv.writer(fh, lineterminator="\n")
+            w.writerow(["fov", "round", "dx", "dy"])
+            w.writerows(shift_rows)
     return exp_path
+
+
+def _emptied(fov, rng, p):
+    """An easy FOV without tissue: background and noise in every tile, no truth."""
+    shape = (p["size"], p["size"])
+    blank = Fov()
+    blank.shifts = fov.shifts
+    blank.primary = {k: _background(shape, rng) + rng.normal(0.0, p["noise"], size=shape)
+                     for k in sorted(fov.primary)}
+    blank.dots = _background(shape, rng) + rng.normal(0.0, p["noise"], size=shape)
+    blank.nuclei = rng.normal(0.0, p["noise"], size=shape)
+    return blank
+
+
+def _fov_list(text):
+    try:
+        return [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected FOV indices like 1,3, got %r" % text)
 
 
 def main(argv=None):
@@ -228,8 +425,15 @@ def main(argv=None):
     ap.add_argument("--out", default=DEFAULT_OUT, help="output directory (default: %(default)s)")
     ap.add_argument("--fovs", type=int, default=4, help="number of fields of view (default 4)")
     ap.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    ap.add_argument("--level", choices=LEVEL_NAMES, default="easy",
+                    help="difficulty (default easy; see examples/synthetic-iss/README.md)")
+    ap.add_argument("--empty-fovs", type=_fov_list, default=[], metavar="1,3",
+                    help="tissue-free FOVs: no spots, no cells (default none)")
+    ap.add_argument("--tile-format", choices=sorted(TILE_EXTENSIONS), default="TIFF",
+                    help="SpaceTx ImageFormat of the tiles (default TIFF)")
     args = ap.parse_args(argv)
-    path = generate(args.out, fovs=args.fovs, seed=args.seed)
+    path = generate(args.out, fovs=args.fovs, seed=args.seed, level=args.level,
+                    empty_fovs=args.empty_fovs, tile_format=args.tile_format)
     print(path)
     return 0
 
