@@ -6,7 +6,9 @@ directly by the local runner.  The contract is in containers/README.md; in short
 
   STARFISH_RUN_ID       the run id, e.g. 261125-k3f9 (for the log lines)
   STARFISH_EXPERIMENT   URL/path of a SpaceTx experiment.json
-  STARFISH_RECIPE       URL/path of a .py defining process_fov(fov_index, experiment_url)
+  STARFISH_RECIPE       URL/path of a .py defining process_fov(fov_index: int, experiment_url: str)
+                        (starfish's WDL workflow) or process_fov(fov: FieldOfView, codebook: Codebook)
+                        (starfish's AWS tutorial); the signature says which
   STARFISH_FOVS         the FOVs of this job as range text, e.g. 0-9999 or 1-3,7,9-12;
                         array child i (AWS_BATCH_JOB_ARRAY_INDEX, default 0 for a plain job)
                         processes the i-th FOV of that list in ascending order
@@ -17,17 +19,21 @@ Everything the experiment refers to is checked against the URL policy first
 absolute paths only when the experiment itself is local); a remote experiment's checks and
 recipe read no local file through starfish_io.
 
-Writes <fov output>/fov_NNN.csv (fov,x,y,z,target,quality), whole or not at all (a temporary
-name, then a rename).  On failure the last line on stderr is "process-fov: <reason>",
+Writes <fov output>/fov_NNN.csv (fov,x,y,z,target,quality, then starfish's physical xc,yc,zc
+and every other column the recipe returned), whole or not at all (a temporary name, then a
+rename); an empty result is a header-only table (a FOV without spots is a success).  On failure the last line on stderr is "process-fov: <reason>",
 <fov output>/fov_NNN.error.json records the reason (when the output location and the FOV are
 known, and the disk takes it), and the exit code is 2 (bad environment/configuration) or 1
 (recipe/data failure, or the table could not be written: a full disk says so, with the next step).
 """
 import csv
+import inspect
 import io
 import json
 import math
+import numbers
 import os
+import re
 import sys
 import time
 import traceback
@@ -174,6 +180,21 @@ def check_experiment(experiment_url, fov):
 # ---------------------------------------------------------------------------------------
 # recipe loading and running
 
+# The two ways starfish users write a recipe (containers/README.md, "Recipe conventions"):
+INDEX_CONVENTION = "index"  # process_fov(fov_index: int, experiment_url: str): starfish's WDL workflow
+FOV_CONVENTION = "fov"      # process_fov(fov: FieldOfView, codebook: Codebook): starfish's AWS tutorial
+SIGNATURES = ("process_fov(fov_index: int, experiment_url: str) (starfish's WDL workflow, starfish-analysis) "
+              "or process_fov(fov: FieldOfView, codebook: Codebook) (starfish's AWS tutorial)")
+# Parameter names that say which convention a recipe without annotations follows. A first
+# parameter called just "fov" says nothing (WDL-style recipes call the index that too).
+_INDEX_NAMES = (frozenset(("fov_index", "field_num", "fov_num", "fov_number", "fov_idx", "field_index",
+                           "field_of_view_index", "fov_id", "index", "idx", "i", "n")),
+                frozenset(("experiment_url", "experiment_str", "experiment", "experiment_json",
+                           "experiment_path", "experiment_uri", "exp_url", "json_url", "url")))
+_FOV_NAMES = (frozenset(("field_of_view",)), frozenset(("codebook", "code_book", "cb")))
+_INDEX_TYPES, _FOV_TYPES = (("int",), ("str",)), (("FieldOfView",), ("Codebook",))
+
+
 def load_recipe(recipe_url):
     try:
         source = sio.read_text(recipe_url)
@@ -198,9 +219,91 @@ def load_recipe(recipe_url):
                       show_traceback=True)
     fn = getattr(module, "process_fov", None)
     if not callable(fn):
-        raise Failure("recipe %s does not define process_fov(fov_index, experiment_url)"
-                      % recipe_url, EXIT_BAD_ENV)
+        raise Failure("recipe %s does not define process_fov; write it as %s" % (recipe_url, SIGNATURES),
+                      EXIT_BAD_ENV)
     return fn
+
+
+def _type_name(annotation):
+    """'int', 'FieldOfView', ... for an annotation object or string (PEP 563); None when absent."""
+    if annotation is inspect.Parameter.empty:
+        return None
+    name = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "")
+    return str(name).strip("'\" ").rsplit(".", 1)[-1]
+
+
+def _votes(params, pairs):
+    """The conventions the two parameters point to: pairs = ((convention, (first, second)), ...)
+    where first/second are collections of type or parameter names."""
+    found = set()
+    for convention, (first, second) in pairs:
+        if params[0] in first or params[1] in second:
+            found.add(convention)
+    return found
+
+
+def recipe_convention(fn, recipe_url):
+    """How to call the recipe's process_fov: INDEX_CONVENTION or FOV_CONVENTION, decided by its
+    parameters' annotations, else their names; a Failure (exit 2) with both examples when the
+    signature says neither, or both."""
+    def refuse(why):
+        return Failure("recipe %s: cannot tell how to call process_fov%s: %s; write it as %s"
+                       % (recipe_url, shown, why, SIGNATURES), EXIT_BAD_ENV)
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):
+        shown = ""
+        raise refuse("its signature cannot be read")
+    shown = one_line(str(signature), 120)
+    positional = [p for p in signature.parameters.values()
+                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    required = [p for p in positional if p.default is p.empty]
+    extra = [p.name for p in signature.parameters.values() if p.kind == p.KEYWORD_ONLY and p.default is p.empty]
+    if len(positional) < 2 or len(required) > 2 or extra:
+        raise refuse("it must take exactly two arguments")
+    first, second = positional[0], positional[1]
+    by_type = _votes((_type_name(first.annotation), _type_name(second.annotation)),
+                     ((INDEX_CONVENTION, _INDEX_TYPES), (FOV_CONVENTION, _FOV_TYPES)))
+    by_name = _votes((first.name.lower(), second.name.lower()),
+                     ((INDEX_CONVENTION, _INDEX_NAMES), (FOV_CONVENTION, _FOV_NAMES)))
+    for votes, what in ((by_type, "annotations"), (by_name, "parameter names")):
+        if len(votes) == 2:
+            raise refuse("its %s mix both conventions" % what)
+        if votes:  # annotations, when they say anything, decide over names
+            return votes.pop()
+    raise refuse("neither its annotations nor its parameter names say which arguments it takes")
+
+
+def _starfish_fov(experiment_url, fov, fov_name):
+    """(FieldOfView, Codebook) for the tutorial convention, read by starfish itself, so the recipe
+    gets exactly what Experiment.from_json gives (the same objects the tutorial's workflow passes)."""
+    try:
+        import starfish
+    except ImportError as exc:
+        raise Failure("the recipe is written as process_fov(fov: FieldOfView, codebook: Codebook), which needs "
+                      "starfish to load the experiment, and starfish cannot be imported here (%s: %s); run it "
+                      "in the process-fov image, or write it as process_fov(fov_index: int, experiment_url: str)"
+                      % (type(exc).__name__, one_line(exc, 200)), EXIT_BAD_ENV)
+    try:
+        experiment = starfish.Experiment.from_json(experiment_url)
+    except Exception as exc:
+        raise Failure(describe_recipe_error(fov, exc, "starfish's Experiment.from_json(%s)" % experiment_url),
+                      EXIT_FAILURE, show_traceback=True)
+    try:
+        field_of_view = experiment[fov_name]
+    except (KeyError, IndexError, LookupError):
+        names = sorted(str(k) for k in experiment.keys()) if hasattr(experiment, "keys") else []
+        desc = "%d FOVs: %s..%s" % (len(names), names[0], names[-1]) if names else "no FOVs"
+        raise Failure("FOV %d (%s) is not in the experiment as starfish reads it (%s)"
+                      % (fov, fov_name, one_line(desc, 200)), EXIT_BAD_ENV)
+    return field_of_view, experiment.codebook
+
+
+def recipe_arguments(convention, experiment_url, fov, fov_name):
+    """The two arguments process_fov takes under ``convention``."""
+    if convention == FOV_CONVENTION:
+        return _starfish_fov(experiment_url, fov, fov_name)
+    return fov, experiment_url
 
 
 def _find_not_found(exc):
@@ -225,7 +328,7 @@ def _find_refusal(exc):
     return None
 
 
-def describe_recipe_error(fov, exc):
+def describe_recipe_error(fov, exc, who="recipe"):
     refused = _find_refusal(exc)
     if refused is not None:
         return "FOV %d: %s" % (fov, one_line(refused, 400))
@@ -234,13 +337,26 @@ def describe_recipe_error(fov, exc):
         kind = "tile" if str(missing).lower().endswith(TILE_EXTENSIONS) else "file"
         return "FOV %d: %s not found: %s" % (fov, kind, missing)
     if isinstance(exc, MemoryError):
-        return "FOV %d: recipe ran out of memory (MemoryError); give the job more memory" % fov
+        return "FOV %d: %s ran out of memory (MemoryError); give the job more memory" % (fov, who)
     msg = one_line(exc, 400)
-    return "FOV %d: recipe raised %s%s" % (fov, type(exc).__name__, (": " + msg) if msg else "")
+    return "FOV %d: %s raised %s%s" % (fov, who, type(exc).__name__, (": " + msg) if msg else "")
 
 
 # ---------------------------------------------------------------------------------------
-# result conversion
+# result conversion: any result type -> (header, rows) of the FOV's CSV
+
+LEADING = HEADER                       # the contract: every table starts with these six columns
+PHYSICAL = ("xc", "yc", "zc")          # starfish's Coordinates: kept right after them
+MAX_EXTRA_COLUMNS = 32                 # further columns a recipe returns are dropped (named on stderr)
+MAX_NAME = 64                          # characters of a column name
+MAX_CELL = 200                         # characters of a text cell
+_NAME_BAD = re.compile(r"[^A-Za-z0-9_.]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_FORMULA = ("=", "+", "-", "@")        # what a spreadsheet would run as a formula
+# columns that feed the leading ones, in order of preference (case-insensitive)
+_SOURCES = {"x": ("x", "xc_px", "x_px"), "y": ("y", "yc_px", "y_px"), "z": ("z",),
+            "target": ("target", "gene", "targets"), "quality": ("quality", "score")}
+
 
 def _is_missing(v):
     if v is None:
@@ -252,105 +368,185 @@ def _is_missing(v):
 
 
 def _columns_from_mapping_rows(rows):
-    cols = {}
-    keys = set()
+    """A list of dicts as columns, keys in the order they first appear."""
+    keys = []
     for r in rows:
-        keys.update(r.keys())
-    for k in keys:
-        cols[k] = [r.get(k) for r in rows]
-    return cols, len(rows)
+        keys.extend(k for k in r.keys() if k not in keys)
+    return {k: [r.get(k) for r in rows] for k in keys}, len(rows)
+
+
+def _unwrap(result):
+    """The table inside a starfish result: IntensityTable / DecodedIntensityTable through
+    to_features_dataframe() (pixel x, y, z, physical xc, yc, zc, target, distance, ...);
+    DecodedSpots through .data (to_decoded_dataframe(): physical coordinates only)."""
+    if hasattr(result, "to_features_dataframe"):
+        result = result.to_features_dataframe()
+    if not hasattr(result, "columns") and hasattr(result, "data") and hasattr(result.data, "columns"):
+        result = result.data
+    return result
 
 
 def result_columns(result):
-    """Return (columns dict name -> sequence, n rows) for any supported return value."""
+    """Return (columns: ordered dict name -> sequence, n rows) for any supported return value."""
     if result is None:
-        raise TypeError("recipe returned None (expected decoded spots)")
-    # starfish DecodedIntensityTable (an xarray DataArray with a features dimension)
-    if hasattr(result, "to_features_dataframe"):
-        result = result.to_features_dataframe()
-    # starfish DecodedSpots / anything wrapping a DataFrame in .data
-    if not hasattr(result, "columns") and hasattr(result, "data") and hasattr(result.data, "columns"):
-        result = result.data
-    # pandas DataFrame (duck-typed: pandas is not needed here)
+        raise TypeError("recipe returned None; return the decoded spots, e.g. `return decoded` (a "
+                        "DecodedIntensityTable) or a list of dicts like [{'x': 10.5, 'y': 20.0, 'target': 'ACTB'}]")
+    result = _unwrap(result)
     if hasattr(result, "columns") and hasattr(result, "__getitem__") and hasattr(result, "__len__"):
-        cols = {str(c): list(result[c]) for c in result.columns}
-        return cols, len(result)
-    # numpy structured array
+        return {str(c): list(result[c]) for c in result.columns}, len(result)  # a (pandas) DataFrame
     dtype = getattr(result, "dtype", None)
-    if dtype is not None and getattr(dtype, "names", None):
-        cols = {n: result[n].tolist() for n in dtype.names}
-        return cols, len(result)
-    # dict of columns
+    if dtype is not None and getattr(dtype, "names", None):  # numpy structured array
+        return {n: result[n].tolist() for n in dtype.names}, len(result)
+    if dtype is not None and getattr(result, "size", None) == 0:  # np.array([]): nothing found
+        return {}, 0
     if isinstance(result, dict):
         cols = {str(k): list(v) for k, v in result.items()}
         lengths = set(len(v) for v in cols.values())
         if len(lengths) > 1:
-            raise TypeError("recipe returned a dict of columns of different lengths")
+            raise TypeError("recipe returned a dict of columns of different lengths (%s); give every "
+                            "column one value per spot" % ", ".join("%s: %d" % (k, len(v)) for k, v in cols.items()))
         return cols, (lengths.pop() if lengths else 0)
-    # list/tuple of dicts
-    if isinstance(result, (list, tuple)):
-        if all(isinstance(r, dict) for r in result):
-            return _columns_from_mapping_rows(result)
-    raise TypeError("recipe returned %s; expected a DecodedIntensityTable, DataFrame, numpy "
-                    "structured array or list of dicts with x, y, target" % type(result).__name__)
+    if isinstance(result, (list, tuple)) and all(isinstance(r, dict) for r in result):
+        return _columns_from_mapping_rows(result)
+    raise TypeError("recipe returned %s; expected a DecodedIntensityTable, DecodedSpots, DataFrame, numpy "
+                    "structured array, dict of columns or list of dicts like [{'x': 10.5, 'y': 20.0, "
+                    "'target': 'ACTB'}]" % type(result).__name__)
 
 
-def to_rows(fov, result):
-    """Normalise a recipe's return value into CSV rows (fov, x, y, z, target, quality)."""
+def _safe_name(name):
+    """A column name that cannot break the header: letters, digits, _ and . only."""
+    s = _NAME_BAD.sub("_", str(name))[:MAX_NAME]
+    return s if s[:1].isalpha() or s[:1] == "_" else "_" + s[:MAX_NAME - 1]
+
+
+def _looks_numeric(s):
+    try:
+        float(s)
+        return True
+    except ValueError:
+        return False
+
+
+def cell(v):
+    """One value as CSV text a spreadsheet shows and never runs: numbers as numbers, text on one
+    line, capped, and a leading = + - @ made literal with a quote (unless it is a number)."""
+    if _is_missing(v):
+        return ""
+    if type(v).__name__ in ("bool", "bool_"):
+        return "True" if v else "False"
+    if isinstance(v, numbers.Integral):
+        return str(int(v))
+    if isinstance(v, numbers.Real):
+        return "%.9g" % float(v) if math.isfinite(float(v)) else ""
+    if isinstance(v, bytes):
+        v = v.decode("utf-8", "replace")
+    s = " ".join(_CONTROL.sub(" ", str(v)).split())
+    if len(s) > MAX_CELL:
+        s = s[:MAX_CELL - 3] + "..."
+    if s[:1] in _FORMULA and not _looks_numeric(s):
+        s = "'" + s
+    return s
+
+
+def _pick(cols, names):
+    """The first column named one of ``names`` (exactly, else in another case; the first such
+    column wins): (its name, values) or (None, None)."""
+    lower = {}
+    for k in cols:
+        lower.setdefault(k.lower(), k)
+    for n in names:
+        if n in cols:
+            return n, cols[n]
+    for n in names:
+        if n in lower:
+            return lower[n], cols[lower[n]]
+    return None, None
+
+
+def _extra_columns(cols, used):
+    """(output name, source name) of every column beyond the leading six: physical coordinates first,
+    then the recipe's own order; names made safe and unique, at most MAX_EXTRA_COLUMNS."""
+    lead = set(LEADING) | {"fov"}
+    rest = [k for k in cols if k not in used and k.lower() not in lead]
+    ordered = [k for p in PHYSICAL for k in rest if k == p] + [k for k in rest if k not in PHYSICAL]
+    out, taken = [], set(LEADING)
+    for k in ordered:
+        name, i = _safe_name(k), 2
+        while name.lower() in taken:
+            name, i = "%s_%d" % (_safe_name(k)[:MAX_NAME - 4], i), i + 1
+        taken.add(name.lower())
+        out.append((name, k))
+    if len(out) > MAX_EXTRA_COLUMNS:
+        print("process-fov: warning: the recipe returned %d columns beyond fov,x,y,z,target,quality; "
+              "the first %d are kept, dropped: %s" % (len(out), MAX_EXTRA_COLUMNS,
+                                                      one_line(", ".join(n for n, _ in out[MAX_EXTRA_COLUMNS:]), 300)),
+              file=sys.stderr)
+    return out[:MAX_EXTRA_COLUMNS]
+
+
+def _number(values, i, what):
+    try:
+        v = float(values[i])
+    except (TypeError, ValueError):
+        raise ValueError("spot %d has a non-numeric %s %r" % (i, what, values[i]))
+    if not math.isfinite(v):
+        raise ValueError("spot %d has a non-finite %s %r" % (i, what, values[i]))
+    return v
+
+
+def _quality(q, distance, intensity, i):
+    """quality as is, else 1 - distance (starfish's decoders), else intensity, else 1; in [0, 1]."""
+    for values, f in ((q, lambda v: v), (distance, lambda v: 1.0 - v), (intensity, lambda v: v)):
+        if values is not None and not _is_missing(values[i]):
+            v = f(float(values[i]))
+            return min(1.0, max(0.0, v)) if math.isfinite(v) else 0.0
+    return 1.0
+
+
+def to_table(fov, result):
+    """A recipe's return value as the FOV's CSV: (header, rows of strings). Empty results (no rows,
+    or no columns) give the header alone: a FOV without spots is a success with 0 spots."""
     cols, n = result_columns(result)
-    lower = {k.lower(): k for k in cols}
-
-    def col(*names):
-        for nm in names:
-            if nm in lower:
-                return cols[lower[nm]]
-        return None
-
-    xs, ys = col("x", "xc_px", "x_px"), col("y", "yc_px", "y_px")
-    zs = col("z")
-    targets = col("target", "gene", "targets")
-    if xs is None or ys is None or targets is None:
-        raise ValueError("recipe result has columns %s; needs x, y and target"
-                         % ", ".join(sorted(cols)) if cols else "recipe result has no columns")
-    quality = col("quality", "score")
-    distance = col("distance") if quality is None else None
-    intensity = col("intensity") if quality is None and distance is None else None
-    passes = col("passes_thresholds")
-
+    used = {}
+    for lead, names in _SOURCES.items():
+        used[lead] = _pick(cols, names)
+    pixel = used["x"][1] is not None and used["y"][1] is not None
+    physical = "xc" in cols and "yc" in cols  # starfish's names, exactly
+    extras = _extra_columns(cols, {k for k, _ in used.values() if k is not None})
+    header = list(LEADING) + [name for name, _ in extras]
+    if n == 0:
+        return header, []
+    if used["target"][1] is None or not (pixel or physical):
+        raise ValueError("recipe result has columns %s; needs target and pixel x, y (or starfish's physical "
+                         "xc, yc), e.g. [{'x': 10.5, 'y': 20.0, 'target': 'ACTB'}]"
+                         % one_line(", ".join(sorted(cols)) or "none", 300))
+    xs, ys, zs, targets = used["x"][1], used["y"][1], used["z"][1], used["target"][1]
+    q = used["quality"][1]
+    distance = _pick(cols, ("distance",))[1] if q is None else None
+    intensity = _pick(cols, ("intensity",))[1] if q is None and distance is None else None
+    passes = _pick(cols, ("passes_thresholds",))[1]
     rows = []
     for i in range(n):
-        if passes is not None and passes[i] is not None and not bool(passes[i]):
-            continue
-        target = targets[i]
-        if _is_missing(target):
+        if passes is not None and not _is_missing(passes[i]) and not bool(passes[i]):
+            continue  # starfish: the decoder's thresholds refused this feature
+        if _is_missing(targets[i]):
             continue  # not decoded to any codebook target
-        target = " ".join(str(target).split())
-        try:
-            x, y = float(xs[i]), float(ys[i])
-        except (TypeError, ValueError):
-            raise ValueError("spot %d has a non-numeric coordinate x=%r y=%r" % (i, xs[i], ys[i]))
-        if not (math.isfinite(x) and math.isfinite(y)):
-            raise ValueError("spot %d has a non-finite coordinate x=%r y=%r" % (i, xs[i], ys[i]))
-        z = 0
-        if zs is not None and not _is_missing(zs[i]):
-            z = int(round(float(zs[i])))
-        if quality is not None and not _is_missing(quality[i]):
-            q = float(quality[i])
-        elif distance is not None and not _is_missing(distance[i]):
-            q = 1.0 - float(distance[i])
-        elif intensity is not None and not _is_missing(intensity[i]):
-            q = float(intensity[i])
-        else:
-            q = 1.0
-        q = min(1.0, max(0.0, q)) if math.isfinite(q) else 0.0
-        rows.append((fov, "%.2f" % x, "%.2f" % y, z, target, "%.3f" % q))
-    return rows
+        if pixel:
+            x, y = _number(xs, i, "x"), _number(ys, i, "y")
+            z = 0 if zs is None or _is_missing(zs[i]) else int(round(_number(zs, i, "z")))
+            lead = ["%.2f" % x, "%.2f" % y, str(z)]
+        else:  # DecodedSpots: starfish dropped the pixel coordinates; the spot is placed by xc, yc
+            _number(cols["xc"], i, "xc"), _number(cols["yc"], i, "yc")
+            lead = ["", "", "" if zs is None or _is_missing(zs[i]) else str(int(round(_number(zs, i, "z"))))]
+        quality = "%.3f" % _quality(q, distance, intensity, i)
+        rows.append([str(fov)] + lead + [cell(targets[i]), quality] + [cell(cols[k][i]) for _, k in extras])
+    return header, rows
 
 
-def render_csv(rows):
+def render_csv(header, rows):
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(HEADER)
+    w.writerow(header)
     w.writerows(rows)
     return buf.getvalue()
 
@@ -393,23 +589,27 @@ def _run_fov(environ, output, fov):
     local_mode = is_local_experiment(experiment)
     with sio.local_files(local_mode):
         check_experiment(experiment, fov)
+    # The FOV's name in the experiment: the one place it is decided (what recipes are given).
+    fov_name = sio.fov_name(fov)
     fn = load_recipe(recipe_url)
+    convention = recipe_convention(fn, recipe_url)
     print("process-fov: run %s: FOV %d (%s) of %s with recipe %s"
-          % (run_id, fov, sio.fov_name(fov), experiment, recipe_url))
+          % (run_id, fov, fov_name, experiment, recipe_url))
     sys.stdout.flush()
     t0 = time.time()
+    with sio.local_files(local_mode):
+        args = recipe_arguments(convention, experiment, fov, fov_name)
+        try:
+            result = fn(*args)
+        except Exception as exc:  # the recipe's own failure
+            raise Failure(describe_recipe_error(fov, exc), EXIT_FAILURE, show_traceback=True)
     try:
-        with sio.local_files(local_mode):
-            result = fn(fov, experiment)
-    except Exception as exc:  # the recipe's own failure
-        raise Failure(describe_recipe_error(fov, exc), EXIT_FAILURE, show_traceback=True)
-    try:
-        rows = to_rows(fov, result)
+        header, rows = to_table(fov, result)
     except Exception as exc:
-        raise Failure("FOV %d: recipe result could not be converted: %s" % (fov, one_line(exc, 300)),
+        raise Failure("FOV %d: recipe result could not be converted: %s" % (fov, one_line(exc, 400)),
                       EXIT_FAILURE, show_traceback=True)
     try:
-        sio.write_text(csv_url, render_csv(rows), content_type="text/csv", tags=sio.INTERMEDIATE_TAGS)
+        sio.write_text(csv_url, render_csv(header, rows), content_type="text/csv", tags=sio.INTERMEDIATE_TAGS)
     except OSError as exc:  # a full disk (ENOSPC), no permission (EACCES), a failing disk (EIO)
         raise Failure("FOV %d: %s" % (fov, sio.write_failure(csv_url, exc, run_id)), EXIT_FAILURE)
     print("process-fov: FOV %d: %d spots in %.1f s -> %s" % (fov, len(rows), time.time() - t0, csv_url))

@@ -1,8 +1,13 @@
-"""process-fov: output table, FOV selection, and one-line failure reasons (as subprocesses)."""
+"""process-fov: output table, FOV selection, and one-line failure reasons (as subprocesses); the
+recipe conventions and result types (with the starfish stand-in in test/python/standin)."""
+import collections
 import csv
+import io
 import json
 import os
 import re
+import sys
+import types
 
 import numpy as np
 import pytest
@@ -11,6 +16,10 @@ from conftest import NUMPY_RECIPE, PROCESS_FOV, RUN_ID, run_script
 
 import process_fov as pf
 import starfish_io as sio
+
+STANDIN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "standin")
+SIGNATURES = ("process_fov(fov_index: int, experiment_url: str) (starfish's WDL workflow, starfish-analysis) "
+              "or process_fov(fov: FieldOfView, codebook: Codebook) (starfish's AWS tutorial)")
 
 FAKE_RECIPE = '''
 def process_fov(fov_index, experiment_url):
@@ -318,7 +327,7 @@ def test_recipe_without_process_fov(synthetic, tmp_path):
     recipe = write(tmp_path / "r.py", "def run(fov):\n    return []\n")
     r = run_script(PROCESS_FOV, **env_for(synthetic, recipe, str(tmp_path / "fovs")))
     assert r.code == 2, r
-    assert r.last_line == "process-fov: recipe %s does not define process_fov(fov_index, experiment_url)" % recipe
+    assert r.last_line == ("process-fov: recipe %s does not define process_fov; write it as %s" % (recipe, SIGNATURES))
 
 
 def test_recipe_with_syntax_error(synthetic, tmp_path):
@@ -337,73 +346,359 @@ def test_recipe_import_failure(synthetic, tmp_path):
 
 
 # ---------------------------------------------------------------------------------------
-# accepted return values (in-process)
+# recipe conventions: the WDL workflow's (fov_index, experiment_url) and the AWS tutorial's
+# (fov: FieldOfView, codebook: Codebook), run through the real script with the starfish stand-in
 
-class FakeFrame(object):
-    """Quacks like a pandas DataFrame (pandas is not installed here)."""
-
-    def __init__(self, cols):
-        self._cols = cols
-        self.columns = list(cols)
-
-    def __getitem__(self, k):
-        return self._cols[k]
-
-    def __len__(self):
-        return len(next(iter(self._cols.values())))
+@pytest.fixture
+def standin(monkeypatch):
+    """The starfish stand-in (test/python/standin) importable in this process, for this test only."""
+    monkeypatch.syspath_prepend(STANDIN)
+    yield __import__("starfish")
+    for name in [m for m in sys.modules if m == "starfish" or m.startswith("starfish.")]:
+        del sys.modules[name]
 
 
-class FakeDecodedIntensityTable(object):
-    def __init__(self, frame):
-        self.frame = frame
-
-    def to_features_dataframe(self):
-        return self.frame
+def run_with_standin(env):
+    return run_script(PROCESS_FOV, PYTHONPATH=STANDIN, **env)
 
 
-class FakeDecodedSpots(object):
-    def __init__(self, frame):
-        self.data = frame
+# the AWS tutorial's recipe.py (docs/source/user_guide/processing_at_scale), its pipeline replaced
+# by a table that says which FOV and codebook it was given
+TUTORIAL_RECIPE = '''
+from starfish import Codebook, DecodedIntensityTable, FieldOfView
 
 
-def test_to_rows_list_of_dicts():
-    rows = pf.to_rows(5, [{"x": 1, "y": 2, "target": "A"}, {"x": 3.333, "y": 4, "z": 1.0, "target": "B",
-                                                            "quality": 1.7}])
-    assert rows == [(5, "1.00", "2.00", 0, "A", "1.000"), (5, "3.33", "4.00", 1, "B", "1.000")]
+def process_fov(fov: FieldOfView, codebook: Codebook) -> DecodedIntensityTable:
+    primary = fov.get_image(FieldOfView.PRIMARY_IMAGES)
+    n = len(primary["tiles"])
+    return DecodedIntensityTable({
+        "radius": [1.5, 1.5], "z": [0, 0], "y": [20.0, 40.0], "x": [10.0, 30.0], "spot_id": [0, 1],
+        "features": [0, 1], "xc": [1.0, 3.0], "yc": [2.0, 4.0], "zc": [0.00005, 0.00005],
+        "target": [fov.name, codebook.target.values[0]], "distance": [0.25, 0.0],
+        "passes_thresholds": [True, True]}) if n == 16 else None
+'''
+
+# the WDL workflow's recipe (workflows/wdl/iss_published/recipe.py): loads the experiment itself and
+# returns decoded.to_decoded_dataframe(), i.e. DecodedSpots without pixel coordinates
+WDL_RECIPE = '''
+import starfish
+from starfish import DecodedIntensityTable
 
 
-def test_to_rows_structured_array():
-    arr = np.array([(1.5, 2.5, 0, b"ACTB", 0.25), (3.0, 4.0, 2, b"VIM", 0.75)],
-                   dtype=[("x", "f8"), ("y", "f8"), ("z", "i4"), ("target", "U8"), ("quality", "f4")])
-    arr = arr.astype([("x", "f8"), ("y", "f8"), ("z", "i4"), ("target", "U8"), ("quality", "f4")])
-    rows = pf.to_rows(0, arr)
-    assert rows == [(0, "1.50", "2.50", 0, "ACTB", "0.250"), (0, "3.00", "4.00", 2, "VIM", "0.750")]
+def process_fov(field_num: int, experiment_str: str):
+    fov_str: str = f"fov_{int(field_num):03d}"
+    experiment = starfish.Experiment.from_json(experiment_str)
+    fov = experiment[fov_str]
+    decoded = DecodedIntensityTable({
+        "radius": [1.5], "z": [0], "y": [20.0], "x": [10.0], "spot_id": [0], "features": [0],
+        "xc": [12.5], "yc": [7.25], "zc": [0.00005], "target": [fov.name], "distance": [0.1],
+        "passes_thresholds": [True]})
+    df = decoded.to_decoded_dataframe()
+    return df
+'''
 
 
-def test_to_rows_decoded_intensity_table_uses_distance_and_thresholds():
-    frame = FakeFrame({"x": [10, 20, 30, 40], "y": [1, 2, 3, 4], "z": [0, 0, 1, 0],
-                       "target": ["ACTB", "nan", "VIM", "KRT8"], "distance": [0.1, 0.2, 0.3, 0.0],
-                       "passes_thresholds": [True, True, True, False]})
-    rows = pf.to_rows(3, FakeDecodedIntensityTable(frame))
-    # undecoded ('nan') and failed-threshold features are dropped; quality = 1 - distance
-    assert rows == [(3, "10.00", "1.00", 0, "ACTB", "0.900"), (3, "30.00", "3.00", 1, "VIM", "0.700")]
+def test_tutorial_convention_gets_the_fov_and_the_codebook_starfish_loads(synthetic, tmp_path):
+    recipe = write(tmp_path / "recipe.py", TUTORIAL_RECIPE)
+    out = str(tmp_path / "fovs")
+    r = run_with_standin(env_for(synthetic, recipe, out, AWS_BATCH_JOB_ARRAY_INDEX="2"))
+    assert r.code == 0, r
+    rows = read_csv(os.path.join(out, "fov_002.csv"))
+    assert rows == [["fov", "x", "y", "z", "target", "quality", "xc", "yc", "zc", "radius", "spot_id",
+                     "features", "distance", "passes_thresholds"],
+                    ["2", "10.00", "20.00", "0", "fov_002", "0.750", "1", "2", "5e-05", "1.5", "0", "0",
+                     "0.25", "True"],
+                    ["2", "30.00", "40.00", "0", "ACTB", "1.000", "3", "4", "5e-05", "1.5", "1", "1",
+                     "0", "True"]]
 
 
-def test_to_rows_dataframe_and_decoded_spots():
-    frame = FakeFrame({"x": [1.0], "y": [2.0], "target": ["A"], "intensity": [0.4]})
-    assert pf.to_rows(1, frame) == [(1, "1.00", "2.00", 0, "A", "0.400")]
-    assert pf.to_rows(1, FakeDecodedSpots(frame)) == [(1, "1.00", "2.00", 0, "A", "0.400")]
+def test_tutorial_convention_by_parameter_names_alone(synthetic, tmp_path):
+    recipe = write(tmp_path / "recipe.py", "def process_fov(fov, codebook):\n"
+                                           "    return [{'x': 1, 'y': 2, 'target': fov.name}]\n")
+    out = str(tmp_path / "fovs")
+    r = run_with_standin(env_for(synthetic, recipe, out, STARFISH_FOVS="3"))
+    assert r.code == 0, r
+    assert read_csv(os.path.join(out, "fov_003.csv"))[1] == ["3", "1.00", "2.00", "0", "fov_003", "1.000"]
 
 
-def test_to_rows_rejects_missing_columns_and_bad_coordinates():
-    with pytest.raises(ValueError, match="needs x, y and target"):
-        pf.to_rows(0, [{"x": 1, "y": 2}])
-    with pytest.raises(ValueError, match="non-finite"):
-        pf.to_rows(0, [{"x": float("nan"), "y": 2, "target": "A"}])
-    with pytest.raises(TypeError):
-        pf.to_rows(0, None)
+def test_wdl_convention_returning_decoded_spots_keeps_physical_coordinates(synthetic, tmp_path):
+    recipe = write(tmp_path / "recipe.py", WDL_RECIPE)
+    out = str(tmp_path / "fovs")
+    r = run_with_standin(env_for(synthetic, recipe, out, AWS_BATCH_JOB_ARRAY_INDEX="1"))
+    assert r.code == 0, r
+    # starfish's to_decoded_dataframe() drops pixel x, y, z: they stay empty, never invented
+    assert read_csv(os.path.join(out, "fov_001.csv")) == [
+        ["fov", "x", "y", "z", "target", "quality", "xc", "yc", "zc", "radius", "spot_id", "distance",
+         "passes_thresholds"],
+        ["1", "", "", "", "fov_001", "0.900", "12.5", "7.25", "5e-05", "1.5", "0", "0.1", "True"]]
+
+
+@pytest.mark.parametrize("signature, convention", [
+    ("fov_index, experiment_url", pf.INDEX_CONVENTION),           # this project's examples
+    ("field_num: int, experiment_str: str", pf.INDEX_CONVENTION),  # starfish's WDL recipes
+    ("a: int, b: str", pf.INDEX_CONVENTION),
+    ("fov, experiment_url", pf.INDEX_CONVENTION),                  # 'fov' alone says nothing
+    ("fov_index, experiment_url, verbose=False", pf.INDEX_CONVENTION),
+    ("fov: FieldOfView, codebook: Codebook", pf.FOV_CONVENTION),   # starfish's AWS tutorial
+    ("fov: 'starfish.FieldOfView', codebook: 'Codebook'", pf.FOV_CONVENTION),  # PEP 563 strings
+    ("fov, codebook", pf.FOV_CONVENTION),
+    ("field_of_view, cb", pf.FOV_CONVENTION),
+    ("a: FieldOfView, b", pf.FOV_CONVENTION),
+    ("fov_index: FieldOfView, experiment_url: Codebook", pf.FOV_CONVENTION),  # annotations decide
+])
+def test_the_signature_decides_the_convention(signature, convention):
+    namespace = {"FieldOfView": type("FieldOfView", (), {}), "Codebook": type("Codebook", (), {})}
+    exec("def process_fov(%s):\n    pass\n" % signature, namespace)
+    assert pf.recipe_convention(namespace["process_fov"], "r.py") == convention
+
+
+@pytest.mark.parametrize("signature, why", [
+    ("a, b", "neither its annotations nor its parameter names say which arguments it takes"),
+    ("fov, b", "neither its annotations nor its parameter names say which arguments it takes"),
+    ("fov_index: int, codebook: Codebook", "its annotations mix both conventions"),
+    ("fov_index, codebook", "its parameter names mix both conventions"),
+    ("fov_index", "it must take exactly two arguments"),
+    ("fov_index, experiment_url, extra", "it must take exactly two arguments"),
+    ("fov_index, experiment_url, *, key", "it must take exactly two arguments"),
+    ("*args", "it must take exactly two arguments"),
+])
+def test_a_signature_that_says_neither_convention_is_refused_with_both_examples(signature, why):
+    namespace = {"Codebook": type("Codebook", (), {})}
+    exec("def process_fov(%s):\n    pass\n" % signature, namespace)
+    with pytest.raises(pf.Failure) as info:
+        pf.recipe_convention(namespace["process_fov"], "s3://lab/r.py")
+    assert info.value.code == pf.EXIT_BAD_ENV
+    assert info.value.reason.startswith("recipe s3://lab/r.py: cannot tell how to call process_fov(")
+    assert info.value.reason.endswith(": %s; write it as %s" % (why, SIGNATURES))
+
+
+def test_an_undecidable_recipe_fails_before_it_runs(synthetic, tmp_path):
+    recipe = write(tmp_path / "recipe.py", "def process_fov(a, b):\n    raise SystemExit('ran')\n")
+    out = str(tmp_path / "fovs")
+    r = run_script(PROCESS_FOV, **env_for(synthetic, recipe, out))
+    assert r.code == 2, r
+    assert r.last_line == ("process-fov: recipe %s: cannot tell how to call process_fov(a, b): neither its "
+                           "annotations nor its parameter names say which arguments it takes; write it as %s"
+                           % (recipe, SIGNATURES))
+    assert error_record(out, 0)["reason"] == r.last_line[len("process-fov: "):]
+
+
+def test_tutorial_convention_without_starfish_says_what_to_do(synthetic, tmp_path):
+    recipe = write(tmp_path / "recipe.py", "def process_fov(fov: 'FieldOfView', codebook: 'Codebook'):\n"
+                                           "    return []\n")
+    r = run_script(PROCESS_FOV, **env_for(synthetic, recipe, str(tmp_path / "fovs")))
+    assert r.code == 2, r
+    assert r.last_line == (
+        "process-fov: the recipe is written as process_fov(fov: FieldOfView, codebook: Codebook), which needs "
+        "starfish to load the experiment, and starfish cannot be imported here (ModuleNotFoundError: No module "
+        "named 'starfish'); run it in the process-fov image, or write it as "
+        "process_fov(fov_index: int, experiment_url: str)")
+
+
+def test_a_fov_starfish_does_not_find_is_named(synthetic, standin):
+    with pytest.raises(pf.Failure) as info:
+        pf.recipe_arguments(pf.FOV_CONVENTION, synthetic, 7, "fov_007")
+    assert info.value.code == pf.EXIT_BAD_ENV
+    assert info.value.reason == ("FOV 7 (fov_007) is not in the experiment as starfish reads it "
+                                 "(4 FOVs: fov_000..fov_003)")
+    fov, codebook = pf.recipe_arguments(pf.FOV_CONVENTION, synthetic, 1, "fov_001")
+    assert fov.name == "fov_001" and fov.image_types == {"primary", "nuclei", "dots"}
+    assert "ACTB" in codebook.target.values
+    assert pf.recipe_arguments(pf.INDEX_CONVENTION, synthetic, 1, "fov_001") == (1, synthetic)
+
+
+def test_an_experiment_starfish_refuses_is_the_fovs_reason(synthetic, monkeypatch):
+    class Experiment(object):
+        @classmethod
+        def from_json(cls, url):
+            raise ValueError("version 6.0.0 not supported.  This version of the starfish library only "
+                             "supports formats from 4.0.0 to 5.0.0")
+    monkeypatch.setitem(sys.modules, "starfish", types.SimpleNamespace(Experiment=Experiment))
+    with pytest.raises(pf.Failure) as info:
+        pf.recipe_arguments(pf.FOV_CONVENTION, synthetic, 0, "fov_000")
+    assert info.value.code == pf.EXIT_FAILURE
+    assert info.value.reason == ("FOV 0: starfish's Experiment.from_json(%s) raised ValueError: version 6.0.0 not "
+                                 "supported. This version of the starfish library only supports formats from "
+                                 "4.0.0 to 5.0.0" % synthetic)
+
+
+# ---------------------------------------------------------------------------------------
+# result types -> the FOV's CSV (in-process, starfish's real class and column names via the stand-in)
+
+SIX = ["fov", "x", "y", "z", "target", "quality"]
+
+
+def per_round_max_channel(spots):
+    """The features coordinates starfish's PerRoundMaxChannel leaves on a DecodedIntensityTable
+    (spot attributes, then xc, yc, zc, then target, distance, passes_thresholds), for
+    spots = [(x, y, z, target, distance, passes)]; physical = pixel * 0.5 um."""
+    cols = collections.OrderedDict((k, []) for k in (
+        "radius", "z", "y", "x", "spot_id", "features", "xc", "yc", "zc", "target", "distance",
+        "passes_thresholds"))
+    for i, (x, y, z, target, distance, passes) in enumerate(spots):
+        for k, v in (("radius", 1.5), ("z", z), ("y", y), ("x", x), ("spot_id", i), ("features", i),
+                     ("xc", x * 0.5), ("yc", y * 0.5), ("zc", z * 0.5), ("target", target),
+                     ("distance", distance), ("passes_thresholds", passes)):
+            cols[k].append(v)
+    return cols
+
+
+SPOTS = [(10.0, 20.0, 0, "ACTB", 0.1, True), (11.0, 21.0, 0, float("nan"), 0.5, False),
+         (30.5, 40.25, 1, "VIM", 0.3, True), (50.0, 60.0, 0, "KRT8", 0.0, False)]
+
+
+def test_decoded_intensity_table_keeps_every_column(standin):
+    header, rows = pf.to_table(3, standin.DecodedIntensityTable(per_round_max_channel(SPOTS)))
+    assert header == SIX + ["xc", "yc", "zc", "radius", "spot_id", "features", "distance", "passes_thresholds"]
+    # undecoded ('nan') and below-threshold features are dropped; quality = 1 - distance
+    assert rows == [["3", "10.00", "20.00", "0", "ACTB", "0.900", "5", "10", "0", "1.5", "0", "0", "0.1", "True"],
+                    ["3", "30.50", "40.25", "1", "VIM", "0.700", "15.25", "20.125", "0.5", "1.5", "2", "2", "0.3",
+                     "True"]]
+
+
+def test_decoded_spots_of_to_decoded_dataframe_place_spots_by_physical_coordinates(standin):
+    spots = standin.DecodedIntensityTable(per_round_max_channel(SPOTS)).to_decoded_dataframe()
+    assert "x" not in spots.data.columns  # as starfish 0.2.2 and 0.4.0 build it
+    header, rows = pf.to_table(0, spots)
+    assert header == SIX + ["xc", "yc", "zc", "radius", "spot_id", "distance", "passes_thresholds"]
+    assert [r[:9] for r in rows] == [["0", "", "", "", "ACTB", "0.900", "5", "10", "0"],
+                                     ["0", "", "", "", "VIM", "0.700", "15.25", "20.125", "0.5"]]
+
+
+def test_an_undecoded_intensity_table_needs_a_target(standin):
+    cols = per_round_max_channel(SPOTS)
+    for k in ("target", "distance", "passes_thresholds"):
+        del cols[k]
+    with pytest.raises(ValueError) as info:
+        pf.to_table(0, standin.IntensityTable(cols))
+    assert str(info.value) == (
+        "recipe result has columns features, radius, spot_id, x, xc, y, yc, z, zc; needs target and pixel x, y "
+        "(or starfish's physical xc, yc), e.g. [{'x': 10.5, 'y': 20.0, 'target': 'ACTB'}]")
+
+
+def test_dataframe_structured_array_dict_and_list_of_dicts(standin):
+    expected = (SIX + ["xc", "intensity", "cell_id"],
+                [["1", "1.50", "2.50", "0", "ACTB", "0.250", "0.75", "0.25", "cell 7"],
+                 ["1", "3.00", "4.00", "2", "VIM", "0.750", "1.5", "0.75", ""]])
+    columns = collections.OrderedDict((("x", [1.5, 3.0]), ("y", [2.5, 4.0]), ("z", [0, 2]),
+                                       ("target", ["ACTB", "VIM"]), ("intensity", [0.25, 0.75]),
+                                       ("xc", [0.75, 1.5]), ("cell_id", ["cell 7", None])))
+    from starfish._frame import DataFrame
+    assert pf.to_table(1, DataFrame(columns)) == expected
+    assert pf.to_table(1, dict(columns)) == expected
+    assert pf.to_table(1, [dict(zip(columns, values)) for values in zip(*columns.values())]) == expected
+    arr = np.array(list(zip(*[v if k != "cell_id" else ["cell 7", ""] for k, v in columns.items()])),
+                   dtype=[("x", "f8"), ("y", "f8"), ("z", "i4"), ("target", "U8"), ("intensity", "f4"),
+                          ("xc", "f8"), ("cell_id", "U8")])
+    assert pf.to_table(1, arr) == expected
+
+
+def test_list_of_dicts_keeps_the_order_keys_first_appear():
+    header, rows = pf.to_table(5, [{"x": 1, "y": 2, "target": "A", "b": 1},
+                                   {"x": 3.333, "y": 4, "z": 1.0, "target": "B", "quality": 1.7, "a": 2}])
+    assert header == SIX + ["b", "a"]
+    assert rows == [["5", "1.00", "2.00", "0", "A", "1.000", "1", ""], ["5", "3.33", "4.00", "1", "B", "1.000", "", "2"]]
+
+
+def empty_results():
+    from starfish._frame import DataFrame
+    import starfish
+    yield "no spots in a list", [], SIX
+    yield "no columns", {}, SIX
+    yield "an empty numpy array", np.array([]), SIX
+    yield "an empty DataFrame", DataFrame(), SIX
+    yield "zero rows of named columns", {"x": [], "y": [], "target": [], "xc": []}, SIX + ["xc"]
+    yield "an empty structured array", np.zeros(0, dtype=[("x", "f8"), ("y", "f8"), ("target", "U8")]), SIX
+    empty = starfish.DecodedIntensityTable(per_round_max_channel([]))
+    everything = SIX + ["xc", "yc", "zc", "radius", "spot_id", "features", "distance", "passes_thresholds"]
+    yield "an empty DecodedIntensityTable", empty, everything
+    yield "empty DecodedSpots", empty.to_decoded_dataframe(), [c for c in everything if c != "features"]
+    yield "only undecoded spots", per_round_max_channel(SPOTS[1:2]), everything
+
+
+def test_an_empty_result_is_a_table_with_no_spots(standin):
+    for what, result, header in empty_results():
+        assert pf.to_table(4, result) == (header, []), what
+
+
+def test_none_and_unusable_results_are_errors():
+    with pytest.raises(TypeError, match=r"^recipe returned None; return the decoded spots"):
+        pf.to_table(0, None)
+    with pytest.raises(TypeError, match=r"^recipe returned int; expected a DecodedIntensityTable"):
+        pf.to_table(0, 42)
+    with pytest.raises(ValueError, match="needs target and pixel x, y"):
+        pf.to_table(0, [{"x": 1, "y": 2}])
+    with pytest.raises(ValueError, match="spot 0 has a non-finite x nan"):
+        pf.to_table(0, [{"x": float("nan"), "y": 2, "target": "A"}])
+    with pytest.raises(ValueError, match="spot 1 has a non-finite xc inf"):
+        pf.to_table(0, {"xc": [1.0, float("inf")], "yc": [1.0, 2.0], "target": ["A", "B"]})
+    with pytest.raises(TypeError, match=r"different lengths \(x: 2, y: 1, target: 2\)"):
+        pf.to_table(0, {"x": [1, 2], "y": [1], "target": ["A", "B"]})
+
+
+def test_empty_fov_succeeds_with_a_header_only_table(synthetic, tmp_path):
+    recipe = write(tmp_path / "recipe.py", "def process_fov(fov_index, experiment_url):\n    return []\n")
+    out = str(tmp_path / "fovs")
+    os.makedirs(out)
+    write(os.path.join(out, "fov_001.error.json"), '{"fov": 1, "reason": "recipe result has no columns"}')
+    r = run_script(PROCESS_FOV, **env_for(synthetic, recipe, out, AWS_BATCH_JOB_ARRAY_INDEX="1"))
+    assert r.code == 0, r
+    assert "process-fov: FOV 1: 0 spots in " in r.stdout
+    assert os.listdir(out) == ["fov_001.csv"]
+    with open(os.path.join(out, "fov_001.csv")) as fh:
+        assert fh.read() == "fov,x,y,z,target,quality\n"
+
+
+def test_a_recipe_that_forgets_to_return_fails(synthetic, tmp_path):
+    """The AWS tutorial's template recipe ends in a bare `return`: that is a mistake, not 0 spots."""
+    recipe = write(tmp_path / "recipe.py", "def process_fov(fov_index, experiment_url):\n    return\n")
+    out = str(tmp_path / "fovs")
+    r = run_script(PROCESS_FOV, **env_for(synthetic, recipe, out))
+    assert r.code == 1, r
+    assert r.last_line.startswith("process-fov: FOV 0: recipe result could not be converted: recipe returned "
+                                  "None; return the decoded spots, e.g. `return decoded`")
+    assert not os.path.exists(os.path.join(out, "fov_000.csv"))
+
+
+# ---------------------------------------------------------------------------------------
+# hostile column names and values
+
+def test_hostile_names_and_values_cannot_break_the_table():
+    hostile = collections.OrderedDict([
+        ("x", [1.0]), ("y", [2.0]), ("target", ['=HYPERLINK("http://evil","ACTB")']),
+        ("evil\nfov,x,y,z,target,quality\n0", ["a\nfov,x,y,z,target,quality\n0,1,2,0,FAKE,1"]),
+        ("=cmd|' /C calc'!A0", ["+SUM(1,2)"]), ('"quoted", name', ["@import"]),
+        ("delta", [-1.5]), ("text", ["-2 then words"]), ("numeric_text", ["-3.5"]),
+        ("long", ["w" * 5000]), ("ctrl", ["bell\x07esc\x1b[31mred\x00"]), ("X", [99.0]),
+        ("evil\nfov,x,y,z,target,quality\n1", ["second column, same safe name"]),
+    ])
+    header, rows = pf.to_table(0, hostile)
+    text = pf.render_csv(header, rows)
+    parsed = list(csv.reader(io.StringIO(text)))
+    assert len(text.splitlines()) == 2 and len(parsed) == 2  # one header line, one row, nothing injected
+    assert parsed[0] == SIX + ["evil_fov_x_y_z_target_quality_0", "_cmd____C_calc__A0", "_quoted___name",
+                               "delta", "text", "numeric_text", "long", "ctrl",
+                               "evil_fov_x_y_z_target_quality_1"]
+    row = dict(zip(parsed[0], parsed[1]))
+    assert row["target"] == "'=HYPERLINK(\"http://evil\",\"ACTB\")"  # shown as text, never run
+    assert row["evil_fov_x_y_z_target_quality_0"] == "a fov,x,y,z,target,quality 0,1,2,0,FAKE,1"
+    assert row["_cmd____C_calc__A0"] == "'+SUM(1,2)" and row["_quoted___name"] == "'@import"
+    assert row["delta"] == "-1.5" and row["numeric_text"] == "-3.5"  # numbers stay numbers
+    assert row["text"] == "'-2 then words"
+    assert len(row["long"]) == 200 and row["long"].endswith("...")
+    assert row["ctrl"] == "bell esc [31mred"
+    assert row["x"] == "1.00"  # 'X' is the reserved x, not a second x column
+
+
+def test_extra_columns_are_capped(capsys):
+    cols = collections.OrderedDict([("x", [1]), ("y", [2]), ("target", ["A"])])
+    cols.update(("c%02d" % i, [i]) for i in range(40))
+    header, rows = pf.to_table(0, cols)
+    assert header == SIX + ["c%02d" % i for i in range(32)] and len(rows[0]) == 38
+    assert ("process-fov: warning: the recipe returned 40 columns beyond fov,x,y,z,target,quality; the first 32 "
+            "are kept, dropped: c32, c33, c34, c35, c36, c37, c38, c39") in capsys.readouterr().err
 
 
 def test_render_csv_quotes_awkward_targets():
-    text = pf.render_csv(pf.to_rows(0, [{"x": 1, "y": 2, "target": "HLA-A, HLA-B"}]))
+    text = pf.render_csv(*pf.to_table(0, [{"x": 1, "y": 2, "target": "HLA-A, HLA-B"}]))
     assert text == 'fov,x,y,z,target,quality\n0,1.00,2.00,0,"HLA-A, HLA-B",1.000\n'
