@@ -1,48 +1,59 @@
 /**
- * `/starfish stage`: copies a whole SpaceTx experiment (experiment.json, image manifests, FOV
- * tile JSON, tiles, codebook) into the team's store, so that runs read it from there.
+ * `/starfish stage`: copies a whole SpaceTx experiment (experiment.json, the codebook, every
+ * image type's collections, FOV tile lists and tiles) into the team's store, so that runs read it
+ * from there. The copy is complete and loads on its own (src/spacetx/staged-layout.ts), or
+ * nothing is copied: the experiment is read and checked as starfish would load it first.
  */
 import pLimit from 'p-limit';
 import { stagedPrefix } from '../run/layout.js';
 import type { CoreDeps } from '../core.js';
 import type { RunEventOf } from '../run/run-events.js';
-import { absoluteLocation, resolveRelative } from '../run/locations.js';
+import { absoluteLocation, kindOf, parseS3 } from '../run/locations.js';
 import { errorMessage, noticeMessage } from '../messages/blocks.js';
 import { escapeMrkdwn } from '../messages/message.js';
-import type { Reader } from '../ports.js';
-import { ExperimentError, readJson } from '../run/experiment.js';
+import type { Result } from '../result.js';
+import { ok, refuse } from '../result.js';
+import type { Reader, Store } from '../ports.js';
+import { ExperimentError } from '../spacetx/schema.js';
+import { walkExperiment, type ExperimentFile } from '../spacetx/walk.js';
+import { STAGED_MARKER, rewritten, stagedPaths } from '../spacetx/staged-layout.js';
 
 const STAGE_CONCURRENCY = 16;
+/** Problems shown in one refusal; the count says how many more there are. */
+const SHOWN_PROBLEMS = 5;
 
-async function json(reader: Reader, url: string, what: string): Promise<Record<string, unknown>> {
-  return (await readJson(reader, url, what, 's3://lab-data/iss/experiment.json')).value as Record<string, unknown>;
+/** One file of the staged copy: copied as it is, or written with its references rewritten. */
+interface StagedFile {
+  rel: string;
+  from: string;
+  body?: Buffer;
 }
 
-/** Every file an experiment consists of, as [source URL, path relative to experiment.json]. */
-async function experimentFiles(reader: Reader, experimentUrl: string): Promise<Array<[string, string]>> {
-  const files = new Map<string, string>();
-  const add = (ref: string, from: string) => {
-    const url = resolveRelative(from, ref);
-    const base = resolveRelative(experimentUrl, '.');
-    // The staged JSON keeps its relative references, so only files inside the folder can move.
-    if (!url.startsWith(base)) throw new Error(`${from} refers to ${ref}, outside the experiment's folder; staging copies one folder (put the file next to experiment.json)`);
-    files.set(url, url.slice(base.length).replace(/^\//, ''));
-    return url;
-  };
-  add(experimentUrl, experimentUrl);
-  const experiment = await json(reader, experimentUrl, 'experiment.json');
-  const images = (experiment.images ?? {}) as Record<string, string>;
-  if (typeof experiment.codebook === 'string') add(experiment.codebook, experimentUrl);
-  for (const manifestRef of Object.values(images)) {
-    const manifestUrl = add(manifestRef, experimentUrl);
-    const manifest = await json(reader, manifestUrl, 'image manifest');
-    for (const fovRef of Object.values((manifest.contents ?? {}) as Record<string, string>)) {
-      const fovUrl = add(fovRef, manifestUrl);
-      const fov = await json(reader, fovUrl, 'FOV tile list');
-      for (const tile of (fov.tiles ?? []) as Array<{ file?: string }>) if (tile.file) add(tile.file, fovUrl);
-    }
+/** What to copy and write, or why the experiment cannot be staged (nothing copied yet). */
+async function planCopy(reader: Reader, store: Store, source: string, name: string): Promise<Result<StagedFile[]>> {
+  let walked: { files: ExperimentFile[]; problems: string[] };
+  try {
+    walked = await walkExperiment(reader, source);
+  } catch (error) {
+    if (error instanceof ExperimentError) return refuse(error.message);
+    throw error;
   }
-  return [...files.entries()];
+  if (walked.problems.length) {
+    const more = walked.problems.length > SHOWN_PROBLEMS ? ` (and ${walked.problems.length - SHOWN_PROBLEMS} more)` : '';
+    return refuse(`starfish would not load this experiment, so a copy would not either: ${walked.problems.slice(0, SHOWN_PROBLEMS).join(' • ')}${more}`);
+  }
+  const paths = stagedPaths(walked.files, walked.files[0]!.at);
+  if (!paths.ok) return paths;
+  const locate = (rel: string) => store.locate(`${stagedPrefix(name)}/${rel}`);
+  const kind = kindOf(locate(STAGED_MARKER)) === 's3' ? 's3' : 'disk';
+  const bucketKey = (rel: string) => (kind === 's3' ? parseS3(locate(rel)).key : rel);
+  return ok(
+    walked.files.map((file) => {
+      const rel = paths.value.get(file.at)!;
+      const body = rewritten(file, paths.value, kind, bucketKey);
+      return { rel, from: file.at, ...(body ? { body } : {}) };
+    }),
+  );
 }
 
 export async function stageExperiment(deps: CoreDeps, raw: RunEventOf<'StageRequested'>): Promise<void> {
@@ -50,24 +61,17 @@ export async function stageExperiment(deps: CoreDeps, raw: RunEventOf<'StageRequ
   const event = { ...raw, source: absoluteLocation(raw.source) };
   const readable = reader.checkReadable(event.source);
   if (!readable.ok) return chat.ephemeral(event.channel, event.userId, errorMessage(readable.reason), event.responseUrl);
-  let files: Array<[string, string]>;
+  let planned: Result<StagedFile[]>;
   try {
-    files = await experimentFiles(reader, event.source);
+    planned = await planCopy(reader, store, event.source, event.name);
   } catch (error) {
-    return chat.ephemeral(
-      event.channel,
-      event.userId,
-      errorMessage(
-        error instanceof ExperimentError
-          ? `${error.message} Nothing was staged.`
-          : `Could not stage the experiment at ${escapeMrkdwn(event.source)}: ${escapeMrkdwn((error as Error).message)}. Example: /starfish stage s3://lab-data/iss/experiment.json as=iss`,
-      ),
-      event.responseUrl,
-    );
+    planned = refuse(`Could not stage the experiment at ${escapeMrkdwn(event.source)}: ${escapeMrkdwn((error as Error).message)}. Example: /starfish stage s3://lab-data/iss/experiment.json as=iss`);
   }
-  const destination = (rel: string) => store.locate(`${stagedPrefix(event.name)}/${rel}`);
+  if (!planned.ok) return chat.ephemeral(event.channel, event.userId, errorMessage(`${planned.reason} Nothing was staged.`), event.responseUrl);
+  const files = planned.value;
+  const key = (rel: string) => `${stagedPrefix(event.name)}/${rel}`;
   // Runs may be reading a staged experiment: a name is staged once.
-  const claim = await store.createIfAbsent(`${stagedPrefix(event.name)}/.staged.json`, JSON.stringify({ source: event.source, by: event.userId, files: files.length }));
+  const claim = await store.createIfAbsent(key(STAGED_MARKER), JSON.stringify({ source: event.source, by: event.userId, files: files.length }));
   if (claim === 'exists') {
     return chat.ephemeral(event.channel, event.userId, errorMessage(`An experiment is already staged as ${event.name}; runs may be reading it. Choose another name, e.g. as=${event.name}-2`), event.responseUrl);
   }
@@ -78,12 +82,14 @@ export async function stageExperiment(deps: CoreDeps, raw: RunEventOf<'StageRequ
   let lastShown = 0;
   const failures: string[] = [];
   await Promise.all(
-    files.map(([url, rel]) =>
+    files.map((file) =>
       limit(async () => {
         try {
-          await reader.copy(url, destination(rel));
+          // A JSON file whose references changed is written; every other file is copied as it is.
+          if (file.body) await store.put(key(file.rel), file.body);
+          else await reader.copy(file.from, store.locate(key(file.rel)));
         } catch (error) {
-          failures.push(`${rel}: ${(error as Error).message}`);
+          failures.push(`${file.rel}: ${(error as Error).message}`);
         }
         done++;
         // Show progress at most every 10%, so a 40,000-tile experiment is ~10 updates.
@@ -95,9 +101,9 @@ export async function stageExperiment(deps: CoreDeps, raw: RunEventOf<'StageRequ
     ),
   );
   // An incomplete copy must not hold the name: the next attempt may stage over it.
-  if (failures.length) await store.delete(`${stagedPrefix(event.name)}/.staged.json`);
+  if (failures.length) await store.delete(key(STAGED_MARKER));
   log.info({ source: event.source, name: event.name, files: files.length, failed: failures.length }, 'staging finished');
-  const target = destination(files[0]![1]);
+  const target = store.locate(key(files[0]!.rel));
   await chat.update(
     ref,
     failures.length

@@ -1,20 +1,13 @@
 /**
- * Reads a SpaceTx experiment far enough to know its FOVs: experiment.json → the primary image
- * manifest → its `contents`. The user never types a FOV count.
+ * What `/starfish run` plans from: the FOVs of a SpaceTx experiment, read as starfish reads it
+ * (src/spacetx/walk.ts) and numbered. The user never types a FOV count.
  */
-import { z } from 'zod';
 import { escapeMrkdwn } from '../messages/message.js';
 import type { Reader } from '../ports.js';
-import { resolveRelative } from './locations.js';
+import { ExperimentError } from '../spacetx/schema.js';
+import { readFovNames } from '../spacetx/walk.js';
 
-const experimentSchema = z.object({
-  version: z.string().optional(),
-  images: z.object({ primary: z.string() }).passthrough(),
-});
-
-const imageManifestSchema = z.object({ contents: z.record(z.string(), z.string()) });
-
-export class ExperimentError extends Error {}
+export { ExperimentError };
 
 export interface ExperimentInfo {
   fovs: number[];
@@ -22,49 +15,44 @@ export interface ExperimentInfo {
   source: Buffer;
 }
 
-const FOV_NAME = /^fov_(\d+)$/;
-/** A SpaceTx JSON file of 1,000,000 FOVs is about 50 MB: past this one is not read. */
-const MAX_SPACETX_JSON_BYTES = 128 * 2 ** 20;
+/** Past this a FOV number is not one (the largest selection is 1,000,000). */
+const MAX_FOV_NUMBER = 999_999_999;
+const NAMING = 'The run addresses FOVs by number (fovs=0-9), so each FOV name must hold one number, e.g. fov_000, fov_001 (starfish itself accepts any name; this tool needs numbered ones).';
 
 /**
- * Reads and parses one SpaceTx JSON file; failures are ExperimentErrors a scientist can act on.
- * Their messages are mrkdwn: what came from the experiment (its URLs, FOV names) is escaped.
+ * A FOV name's number: its one run of digits (fov_0000 → 0, fov_7 → 7). The FOV jobs find a FOV
+ * by the same rule, so a number must name one FOV.
  */
-export async function readJson(reader: Reader, url: string, what: string, example: string): Promise<{ body: Buffer; value: unknown }> {
-  let body: Buffer;
-  try {
-    body = await reader.read(url, { maxBytes: MAX_SPACETX_JSON_BYTES });
-  } catch (error) {
-    throw new ExperimentError(`Could not read the ${what} at ${escapeMrkdwn(url)}: ${escapeMrkdwn((error as Error).message)}. Example of a valid location: ${example}`);
+export function fovNumber(name: string): number | undefined {
+  const m = /^\D*(\d+)\D*$/.exec(name);
+  if (!m) return undefined;
+  const n = Number(m[1]);
+  return n <= MAX_FOV_NUMBER ? n : undefined;
+}
+
+function numberOf(name: string, where: string): number {
+  const n = fovNumber(name);
+  if (n !== undefined) return n;
+  const why = /\d/.test(name) ? (/\d\D+\d/.test(name) ? 'holds more than one number' : `has a number above ${MAX_FOV_NUMBER.toLocaleString('en-US')}`) : 'has no number';
+  throw new ExperimentError(`FOV "${escapeMrkdwn(name)}" in ${where} ${why}. ${NAMING}`);
+}
+
+/** Sorted FOV numbers; two names with one number (fov_1 and fov_001) are refused, naming both. */
+function numbered(names: string[], where: string): number[] {
+  const fovs = names.map((name) => numberOf(name, where));
+  fovs.sort((a, b) => a - b);
+  for (let i = 1; i < fovs.length; i++) {
+    if (fovs[i] !== fovs[i - 1]) continue;
+    const same = names.filter((name) => fovNumber(name) === fovs[i]).slice(0, 2);
+    const what = same[0] === same[1] ? `FOV "${escapeMrkdwn(same[0]!)}" is listed twice` : `FOVs "${escapeMrkdwn(same[0]!)}" and "${escapeMrkdwn(same[1]!)}" both have the number ${fovs[i]}`;
+    throw new ExperimentError(`${what} in ${where}, so fovs=${fovs[i]} would not say which FOV to run. ${NAMING}`);
   }
-  try {
-    return { body, value: JSON.parse(body.toString('utf8')) };
-  } catch {
-    throw new ExperimentError(`The ${what} at ${escapeMrkdwn(url)} is not valid JSON. Check the file; a SpaceTx ${what} looks like ${example}`);
-  }
+  return fovs;
 }
 
 export async function readExperiment(reader: Reader, url: string): Promise<ExperimentInfo> {
-  const experiment = await readJson(reader, url, 'experiment.json', 's3://lab-data/iss/experiment.json');
-  const exp = experimentSchema.safeParse(experiment.value);
-  if (!exp.success) {
-    throw new ExperimentError(
-      `${url} is not a SpaceTx experiment.json: it needs "images": {"primary": "primary_image.json", …}. Example: {"version": "5.0.0", "images": {"primary": "primary_image.json"}, "codebook": "codebook.json"}`,
-    );
-  }
-  const primaryUrl = resolveRelative(url, exp.data.images.primary);
-  const rawManifest = await readJson(reader, primaryUrl, 'primary image manifest', '{"version": "0.1.0", "contents": {"fov_000": "primary-fov_000.json"}}');
-  const manifest = imageManifestSchema.safeParse(rawManifest.value);
-  if (!manifest.success) {
-    throw new ExperimentError(`${escapeMrkdwn(primaryUrl)} has no "contents" listing the FOVs. Example: {"version": "0.1.0", "contents": {"fov_000": "primary-fov_000.json"}}`);
-  }
-  const fovs: number[] = [];
-  for (const name of Object.keys(manifest.data.contents)) {
-    const m = FOV_NAME.exec(name);
-    if (!m) throw new ExperimentError(`FOV "${escapeMrkdwn(name)}" in ${escapeMrkdwn(primaryUrl)} is not named fov_<number>; starfish names FOVs like fov_000, fov_001.`);
-    fovs.push(Number(m[1]));
-  }
-  if (!fovs.length) throw new ExperimentError(`${escapeMrkdwn(primaryUrl)} lists no FOVs; there is nothing to process.`);
-  fovs.sort((a, b) => a - b);
-  return { fovs, source: experiment.body };
+  const { experiment, names } = await readFovNames(reader, url);
+  const where = `the primary images of ${escapeMrkdwn(experiment.at)}`;
+  if (!names.length) throw new ExperimentError(`${where} list no FOVs; there is nothing to process.`);
+  return { fovs: numbered(names, where), source: experiment.body };
 }

@@ -19,14 +19,6 @@ export function absoluteLocation(location: string): string {
   return path.resolve(expanded);
 }
 
-/** Resolves a reference inside a SpaceTx file against the file that names it. */
-export function resolveRelative(base: string, ref: string): string {
-  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(ref) || path.isAbsolute(ref)) return ref;
-  const kind = kindOf(base);
-  if (kind === 'path') return path.resolve(path.dirname(base), ref);
-  return new URL(ref, base.replace(/^s3:\/\//, 'https://')).toString().replace(/^https:\/\//, kind === 's3' ? 's3://' : 'https://');
-}
-
 export function parseS3(url: string): { bucket: string; key: string } {
   const m = /^s3:\/\/([^/]+)\/?(.*)$/.exec(url);
   if (!m) throw new Error(`not an s3:// URL: ${url}`);
