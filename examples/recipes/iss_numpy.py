@@ -1,23 +1,37 @@
 """ISS recipe using only numpy / scipy / scikit-image (no starfish needed).
 
-Same steps as starfish's documented ISS pipeline, implemented directly:
+The steps of starfish's ISS pipeline, made to adapt to the data in hand:
 
 1. read the FOV's primary tiles (r, c, z, y, x) and its "dots" anchor image from the
-   SpaceTx experiment (local path, file://, s3:// or https:// via starfish_io);
-2. register every round to the anchor (dots; round 0 if there is no dots image) by
-   phase cross-correlation of the round's max projection over channels and z;
-3. white top-hat filter (removes the smooth background);
-4. find spots on the filtered anchor: Gaussian smoothing + peak_local_max with a
-   robust (median + k * MAD) threshold;
-5. decode per round by max channel, look the code up in the codebook; quality is the
-   mean over rounds of max-channel / sum-of-channels (1 - starfish's distance).
+   SpaceTx experiment (local path, file://, s3:// or https:// via starfish_io); tiles may be
+   TIFF, PNG or NUMPY (.npy), chosen as the real loader does: the tile's "tile_format", then
+   the tile set's "default_tile_format", then the file extension;
+2. estimate the pixel noise of every image (MAD of neighbour differences), so thresholds
+   follow the data instead of a fixed intensity;
+3. band-pass every image (difference of Gaussians: spot-sized structure stays, smooth
+   background and large autofluorescent cells mostly go);
+4. register EVERY round (round 0 included) to the anchor by phase cross-correlation of the
+   band-passed images: the anchor (dots; round 0 if there is none) is the only frame;
+5. find spots on the anchor: local maxima above DETECT_SIGMAS x its band-passed noise;
+6. read each spot's intensity in every round and channel at its registered position; a round
+   where the spot lies outside the tile is treated as unknown (spots at the edges);
+7. learn from this FOV's spots how each dye looks in the channels (channel gains and
+   crosstalk: the median colour of the spots assigned to each channel, refined a few times)
+   and unmix every measurement with it;
+8. decode against the codebook: for each codeword, the mean over known rounds of the share of
+   the round's unmixed light that falls in the codeword's channel; the best codeword wins,
+   and that mean is the spot's quality. Autofluorescence lights every channel, so it
+   scores low and is dropped with everything below MIN_QUALITY.
 
-process_fov(fov_index, experiment_url) returns a list of dicts with x, y, z, target,
-quality — one per decoded spot (spots whose code is not in the codebook are dropped).
+process_fov(fov_index, experiment_url) returns a numpy structured array, one row per decoded
+spot, with columns x, y (pixels of the anchor), z, target, quality and xc, yc, zc (physical
+coordinates as starfish computes them from the tile coordinates); a FOV without spots gives
+an empty array that still has these columns.
 """
 import io
 import json
 import os
+import re
 import sys
 
 import numpy as np
@@ -30,35 +44,79 @@ except ImportError:  # running from the repository (not inside the process-fov i
                                     "..", "..", "containers", "common"))
     import starfish_io as sio
 
-TOPHAT_RADIUS = 5       # px; larger than a spot, smaller than background structure
-SPOT_SIGMA = 1.0        # px; smoothing before peak finding
-MIN_DISTANCE = 3        # px between spots
-THRESHOLD_MADS = 8.0    # spot threshold = median + k * 1.4826 * MAD of the filtered anchor
-MIN_QUALITY = 0.0       # drop spots with a lower decoding quality
+DOG_SIGMAS = (1.0, 4.0)  # px; spot-sized band pass (the spots' sigma is about 1.4 px)
+DETECT_SIGMAS = 5.0      # anchor threshold, in sigmas of the band-passed noise
+MIN_DISTANCE = 3         # px between spots
+COLOUR_ROUNDS = 4        # refinements of the learned dye colours
+MIN_COLOUR_SPOTS = 8     # fewer spots of a colour than this: keep that channel's default
+MIN_QUALITY = 0.6        # mean share of a round's light in the codeword's channel
+
+SPOT_DTYPE = [("x", "f8"), ("y", "f8"), ("z", "i4"), ("target", "U64"), ("quality", "f8"),
+              ("xc", "f8"), ("yc", "f8"), ("zc", "f8")]
+
+# SpaceTx ImageFormat names and their extensions (slicedimage/_formats.py)
+_FORMAT_BY_EXTENSION = {"tiff": "TIFF", "tif": "TIFF", "png": "PNG", "npy": "NUMPY"}
 
 
 def _read_json(url):
     return json.loads(sio.read_text(url))
 
 
-def _read_tile(url):
-    data = sio.read_bytes(url)
+# ---------------------------------------------------------------------------------------
+# reading
+
+def tile_format(tile, tileset, url):
+    """The tile's ImageFormat name, chosen in the order slicedimage uses."""
+    name = tile.get("tile_format") or tileset.get("default_tile_format")
+    if not name:
+        ext = url.rsplit(".", 1)[-1].lower() if "." in sio.basename(url) else ""
+        name = _FORMAT_BY_EXTENSION.get(ext)
+        if name is None:
+            raise ValueError('tile %s: no "tile_format" and an unknown extension; set '
+                             '"tile_format": "TIFF" (or PNG, NUMPY) in its tile set' % url)
+    if name not in ("TIFF", "PNG", "NUMPY"):
+        raise ValueError('tile %s: "tile_format" is %r; SpaceTx knows TIFF, PNG and NUMPY'
+                         % (url, name))
+    return name
+
+
+def _decode_png(data):
     try:
-        import tifffile
-        img = tifffile.imread(io.BytesIO(data))
+        import imageio  # what the real loader uses; keeps 16-bit PNGs uint16
+        return np.asarray(imageio.imread(io.BytesIO(data), format="png"))
     except ImportError:
         from PIL import Image
-        img = np.asarray(Image.open(io.BytesIO(data)))
-    img = np.asarray(img)
-    if img.dtype.kind == "u":
-        return img.astype(np.float32) / float(np.iinfo(img.dtype).max)
-    if img.dtype.kind == "i":
+        img = Image.open(io.BytesIO(data))
+        arr = np.asarray(img)
+        # Pillow opens 16-bit greyscale PNGs as 32-bit "I": PNG has at most 16 bits a sample
+        return arr.astype(np.uint16) if img.mode.startswith("I") else arr
+
+
+def _decode_tiff(data):
+    try:
+        import tifffile
+        return np.asarray(tifffile.imread(io.BytesIO(data)))
+    except ImportError:
+        from PIL import Image
+        return np.asarray(Image.open(io.BytesIO(data)))
+
+
+def read_tile(url, fmt):
+    """One tile -> float32 2-D array, integer types scaled to [0, 1]."""
+    data = sio.read_bytes(url)
+    if fmt == "NUMPY":
+        img = np.load(io.BytesIO(data), allow_pickle=False)
+    elif fmt == "PNG":
+        img = _decode_png(data)
+    else:
+        img = _decode_tiff(data)
+    if img.dtype.kind in "ui":
         return img.astype(np.float32) / float(np.iinfo(img.dtype).max)
     return img.astype(np.float32)
 
 
 def load_stack(tileset_url):
-    """Tile set JSON -> float32 array (r, c, z, y, x) in [0, 1]."""
+    """Tile set JSON -> (float32 array (r, c, z, y, x), coordinates of its first tile)."""
     ts = _read_json(tileset_url)
     base = sio.dirname(tileset_url)
     tiles = ts["tiles"]
@@ -69,134 +127,277 @@ def load_stack(tileset_url):
     Z = 1 + max(int(t["indices"].get("z", 0)) for t in tiles)
     stack = None
     for t in tiles:
-        img = _read_tile(sio.join(base, t["file"]))
+        url = sio.join(base, t["file"])
+        img = read_tile(url, tile_format(t, ts, url))
         if img.ndim != 2:
             img = img.reshape(img.shape[-2:])
         if stack is None:
             stack = np.zeros((R, C, Z) + img.shape, dtype=np.float32)
         i = t["indices"]
         stack[int(i.get("r", 0)), int(i.get("c", 0)), int(i.get("z", 0))] = img
-    return stack
+    return stack, tiles[0].get("coordinates", {})
+
+
+def fov_key(contents, fov_index, manifest_url):
+    """The manifest's name for FOV ``fov_index``: fov_017 as process-fov names it, or any
+    fov_<digits> with that number (fov_0017: starfish takes manifest names as they are)."""
+    name = sio.fov_name(fov_index)
+    if name in contents:
+        return name
+    same = [k for k in contents
+            if re.match(r"^fov_[0-9]+$", k) and int(k[4:]) == int(fov_index)]
+    if len(same) == 1:
+        return same[0]
+    raise KeyError("%s is not in the image manifest %s (it has %s)"
+                   % (name, manifest_url, ", ".join(sorted(contents)[:5]) or "no FOVs"))
 
 
 def load_fov(experiment_url, fov_index):
     exp = _read_json(experiment_url)
     base = sio.dirname(experiment_url)
-    name = "fov_%03d" % int(fov_index)
     stacks = {}
     for image in ("primary", "dots"):
         if image not in exp["images"]:
             continue
         manifest_url = sio.join(base, exp["images"][image])
-        manifest = _read_json(manifest_url)
-        if name not in manifest["contents"]:
-            raise KeyError("%s is not in the %s image manifest %s" % (name, image, manifest_url))
-        stacks[image] = load_stack(sio.join(sio.dirname(manifest_url), manifest["contents"][name]))
+        contents = _read_json(manifest_url)["contents"]
+        key = fov_key(contents, fov_index, manifest_url)
+        stacks[image] = load_stack(sio.join(sio.dirname(manifest_url), contents[key]))
     codebook = _read_json(sio.join(base, exp["codebook"]))
-    return stacks["primary"], stacks.get("dots"), codebook
+    primary, coords = stacks["primary"]
+    dots = stacks["dots"][0] if "dots" in stacks else None
+    coords = stacks["dots"][1] if "dots" in stacks else coords
+    return primary, dots, codebook, coords
 
 
-def codebook_lookup(codebook, rounds):
-    """{(c_round0, c_round1, ...): target} for ISS-style (one channel per round) codes."""
-    table = {}
+def codebook_codes(codebook, rounds):
+    """(targets, codes array (n, rounds)) for ISS-style (one channel per round) codes."""
+    targets, codes = [], []
     for m in codebook["mappings"]:
         code = [None] * rounds
         for entry in m["codeword"]:
-            if float(entry.get("v", 1)) > 0:
+            if float(entry.get("v", 1)) > 0 and int(entry["r"]) < rounds:
                 code[int(entry["r"])] = int(entry["c"])
         if None in code:
             continue  # not a one-channel-per-round code: this recipe cannot decode it
-        table[tuple(code)] = m["target"]
-    if not table:
+        targets.append(m["target"])
+        codes.append(code)
+    if not codes:
         raise ValueError("codebook has no one-channel-per-round codes (not an ISS codebook?)")
-    return table
+    return targets, np.array(codes, dtype=int)
 
 
-def register(primary, reference):
-    """Shift every round so that its max projection lines up with ``reference`` (y, x)."""
-    try:
-        from skimage.registration import phase_cross_correlation
-    except ImportError:  # scikit-image < 0.17 (e.g. older starfish images)
-        from skimage.feature import register_translation as phase_cross_correlation
-    out = np.empty_like(primary)
+# ---------------------------------------------------------------------------------------
+# image statistics and filters
+
+def noise_sigma(img):
+    """Robust sigma of the pixel noise: the MAD of horizontal neighbour differences (smooth
+    background cancels, sparse spots are outliers), / sqrt(2) for the difference."""
+    d = np.diff(img.astype(np.float64), axis=-1).ravel()
+    mad = float(np.median(np.abs(d - np.median(d))))
+    return max(1.4826 * mad / np.sqrt(2.0), 1e-9)
+
+
+def bandpass(img):
+    # "nearest", not the default "reflect": a reflection would mirror a spot lying just
+    # outside the tile into it, where it would be found as a spot of this FOV
+    return (ndi.gaussian_filter(img, DOG_SIGMAS[0], mode="nearest")
+            - ndi.gaussian_filter(img, DOG_SIGMAS[1], mode="nearest"))
+
+
+def _bandpass_gain():
+    """How much the band pass scales white noise's sigma (the L2 norm of its kernel)."""
+    delta = np.zeros((41, 41))
+    delta[20, 20] = 1.0
+    return float(np.sqrt((bandpass(delta) ** 2).sum()))
+
+
+BANDPASS_GAIN = _bandpass_gain()
+
+
+def _window(shape):
+    """A Hann window: without it the tile borders (a jump when the FFT wraps the image)
+    correlate best at zero shift and win over the spots."""
+    return np.outer(np.hanning(shape[0]), np.hanning(shape[1]))
+
+
+def _peak_offset(corr):
+    """Sub-pixel (dy, dx) of the correlation peak: a parabola through it and its neighbours."""
+    h, w = corr.shape
+    py, px = np.unravel_index(int(np.argmax(corr)), corr.shape)
+    out = []
+    for p, n, axis in ((py, h, 0), (px, w, 1)):
+        idx = [py, px]
+        vals = []
+        for d in (-1, 0, 1):
+            idx[axis] = (p + d) % n
+            vals.append(corr[idx[0], idx[1]])
+        den = vals[0] - 2 * vals[1] + vals[2]
+        frac = 0.5 * (vals[0] - vals[2]) / den if den < 0 else 0.0
+        q = p + frac
+        out.append(q - n if q > n / 2 else q)  # FFT indices wrap: large means negative
+    return out[0], out[1]
+
+
+def register(filtered, reference):
+    """Per round, the (dy, dx) that moves the round onto ``reference``: the peak of the
+    cross-correlation of the channel-summed band-passed round with the band-passed anchor.
+    A spot at p in the anchor is at p - shift in the round."""
+    win = _window(reference.shape)
+    ref = np.fft.rfft2(reference * win)
     shifts = []
-    for r in range(primary.shape[0]):
-        moving = primary[r].max(axis=(0, 1))
-        shift = phase_cross_correlation(reference, moving, upsample_factor=10)[0]
-        shifts.append(tuple(float(s) for s in shift))
-        for c in range(primary.shape[1]):
-            for z in range(primary.shape[2]):
-                out[r, c, z] = ndi.shift(primary[r, c, z], shift, order=1, mode="nearest")
-    return out, shifts
+    for r in range(filtered.shape[0]):
+        moving = np.fft.rfft2(filtered[r].sum(axis=0) * win)
+        corr = np.fft.irfft2(ref * np.conj(moving), s=reference.shape)
+        shifts.append(_peak_offset(corr))
+    return shifts
 
 
-def white_tophat(img, radius=TOPHAT_RADIUS):
-    from skimage.morphology import disk
-    return ndi.white_tophat(img, footprint=disk(radius))
-
-
-def find_spots(anchor):
-    """(y, x) peak coordinates on a filtered 2-D anchor image."""
+def find_spots(anchor_bp, sigma):
+    """(y, x) local maxima of the band-passed anchor above DETECT_SIGMAS x its noise."""
     from skimage.feature import peak_local_max
-    smooth = ndi.gaussian_filter(anchor, SPOT_SIGMA)
-    med = float(np.median(smooth))
-    mad = float(np.median(np.abs(smooth - med))) * 1.4826
-    threshold = med + THRESHOLD_MADS * max(mad, 1e-6)
-    peaks = peak_local_max(smooth, min_distance=MIN_DISTANCE, threshold_abs=threshold,
-                           exclude_border=False)
-    return peaks, smooth
+    return peak_local_max(anchor_bp, min_distance=MIN_DISTANCE, exclude_border=False,
+                          threshold_abs=DETECT_SIGMAS * sigma * BANDPASS_GAIN)
 
 
-def _subpixel(img, y, x):
-    """Centroid refinement in a 3x3 window."""
-    h, w = img.shape
-    y0, y1, x0, x1 = max(0, y - 1), min(h, y + 2), max(0, x - 1), min(w, x + 2)
-    win = np.clip(img[y0:y1, x0:x1], 0, None)
-    s = float(win.sum())
-    if s <= 0:
-        return float(y), float(x)
-    yy, xx = np.mgrid[y0:y1, x0:x1]
-    return float((yy * win).sum() / s), float((xx * win).sum() / s)
+def _gauss_centre(v0, v1, v2, at):
+    """Centre of a Gaussian through values at pixels at, at+1, at+2 (None if not peaked)."""
+    if min(v0, v1, v2) <= 0:
+        return None
+    l0, l1, l2 = np.log(v0), np.log(v1), np.log(v2)
+    curvature = l0 - 2 * l1 + l2
+    if curvature >= 0:
+        return None
+    return at + 0.5 - (l1 - l0) / curvature
+
+
+def _refine_axis(line, p):
+    """Sub-pixel position of the peak at index p of a 1-D profile. At the first or last
+    pixel the fit is one-sided, so a spot centred outside the tile (whose tail makes the
+    border pixel a maximum) lands outside it and is dropped."""
+    n = len(line)
+    if n < 3:
+        return float(p)
+    at = min(max(p - 1, 0), n - 3)
+    c = _gauss_centre(line[at], line[at + 1], line[at + 2], at)
+    if c is None or abs(c - p) > 1.5:
+        return float(p)
+    return float(c)
+
+
+def refine(img, y, x):
+    """Sub-pixel (y, x) of the peak at integer (y, x): a Gaussian fit along each axis."""
+    return _refine_axis(img[:, x], y), _refine_axis(img[y, :], x)
+
+
+def measure(filtered, shifts, ys, xs):
+    """Intensities (n, R, C) of each spot in every round and channel at its registered
+    position, and a mask (n, R) of the rounds where that position is inside the tile."""
+    R, C, h, w = filtered.shape
+    n = len(ys)
+    values = np.zeros((n, R, C))
+    inside = np.zeros((n, R), dtype=bool)
+    for r, (sy, sx) in enumerate(shifts):
+        py, px = ys - sy, xs - sx
+        inside[:, r] = (py >= -0.5) & (py <= h - 0.5) & (px >= -0.5) & (px <= w - 0.5)
+        for c in range(C):
+            values[:, r, c] = ndi.map_coordinates(filtered[r, c], [py, px], order=1, mode="nearest")
+    return values, inside
+
+
+# ---------------------------------------------------------------------------------------
+# colours and decoding
+
+def learn_colours(values, inside):
+    """The C x C matrix whose column k is how a spot of dye k looks in the C channels (gains
+    and crosstalk), learned as the median measurement of the spots assigned to k."""
+    C = values.shape[2]
+    v = values[inside]  # (m, C) measurements inside the tile
+    v = v[v.max(axis=1) > 0] if len(v) else v
+    scale = np.array([np.percentile(v[:, c], 95) if len(v) else 1.0 for c in range(C)])
+    scale = np.where(scale > 0, scale, 1.0)
+    colours = np.diag(scale)
+    for _ in range(COLOUR_ROUNDS):
+        assigned = unmix(v, colours).argmax(axis=1) if len(v) else np.zeros(0, int)
+        new = colours.copy()
+        for k in range(C):
+            members = v[assigned == k]
+            if len(members) >= MIN_COLOUR_SPOTS:
+                col = np.median(members, axis=0)
+                if col[k] > 0:
+                    new[:, k] = col
+        colours = new
+    return colours
+
+
+def unmix(v, colours):
+    """Dye amounts of measurements ``v`` (..., C): solve colours . u = v."""
+    return np.linalg.solve(colours, v.reshape(-1, v.shape[-1]).T).T.reshape(v.shape)
+
+
+def decode(values, inside, colours, codes):
+    """(best codeword index, quality) per spot."""
+    u = np.clip(unmix(values, colours), 0.0, None)     # (n, R, C)
+    total = u.sum(axis=2, keepdims=True)
+    share = np.where(total > 0, u / np.maximum(total, 1e-12), 0.0)
+    known = inside.astype(float)
+    n_known = np.maximum(known.sum(axis=1), 1.0)
+    R = values.shape[1]
+    # score[i, w] = mean over known rounds r of share[i, r, codes[w, r]]
+    score = np.zeros((values.shape[0], len(codes)))
+    for r in range(R):
+        score += share[:, r, codes[:, r]] * known[:, r:r + 1]
+    score /= n_known[:, None]
+    best = score.argmax(axis=1) if len(codes) else np.zeros(len(values), int)
+    quality = score[np.arange(len(values)), best] if len(values) else np.zeros(0)
+    # a code is only known if the known rounds tell it apart from every other code
+    return best, np.where(known.sum(axis=1) >= R - 1, quality, 0.0)
+
+
+# ---------------------------------------------------------------------------------------
+# the recipe
+
+def _physical(coords, x, y, shape):
+    """Pixel -> physical coordinates, as starfish does: linspace(min, max, size) per axis,
+    z at the middle of the tile's z range."""
+    def axis(name, px, n):
+        lo, hi = coords.get(name, [0.0, 0.0])[:2] if coords.get(name) else (0.0, 0.0)
+        return lo + px * (hi - lo) / max(n - 1, 1)
+    zr = coords.get("zc") or [0.0, 0.0]
+    return axis("xc", x, shape[1]), axis("yc", y, shape[0]), (zr[0] + zr[-1]) / 2.0
 
 
 def process_fov(fov_index, experiment_url):
-    primary, dots, codebook = load_fov(experiment_url, fov_index)
+    primary, dots, codebook, coords = load_fov(experiment_url, fov_index)
     R, C, Z = primary.shape[:3]
-    lookup = codebook_lookup(codebook, R)
+    targets, codes = codebook_codes(codebook, R)
 
-    reference = dots.max(axis=(0, 1, 2)) if dots is not None else primary[0].max(axis=(0, 1))
-    registered, shifts = register(primary, reference)
-    print("iss_numpy: FOV %d round shifts (dy, dx): %s"
-          % (fov_index, ", ".join("(%.1f, %.1f)" % s for s in shifts)))
+    flat = primary.max(axis=2)  # (R, C, y, x): max projection over z
+    anchor = dots.max(axis=(0, 1, 2)) if dots is not None else flat[0].max(axis=0)
+    sigma = noise_sigma(anchor)
+    filtered = np.stack([[bandpass(flat[r, c]) for c in range(C)] for r in range(R)])
+    anchor_bp = bandpass(anchor)
+    shifts = register(filtered, anchor_bp)
+    print("iss_numpy: FOV %d: anchor noise %.4g; round shifts (dy, dx): %s"
+          % (fov_index, sigma, ", ".join("(%.1f, %.1f)" % s for s in shifts)))
 
-    filtered = np.empty_like(registered)
-    for r in range(R):
-        for c in range(C):
-            for z in range(Z):
-                filtered[r, c, z] = white_tophat(registered[r, c, z])
-    anchor = white_tophat(reference) if dots is not None else filtered[0].max(axis=(0, 1))
-    peaks, smooth_anchor = find_spots(anchor)
+    peaks = find_spots(anchor_bp, sigma)
+    subpix = np.array([refine(anchor_bp, int(y), int(x)) for y, x in peaks]).reshape(-1, 2)
+    h, w = anchor.shape
+    within = ((subpix[:, 0] >= -0.5) & (subpix[:, 0] <= h - 0.5)
+              & (subpix[:, 1] >= -0.5) & (subpix[:, 1] <= w - 0.5))
+    peaks, subpix = peaks[within], subpix[within]  # centred outside the tile: not this FOV's
+    values, inside = measure(filtered, shifts, subpix[:, 0], subpix[:, 1])
+    colours = learn_colours(values, inside)
+    best, quality = decode(values, inside, colours, codes)
+    zbest = primary.max(axis=(0, 1)).argmax(axis=0)  # best z plane per pixel
 
-    # per-spot intensity: Gaussian-smoothed value at the spot, per round and channel
-    smoothed = np.empty((R, C) + reference.shape, dtype=np.float32)
-    for r in range(R):
-        for c in range(C):
-            smoothed[r, c] = ndi.gaussian_filter(filtered[r, c].max(axis=0), SPOT_SIGMA)
-    zmax = filtered.max(axis=(0, 1)).argmax(axis=0)  # best z plane per pixel
-
-    spots = []
-    for y, x in peaks:
-        traces = smoothed[:, :, y, x]            # (R, C)
-        code = tuple(int(c) for c in traces.argmax(axis=1))
-        target = lookup.get(code)
-        if target is None:
-            continue
-        sums = np.clip(traces, 0, None).sum(axis=1)
-        maxes = traces.max(axis=1)
-        quality = float(np.mean(np.where(sums > 0, maxes / np.maximum(sums, 1e-12), 0.0)))
-        if quality < MIN_QUALITY:
-            continue
-        sy, sx = _subpixel(smooth_anchor, int(y), int(x))
-        spots.append({"x": sx, "y": sy, "z": int(zmax[y, x]), "target": target, "quality": quality})
+    keep = np.flatnonzero(quality >= MIN_QUALITY)
+    spots = np.zeros(len(keep), dtype=SPOT_DTYPE)
+    for j, i in enumerate(keep):
+        y, x = subpix[i]
+        xc, yc, zc = _physical(coords, x, y, anchor.shape)
+        spots[j] = (x, y, int(zbest[int(peaks[i][0]), int(peaks[i][1])]), targets[best[i]],
+                    float(quality[i]), xc, yc, zc)
     print("iss_numpy: FOV %d: %d peaks, %d decoded" % (fov_index, len(peaks), len(spots)))
     return spots

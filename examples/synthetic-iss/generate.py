@@ -293,7 +293,8 @@ def _level_fov(rng, codes, p, gains, empty):
             img += rng.normal(0.0, noise, size=shape)
             fov.primary[(r, c)] = img
     snr = base * on_gain / noise
-    inside = (xs >= 0) & (xs <= size - 1) & (ys >= 0) & (ys <= size - 1)
+    # the truth is the spots centred on the tile's pixels (pixel i covers i - 0.5 to i + 0.5)
+    inside = (xs >= -0.5) & (xs <= size - 0.5) & (ys >= -0.5) & (ys <= size - 0.5)
     fov.truth = [(xs[i], ys[i], gene_idx[i], snr[i]) for i in np.flatnonzero(inside)]
     # anchor: every amplicon at its mean brightness, the cells too (same optics, no shift)
     fov.dots = _background(shape, rng) + _render(shape, xs, ys, base, sigma)
