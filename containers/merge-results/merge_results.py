@@ -9,6 +9,11 @@ Contract (see containers/README.md):
   STARFISH_FOV_OUTPUT      URL/path where the FOV jobs wrote fov_NNN.csv / fov_NNN.error.json
   STARFISH_RESULTS_OUTPUT  URL/path where spots.csv, summary.json and spots.png go
 
+spots.csv has the six columns every FOV table starts with (fov,x,y,z,target,quality), then the
+union of the tables' other columns (starfish's physical xc, yc, zc first); a FOV's rows pass
+through unchanged when its columns are those, else its values are placed under them. A
+header-only table is a FOV processed with 0 spots.
+
 Exit 0 when at least one FOV table was merged and all three files are written, 1 when none was
 found or a file could not be written or drawn, 2 on a bad environment.
 
@@ -21,6 +26,7 @@ spots.png to …/results: No space left on device (ENOSPC); free space in STARFI
 """
 import collections
 import csv
+import io
 import json
 import os
 import re
@@ -37,7 +43,12 @@ for _cand in (os.path.join(_HERE, "..", "common"), os.path.join(_HERE, "common")
 import starfish_io as sio  # noqa: E402
 
 PREFIX = "merge-results: "
-HEADER = "fov,x,y,z,target,quality"
+LEADING = ["fov", "x", "y", "z", "target", "quality"]  # the contract: every table starts with these
+HEADER = ",".join(LEADING)
+PHYSICAL = ("xc", "yc", "zc")       # starfish's physical coordinates: first after the six when present
+MAX_TABLE_EXTRAS = 32               # process-fov writes at most this many further columns
+MAX_MERGED_EXTRAS = 64              # further columns of spots.csv (union over the FOVs); more are dropped
+COLUMN_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]{0,63}$")  # the names process-fov writes
 NO_TABLE = "no output table"
 MAX_PANELS = 64
 POINTS_PER_PANEL = 3000
@@ -114,51 +125,113 @@ def _error_reason(text):
 
 
 class Table(object):
-    __slots__ = ("fov", "body", "n", "genes", "sample")
+    __slots__ = ("fov", "body", "n", "genes", "sample", "extras", "physical")
 
-    def __init__(self, fov, body, n, genes, sample):
+    def __init__(self, fov, body, n, genes, sample, extras=(), physical=False):
         self.fov, self.body, self.n, self.genes, self.sample = fov, body, n, genes, sample
+        self.extras, self.physical = list(extras), physical
+
+
+def _split(line):
+    """One CSV line's fields (the csv module only when a field is quoted: the fast path)."""
+    return next(csv.reader([line])) if '"' in line else line.split(",")
+
+
+def parse_header(line):
+    """The columns beyond the leading six, checked; ValueError when the header breaks the contract."""
+    columns = _split(line.strip().lstrip("\ufeff"))
+    if columns[:6] != LEADING:
+        raise ValueError("bad header %r (expected %r first)" % (line[:80], HEADER))
+    extras = columns[6:]
+    bad = [c for c in extras if not COLUMN_RE.match(c) or c.lower() in LEADING]
+    if bad:
+        raise ValueError("bad column name %r (expected letters, digits, _ and ., like xc)" % bad[0][:80])
+    if len(set(c.lower() for c in extras)) != len(extras):
+        raise ValueError("a column appears twice in the header")
+    if len(extras) > MAX_TABLE_EXTRAS:
+        raise ValueError("%d columns beyond %s (at most %d)" % (len(extras), HEADER, MAX_TABLE_EXTRAS))
+    return extras
+
+
+def _plot_point(row, xy):
+    """(x, y, target) of one row at the columns ``xy``; None when it has no coordinates there."""
+    x, y = row[xy[0]], row[xy[1]]
+    if x == "" and y == "":
+        return None
+    try:
+        return float(x), float(y), row[4]
+    except ValueError:
+        raise ValueError("non-numeric coordinates %r, %r" % (x[:40], y[:40]))
 
 
 def parse_table(fov, text, keep_sample):
     """Validate one per-FOV table. Returns a Table; raises ValueError when malformed.
 
     body: the data lines joined with newlines (passed through unchanged), n rows,
-    genes: Counter of targets, sample: [(x, y, target)] subsample for the plot (or None).
+    genes: Counter of targets, sample: [(x, y, target)] subsample for the plot (or None): pixel
+    x, y, or starfish's physical xc, yc (physical=True) when the recipe gave no pixel coordinates.
     """
     lines = text.splitlines()
-    if not lines or lines[0].strip().lstrip("\ufeff") != HEADER:
-        raise ValueError("bad header %r (expected %r)" % (lines[0][:80] if lines else "", HEADER))
+    extras = parse_header(lines[0]) if lines else parse_header("")
+    width = 6 + len(extras)
     data = lines[1:]
     while data and not data[-1].strip():
         data.pop()
     fov_s = str(fov)
     genes = collections.Counter()
-    # fast path: plain comma-separated lines; csv module only for quoted fields
     targets = []
     append = targets.append
     for i, line in enumerate(data):
-        if '"' in line:
-            row = next(csv.reader([line]))
-        else:
-            row = line.split(",")
-        if len(row) != 6:
-            raise ValueError("line %d has %d fields (expected 6)" % (i + 2, len(row)))
+        row = _split(line)
+        if len(row) != width:
+            raise ValueError("line %d has %d fields (expected %d)" % (i + 2, len(row), width))
         if row[0] != fov_s:
-            raise ValueError("line %d has fov %r (expected %s)" % (i + 2, row[0], fov_s))
+            raise ValueError("line %d has fov %r (expected %s)" % (i + 2, row[0][:20], fov_s))
         append(row[4])
     genes.update(targets)
-    sample = None
+    sample, physical = None, False
     if keep_sample:
         step = max(1, len(data) // POINTS_PER_PANEL + (1 if len(data) % POINTS_PER_PANEL else 0))
+        xy = (1, 2)
+        first = _split(data[0]) if data else None
+        if first is not None and first[1] == "" and "xc" in extras and "yc" in extras:
+            xy, physical = (6 + extras.index("xc"), 6 + extras.index("yc")), True
         sample = []
         for line in data[::step]:
-            row = next(csv.reader([line])) if '"' in line else line.split(",")
             try:
-                sample.append((float(row[1]), float(row[2]), row[4]))
-            except ValueError:
-                raise ValueError("non-numeric x/y in %r" % line[:80])
-    return Table(fov, "\n".join(data), len(data), genes, sample)
+                point = _plot_point(_split(line), xy)
+            except ValueError as exc:
+                raise ValueError("%s in %r" % (exc, line[:80]))
+            if point is not None:
+                sample.append(point)
+    return Table(fov, "\n".join(data), len(data), genes, sample, extras, physical)
+
+
+def merged_columns(tables, log):
+    """The columns of spots.csv beyond the leading six: the union over the tables, starfish's
+    physical xc, yc, zc first, then in order of first appearance (FOV order); capped."""
+    seen = []
+    for t in tables:
+        seen.extend(c for c in t.extras if c not in seen)
+    ordered = [c for c in PHYSICAL if c in seen] + [c for c in seen if c not in PHYSICAL]
+    if len(ordered) > MAX_MERGED_EXTRAS:
+        log("note: the FOV tables have %d columns beyond %s; spots.csv keeps the first %d, dropped: %s"
+            % (len(ordered), HEADER, MAX_MERGED_EXTRAS, ", ".join(ordered[MAX_MERGED_EXTRAS:])[:300]))
+    return ordered[:MAX_MERGED_EXTRAS]
+
+
+def table_rows(table, columns):
+    """The table's data lines under spots.csv's columns: passed through unchanged when its columns
+    are those, else re-written with its values in their places (empty where it has none)."""
+    if table.extras == columns:
+        return table.body
+    where = [6 + table.extras.index(c) if c in table.extras else None for c in columns]
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    for line in table.body.split("\n"):
+        row = _split(line)
+        w.writerow(row[:6] + [row[i] if i is not None else "" for i in where])
+    return buf.getvalue().rstrip("\n")
 
 
 # ---------------------------------------------------------------------------------------
@@ -208,7 +281,7 @@ def plot(panels, tables, gene_order, reasons, title_extra):
         else:
             ax.text(0.5, 0.5, "0 spots", ha="center", va="center", transform=ax.transAxes, fontsize=8)
         ax.set_aspect("equal", adjustable="datalim")
-        ax.set_title("FOV %d: %d spots" % (fov, t.n), fontsize=8)
+        ax.set_title("FOV %d: %d spots%s" % (fov, t.n, " (xc, yc)" if t.physical else ""), fontsize=8)
     handles = [Line2D([0], [0], marker="o", linestyle="", markersize=5, color=colours[g], label=g)
                for g in top]
     if len(gene_order) > len(top):
@@ -218,7 +291,6 @@ def plot(panels, tables, gene_order, reasons, title_extra):
         fig.legend(handles=handles, loc="center right", fontsize=8, frameon=False, title="gene")
     fig.suptitle(title_extra, fontsize=10)
     fig.tight_layout(rect=(0, 0, 1.0 - 2.4 / fig_w, 0.97))
-    import io
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=80)
     plt.close(fig)
@@ -321,9 +393,10 @@ def merge(fovs_dir, results, expected, run_id=None, log=None):
     # summary.json goes last and only when every other file is written: it says the merge finished.
     clear_summary(results, run_id)
     summary_bytes = (json.dumps(summary, indent=2) + "\n").encode("utf-8")
-    # spots.csv: header + every table's rows in FOV order
-    parts = [HEADER]
-    parts.extend(t.body for t in merged if t.n)
+    # spots.csv: the six leading columns and the union of the others, every table's rows in FOV order
+    columns = merged_columns(merged, log)
+    parts = [",".join(LEADING + columns)]
+    parts.extend(table_rows(t, columns) for t in merged if t.n)
     write_result(results, "spots.csv", ("\n".join(parts) + "\n").encode("utf-8"), "text/csv", run_id)
 
     for i, f in enumerate(missing):

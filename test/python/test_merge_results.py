@@ -234,3 +234,110 @@ def test_end_to_end_process_then_merge(synthetic, tmp_path):
     merged = read_rows(os.path.join(results, "spots.csv"))[1:]
     assert merged == per_fov[0] + per_fov[1] + per_fov[2]
     assert s["spots_total"] == len(merged) >= 228
+
+
+# ---------------------------------------------------------------------------------------
+# columns beyond the six: starfish's physical coordinates and whatever else the recipes returned
+
+def write_text(out, fov, text):
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "fov_%03d.csv" % fov), "w") as fh:
+        fh.write(text)
+
+
+def test_tables_with_different_columns_merge_into_their_union(tmp_path):
+    out, results = locations(tmp_path)
+    write_text(out, 0, "fov,x,y,z,target,quality,xc,yc,zc,distance\n"
+                       "0,10.00,20.00,0,ACTB,0.900,5,10,0,0.1\n")
+    write_text(out, 1, "fov,x,y,z,target,quality\n1,1.00,2.00,0,VIM,1.000\n")     # the six alone
+    write_text(out, 2, "fov,x,y,z,target,quality,cell_id,xc,yc\n"                   # another order
+                       '2,,,,KRT8,0.500,"cell 3, nucleus",1.5,2.5\n')
+    write_text(out, 3, "fov,x,y,z,target,quality,radius\n")                         # empty FOV
+    r = run_script(MERGE_RESULTS, **merge_env(out, results, "0-3"))
+    assert r.code == 0, r
+    assert read_rows(os.path.join(results, "spots.csv")) == [
+        HEADER + ["xc", "yc", "zc", "distance", "cell_id", "radius"],
+        ["0", "10.00", "20.00", "0", "ACTB", "0.900", "5", "10", "0", "0.1", "", ""],
+        ["1", "1.00", "2.00", "0", "VIM", "1.000", "", "", "", "", "", ""],
+        ["2", "", "", "", "KRT8", "0.500", "1.5", "2.5", "", "", "cell 3, nucleus", ""]]
+    s = summary_of(results)
+    assert s["fovs_processed"] == 4 and s["fovs_missing"] == [] and s["failures"] == {}
+    assert s["spots_per_fov"] == {"0": 1, "1": 1, "2": 1, "3": 0}  # the empty FOV is processed, 0 spots
+
+
+def test_tables_with_the_same_columns_pass_through_unchanged(tmp_path):
+    out, results = locations(tmp_path)
+    head = "fov,x,y,z,target,quality,xc,yc,zc,spot_id\n"
+    bodies = {0: '0,1.00,2.00,0,"HLA-A, HLA-B",0.500,0.5,1,0,7\n', 1: "1,3.00,4.00,1,ACTB,1.000,1.5,2,0.5,8\n"}
+    for fov, body in bodies.items():
+        write_text(out, fov, head + body)
+    summary, code = mr.merge(out, results, starfish_io.parse_fov_ranges("0-1"), log=lambda m: None)
+    assert code == 0
+    with open(os.path.join(results, "spots.csv")) as fh:
+        assert fh.read() == head + bodies[0] + bodies[1]
+
+
+def test_fovs_placed_only_by_physical_coordinates_are_plotted(tmp_path):
+    """DecodedSpots (starfish's to_decoded_dataframe) carry xc, yc but no pixel x, y."""
+    out, results = locations(tmp_path)
+    write_text(out, 0, "fov,x,y,z,target,quality,xc,yc,zc\n" +
+               "".join("0,,,,G%d,1.000,%d.5,%d.25,0\n" % (i % 3, i, 2 * i) for i in range(50)))
+    summary, code = mr.merge(out, results, starfish_io.parse_fov_ranges("0"), log=lambda m: None)
+    assert code == 0 and summary["spots_total"] == 50
+    table = mr.parse_table(0, open(os.path.join(out, "fov_000.csv")).read(), True)
+    assert table.physical and table.sample[:2] == [(0.5, 0.25, "G0"), (1.5, 2.25, "G1")]
+    assert len(table.sample) == 50
+
+
+@pytest.mark.parametrize("text, reason", [
+    ("fov,x,y,z,target,quality,bad name\n", "bad column name 'bad name'"),
+    ('fov,x,y,z,target,quality,"x,y"\n', "bad column name 'x,y'"),
+    ("fov,x,y,z,target,quality,=cmd\n", "bad column name '=cmd'"),
+    ("fov,x,y,z,target,quality,X\n", "bad column name 'X'"),
+    ("fov,x,y,z,target,quality,xc,XC\n", "a column appears twice in the header"),
+    ("fov,x,y,z,target,quality,xc\n0,1.00,2.00,0,ACTB,1.000\n", "line 2 has 6 fields (expected 7)"),
+    ("fov,x,y,z,target,quality\n0,1.00,2.00,0,ACTB,1.000,extra\n", "line 2 has 7 fields (expected 6)"),
+    ("fov,x,y,z,target,quality," + ",".join("c%d" % i for i in range(33)) + "\n",
+     "33 columns beyond fov,x,y,z,target,quality (at most 32)"),
+    ("x,y,z,target,quality,fov\n", "bad header"),
+])
+def test_a_table_that_breaks_the_column_contract_is_malformed(tmp_path, text, reason):
+    out, results = locations(tmp_path)
+    write_table(out, 1, random_rows(1, 3, random.Random(8)))
+    write_text(out, 0, text)
+    r = run_script(MERGE_RESULTS, **merge_env(out, results, "0-1"))
+    assert r.code == 0, r
+    s = summary_of(results)
+    assert s["fovs_missing"] == [0]
+    assert s["failures"]["0"].startswith("malformed output table fov_000.csv: " + reason), s["failures"]
+    assert read_rows(os.path.join(results, "spots.csv"))[0] == HEADER  # nothing of the bad table
+
+
+def test_merged_columns_are_capped(tmp_path):
+    notes = []
+    tables = [mr.Table(f, "", 0, collections.Counter(), None, ["f%d_c%d" % (f, i) for i in range(30)])
+              for f in range(3)]
+    columns = mr.merged_columns(tables, notes.append)
+    assert len(columns) == 64 and columns[:2] == ["f0_c0", "f0_c1"] and columns[-1] == "f2_c3"
+    assert notes and notes[0].startswith("note: the FOV tables have 90 columns beyond fov,x,y,z,target,quality; "
+                                         "spots.csv keeps the first 64, dropped: f2_c4, f2_c5")
+
+
+def test_end_to_end_an_empty_fov_is_processed_not_missing(synthetic, tmp_path):
+    out, results = locations(tmp_path)
+    recipe = tmp_path / "recipe.py"
+    recipe.write_text("def process_fov(fov_index, experiment_url):\n"
+                      "    if fov_index == 1:\n"
+                      "        return []  # no tissue in this FOV\n"
+                      "    return {'x': [1.5], 'y': [2.5], 'target': ['ACTB'], 'xc': [0.75], 'yc': [1.25]}\n")
+    for index in range(2):
+        r = run_script(PROCESS_FOV, STARFISH_RUN_ID=RUN_ID, STARFISH_EXPERIMENT=synthetic,
+                       STARFISH_RECIPE=str(recipe), STARFISH_FOVS="0-1", STARFISH_FOV_OUTPUT=out,
+                       AWS_BATCH_JOB_ARRAY_INDEX=str(index))
+        assert r.code == 0, r
+    r = run_script(MERGE_RESULTS, **merge_env(out, results, "0-1"))
+    assert r.code == 0, r
+    s = summary_of(results)
+    assert s["fovs_processed"] == 2 and s["fovs_missing"] == [] and s["spots_per_fov"] == {"0": 1, "1": 0}
+    assert read_rows(os.path.join(results, "spots.csv")) == [HEADER + ["xc", "yc"],
+                                                             ["0", "1.50", "2.50", "0", "ACTB", "1.000", "0.75", "1.25"]]
