@@ -166,7 +166,7 @@ async function resultOf(run: Run, chat: CountingChat, failing: Set<number>, stat
     failedFovs: failing.size,
     failedNamed: [...failing].filter((f) => named.has(f)).length,
     finalMessage,
-    finalCorrect: m.status === 'partially-failed' && /Finished with failed FOVs/.test(finalMessage) && /10,000\/10,000 FOVs done · 500 failed/.test(finalMessage),
+    finalCorrect: m.status === 'partially-failed' && /Finished with failed FOVs/.test(finalMessage) && /9,500 succeeded · 500 failed of 10,000 FOVs/.test(finalMessage),
   };
 }
 

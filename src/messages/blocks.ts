@@ -55,9 +55,11 @@ function progressBar(p: Progress, width = 20): string {
   return `${'█'.repeat(filled)}${'░'.repeat(width - filled)} ${Math.floor(ratio * 100)}%`;
 }
 
+/** "3 succeeded · 1 failed of 4 FOVs": a count of ended FOVs read as if all had succeeded. */
 function progressLine(p: Progress): string {
-  const parts = [`${n(p.succeeded + p.failed)}/${n(p.total)} FOVs done`];
-  if (p.failed) parts.push(`${n(p.failed)} failed`);
+  const ended = [`${n(p.succeeded)} succeeded`];
+  if (p.failed) ended.push(`${n(p.failed)} failed`);
+  const parts = [`${ended.join(' · ')} of ${n(p.total)} FOVs`];
   if (p.running) parts.push(`${n(p.running)} running`);
   if (p.waiting) parts.push(`${n(p.waiting)} waiting`);
   return `${progressBar(p)}  ${parts.join(' · ')}`;

@@ -120,7 +120,7 @@ describe('end to end on the AWS adapters (SDK mocked)', () => {
     const digest = chat.of('reply').find((c) => c.text.includes('failed'))!;
     expect(digest.text).toMatch(/• FOV 2 log \(\S+\) — recipe raised ValueError: no spots found in round 2/);
     expect(text(digest)).toContain(CONSOLE_LINK);
-    expect(chat.of('update').at(-1)!.text).toContain('3/4 FOVs done');
+    expect(chat.of('update').at(-1)!.text).toContain('2 succeeded · 1 failed of 4 FOVs');
 
     // 3. The array ends FAILED; Batch fails the dependent merge; a salvage merge is submitted.
     clock.advance(60_000);

@@ -29,7 +29,7 @@ describe('a complete local run', () => {
 
     const t = h.transcript();
     expect(t).toContain(`starfish run ${run.runId} · e2e`);
-    expect(t).toMatch(/4\/4 FOVs done/);
+    expect(t).toMatch(/4 succeeded of 4 FOVs/);
     expect(t).toContain(`Results of run ${run.runId}: ${summary.spots_total} spots from 4/4 FOVs`);
     expect(t.match(/Results of run/g)).toHaveLength(1);
     expect(h.chat.uploads).toEqual([expect.objectContaining({ filename: `${run.runId}-spots.png` })]);

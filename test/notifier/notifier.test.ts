@@ -76,7 +76,7 @@ describe('notifier', () => {
     expect(run.chat.text('reply')).toContain('log-events/process-fov$252Fdefault$252F');
     expect(o.resultsPosts).toBe(1);
     expect(o.uploads).toBe(1);
-    expect(o.finalRoot).toMatch(/Finished with failed FOVs — .* 20\/20 FOVs done · 2 failed/);
+    expect(o.finalRoot).toMatch(/Finished with failed FOVs — .* 18 succeeded · 2 failed of 20 FOVs/);
     expect(run.chat.text('reply')).toContain('missing from the results: 3,11');
   });
 
@@ -142,7 +142,7 @@ describe('notifier', () => {
     expect(run.chat.of('update').length - updatesAfterLaunch).toBe(1);
     run.advance(60_000);
     await run.reconciler.run(); // flushes what was held back
-    expect(run.chat.of('update').at(-1)!.message!.text).toMatch(/50\/100 FOVs done/);
+    expect(run.chat.of('update').at(-1)!.message!.text).toMatch(/50 succeeded of 100 FOVs/);
   });
 });
 

@@ -69,12 +69,13 @@ while (existsSync(hold) && Date.now() < until) await new Promise((r) => setTimeo
 `;
 
 const MERGE_STUB = `
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 const out = process.env.STARFISH_RESULTS_OUTPUT;
 mkdirSync(out, { recursive: true });
 const fovs = [];
-for (const part of process.env.STARFISH_FOVS.split(',')) {
+// The FOV list object the launcher wrote (containers/README.md: STARFISH_FOVS_AT).
+for (const part of JSON.parse(readFileSync(process.env.STARFISH_FOVS_AT, 'utf8')).fovs.split(',')) {
   const [a, b] = part.split('-').map(Number);
   for (let i = a; i <= (b ?? a); i++) fovs.push(i);
 }

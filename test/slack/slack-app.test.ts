@@ -184,7 +184,7 @@ describe('slash commands and buttons through Slack', () => {
       const running = await waitFor('the running message with its Cancel button', () =>
         updatesOf(runId).find((c) => JSON.stringify(c.body.blocks).includes(ACTIONS.cancel) && textOf(c.body).includes(':gear: Running')),
       );
-      expect(textOf(running.body)).toContain('FOVs done');
+      expect(textOf(running.body)).toMatch(/\d+ succeeded .*of \d+ FOVs/);
       expect((await h.click(ACTIONS.cancel, runId, ALICE)).status).toBe(200);
       await waitFor('the cancelled message', () => updatesOf(runId).find((c) => textOf(c.body).includes(':octagonal_sign: Cancelled')));
       const note = await waitFor('the thread note', () =>
