@@ -290,6 +290,28 @@ def refine(img, y, x):
     return _refine_axis(img[:, x], y), _refine_axis(img[y, :], x)
 
 
+EDGE_PX = 3  # peaks this close to the tile's edge are refined on the smoothed raw image
+
+
+def refine_all(anchor_bp, anchor, peaks):
+    """Sub-pixel positions (n, 2) of ``peaks``. Near an edge the band pass is distorted
+    (the padding beyond the tile is invented), so there the fit uses the lightly smoothed
+    anchor minus its local background (a low percentile around the peak)."""
+    h, w = anchor.shape
+    smooth = None
+    out = np.zeros((len(peaks), 2))
+    for i, (y, x) in enumerate(peaks):
+        y, x = int(y), int(x)
+        if EDGE_PX <= y < h - EDGE_PX and EDGE_PX <= x < w - EDGE_PX:
+            out[i] = refine(anchor_bp, y, x)
+            continue
+        if smooth is None:
+            smooth = ndi.gaussian_filter(anchor, DOG_SIGMAS[0], mode="nearest")
+        win = smooth[max(0, y - 6):y + 7, max(0, x - 6):x + 7]
+        out[i] = refine(smooth - np.percentile(win, 20), y, x)
+    return out
+
+
 def measure(filtered, shifts, ys, xs):
     """Intensities (n, R, C) of each spot in every round and channel at its registered
     position, and a mask (n, R) of the rounds where that position is inside the tile."""
@@ -382,7 +404,7 @@ def process_fov(fov_index, experiment_url):
           % (fov_index, sigma, ", ".join("(%.1f, %.1f)" % s for s in shifts)))
 
     peaks = find_spots(anchor_bp, sigma)
-    subpix = np.array([refine(anchor_bp, int(y), int(x)) for y, x in peaks]).reshape(-1, 2)
+    subpix = refine_all(anchor_bp, anchor, peaks)
     h, w = anchor.shape
     within = ((subpix[:, 0] >= -0.5) & (subpix[:, 0] <= h - 0.5)
               & (subpix[:, 1] >= -0.5) & (subpix[:, 1] <= w - 0.5))
