@@ -334,7 +334,7 @@ def _image_refs(doc, url, v4):
                                   "\"primary_images\" and \"auxiliary_images\" (both required by from_json), e.g. "
                                   "{\"version\": \"4.0.0\", \"primary_images\": \"primary_images.json\", "
                                   "\"auxiliary_images\": {}, \"codebook\": \"codebook.json\", \"extras\": {}}"
-                                  % (url, key, doc["version"]))
+                                  % (url, key, doc["version"]) + _prerelease_hint(doc["version"]))
         aux = doc["auxiliary_images"]
         if not isinstance(aux, dict):
             raise FormatError("%s: auxiliary_images must be an object of image type to manifest, got %s; e.g. "
@@ -354,6 +354,13 @@ def _image_refs(doc, url, v4):
                           "tool runs read the primary images); e.g. \"images\": {\"primary\": "
                           "\"primary_images.json\"}" % url)
     return [(kind, ref, "images.%s" % kind) for kind, ref in images.items()]
+
+
+def _prerelease_hint(version):
+    if version.startswith("5.0.0-"):
+        return ("; %s is a pre-release, which sorts before 5.0.0, so starfish reads it as the 4.0.0 shape: "
+                "write \"version\": \"5.0.0\"" % version)
+    return ""
 
 
 def _check_extras(doc, url):
