@@ -84,6 +84,10 @@ const when = (time: string | undefined) => untrusted(time ?? 'an unknown time', 
 
 function decisionLine(m: RunManifest): string | undefined {
   const a = m.approval;
+  // A dry run is asked for to learn what the real one would take, approval included.
+  if (m.status === 'planned') {
+    return a.reasons.length ? `Without dry-run this run would need approval: ${a.reasons.map((r) => untrusted(r, 300)).join('; ')}.` : 'Without dry-run this run would start at once: the policy needs no approval for it.';
+  }
   if (!a.required) return undefined;
   if (a.decision === 'approved') return `Approved by ${decider(a.decidedBy)} at ${when(a.decidedAt)}`;
   if (a.decision === 'rejected') return `Rejected by ${decider(a.decidedBy)} at ${when(a.decidedAt)}`;

@@ -135,6 +135,21 @@ describe('dry run', () => {
     expect(run.submissions).toEqual([]);
     expect(run.plan).toMatchObject({ fovCount: 2, experimentFovCount: 4, fovs: '0-1' });
     expect(h.transcript()).toMatch(/Planned \(dry run, nothing submitted\)/);
+    expect(h.transcript()).toContain('Without dry-run this run would start at once: the policy needs no approval for it.');
+    await removeDir(home);
+  });
+
+  it('says what approval the real run would need, and asks nobody for it', async () => {
+    const home = await tempDir('home');
+    const policy = { approval: { approvers: ['approver'], fovThreshold: 1 }, queues: { default: 'local', allowed: ['local'] }, defaultRecipe: NUMPY_RECIPE };
+    const h = localHarness(home, { policy });
+    await h.command(`run ${shared.experiment} fovs=0-1 dry-run`);
+    await h.system.settle();
+    const run = (await h.latestRun())!;
+    expect(run.status).toBe('planned');
+    expect(run.approval.required).toBe(false);
+    expect(h.transcript()).toMatch(/Without dry-run this run would need approval: 2 FOVs is above the 1-FOV threshold/);
+    expect(h.transcript()).not.toMatch(/Approve/);
     await removeDir(home);
   });
 });
