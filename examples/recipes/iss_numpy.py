@@ -49,7 +49,7 @@ DETECT_SIGMAS = 5.0      # anchor threshold, in sigmas of the band-passed noise
 MIN_DISTANCE = 3         # px between spots
 COLOUR_ROUNDS = 4        # refinements of the learned dye colours
 MIN_COLOUR_SPOTS = 8     # fewer spots of a colour than this: keep that channel's default
-MIN_QUALITY = 0.6        # mean share of a round's light in the codeword's channel
+MIN_QUALITY = 0.5        # mean share of a round's light in the codeword's channel
 
 SPOT_DTYPE = [("x", "f8"), ("y", "f8"), ("z", "i4"), ("target", "U64"), ("quality", "f8"),
               ("xc", "f8"), ("yc", "f8"), ("zc", "f8")]
@@ -348,6 +348,8 @@ def learn_colours(values, inside):
                 col = np.median(members, axis=0)
                 if col[k] > 0:
                     new[:, k] = col
+        if np.linalg.cond(new) > 1e3:
+            break  # two colours alike (e.g. mostly autofluorescence): keep the last good ones
         colours = new
     return colours
 

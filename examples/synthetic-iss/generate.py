@@ -18,6 +18,8 @@ Writes a SpaceTx (format 5.0.0) experiment into DIR:
                             the realistic and hard levels add each spot's snr
 * ground_truth_shifts.csv   (realistic and hard) fov,round,dx,dy: where the sample sits in
                             each round's tiles relative to the dots frame
+* ground_truth_cells.csv    (realistic and hard) fov,x,y,sigma_x,sigma_y,peak: the
+                            autofluorescent cells, in the dots frame, peak in channel 0 at gain 1
 
 Levels (see README.md for the definitions):
 
@@ -186,6 +188,7 @@ class Fov(object):
         self.nuclei = None
         self.truth = []    # (x, y, gene index, snr or None)
         self.shifts = []   # per round (dx, dy) of the sample in that round's tiles
+        self.cells = []    # autofluorescent cells (x, y, sigma x, sigma y, peak) in the dots frame
 
 
 def _easy_fov(rng, codes, p):
@@ -273,6 +276,7 @@ def _level_fov(rng, codes, p, gains, empty):
         n = int(round(p["spots_per_fov"] * (extent / float(size)) ** 2))
         pts = _place_spots(n, size, 0.0, 6.0, rng, extent=extent) - pad
         cells = _af_cells(rng, size, pad, noise)
+    fov.cells = cells
     n = len(pts)
     xs, ys = pts[:, 0], pts[:, 1]
     gene_idx = rng.integers(0, len(codes), size=n)
@@ -359,7 +363,7 @@ def generate(out=DEFAULT_OUT, fovs=4, seed=0, rounds=4, channels=4, size=256,
         ],
     }
     manifests = {"primary": {}, "nuclei": {}, "dots": {}}
-    truth_rows, shift_rows = [], []
+    truth_rows, shift_rows, cell_rows = [], [], []
     for f in range(fovs):
         name = "fov_%03d" % f
         if level == "easy":
@@ -372,6 +376,7 @@ def generate(out=DEFAULT_OUT, fovs=4, seed=0, rounds=4, channels=4, size=256,
             row = (f, "%.2f" % x, "%.2f" % y, genes[gi])
             truth_rows.append(row if snr is None else row + ("%.2f" % snr,))
         shift_rows.extend((f, r, "%.3f" % dx, "%.3f" % dy) for r, (dx, dy) in enumerate(fov.shifts))
+        cell_rows.extend((f,) + tuple("%.3f" % v for v in cell) for cell in fov.cells)
         _write_fov(out, name, f, fov, params, manifests, tile_format)
 
     files = {"primary": "primary_image.json", "nuclei": "nuclei.json", "dots": "dots.json"}
@@ -399,6 +404,10 @@ def generate(out=DEFAULT_OUT, fovs=4, seed=0, rounds=4, channels=4, size=256,
             w = csv.writer(fh, lineterminator="\n")
             w.writerow(["fov", "round", "dx", "dy"])
             w.writerows(shift_rows)
+        with open(os.path.join(out, "ground_truth_cells.csv"), "w", newline="") as fh:
+            w = csv.writer(fh, lineterminator="\n")
+            w.writerow(["fov", "x", "y", "sigma_x", "sigma_y", "peak"])
+            w.writerows(cell_rows)
     return exp_path
 
 
