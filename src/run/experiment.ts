@@ -17,14 +17,14 @@ export interface ExperimentInfo {
 
 /** Past this a FOV number is not one (the largest selection is 1,000,000). */
 const MAX_FOV_NUMBER = 999_999_999;
-const NAMING = 'The run addresses FOVs by number (fovs=0-9), so each FOV name must hold one number, e.g. fov_000, fov_001 (starfish itself accepts any name; this tool needs numbered ones).';
+const NAMING = 'The run addresses FOVs by number (fovs=0-9), so FOVs must be named fov_<number>, e.g. fov_000, fov_001, fov_0000 or fov_7 (starfish itself accepts any name; this tool needs numbered ones).';
 
 /**
- * A FOV name's number: its one run of digits (fov_0000 → 0, fov_7 → 7). The FOV jobs find a FOV
- * by the same rule, so a number must name one FOV.
+ * A FOV name's number: fov_0000 → 0, fov_7 → 7. The FOV jobs find a FOV by the same rule
+ * (containers/common/spacetx.py FOV_NAME), so a number must name one FOV.
  */
-export function fovNumber(name: string): number | undefined {
-  const m = /^\D*(\d+)\D*$/.exec(name);
+function fovNumber(name: string): number | undefined {
+  const m = /^fov_(\d+)$/.exec(name);
   if (!m) return undefined;
   const n = Number(m[1]);
   return n <= MAX_FOV_NUMBER ? n : undefined;
@@ -33,7 +33,7 @@ export function fovNumber(name: string): number | undefined {
 function numberOf(name: string, where: string): number {
   const n = fovNumber(name);
   if (n !== undefined) return n;
-  const why = /\d/.test(name) ? (/\d\D+\d/.test(name) ? 'holds more than one number' : `has a number above ${MAX_FOV_NUMBER.toLocaleString('en-US')}`) : 'has no number';
+  const why = /^fov_\d+$/.test(name) ? `has a number above ${MAX_FOV_NUMBER.toLocaleString('en-US')}` : 'is not named fov_<number>';
   throw new ExperimentError(`FOV "${escapeMrkdwn(name)}" in ${where} ${why}. ${NAMING}`);
 }
 

@@ -76,7 +76,7 @@ export function experimentShape(file: string, version: unknown): ExperimentShape
  * slicedimage's Reader.parse_doc: `version` is parsed as a PEP 440 version and must be one a
  * reader exists for, 0.0.0 up to (not including) 0.2.0.
  */
-export function checkPartitionVersion(file: string, version: unknown, example: string): void {
+export function checkPartitionVersion(file: string, version: unknown, example: string): 0 | 1 {
   const where = `${escapeMrkdwn(file)}: "version"`;
   const accepted = `slicedimage reads versions 0.0.0 to 0.1.x. Example: ${example}`;
   if (version === undefined) throw new ExperimentError(`${where} is missing; ${accepted}`);
@@ -90,6 +90,7 @@ export function checkPartitionVersion(file: string, version: unknown, example: s
   const isZero = release.every((n) => n === 0);
   const ok = major === 0 && (minor === 0 || minor === 1 || (minor === 2 && below && release.slice(2).every((n) => n === 0))) && !(isZero && below);
   if (!ok) throw new ExperimentError(`${where} is ${escapeMrkdwn(version as string)}, which slicedimage cannot read; ${accepted}`);
+  return minor === 0 ? 0 : 1;
 }
 
 /** The field a zod issue is about, as a person would write it: tiles[3].file. */
@@ -97,18 +98,26 @@ function fieldOf(issuePath: ReadonlyArray<PropertyKey>): string {
   return issuePath.map((p, i) => (typeof p === 'number' ? `[${p}]` : i === 0 ? String(p) : `.${String(p)}`)).join('');
 }
 
+/** The value at a zod issue's path, to tell a missing field from a wrong one. */
+function valueAt(value: unknown, issuePath: ReadonlyArray<PropertyKey>): unknown {
+  return issuePath.reduce<unknown>((node, key) => (node !== null && typeof node === 'object' ? (node as Record<PropertyKey, unknown>)[key] : undefined), value);
+}
+
+const article = (type: string) => (type === 'record' || type === 'object' ? 'an object' : /^[aeiou]/.test(type) ? `an ${type}` : `a ${type}`);
+
 /** Checks `value` against a schema; the first problem becomes an ExperimentError naming file and field. */
 export function checkDocument<T>(schema: z.ZodType<T>, value: unknown, file: string, example: string): T {
   const parsed = schema.safeParse(value);
   if (parsed.success) return parsed.data;
   const issue = parsed.error.issues[0]!;
   const field = fieldOf(issue.path);
-  const missing = issue.code === 'invalid_type' && issue.input === undefined;
-  const problem = !field
-    ? `is not a JSON object`
-    : missing
-      ? `has no "${escapeMrkdwn(field)}"`
-      : `"${escapeMrkdwn(field)}" ${issue.code === 'invalid_type' ? `must be ${issue.expected === 'record' ? 'an object' : `a ${issue.expected}`}` : escapeMrkdwn(issue.message)}`;
+  // zod's own messages start "Invalid input"; the schemas' messages say what is right.
+  const own = !issue.message.startsWith('Invalid');
+  const wrong = own ? issue.message : issue.code === 'invalid_type' ? `must be ${article(issue.expected)}` : escapeMrkdwn(issue.message);
+  const found = valueAt(value, issue.path);
+  const shown = JSON.stringify(found) ?? '';
+  const is = shown.length <= 40 ? ` is ${escapeMrkdwn(shown)}:` : '';
+  const problem = !field ? 'is not a JSON object' : found === undefined ? `has no "${escapeMrkdwn(field)}"` : `"${escapeMrkdwn(field)}"${is} ${wrong}`;
   const more = parsed.error.issues.length > 1 ? ` (and ${parsed.error.issues.length - 1} more problems)` : '';
   return fail(`${escapeMrkdwn(file)} ${problem}${more}. Example: ${example}`);
 }
@@ -138,21 +147,43 @@ export const collectionSchema = z.object({ contents: z.record(z.string(), refere
 const IMAGE_FORMATS = ['TIFF', 'NUMPY', 'PNG'] as const;
 const tileFormat = z.enum(IMAGE_FORMATS, { message: `must be one of ${IMAGE_FORMATS.join(', ')}` });
 
-export const tilesetSchema = z.object({
-  dimensions: z.array(z.unknown()),
-  shape: z.record(z.string(), z.unknown()),
-  default_tile_format: tileFormat.nullish(),
-  tiles: z.array(
-    z.object({
-      file: reference,
-      coordinates: z.custom<unknown>((v) => v !== undefined, { message: 'is required' }),
-      indices: z.custom<unknown>((v) => v !== undefined, { message: 'is required' }),
-      tile_format: tileFormat.nullish(),
-      sha256: z.string().regex(/^[0-9a-f]{64}$/, 'must be 64 lowercase hex digits (what hashlib.sha256().hexdigest() gives)').nullish(),
-    }),
-  ),
-});
-export type Tileset = z.infer<typeof tilesetSchema>;
+const count = z.number().int().min(0);
+/** slicedimage's format_tile_coordinates: a number, or a [min, max] pair. */
+const range = z.union([z.number(), z.tuple([z.number(), z.number()])], { message: 'must be a number or a [min, max] pair, e.g. [0.0, 0.1]' });
+/**
+ * Tile shapes: the 0.0.0 reader turns [y, x] lists into {"y", "x"} (format_tuple_shape_to_dict_shape
+ * indexes [-2] and [-1]); the 0.1.0 reader takes the {"y", "x"} object as it is.
+ */
+const SHAPE_0 = 'must be [y, x] in a version 0.0.0 tile list, e.g. [2048, 2048]';
+const TILE_SHAPES = {
+  0: z.array(count, { message: SHAPE_0 }).min(2, { message: SHAPE_0 }),
+  1: z.object({ y: count, x: count }, { message: 'must be {"y": …, "x": …} in a version 0.1.0 tile list, e.g. {"y": 2048, "x": 2048}' }),
+};
+
+/**
+ * A FOV's tile list as slicedimage's reader (for its version: 0 for 0.0.x, 1 for 0.1.x) and
+ * starfish's ImageStack read it: every tile needs file, coordinates with xc and yc, and indices
+ * with r and c (zc and z are optional).
+ */
+export function tilesetSchema(minor: 0 | 1) {
+  const shape = TILE_SHAPES[minor];
+  return z.object({
+    dimensions: z.array(z.unknown()),
+    shape: z.record(z.string(), z.unknown()),
+    default_tile_shape: shape.nullish(),
+    default_tile_format: tileFormat.nullish(),
+    tiles: z.array(
+      z.object({
+        file: reference,
+        coordinates: z.object({ xc: range, yc: range }).catchall(range),
+        indices: z.object({ r: count, c: count }).catchall(z.unknown()),
+        tile_shape: shape.nullish(),
+        tile_format: tileFormat.nullish(),
+        sha256: z.string().regex(/^[0-9a-f]{64}$/, 'must be 64 lower-case hex digits (what hashlib.sha256().hexdigest() gives, which slicedimage compares it with)').nullish(),
+      }),
+    ),
+  });
+}
 
 /** ImageFormat.find_by_extension: the format a tile without tile_format or default_tile_format is read as. */
 export function formatByExtension(name: string): string | undefined {
@@ -160,7 +191,6 @@ export function formatByExtension(name: string): string | undefined {
   return { tiff: 'TIFF', tif: 'TIFF', npy: 'NUMPY', png: 'PNG' }[ext];
 }
 
-const count = z.number().int().min(0);
 export const codebookSchema = z.object({
   version: z.literal('0.0.0', { message: 'must be "0.0.0", the only codebook version starfish reads' }),
   mappings: z.array(
@@ -173,6 +203,6 @@ export const codebookSchema = z.object({
 
 /** Codebook.open_json: a list is the pre-0.0.0 format, which it refuses by name. */
 export function checkCodebook(file: string, value: unknown): void {
-  if (Array.isArray(value)) fail(`${escapeMrkdwn(file)} is a list of codewords, the format of starfish before 0.1; starfish now reads an object. Example: ${EXAMPLES.codebook}`);
+  if (Array.isArray(value)) fail(`${escapeMrkdwn(file)} is a list of codewords, the codebook format of earlier starfish versions; starfish now reads an object with a version and the mappings. Example: ${EXAMPLES.codebook}`);
   checkDocument(codebookSchema, value, file, EXAMPLES.codebook);
 }

@@ -124,13 +124,13 @@ function experimentReferences(doc: Doc, full: boolean): { images: Array<[string,
   };
 }
 
-type Partition = { kind: 'collection'; contents: Record<string, string> } | { kind: 'tileset' };
+type Partition = { kind: 'collection'; contents: Record<string, string> } | { kind: 'tileset'; minor: 0 | 1 };
 
 /** slicedimage's parse: a document with `contents` is a collection, one with `tiles` a tileset. */
 function partitionOf(doc: Doc): Partition {
-  checkPartitionVersion(doc.at, doc.value.version, 'contents' in doc.value ? EXAMPLES.collection : EXAMPLES.tileset);
+  const minor = checkPartitionVersion(doc.at, doc.value.version, 'contents' in doc.value ? EXAMPLES.collection : EXAMPLES.tileset);
   if ('contents' in doc.value) return { kind: 'collection', contents: checkDocument(collectionSchema, doc.value, doc.at, EXAMPLES.collection).contents };
-  if ('tiles' in doc.value) return { kind: 'tileset' };
+  if ('tiles' in doc.value) return { kind: 'tileset', minor };
   throw new ExperimentError(
     `${escapeMrkdwn(doc.at)} is neither an image collection (it has no "contents" listing FOVs) nor a FOV's tile list (it has no "tiles"). A collection looks like ${EXAMPLES.collection}`,
   );
@@ -240,7 +240,7 @@ export async function walkExperiment(reader: Reader, location: string): Promise<
       );
       return;
     }
-    const tileset = checkDocument(tilesetSchema, doc.value, doc.at, EXAMPLES.tileset);
+    const tileset = checkDocument(tilesetSchema(partition.minor), doc.value, doc.at, EXAMPLES.tileset);
     tileset.tiles.forEach((tile, i) => {
       const target = refer(entry, ['tiles', i, 'file'], tile.file);
       const format = tile.tile_format ?? tileset.default_tile_format ?? formatByExtension(unquote(target.url.path));
