@@ -117,3 +117,275 @@ def test_where_starfish_loads_the_container_refuses_only_what_this_tool_cannot_a
     assert disagree == sorted(own)
     # and where starfish fails, the container never accepts
     assert [c["name"] for c in TABLE["cases"] if not c["starfish"]["loads"] and c["container"]["ok"]] == []
+
+
+# ---------------------------------------------------------------------------------------
+# the FovSource process-fov gets
+
+def test_check_fov_gives_the_fov_its_tiles_and_its_other_images(tmp_path):
+    experiment = materialise(CASES["v5-with-nuclei"], tmp_path)
+    source = spacetx.check_fov(experiment, 1)
+    assert (source.index, source.name, source.version) == (1, "fov_001", "5.0.0")
+    assert source.tileset_url == str(tmp_path / "primary_images-fov_001.json")
+    assert [os.path.basename(t.url) for t in source.tiles] == [
+        "primary_images-fov_001-c0-r0-z0.tiff", "primary_images-fov_001-c1-r0-z0.tiff",
+        "primary_images-fov_001-c0-r1-z0.tiff", "primary_images-fov_001-c1-r1-z0.tiff"]
+    tile = source.tiles[0]
+    with open(tile.url, "rb") as fh:
+        assert tile.sha256 == hashlib.sha256(fh.read()).hexdigest()
+    assert (tile.tile_format, tile.position, tile.tileset_url) == ("TIFF", 0, source.tileset_url)
+    assert sorted(source.images) == ["nuclei", "primary"]
+    assert source.images["nuclei"][0] == str(tmp_path / "nuclei-fov_001.json")
+
+
+def test_references_resolve_where_slicedimage_opens_them(tmp_path):
+    """../ stays relative to the document that wrote it; %20 is a space; absolute and file://
+    references are used as written (a local experiment)."""
+    source = spacetx.check_fov(materialise(CASES["sibling-folder-reference"], tmp_path), 0)
+    assert os.path.realpath(source.tileset_url) == str(tmp_path / "other" / "primary_images-fov_000.json")
+    assert all(os.path.dirname(os.path.realpath(t.url)) == str(tmp_path / "other") for t in source.tiles)
+    source = spacetx.check_fov(materialise(CASES["percent-encoded-reference"], tmp_path / "pct"), 0)
+    assert source.tiles[0].file == "primary_images-fov_000%20c0-r0-z0.tiff"
+    assert source.tiles[0].url == str(tmp_path / "pct" / "primary_images-fov_000 c0-r0-z0.tiff")
+    source = spacetx.check_fov(materialise(CASES["file-url-reference"], tmp_path / "url"), 0)
+    assert source.tileset_url == str(tmp_path / "url" / "primary_images-fov_000.json")
+
+
+def test_a_file_url_experiment_is_local_data(tmp_path):
+    experiment = materialise(CASES["names-with-spaces"], tmp_path)
+    url = "file://" + experiment.replace(" ", "%20")
+    source = spacetx.check_fov(url, 1)
+    assert source.tileset_url == str(tmp_path / "my experiment" / "primary_images-fov_001.json")
+    spacetx.verify_tiles(source)
+
+
+# ---------------------------------------------------------------------------------------
+# exit codes: 2 when the request cannot be served, 1 when the data is not what starfish reads
+
+@pytest.mark.parametrize("name, code", [
+    ("fov-not-in-experiment", 2), ("fov-names-not-numbered", 2), ("fov-names-duplicate-number", 2),
+    ("http-reference", 2), ("experiment-not-json", 2),
+    ("extras-missing", 1), ("version-6", 1), ("codeword-without-v", 1), ("sha256-mismatch", 1),
+    ("tile-file-missing", 1), ("tile-set-missing-other-fov", 1),
+])
+def test_exit_codes(name, code, tmp_path):
+    ok, error = outcome(materialise(CASES[name], tmp_path), CASES[name]["container"]["fov"])
+    assert not ok and error.code == code, error
+
+
+def test_a_missing_experiment_is_a_bad_request(tmp_path):
+    with pytest.raises(spacetx.FormatError) as info:
+        spacetx.check_fov(str(tmp_path / "nope" / "experiment.json"), 0)
+    assert info.value.code == 2
+    assert info.value.message == "%s not found" % (tmp_path / "nope" / "experiment.json")
+
+
+# ---------------------------------------------------------------------------------------
+# checksums
+
+def _one_tile_experiment(tmp_path, content, declared=None):
+    """A valid one-FOV experiment whose only tile holds ``content`` and declares ``declared``
+    (its real sha256 when None)."""
+    case = json.loads(json.dumps(CASES["v5-flat"]))
+    files = case["files"]
+    tileset = files["primary_images-fov_000.json"]
+    tileset["tiles"] = tileset["tiles"][:1]
+    tileset["tiles"][0]["sha256"] = hashlib.sha256(content).hexdigest() if declared is None else declared
+    experiment = materialise(case, tmp_path)
+    with open(str(tmp_path / tileset["tiles"][0]["file"]), "wb") as fh:
+        fh.write(content)
+    return experiment
+
+
+def test_a_tile_larger_than_a_read_is_hashed_whole(tmp_path):
+    content = os.urandom(spacetx.CHUNK * 2 + 17)
+    source = spacetx.check_fov(_one_tile_experiment(tmp_path, content), 0)
+    spacetx.verify_tiles(source)  # no error: the digest covers every chunk
+    changed = content[:-1] + bytes([content[-1] ^ 1])  # the last byte of the last chunk
+    with open(source.tiles[0].url, "wb") as fh:
+        fh.write(changed)
+    with pytest.raises(spacetx.FormatError) as info:
+        spacetx.verify_tiles(source)
+    message = info.value.message
+    assert source.tiles[0].url in message and "tiles[0] in %s" % source.tileset_url in message
+    assert "expected %s" % hashlib.sha256(content).hexdigest() in message
+    assert "the file's is %s" % hashlib.sha256(changed).hexdigest() in message
+
+
+def test_check_fov_reads_no_tile_and_verify_tiles_only_those_with_a_sha256(tmp_path, monkeypatch):
+    experiment = materialise(CASES["sha256-absent"], tmp_path)  # FOV 0 without, FOV 1 with sha256
+    opened = []
+    real_open = open
+
+    def recording_open(path, *args, **kwargs):
+        opened.append(os.path.basename(str(path)))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", recording_open)
+    source0 = spacetx.check_fov(experiment, 0)
+    source1 = spacetx.check_fov(experiment, 1)
+    assert not [name for name in opened if name.endswith(".tiff")]
+    spacetx.verify_tiles(source0)
+    assert not [name for name in opened if name.endswith(".tiff")]
+    spacetx.verify_tiles(source1)
+    assert sorted(name for name in opened if name.endswith(".tiff")) == sorted(
+        os.path.basename(t.url) for t in source1.tiles)
+
+
+def test_a_tile_removed_after_the_check_is_not_found_when_verified(tmp_path):
+    source = spacetx.check_fov(_one_tile_experiment(tmp_path, b"pixels"), 0)
+    os.remove(source.tiles[0].url)
+    with pytest.raises(spacetx.FormatError) as info:
+        spacetx.verify_tiles(source)
+    assert info.value.message == "FOV 0: tile not found: %s (tiles[0].file in %s)" % (
+        source.tiles[0].url, source.tileset_url)
+    assert info.value.code == 1
+
+
+@pytest.mark.parametrize("declared, says", [
+    ("", "must be 64 lower-case hex digits"),
+    ("abc", "must be 64 lower-case hex digits"),
+    (hashlib.sha256(b"pixels").hexdigest().upper(), "is in upper case"),
+])
+def test_a_sha256_that_can_never_match_is_refused_before_reading(declared, says, tmp_path):
+    with pytest.raises(spacetx.FormatError) as info:
+        spacetx.check_fov(_one_tile_experiment(tmp_path, b"pixels", declared=declared), 0)
+    assert says in info.value.message and "tiles[0].sha256" in info.value.message
+
+
+# ---------------------------------------------------------------------------------------
+# experiments on S3 (the in-memory client of starfish_io) and the URL policy
+
+class StreamingS3(sio.FakeS3Client):
+    """The fake client, with bodies that record the size of each read."""
+
+    def __init__(self):
+        sio.FakeS3Client.__init__(self)
+        self.reads = []
+
+    def get_object(self, Bucket, Key):
+        body = sio.FakeS3Client.get_object(self, Bucket, Key)["Body"]
+        reads = self.reads
+
+        class Body(object):
+            def read(self, amount=None):
+                reads.append((Key, amount))
+                return body.read() if amount is None else body.read(amount)
+        return {"Body": Body()}
+
+
+@pytest.fixture
+def s3():
+    client = StreamingS3()
+    sio.set_s3_client(client)
+    yield client
+    sio.set_s3_client(None)
+
+
+def upload(client, case, tmp_path, bucket="lab-data", prefix="iss/"):
+    """The case's files in the fake bucket under ``prefix``; returns the experiment's s3 URL."""
+    materialise(case, tmp_path)
+    for rel in case["files"]:
+        with open(os.path.join(str(tmp_path), *rel.split("/")), "rb") as fh:
+            client.put_object(Bucket=bucket, Key=prefix + rel, Body=fh.read())
+    return "s3://%s/%s%s" % (bucket, prefix, case["experiment"])
+
+
+def test_an_s3_experiment_reads_each_document_once_and_streams_tiles(s3, tmp_path):
+    experiment = upload(s3, CASES["nested-collections"], tmp_path)
+    source = spacetx.check_fov(experiment, 2)
+    assert source.tileset_url == "s3://lab-data/iss/primary_images-batch_b-fov_002.json"
+    assert source.tiles[0].url == "s3://lab-data/iss/primary_images-batch_b-fov_002-c0-r0-z0.tiff"
+    json_reads = [key for key, _ in s3.reads if key.endswith(".json")]
+    assert sorted(json_reads) == sorted(set(json_reads))  # every manifest and tile set read once
+    assert len(json_reads) == 8  # experiment, codebook, 3 manifests, 3 tile sets
+    assert not [key for key, _ in s3.reads if not key.endswith(".json")]  # check_fov reads no tile
+    del s3.reads[:]
+    spacetx.verify_tiles(source)
+    assert sorted({key for key, _ in s3.reads}) == sorted(t.url[len("s3://lab-data/"):] for t in source.tiles)
+    assert {amount for _, amount in s3.reads} == {spacetx.CHUNK}  # streamed, never read whole
+
+
+def test_an_s3_tile_that_does_not_match_or_is_missing(s3, tmp_path):
+    experiment = upload(s3, CASES["v5-flat"], tmp_path)
+    source = spacetx.check_fov(experiment, 0)
+    s3.put_object(Bucket="lab-data", Key="iss/primary_images-fov_000-c1-r0-z0.tiff", Body=b"changed")
+    with pytest.raises(spacetx.FormatError) as info:
+        spacetx.verify_tiles(source)
+    assert info.value.message.startswith(
+        "FOV 0: tile s3://lab-data/iss/primary_images-fov_000-c1-r0-z0.tiff does not match its sha256 (tiles[1] in "
+        "s3://lab-data/iss/primary_images-fov_000.json): expected ")
+    assert hashlib.sha256(b"changed").hexdigest() in info.value.message
+    s3.delete_object(Bucket="lab-data", Key="iss/primary_images-fov_000-c1-r0-z0.tiff")
+    with pytest.raises(spacetx.FormatError) as info:
+        spacetx.verify_tiles(source)
+    assert info.value.message == ("FOV 0: tile not found: s3://lab-data/iss/primary_images-fov_000-c1-r0-z0.tiff "
+                                  "(tiles[1].file in s3://lab-data/iss/primary_images-fov_000.json)")
+
+
+def test_s3_keys_are_what_slicedimage_asks_for(s3, tmp_path):
+    """Spaces stay spaces, a %20 in a name is decoded, ../ is kept in the key as S3Backend keeps
+    it, and an absolute path is a key of the same bucket (not a file of the job's machine)."""
+    case = json.loads(json.dumps(CASES["v5-flat"]))
+    tileset = case["files"]["primary_images-fov_000.json"]
+    tileset["tiles"][0]["file"] = "raw tiles/a b.tiff"
+    tileset["tiles"][1]["file"] = "a%20c.tiff"
+    tileset["tiles"][2]["file"] = "../shared/r1.tiff"
+    tileset["tiles"][3]["file"] = "/elsewhere/r1c1.tiff"
+    for t in tileset["tiles"]:
+        t.pop("sha256")
+    experiment = upload(s3, case, tmp_path)
+    urls = [t.url for t in spacetx.check_fov(experiment, 0).tiles]
+    assert urls == ["s3://lab-data/iss/raw tiles/a b.tiff", "s3://lab-data/iss/a c.tiff",
+                    "s3://lab-data/iss/../shared/r1.tiff", "s3://lab-data/elsewhere/r1c1.tiff"]
+
+
+@pytest.mark.parametrize("field, ref", [
+    ("images.primary", "file:///etc/passwd"),
+    ("codebook", "http://169.254.169.254/latest/codebook.json"),
+    ("contents.fov_000", "https://[fd00:ec2::254]/latest/fov.json"),
+    ("tiles[0].file", "file:///root/.aws/credentials"),
+])
+def test_a_remote_experiment_cannot_lead_the_reader_to_the_machine_or_the_network(s3, tmp_path, field, ref):
+    case = json.loads(json.dumps(CASES["v5-flat"]))
+    files = case["files"]
+    holder = {"images.primary": ("experiment.json", lambda d: d["images"].update(primary=ref)),
+              "codebook": ("experiment.json", lambda d: d.update(codebook=ref)),
+              "contents.fov_000": ("primary_images.json", lambda d: d["contents"].update(fov_000=ref)),
+              "tiles[0].file": ("primary_images-fov_000.json", lambda d: d["tiles"][0].update(file=ref))}[field]
+    holder[1](files[holder[0]])
+    experiment = upload(s3, case, tmp_path)
+    with pytest.raises(spacetx.FormatError) as info:
+        spacetx.check_fov(experiment, 0)
+    assert info.value.code == 2
+    assert info.value.message.startswith("%s in s3://lab-data/iss/%s: %s is refused" % (field, holder[0], ref))
+
+
+def test_an_https_experiment_at_a_private_address_is_refused_before_any_read():
+    with pytest.raises(spacetx.FormatError) as info:
+        spacetx.check_fov("https://127.0.0.1/iss/experiment.json", 0)
+    assert info.value.code == 2 and "loopback" in info.value.message
+
+
+# ---------------------------------------------------------------------------------------
+# large experiments
+
+def test_a_thousand_fov_experiment_is_checked_from_its_documents(tmp_path):
+    """Every tile set is parsed (as from_json does), and FOV 999 of fov_000..fov_999 is found."""
+    fovs = ["fov_%03d" % i for i in range(1000)]
+    tileset = CASES["v5-flat"]["files"]["primary_images-fov_000.json"]
+    root = str(tmp_path)
+    for rel in ("experiment.json", "codebook.json"):
+        with open(os.path.join(root, rel), "w") as fh:
+            json.dump(CASES["v5-flat"]["files"][rel], fh)
+    with open(os.path.join(root, "primary_images.json"), "w") as fh:
+        json.dump({"version": "0.1.0", "contents": {n: "primary_images-%s.json" % n for n in fovs}}, fh)
+    for n in fovs:
+        with open(os.path.join(root, "primary_images-%s.json" % n), "w") as fh:
+            json.dump(dict(tileset, tiles=[dict(t, file=t["file"].replace("fov_000", n)) for t in tileset["tiles"]]),
+                      fh)
+    for t in tileset["tiles"]:
+        with open(os.path.join(root, t["file"].replace("fov_000", "fov_999")), "w") as fh:
+            fh.write("tile")
+    source = spacetx.check_fov(os.path.join(root, "experiment.json"), 999)
+    assert source.name == "fov_999" and len(source.tiles) == 4
