@@ -6,16 +6,14 @@ the focused tests below pin what a scientist sees: the messages, the resolved lo
 checksum streaming, the URL policy, and S3.
 """
 import hashlib
-import io
 import json
 import os
 import re
-import subprocess
 import sys
 
 import pytest
 
-from conftest import PYTHON, REPO
+from conftest import REPO
 
 import spacetx
 import starfish_io as sio
@@ -389,3 +387,11 @@ def test_a_thousand_fov_experiment_is_checked_from_its_documents(tmp_path):
             fh.write("tile")
     source = spacetx.check_fov(os.path.join(root, "experiment.json"), 999)
     assert source.name == "fov_999" and len(source.tiles) == 4
+
+
+def test_the_bundled_synthetic_experiment_passes(synthetic):
+    """examples/synthetic-iss writes what starfish reads: every FOV checks and verifies."""
+    for fov in range(4):
+        source = spacetx.check_fov(synthetic, fov)
+        assert source.name == "fov_%03d" % fov
+        spacetx.verify_tiles(source)
