@@ -1,8 +1,13 @@
-"""ISS recipe using starfish itself (for the process-fov image: spacetx/starfish:0.2.2).
+"""ISS recipe using starfish itself (for the process-fov image).
 
-Modelled on starfish's documented ISS pipeline (docs "ISS Processing Workflow" and the
-iss_published recipe of starfish's own workflow templates), written against the
-starfish 0.2.x API:
+Written in the convention of starfish's AWS tutorial (docs/source/user_guide/processing_at_scale):
+``process_fov(fov: FieldOfView, codebook: Codebook)``. process-fov sees the annotations, loads the
+experiment with ``starfish.Experiment.from_json`` and passes the FOV under its own name in the
+experiment (``fov_000``, ``fov_0000``, ...) and the experiment's codebook.
+
+The pipeline is starfish's documented ISS pipeline (the tutorial's recipe and the iss_published
+recipe of starfish's WDL workflow), every call checked against the starfish 0.2.2 and 0.4.0
+sources, which have the same API for all of them:
 
 1. register every round to the "dots" anchor image with LearnTransform.Translation on the
    max projection over channels and z, and ApplyTransform.Warp;
@@ -11,15 +16,19 @@ starfish 0.2.x API:
    image, measuring every round/channel of the registered primary images there;
 4. decode with DecodeSpots.PerRoundMaxChannel (per-round max channel, exact codebook match).
 
-process_fov returns the DecodedIntensityTable; process-fov converts it via its features
-dataframe (x, y, z, target, distance -> quality = 1 - distance, and drops features whose
-passes_thresholds is False or whose target is empty/nan).
+process_fov returns the DecodedIntensityTable; process-fov keeps its features dataframe's columns
+(pixel x, y, z, physical xc, yc, zc, radius, spot_id, distance -> quality = 1 - distance, ...) and
+drops features whose passes_thresholds is False or whose target is empty/nan.
+
+For the other convention (starfish's WDL workflow, ``process_fov(field_num: int, experiment_str:
+str)``), :func:`process_fov_by_index` does the same from a FOV index; rename it to process_fov
+(and remove the function below) to use it that way.
 
 This file cannot run without starfish (it is not installed on the development machine);
 examples/recipes/iss_numpy.py implements the same steps with numpy/scipy/scikit-image.
 """
 import starfish
-from starfish import FieldOfView
+from starfish import Codebook, DecodedIntensityTable, FieldOfView
 from starfish.image import ApplyTransform, Filter, LearnTransform
 from starfish.spots import DecodeSpots, FindSpots
 from starfish.types import Axes, FunctionSource
@@ -28,12 +37,8 @@ MASKING_RADIUS = 15   # px, white top-hat structuring element radius
 UPSAMPLING = 100      # sub-pixel precision of the translation (1/100 px)
 
 
-def process_fov(fov_index: int, experiment_url: str):
+def process_fov(fov: FieldOfView, codebook: Codebook) -> DecodedIntensityTable:
     """Process one field of view of an ISS experiment; returns a DecodedIntensityTable."""
-    fov_name = f"fov_{int(fov_index):03d}"
-    experiment = starfish.Experiment.from_json(experiment_url)
-    fov = experiment[fov_name]
-
     primary = fov.get_image(FieldOfView.PRIMARY_IMAGES)
     dots = fov.get_image("dots")
 
@@ -62,7 +67,14 @@ def process_fov(fov_index: int, experiment_url: str):
     spots = detector.run(image_stack=filtered, reference_image=dots_max)
 
     # 4. decode: the brightest channel in each round must spell a codebook codeword
-    decoder = DecodeSpots.PerRoundMaxChannel(codebook=experiment.codebook)
+    decoder = DecodeSpots.PerRoundMaxChannel(codebook=codebook)
     decoded = decoder.run(spots=spots)
-    print(f"iss_starfish: {fov_name}: {decoded.sizes['features']} features decoded")
+    print(f"iss_starfish: {fov.name}: {decoded.sizes['features']} features decoded")
     return decoded
+
+
+def process_fov_by_index(fov_index: int, experiment_url: str) -> DecodedIntensityTable:
+    """The same, in the WDL workflow's convention: the recipe loads the experiment and names the
+    FOV itself (``fov_NNN``, which only fits experiments that name their FOVs that way)."""
+    experiment = starfish.Experiment.from_json(experiment_url)
+    return process_fov(experiment[f"fov_{int(fov_index):03d}"], experiment.codebook)

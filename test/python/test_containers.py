@@ -8,6 +8,7 @@ import pytest
 from conftest import REPO, RUN_ID, run_script
 
 IMAGES = {"process-fov": "process_fov.py", "merge-results": "merge_results.py"}
+PINNED_BASE = re.compile(r"^spacetx/starfish:\d+\.\d+\.\d+(@sha256:[0-9a-f]{64})?$")
 
 
 def parse_dockerfile(path):
@@ -22,7 +23,10 @@ def test_dockerfile(image):
     script = IMAGES[image]
     instrs = parse_dockerfile(os.path.join(REPO, "containers", image, "Dockerfile"))
     froms = [a for i, a in instrs if i == "FROM"]
-    assert froms == ["spacetx/starfish:0.2.2"]  # pinned, never :latest
+    # pinned to one starfish release (never :latest), the same for both images (containers/README.md)
+    assert len(froms) == 1 and PINNED_BASE.match(froms[0]), froms
+    assert froms == [a for i, a in parse_dockerfile(os.path.join(REPO, "containers", "merge-results", "Dockerfile"))
+                     if i == "FROM"]
     users = [a for i, a in instrs if i == "USER"]
     assert users and users[-1] not in ("root", "0", "0:0")
     assert not [a for i, a in instrs if i == "RUN"]  # no build tools, nothing installed
@@ -43,10 +47,12 @@ def test_dockerfile(image):
 def test_scripts_run_from_the_image_layout(tmp_path, synthetic):
     """/opt/starfish-chatops/{common,process-fov,merge-results}: the scripts find ../common."""
     opt = tmp_path / "opt" / "starfish-chatops"
-    for d, f in (("common", "starfish_io.py"), ("process-fov", "process_fov.py"),
-                 ("merge-results", "merge_results.py")):
+    common = sorted(f for f in os.listdir(os.path.join(REPO, "containers", "common")) if f.endswith(".py"))
+    for d, files in (("common", common), ("process-fov", ["process_fov.py"]),
+                     ("merge-results", ["merge_results.py"])):
         os.makedirs(str(opt / d))
-        shutil.copy(os.path.join(REPO, "containers", d, f), str(opt / d / f))
+        for f in files:
+            shutil.copy(os.path.join(REPO, "containers", d, f), str(opt / d / f))
     recipe = tmp_path / "r.py"
     recipe.write_text("def process_fov(fov_index, experiment_url):\n"
                       "    return [{'x': 1, 'y': 2, 'target': 'ACTB'}]\n")
@@ -60,3 +66,23 @@ def test_scripts_run_from_the_image_layout(tmp_path, synthetic):
     assert r.code == 0, r
     assert open(os.path.join(results, "spots.csv")).read() == \
         "fov,x,y,z,target,quality\n0,1.00,2.00,0,ACTB,1.000\n"
+
+
+def _signature_of(path, name):
+    """A stand-in function with the signature ``name`` has in ``path`` (annotations as names), so
+    the convention process-fov would pick is checked without importing starfish."""
+    import ast
+    tree = ast.parse(open(path).read())
+    fn = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == name][0]
+    params = ", ".join("%s: %r" % (a.arg, ast.get_source_segment(open(path).read(), a.annotation))
+                       if a.annotation is not None else a.arg for a in fn.args.args)
+    namespace = {}
+    exec("def %s(%s):\n    pass\n" % (name, params), namespace)
+    return namespace[name]
+
+
+def test_the_starfish_example_recipe_is_called_as_starfish_s_tutorial_recipe():
+    import process_fov as pf
+    recipe = os.path.join(REPO, "examples", "recipes", "iss_starfish.py")
+    assert pf.recipe_convention(_signature_of(recipe, "process_fov"), recipe) == pf.FOV_CONVENTION
+    assert pf.recipe_convention(_signature_of(recipe, "process_fov_by_index"), recipe) == pf.INDEX_CONVENTION
