@@ -110,7 +110,7 @@ def test_where_starfish_loads_the_container_refuses_only_what_this_tool_cannot_a
     policy, an FOV without primary images, an ambiguous name."""
     own = {"fov-names-unpadded-absent", "fov-names-duplicate-number", "fov-names-not-numbered", "fov-not-in-experiment",
            "v5-without-primary", "fov-only-in-nuclei", "nested-collection-key-is-not-a-fov",
-           "nested-duplicate-fov-name", "v4-fov-only-in-nuclei", "empty-manifest"}
+           "nested-duplicate-fov-name", "v4-fov-only-in-nuclei", "empty-manifest", "starfish-example-fov-manifest"}
     disagree = sorted(c["name"] for c in TABLE["cases"] if c["starfish"]["loads"] and not c["container"]["ok"])
     assert disagree == sorted(own)
     # and where starfish fails, the container never accepts
