@@ -56,7 +56,7 @@ async function planCopy(reader: Reader, store: Store, source: string, name: stri
   );
 }
 
-export async function stageExperiment(deps: CoreDeps, raw: RunEventOf<'StageRequested'>): Promise<void> {
+export async function stageExperiment(deps: Pick<CoreDeps, 'reader' | 'store' | 'chat' | 'log'>, raw: RunEventOf<'StageRequested'>): Promise<void> {
   const { reader, store, chat, log } = deps;
   const event = { ...raw, source: absoluteLocation(raw.source) };
   const readable = reader.checkReadable(event.source);

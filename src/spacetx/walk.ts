@@ -110,6 +110,7 @@ export function locateExperiment(reader: Reader, location: string): Located {
 /** experiment.json's image types and codebook, per its version's shape (checked as the loader does). */
 function experimentReferences(doc: Doc, full: boolean): { images: Array<[string, Array<string | number>, string]>; codebook: string } {
   const shape = experimentShape(doc.at, doc.value.version);
+  checkShapeMatchesVersion(doc, shape);
   if (full) checkDocument(extrasSchema, doc.value, doc.at, shape === 'images' ? EXAMPLES.experiment : EXAMPLES.experiment4);
   if (shape === 'images') {
     const e = checkDocument(experiment5Schema, doc.value, doc.at, EXAMPLES.experiment);
@@ -122,6 +123,21 @@ function experimentReferences(doc: Doc, full: boolean): { images: Array<[string,
     images: [['primary', ['primary_images'], e.primary_images], ...Object.entries(e.auxiliary_images).map(([t, ref]): [string, Array<string | number>, string] => [t, ['auxiliary_images', t], ref])],
     codebook: e.codebook,
   };
+}
+
+/** The 4.x and 5.0.0 shapes mixed up: say which shape the version asks for, not only what is missing. */
+function checkShapeMatchesVersion(doc: Doc, shape: 'images' | 'primary_images'): void {
+  const version = escapeMrkdwn(String(doc.value.version));
+  if (shape === 'primary_images' && 'images' in doc.value && !('primary_images' in doc.value)) {
+    throw new ExperimentError(
+      `${escapeMrkdwn(doc.at)}: "version" is ${version}, below 5.0.0, so starfish reads it in the 4.x shape ("primary_images" and "auxiliary_images"), but it has "images", the 5.0.0 shape. Write "version": "5.0.0", or the 4.x shape: ${EXAMPLES.experiment4}`,
+    );
+  }
+  if (shape === 'images' && 'primary_images' in doc.value && !('images' in doc.value)) {
+    throw new ExperimentError(
+      `${escapeMrkdwn(doc.at)}: "version" is ${version}, so starfish reads "images", but it has "primary_images", the 4.x shape. Write "version": "4.0.0", or the 5.0.0 shape: ${EXAMPLES.experiment}`,
+    );
+  }
 }
 
 type Partition = { kind: 'collection'; contents: Record<string, string> } | { kind: 'tileset'; minor: 0 | 1 };
