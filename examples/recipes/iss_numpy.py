@@ -391,26 +391,39 @@ def _physical(coords, x, y, shape):
     return axis("xc", x, shape[1]), axis("yc", y, shape[0]), (zr[0] + zr[-1]) / 2.0
 
 
-def process_fov(fov_index, experiment_url):
-    primary, dots, codebook, coords = load_fov(experiment_url, fov_index)
-    R, C, Z = primary.shape[:3]
-    targets, codes = codebook_codes(codebook, R)
-
+def align(primary, dots):
+    """(anchor, band-passed rounds (R, C, y, x), band-passed anchor, per-round shifts):
+    the z max projections filtered, every round registered to the anchor."""
+    R, C = primary.shape[:2]
     flat = primary.max(axis=2)  # (R, C, y, x): max projection over z
     anchor = dots.max(axis=(0, 1, 2)) if dots is not None else flat[0].max(axis=0)
-    sigma = noise_sigma(anchor)
     filtered = np.stack([[bandpass(flat[r, c]) for c in range(C)] for r in range(R)])
     anchor_bp = bandpass(anchor)
-    shifts = register(filtered, anchor_bp)
-    print("iss_numpy: FOV %d: anchor noise %.4g; round shifts (dy, dx): %s"
-          % (fov_index, sigma, ", ".join("(%.1f, %.1f)" % s for s in shifts)))
+    return anchor, filtered, anchor_bp, register(filtered, anchor_bp)
 
+
+def detect(anchor, anchor_bp, sigma):
+    """Spots of the anchor: (integer peaks (n, 2), sub-pixel (y, x) (n, 2)), without those
+    centred outside the tile (a neighbouring FOV's spots whose tails reach into this one)."""
     peaks = find_spots(anchor_bp, sigma)
     subpix = refine_all(anchor_bp, anchor, peaks)
     h, w = anchor.shape
     within = ((subpix[:, 0] >= -0.5) & (subpix[:, 0] <= h - 0.5)
               & (subpix[:, 1] >= -0.5) & (subpix[:, 1] <= w - 0.5))
-    peaks, subpix = peaks[within], subpix[within]  # centred outside the tile: not this FOV's
+    return peaks[within], subpix[within]
+
+
+def process_fov(fov_index, experiment_url):
+    primary, dots, codebook, coords = load_fov(experiment_url, fov_index)
+    R = primary.shape[0]
+    targets, codes = codebook_codes(codebook, R)
+
+    anchor, filtered, anchor_bp, shifts = align(primary, dots)
+    sigma = noise_sigma(anchor)
+    print("iss_numpy: FOV %d: anchor noise %.4g; round shifts (dy, dx): %s"
+          % (fov_index, sigma, ", ".join("(%.1f, %.1f)" % s for s in shifts)))
+
+    peaks, subpix = detect(anchor, anchor_bp, sigma)
     values, inside = measure(filtered, shifts, subpix[:, 0], subpix[:, 1])
     colours = learn_colours(values, inside)
     best, quality = decode(values, inside, colours, codes)
