@@ -8,7 +8,7 @@ import pLimit from 'p-limit';
 import { stagedPrefix } from '../run/layout.js';
 import type { CoreDeps } from '../core.js';
 import type { RunEventOf } from '../run/run-events.js';
-import { absoluteLocation, kindOf, parseS3 } from '../run/locations.js';
+import { absoluteLocation } from '../run/locations.js';
 import { errorMessage, noticeMessage } from '../messages/blocks.js';
 import { escapeMrkdwn } from '../messages/message.js';
 import type { Result } from '../result.js';
@@ -45,12 +45,10 @@ async function planCopy(reader: Reader, store: Store, source: string, name: stri
   const paths = stagedPaths(walked.files, walked.files[0]!.at);
   if (!paths.ok) return paths;
   const locate = (rel: string) => store.locate(`${stagedPrefix(name)}/${rel}`);
-  const kind = kindOf(locate(STAGED_MARKER)) === 's3' ? 's3' : 'disk';
-  const bucketKey = (rel: string) => (kind === 's3' ? parseS3(locate(rel)).key : rel);
   return ok(
     walked.files.map((file) => {
       const rel = paths.value.get(file.at)!;
-      const body = rewritten(file, paths.value, kind, bucketKey);
+      const body = rewritten(file, paths.value, locate);
       return { rel, from: file.at, ...(body ? { body } : {}) };
     }),
   );
@@ -67,7 +65,7 @@ export async function stageExperiment(deps: Pick<CoreDeps, 'reader' | 'store' | 
   } catch (error) {
     planned = refuse(`Could not stage the experiment at ${escapeMrkdwn(event.source)}: ${escapeMrkdwn((error as Error).message)}. Example: /starfish stage s3://lab-data/iss/experiment.json as=iss`);
   }
-  if (!planned.ok) return chat.ephemeral(event.channel, event.userId, errorMessage(`${planned.reason} Nothing was staged.`), event.responseUrl);
+  if (!planned.ok) return chat.ephemeral(event.channel, event.userId, errorMessage(`${planned.reason}${/[.!?]$/.test(planned.reason) ? '' : '.'} Nothing was staged.`), event.responseUrl);
   const files = planned.value;
   const key = (rel: string) => `${stagedPrefix(event.name)}/${rel}`;
   // Runs may be reading a staged experiment: a name is staged once.

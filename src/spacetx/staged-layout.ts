@@ -14,7 +14,8 @@
 import path from 'node:path';
 import { escapeMrkdwn } from '../messages/message.js';
 import { refuse, ok, type Result } from '../result.js';
-import { unquote, referenceTo } from './url.js';
+import { parseS3 } from '../run/locations.js';
+import { entryUrl, readerLocation, referenceTo, resolveReference, unquote } from './url.js';
 import type { ExperimentFile } from './walk.js';
 
 /** The staged copy's own marker file (src/launcher/staging.ts), which no experiment file may take. */
@@ -62,18 +63,22 @@ export function stagedPaths(files: ExperimentFile[], experimentAt: string): Resu
 
 /**
  * A JSON document of the experiment as it must read in the staged copy, or undefined when every
- * reference in it already points at the right copy (the file is then copied byte for byte).
+ * reference in it already leads to the right copy (the file is then copied byte for byte). A
+ * reference that already leads there is kept as written. `locate` gives a staged path's location
+ * in the store (a path, or s3://bucket/key).
  */
-export function rewritten(file: ExperimentFile, paths: Map<string, string>, store: 'disk' | 's3', bucketKey: (rel: string) => string): Buffer | undefined {
+export function rewritten(file: ExperimentFile, paths: Map<string, string>, locate: (rel: string) => string): Buffer | undefined {
   if (!file.doc || !file.references.length) return undefined;
   const from = paths.get(file.at)!;
+  const fromUrl = entryUrl(locate(from));
+  const s3 = locate(from).startsWith('s3://');
   const value = structuredClone(file.doc.value) as Record<string | number, unknown>;
   let changed = false;
   for (const ref of file.references) {
     const to = paths.get(ref.target.at)!;
-    const written = referenceTo(from, to, store, bucketKey(to));
-    if (written === ref.written) continue;
+    if (readerLocation(resolveReference(fromUrl, ref.written)) === locate(to)) continue;
     changed = true;
+    const written = referenceTo(from, to, s3 ? 's3' : 'disk', s3 ? parseS3(locate(to)).key : to);
     const parent = ref.field.slice(0, -1).reduce<Record<string | number, unknown>>((node, key) => node[key] as Record<string | number, unknown>, value);
     parent[ref.field.at(-1)!] = written;
   }
