@@ -69,9 +69,10 @@ def test_numpy_recipe_writes_documented_csv(synthetic, tmp_path):
     r = run_script(PROCESS_FOV, **env_for(synthetic, NUMPY_RECIPE, out, AWS_BATCH_JOB_ARRAY_INDEX="1"))
     assert r.code == 0, r
     rows = read_csv(os.path.join(out, "fov_001.csv"))
-    assert rows[0] == ["fov", "x", "y", "z", "target", "quality"]
+    assert rows[0][:6] == ["fov", "x", "y", "z", "target", "quality"]  # then whatever else the recipe gives
     assert len(rows) - 1 >= 76  # 80 spots in the ground truth of this FOV
     for row in rows[1:]:
+        assert len(row) == len(rows[0]), row
         assert row[0] == "1"
         assert re.match(r"^-?\d+\.\d\d$", row[1]) and re.match(r"^-?\d+\.\d\d$", row[2]), row
         assert re.match(r"^-?\d+$", row[3]), row
@@ -370,12 +371,12 @@ from starfish import Codebook, DecodedIntensityTable, FieldOfView
 
 def process_fov(fov: FieldOfView, codebook: Codebook) -> DecodedIntensityTable:
     primary = fov.get_image(FieldOfView.PRIMARY_IMAGES)
-    n = len(primary["tiles"])
+    assert len(primary["tiles"]) == 16, "4 rounds x 4 channels of this FOV"
     return DecodedIntensityTable({
         "radius": [1.5, 1.5], "z": [0, 0], "y": [20.0, 40.0], "x": [10.0, 30.0], "spot_id": [0, 1],
         "features": [0, 1], "xc": [1.0, 3.0], "yc": [2.0, 4.0], "zc": [0.00005, 0.00005],
         "target": [fov.name, codebook.target.values[0]], "distance": [0.25, 0.0],
-        "passes_thresholds": [True, True]}) if n == 16 else None
+        "passes_thresholds": [True, True]})
 '''
 
 # the WDL workflow's recipe (workflows/wdl/iss_published/recipe.py): loads the experiment itself and
@@ -505,6 +506,21 @@ def test_a_fov_starfish_does_not_find_is_named(synthetic, standin):
     assert fov.name == "fov_001" and fov.image_types == {"primary", "nuclei", "dots"}
     assert "ACTB" in codebook.target.values
     assert pf.recipe_arguments(pf.INDEX_CONVENTION, synthetic, 1, "fov_001") == (1, synthetic)
+
+
+def test_the_tutorial_convention_looks_the_fov_up_by_the_name_it_is_given(synthetic_copy, standin):
+    """The FOV's name comes from one place in process-fov; an experiment naming its FOVs fov_0000
+    gets fov_0000 (not fov_000) once that place says so."""
+    folder = os.path.dirname(synthetic_copy)
+    for manifest in ("primary_image.json", "nuclei.json", "dots.json"):
+        path = os.path.join(folder, manifest)
+        with open(path) as fh:
+            doc = json.load(fh)
+        doc["contents"] = {"fov_%04d" % int(k[4:]): v for k, v in doc["contents"].items()}
+        with open(path, "w") as fh:
+            json.dump(doc, fh)
+    fov, _ = pf.recipe_arguments(pf.FOV_CONVENTION, synthetic_copy, 2, "fov_0002")
+    assert fov.name == "fov_0002" and len(fov.get_image("primary")["tiles"]) == 16
 
 
 def test_an_experiment_starfish_refuses_is_the_fovs_reason(synthetic, monkeypatch):
