@@ -199,8 +199,8 @@ def noise_sigma(img):
 
 
 def bandpass(img):
-    # "nearest", not the default "reflect": a reflection would mirror a spot lying just
-    # outside the tile into it, where it would be found as a spot of this FOV
+    # "nearest", not the default "reflect": a reflection mirrors a spot lying just outside
+    # the tile into it (detect() still drops it, by a fit on the raw anchor)
     return (ndi.gaussian_filter(img, DOG_SIGMAS[0], mode="nearest")
             - ndi.gaussian_filter(img, DOG_SIGMAS[1], mode="nearest"))
 
@@ -280,7 +280,10 @@ def _refine_axis(line, p):
         return float(p)
     at = min(max(p - 1, 0), n - 3)
     c = _gauss_centre(line[at], line[at + 1], line[at + 2], at)
-    if c is None or abs(c - p) > 1.5:
+    if c is None:
+        return float(p)
+    beyond = (p == 0 and c < 0) or (p == n - 1 and c > n - 1)
+    if abs(c - p) > 1.5 and not beyond:  # a poor fit inside the tile: keep the pixel
         return float(p)
     return float(c)
 
@@ -290,25 +293,22 @@ def refine(img, y, x):
     return _refine_axis(img[:, x], y), _refine_axis(img[y, :], x)
 
 
-EDGE_PX = 3  # peaks this close to the tile's edge are refined on the smoothed raw image
+EDGE_PX = 3  # peaks this close to the tile's edge are refined on the raw anchor
 
 
 def refine_all(anchor_bp, anchor, peaks):
-    """Sub-pixel positions (n, 2) of ``peaks``. Near an edge the band pass is distorted
-    (the padding beyond the tile is invented), so there the fit uses the lightly smoothed
-    anchor minus its local background (a low percentile around the peak)."""
+    """Sub-pixel positions (n, 2) of ``peaks``. Near an edge any filter invents the pixels
+    beyond the tile (and "nearest" padding pulls the peak outwards), so there the fit uses
+    the raw anchor minus its local background (a low percentile around the peak)."""
     h, w = anchor.shape
-    smooth = None
     out = np.zeros((len(peaks), 2))
     for i, (y, x) in enumerate(peaks):
         y, x = int(y), int(x)
         if EDGE_PX <= y < h - EDGE_PX and EDGE_PX <= x < w - EDGE_PX:
             out[i] = refine(anchor_bp, y, x)
             continue
-        if smooth is None:
-            smooth = ndi.gaussian_filter(anchor, DOG_SIGMAS[0], mode="nearest")
-        win = smooth[max(0, y - 6):y + 7, max(0, x - 6):x + 7]
-        out[i] = refine(smooth - np.percentile(win, 20), y, x)
+        win = anchor[max(0, y - 6):y + 7, max(0, x - 6):x + 7]
+        out[i] = refine(anchor - np.percentile(win, 20), y, x)
     return out
 
 

@@ -5,6 +5,7 @@ import csv
 import hashlib
 import json
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -364,3 +365,37 @@ def test_learned_colours_are_the_channel_gains_and_crosstalk(hard):
     assert np.allclose(learned, expected, atol=0.12)
     brightest = np.diag(colours) / np.diag(colours).max()
     assert np.allclose(brightest, gains / gains.max(), atol=0.15)
+
+
+def _spot_image(spots, size=64, sigma=1.4, noise=0.002, seed=0):
+    """A flat background with Gaussian spots (x, y, amplitude) and a little noise."""
+    yy, xx = np.mgrid[0:size, 0:size]
+    img = 0.05 + sum(a * np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * sigma ** 2)) for x, y, a in spots)
+    return img + np.random.default_rng(seed).normal(0.0, noise, size=(size, size))
+
+
+def test_spots_are_placed_to_a_fraction_of_a_pixel():
+    img = _spot_image([(20.3, 30.7, 0.2), (40.8, 12.25, 0.1)])
+    _, subpix = iss_numpy.detect(img, iss_numpy.bandpass(img), iss_numpy.noise_sigma(img))
+    found = sorted((round(x, 1), round(y, 1)) for y, x in subpix)
+    assert len(found) == 2
+    for (x, y), (tx, ty) in zip(found, [(20.3, 30.7), (40.8, 12.25)]):
+        assert abs(x - tx) < 0.15 and abs(y - ty) < 0.15, found
+
+
+def test_a_spot_centred_outside_the_tile_is_not_this_fovs():
+    """Its tail makes the border pixel a maximum; the neighbouring FOV owns it. A spot on the
+    border pixel itself is kept."""
+    img = _spot_image([(-1.8, 20.0, 0.3), (0.2, 44.0, 0.3), (63.0, 30.0, 0.3)])
+    _, subpix = iss_numpy.detect(img, iss_numpy.bandpass(img), iss_numpy.noise_sigma(img))
+    found = sorted((round(y), round(x, 1)) for y, x in subpix)
+    assert [y for y, _ in found] == [30, 44], found
+    assert abs(found[1][1] - 0.2) < 0.4 and abs(found[0][1] - 63.0) < 0.4, found
+
+
+def test_png_tiles_read_without_imageio(tmp_path, realistic, monkeypatch):
+    """Pillow opens 16-bit PNGs as 32-bit integers; the recipe still scales them as 16-bit."""
+    exp = generate.generate(str(tmp_path / "png"), fovs=1, seed=HELD_OUT_SEED, level="realistic",
+                            tile_format="PNG")
+    monkeypatch.setitem(sys.modules, "imageio", None)  # import imageio raises ImportError
+    assert np.array_equal(iss_numpy.process_fov(0, exp), iss_numpy.process_fov(0, realistic))
