@@ -246,13 +246,12 @@ def recipe_convention(fn, recipe_url):
     """How to call the recipe's process_fov: INDEX_CONVENTION or FOV_CONVENTION, decided by its
     parameters' annotations, else their names; a Failure (exit 2) with both examples when the
     signature says neither, or both."""
-    def refuse(why):
+    def refuse(why, shown=""):
         return Failure("recipe %s: cannot tell how to call process_fov%s: %s; write it as %s"
                        % (recipe_url, shown, why, SIGNATURES), EXIT_BAD_ENV)
     try:
         signature = inspect.signature(fn)
     except (TypeError, ValueError):
-        shown = ""
         raise refuse("its signature cannot be read")
     shown = one_line(str(signature), 120)
     positional = [p for p in signature.parameters.values()
@@ -260,7 +259,7 @@ def recipe_convention(fn, recipe_url):
     required = [p for p in positional if p.default is p.empty]
     extra = [p.name for p in signature.parameters.values() if p.kind == p.KEYWORD_ONLY and p.default is p.empty]
     if len(positional) < 2 or len(required) > 2 or extra:
-        raise refuse("it must take exactly two arguments")
+        raise refuse("it must take exactly two arguments", shown)
     first, second = positional[0], positional[1]
     by_type = _votes((_type_name(first.annotation), _type_name(second.annotation)),
                      ((INDEX_CONVENTION, _INDEX_TYPES), (FOV_CONVENTION, _FOV_TYPES)))
@@ -268,10 +267,10 @@ def recipe_convention(fn, recipe_url):
                      ((INDEX_CONVENTION, _INDEX_NAMES), (FOV_CONVENTION, _FOV_NAMES)))
     for votes, what in ((by_type, "annotations"), (by_name, "parameter names")):
         if len(votes) == 2:
-            raise refuse("its %s mix both conventions" % what)
+            raise refuse("its %s mix both conventions" % what, shown)
         if votes:  # annotations, when they say anything, decide over names
             return votes.pop()
-    raise refuse("neither its annotations nor its parameter names say which arguments it takes")
+    raise refuse("neither its annotations nor its parameter names say which arguments it takes", shown)
 
 
 def _starfish_fov(experiment_url, fov, fov_name):
@@ -291,7 +290,7 @@ def _starfish_fov(experiment_url, fov, fov_name):
                       EXIT_FAILURE, show_traceback=True)
     try:
         field_of_view = experiment[fov_name]
-    except (KeyError, IndexError, LookupError):
+    except LookupError:  # starfish raises IndexError for a name it does not list
         names = sorted(str(k) for k in experiment.keys()) if hasattr(experiment, "keys") else []
         desc = "%d FOVs: %s..%s" % (len(names), names[0], names[-1]) if names else "no FOVs"
         raise Failure("FOV %d (%s) is not in the experiment as starfish reads it (%s)"
