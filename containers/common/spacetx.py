@@ -169,8 +169,10 @@ def _backend_location(name, folder):
 
 
 def _same_origin(doc, ref):
-    """An absolute path in a remote document names the same bucket or host (slicedimage joins
-    it to the base URL's path), not a file of the reading machine."""
+    """What slicedimage makes of an absolute path in a remote document: the same bucket or host
+    (it joins the path to the base URL). The URL policy refuses such paths all the same (they
+    would name the job's own files to a reader that took them as paths), so this only words the
+    refusal."""
     parsed = urllib.parse.urlparse(doc.base)
     return urllib.parse.urlunparse((parsed.scheme, parsed.netloc, ref, "", "", ""))
 
@@ -181,13 +183,13 @@ def _resolve(doc, ref, field, local_mode):
         raise FormatError("%s in %s must be a file name or URL (a string), got %s; e.g. %s"
                           % (field, doc.location, _show(ref), _example_ref(field)))
     scheme = urllib.parse.urlparse(ref).scheme
-    policy_ref = ref
-    if not scheme and ref.startswith("/") and sio.local_path(doc.location) is None:
-        policy_ref = _same_origin(doc, ref)
     try:
-        sio.resolve_reference(doc.location, policy_ref, local_mode)
+        sio.resolve_reference(doc.location, ref, local_mode)
     except sio.UrlRefused as exc:
-        raise FormatError("%s in %s: %s" % (field, doc.location, exc), EXIT_BAD_REQUEST)
+        hint = ""
+        if not scheme and ref.startswith("/") and sio.local_path(doc.location) is None:
+            hint = " (starfish itself would read %s there; write that URL if it is what you mean)" % _same_origin(doc, ref)
+        raise FormatError("%s in %s: %s%s" % (field, doc.location, exc, hint), EXIT_BAD_REQUEST)
     if scheme and scheme not in BACKEND_SCHEMES:  # the policy refuses these first; kept for clarity
         raise FormatError("%s in %s: %s has no reader (starfish reads file, https and s3 URLs)"
                           % (field, doc.location, ref), EXIT_BAD_REQUEST)
@@ -677,15 +679,20 @@ def check_fov(experiment_url, fov_index):
 
 def _check_fov(url, index, local_mode):
     exp = _start(url)
-    js = _read_json(exp, None, code=EXIT_BAD_REQUEST)
+    try:
+        js = _read_json(exp, None, code=EXIT_BAD_REQUEST)
+    except FormatError as exc:
+        if exc.message == "%s not found" % exp.location:
+            raise FormatError("experiment not found: %s" % url, EXIT_BAD_REQUEST)
+        raise
     if not isinstance(js, dict):
         raise FormatError("%s is not a SpaceTx experiment (a JSON object like %s)" % (url, EXAMPLE_EXPERIMENT),
                           EXIT_BAD_REQUEST)
+    _check_references(exp, js, local_mode)
     version, v4 = experiment_version(js, url)
     refs = _image_refs(js, url, v4)
     if "codebook" not in js:
         raise FormatError("%s: no \"codebook\"; e.g. \"codebook\": \"codebook.json\"" % url)
-    # every reference of experiment.json passes the URL policy before anything is read
     codebook = _resolve(exp, js["codebook"], "codebook", local_mode)
     images = [(kind, _resolve(exp, ref, field, local_mode), field) for kind, ref, field in refs]
     _check_extras(js, url)
@@ -698,6 +705,18 @@ def _check_fov(url, index, local_mode):
         if leaf is not None:
             sets[kind] = (leaf.doc.location, _fov_tiles(leaf, index, local_mode))
     return FovSource(index, name, url, "%d.%d.%d" % version, sets)
+
+
+def _check_references(exp, js, local_mode):
+    """Every reference experiment.json holds passes the URL policy before anything else is read
+    or judged: a hostile reference is refused as such, whatever else is wrong with the file."""
+    refs = [("codebook", js.get("codebook")), ("primary_images", js.get("primary_images"))]
+    for key in ("images", "auxiliary_images"):
+        if isinstance(js.get(key), dict):
+            refs.extend(("%s.%s" % (key, kind), ref) for kind, ref in sorted(js[key].items()))
+    for field, ref in refs:
+        if isinstance(ref, str) and ref:
+            _resolve(exp, ref, field, local_mode)
 
 
 def verify_tiles(source, kinds=None):

@@ -175,7 +175,7 @@ def test_a_missing_experiment_is_a_bad_request(tmp_path):
     with pytest.raises(spacetx.FormatError) as info:
         spacetx.check_fov(str(tmp_path / "nope" / "experiment.json"), 0)
     assert info.value.code == 2
-    assert info.value.message == "%s not found" % (tmp_path / "nope" / "experiment.json")
+    assert info.value.message == "experiment not found: %s" % (tmp_path / "nope" / "experiment.json")
 
 
 # ---------------------------------------------------------------------------------------
@@ -323,19 +323,31 @@ def test_an_s3_tile_that_does_not_match_or_is_missing(s3, tmp_path):
 
 def test_s3_keys_are_what_slicedimage_asks_for(s3, tmp_path):
     """Spaces stay spaces, a %20 in a name is decoded, ../ is kept in the key as S3Backend keeps
-    it, and an absolute path is a key of the same bucket (not a file of the job's machine)."""
+    it, an s3:// URL is used as written."""
     case = json.loads(json.dumps(CASES["v5-flat"]))
     tileset = case["files"]["primary_images-fov_000.json"]
     tileset["tiles"][0]["file"] = "raw tiles/a b.tiff"
     tileset["tiles"][1]["file"] = "a%20c.tiff"
     tileset["tiles"][2]["file"] = "../shared/r1.tiff"
-    tileset["tiles"][3]["file"] = "/elsewhere/r1c1.tiff"
+    tileset["tiles"][3]["file"] = "s3://other-bucket/r1c1.tiff"
     for t in tileset["tiles"]:
         t.pop("sha256")
     experiment = upload(s3, case, tmp_path)
     urls = [t.url for t in spacetx.check_fov(experiment, 0).tiles]
     assert urls == ["s3://lab-data/iss/raw tiles/a b.tiff", "s3://lab-data/iss/a c.tiff",
-                    "s3://lab-data/iss/../shared/r1.tiff", "s3://lab-data/elsewhere/r1c1.tiff"]
+                    "s3://lab-data/iss/../shared/r1.tiff", "s3://other-bucket/r1c1.tiff"]
+
+
+def test_an_absolute_path_in_a_remote_experiment_is_refused_saying_what_starfish_would_read(s3, tmp_path):
+    case = json.loads(json.dumps(CASES["v5-flat"]))
+    case["files"]["primary_images-fov_000.json"]["tiles"][3]["file"] = "/elsewhere/r1c1.tiff"
+    with pytest.raises(spacetx.FormatError) as info:
+        spacetx.check_fov(upload(s3, case, tmp_path), 0)
+    assert info.value.code == 2
+    assert info.value.message.startswith("tiles[3].file in s3://lab-data/iss/primary_images-fov_000.json: "
+                                         "/elsewhere/r1c1.tiff is refused: a remote experiment may not refer to files")
+    assert info.value.message.endswith("(starfish itself would read s3://lab-data/elsewhere/r1c1.tiff there; write "
+                                       "that URL if it is what you mean)")
 
 
 @pytest.mark.parametrize("field, ref", [
