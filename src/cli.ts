@@ -55,7 +55,7 @@ export async function runOnce(env: Env, args: string[], out: NodeJS.WriteStream 
   const text = args.join(' ');
   out.write(`$ /starfish ${text}\n`);
   const answer = await system.command(text, caller);
-  out.write(`(only visible to you) ${renderText(answer.message)}\n`);
+  if (answer.message) out.write(`(only visible to you) ${renderText(answer.message)}\n`);
   if (answer.refused) return EXIT.refused;
   await system.drain();
   // A refusal that came later (experiment not found, run already ended, …) is still a refusal.
@@ -185,7 +185,7 @@ async function consoleLoop(env: Env): Promise<number> {
     if (['exit', 'quit'].includes(line.trim())) break;
     if (line.trim()) {
       const answer = await system.command(commandText(line), caller);
-      process.stdout.write(`(only visible to you) ${renderText(answer.message)}\n`);
+      if (answer.message) process.stdout.write(`(only visible to you) ${renderText(answer.message)}\n`);
     }
     rl.prompt();
   }

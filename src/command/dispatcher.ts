@@ -37,9 +37,14 @@ export interface Caller {
 /** Commands whose answer needs a read of the store (answered after the 3-second ack). */
 export const READS_STORE: ReadonlySet<Command['name']> = new Set(['status', 'list']);
 
-/** The answer for the caller; `refused` when the command was not accepted (bad input, not allowed). */
+/**
+ * The answer for the caller; `refused` when the command was not accepted (bad input, not allowed).
+ * No message when the launcher answers, once, after it has acted (cancel, retry, approve, reject):
+ * an acknowledgement saying "Retrying…" before the launcher says "nothing to retry" was two
+ * contradicting answers to one command.
+ */
 export interface Answer {
-  message: Message;
+  message?: Message | undefined;
   refused: boolean;
 }
 
@@ -54,10 +59,10 @@ export async function dispatch(deps: DispatchDeps, text: string, caller: Caller)
 
 export async function execute(deps: DispatchDeps, command: Command, caller: Caller): Promise<Answer> {
   const message = await answer(deps, command, caller);
-  return { message, refused: message.refusal === true };
+  return { message, refused: message?.refusal === true };
 }
 
-async function answer(deps: DispatchDeps, command: Command, caller: Caller): Promise<Message> {
+async function answer(deps: DispatchDeps, command: Command, caller: Caller): Promise<Message | undefined> {
   const here = checkChannel(deps.policy, command, caller);
   if (!here.ok) return errorMessage(here.reason);
   switch (command.name) {
@@ -152,21 +157,19 @@ async function status(store: Store, runId: string | undefined, caller: Caller): 
 }
 
 /** A retry submits jobs, so it takes the right to start runs; who may cancel depends on whose run it is, which the launcher reads. */
-async function cancelOrRetry(deps: DispatchDeps, command: CommandOf<'cancel' | 'retry'>, caller: Caller): Promise<Message> {
+async function cancelOrRetry(deps: DispatchDeps, command: CommandOf<'cancel' | 'retry'>, caller: Caller): Promise<Message | undefined> {
   if (command.name === 'retry') {
     const allowed = checkAccess(deps.policy, caller.userId, caller.channel, 'retry');
     if (!allowed.ok) return errorMessage(allowed.reason);
   }
-  const cancel = command.name === 'cancel';
-  await deps.bus.publish({ type: cancel ? 'RunCancelled' : 'RunRetryRequested', ...asker(caller), runId: command.runId });
-  return noticeMessage(cancel ? `Cancelling run ${command.runId}…` : `Retrying the failed FOVs of run ${command.runId}…`);
+  await deps.bus.publish({ type: command.name === 'cancel' ? 'RunCancelled' : 'RunRetryRequested', ...asker(caller), runId: command.runId });
+  return undefined;
 }
 
 /** Whether the caller is an approver is the launcher's check, where the run is read. */
-async function decide(bus: Bus, command: CommandOf<'approve' | 'reject'>, caller: Caller): Promise<Message> {
-  const approve = command.name === 'approve';
-  await bus.publish({ type: approve ? 'RunApproved' : 'RunRejected', ...asker(caller), runId: command.runId });
-  return noticeMessage(`${approve ? 'Approving' : 'Rejecting'} run ${command.runId}…`);
+async function decide(bus: Bus, command: CommandOf<'approve' | 'reject'>, caller: Caller): Promise<undefined> {
+  await bus.publish({ type: command.name === 'approve' ? 'RunApproved' : 'RunRejected', ...asker(caller), runId: command.runId });
+  return undefined;
 }
 
 async function stage(deps: DispatchDeps, command: CommandOf<'stage'>, caller: Caller): Promise<Message> {

@@ -56,10 +56,13 @@ function decideApproval(m: RunManifest, fact: Extract<Fact, { type: 'decision' }
     return { next: undefined, effects: [answer(`Run ${m.runId} is already ${m.approval.decision ?? m.status}${by}; nothing to do.`)] };
   }
   const approval = { ...m.approval, decision: fact.decision, decidedBy: fact.by, decidedAt: new Date(ctx.now).toISOString() };
-  if (fact.decision === 'rejected') return { next: { ...m, status: 'rejected', approval }, effects: [{ type: 'update-root' }] };
+  if (fact.decision === 'rejected') return { next: { ...m, status: 'rejected', approval }, effects: [{ type: 'update-root' }, done(`You rejected run ${m.runId}.`)] };
   const pendingSubmission = { round: 0, fovs: m.plan.fovs };
   // Submit first: a failing chat call must not leave an approved run without its jobs.
-  return { next: { ...m, status: 'submitting', pendingSubmission, approval }, effects: [{ type: 'submit-round', ...pendingSubmission }] };
+  return {
+    next: { ...m, status: 'submitting', pendingSubmission, approval },
+    effects: [{ type: 'submit-round', ...pendingSubmission }, done(`You approved run ${m.runId}; its jobs are being submitted.`)],
+  };
 }
 
 /** Every job of every round, including a salvage merge. */
@@ -77,7 +80,12 @@ function cancel(m: RunManifest, by: string): Decision {
   const next: RunManifest = { ...m, status: 'cancelled', statusReason: `cancelled by <@${by}>`, progress: { ...m.progress, running: 0, waiting: 0 } };
   return {
     next,
-    effects: [terminate(`starfish: cancelled by ${by}`), { type: 'update-root' }, { type: 'notice', text: `:octagonal_sign: Run ${m.runId} cancelled by <@${by}>.` }],
+    effects: [
+      terminate(`starfish: cancelled by ${by}`),
+      { type: 'update-root' },
+      { type: 'notice', text: `:octagonal_sign: Run ${m.runId} cancelled by <@${by}>.` },
+      done(`Run ${m.runId} is cancelled; its jobs are being terminated.`),
+    ],
   };
 }
 
@@ -104,7 +112,11 @@ function retry(m: RunManifest, by: string): Decision {
   };
   return {
     next,
-    effects: [{ type: 'submit-round', round, fovs }, { type: 'notice', text: `:rocket: Retrying ${count} FOV${plural(count)} (${fovs}) of run ${m.runId}, requested by <@${by}>.` }],
+    effects: [
+      { type: 'submit-round', round, fovs },
+      { type: 'notice', text: `:rocket: Retrying ${count} FOV${plural(count)} (${fovs}) of run ${m.runId}, requested by <@${by}>.` },
+      done(`Retrying ${count} FOV${plural(count)} (${fovs}) of run ${m.runId}.`),
+    ],
   };
 }
 
@@ -167,4 +179,5 @@ function postFailed(m: RunManifest, reason: string): Decision {
   };
 }
 
-const answer = (text: string): Effect => ({ type: 'answer', text });
+const answer = (text: string): Effect => ({ type: 'answer', text, refusal: true });
+const done = (text: string): Effect => ({ type: 'answer', text, refusal: false });

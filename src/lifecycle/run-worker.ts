@@ -69,7 +69,7 @@ export class RunWorker {
       case 'terminate':
         return this.terminate(m, effect);
       case 'answer':
-        if (asker) await this.deps.chat.ephemeral(asker.channel, asker.userId, errorMessage(effect.text), asker.responseUrl);
+        if (asker) await this.deps.chat.ephemeral(asker.channel, asker.userId, (effect.refusal ? errorMessage : noticeMessage)(effect.text), asker.responseUrl);
         return;
       default:
         return this.post(m, effect);

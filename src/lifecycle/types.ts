@@ -67,8 +67,11 @@ export type Effect =
   | { type: 'submit-salvage'; round: number }
   /** `pendingRound`: also the jobs a round being submitted has recorded in its claim. */
   | { type: 'terminate'; jobIds: string[]; reason: string; pendingRound?: number }
-  /** An answer to whoever brought the fact (ephemeral): a refusal or a "nothing to do". */
-  | { type: 'answer'; text: string };
+  /**
+   * The one answer to whoever brought the fact (ephemeral): what was done, or why nothing was.
+   * The command's own acknowledgement says nothing, so that the two never contradict.
+   */
+  | { type: 'answer'; text: string; refusal: boolean };
 
 /** Effects whose delivery is claimed with `deliveringSince` and confirmed by a `delivered` fact. */
 export const DELIVERIES: ReadonlySet<Effect['type']> = new Set(['results', 'failed-run', 'picture']);

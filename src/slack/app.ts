@@ -123,7 +123,7 @@ export function createSlackApp(options: SlackAppOptions): App {
         logger.error(`starfish ${parsed.value.name} failed: ${(error as Error).message}`);
         answer = { message: errorMessage(`starfish could not read the runs just now (${untrusted((error as Error).message, 300)}). Try again in a minute.`), refused: true };
       }
-      await respond(ephemeralResponse(answer.message));
+      if (answer.message) await respond(ephemeralResponse(answer.message));
       return;
     }
     let answer: Answer;
@@ -133,7 +133,8 @@ export function createSlackApp(options: SlackAppOptions): App {
       logger.error(`starfish ${parsed.value.name} failed: ${(error as Error).message}`);
       answer = { message: handOverFailed(`/starfish ${parsed.value.name}`), refused: true };
     }
-    await ack(ephemeralResponse(answer.message));
+    // No message: the launcher answers once it has acted.
+    await ack(answer.message ? ephemeralResponse(answer.message) : undefined);
   });
 
   for (const [actionId, name] of BUTTONS) {
@@ -160,8 +161,7 @@ export function createSlackApp(options: SlackAppOptions): App {
         logger.error(`${actionId} for ${runId} failed: ${(error as Error).message}`);
         answer = { message: handOverFailed(`your ${name} of run ${runId}`), refused: true };
       }
-      // The non-refused notice ("Approving run …") is not sent: the root message itself changes.
-      if (answer.refused) await chat.ephemeral(channel, userId, answer.message);
+      if (answer.message) await chat.ephemeral(channel, userId, answer.message);
     });
   }
 

@@ -28,7 +28,7 @@ describe('dispatch', () => {
     for (const text of ['list', 'status', 'status 261125-k3f9', 'cancel 261125-k3f9', 'run s3://lab-data/e.json']) {
       const answer = await dispatch(d, text, { userId: 'U1', channel: 'CRANDOM' });
       expect(answer.refused).toBe(true);
-      expect(answer.message.text).toMatch(/does not take commands in this channel/);
+      expect(answer.message!.text).toMatch(/does not take commands in this channel/);
     }
     expect((await dispatch(d, 'help', { userId: 'U1', channel: 'CRANDOM' })).refused).toBe(false);
     expect(published).toEqual([]);
@@ -38,7 +38,7 @@ describe('dispatch', () => {
     const { deps: d } = deps({});
     for (const typed of ['fovs=<!channel>', 'fovs=<https://evil.example|here>', 'name=ok fovs=<@U0ADMIN>']) {
       const answer = await dispatch(d, `run s3://lab-data/iss/experiment.json ${typed}`, { userId: 'U1', channel: 'C1' });
-      const shown = JSON.stringify(answer.message.blocks);
+      const shown = JSON.stringify(answer.message!.blocks);
       expect(answer.refused).toBe(true);
       // No markup survives: mentions are escaped, a Slack link is shown as its bare URL.
       expect(shown).not.toMatch(/<!channel>|<https:\/\/evil|<@U0ADMIN>/);
@@ -49,6 +49,6 @@ describe('dispatch', () => {
   it('refuses a file path where the deployment reads only URLs', async () => {
     const { deps: d } = deps({});
     const answer = await dispatch(d, 'run ./experiment.json', { userId: 'U1', channel: 'C1' });
-    expect(answer.message.text).toMatch(/is a file path, but this deployment reads only s3:\/\/ or https:\/\/ URLs/);
+    expect(answer.message!.text).toMatch(/is a file path, but this deployment reads only s3:\/\/ or https:\/\/ URLs/);
   });
 });

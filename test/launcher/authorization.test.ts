@@ -51,17 +51,17 @@ describe('who may cancel and retry a run', () => {
 describe('what status and list show where', () => {
   it('another channel neither sees the run in list nor learns it exists from status', async () => {
     const h = await run();
-    expect((await h.ask('list', 'U1')).message.text).toMatch(/1 recent run/);
+    expect((await h.ask('list', 'U1')).message!.text).toMatch(/1 recent run/);
     const elsewhere = await h.ask('list', 'UEVE', 'COTHER');
-    expect(JSON.stringify(elsewhere.message.blocks)).not.toContain(h.runId);
-    expect((await h.ask(`status ${h.runId}`, 'UEVE', 'COTHER')).message.text).toMatch(new RegExp(`There is no run ${h.runId} here`));
-    expect((await h.ask(`status ${h.runId}`, 'UEVE', 'C1')).message.text).toContain(h.runId);
+    expect(JSON.stringify(elsewhere.message!.blocks)).not.toContain(h.runId);
+    expect((await h.ask(`status ${h.runId}`, 'UEVE', 'COTHER')).message!.text).toMatch(new RegExp(`There is no run ${h.runId} here`));
+    expect((await h.ask(`status ${h.runId}`, 'UEVE', 'C1')).message!.text).toContain(h.runId);
   });
 
   it('a direct message sees the requester’s own runs, wherever they were started, and nobody else’s', async () => {
     const h = await run();
-    expect(JSON.stringify((await h.ask('list', 'U1', 'D0ALICE')).message.blocks)).toContain(h.runId);
-    expect(JSON.stringify((await h.ask('list', 'UEVE', 'D0EVE')).message.blocks)).not.toContain(h.runId);
+    expect(JSON.stringify((await h.ask('list', 'U1', 'D0ALICE')).message!.blocks)).toContain(h.runId);
+    expect(JSON.stringify((await h.ask('list', 'UEVE', 'D0EVE')).message!.blocks)).not.toContain(h.runId);
   });
 });
 
@@ -76,11 +76,11 @@ describe('a corrupt manifest is that run’s problem only', () => {
       const h = await run();
       const bad = '261125-zzzz';
       await h.store.put(runKeys(bad).manifest, body);
-      const listed = JSON.stringify((await h.ask('list', 'U1')).message.blocks);
+      const listed = JSON.stringify((await h.ask('list', 'U1')).message!.blocks);
       expect(listed).toContain(h.runId);
       expect(listed).toContain(`Run ${bad} cannot be read`);
       expect(listed).not.toContain('<!channel>');
-      expect((await h.ask(`status ${bad}`, 'U1')).message.text).toMatch(new RegExp(`Run ${bad} cannot be read: .*runs/${bad}/run.json`));
+      expect((await h.ask(`status ${bad}`, 'U1')).message!.text).toMatch(new RegExp(`Run ${bad} cannot be read: .*runs/${bad}/run.json`));
       const report = await h.reconciler.run();
       expect(report.unreadable).toEqual([bad]);
       expect(report.checked).toBe(1);

@@ -33,6 +33,16 @@ describe('a complete local run', () => {
     expect(t).toContain(`Results of run ${run.runId}: ${summary.spots_total} spots from 4/4 FOVs`);
     expect(t.match(/Results of run/g)).toHaveLength(1);
     expect(h.chat.uploads).toEqual([expect.objectContaining({ filename: `${run.runId}-spots.png` })]);
+
+    // One answer per command: retrying a run that succeeded says why not, and nothing else.
+    const before = h.transcript().length;
+    const retry = await h.command(`retry ${run.runId}`);
+    expect(retry.message).toBeUndefined();
+    await h.system.settle();
+    const answers = h.transcript().slice(before);
+    expect(answers).toContain(`Run ${run.runId} is succeeded; retry reruns the failed FOVs of a run that has finished with failures.`);
+    expect(answers).not.toMatch(/Retrying/);
+    expect(answers.match(/only visible to you/g)).toHaveLength(1);
     await removeDir(home);
   });
 

@@ -81,9 +81,9 @@ describe('a replayed signed request', () => {
     await Promise.all([post(h.url, click, headers), post(h.url, click, headers), post(h.url, click, headers)]);
     await h.system.bus.drain();
     await h.system.settle();
-    // One rejection: one root update, and no "already rejected" answers for the replays.
+    // One rejection: one root update, one answer, and no "already rejected" answers for the replays.
     expect(h.standIn.ok('chat.update').filter((c) => JSON.stringify(c.body).includes('Rejected by'))).toHaveLength(1);
-    expect(h.standIn.ok('chat.postEphemeral')).toEqual([]);
+    expect(h.standIn.ok('chat.postEphemeral').map((c) => c.body.text)).toEqual([`You rejected run ${id}.`]);
   });
 });
 
