@@ -108,10 +108,9 @@ export function locateExperiment(reader: Reader, location: string): Located {
 }
 
 /** experiment.json's image types and codebook, per its version's shape (checked as the loader does). */
-function experimentReferences(doc: Doc, full: boolean): { images: Array<[string, Array<string | number>, string]>; codebook: string } {
+function experimentReferences(doc: Doc): { images: Array<[string, Array<string | number>, string]>; codebook: string } {
   const shape = experimentShape(doc.at, doc.value.version);
   checkShapeMatchesVersion(doc, shape);
-  if (full) checkDocument(extrasSchema, doc.value, doc.at, shape === 'images' ? EXAMPLES.experiment : EXAMPLES.experiment4);
   if (shape === 'images') {
     const e = checkDocument(experiment5Schema, doc.value, doc.at, EXAMPLES.experiment);
     // Primary first: planning reads only it.
@@ -177,7 +176,7 @@ export interface FovNames {
  */
 export async function readFovNames(reader: Reader, location: string): Promise<FovNames> {
   const experiment = await readDoc(reader, locateExperiment(reader, location), 'experiment.json', EXAMPLES.experiment);
-  const [primary] = experimentReferences(experiment, false).images;
+  const [primary] = experimentReferences(experiment).images;
   const [, field, ref] = primary!;
   const collection = await readDoc(reader, follow(reader, experiment, field, ref), 'primary image collection', EXAMPLES.collection);
   const names: string[] = [];
@@ -272,7 +271,9 @@ export async function walkExperiment(reader: Reader, location: string): Promise<
   await attempt(async () => {
     const experiment = add(locateExperiment(reader, location));
     experiment.doc = await readDoc(reader, experiment, 'experiment.json', EXAMPLES.experiment);
-    const { images, codebook } = experimentReferences(experiment.doc, true);
+    const doc = experiment.doc;
+    const { images, codebook } = experimentReferences(doc);
+    await attempt(async () => void checkDocument(extrasSchema, doc.value, doc.at, 'primary_images' in doc.value ? EXAMPLES.experiment4 : EXAMPLES.experiment));
     await Promise.all([
       attempt(async () => {
         const target = refer(experiment, ['codebook'], codebook);
