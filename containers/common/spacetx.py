@@ -432,7 +432,7 @@ class _Leaf(object):
 
     def __init__(self, name, doc, js, listed_in, order, formats):
         self.name, self.doc, self.json, self.listed_in, self.order = name, doc, js, listed_in, order
-        self.formats = formats  # the tile format of each tile
+        self.formats = formats  # (tile format, location) of each tile
 
 
 def _walk(top, named_by, local_mode):
@@ -453,7 +453,7 @@ def _walk(top, named_by, local_mode):
                     raise FormatError("%s (%s) is a tile set; starfish needs a fov manifest there (from_json lists "
                                       "the FOVs of every image with all_tilesets()), e.g. %s"
                                       % (doc.location, named_by, EXAMPLE_MANIFEST))
-                leaves.append(_Leaf(name, doc, js, listed_in, order, _check_tileset(js, doc)))
+                leaves.append(_Leaf(name, doc, js, listed_in, order, _check_tileset(js, doc, local_mode)))
                 continue
             for i, (child, ref) in enumerate(js["contents"].items()):
                 child_doc = _resolve(doc, ref, "contents.%s" % child, local_mode)
@@ -499,9 +499,9 @@ def _check_shape(value, old, url, field):
                           "reader; [y, x] is the 0.0.0 form)" % (url, field, _show(value)))
 
 
-def _check_tileset(js, doc):
-    """What slicedimage's reader needs of a tile set (for every FOV: from_json parses them all).
-    Returns the tile format of each tile."""
+def _check_tileset(js, doc, local_mode):
+    """What slicedimage's reader needs of a tile set (for every FOV: from_json parses them all),
+    and every tile reference under the URL policy. Returns (tile format, location) of each tile."""
     url = doc.location
     for key in ("dimensions", "shape"):
         if key not in js:
@@ -521,10 +521,10 @@ def _check_tileset(js, doc):
                           % (url, _show(default)))
     if not isinstance(js["tiles"], list):
         raise FormatError("%s: tiles must be a list of tiles like %s" % (url, EXAMPLE_TILE))
-    return [_check_tile(t, i, old, default, doc) for i, t in enumerate(js["tiles"])]
+    return [_check_tile(t, i, old, default, doc, local_mode) for i, t in enumerate(js["tiles"])]
 
 
-def _check_tile(tile, i, old, default, doc):
+def _check_tile(tile, i, old, default, doc, local_mode):
     url, field = doc.location, "tiles[%d]" % i
     if not isinstance(tile, dict):
         raise FormatError("%s: %s must be an object like %s" % (url, field, EXAMPLE_TILE))
@@ -536,10 +536,7 @@ def _check_tile(tile, i, old, default, doc):
     if not isinstance(ref, str) or not ref:
         raise FormatError("%s: %s.file must be a file name or URL, got %s; e.g. \"primary_images-fov_000-c0-r0-z0"
                           ".tiff\"" % (url, field, _show(ref)))
-    scheme = urllib.parse.urlparse(ref).scheme
-    if scheme and scheme not in BACKEND_SCHEMES:
-        raise FormatError("%s: %s.file %s: starfish has no reader for %s: URLs (file, https and s3)"
-                          % (url, field, ref, scheme))
+    target = _resolve(doc, ref, field + ".file", local_mode)  # the URL policy first
     if not isinstance(tile["coordinates"], dict) or not all(_coordinate_ok(v) for v in tile["coordinates"].values()):
         raise FormatError("%s: %s.coordinates must map xc, yc (and zc) to [min, max] or a number, got %s; e.g. "
                           "{\"xc\": [0.0, 0.1], \"yc\": [0.0, 0.1], \"zc\": 0.0}" % (url, field,
@@ -548,7 +545,7 @@ def _check_tile(tile, i, old, default, doc):
         raise FormatError("%s: %s.indices must be an object like {\"r\": 0, \"c\": 0, \"z\": 0}, got %s"
                           % (url, field, _show(tile["indices"])))
     _check_shape(tile.get("tile_shape"), old, url, field + ".tile_shape")
-    return _tile_format(tile, ref, default, url, field, doc)
+    return _tile_format(tile, ref, default, url, field, doc), target.location
 
 
 def _coordinate_ok(value):
@@ -631,13 +628,12 @@ def _fov_name(index, walks, v4):
 
 
 def _fov_tiles(leaf, index, local_mode):
-    """The tiles of the FOV's tile set, resolved under the URL policy, with what ImageStack reads
-    of each (indices r and c, coordinates xc and yc) and a usable sha256."""
+    """The tiles of the FOV's tile set (resolved under the URL policy by _check_tile), with what
+    ImageStack reads of each (indices r and c, coordinates xc and yc) and a usable sha256."""
     url = leaf.doc.location
     tiles = []
-    for i, (entry, fmt) in enumerate(zip(leaf.json["tiles"], leaf.formats)):
+    for i, (entry, (fmt, location)) in enumerate(zip(leaf.json["tiles"], leaf.formats)):
         field = "tiles[%d]" % i
-        target = _resolve(leaf.doc, entry["file"], field + ".file", local_mode)
         for key, needed, example in (("indices", ("r", "c"), '{"r": 0, "c": 0, "z": 0}'),
                                      ("coordinates", ("xc", "yc"), '{"xc": [0.0, 0.1], "yc": [0.0, 0.1]}')):
             missing = [k for k in needed if k not in entry[key]]
@@ -649,10 +645,10 @@ def _fov_tiles(leaf, index, local_mode):
         digest = entry.get("sha256")
         if digest is not None:
             _check_digest(digest, entry["file"], index, url, field)
-        path = sio.local_path(target.location)
+        path = sio.local_path(location)
         if local_mode and path is not None and not os.path.exists(path):
             raise FormatError("FOV %d: tile not found: %s (%s.file in %s)" % (index, path, field, url))
-        tiles.append(Tile(target.location, entry["file"], digest, fmt, url, i))
+        tiles.append(Tile(location, entry["file"], digest, fmt, url, i))
     return tiles
 
 

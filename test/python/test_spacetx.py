@@ -371,6 +371,18 @@ def test_a_remote_experiment_cannot_lead_the_reader_to_the_machine_or_the_networ
     assert info.value.message.startswith("%s in s3://lab-data/iss/%s: %s is refused" % (field, holder[0], ref))
 
 
+def test_a_refused_tile_reference_in_another_fov_refuses_every_fov(s3, tmp_path):
+    """Every reference of the experiment passes the policy, as every tile set is parsed: a
+    hostile one is not waited for until its own FOV runs."""
+    case = json.loads(json.dumps(CASES["v5-flat"]))
+    case["files"]["primary_images-fov_001.json"]["tiles"][2]["file"] = "file:///root/.aws/credentials"
+    with pytest.raises(spacetx.FormatError) as info:
+        spacetx.check_fov(upload(s3, case, tmp_path), 0)
+    assert info.value.code == 2
+    assert info.value.message.startswith("tiles[2].file in s3://lab-data/iss/primary_images-fov_001.json: "
+                                         "file:///root/.aws/credentials is refused")
+
+
 def test_an_https_experiment_at_a_private_address_is_refused_before_any_read():
     with pytest.raises(spacetx.FormatError) as info:
         spacetx.check_fov("https://127.0.0.1/iss/experiment.json", 0)
