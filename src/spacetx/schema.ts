@@ -191,7 +191,7 @@ export function formatByExtension(name: string): string | undefined {
   return { tiff: 'TIFF', tif: 'TIFF', npy: 'NUMPY', png: 'PNG' }[ext];
 }
 
-export const codebookSchema = z.object({
+const codebookSchema = z.object({
   version: z.literal('0.0.0', { message: 'must be "0.0.0", the only codebook version starfish reads' }),
   mappings: z.array(
     z.object({

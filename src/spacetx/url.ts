@@ -75,11 +75,6 @@ export function entryUrl(location: string): SpxUrl {
   return { scheme: 'file', netloc: '', path: pathToFileURL(path.resolve(location)).pathname };
 }
 
-/** The URL slicedimage names the file by (for messages and for telling files apart). */
-export function formatUrl(u: SpxUrl): string {
-  return `${u.scheme}://${u.netloc}${u.path}`;
-}
-
 /** The name slicedimage reads within the folder: the last segment, decoded. */
 const nameOf = (u: SpxUrl) => posixBasename(unquote(u.path));
 

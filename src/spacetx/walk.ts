@@ -35,19 +35,19 @@ const READ_CONCURRENCY = 16;
 type Limit = ReturnType<typeof pLimit>;
 
 /** A file of the experiment: where slicedimage finds it and where this deployment reads it. */
-export interface Located {
+interface Located {
   url: SpxUrl;
   /** The Reader's location: a path, s3://bucket/key or an https URL. */
   at: string;
 }
 
-export interface Doc extends Located {
+interface Doc extends Located {
   body: Buffer;
   value: Record<string, unknown>;
 }
 
 /** A reference inside a JSON document: where it is written (path into the value) and what it names. */
-export interface Reference {
+interface Reference {
   field: Array<string | number>;
   written: string;
   target: Located;
@@ -63,7 +63,7 @@ const fieldText = (field: Array<string | number>) => field.map((p, i) => (typeof
 const S3_DOTS_HINT = ' (S3 keys are literal: ".." in a reference is part of the key, not the folder above, for starfish as for this reader)';
 
 /** The file a reference names, checked against slicedimage's rules and the URL policy. */
-export function follow(reader: Reader, from: Located, field: Array<string | number>, written: string): Located {
+function follow(reader: Reader, from: Located, field: Array<string | number>, written: string): Located {
   const where = `${escapeMrkdwn(from.at)}: "${escapeMrkdwn(fieldText(field))}" is "${escapeMrkdwn(written)}"`;
   const problem = referenceProblem(written);
   if (problem) throw new ExperimentError(`${where}, which starfish cannot follow: ${problem}. Write a path relative to the file, e.g. "primary_images-fov_000.json"`);
@@ -76,7 +76,7 @@ export function follow(reader: Reader, from: Located, field: Array<string | numb
 }
 
 /** Reads one SpaceTx JSON document; failures are ExperimentErrors a scientist can act on. */
-export async function readDoc(reader: Reader, file: Located, what: string, example: string): Promise<Doc> {
+async function readDoc(reader: Reader, file: Located, what: string, example: string): Promise<Doc> {
   let body: Buffer;
   try {
     body = await reader.read(file.at, { maxBytes: MAX_SPACETX_JSON_BYTES });
@@ -98,7 +98,7 @@ export async function readDoc(reader: Reader, file: Located, what: string, examp
 }
 
 /** The experiment a person named (a path or URL), checked like any reference. */
-export function locateExperiment(reader: Reader, location: string): Located {
+function locateExperiment(reader: Reader, location: string): Located {
   const url = entryUrl(location);
   const at = readerLocation(url);
   if (!at) throw new ExperimentError(`${escapeMrkdwn(location)} is not a location starfish reads (a path, file://, https:// or s3:// URL). Example: s3://lab-data/iss/experiment.json`);

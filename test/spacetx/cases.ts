@@ -16,7 +16,7 @@ export interface SpacetxCase {
   starfish: { loads: true; fovs: string[] } | { loads: false; error: string };
 }
 
-export const CASES_FILE = path.join(REPO_ROOT, 'test/fixtures/spacetx/cases.json');
+const CASES_FILE = path.join(REPO_ROOT, 'test/fixtures/spacetx/cases.json');
 
 export function loadCases(): SpacetxCase[] {
   return (JSON.parse(readFileSync(CASES_FILE, 'utf8')) as { cases: SpacetxCase[] }).cases;
