@@ -188,7 +188,8 @@ def _resolve(doc, ref, field, local_mode):
     except sio.UrlRefused as exc:
         hint = ""
         if not scheme and ref.startswith("/") and sio.local_path(doc.location) is None:
-            hint = " (starfish itself would read %s there; write that URL if it is what you mean)" % _same_origin(doc, ref)
+            hint = (" (starfish itself would read %s there; write that URL if it is what you mean)"
+                    % _same_origin(doc, ref))
         raise FormatError("%s in %s: %s%s" % (field, doc.location, exc, hint), EXIT_BAD_REQUEST)
     if scheme and scheme not in BACKEND_SCHEMES:  # the policy refuses these first; kept for clarity
         raise FormatError("%s in %s: %s has no reader (starfish reads file, https and s3 URLs)"
@@ -272,7 +273,8 @@ def experiment_version(doc, url):
     verify_version takes it: semantic_version.Version, 4.0.0 to 5.0.0 inclusive, a pre-release
     sorting before its release."""
     low, high = SUPPORTED_VERSIONS
-    accepted = "starfish reads experiment versions %s to %s, e.g. %s" % (_dotted(low), _dotted(high), EXAMPLE_EXPERIMENT)
+    accepted = "starfish reads experiment versions %s to %s, e.g. %s" % (_dotted(low), _dotted(high),
+                                                                          EXAMPLE_EXPERIMENT)
     if "version" not in doc:
         raise FormatError("%s: no \"version\"; %s" % (url, accepted))
     raw = doc["version"]
@@ -599,11 +601,11 @@ def _fov_name(index, walks, v4):
     unnumbered = [n for n in names if _fov_number(n) is None]
     if unnumbered:
         where = next(leaf.listed_in for kind in walks for leaf in walks[kind] if leaf.name == unnumbered[0])
+        shown = ", ".join(_show(n) for n in unnumbered[:5]) + (", ..." if len(unnumbered) > 5 else "")
+        one = len(unnumbered) == 1
         raise FormatError("%s: FOV name%s %s %s no number; starfish accepts any name, but this tool addresses FOVs by "
                           "number: name them fov_000, fov_001, ... (fov_<number>)"
-                          % (where, "" if len(unnumbered) == 1 else "s", ", ".join(_show(n) for n in unnumbered[:5]) + (", ..." if len(unnumbered) > 5
-                                                                                    else ""),
-                             "has" if len(unnumbered) == 1 else "have"), EXIT_BAD_REQUEST)
+                          % (where, "" if one else "s", shown, "has" if one else "have"), EXIT_BAD_REQUEST)
     matches = [n for n in names if _fov_number(n) == index]
     if len(matches) > 1:
         raise FormatError("FOV %d has %d names in the experiment: %s (starfish loads them as different FOVs, this "
