@@ -15,11 +15,12 @@ field named (and an example), not halfway through a recipe:
   the codebook, ``extras``, every image type's manifest;
 * every manifest and tile set of every image type (from_json parses all of them, so one broken
   tile set fails every FOV): partition versions 0.0.0 to 0.1.x, collections nested to any
-  depth, tile sets' dimensions, shape, tile formats and tile entries;
+  depth, tile sets' dimensions, shape, tile formats and tile entries, and every reference
+  (experiment.json's first) under the URL policy;
 * for the FOV asked for: its name (FOVs are addressed by number: ``fov_7``, ``fov_007`` and
   ``fov_0007`` are all FOV 7; two names for one number, or names without one, are refused),
   the fields ImageStack needs when the recipe reads it (indices r and c, coordinates xc and yc),
-  local tiles exist, and every reference passes the URL policy.
+  a sha256 that can match, and that local tiles exist.
 
 :func:`verify_tiles` then reads the FOV's tiles that declare a sha256 and compares digests,
 as slicedimage does when the recipe reads them, but before compute.
@@ -191,9 +192,9 @@ def _resolve(doc, ref, field, local_mode):
             hint = (" (starfish itself would read %s there; write that URL if it is what you mean)"
                     % _same_origin(doc, ref))
         raise FormatError("%s in %s: %s%s" % (field, doc.location, exc, hint), EXIT_BAD_REQUEST)
-    if scheme and scheme not in BACKEND_SCHEMES:  # the policy refuses these first; kept for clarity
-        raise FormatError("%s in %s: %s has no reader (starfish reads file, https and s3 URLs)"
-                          % (field, doc.location, ref), EXIT_BAD_REQUEST)
+    if scheme and scheme not in BACKEND_SCHEMES:  # what the policy takes for a path: c:\\tiles\\a.tiff
+        raise FormatError("%s in %s: %s: starfish has no reader for %s: (it reads file://, https:// and s3:// URLs "
+                          "and paths relative to the file that names them)" % (field, doc.location, ref, scheme))
     absolute = ref if scheme else _url_join(doc.base, ref)
     name, folder = _split_url(absolute)
     _check_url_syntax(absolute, ref, name, field, doc)
