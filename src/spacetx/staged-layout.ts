@@ -2,8 +2,8 @@
  * Where each file of an experiment goes in a staged copy, and what its JSON says there. The copy
  * is self-contained: every reference is rewritten to point inside it.
  *
- * - Files in experiment.json's folder (or below) keep their path there, with their real names
- *   (an S3 key gets a space, not "%20").
+ * - experiment.json is staged under that name; files in its folder (or below) keep their path
+ *   there, with their real names (an S3 key gets a space, not "%20").
  * - Files elsewhere on the same disk, bucket or host (`../other/tiles.json`, an absolute path or
  *   URL) go to their path relative to that folder with the ".." steps dropped: other/tiles.json.
  * - Files on another bucket or host go under its name: other-bucket/iss/codebook.json.
@@ -20,6 +20,7 @@ import type { ExperimentFile } from './walk.js';
 
 /** The staged copy's own marker file (src/launcher/staging.ts), which no experiment file may take. */
 export const STAGED_MARKER = '.staged.json';
+const EXPERIMENT_NAME = 'experiment.json';
 
 /** A location's disk, bucket or host, and its path there as segments with real names. */
 function split(at: string): { space: string; segments: string[] } {
@@ -48,7 +49,8 @@ export function stagedPaths(files: ExperimentFile[], experimentAt: string): Resu
     } else {
       rel = clean(path.posix.relative(rootFolder.join('/') || '/', segments.join('/') || '/').split('/'));
     }
-    const key = clean(rel).join('/');
+    // experiment.json by that name, whatever the source calls it: `/starfish run` takes no spaces.
+    const key = file.at === experimentAt ? EXPERIMENT_NAME : clean(rel).join('/');
     const other = taken.get(key);
     if (other !== undefined && other !== file.at) {
       return refuse(

@@ -47,11 +47,11 @@ describe('stage on S3', () => {
   const keysUnder = (prefix: string) => [...s3.objects.keys()].filter((k) => k.startsWith(prefix)).sort();
 
   it('writes keys with the real names, rewrites references into other buckets and folders, and the copy loads from inside its prefix', async () => {
-    // A 4.0.0 experiment in a folder with a space; its nuclei and codebook elsewhere in the
+    // A 4.0.0 experiment (staged as experiment.json, which /starfish run can take) in a folder with a space; its nuclei and codebook elsewhere in the
     // bucket (absolute s3:// URLs) and in a public bucket; FOV lists in a subfolder whose tiles
     // are named with a space (written as %20, which slicedimage decodes in a file name).
     const base = 's3://lab-data/iss run 1';
-    s3.put(`${base}/experiment.json`, JSON.stringify({ version: '4.0.0', primary_images: 'fovs/primary.json', auxiliary_images: { nuclei: 's3://lab-data/shared/nuclei.json' }, codebook: 's3://public-data/codebooks/iss.json', extras: null }));
+    s3.put(`${base}/experiment v4.json`, JSON.stringify({ version: '4.0.0', primary_images: 'fovs/primary.json', auxiliary_images: { nuclei: 's3://lab-data/shared/nuclei.json' }, codebook: 's3://public-data/codebooks/iss.json', extras: null }));
     s3.put(`${base}/fovs/primary.json`, JSON.stringify({ version: '0.1.0', contents: { fov_000: 'fov_000.json', fov_001: 'fov_001.json' } }));
     for (const fov of ['fov_000', 'fov_001']) {
       s3.put(`${base}/fovs/${fov}.json`, JSON.stringify(tileset([`${fov}%20r0.tiff`, `s3://lab-data/iss run 1/tiles/${fov} r1.tiff`])));
@@ -63,7 +63,7 @@ describe('stage on S3', () => {
     s3.put('s3://lab-data/shared/nuclei-fov_000.tiff', 'nuclei');
     s3.put('s3://public-data/codebooks/iss.json', JSON.stringify(CODEBOOK));
 
-    await stage(`${base}/experiment.json`, 'iss');
+    await stage(`${base}/experiment v4.json`, 'iss');
     expect(chat.calls.at(-1)!.text).toMatch(/Staged 12 files as iss\. Run it with \/starfish run s3:\/\/results\/starfish\/experiments\/iss\/experiment\.json/);
 
     expect(keysUnder('results/starfish/experiments/iss/')).toEqual(

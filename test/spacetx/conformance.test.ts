@@ -197,7 +197,7 @@ describe('a staged copy of each loadable case', () => {
       await stageExperiment({ reader, store, chat, log: silentLogger }, { type: 'StageRequested', userId: 'U1', channel: 'C1', source: experiment, name: 'copy' });
       expect(chat.calls.at(-1)!.text).toMatch(/Staged \d+ files as copy/);
 
-      const staged = path.join(home, 'experiments/copy', path.basename(experiment));
+      const staged = path.join(home, 'experiments/copy/experiment.json');
       expect((await readExperiment(reader, staged)).fovs).toEqual(OURS[c.name]!.plan);
       const again = await walkExperiment(reader, staged);
       expect(again.problems).toEqual([]);
