@@ -44,12 +44,13 @@ except ImportError:  # running from the repository (not inside the process-fov i
                                     "..", "..", "containers", "common"))
     import starfish_io as sio
 
-DOG_SIGMAS = (1.0, 4.0)  # px; spot-sized band pass (the spots' sigma is about 1.4 px)
+DOG_SIGMAS = (1.0, 3.0)  # px; spot-sized band pass (the spots' sigma is about 1.4 px)
 DETECT_SIGMAS = 5.0      # anchor threshold, in sigmas of the band-passed noise
-MIN_DISTANCE = 3         # px between spots
+MIN_DISTANCE = 2         # px between spots (dense clusters in cells)
 COLOUR_ROUNDS = 4        # refinements of the learned dye colours
 MIN_COLOUR_SPOTS = 8     # fewer spots of a colour than this: keep that channel's default
 MIN_QUALITY = 0.5        # mean share of a round's light in the codeword's channel
+MIN_KNOWN_ROUNDS = 2     # rounds a spot must be inside the tile in to be decoded
 
 SPOT_DTYPE = [("x", "f8"), ("y", "f8"), ("z", "i4"), ("target", "U64"), ("quality", "f8"),
               ("xc", "f8"), ("yc", "f8"), ("zc", "f8")]
@@ -280,6 +281,10 @@ def _refine_axis(line, p):
         return float(p)
     at = min(max(p - 1, 0), n - 3)
     c = _gauss_centre(line[at], line[at + 1], line[at + 2], at)
+    if c is None and p in (0, n - 1):
+        # only a tail at the border (it fades into the noise within 2 px): the spot is
+        # centred beyond it; one centred on the border pixel is bright over 3 px and fits
+        return -1.0 if p == 0 else float(n)
     if c is None:
         return float(p)
     beyond = (p == 0 and c < 0) or (p == n - 1 and c > n - 1)
@@ -372,10 +377,14 @@ def decode(values, inside, colours, codes):
     for r in range(R):
         score += share[:, r, codes[:, r]] * known[:, r:r + 1]
     score /= n_known[:, None]
-    best = score.argmax(axis=1) if len(codes) else np.zeros(len(values), int)
-    quality = score[np.arange(len(values)), best] if len(values) else np.zeros(0)
-    # a code is only known if the known rounds tell it apart from every other code
-    return best, np.where(known.sum(axis=1) >= R - 1, quality, 0.0)
+    best = score.argmax(axis=1)
+    quality = score[np.arange(len(values)), best]
+    # a spot outside the tile in some rounds (at the edges) is decoded only if its known
+    # rounds, at least MIN_KNOWN_ROUNDS, tell the best codeword apart from every other one
+    same = (codes[None, :, :] == codes[best][:, None, :]) | ~inside[:, None, :]  # (n, W, R)
+    unique = same.all(axis=2).sum(axis=1) == 1
+    enough = inside.sum(axis=1) >= min(MIN_KNOWN_ROUNDS, R)
+    return best, np.where(unique & enough, quality, 0.0)
 
 
 # ---------------------------------------------------------------------------------------

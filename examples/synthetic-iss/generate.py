@@ -62,11 +62,13 @@ LEVELS = {
 }
 LEVEL_NAMES = ("easy",) + tuple(sorted(LEVELS))
 NOISE_SIGMA = 0.01         # pixel noise of the realistic and hard levels (fraction of full scale)
-SNR_SPREAD = 0.3           # sigma of log(SNR) between spots
+SNR_SPREAD = 0.4           # sigma of log(SNR) between spots
 ROUND_JITTER = (0.8, 1.2)  # a spot's brightness from round to round (chemistry, focus)
 GAIN_STEPS = (0.6, 0.85, 1.15, 1.4)  # unequal channel gains, shuffled per experiment
 AF_SPECTRUM = (1.0, 0.8, 0.6, 0.45)  # autofluorescence falls off towards the red channels
-AF_CELLS = 5               # autofluorescent cells per FOV
+AF_CELLS = 8               # autofluorescent cells per FOV
+IN_CELLS = 0.7             # share of the spots that lie in a cell
+MIN_SPOT_DIST = 5.0        # px between spot centres
 AF_SNR = (8.0, 20.0)       # their peak over the noise sigma (in channel 0, gain 1)
 
 
@@ -249,6 +251,25 @@ def _af_cells(rng, size, pad, noise):
     return cells
 
 
+def _place_in_cells(n, cells, extent, pad, rng):
+    """n spots at least MIN_SPOT_DIST apart, IN_CELLS of them in the cells (amplicons sit in
+    the cytoplasm, on top of its autofluorescence), the rest anywhere; frame of the tile."""
+    pts = []
+    tries = 0
+    while len(pts) < n and tries < n * 200:
+        tries += 1
+        if len(pts) < IN_CELLS * n:
+            x, y, sx, sy, _ = cells[int(rng.integers(0, len(cells)))]
+            p = np.array([x, y]) + rng.normal(0.0, 1.0, size=2) * [1.5 * sx, 1.5 * sy]
+            if not (-pad <= p[0] < extent - pad and -pad <= p[1] < extent - pad):
+                continue
+        else:
+            p = rng.uniform(-pad, extent - pad, size=2)
+        if all((p[0] - q[0]) ** 2 + (p[1] - q[1]) ** 2 >= MIN_SPOT_DIST ** 2 for q in pts):
+            pts.append(p)
+    return np.array(pts, dtype=np.float64).reshape(-1, 2)
+
+
 def _render_cells(shape, cells, dx, dy, scale):
     h, w = shape
     yy, xx = np.mgrid[0:h, 0:w]
@@ -274,8 +295,8 @@ def _level_fov(rng, codes, p, gains, empty):
         pts, cells = np.zeros((0, 2)), []
     else:
         n = int(round(p["spots_per_fov"] * (extent / float(size)) ** 2))
-        pts = _place_spots(n, size, 0.0, 6.0, rng, extent=extent) - pad
         cells = _af_cells(rng, size, pad, noise)
+        pts = _place_in_cells(n, cells, extent, pad, rng)
     fov.cells = cells
     n = len(pts)
     xs, ys = pts[:, 0], pts[:, 1]

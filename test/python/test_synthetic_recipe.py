@@ -92,28 +92,35 @@ def spot_amplitude(img, x, y):
 
 
 def measured_spots(exp, fov):
-    """Per truth spot and round, measured from the pixels: (SNR in the lit channel,
-    [gain-corrected neighbour / lit ratios]). Spots within 8 px of an edge are skipped."""
+    """Measured from the pixels: (per spot and round, the SNR in the lit channel; the light
+    in the neighbouring channels over the lit one, gain-corrected, summed over spots). Spots within 8 px of an edge or on a cell are
+    skipped."""
     extras = json.load(open(exp))["extras"]
     gains = extras["channel_gains"]
     codebook = json.load(open(os.path.join(os.path.dirname(exp), "codebook.json")))
     codes = {m["target"]: {e["r"]: e["c"] for e in m["codeword"]} for m in codebook["mappings"]}
     shifts = {int(s["round"]): (float(s["dx"]), float(s["dy"]))
               for s in load_csv(exp, "ground_truth_shifts.csv") if int(s["fov"]) == fov}
+    cells = [c for c in load_csv(exp, "ground_truth_cells.csv") if int(c["fov"]) == fov]
+
+    def off_cells(t):  # the cells' autofluorescence would add to every channel
+        return all(np.hypot((t["x"] - float(c["x"])) / float(c["sigma_x"]),
+                            (t["y"] - float(c["y"])) / float(c["sigma_y"])) > 3 for c in cells)
     snrs, crosstalk = [], []
     for r in range(4):
         imgs = [tile(exp, "primary", fov, r, c) for c in range(4)]
         dx, dy = shifts[r]
         for t in load_truth(exp):
             x, y = int(round(t["x"] + dx)), int(round(t["y"] + dy))
-            if t["fov"] != fov or not (8 <= x < 248 and 8 <= y < 248):
+            if t["fov"] != fov or not (8 <= x < 248 and 8 <= y < 248) or not off_cells(t):
                 continue
             c = codes[t["target"]][r]
             lit = spot_amplitude(imgs[c], x, y)
             snrs.append(lit / pixel_noise(imgs[c]))
-            crosstalk += [(spot_amplitude(imgs[n], x, y) / gains[n]) / (lit / gains[c])
+            crosstalk += [(spot_amplitude(imgs[n], x, y) / gains[n], lit / gains[c])
                           for n in (c - 1, c + 1) if 0 <= n < 4]
-    return np.array(snrs), np.array(crosstalk)
+    leaked, lit = np.array(crosstalk).T
+    return np.array(snrs), leaked.sum() / lit.sum()
 
 
 def measured_shift(exp, fov, r):
@@ -142,7 +149,7 @@ def realistic(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def hard(tmp_path_factory):
-    return generate.generate(str(tmp_path_factory.mktemp("hard")), fovs=1, seed=HELD_OUT_SEED, level="hard")
+    return generate.generate(str(tmp_path_factory.mktemp("hard")), fovs=2, seed=HELD_OUT_SEED, level="hard")
 
 
 # ---------------------------------------------------------------------------------------
@@ -205,11 +212,13 @@ def test_level_snr_and_crosstalk_measured_from_the_pixels(request, level, snr_ra
     of a spot in a neighbouring channel, corrected for the channel gains, over the lit one.
     Measured at whole pixels (so the SNR reads a little under the sub-pixel peak)."""
     exp = request.getfixturevalue(level)
-    snrs, ratios = measured_spots(exp, 0)
-    print("%s: median measured SNR %.1f, crosstalk %.3f" % (level, np.median(snrs), np.median(ratios)))
+    measured = [measured_spots(exp, fov) for fov in (0, 1)]
+    snrs = np.concatenate([m[0] for m in measured])
+    ratio = np.mean([m[1] for m in measured])
+    print("%s: median measured SNR %.1f, crosstalk %.3f" % (level, np.median(snrs), ratio))
     assert snr_range[0] <= np.median(snrs) <= snr_range[1]
-    assert abs(np.median(ratios) - crosstalk) < 0.03
-    truth_snr = [t["snr"] for t in load_truth(exp) if t["fov"] == 0]
+    assert abs(ratio / crosstalk - 1) < 0.2  # reads about 10 % low at whole pixels
+    truth_snr = [t["snr"] for t in load_truth(exp) if t["fov"] in (0, 1)]
     assert snr_range[0] <= np.median(truth_snr) <= snr_range[1]
 
 
