@@ -14,7 +14,6 @@
 import path from 'node:path';
 import { escapeMrkdwn } from '../messages/message.js';
 import { refuse, ok, type Result } from '../result.js';
-import { parseS3 } from '../run/locations.js';
 import { entryUrl, readerLocation, referenceTo, resolveReference, unquote } from './url.js';
 import type { ExperimentFile } from './walk.js';
 
@@ -80,7 +79,7 @@ export function rewritten(file: ExperimentFile, paths: Map<string, string>, loca
     const to = paths.get(ref.target.at)!;
     if (readerLocation(resolveReference(fromUrl, ref.written)) === locate(to)) continue;
     changed = true;
-    const written = referenceTo(from, to, s3 ? 's3' : 'disk', s3 ? parseS3(locate(to)).key : to);
+    const written = referenceTo(from, to, s3 ? 's3' : 'disk', locate(to));
     const parent = ref.field.slice(0, -1).reduce<Record<string | number, unknown>>((node, key) => node[key] as Record<string | number, unknown>, value);
     parent[ref.field.at(-1)!] = written;
   }

@@ -117,15 +117,15 @@ export function readerLocation(u: SpxUrl): string | undefined {
  * The reference to write in a staged file at `fromKey` so that slicedimage reads `toKey` (both
  * keys relative to one store folder, with the real names). A name's "%" is written "%25" where
  * slicedimage decodes it (the file name everywhere, the folders on disk). S3 keys are literal, so
- * a reference that would need ".." on S3 is written from the bucket's root instead ("/" + the
- * full key, `bucketKey` of toKey), which slicedimage joins to the same bucket.
+ * a reference that would need ".." on S3 is written as the copy's s3:// URL (`target`, where the
+ * store keeps toKey): slicedimage reads it as it is, and the FOV jobs' URL policy takes it, where
+ * it refuses a path from the bucket's root.
  */
-export function referenceTo(fromKey: string, toKey: string, store: 'disk' | 's3', bucketKey: string): string {
+export function referenceTo(fromKey: string, toKey: string, store: 'disk' | 's3', target: string): string {
   const relative = path.posix.relative(path.posix.dirname(fromKey), toKey);
   const escape = (segment: string) => segment.replace(/%/g, '%25');
   if (store === 'disk') return relative.split('/').map(escape).join('/');
-  const written = relative.startsWith('../') ? `/${bucketKey}` : relative;
-  const segments = written.split('/');
-  segments.push(escape(segments.pop()!));
-  return segments.join('/');
+  const written = relative.startsWith('../') ? target : relative;
+  const cut = written.lastIndexOf('/') + 1;
+  return written.slice(0, cut) + escape(written.slice(cut));
 }

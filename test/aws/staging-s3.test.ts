@@ -86,9 +86,9 @@ describe('stage on S3', () => {
     expect([...s3.objects.keys()].some((k) => k.includes('%20'))).toBe(false);
 
     // References that changed are rewritten; on S3 ".." is part of a key, so a reference out of
-    // a subfolder is written from the bucket's root.
+    // a subfolder is written as the copy's s3:// URL.
     expect(json(`${STAGED}/iss/experiment.json`)).toMatchObject({ primary_images: 'fovs/primary.json', auxiliary_images: { nuclei: 'shared/nuclei.json' }, codebook: 'public-data/codebooks/iss.json' });
-    expect((json(`${STAGED}/iss/fovs/fov_000.json`).tiles as Array<{ file: string }>).map((t) => t.file)).toEqual(['fov_000%20r0.tiff', '/starfish/experiments/iss/tiles/fov_000 r1.tiff']);
+    expect((json(`${STAGED}/iss/fovs/fov_000.json`).tiles as Array<{ file: string }>).map((t) => t.file)).toEqual(['fov_000%20r0.tiff', 's3://results/starfish/experiments/iss/tiles/fov_000 r1.tiff']);
     // Documents whose references stay as they are, and tiles, are copied server-side, unchanged.
     expect(s3.text(`${STAGED}/iss/fovs/primary.json`)).toBe(s3.text(`${base}/fovs/primary.json`));
     const written = s3.mock.commandCalls(PutObjectCommand).map((c) => c.args[0].input.Key).sort();

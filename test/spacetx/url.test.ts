@@ -57,13 +57,13 @@ describe('the references staging writes', () => {
     // "%" is a file name's own character: written %25, which slicedimage decodes back.
     ['experiment.json', 'dir 50%/t 100%.tiff', 'disk', 'dir 50%25/t 100%25.tiff'],
     ['experiment.json', 'dir 50%/t 100%.tiff', 's3', 'dir 50%/t 100%25.tiff'],
-    // On S3 .. would be part of the key: written from the bucket's root instead.
-    ['fovs/fov_000.json', 'tiles/t.tiff', 's3', '/starfish/experiments/x/tiles/t.tiff'],
+    // On S3 .. would be part of the key: written as the copy's s3:// URL instead.
+    ['fovs/fov_000.json', 'tiles/t 100%.tiff', 's3', 's3://results/starfish/experiments/x/tiles/t 100%25.tiff'],
   ] as const)('from %s to %s on %s: "%s"', (fromKey, toKey, store, expected) => {
-    const written = referenceTo(fromKey, toKey, store, `starfish/experiments/x/${toKey}`);
+    const root = store === 'disk' ? '/home/staged/x' : 's3://results/starfish/experiments/x';
+    const written = referenceTo(fromKey, toKey, store, `${root}/${toKey}`);
     expect(written).toBe(expected);
     // ...and slicedimage reads it back as that file.
-    const root = store === 'disk' ? '/home/staged/x' : 's3://results/starfish/experiments/x';
     expect(read(`${root}/${fromKey}`, written)).toBe(`${root}/${toKey}`);
   });
 });
