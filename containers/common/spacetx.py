@@ -510,7 +510,8 @@ def _check_tileset(js, doc, local_mode):
         if key not in js:
             raise FormatError("%s: no \"%s\"; a tile set has \"dimensions\": [\"r\", \"c\", \"z\", \"y\", \"x\"] and "
                               "\"shape\": {\"r\": 4, \"c\": 4, \"z\": 1}" % (url, key))
-    if not isinstance(js["dimensions"], (list, str, dict)):
+    dims = js["dimensions"]
+    if not isinstance(dims, (list, str, dict)) or any(isinstance(d, (list, dict)) for d in dims):
         raise FormatError("%s: dimensions must be a list like [\"r\", \"c\", \"z\", \"y\", \"x\"], got %s"
                           % (url, _show(js["dimensions"])))
     if not isinstance(js["shape"], dict):
@@ -552,10 +553,11 @@ def _check_tile(tile, i, old, default, doc, local_mode):
 
 
 def _coordinate_ok(value):
-    """slicedimage's format_tile_coordinates: a pair, or a scalar that becomes (v, v)."""
-    if isinstance(value, (list, str)):
+    """slicedimage's format_tile_coordinates: whatever has two items (it takes tuple(value)), or
+    a scalar that becomes (v, v). ImageStack's stricter needs are checked for the FOV's tiles."""
+    if isinstance(value, (list, str, dict)):
         return len(value) == 2
-    return not isinstance(value, dict)
+    return True
 
 
 def _tile_format(tile, ref, default, url, field, doc):
@@ -645,6 +647,11 @@ def _fov_tiles(leaf, index, local_mode):
                                   "the recipe loads the image), e.g. %s"
                                   % (index, url, field, key, " or ".join('"%s"' % k for k in missing),
                                      " and ".join(needed), example))
+        for axis in ("xc", "yc"):
+            if not _physical_range(entry["coordinates"][axis]):
+                raise FormatError("FOV %d: %s: %s.coordinates.%s %s must be [min, max] in micrometres or one number "
+                                  "(starfish spaces the pixels between them), e.g. \"%s\": [0.0, 0.1]"
+                                  % (index, url, field, axis, _show(entry["coordinates"][axis]), axis))
         digest = entry.get("sha256")
         if digest is not None:
             _check_digest(digest, entry["file"], index, url, field)
@@ -653,6 +660,13 @@ def _fov_tiles(leaf, index, local_mode):
             raise FormatError("FOV %d: tile not found: %s (%s.file in %s)" % (index, path, field, url))
         tiles.append(Tile(location, entry["file"], digest, fmt, url, i))
     return tiles
+
+
+def _physical_range(value):
+    """What ImageStack's np.linspace(range[0], range[1], pixels) takes: two numbers, or one."""
+    if isinstance(value, list):
+        return len(value) == 2 and all(_is_number(v) for v in value)
+    return _is_number(value)
 
 
 def _check_digest(digest, file, index, url, field):
