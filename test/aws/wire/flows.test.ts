@@ -1,0 +1,292 @@
+/**
+ * The main flows of the AWS backend on the wire: createAwsSystem with the real S3, Batch,
+ * EventBridge and SQS clients of SDK v3, pointed at a recording endpoint on loopback
+ * (./endpoint.ts), so that the SDK's own serialization runs and every request is judged as AWS
+ * would receive it against AWS's documented limits (./limits.ts names each limit's source):
+ * container overrides ≤ 8,192 characters, SubmitJob ≤ 30 KiB, arrays of 2 to 10,000, at most 20
+ * dependencies, DescribeJobs ≤ 100 ids, PutEvents ≤ 10 entries and 256 KB, S3 keys ≤ 1,024 bytes.
+ *
+ * Besides the limits, what a person would notice: the jobs got the right FOVs (the
+ * STARFISH_FOVS_AT objects are read back from the endpoint's S3), the failed FOV was retried, the
+ * salvage merge expected the whole plan, the cancel terminated every job.
+ */
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { DescribeJobsCommand, SubmitJobCommand } from '@aws-sdk/client-batch';
+import { PutEventsCommand } from '@aws-sdk/client-eventbridge';
+import { PutObjectCommand } from '@aws-sdk/client-s3';
+import { createAwsSystem, type AwsSystem } from '../../../src/aws/system.js';
+import { createEventsHandler } from '../../../src/lambda/events.js';
+import { silentLogger } from '../../../src/core.js';
+import { dispatch } from '../../../src/command/dispatcher.js';
+import { listManifests, loadManifest } from '../../../src/run/manifest-store.js';
+import type { RunManifest } from '../../../src/run/manifest.js';
+import { runKeys } from '../../../src/run/layout.js';
+import { expandRanges } from '../../../src/run/fov-ranges.js';
+import { ManualClock, RecordingChat, batchEvent, sqsRecords, testEnv } from '../helpers.js';
+import { AwsEndpoint, type JobDetailJson, type SubmitJobInputJson } from './endpoint.js';
+import { LIMITS, putEventsEntrySize, violations } from './limits.js';
+
+const RESULTS = 's3://lab-starfish-results';
+const DATA = 's3://lab-data';
+const STREAM = (fov: number) => `starfish-process-fov/default/${String(fov).padStart(32, '0')}`;
+
+/**
+ * The v5-flat case of the shared SpaceTx table (test/fixtures/spacetx/cases.json, written from
+ * starfish's and slicedimage's sources): its experiment.json, codebook and first FOV's tile list.
+ */
+interface SpacetxCase {
+  name: string;
+  files: Record<string, unknown>;
+}
+const CASES = (JSON.parse(readFileSync(path.join(__dirname, '../../fixtures/spacetx/cases.json'), 'utf8')) as { cases: SpacetxCase[] }).cases;
+const V5_FLAT = CASES.find((c) => c.name === 'v5-flat')!;
+const fileOf = (rel: string) => V5_FLAT.files[rel] as Record<string, unknown> | { bytes: string };
+
+/** FOV names as the lab writes them: fov_ and five digits (the FOV number is the run's index). */
+const fovName = (fov: number) => `fov_${String(fov).padStart(5, '0')}`;
+
+/**
+ * A SpaceTx experiment with the given FOVs in the endpoint's S3: experiment.json, codebook and
+ * the FOV tile list as in v5-flat, the primary image collection naming every FOV (each FOV's
+ * tile list is the same document; only the first is read when planning).
+ */
+function putExperiment(endpoint: AwsEndpoint, fovs: number[], base = `${DATA}/iss`): { experiment: string; recipe: string } {
+  const tileset = fileOf('primary_images-fov_000.json');
+  endpoint.s3.put(`${base}/experiment.json`, JSON.stringify(fileOf('experiment.json')));
+  endpoint.s3.put(`${base}/codebook.json`, JSON.stringify(fileOf('codebook.json')));
+  const contents = Object.fromEntries(fovs.map((f) => [fovName(f), `primary_images-${fovName(f)}.json`]));
+  endpoint.s3.put(`${base}/primary_images.json`, JSON.stringify({ version: '0.1.0', contents, extras: null }));
+  endpoint.s3.put(`${base}/primary_images-${fovName(fovs[0]!)}.json`, JSON.stringify(tileset));
+  endpoint.s3.put(`${DATA}/recipes/iss.py`, 'def process_fov(fov_index, experiment_url):\n    return []\n');
+  return { experiment: `${base}/experiment.json`, recipe: `${DATA}/recipes/iss.py` };
+}
+
+const envOf = (job: SubmitJobInputJson) => Object.fromEntries((job.containerOverrides?.environment ?? []).map((e) => [e.name, e.value]));
+
+describe('the AWS backend on the wire, against AWS limits', () => {
+  let endpoint: AwsEndpoint;
+  let chat: RecordingChat;
+  let clock: ManualClock;
+  let system: AwsSystem;
+  let handler: ReturnType<typeof createEventsHandler>;
+
+  beforeEach(async () => {
+    clock = new ManualClock();
+    endpoint = new AwsEndpoint(clock.now);
+    await endpoint.start();
+    chat = new RecordingChat();
+    system = createAwsSystem(chat, testEnv(), { clients: endpoint.clients(), log: silentLogger, clock });
+    handler = createEventsHandler(async () => system);
+  });
+  afterEach(async () => {
+    for (const client of Object.values(endpoint.clients())) client.destroy();
+    await endpoint.close();
+  });
+
+  /** No request broke a limit; on failure the message names each limit and its source. */
+  const expectWithinLimits = () => expect(violations(endpoint.requests)).toEqual([]);
+
+  /** The FOVs a job processes: the list its STARFISH_FOVS_AT object holds, read back from S3. */
+  const fovsOf = (job: SubmitJobInputJson): number[] => {
+    const at = envOf(job).STARFISH_FOVS_AT!;
+    const text = endpoint.s3.text(at);
+    if (text === undefined) throw new Error(`${job.jobName}'s STARFISH_FOVS_AT ${at} names no object`);
+    return expandRanges((JSON.parse(text) as { fovs: string }).fovs);
+  };
+
+  const manifest = async (runId: string): Promise<RunManifest> => (await loadManifest(system.store, runId))!.manifest;
+
+  async function launch(fovs: number[], selection: { kind: 'all' } | { kind: 'list'; ranges: Array<[number, number]> } = { kind: 'all' }): Promise<RunManifest> {
+    const { experiment, recipe } = putExperiment(endpoint, fovs);
+    const detail = { type: 'RunRequested', userId: 'U012ABCDEF', channel: 'C0STARFISH', request: { experiment, recipe, fovs: selection, dryRun: false } };
+    await handler({ version: '0', id: 'eb-run', source: 'starfish.chatops', 'detail-type': 'RunRequested', account: '123456789012', time: '2026-11-25T10:00:00Z', region: 'us-east-1', resources: [], detail });
+    const [m] = await listManifests(system.store);
+    if (!m) throw new Error(`no run was created; the chat says: ${chat.calls.map((c) => c.text).join(' | ')}`);
+    return m;
+  }
+
+  /** Each SubmitJob's overrides and payload, for the assertions that show the margins. */
+  const sizes = () =>
+    endpoint.of('batch', 'SubmitJob').map((r) => ({ overrides: JSON.stringify((JSON.parse(r.body.toString('utf8')) as SubmitJobInputJson).containerOverrides).length, payload: r.body.length }));
+
+  describe('the limit checker', () => {
+    it('finds what AWS would refuse in requests the real SDK sent: it cannot pass vacuously', async () => {
+      const { batch, eventBridge, s3 } = endpoint.clients();
+      // Straight through the SDK, past the app's own checks.
+      const big = 'x'.repeat(9_000);
+      await batch.send(new SubmitJobCommand({ jobName: 'starfish-261125-k3f9-fov', jobQueue: 'q', jobDefinition: 'd', arrayProperties: { size: 10_001 }, containerOverrides: { environment: [{ name: 'STARFISH_FOVS', value: big }] } }));
+      await batch.send(new SubmitJobCommand({ jobName: 'n', jobQueue: 'q', jobDefinition: 'd', containerOverrides: { environment: Array.from({ length: 4 }, (_, i) => ({ name: `V${i}`, value: big })) } }));
+      await expect(batch.send(new DescribeJobsCommand({ jobs: Array.from({ length: 101 }, (_, i) => `job-${i}`) }))).rejects.toMatchObject({ name: 'ClientException' });
+      await eventBridge.send(new PutEventsCommand({ Entries: [{ Source: 'starfish.chatops', DetailType: 'RunRequested', Detail: JSON.stringify({ big: 'é'.repeat(131_100) }) }] }));
+      await s3.send(new PutObjectCommand({ Bucket: 'lab-starfish-results', Key: `experiments/${'k'.repeat(1_020)}.json`, Body: '{}' }));
+
+      const found = violations(endpoint.requests).map((v) => [v.operation, v.limit]);
+      expect(found).toEqual([
+        ['SubmitJob', 'overridesChars'],
+        ['SubmitJob', 'arraySizeMax'],
+        ['SubmitJob', 'submitPayloadBytes'],
+        ['SubmitJob', 'overridesChars'],
+        ['DescribeJobs', 'describeJobsIds'],
+        ['PutEvents', 'putEventsEntryBytes'],
+        ['PutObject', 's3KeyBytes'],
+      ]);
+      // Each violation names where AWS documents the limit.
+      expect(violations(endpoint.requests)[0]!.source).toMatch(/Amazon ECS API Reference, RunTask/);
+      expect(violations(endpoint.requests)[2]!.source).toMatch(/AWS Batch service quotas/);
+    });
+
+    it('counts a PutEvents entry as EventBridge documents it: Time 14 bytes, the rest their UTF-8 bytes', () => {
+      expect(putEventsEntrySize({ Source: 'starfish.chatops', DetailType: 'RunRequested', Detail: '{"a":"é"}' })).toBe(16 + 12 + 10);
+      expect(putEventsEntrySize({ Time: 1, Source: 's', DetailType: 'd', Detail: '', Resources: ['arn:x', 'é'] })).toBe(14 + 1 + 1 + 5 + 2);
+    });
+  });
+
+  describe('launch', () => {
+    it.each([
+      { fovs: 1, arrays: [1] },
+      { fovs: 2, arrays: [2] },
+      { fovs: 10_000, arrays: [10_000] },
+      { fovs: 25_000, arrays: [10_000, 10_000, 5_000] },
+    ])('$fovs FOVs: arrays of $arrays, each job reads its FOVs from S3, every request within the limits', async ({ fovs, arrays }) => {
+      const all = Array.from({ length: fovs }, (_, i) => i);
+      const m = await launch(all);
+      expect(m.status).toBe('running');
+      const jobs = endpoint.submitted();
+      const fovJobs = jobs.filter((j) => j.jobName.includes('-fov'));
+      const merge = jobs.find((j) => j.jobName === `starfish-${m.runId}-merge`)!;
+      // A single FOV is a plain job: Batch refuses an array of 1.
+      expect(fovJobs.map((j) => j.arrayProperties?.size ?? 1)).toEqual(arrays);
+      if (fovs === 1) expect(fovJobs[0]!.arrayProperties).toBeUndefined();
+      // Child i of each array processes the i-th FOV of its list: together, every FOV once, in order.
+      expect(fovJobs.flatMap(fovsOf)).toEqual(all);
+      fovJobs.forEach((j) => expect(fovsOf(j)).toHaveLength(j.arrayProperties?.size ?? 1));
+      // The merge waits for every array and expects the whole plan.
+      expect(merge.dependsOn).toEqual(endpoint.of('batch', 'SubmitJob').slice(0, fovJobs.length).map((_, i) => ({ jobId: endpoint.batch.byName(fovJobs[i]!.jobName).jobId })));
+      expect(fovsOf(merge)).toEqual(all);
+      expectWithinLimits();
+    }, 30_000);
+  });
+
+  describe('a 10,000-FOV run numbered at every other index (0, 2, …, 19998)', () => {
+    const gapped = Array.from({ length: 10_000 }, (_, i) => 2 * i);
+
+    it('launched, one FOV failed, salvage-merged, then retried: every SubmitJob within both limits, each job with the right FOVs', async () => {
+      const m0 = await launch(gapped);
+      const { runId } = m0;
+      // The range text alone is ~49,000 characters: it reaches the jobs through S3.
+      expect(m0.plan.fovs.length).toBeGreaterThan(40_000);
+      const array = endpoint.batch.byName(`starfish-${runId}-fov`);
+      const merge = endpoint.batch.byName(`starfish-${runId}-merge`);
+      expect(fovsOf(endpoint.submitted()[0]!)).toEqual(gapped);
+
+      // Child 1 (FOV 2) fails; process-fov wrote its reason next to the output.
+      clock.advance(60_000);
+      endpoint.s3.put(`${RESULTS}/${runKeys(runId).fovErrorReason(2)}`, JSON.stringify({ fov: 2, reason: 'FOV 2: recipe raised ValueError: no spots found' }));
+      const ended = { size: 10_000, statusSummary: { SUBMITTED: 0, PENDING: 0, RUNNABLE: 0, STARTING: 0, RUNNING: 0, SUCCEEDED: 9_999, FAILED: 1 } };
+      endpoint.batch.set(array.jobId, { status: 'FAILED', stoppedAt: clock.now(), statusReason: 'Array Child Job failed', arrayProperties: ended });
+      endpoint.batch.set(merge.jobId, { status: 'FAILED', stoppedAt: clock.now(), statusReason: 'Dependent Job failed' });
+      const child = { jobName: `starfish-${runId}-fov`, jobId: `${array.jobId}:1`, status: 'FAILED', statusReason: 'Essential container in task exited', arrayProperties: { index: 1 }, container: { exitCode: 1, logStreamName: STREAM(2) } };
+      const out = await handler(
+        sqsRecords([
+          batchEvent('ev-1', child),
+          batchEvent('ev-2', { jobName: `starfish-${runId}-fov`, jobId: array.jobId, status: 'FAILED', statusReason: 'Array Child Job failed', arrayProperties: ended }),
+          batchEvent('ev-3', { jobName: `starfish-${runId}-merge`, jobId: merge.jobId, status: 'FAILED', statusReason: 'Dependent Job failed' }),
+        ]),
+      );
+      expect(out).toEqual({ batchItemFailures: [] });
+      expect((await manifest(runId)).failures.map((f) => f.fov)).toEqual([2]);
+
+      // The salvage merge expects the whole plan: all 10,000 gapped FOVs, from S3.
+      const salvage = endpoint.submitted().find((j) => j.jobName === `starfish-${runId}-merge-partial`)!;
+      expect(salvage.dependsOn).toBeUndefined();
+      expect(fovsOf(salvage)).toEqual(gapped);
+      expect((await manifest(runId)).status).toBe('merging');
+
+      // The salvage merge succeeds: the run is partially-failed.
+      clock.advance(60_000);
+      const summary = { fovs_expected: 10_000, fovs_processed: 9_999, fovs_missing: [2], failures: { '2': 'no spots found' }, spots_total: 9_999, spots_per_fov: {}, counts_per_gene: { ACTB: 9_999 } };
+      endpoint.s3.put(`${RESULTS}/${runKeys(runId).summaryJson}`, JSON.stringify(summary));
+      endpoint.s3.put(`${RESULTS}/${runKeys(runId).spotsCsv}`, 'fov,x,y,z,target,quality\n');
+      endpoint.s3.put(`${RESULTS}/${runKeys(runId).spotsPng}`, Buffer.from([0x89, 0x50, 0x4e, 0x47]));
+      const salvageJob = endpoint.batch.byName(`starfish-${runId}-merge-partial`);
+      endpoint.batch.set(salvageJob.jobId, { status: 'SUCCEEDED', stoppedAt: clock.now() });
+      await handler(sqsRecords([batchEvent('ev-4', { jobName: salvageJob.jobName, jobId: salvageJob.jobId, status: 'SUCCEEDED' })]));
+      expect((await manifest(runId)).status).toBe('partially-failed');
+
+      // Retry: FOV 2 alone, as a plain job; its merge again expects the whole plan.
+      await handler({ version: '0', id: 'eb-retry', source: 'starfish.chatops', 'detail-type': 'RunRetryRequested', detail: { type: 'RunRetryRequested', userId: 'U012ABCDEF', channel: 'C0STARFISH', runId } });
+      const retried = endpoint.submitted().find((j) => j.jobName === `starfish-${runId}-r1-fov`)!;
+      expect(retried.arrayProperties).toBeUndefined();
+      expect(fovsOf(retried)).toEqual([2]);
+      const retryMerge = endpoint.submitted().find((j) => j.jobName === `starfish-${runId}-r1-merge`)!;
+      expect(retryMerge.dependsOn).toEqual([{ jobId: endpoint.batch.byName(retried.jobName).jobId }]);
+      expect(fovsOf(retryMerge)).toEqual(gapped);
+      expect((await manifest(runId)).status).toBe('running');
+
+      // Launch, salvage, retry and its merge: five SubmitJobs, each far inside both limits.
+      expect(endpoint.of('batch', 'SubmitJob')).toHaveLength(5);
+      for (const { overrides, payload } of sizes()) {
+        expect(overrides).toBeLessThan(LIMITS.overridesChars.max / 4);
+        expect(payload).toBeLessThan(LIMITS.submitPayloadBytes.max / 4);
+      }
+      expectWithinLimits();
+    }, 30_000);
+  });
+
+  it('cancel of a 25,000-FOV run: every job checked (DescribeJobs ≤ 100 ids) and terminated with a reason AWS takes', async () => {
+    const { runId } = await launch(Array.from({ length: 25_000 }, (_, i) => i));
+    const ids = [...endpoint.batch.jobs.values()].map((j) => j.jobId);
+    expect(ids).toHaveLength(4);
+    await handler({ version: '0', id: 'eb-cancel', source: 'starfish.chatops', 'detail-type': 'RunCancelled', detail: { type: 'RunCancelled', userId: 'U012ABCDEF', channel: 'C0STARFISH', runId } });
+    const terminated = endpoint.of('batch', 'TerminateJob').map((r) => JSON.parse(r.body.toString('utf8')) as { jobId: string; reason: string });
+    expect(terminated.map((t) => t.jobId).sort()).toEqual([...ids].sort());
+    expect((await manifest(runId)).status).toBe('cancelled');
+    expectWithinLimits();
+  }, 30_000);
+
+  it('reconcile after lost events: 250 failed children found through ListJobs pages and DescribeJobs of at most 100 ids', async () => {
+    const m = await launch(Array.from({ length: 10_000 }, (_, i) => i));
+    const { runId } = m;
+    const array = endpoint.batch.byName(`starfish-${runId}-fov`);
+    const merge = endpoint.batch.byName(`starfish-${runId}-merge`);
+    const failed = Array.from({ length: 250 }, (_, i) => 40 * i);
+    clock.advance(60_000);
+    endpoint.batch.set(array.jobId, { status: 'FAILED', stoppedAt: clock.now(), arrayProperties: { size: 10_000, statusSummary: { SUCCEEDED: 9_750, FAILED: 250 } } });
+    endpoint.batch.set(merge.jobId, { status: 'FAILED', stoppedAt: clock.now(), statusReason: 'Dependent Job failed' });
+    endpoint.batch.failChildren(array.jobId, failed, 'OutOfMemoryError: Container killed due to memory usage', STREAM);
+
+    const out = (await handler({ version: '0', id: 'sched-1', source: 'aws.events', 'detail-type': 'Scheduled Event', detail: {}, resources: [] })) as { reconcile: { checked: number } };
+    expect(out.reconcile.checked).toBe(1);
+    const after = await manifest(runId);
+    expect(after.failures.map((f) => f.fov)).toEqual(failed);
+    expect(after.failures[1]).toMatchObject({ fov: 40, jobId: `${array.jobId}:40`, reason: expect.stringContaining('OutOfMemoryError') });
+    // ListJobs came in pages; the children were described 100 at a time.
+    expect(endpoint.of('batch', 'ListJobs')).toHaveLength(3);
+    const described = endpoint.of('batch', 'DescribeJobs').map((r) => (JSON.parse(r.body.toString('utf8')) as { jobs: string[] }).jobs);
+    expect(described.filter((ids) => ids.every((id) => id.startsWith(`${array.jobId}:`))).map((ids) => ids.length)).toEqual([100, 100, 50]);
+    // Batch failed the merge: the salvage merge over the plan was submitted.
+    expect(fovsOf(endpoint.submitted().find((j) => j.jobName.endsWith('-merge-partial'))!)).toHaveLength(10_000);
+    expectWithinLimits();
+  }, 30_000);
+
+  it('the largest run request the Slack side can publish is one PutEvents entry well under 256 KB', async () => {
+    // Every part at the grammar's maximum: 2,048-character locations, a 4,000-character fovs=.
+    const url = (tail: string) => `https://data.example.org/${'a'.repeat(2_048 - 'https://data.example.org/'.length - tail.length)}${tail}`;
+    let fovs = '';
+    for (let i = 0; fovs.length + `${i * 2},`.length <= 4_000; i++) fovs += `${i * 2},`;
+    fovs = fovs.replace(/,$/, '');
+    const text = `run ${url('/experiment.json')} fovs=${fovs} recipe=${url('/iss.py')} queue=ondemand name=${'n'.repeat(64)}`;
+    const caller = { userId: 'U012ABCDEF', channel: 'C0STARFISH', responseUrl: `https://hooks.slack.com/commands/T0001/${'1'.repeat(13)}/${'x'.repeat(24)}` };
+    const answer = await dispatch(system.dispatchDeps, text, caller);
+    expect(answer.refused ?? false).toBe(false);
+
+    const [put] = endpoint.of('events', 'PutEvents');
+    const entries = (JSON.parse(put!.body.toString('utf8')) as { Entries: Array<Record<string, unknown>> }).Entries;
+    expect(entries).toHaveLength(1);
+    expect(JSON.parse(entries[0]!.Detail as string)).toMatchObject({ type: 'RunRequested', request: { experiment: url('/experiment.json'), recipe: url('/iss.py') } });
+    expect(putEventsEntrySize(entries[0]!)).toBeLessThan(LIMITS.putEventsEntryBytes.max / 4);
+    expectWithinLimits();
+  });
+});
