@@ -10,6 +10,7 @@ const benches: Array<[string, string[]]> = [
   ['notifier simulation', ['npx', 'tsx', 'bench/notifier-sim.bench.ts', '--runs', '3']],
   ['slack acknowledgement', ['npx', 'tsx', 'bench/slack-ack.bench.ts']],
   ['merge-results', [python, 'bench/merge_bench.py', '--runs', '5']],
+  ['recipe accuracy', [python, 'bench/recipe_accuracy.py', '--runs', '3']],
 ];
 
 let failed = 0;
