@@ -59,6 +59,9 @@ export interface ExperimentFile extends Located {
   references: Reference[];
 }
 
+/** A document that could not be read at all (missing, refused by the store): planning may go on without a probe. */
+class UnreadableError extends ExperimentError {}
+
 const fieldText = (field: Array<string | number>) => field.map((p, i) => (typeof p === 'number' ? `[${p}]` : i === 0 ? p : `.${p}`)).join('');
 const S3_DOTS_HINT = ' (S3 keys are literal: ".." in a reference is part of the key, not the folder above, for starfish as for this reader)';
 
@@ -82,7 +85,7 @@ async function readDoc(reader: Reader, file: Located, what: string, example: str
     body = await reader.read(file.at, { maxBytes: MAX_SPACETX_JSON_BYTES });
   } catch (error) {
     const hint = file.at.startsWith('s3://') && file.at.includes('/../') ? S3_DOTS_HINT : '';
-    throw new ExperimentError(`Could not read the ${what} at ${escapeMrkdwn(file.at)}: ${escapeMrkdwn((error as Error).message)}${hint}. A SpaceTx ${what} looks like ${example}`);
+    throw new UnreadableError(`Could not read the ${what} at ${escapeMrkdwn(file.at)}: ${escapeMrkdwn((error as Error).message)}${hint}. A SpaceTx ${what} looks like ${example}`);
   }
   let value: unknown;
   try {
@@ -193,7 +196,7 @@ async function collectNames(reader: Reader, contents: Record<string, string>, fr
   }
   if (!first) return;
   const probe = await readDoc(reader, first, 'image collection or FOV tile list', EXAMPLES.collection).catch((error: unknown) => {
-    if (error instanceof ExperimentError && error.message.startsWith('Could not read')) return undefined;
+    if (error instanceof UnreadableError) return undefined;
     throw error;
   });
   if (!probe || partitionOf(probe).kind === 'tileset') {
