@@ -3,6 +3,7 @@
  * for inputs that live outside the results store. Nothing in the core imports an SDK; the AWS
  * adapters (src/aws) and the embedded ones (src/local) implement these.
  */
+import type { FailureKind } from './run/failure-kind.js';
 import type { Message } from './messages/message.js';
 import type { Result } from './result.js';
 import type { RunEvent } from './run/run-events.js';
@@ -92,6 +93,7 @@ export interface JobDescription {
 export interface FailedChild {
   index: number;
   reason: string;
+  kind: FailureKind;
   logStreamName?: string;
 }
 

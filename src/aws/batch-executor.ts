@@ -13,6 +13,7 @@ import type { ArraySpec, BatchStatus, Executor, JobDescription, StatusSummary, S
 import type { Logger } from '../core.js';
 import { silentLogger } from '../core.js';
 import { parseJobName } from '../run/batch-event.js';
+import { failureKind } from '../run/failure-kind.js';
 
 const sdk = () => import('@aws-sdk/client-batch');
 
@@ -37,6 +38,22 @@ function checkSubmitLimits(input: SubmitJobRequest): void {
   if (payload > SUBMIT_LIMITS.payloadBytes) {
     throw new Error(`${input.jobName}'s SubmitJob request is ${payload} bytes; AWS Batch takes at most ${SUBMIT_LIMITS.payloadBytes}`);
   }
+}
+
+/** A failed array child as DescribeJobs reports it: why, what kind of failure, and its log stream. */
+function failedChildOf(d: JobDetail): FailedChild[] {
+  const index = d.arrayProperties?.index;
+  if (index === undefined) return [];
+  const end = lastEnd(d);
+  const reason = [end.containerReason ?? end.statusReason, end.exitCode ? `exit code ${end.exitCode}` : undefined].filter(Boolean).join(', ');
+  return [{ index, reason: reason || 'no reason given by AWS Batch', kind: failureKind(end), ...(end.stream ? { logStreamName: end.stream } : {}) }];
+}
+
+/** How the last attempt of a job ended, as Batch and ECS report it. */
+function lastEnd(d: JobDetail) {
+  const attempt = d.attempts?.at(-1);
+  const container = attempt?.container ?? d.container;
+  return { statusReason: attempt?.statusReason ?? d.statusReason, containerReason: container?.reason, exitCode: container?.exitCode, stream: container?.logStreamName };
 }
 
 /**
@@ -246,15 +263,7 @@ export class BatchExecutor implements Executor {
       nextToken = out.nextToken;
     } while (nextToken);
     // ListJobs has no log stream: DescribeJobs of the children (100 at a time) has.
-    return (await this.describeRaw(ids)).flatMap((d) => {
-      const index = d.arrayProperties?.index;
-      if (index === undefined) return [];
-      const attempt = d.attempts?.at(-1);
-      const container = attempt?.container ?? d.container;
-      const reason = [container?.reason ?? attempt?.statusReason ?? d.statusReason, container?.exitCode ? `exit code ${container.exitCode}` : undefined].filter(Boolean).join(', ');
-      const stream = container?.logStreamName;
-      return [{ index, reason: reason || 'no reason given by AWS Batch', ...(stream ? { logStreamName: stream } : {}) }];
-    });
+    return (await this.describeRaw(ids)).flatMap(failedChildOf);
   }
 
   private toDescription(d: JobDetail, byId: Map<string, JobDetail>): JobDescription {

@@ -4,7 +4,8 @@
  * failure reasons and the results summary the same way, from the run's outputs.
  */
 import type { CoreDeps } from '../core.js';
-import { failureReasonOf, logStreamOf, parseJobName, type BatchJobEvent } from '../run/batch-event.js';
+import { failureKindOf, failureReasonOf, logStreamOf, parseJobName, type BatchJobEvent } from '../run/batch-event.js';
+import { failureKind } from '../run/failure-kind.js';
 import { runKeys } from '../run/layout.js';
 import { TERMINAL, type RunManifest, type Submission } from '../run/manifest.js';
 import { fovOfChild } from '../run/plan.js';
@@ -58,7 +59,7 @@ function childFailure(deps: Deps, m: RunManifest, e: BatchJobEvent): ObservedFai
   const fov = fovOfEvent(m, id, d.jobName, d.arrayProperties?.index ?? 0);
   if (fov === undefined) return undefined;
   const stream = logStreamOf(e);
-  return { fov, round: id.round, jobId: d.jobId, reason: failureReasonOf(e), ...(stream ? { logLink: deps.executor.logLink(stream) } : {}) };
+  return { fov, round: id.round, jobId: d.jobId, reason: failureReasonOf(e), kind: failureKindOf(e), ...(stream ? { logLink: deps.executor.logLink(stream) } : {}) };
 }
 
 /** The FOV a child processed: by the array's recorded name, else by its part of the round. */
@@ -85,13 +86,13 @@ async function lostFailures(deps: Deps, m: RunManifest, current: Submission, arr
     const known = m.failures.filter((f) => f.round === current.round && (f.jobId === array.jobId || f.jobId.startsWith(`${array.jobId}:`))).length;
     if (failed <= known) continue;
     const plain = array.unit.size === 1;
-    const children = plain ? [{ index: 0, reason: d.statusReason ?? 'failed', logStreamName: undefined }] : await deps.executor.failedChildren(array.jobId);
+    const children = plain ? [{ index: 0, reason: d.statusReason ?? 'failed', kind: failureKind({ statusReason: d.statusReason }), logStreamName: undefined }] : await deps.executor.failedChildren(array.jobId);
     for (const c of children) {
       const fov = fovOfChild(array.unit, c.index);
       if (fov === undefined) continue;
       const reason = (await reasonFromOutput(deps, m.runId, fov)) ?? c.reason;
       const jobId = plain ? array.jobId : `${array.jobId}:${c.index}`;
-      out.push({ fov, round: current.round, jobId, reason, ...(c.logStreamName ? { logLink: deps.executor.logLink(c.logStreamName) } : {}) });
+      out.push({ fov, round: current.round, jobId, reason, kind: c.kind, ...(c.logStreamName ? { logLink: deps.executor.logLink(c.logStreamName) } : {}) });
     }
   }
   return out;

@@ -91,7 +91,7 @@ export class RunWorker {
       case 'update-root':
         return chat.update(ref, rootMessage(m));
       case 'digest':
-        return void (await chat.reply(ref, failureDigest(m.runId, effect.failures, effect.roundFailed)));
+        return void (await chat.reply(ref, failureDigest(m, effect.failures, effect.roundFailed)));
       case 'results':
         await chat.reply(ref, resultsMessage(m, effect.summary, await this.resultLinks(m.runId)));
         if (effect.problem) await chat.reply(ref, noticeMessage(`:warning: The merge of run ${m.runId} succeeded but its summary cannot be shown: ${escapeMrkdwn(effect.problem)}. The files are linked above.`));

@@ -27,6 +27,7 @@ import pLimit, { type LimitFunction } from 'p-limit';
 import { z } from 'zod';
 import type { ArraySpec, BatchStatus, Executor, FailedChild, JobDescription, JobEventSink, StatusSummary, SubmitSpec, SubmittedJob } from '../ports.js';
 import type { BatchJobEvent } from '../run/batch-event.js';
+import { failureKind } from '../run/failure-kind.js';
 
 export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 
@@ -369,10 +370,14 @@ export class ProcessExecutor implements Executor {
     const job = this.jobs.get(arrayJobId);
     const known = job ? { ...job, statusReason: job.cancelled } : await this.recorded(arrayJobId);
     if (!known) return [];
-    const children: Array<{ index: number; status: BatchStatus; reason?: string | undefined }> = known.children;
+    const children: Array<{ index: number; status: BatchStatus; reason?: string | undefined; exitCode?: number | undefined }> = known.children;
     return children
       .filter((c) => c.status === 'FAILED')
-      .map((c) => ({ index: c.index, reason: c.reason ?? known.statusReason ?? 'failed', logStreamName: `${known.jobName}/${known.size > 1 ? c.index : 'job'}` }));
+      .map((c) => {
+        const reason = c.reason ?? known.statusReason ?? 'failed';
+        const kind = failureKind({ statusReason: reason, exitCode: c.exitCode });
+        return { index: c.index, reason, kind, logStreamName: `${known.jobName}/${known.size > 1 ? c.index : 'job'}` };
+      });
   }
 
   /** What this command is running: jobs not yet ended, and their runs. */

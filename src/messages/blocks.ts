@@ -14,6 +14,7 @@ import { LIMITS, clip, link, mention, scrub, summarizeLines, untrusted, untruste
 import type { FovFailure, Progress, RunManifest, RunStatus } from '../run/manifest.js';
 import type { ResultsSummary } from '../run/results.js';
 import { formatRanges } from '../run/fov-ranges.js';
+import { RETRY_FIXES } from '../run/failure-kind.js';
 
 export const ACTIONS = { approve: 'approve_run', reject: 'reject_run', cancel: 'cancel_run' } as const;
 
@@ -146,17 +147,42 @@ export function rootMessage(m: RunManifest): Message {
  * several sections (3,000 characters each, 50 blocks a message) so that every FOV is named;
  * only past that does it point to /starfish status.
  */
-export function failureDigest(runId: string, failures: FovFailure[], totalFailed: number): Message {
+export function failureDigest(m: RunManifest, failures: FovFailure[], totalFailed: number): Message {
+  const runId = m.runId;
   const lines = failures.map((f) => `• FOV ${f.fov}${f.logLink ? ` ${link(f.logLink, 'log')}` : ''} — ${untrusted(reasonWithoutFov(f), 160)}`);
   const head = `:warning: ${failures.length} FOV${failures.length === 1 ? '' : 's'} failed${totalFailed > failures.length ? ` (${totalFailed} in all so far)` : ''}`;
   const blocks: KnownBlock[] = [section(`*${head}* in run ${id(runId)}`)];
-  const sections = chunkLines(lines, LIMITS.sectionText, LIMITS.blocksPerMessage - 2);
+  const sections = chunkLines(lines, LIMITS.sectionText, LIMITS.blocksPerMessage - 3);
   for (const text of sections.chunks) blocks.push(section(text));
   if (sections.left) blocks.push(context(`…and ${sections.left} more failed FOVs: \`/starfish status ${id(runId)}\` lists them all.`));
+  blocks.push(context(...failureAdvice(m, failures)));
   return {
     text: clip(`${head} in run ${id(runId)}: FOV ${formatRanges(failures.map((f) => f.fov))}`, LIMITS.fallbackText),
     blocks,
   };
+}
+
+/**
+ * What to do about failed FOVs, by the kind of failure the executor reported: a retry runs the
+ * same recipe on the same data and queue, so it is offered only for what it can fix.
+ */
+export function failureAdvice(m: RunManifest, failures: ReadonlyArray<Pick<FovFailure, 'fov' | 'kind'>>): string[] {
+  const fovs = (kind: (k: NonNullable<FovFailure['kind']>) => boolean) => formatRanges(failures.filter((f) => kind(f.kind ?? 'unknown')).map((f) => f.fov));
+  const experiment = untrusted(m.request.experiment, 300);
+  const advice: string[] = [];
+  const recipe = fovs((k) => k === 'recipe');
+  if (recipe) {
+    const list = clip(recipe, 300);
+    advice.push(`FOV ${list}: the recipe or the data failed (the reason says which), so a plain retry fails the same way. Fixed the recipe? \`/starfish run ${experiment} fovs=${list} recipe=…\` Fixed the data in place? \`/starfish retry ${id(m.runId)}\``);
+  }
+  const memory = fovs((k) => k === 'memory');
+  if (memory) advice.push(`FOV ${clip(memory, 300)}: out of memory; run them on a queue with more memory: \`/starfish run ${experiment} fovs=${clip(memory, 300)} queue=…\``);
+  const retryable = fovs((k) => RETRY_FIXES.has(k));
+  if (retryable) {
+    const all = !recipe && !memory;
+    advice.push(`FOV ${clip(retryable, 300)}: ${all ? '' : 'interrupted, reclaimed or timed out; '}\`/starfish retry ${id(m.runId)}\` reruns ${all ? 'them' : `every failed FOV of the run, these included`}.`);
+  }
+  return advice;
 }
 
 /** Packs whole lines into at most `maxChunks` texts of at most `size` characters. */
@@ -182,12 +208,18 @@ export interface ResultLinks {
   spotsPng: { url: string; download: string };
 }
 
+/** The failures behind missing FOVs; a FOV missing without a reported failure is advised as unknown. */
+function missingFailures(m: RunManifest, missing: readonly number[]): Array<Pick<FovFailure, 'fov' | 'kind'>> {
+  const latest = new Map(m.failures.map((f) => [f.fov, f.kind]));
+  return missing.map((fov) => ({ fov, kind: latest.get(fov) }));
+}
+
 export function resultsMessage(m: RunManifest, summary: ResultsSummary, links: ResultLinks): Message {
   const genes = Object.entries(summary.counts_per_gene)
     .sort((a, b) => b[1] - a[1])
     .map(([gene, count]) => `${untrusted(gene, 80)} ${n(count)}`);
   const missing = summary.fovs_missing.length
-    ? `\n:warning: ${summary.fovs_missing.length} FOV${summary.fovs_missing.length === 1 ? '' : 's'} missing from the results: ${clip(formatRanges(summary.fovs_missing), 2400)} — \`/starfish retry ${id(m.runId)}\` reruns them.`
+    ? `\n:warning: ${summary.fovs_missing.length} FOV${summary.fovs_missing.length === 1 ? '' : 's'} missing from the results: ${clip(formatRanges(summary.fovs_missing), 2400)}\n${failureAdvice(m, missingFailures(m, summary.fovs_missing)).join('\n')}`
     : '';
   const head = `:tada: Results of run ${id(m.runId)}: ${n(summary.spots_total)} spots from ${n(summary.fovs_processed)}/${n(summary.fovs_expected)} FOVs`;
   return {

@@ -3,6 +3,7 @@
  * this shape, so the local run drives the production notifier.
  */
 import { z } from 'zod';
+import { failureKind, type FailureKind } from './failure-kind.js';
 
 const containerSchema = z
   .object({
@@ -104,6 +105,14 @@ export function logStreamOf(event: BatchJobEvent): string | undefined {
 }
 
 /** The most specific reason Batch gives for a failure. */
+/** What kind of failure Batch reports (src/run/failure-kind.ts), from the same fields as the reason. */
+export function failureKindOf(event: BatchJobEvent): FailureKind {
+  const d = event.detail;
+  const last = d.attempts?.at(-1);
+  const container = last?.container ?? d.container;
+  return failureKind({ statusReason: last?.statusReason ?? d.statusReason, containerReason: container?.reason, exitCode: container?.exitCode });
+}
+
 export function failureReasonOf(event: BatchJobEvent): string {
   const d = event.detail;
   const last = d.attempts?.at(-1);

@@ -3,6 +3,7 @@
  * needed. Every read goes through the schema; every write is a compare-and-swap.
  */
 import { z } from 'zod';
+import { FAILURE_KINDS } from './failure-kind.js';
 
 const fovSelectionSchema = z.discriminatedUnion('kind', [
   z.object({ kind: z.literal('all') }),
@@ -78,6 +79,8 @@ export type Submission = z.infer<typeof submissionSchema>;
 const failureSchema = z.object({
   fov: z.number().int().nonnegative(),
   reason: z.string(),
+  /** From the executor's report of the job's end (src/run/failure-kind.ts); absent in older manifests. */
+  kind: z.enum(FAILURE_KINDS).optional(),
   logLink: z.string().optional(),
   jobId: z.string(),
   round: z.number().int().nonnegative(),

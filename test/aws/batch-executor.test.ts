@@ -85,8 +85,8 @@ describe('BatchExecutor', () => {
       ],
     });
     expect(await executor().failedChildren('arr')).toEqual([
-      { index: 3, reason: 'OutOfMemoryError: Container killed due to memory usage, exit code 1', logStreamName: 'process-fov/default/aaa' },
-      { index: 11, reason: 'Essential container in task exited, exit code 2', logStreamName: 'process-fov/default/bbb' },
+      { index: 3, reason: 'OutOfMemoryError: Container killed due to memory usage, exit code 1', kind: 'memory', logStreamName: 'process-fov/default/aaa' },
+      { index: 11, reason: 'Essential container in task exited, exit code 2', kind: 'recipe', logStreamName: 'process-fov/default/bbb' },
     ]);
     expect(batch.mock.commandCalls(ListJobsCommand).map((c) => c.args[0].input.nextToken)).toEqual([undefined, 'p2']);
   });

@@ -177,7 +177,8 @@ export class SimulatedBatch implements Executor {
   /** Children the scenario marked failed: index → reason. */
   readonly failed = new Map<string, Map<number, string>>();
   async failedChildren(arrayJobId: string) {
-    return [...(this.failed.get(arrayJobId) ?? new Map<number, string>()).entries()].map(([index, reason]) => ({ index, reason, logStreamName: `process-fov/default/${arrayJobId.slice(0, 8)}${index}` }));
+    // As Batch reports a recipe's exception: the container exited 1.
+    return [...(this.failed.get(arrayJobId) ?? new Map<number, string>()).entries()].map(([index, reason]) => ({ index, reason, kind: 'recipe' as const, logStreamName: `process-fov/default/${arrayJobId.slice(0, 8)}${index}` }));
   }
   logLink(stream: string) {
     return `https://us-east-1.console.aws.amazon.com/cloudwatch/home?region=us-east-1#logsV2:log-groups/log-group/$252Faws$252Fbatch$252Fjob/log-events/${stream.replaceAll('/', '$252F')}`;

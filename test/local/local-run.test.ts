@@ -70,7 +70,9 @@ describe('a complete local run', () => {
     expect(t).toMatch(/• FOV 2 log \(\S+\) — recipe raised ValueError: simulated failure: no spots found in round 2/);
     expect(t).toContain(failure.logLink!);
     expect(t).toMatch(/3\/4 FOVs/);
-    expect(t).toContain(`/starfish retry ${run.runId}`);
+    // The recipe raised (exit 1): retry is offered only for a fix of the data, a new run for a fix of the recipe.
+    expect(t).toContain(`FOV 2: the recipe or the data failed (the reason says which), so a plain retry fails the same way. Fixed the recipe? /starfish run ${shared.experiment} fovs=2 recipe=… Fixed the data in place? /starfish retry ${run.runId}`);
+    expect(run.failures[0]!.kind).toBe('recipe');
 
     // Fix the cause, retry: only FOV 2 runs again, and the run completes.
     await rm(marker);

@@ -26,13 +26,13 @@ describe('Block Kit limits', () => {
       round: 0,
       reported: false,
     }));
-    const digest = failureDigest('261125-k3f9', failures, 2_000);
+    const digest = failureDigest(manifest({ runId: '261125-k3f9' }), failures, 2_000);
     withinLimits(digest);
     const text = digest.blocks.map((b) => (b.type === 'section' ? b.text?.text : '')).join('\n');
     const named = [...text.matchAll(/• FOV (\d+) <[^>]+\|log> — (.*)/g)];
     expect(named.length).toBeGreaterThan(100);
     for (const m of named) expect(m[2]).toBe(reason);
-    expect(JSON.stringify(digest.blocks.at(-1))).toContain(`…and ${2_000 - named.length} more failed FOVs: \`/starfish status 261125-k3f9\` lists them all`);
+    expect(JSON.stringify(digest.blocks.at(-2))).toContain(`…and ${2_000 - named.length} more failed FOVs: \`/starfish status 261125-k3f9\` lists them all`);
   });
 
   it('a long run name never pushes the header past 150 characters, and is cut at a word', () => {

@@ -115,7 +115,7 @@ describe('failure reasons', () => {
   const failures = reasons.map((r, i) => failure(i, r, LOG));
 
   it('in a failure digest: only our log links remain markup', () => {
-    const digest = failureDigest('261125-k3f9', failures, failures.length);
+    const digest = failureDigest(manifest({ runId: '261125-k3f9' }), failures, failures.length);
     expect(new Set(markupOf(digest))).toEqual(new Set([`<${LOG}|log>`]));
     const text = mrkdwnOf(digest).join('\n');
     expect(text).toContain('&lt;https://evil.example|here&gt;');
@@ -139,7 +139,7 @@ describe('failure reasons', () => {
 
   it('a log link that would break out of its <…|log> is not made a link', () => {
     for (const bad of ['https://logs.example/x|click>', 'https://logs.example/<!channel>', 'javascript:alert(1)', 'https://logs.example/a\nb']) {
-      const digest = failureDigest('261125-k3f9', [failure(1, 'boom', bad)], 1);
+      const digest = failureDigest(manifest({ runId: '261125-k3f9' }), [failure(1, 'boom', bad)], 1);
       expect(markupOf(digest)).toEqual([]);
       expect(link(bad, 'log')).toBe('log');
     }

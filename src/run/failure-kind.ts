@@ -1,0 +1,33 @@
+/**
+ * Why a FOV job failed, in the words AWS Batch (or the local executor) uses, so that the advice
+ * fits the failure: a retry fixes a reclaimed Spot instance, never a recipe bug or a missing tile.
+ * Read from the job's end as the executor reports it (status reason, container reason, exit
+ * code), never from what the job wrote to its outputs.
+ */
+export const FAILURE_KINDS = ['reclaimed', 'timeout', 'memory', 'interrupted', 'recipe', 'unknown'] as const;
+export type FailureKind = (typeof FAILURE_KINDS)[number];
+
+export interface JobEnd {
+  statusReason?: string | undefined;
+  containerReason?: string | undefined;
+  exitCode?: number | undefined;
+}
+
+/** process-fov exits 1 when the recipe or the data failed and 2 when the request was wrong (containers/README.md). */
+const DETERMINISTIC_EXITS = new Set([1, 2]);
+/** The kernel's OOM killer sends SIGKILL: 128 + 9. */
+const KILLED = 137;
+
+export function failureKind(end: JobEnd): FailureKind {
+  const said = `${end.containerReason ?? ''}\n${end.statusReason ?? ''}`;
+  // The retry strategy's own patterns (src/aws/batch-executor.ts RETRY_STRATEGY) and their Fargate twin.
+  if (/Host EC2 \(instance [^)]*\) terminated|Your Spot Task was interrupted/i.test(said)) return 'reclaimed';
+  if (/Job attempt duration exceeded timeout/i.test(said)) return 'timeout';
+  if (/OutOfMemoryError|killed due to memory usage/i.test(said) || end.exitCode === KILLED) return 'memory';
+  if (/^interrupted: the starfish command that ran it stopped/m.test(said)) return 'interrupted';
+  if (end.exitCode !== undefined && DETERMINISTIC_EXITS.has(end.exitCode)) return 'recipe';
+  return 'unknown';
+}
+
+/** Failures a plain retry (the same recipe, data and queue) can fix. */
+export const RETRY_FIXES: ReadonlySet<FailureKind> = new Set(['reclaimed', 'timeout', 'interrupted', 'unknown']);
