@@ -757,6 +757,9 @@ def _verify(tile, index):
                                                                                 tile.tileset_url))
     except sio.UrlRefused as exc:
         raise FormatError(str(exc), EXIT_BAD_REQUEST)
+    except (OSError, IOError) as exc:  # a folder where a file should be, no permission, a failing disk
+        raise FormatError("FOV %d: tile %s (tiles[%d] in %s) could not be read: %s"
+                          % (index, tile.url, tile.position, tile.tileset_url, sio.describe_os_error(exc)))
     if actual != tile.sha256:
         raise FormatError("FOV %d: tile %s does not match its sha256 (tiles[%d] in %s): expected %s, the file's is %s; "
                           "the file changed after the tile set was written, or the tile set names the wrong file"

@@ -240,6 +240,16 @@ def test_a_tile_removed_after_the_check_is_not_found_when_verified(tmp_path):
     assert info.value.code == 1
 
 
+def test_a_tile_that_cannot_be_read_says_why(tmp_path):
+    source = spacetx.check_fov(_one_tile_experiment(tmp_path, b"pixels"), 0)
+    os.remove(source.tiles[0].url)
+    os.mkdir(source.tiles[0].url)  # a folder where the tile should be
+    with pytest.raises(spacetx.FormatError) as info:
+        spacetx.verify_tiles(source)
+    assert info.value.message == "FOV 0: tile %s (tiles[0] in %s) could not be read: Is a directory (EISDIR)" % (
+        source.tiles[0].url, source.tileset_url)
+
+
 @pytest.mark.parametrize("declared, says", [
     ("", "must be 64 lower-case hex digits"),
     ("abc", "must be 64 lower-case hex digits"),
