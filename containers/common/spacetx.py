@@ -384,9 +384,8 @@ def _check_codebook(book, url):
                           "got %s" % (url, _show(book)))
     if "version" not in book:
         raise FormatError("%s: no \"version\"; starfish reads codebook version 0.0.0: \"version\": \"0.0.0\"" % url)
-    if not (isinstance(book["version"], str) and _SEMVER.match(book["version"])
-            and tuple(int(g) for g in _SEMVER.match(book["version"]).group(1, 2, 3)) == (0, 0, 0)
-            and not _SEMVER.match(book["version"]).group(4)):
+    m = _SEMVER.match(book["version"]) if isinstance(book["version"], str) else None
+    if not (m and tuple(int(g) for g in m.group(1, 2, 3)) == (0, 0, 0) and m.group(4) is None):
         raise FormatError("%s: version %s is not one starfish reads; codebooks are version 0.0.0 only"
                           % (url, _show(book["version"])))
     mappings = book.get("mappings")
@@ -444,7 +443,7 @@ def _walk(top, named_by, local_mode):
     level at a time, in parallel."""
     level = [(None, top, named_by, None, ())]
     leaves = []
-    for depth in range(MAX_DEPTH + 1):
+    for _ in range(MAX_DEPTH + 1):
         if not level:
             return sorted(leaves, key=lambda leaf: leaf.order)
         docs = _read_all((doc, by) for _, doc, by, _, _ in level)
