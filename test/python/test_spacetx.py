@@ -429,3 +429,12 @@ def test_the_bundled_synthetic_experiment_passes(synthetic):
         source = spacetx.check_fov(synthetic, fov)
         assert source.name == "fov_%03d" % fov
         spacetx.verify_tiles(source)
+
+
+def test_a_manifest_that_lists_itself_is_refused_not_followed_for_ever(tmp_path):
+    case = json.loads(json.dumps(CASES["v5-flat"]))
+    case["files"]["primary_images.json"]["contents"]["again"] = "primary_images.json"
+    with pytest.raises(spacetx.FormatError) as info:
+        spacetx.check_fov(materialise(case, tmp_path), 0)
+    assert info.value.message == ("%s: collections nested more than 16 deep under it (a manifest that lists "
+                                  "itself?)" % (tmp_path / "primary_images.json"))
