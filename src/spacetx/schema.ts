@@ -168,7 +168,8 @@ const TILE_SHAPES = {
 export function tilesetSchema(minor: 0 | 1) {
   const shape = TILE_SHAPES[minor];
   return z.object({
-    dimensions: z.array(z.unknown()),
+    // slicedimage makes a frozenset of them: each must be a name (a list cannot be hashed).
+    dimensions: z.array(z.union([z.string(), z.number()], { message: 'must be a dimension name like "r", "c", "z", "y" or "x"' })),
     shape: z.record(z.string(), z.unknown()),
     default_tile_shape: shape.nullish(),
     default_tile_format: tileFormat.nullish(),

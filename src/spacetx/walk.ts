@@ -287,5 +287,6 @@ export async function walkExperiment(reader: Reader, location: string): Promise<
       ...images.map(([type, field, ref]) => attempt(() => visitPartition(refer(experiment, field, ref), `${type} image collection`, true))),
     ]);
   });
-  return { files: [...files.values()], problems };
+  // Documents are read concurrently: sorted, the same experiment always gets the same answer.
+  return { files: [...files.values()], problems: problems.sort() };
 }

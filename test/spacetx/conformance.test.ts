@@ -111,6 +111,7 @@ const OURS: Record<string, Ours> = {
   'partition-version-0.2.0': { plan: /primary_images\.json: "version" is 0\.2\.0, which slicedimage cannot read/, stage: /0\.2\.0/ },
   'partition-neither': { plan: /primary_images-fov_000\.json is neither an image collection .*"contents".* nor a FOV's tile list .*"tiles"/, stage: /is neither/ },
   'tile-set-without-dimensions': { plan: [0, 1], stage: /primary_images-fov_000\.json has no "dimensions"/ },
+  'tile-set-dimensions-with-a-list': { plan: [0, 1], stage: /primary_images-fov_001\.json "dimensions\[\d\]" is \[.*\]: must be a dimension name like "r"/ },
   'tile-set-without-shape': { plan: [0, 1], stage: /primary_images-fov_000\.json has no "shape"/ },
   'tile-without-file': { plan: [0, 1], stage: /has no "tiles\[1\]\.file"/ },
   'tile-without-coordinates': { plan: [0, 1], stage: /has no "tiles\[1\]\.coordinates"/ },
