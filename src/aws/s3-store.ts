@@ -15,6 +15,8 @@ import type { GetOptions, Store, StoredObject } from '../ports.js';
 /** S3 refuses presigned URLs that live longer than 7 days (SigV4). */
 export const MAX_DOWNLOAD_EXPIRY_SECONDS = 604_800;
 export const DEFAULT_DOWNLOAD_EXPIRY_SECONDS = 86_400;
+/** "The object key name is a sequence of Unicode characters with UTF-8 encoding of up to 1,024 bytes long" (S3 User Guide, Naming Amazon S3 objects). */
+const MAX_KEY_BYTES = 1_024;
 
 export interface S3StoreOptions {
   client: S3Client;
@@ -105,7 +107,13 @@ export class S3Store implements Store {
 
   private keyOf(key: string): string {
     if (!key || key.startsWith('/') || key.split('/').includes('..')) throw new Error(`not a store key: ${key}`);
-    return `${this.prefix}${key}`;
+    const full = `${this.prefix}${key}`;
+    // S3 refuses a longer key (KeyTooLongError): said here, naming the key, before any request.
+    const bytes = Buffer.byteLength(full, 'utf8');
+    if (bytes > MAX_KEY_BYTES) {
+      throw new Error(`s3://${this.bucket}/${full.slice(0, 80)}… would be a ${bytes.toLocaleString('en-US')}-byte key; S3 keys are at most 1,024 bytes (UTF-8). Use shorter file or folder names, e.g. ${this.prefix}experiments/iss/fov_000-r0.tiff`);
+    }
+    return full;
   }
 
   async get(key: string, options: GetOptions = {}): Promise<StoredObject | undefined> {

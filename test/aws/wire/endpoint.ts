@@ -69,6 +69,8 @@ const ACCOUNT = '123456789012';
 const XMLNS = 'http://s3.amazonaws.com/doc/2006-03-01/';
 /** ListJobs and ListObjectsV2 page sizes when the request names none (Batch: 100; S3: 1,000). */
 const LIST_JOBS_PAGE = 100;
+/** S3 answers 400 KeyTooLongError past this (S3 API Reference, Error codes). */
+const MAX_KEY_BYTES = 1_024;
 
 const xmlEscape = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;').replace(/'/g, '&apos;');
 const etagOf = (body: Buffer) => `"${createHash('md5').update(body).digest('hex')}"`;
@@ -402,8 +404,9 @@ export class AwsEndpoint {
 
   private s3Answer(operation: string, url: URL, headers: Record<string, string>, body: Buffer): Answer {
     const [, bucket = '', ...rest] = url.pathname.split('/');
-    // The SDK encodes each segment of the key; S3 keeps the decoded key.
+    // The SDK encodes each segment of the key; S3 keeps the decoded key, of at most 1,024 bytes.
     const key = rest.map(decodeURIComponent).join('/');
+    if (Buffer.byteLength(key, 'utf8') > MAX_KEY_BYTES) throw new HttpError(400, 'KeyTooLongError', 'Your key is too long');
     switch (operation) {
       case 'ListObjectsV2':
         return this.listObjects(bucket, url.searchParams);

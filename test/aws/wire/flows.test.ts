@@ -120,7 +120,8 @@ describe('the AWS backend on the wire, against AWS limits', () => {
       await batch.send(new SubmitJobCommand({ jobName: 'n', jobQueue: 'q', jobDefinition: 'd', containerOverrides: { environment: Array.from({ length: 4 }, (_, i) => ({ name: `V${i}`, value: big })) } }));
       await expect(batch.send(new DescribeJobsCommand({ jobs: Array.from({ length: 101 }, (_, i) => `job-${i}`) }))).rejects.toMatchObject({ name: 'ClientException' });
       await eventBridge.send(new PutEventsCommand({ Entries: [{ Source: 'starfish.chatops', DetailType: 'RunRequested', Detail: JSON.stringify({ big: 'é'.repeat(131_100) }) }] }));
-      await s3.send(new PutObjectCommand({ Bucket: 'lab-starfish-results', Key: `experiments/${'k'.repeat(1_020)}.json`, Body: '{}' }));
+      // S3 itself refuses a key past 1,024 bytes.
+      await expect(s3.send(new PutObjectCommand({ Bucket: 'lab-starfish-results', Key: `experiments/${'k'.repeat(1_020)}.json`, Body: '{}' }))).rejects.toMatchObject({ name: 'KeyTooLongError' });
 
       const found = violations(endpoint.requests).map((v) => [v.operation, v.limit]);
       expect(found).toEqual([
@@ -290,3 +291,99 @@ describe('the AWS backend on the wire, against AWS limits', () => {
     expectWithinLimits();
   });
 });
+
+/**
+ * `/starfish stage` through the S3 adapters with the real SDK: file names with a space, "+",
+ * parentheses and non-ASCII letters reach S3 as keys with those very names, and the server-side
+ * copies name their sources so that S3 finds them (x-amz-copy-source is decoded once).
+ */
+describe('staging on the wire', () => {
+  let endpoint: AwsEndpoint;
+  let chat: RecordingChat;
+  let system: AwsSystem;
+
+  beforeEach(async () => {
+    endpoint = new AwsEndpoint();
+    await endpoint.start();
+    chat = new RecordingChat();
+    system = createAwsSystem(chat, testEnv(), { clients: endpoint.clients(), log: silentLogger, clock: new ManualClock() });
+  });
+  afterEach(async () => {
+    await endpoint.close();
+  });
+
+  const stage = (source: string, name: string) => system.launcher.handle({ type: 'StageRequested', userId: 'U012ABCDEF', channel: 'C0STARFISH', source, name });
+
+  /**
+   * v5-flat with odd names: the experiment in a folder "odd names (2026)", FOV 0's tile list and
+   * tiles named with a space, "+", parentheses and "é" written as they are, FOV 1's written
+   * percent-encoded (slicedimage unquotes a reference's name, _parse_absolute_url). The tiles'
+   * bytes, and so their sha256, are v5-flat's.
+   */
+  function putOddExperiment(base: string): Map<string, Buffer> {
+    const files = new Map<string, Buffer>();
+    const tileName = (fov: string, file: string) => `${fov} (tile ${file.replace(/^primary_images-fov_00\d-|\.tiff$/g, '')}) + é.tiff`;
+    const listName = (fov: string) => `primary images (${fov}) + ü.json`;
+    for (const [rel, value] of Object.entries(V5_FLAT.files)) {
+      if (rel.endsWith('.tiff')) {
+        const fov = /fov_00\d/.exec(rel)![0];
+        files.set(tileName(fov, rel), Buffer.from((value as { bytes: string }).bytes));
+      } else if (/^primary_images-fov_00\d\.json$/.test(rel)) {
+        const fov = /fov_00\d/.exec(rel)![0];
+        const doc = value as { tiles: Array<{ file: string }> };
+        const reference = (name: string) => (fov === 'fov_000' ? name : encodeURIComponent(name));
+        files.set(listName(fov), Buffer.from(JSON.stringify({ ...doc, tiles: doc.tiles.map((t) => ({ ...t, file: reference(tileName(fov, t.file)) })) })));
+      } else if (rel === 'primary_images.json') {
+        const doc = value as { contents: Record<string, string> };
+        const contents = { fov_000: listName('fov_000'), fov_001: encodeURIComponent(listName('fov_001')) };
+        files.set(rel, Buffer.from(JSON.stringify({ ...doc, contents })));
+      } else {
+        files.set(rel, Buffer.from(JSON.stringify(value)));
+      }
+    }
+    for (const [rel, body] of files) endpoint.s3.put(`${base}/${rel}`, body);
+    return files;
+  }
+
+  it('an experiment whose names have spaces, "+", parentheses and non-ASCII letters is copied whole, under the same names', async () => {
+    const base = `${DATA}/odd names (2026)`;
+    const files = putOddExperiment(base);
+    await stage(`${base}/experiment.json`, 'odd');
+
+    const last = chat.calls.at(-1)!.text;
+    expect(last).toMatch(new RegExp(`Staged ${files.size} files as odd`));
+    const staged = endpoint.s3.keys('lab-starfish-results', 'experiments/odd/').filter((k) => !k.endsWith('/.staged.json'));
+    expect(staged.sort()).toEqual([...files.keys()].map((rel) => `experiments/odd/${rel}`).sort());
+    // The same bytes under the same names: nothing is "%20", "%2B" or "%C3%A9" on S3.
+    for (const [rel, body] of files) if (!rel.endsWith('.json')) expect(endpoint.s3.get(`${RESULTS}/experiments/odd/${rel}`)).toEqual(body);
+    expect(staged.some((k) => /%[0-9A-F]{2}/i.test(k))).toBe(false);
+    // Tiles went server-side, each copy naming a source that exists.
+    expect(endpoint.of('s3', 'CopyObject').length).toBeGreaterThanOrEqual(8);
+    expectNoViolations(endpoint);
+  });
+
+  it("a tile whose source key is a legal 1,024 bytes: its staged key would pass S3's limit, and the person is told which file and why; no such key reaches S3", async () => {
+    const base = `${DATA}/k`;
+    const files = putOddExperiment(base);
+    // FOV 0's first tile renamed to fill its source key to exactly 1,024 bytes.
+    const list = JSON.parse(files.get('primary images (fov_000) + ü.json')!.toString()) as { tiles: Array<{ file: string }> };
+    const long = `${'t'.repeat(1_024 - Buffer.byteLength('k/') - '.tiff'.length)}.tiff`;
+    expect(Buffer.byteLength(`k/${long}`)).toBe(1_024);
+    endpoint.s3.put(`${base}/${long}`, endpoint.s3.get(`${base}/${list.tiles[0]!.file}`)!);
+    list.tiles[0]!.file = long;
+    endpoint.s3.put(`${base}/primary images (fov_000) + ü.json`, JSON.stringify(list));
+
+    await stage(`${base}/experiment.json`, 'long');
+    const answer = chat.calls.at(-1)!.text;
+    expect(answer).toMatch(/S3 keys are at most 1,024 bytes/);
+    expect(answer).toContain('experiments/long/tttt');
+    expect(answer).not.toMatch(/Staged \d+ files/);
+    // The name is not held by an incomplete copy: the next attempt may stage over it.
+    expect(endpoint.s3.get(`${RESULTS}/experiments/long/.staged.json`)).toBeUndefined();
+    expectNoViolations(endpoint);
+  });
+});
+
+function expectNoViolations(endpoint: AwsEndpoint): void {
+  expect(violations(endpoint.requests)).toEqual([]);
+}
