@@ -252,7 +252,7 @@ export class StarfishChatopsStack extends Stack {
         file: `containers/${name}/Dockerfile`,
         exclude: dockerContextExcludes(repoRoot, name),
         ignoreMode: IgnoreMode.DOCKER,
-        // spacetx/starfish:0.2.2 is an amd64 image; build it as such on arm64 laptops too.
+        // spacetx/starfish:0.4.0 is an amd64 image; build it as such on arm64 laptops too.
         platform: ecrAssets.Platform.LINUX_AMD64,
       });
     const processFovImage = ecs.ContainerImage.fromDockerImageAsset(image('process-fov'));

@@ -131,7 +131,7 @@ function parseRecipe(value: string): Result<Partial<RunRequest>> {
   if (!location.ok) return refuse(`recipe: ${location.reason}`);
   // A query or fragment does not make a .py URL something else.
   if (!/\.py$/i.test(value.replace(/[?#].*$/, ''))) {
-    return refuse(`recipe=${value} is not a Python file; a recipe is a .py file defining process_fov(fov_index, experiment_url). Example: recipe=${EXAMPLE_URL.recipe}`);
+    return refuse(`recipe=${value} is not a Python file; a recipe is a .py file defining process_fov(fov_index: int, experiment_url: str) or process_fov(fov: FieldOfView, codebook: Codebook). Example: recipe=${EXAMPLE_URL.recipe}`);
   }
   return ok({ recipe: value });
 }

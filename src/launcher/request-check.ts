@@ -60,7 +60,7 @@ async function recipeOf(deps: Deps, recipe: string): Promise<Result<Buffer>> {
     return refuse(`Could not read the recipe at ${recipe}: ${(error as Error).message}. Example: recipe=s3://lab-data/recipes/iss.py`);
   }
   if (!/def\s+process_fov\s*\(/.test(body.toString('utf8'))) {
-    return refuse(`The recipe at ${recipe} defines no process_fov(fov_index, experiment_url) function, which each FOV job calls. See examples/recipes/README.md.`);
+    return refuse(`The recipe at ${recipe} defines no process_fov function (process_fov(fov_index: int, experiment_url: str) or process_fov(fov: FieldOfView, codebook: Codebook)), which each FOV job calls. See examples/recipes/README.md.`);
   }
   const runnable = (await deps.checkRecipe?.(body)) ?? passed;
   if (!runnable.ok) return refuse(`The recipe at ${recipe} cannot run: ${runnable.reason}. Nothing was launched.`);

@@ -99,7 +99,7 @@ def test_process_and_merge_on_s3(fake_s3, synthetic, capsys):
            "STARFISH_FOVS": "0,2", "STARFISH_FOV_OUTPUT": fovs_out, "AWS_BATCH_JOB_ARRAY_INDEX": "1"}
     assert pf.main(env) == 0
     table = sio.read_text(fovs_out + "/fov_002.csv").splitlines()
-    assert table[0] == "fov,x,y,z,target,quality" and len(table) > 70
+    assert table[0].split(",")[:6] == ["fov", "x", "y", "z", "target", "quality"] and len(table) > 70
 
     # a failing FOV on s3 records its reason next to the tables
     sio.remove("s3://lab-data/iss/primary-fov_000-r0-c0-z0.tiff")
