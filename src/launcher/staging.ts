@@ -54,6 +54,13 @@ async function planCopy(reader: Reader, store: Store, source: string, name: stri
   );
 }
 
+/** Deletes what an incomplete staging wrote, the marker last (it holds the name until then). */
+async function removeCopy(store: Store, keys: string[], marker: string): Promise<void> {
+  const limit = pLimit(STAGE_CONCURRENCY);
+  await Promise.all(keys.map((k) => limit(() => store.delete(k))));
+  await store.delete(marker);
+}
+
 export async function stageExperiment(deps: Pick<CoreDeps, 'reader' | 'store' | 'chat' | 'log'>, raw: RunEventOf<'StageRequested'>): Promise<void> {
   const { reader, store, chat, log } = deps;
   const event = { ...raw, source: absoluteLocation(raw.source) };
@@ -98,14 +105,16 @@ export async function stageExperiment(deps: Pick<CoreDeps, 'reader' | 'store' | 
       }),
     ),
   );
-  // An incomplete copy must not hold the name: the next attempt may stage over it.
-  if (failures.length) await store.delete(key(STAGED_MARKER));
+  // An incomplete copy is removed and does not hold the name: the next attempt may stage it.
+  if (failures.length) await removeCopy(store, files.map((f) => key(f.rel)), key(STAGED_MARKER));
   log.info({ source: event.source, name: event.name, files: files.length, failed: failures.length }, 'staging finished');
   const target = store.locate(key(files[0]!.rel));
   await chat.update(
     ref,
     failures.length
-      ? errorMessage(`Staging ${event.name} copied ${files.length - failures.length}/${files.length} files; ${failures.length} failed, e.g. ${escapeMrkdwn(failures.slice(0, 3).join('; '))}`)
+      ? errorMessage(
+          `Staging ${event.name} copied ${files.length - failures.length}/${files.length} files; ${failures.length} failed, e.g. ${escapeMrkdwn(failures.slice(0, 3).join('; '))}. The partial copy was removed; stage again as=${event.name} once the files are there.`,
+        )
       : noticeMessage(`:white_check_mark: Staged ${files.length} files as *${event.name}*. Run it with \`/starfish run ${target}\``),
   );
 }

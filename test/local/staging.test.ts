@@ -54,12 +54,18 @@ describe('stage', () => {
     const broken = await tempDir('broken');
     const copy = generateExperiment(broken, 1);
     const tile = filesUnder(broken).find((f) => f.endsWith('.tiff'))!;
+    const bytes = await readFile(tile);
     await rm(tile);
     const h = localHarness(home);
-    await h.command(`stage ${copy}`);
+    await h.command(`stage ${copy} as=partial`);
     await h.system.settle();
-    expect(h.transcript()).toMatch(/copied \d+\/\d+ files; 1 failed, e\.g\. .*\.tiff: /);
-    expect(existsSync(path.join(home, 'experiments'))).toBe(true);
+    expect(h.transcript()).toMatch(/copied \d+\/\d+ files; 1 failed, e\.g\. .*\.tiff: .*The partial copy was removed; stage again as=partial once the files are there/);
+    // Nothing of the incomplete copy is left, and the name is free again.
+    expect(filesUnder(path.join(home, 'experiments'))).toEqual([]);
+    await writeFile(tile, bytes);
+    await h.command(`stage ${copy} as=partial`);
+    await h.system.settle();
+    expect(h.transcript()).toMatch(/Staged \d+ files as partial\./);
     await removeDir(home);
     await removeDir(broken);
   });
