@@ -45,11 +45,13 @@ except ImportError:  # running from the repository (not inside the process-fov i
     import starfish_io as sio
 
 DOG_SIGMAS = (1.0, 3.0)  # px; spot-sized band pass (the spots' sigma is about 1.4 px)
-DETECT_SIGMAS = 5.0      # anchor threshold, in sigmas of the band-passed noise
+DETECT_SIGMAS = 3.5      # anchor threshold, in sigmas of the band-passed noise (lenient:
+                         # noise peaks fail MIN_SIGNAL_SIGMAS when decoded)
 MIN_DISTANCE = 2         # px between spots (dense clusters in cells)
 COLOUR_ROUNDS = 4        # refinements of the learned dye colours
 MIN_COLOUR_SPOTS = 8     # fewer spots of a colour than this: keep that channel's default
 MIN_QUALITY = 0.5        # mean share of a round's light in the codeword's channel
+MIN_SIGNAL_SIGMAS = 5.0  # a spot's light in its codeword's channels, in noise sigmas
 MIN_KNOWN_ROUNDS = 2     # rounds a spot must be inside the tile in to be decoded
 
 SPOT_DTYPE = [("x", "f8"), ("y", "f8"), ("z", "i4"), ("target", "U64"), ("quality", "f8"),
@@ -387,6 +389,26 @@ def decode(values, inside, colours, codes):
     return best, np.where(unique & enough, quality, 0.0)
 
 
+def signal_sigmas(values, inside, codes, best, noise):
+    """Evidence that a spot is there at all, per spot: its light in the best codeword's
+    channels over the known rounds, in sigmas of those images' band-passed noise (a sum of
+    n independent values over sqrt(n)). Shares alone cannot tell a noise peak from a spot."""
+    n, R = inside.shape
+    if n == 0:
+        return np.zeros(0)
+    chans = codes[best]                                    # (n, R)
+    lit = values[np.arange(n)[:, None], np.arange(R)[None, :], chans]
+    z = np.where(inside, lit / noise[np.arange(R)[None, :], chans], 0.0).sum(axis=1)
+    return z / np.sqrt(np.maximum(inside.sum(axis=1), 1))
+
+
+def image_noise(primary):
+    """(R, C) sigma of each round's and channel's band-passed noise."""
+    R, C = primary.shape[:2]
+    return np.array([[noise_sigma(primary[r, c].max(axis=0)) * BANDPASS_GAIN for c in range(C)]
+                     for r in range(R)])
+
+
 # ---------------------------------------------------------------------------------------
 # the recipe
 
@@ -436,9 +458,10 @@ def process_fov(fov_index, experiment_url):
     values, inside = measure(filtered, shifts, subpix[:, 0], subpix[:, 1])
     colours = learn_colours(values, inside)
     best, quality = decode(values, inside, colours, codes)
+    evidence = signal_sigmas(values, inside, codes, best, image_noise(primary))
     zbest = primary.max(axis=(0, 1)).argmax(axis=0)  # best z plane per pixel
 
-    keep = np.flatnonzero(quality >= MIN_QUALITY)
+    keep = np.flatnonzero((quality >= MIN_QUALITY) & (evidence >= MIN_SIGNAL_SIGMAS))
     spots = np.zeros(len(keep), dtype=SPOT_DTYPE)
     for j, i in enumerate(keep):
         y, x = subpix[i]
