@@ -166,7 +166,15 @@ def _backend_location(name, folder):
     if parsed.scheme == "s3":    # S3Backend: the key is the folder path (as written) / name
         path = parsed.path[1:] if parsed.path.startswith("/") else parsed.path
         return "s3://%s/%s" % (parsed.netloc, str(PurePosixPath(path) / name))
-    return _url_join(folder, name)  # HttpBackend
+    return _requote(_url_join(folder, name))  # HttpBackend, through requests
+
+
+def _requote(url):
+    """The URL as requests sends it (requote_uri): characters a URL cannot hold, such as the
+    space of a decoded name, percent-encoded; what is already encoded left alone."""
+    parsed = urllib.parse.urlparse(url)
+    path = urllib.parse.quote(parsed.path, safe="!#$%&'()*+,/:;=?@[]~")
+    return urllib.parse.urlunparse(parsed._replace(path=path))
 
 
 def _same_origin(doc, ref):

@@ -438,3 +438,64 @@ def test_a_manifest_that_lists_itself_is_refused_not_followed_for_ever(tmp_path)
         spacetx.check_fov(materialise(case, tmp_path), 0)
     assert info.value.message == ("%s: collections nested more than 16 deep under it (a manifest that lists "
                                   "itself?)" % (tmp_path / "primary_images.json"))
+
+
+# ---------------------------------------------------------------------------------------
+# an https experiment, from a local TLS server (test/fixtures/tls: a test-only CA for data.lab.test)
+
+TLS = os.path.join(REPO, "test", "fixtures", "tls")
+
+
+@pytest.fixture
+def https_root(tmp_path):
+    """Serves tmp_path over TLS as https://data.lab.test:<port>/ (resolved to loopback, admitted
+    for the test only); yields (base URL, folder, the paths asked for)."""
+    import http.server
+    import ssl
+    import threading
+    import urllib.parse as up
+    asked = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            asked.append(self.path)
+            path = os.path.join(str(tmp_path), up.unquote(self.path.lstrip("/")))
+            body = open(path, "rb").read() if os.path.isfile(path) else None
+            self.send_response(200 if body is not None else 404)
+            self.send_header("Content-Length", str(len(body or b"")))
+            self.end_headers()
+            self.wfile.write(body or b"")
+
+        def log_message(self, *args):
+            pass
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(os.path.join(TLS, "server.crt"), os.path.join(TLS, "server.key"))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    sio.set_https_test_options(resolve=lambda host: ["127.0.0.1"],
+                               context=ssl.create_default_context(cafile=os.path.join(TLS, "ca.crt")),
+                               test_only_addresses=("127.0.0.1",))
+    try:
+        yield "https://data.lab.test:%d" % server.server_address[1], tmp_path, asked
+    finally:
+        sio.set_https_test_options()
+        server.shutdown()
+        server.server_close()
+
+
+def test_an_https_experiment_resolves_and_verifies_over_https(https_root):
+    base, folder, asked = https_root
+    materialise(CASES["names-with-spaces"], folder)
+    source = spacetx.check_fov(base + "/my%20experiment/experiment.json", 1)
+    assert source.tileset_url == base + "/my%20experiment/primary_images-fov_001.json"
+    assert source.tiles[0].url == base + "/my%20experiment/primary_images-fov_001%20c0-r0-z0.tiff"
+    del asked[:]
+    spacetx.verify_tiles(source)
+    assert sorted(asked) == sorted(t.url[len(base):] for t in source.tiles)
+    with open(str(folder / "my experiment" / "primary_images-fov_001 c0-r0-z0.tiff"), "w") as fh:
+        fh.write("changed")
+    with pytest.raises(spacetx.FormatError) as info:
+        spacetx.verify_tiles(source)
+    assert info.value.message.startswith("FOV 1: tile %s does not match its sha256" % source.tiles[0].url)
