@@ -14,6 +14,7 @@ import { walkExperiment } from '../../src/spacetx/walk.js';
 import { silentLogger } from '../../src/core.js';
 import { CREDENTIALS, REGION, RecordingChat, fakeS3, type FakeS3 } from './helpers.js';
 import { loadCases } from '../spacetx/cases.js';
+import { TEST_CA, TEST_HOST, startTestServer } from '../fixtures/tls/server.js';
 
 const STAGED = 's3://results/starfish/experiments';
 
@@ -148,5 +149,30 @@ describe('stage on S3', () => {
     expect(staged.problems).toEqual([]);
     expect(staged.files.map((f) => f.at).filter((at) => !at.startsWith(`${STAGED}/${name}/`))).toEqual([]);
     expect(keysUnder(`results/starfish/experiments/${name}/`).filter((k) => k.includes('%'))).toEqual([]);
+  });
+
+  it('stages an experiment served over https into the bucket: requests with encoded names, keys with the real ones', async () => {
+    const c = loadCases().find((x) => x.name === 'names-with-spaces')!;
+    const files = new Map(Object.entries(c.files).map(([rel, v]) => [`/iss/${rel}`, typeof v === 'object' && v !== null && 'bytes' in v ? String((v as { bytes: string }).bytes) : JSON.stringify(v)]));
+    const server = await startTestServer((req, res) => {
+      const body = files.get(decodeURIComponent(req.url ?? ''));
+      if (body === undefined) res.writeHead(404).end('nope');
+      else res.end(body);
+    });
+    try {
+      const https = { resolve: async () => [{ address: '127.0.0.1', family: 4 as const }], ca: TEST_CA, testOnlyAddresses: ['127.0.0.1'] };
+      reader = new S3Reader({ client: new S3Client({ region: REGION, credentials: CREDENTIALS }), buckets: ['results'], https });
+      const source = `https://${TEST_HOST}:${server.port}/iss/${c.experiment.replace(/ /g, '%20')}`;
+      await stage(source, 'web');
+      expect(chat.calls.at(-1)!.text).toMatch(/Staged 13 files as web\./);
+      expect(server.seen.map((r) => r.url)).toContain('/iss/my%20experiment/primary_images-fov_000%20c0-r0-z0.tiff');
+      expect(keysUnder('results/starfish/experiments/web/')).toContain('results/starfish/experiments/web/primary_images-fov_000 c0-r0-z0.tiff');
+      const staged = await walkExperiment(reader, `${STAGED}/web/experiment.json`);
+      expect(staged.problems).toEqual([]);
+      expect(staged.files.map((f) => f.at).filter((at) => !at.startsWith(`${STAGED}/web/`))).toEqual([]);
+      expect((await readExperiment(reader, `${STAGED}/web/experiment.json`)).fovs).toEqual([0, 1]);
+    } finally {
+      await server.close();
+    }
   });
 });
