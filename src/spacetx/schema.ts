@@ -118,7 +118,8 @@ export function checkDocument<T>(schema: z.ZodType<T>, value: unknown, file: str
   const shown = JSON.stringify(found) ?? '';
   const is = shown.length <= 40 ? ` is ${escapeMrkdwn(shown)}:` : '';
   const problem = !field ? 'is not a JSON object' : found === undefined ? `has no "${escapeMrkdwn(field)}"` : `"${escapeMrkdwn(field)}"${is} ${wrong}`;
-  const more = parsed.error.issues.length > 1 ? ` (and ${parsed.error.issues.length - 1} more problems)` : '';
+  const others = parsed.error.issues.length - 1;
+  const more = others ? ` (and ${others} more problem${others > 1 ? 's' : ''} in this file)` : '';
   return fail(`${escapeMrkdwn(file)} ${problem}${more}. Example: ${example}`);
 }
 
