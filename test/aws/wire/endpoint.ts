@@ -107,7 +107,7 @@ async function readBody(req: IncomingMessage): Promise<Buffer> {
 }
 
 /** The S3 objects, keyed "bucket/key" with the key as S3 stores it: decoded, byte for byte. */
-export class S3Objects {
+class S3Objects {
   readonly objects = new Map<string, StoredObject>();
   /** Keys per ListObjectsV2 page when the request names no MaxKeys (S3's default is 1,000). */
   pageSize = 1000;

@@ -25,7 +25,7 @@ import type { RunManifest } from '../../../src/run/manifest.js';
 import { runKeys } from '../../../src/run/layout.js';
 import { expandRanges } from '../../../src/run/fov-ranges.js';
 import { ManualClock, RecordingChat, batchEvent, sqsRecords, testEnv } from '../helpers.js';
-import { AwsEndpoint, type JobDetailJson, type SubmitJobInputJson } from './endpoint.js';
+import { AwsEndpoint, type SubmitJobInputJson } from './endpoint.js';
 import { LIMITS, putEventsEntrySize, violations } from './limits.js';
 
 const RESULTS = 's3://lab-starfish-results';
@@ -98,8 +98,8 @@ describe('the AWS backend on the wire, against AWS limits', () => {
 
   const manifest = async (runId: string): Promise<RunManifest> => (await loadManifest(system.store, runId))!.manifest;
 
-  async function launch(fovs: number[], selection: { kind: 'all' } | { kind: 'list'; ranges: Array<[number, number]> } = { kind: 'all' }): Promise<RunManifest> {
-    const { experiment, recipe } = putExperiment(endpoint, fovs);
+  async function launch(fovs: number[], selection: { kind: 'all' } | { kind: 'list'; ranges: Array<[number, number]> } = { kind: 'all' }, base?: string): Promise<RunManifest> {
+    const { experiment, recipe } = putExperiment(endpoint, fovs, base);
     const detail = { type: 'RunRequested', userId: 'U012ABCDEF', channel: 'C0STARFISH', request: { experiment, recipe, fovs: selection, dryRun: false } };
     await handler({ version: '0', id: 'eb-run', source: 'starfish.chatops', 'detail-type': 'RunRequested', account: '123456789012', time: '2026-11-25T10:00:00Z', region: 'us-east-1', resources: [], detail });
     const [m] = await listManifests(system.store);
@@ -168,6 +168,32 @@ describe('the AWS backend on the wire, against AWS limits', () => {
       expect(fovsOf(merge)).toEqual(all);
       expectWithinLimits();
     }, 30_000);
+  });
+
+  it('a selection of 10,000 FOVs with a gap after each (10,000 ranges of 20,000 FOVs): the jobs get exactly those, every request within the limits', async () => {
+    const all = Array.from({ length: 20_000 }, (_, i) => i);
+    const chosen = all.filter((f) => f % 2 === 1);
+    const m = await launch(all, { kind: 'list', ranges: chosen.map((f) => [f, f]) });
+    const [array, merge] = endpoint.submitted();
+    expect(array!.arrayProperties).toEqual({ size: 10_000 });
+    expect(fovsOf(array!)).toEqual(chosen);
+    expect(fovsOf(merge!)).toEqual(chosen);
+    expect(m.plan.fovCount).toBe(10_000);
+    expectWithinLimits();
+  }, 30_000);
+
+  it('an experiment at the longest S3 key: the FOV jobs\' overrides stay far below 8,192 characters, even were the URL a 2,048-character https one', async () => {
+    // Its longest file's key is 1,024 bytes, the most S3 has (the grammar refuses longer ones).
+    const folder = 'd'.repeat(1_024 - `/primary_images-${fovName(0)}.json`.length);
+    const m = await launch([0, 1, 2], { kind: 'all' }, `${DATA}/${folder}`);
+    expect(m.inputs.experiment).toBe(`${DATA}/${folder}/experiment.json`);
+    const [fov] = endpoint.submitted();
+    expect(envOf(fov!).STARFISH_EXPERIMENT).toBe(m.inputs.experiment);
+    const overrides = JSON.stringify(fov!.containerOverrides).length;
+    // The only part that grows with what a person types is the experiment location, capped at
+    // 2,048 characters (src/command/grammar.ts); Batch adds its own AWS_BATCH_* variables too.
+    expect(overrides + (2_048 - m.inputs.experiment.length)).toBeLessThan(LIMITS.overridesChars.max / 2);
+    expectWithinLimits();
   });
 
   describe('a 10,000-FOV run numbered at every other index (0, 2, …, 19998)', () => {

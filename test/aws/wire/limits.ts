@@ -64,23 +64,31 @@ function required(body: Record<string, unknown>, names: string[], add: (limit: '
   for (const name of names) if (body[name] === undefined || body[name] === '') add('required', `"${name}" is required and missing`);
 }
 
-const checkSubmitJob: Check = (body, add) => {
-  required(body, ['jobName', 'jobQueue', 'jobDefinition'], add);
-  const overrides = JSON.stringify(body.containerOverrides ?? {}).length;
-  if (overrides > LIMITS.overridesChars.max) add('overridesChars', `containerOverrides are ${overrides} characters`);
-  const name = String(body.jobName ?? '');
-  if (name.length > LIMITS.jobNameChars.max || !JOB_NAME.test(name)) add('jobNameChars', `jobName ${JSON.stringify(name.slice(0, 60))} (${name.length} characters) is not a Batch job name`);
+const checkArrayAndDependencies: Check = (body, add) => {
   const size = (body.arrayProperties as { size?: number } | undefined)?.size;
   if (size !== undefined && size < LIMITS.arraySizeMin.max) add('arraySizeMin', `arrayProperties.size is ${size}`);
   if (size !== undefined && size > LIMITS.arraySizeMax.max) add('arraySizeMax', `arrayProperties.size is ${size}`);
   const deps = (body.dependsOn as unknown[] | undefined)?.length ?? 0;
   if (deps > LIMITS.dependsOn.max) add('dependsOn', `dependsOn has ${deps} jobs`);
+};
+
+const checkTags: Check = (body, add) => {
   const tags = Object.entries((body.tags as Record<string, string> | undefined) ?? {});
   if (tags.length > LIMITS.tags.max) add('tags', `${tags.length} tags`);
   for (const [k, v] of tags) {
     if (k.length < 1 || k.length > LIMITS.tagKeyChars.max) add('tagKeyChars', `tag key ${JSON.stringify(k.slice(0, 40))} is ${k.length} characters`);
     if (v.length > LIMITS.tagValueChars.max) add('tagValueChars', `tag ${k} is ${v.length} characters`);
   }
+};
+
+const checkSubmitJob: Check = (body, add) => {
+  required(body, ['jobName', 'jobQueue', 'jobDefinition'], add);
+  const overrides = JSON.stringify(body.containerOverrides ?? {}).length;
+  if (overrides > LIMITS.overridesChars.max) add('overridesChars', `containerOverrides are ${overrides} characters`);
+  const name = String(body.jobName ?? '');
+  if (name.length > LIMITS.jobNameChars.max || !JOB_NAME.test(name)) add('jobNameChars', `jobName ${JSON.stringify(name.slice(0, 60))} (${name.length} characters) is not a Batch job name`);
+  checkArrayAndDependencies(body, add);
+  checkTags(body, add);
 };
 
 const checkDescribeJobs: Check = (body, add) => {
