@@ -10,14 +10,17 @@
  * - EventBridge: JSON 1.1, POST / with `X-Amz-Target: AWSEvents.PutEvents`.
  * - SQS (the dead-letter queue): JSON 1.0, `X-Amz-Target: AmazonSQS.ReceiveMessage`.
  * - S3: REST-XML, path style (/bucket/key, the key percent-encoded segment by segment by the
- *   SDK and stored DECODED, as S3 stores it); GetObject with Range, PutObject with If-None-Match: *
- *   and If-Match (412 PreconditionFailed), HeadObject, DeleteObject, ListObjectsV2 with pages,
- *   CopyObject (x-amz-copy-source "bucket/key", URL-encoded, decoded once).
+ *   SDK and stored DECODED, as S3 stores it; past 1,024 bytes 400 KeyTooLongError); GetObject
+ *   with Range (a whole object comes with its CRC32, which the SDK verifies), PutObject with
+ *   If-None-Match: * and If-Match (412 PreconditionFailed) and its body checked against
+ *   x-amz-content-sha256 and x-amz-checksum-crc32, HeadObject, DeleteObject, ListObjectsV2 with
+ *   pages, CopyObject (x-amz-copy-source "bucket/key", URL-encoded, decoded once).
  *
  * The service is told by the SigV4 credential scope of the Authorization header
  * (…/<date>/<region>/<service>/aws4_request), as AWS routes a signed request.
  */
 import { createHash, randomUUID } from 'node:crypto';
+import { crc32 } from 'node:zlib';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { S3Client } from '@aws-sdk/client-s3';
@@ -43,6 +46,8 @@ interface StoredObject {
   etag: string;
   contentType: string;
   lastModified: Date;
+  /** The full-object CRC32 S3 keeps and returns to a GetObject with x-amz-checksum-mode: ENABLED. */
+  crc32?: string;
 }
 
 /** A Batch job as DescribeJobs returns it (the JobDetail members this app reads). */
@@ -74,6 +79,11 @@ const MAX_KEY_BYTES = 1_024;
 
 const xmlEscape = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;').replace(/'/g, '&apos;');
 const etagOf = (body: Buffer) => `"${createHash('md5').update(body).digest('hex')}"`;
+const crc32Of = (body: Buffer) => {
+  const b = Buffer.alloc(4);
+  b.writeUInt32BE(crc32(body));
+  return b.toString('base64');
+};
 
 class HttpError extends Error {
   constructor(
@@ -115,7 +125,7 @@ class S3Objects {
   put(url: string, body: Buffer | string, contentType = 'application/octet-stream'): void {
     const { bucket, key } = splitS3(url);
     const b = typeof body === 'string' ? Buffer.from(body) : body;
-    this.objects.set(`${bucket}/${key}`, { body: b, etag: etagOf(b), contentType, lastModified: new Date() });
+    this.objects.set(`${bucket}/${key}`, { body: b, etag: etagOf(b), contentType, lastModified: new Date(), crc32: crc32Of(b) });
   }
 
   get(url: string): Buffer | undefined {
@@ -435,7 +445,9 @@ export class AwsEndpoint {
     const o = this.stored(bucket, key);
     const headers = { etag: o.etag, 'content-type': o.contentType, 'last-modified': o.lastModified.toUTCString(), 'accept-ranges': 'bytes' };
     const m = range ? /^bytes=(\d+)-(\d*)$/.exec(range) : null;
-    if (!m || o.body.length === 0) return { status: 200, headers: { ...headers, 'content-length': String(o.body.length) }, body: o.body };
+    // A whole object comes with its checksum, which the SDK then verifies; a range does not.
+    const checksum = o.crc32 ? { 'x-amz-checksum-crc32': o.crc32, 'x-amz-checksum-type': 'FULL_OBJECT' } : {};
+    if (!m || o.body.length === 0) return { status: 200, headers: { ...headers, ...checksum, 'content-length': String(o.body.length) }, body: o.body };
     const start = Number(m[1]);
     if (start >= o.body.length) throw new HttpError(416, 'InvalidRange', 'The requested range is not satisfiable');
     const end = Math.min(m[2] ? Number(m[2]) : o.body.length - 1, o.body.length - 1);
@@ -445,6 +457,13 @@ export class AwsEndpoint {
 
   private putObject(bucket: string, key: string, headers: Record<string, string>, body: Buffer): Answer {
     if (/aws-chunked/.test(headers['content-encoding'] ?? '')) throw new HttpError(501, 'NotImplemented', 'aws-chunked uploads are not decoded here');
+    // S3 checks the body against the signed payload hash and the checksum the SDK sent.
+    const sha = headers['x-amz-content-sha256'];
+    if (sha && /^[0-9a-f]{64}$/.test(sha) && sha !== createHash('sha256').update(body).digest('hex')) {
+      throw new HttpError(400, 'XAmzContentSHA256Mismatch', "The provided 'x-amz-content-sha256' header does not match what was computed.");
+    }
+    const crc = headers['x-amz-checksum-crc32'];
+    if (crc !== undefined && crc !== crc32Of(body)) throw new HttpError(400, 'BadDigest', 'The CRC32 you specified did not match the calculated checksum.');
     const current = this.s3.objects.get(`${bucket}/${key}`);
     if (headers['if-none-match'] === '*' && current) throw new HttpError(412, 'PreconditionFailed', 'At least one of the pre-conditions you specified did not hold');
     if (headers['if-match'] !== undefined) {
@@ -452,7 +471,7 @@ export class AwsEndpoint {
       if (current.etag !== headers['if-match']) throw new HttpError(412, 'PreconditionFailed', 'At least one of the pre-conditions you specified did not hold');
     }
     const etag = etagOf(body);
-    this.s3.objects.set(`${bucket}/${key}`, { body, etag, contentType: headers['content-type'] ?? 'application/octet-stream', lastModified: new Date() });
+    this.s3.objects.set(`${bucket}/${key}`, { body, etag, contentType: headers['content-type'] ?? 'application/octet-stream', lastModified: new Date(), crc32: crc32Of(body) });
     return { status: 200, headers: { etag } };
   }
 

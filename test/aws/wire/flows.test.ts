@@ -17,6 +17,7 @@ import { DescribeJobsCommand, SubmitJobCommand } from '@aws-sdk/client-batch';
 import { PutEventsCommand } from '@aws-sdk/client-eventbridge';
 import { PutObjectCommand } from '@aws-sdk/client-s3';
 import { createAwsSystem, type AwsSystem } from '../../../src/aws/system.js';
+import { BatchExecutor, SUBMIT_LIMITS } from '../../../src/aws/batch-executor.js';
 import { createEventsHandler } from '../../../src/lambda/events.js';
 import { silentLogger } from '../../../src/core.js';
 import { dispatch } from '../../../src/command/dispatcher.js';
@@ -24,7 +25,7 @@ import { listManifests, loadManifest } from '../../../src/run/manifest-store.js'
 import type { RunManifest } from '../../../src/run/manifest.js';
 import { runKeys } from '../../../src/run/layout.js';
 import { expandRanges } from '../../../src/run/fov-ranges.js';
-import { ManualClock, RecordingChat, batchEvent, sqsRecords, testEnv } from '../helpers.js';
+import { ManualClock, QUEUES, RecordingChat, batchEvent, sqsRecords, testEnv } from '../helpers.js';
 import { AwsEndpoint, type SubmitJobInputJson } from './endpoint.js';
 import { LIMITS, putEventsEntrySize, violations } from './limits.js';
 
@@ -98,10 +99,38 @@ describe('the AWS backend on the wire, against AWS limits', () => {
 
   const manifest = async (runId: string): Promise<RunManifest> => (await loadManifest(system.store, runId))!.manifest;
 
-  async function launch(fovs: number[], selection: { kind: 'all' } | { kind: 'list'; ranges: Array<[number, number]> } = { kind: 'all' }, base?: string): Promise<RunManifest> {
+  const caller = { userId: 'U012ABCDEF', channel: 'C0STARFISH' };
+
+  /** A PutEvents entry as EventBridge's rule hands it to the events Lambda. */
+  const delivered = (entry: Record<string, unknown>, id: number) => ({
+    version: '0',
+    id: `eb-${id}`,
+    source: entry.Source,
+    'detail-type': entry.DetailType,
+    account: '123456789012',
+    time: new Date(clock.now()).toISOString(),
+    region: 'us-east-1',
+    resources: entry.Resources ?? [],
+    detail: JSON.parse(entry.Detail as string) as unknown,
+  });
+
+  /** A typed /starfish command the Slack way: dispatched, published with PutEvents, delivered. */
+  async function command(text: string): Promise<void> {
+    const before = endpoint.events.length;
+    const answer = await dispatch(system.dispatchDeps, text, caller);
+    if (answer.refused) throw new Error(`/starfish ${text.slice(0, 80)} was refused: ${JSON.stringify(answer.message)}`);
+    for (const [i, entry] of endpoint.events.slice(before).entries()) await handler(delivered(entry, before + i));
+  }
+
+  /**
+   * Launches a run over the experiment's FOVs: `/starfish run` for fovs=all; a selection longer
+   * than the grammar reads (4,000 characters) goes straight onto the bus as a RunRequested event.
+   */
+  async function launch(fovs: number[], selection?: Array<[number, number]>, base?: string): Promise<RunManifest> {
     const { experiment, recipe } = putExperiment(endpoint, fovs, base);
-    const detail = { type: 'RunRequested', userId: 'U012ABCDEF', channel: 'C0STARFISH', request: { experiment, recipe, fovs: selection, dryRun: false } };
-    await handler({ version: '0', id: 'eb-run', source: 'starfish.chatops', 'detail-type': 'RunRequested', account: '123456789012', time: '2026-11-25T10:00:00Z', region: 'us-east-1', resources: [], detail });
+    if (!selection) await command(`run ${experiment} recipe=${recipe}`);
+    else await system.bus.publish({ type: 'RunRequested', ...caller, request: { experiment, recipe, fovs: { kind: 'list', ranges: selection }, dryRun: false } });
+    if (selection) await handler(delivered(endpoint.events.at(-1)!, endpoint.events.length));
     const [m] = await listManifests(system.store);
     if (!m) throw new Error(`no run was created; the chat says: ${chat.calls.map((c) => c.text).join(' | ')}`);
     return m;
@@ -136,6 +165,16 @@ describe('the AWS backend on the wire, against AWS limits', () => {
       // Each violation names where AWS documents the limit.
       expect(violations(endpoint.requests)[0]!.source).toMatch(/Amazon ECS API Reference, RunTask/);
       expect(violations(endpoint.requests)[2]!.source).toMatch(/AWS Batch service quotas/);
+    });
+
+    it('the executor checks the same limits where it builds the request: an oversized job is refused before it is sent, naming the job', async () => {
+      expect(SUBMIT_LIMITS).toEqual({ overridesChars: LIMITS.overridesChars.max, payloadBytes: LIMITS.submitPayloadBytes.max });
+      const executor = new BatchExecutor({ client: endpoint.clients().batch, queues: QUEUES, fovJobDefinition: 'starfish-process-fov', mergeJobDefinition: 'starfish-merge-results', region: 'us-east-1' });
+      const environment = { STARFISH_EXPERIMENT: `https://data.example.org/${'a'.repeat(8_200)}/experiment.json` };
+      await expect(executor.submitFovs({ runId: '261125-k3f9', requester: 'U012ABCDEF', queue: 'spot' }, { name: 'starfish-261125-k3f9-fov', size: 2, environment })).rejects.toThrow(
+        /starfish-261125-k3f9-fov's container overrides are 8,?\d{3} characters; AWS Batch runs at most 8,?192/,
+      );
+      expect(endpoint.of('batch', 'SubmitJob')).toEqual([]);
     });
 
     it('counts a PutEvents entry as EventBridge documents it: Time 14 bytes, the rest their UTF-8 bytes', () => {
@@ -173,7 +212,7 @@ describe('the AWS backend on the wire, against AWS limits', () => {
   it('a selection of 10,000 FOVs with a gap after each (10,000 ranges of 20,000 FOVs): the jobs get exactly those, every request within the limits', async () => {
     const all = Array.from({ length: 20_000 }, (_, i) => i);
     const chosen = all.filter((f) => f % 2 === 1);
-    const m = await launch(all, { kind: 'list', ranges: chosen.map((f) => [f, f]) });
+    const m = await launch(all, chosen.map((f) => [f, f]));
     const [array, merge] = endpoint.submitted();
     expect(array!.arrayProperties).toEqual({ size: 10_000 });
     expect(fovsOf(array!)).toEqual(chosen);
@@ -185,7 +224,7 @@ describe('the AWS backend on the wire, against AWS limits', () => {
   it('an experiment at the longest S3 key: the FOV jobs\' overrides stay far below 8,192 characters, even were the URL a 2,048-character https one', async () => {
     // Its longest file's key is 1,024 bytes, the most S3 has (the grammar refuses longer ones).
     const folder = 'd'.repeat(1_024 - `/primary_images-${fovName(0)}.json`.length);
-    const m = await launch([0, 1, 2], { kind: 'all' }, `${DATA}/${folder}`);
+    const m = await launch([0, 1, 2], undefined, `${DATA}/${folder}`);
     expect(m.inputs.experiment).toBe(`${DATA}/${folder}/experiment.json`);
     const [fov] = endpoint.submitted();
     expect(envOf(fov!).STARFISH_EXPERIMENT).toBe(m.inputs.experiment);
@@ -243,7 +282,7 @@ describe('the AWS backend on the wire, against AWS limits', () => {
       expect((await manifest(runId)).status).toBe('partially-failed');
 
       // Retry: FOV 2 alone, as a plain job; its merge again expects the whole plan.
-      await handler({ version: '0', id: 'eb-retry', source: 'starfish.chatops', 'detail-type': 'RunRetryRequested', detail: { type: 'RunRetryRequested', userId: 'U012ABCDEF', channel: 'C0STARFISH', runId } });
+      await command(`retry ${runId}`);
       const retried = endpoint.submitted().find((j) => j.jobName === `starfish-${runId}-r1-fov`)!;
       expect(retried.arrayProperties).toBeUndefined();
       expect(fovsOf(retried)).toEqual([2]);
@@ -266,7 +305,7 @@ describe('the AWS backend on the wire, against AWS limits', () => {
     const { runId } = await launch(Array.from({ length: 25_000 }, (_, i) => i));
     const ids = [...endpoint.batch.jobs.values()].map((j) => j.jobId);
     expect(ids).toHaveLength(4);
-    await handler({ version: '0', id: 'eb-cancel', source: 'starfish.chatops', 'detail-type': 'RunCancelled', detail: { type: 'RunCancelled', userId: 'U012ABCDEF', channel: 'C0STARFISH', runId } });
+    await command(`cancel ${runId}`);
     const terminated = endpoint.of('batch', 'TerminateJob').map((r) => JSON.parse(r.body.toString('utf8')) as { jobId: string; reason: string });
     expect(terminated.map((t) => t.jobId).sort()).toEqual([...ids].sort());
     expect((await manifest(runId)).status).toBe('cancelled');
