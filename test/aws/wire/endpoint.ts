@@ -446,7 +446,7 @@ export class AwsEndpoint {
     const headers = { etag: o.etag, 'content-type': o.contentType, 'last-modified': o.lastModified.toUTCString(), 'accept-ranges': 'bytes' };
     const m = range ? /^bytes=(\d+)-(\d*)$/.exec(range) : null;
     // A whole object comes with its checksum, which the SDK then verifies; a range does not.
-    const checksum = o.crc32 ? { 'x-amz-checksum-crc32': o.crc32, 'x-amz-checksum-type': 'FULL_OBJECT' } : {};
+    const checksum: Record<string, string> = o.crc32 ? { 'x-amz-checksum-crc32': o.crc32, 'x-amz-checksum-type': 'FULL_OBJECT' } : {};
     if (!m || o.body.length === 0) return { status: 200, headers: { ...headers, ...checksum, 'content-length': String(o.body.length) }, body: o.body };
     const start = Number(m[1]);
     if (start >= o.body.length) throw new HttpError(416, 'InvalidRange', 'The requested range is not satisfiable');
