@@ -9,19 +9,22 @@ The steps of starfish's ISS pipeline, made to adapt to the data in hand:
 2. estimate the pixel noise of every image (MAD of neighbour differences), so thresholds
    follow the data instead of a fixed intensity;
 3. band-pass every image (difference of Gaussians: spot-sized structure stays, smooth
-   background and large autofluorescent cells mostly go);
-4. register EVERY round (round 0 included) to the anchor by phase cross-correlation of the
+   background and most of the large autofluorescent cells go);
+4. register EVERY round (round 0 included) to the anchor by cross-correlating the
    band-passed images: the anchor (dots; round 0 if there is none) is the only frame;
-5. find spots on the anchor: local maxima above DETECT_SIGMAS x its band-passed noise;
+5. find spots on the anchor: local maxima above DETECT_SIGMAS x its band-passed noise,
+   placed by a Gaussian fit; those centred outside the tile are the neighbouring FOV's;
 6. read each spot's intensity in every round and channel at its registered position; a round
-   where the spot lies outside the tile is treated as unknown (spots at the edges);
+   where the spot lies outside the tile is unknown (spots at the edges);
 7. learn from this FOV's spots how each dye looks in the channels (channel gains and
    crosstalk: the median colour of the spots assigned to each channel, refined a few times)
    and unmix every measurement with it;
 8. decode against the codebook: for each codeword, the mean over known rounds of the share of
    the round's unmixed light that falls in the codeword's channel; the best codeword wins,
-   and that mean is the spot's quality. Autofluorescence lights every channel, so it
-   scores low and is dropped with everything below MIN_QUALITY.
+   and that mean is the spot's quality. Autofluorescence lights every channel, so it scores
+   low and is dropped with everything below MIN_QUALITY; a noise peak is dropped because
+   its codeword's channels hold less than MIN_SIGNAL_SIGMAS of light; a spot with unknown
+   rounds is kept only if its known rounds single out one codeword.
 
 process_fov(fov_index, experiment_url) returns a numpy structured array, one row per decoded
 spot, with columns x, y (pixels of the anchor), z, target, quality and xc, yc, zc (physical

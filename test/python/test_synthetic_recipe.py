@@ -418,3 +418,22 @@ def test_noise_peaks_are_rejected_for_lack_of_signal(realistic, monkeypatch):
     assert len(iss_numpy.process_fov(2, realistic)) > 0
     _, fp_rate, report = evaluate(realistic, [0, 1])
     assert fp_rate > 0.02, report
+
+
+def test_a_spot_outside_the_tile_in_some_rounds_is_decoded_only_when_unambiguous():
+    """A spot at the edge can leave the tile in some rounds; its known rounds decode it when
+    they single out one codeword, and it is dropped (quality 0) when they do not."""
+    codes = np.array([[0, 1, 2, 3], [0, 1, 2, 0], [1, 1, 0, 3]])
+    colours = np.eye(4)
+    lit = np.zeros((1, 4, 4))
+    for r, c in enumerate(codes[0]):
+        lit[0, r, c] = 1.0
+    all_in = np.ones((1, 4), dtype=bool)
+    last_out = np.array([[True, True, True, False]])   # codes 0 and 1 differ only in round 3
+    first_out = np.array([[False, True, True, True]])  # rounds 1-3 tell code 0 from the rest
+    assert [round(float(q), 2) for q in iss_numpy.decode(lit, all_in, colours, codes)[1]] == [1.0]
+    assert list(iss_numpy.decode(lit, last_out, colours, codes)[1]) == [0.0]
+    best, quality = iss_numpy.decode(lit, first_out, colours, codes)
+    assert list(best) == [0] and list(quality) == [1.0]
+    one_round = np.array([[False, False, False, True]])  # fewer than MIN_KNOWN_ROUNDS
+    assert list(iss_numpy.decode(lit, one_round, colours, codes)[1]) == [0.0]
