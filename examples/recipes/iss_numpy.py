@@ -89,7 +89,8 @@ def tile_format(tile, tileset, url):
 def _decode_png(data):
     try:
         import imageio  # what the real loader uses; keeps 16-bit PNGs uint16
-        return np.asarray(imageio.imread(io.BytesIO(data), format="png"))
+        reader = getattr(imageio, "v2", imageio)  # imageio >= 2.16 warns on the top-level imread
+        return np.asarray(reader.imread(io.BytesIO(data), format="png"))
     except ImportError:
         from PIL import Image
         img = Image.open(io.BytesIO(data))
