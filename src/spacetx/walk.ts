@@ -7,7 +7,7 @@
  *
  * Two depths: planning (`readFovNames`) reads experiment.json and the primary collection, and
  * one document per collection to tell a nested collection from a FOV, so a million-FOV
- * experiment is planned from two files; staging (`walkExperiment`) reads and checks everything
+ * experiment is planned from two files (every other reference is checked, not read); staging (`walkExperiment`) reads and checks everything
  * the loader reads, because it copies everything.
  */
 import pLimit from 'p-limit';
@@ -179,8 +179,12 @@ export interface FovNames {
  */
 export async function readFovNames(reader: Reader, location: string): Promise<FovNames> {
   const experiment = await readDoc(reader, locateExperiment(reader, location), 'experiment.json', EXAMPLES.experiment);
-  const [primary] = experimentReferences(experiment).images;
-  const [, field, ref] = primary!;
+  const { images, codebook } = experimentReferences(experiment);
+  // The other image types and the codebook are not read, but a reference starfish cannot
+  // follow, or this deployment may not read, fails every FOV: refused now.
+  follow(reader, experiment, ['codebook'], codebook);
+  for (const [, field, ref] of images.slice(1)) follow(reader, experiment, field, ref);
+  const [, field, ref] = images[0]!;
   const collection = await readDoc(reader, follow(reader, experiment, field, ref), 'primary image collection', EXAMPLES.collection);
   const names: string[] = [];
   await collectNames(reader, imageCollection(collection), collection, names, pLimit(READ_CONCURRENCY));

@@ -67,4 +67,13 @@ describe('planning reads', () => {
     s3.put('s3://lab-data/iss/primary.json', collection({ '<!channel>': 'x.json' }));
     expect(await refusal('s3://lab-data/iss/experiment.json')).toMatch(/FOV "&lt;!channel&gt;" in the primary images of .* is not named fov_<number>/);
   });
+
+  it('checks the codebook and the other image types against the URL policy without reading them', async () => {
+    s3.put('s3://lab-data/iss/experiment.json', JSON.stringify({ version: '5.0.0', images: { primary: 'primary.json', nuclei: 'file:///data/nuclei.json' }, codebook: 'codebook.json', extras: {} }));
+    s3.put('s3://lab-data/iss/primary.json', collection({ fov_000: 'fov_000.json' }));
+    expect(await refusal('s3://lab-data/iss/experiment.json')).toMatch(/experiment\.json: "images\.nuclei" is "file:\/\/\/data\/nuclei\.json", which this deployment may not read/);
+    s3.put('s3://lab-data/iss/experiment.json', JSON.stringify({ version: '5.0.0', images: { primary: 'primary.json' }, codebook: 's3://elsewhere/codebook.json', extras: {} }));
+    expect(await refusal('s3://lab-data/iss/experiment.json')).toMatch(/experiment\.json: "codebook" is "s3:\/\/elsewhere\/codebook\.json", which this deployment may not read: .*bucket "elsewhere"/);
+    expect(keysRead()).not.toContain('iss/primary.json');
+  });
 });
