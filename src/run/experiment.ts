@@ -4,7 +4,7 @@
  */
 import { escapeMrkdwn } from '../messages/message.js';
 import type { Reader } from '../ports.js';
-import { ExperimentError } from '../spacetx/schema.js';
+import { EXAMPLES, ExperimentError } from '../spacetx/schema.js';
 import { readFovNames } from '../spacetx/walk.js';
 
 export { ExperimentError };
@@ -53,6 +53,6 @@ function numbered(names: string[], where: string): number[] {
 export async function readExperiment(reader: Reader, url: string): Promise<ExperimentInfo> {
   const { experiment, names } = await readFovNames(reader, url);
   const where = `the primary images of ${escapeMrkdwn(experiment.at)}`;
-  if (!names.length) throw new ExperimentError(`${where} list no FOVs; there is nothing to process.`);
+  if (!names.length) throw new ExperimentError(`${where} list no FOVs (their "contents" is empty); there is nothing to process. A collection lists FOVs like ${EXAMPLES.collection}`);
   return { fovs: numbered(names, where), source: experiment.body };
 }
