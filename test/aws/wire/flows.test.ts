@@ -325,6 +325,8 @@ describe('the AWS backend on the wire, against AWS limits', () => {
 
     const out = (await handler({ version: '0', id: 'sched-1', source: 'aws.events', 'detail-type': 'Scheduled Event', detail: {}, resources: [] })) as { reconcile: { checked: number } };
     expect(out.reconcile.checked).toBe(1);
+    // The dead-letter queue was read first, on the same endpoint (SQS's JSON protocol).
+    expect(endpoint.of('sqs', 'ReceiveMessage').length).toBeGreaterThan(0);
     const after = await manifest(runId);
     expect(after.failures.map((f) => f.fov)).toEqual(failed);
     expect(after.failures[1]).toMatchObject({ fov: 40, jobId: `${array.jobId}:40`, reason: expect.stringContaining('OutOfMemoryError') });
