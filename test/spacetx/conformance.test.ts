@@ -79,7 +79,7 @@ const OURS: Record<string, Ours> = {
   'fov-names-unpadded-absent': { plan: [7, 8], stage: true },
   'fov-names-duplicate-number': { plan: /FOVs "fov_001" and "fov_1" both have the number 1/, stage: true },
   'fov-names-not-numbered': { plan: new RegExp(`FOV "A1" .* is not named fov_<number>\\. .*${NUMBERED.source}`), stage: true },
-  'empty-manifest': { plan: /list no FOVs; there is nothing to process/, stage: true },
+  'empty-manifest': { plan: /list no FOVs \(their "contents" is empty\); there is nothing to process\. A collection lists FOVs like \{"version": "0\.1\.0", "contents": \{"fov_000"/, stage: true },
   'fov-not-in-experiment': { plan: [0, 1], stage: true },
   'primary-is-a-tile-set': { plan: /primary_images-fov_000\.json is one FOV's tile list, but an experiment's images must be a collection/, stage: /one FOV's tile list/ },
   'file-url-reference': { plan: [0, 1], stage: true },
