@@ -235,6 +235,16 @@ describe('the AWS backend on the wire, against AWS limits', () => {
     expectWithinLimits();
   });
 
+  it('200,001 FOVs need 21 arrays: no SubmitJob with more than 20 dependencies reaches Batch, nothing is left running, the person is told', async () => {
+    const m = await launch(Array.from({ length: 200_001 }, (_, i) => i));
+    // Whatever was accepted before the refusal (today: the 21 arrays) is terminated.
+    const terminated = endpoint.of('batch', 'TerminateJob').map((r) => (JSON.parse(r.body.toString('utf8')) as { jobId: string }).jobId);
+    expect(terminated.sort()).toEqual([...endpoint.batch.jobs.keys()].sort());
+    expect((await manifest(m.runId)).status).toBe('failed');
+    expect(chat.calls.map((c) => c.text).join('\n')).toMatch(/at most 20 jobs.*select fewer FOVs/);
+    expectWithinLimits();
+  }, 30_000);
+
   describe('a 10,000-FOV run numbered at every other index (0, 2, …, 19998)', () => {
     const gapped = Array.from({ length: 10_000 }, (_, i) => 2 * i);
 
