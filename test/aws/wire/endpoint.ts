@@ -233,6 +233,18 @@ export interface SubmitJobInputJson {
   tags?: Record<string, string>;
 }
 
+/**
+ * What Batch refuses outright, with a ClientException: a payload past 30 KiB (service quotas), an
+ * array of 1 or past 10,000 children, more than 20 dependencies (SubmitJob API).
+ */
+function submittable(input: SubmitJobInputJson, body: Buffer): SubmitJobInputJson {
+  if (body.length > 30 * 1024) throw new HttpError(400, 'ClientException', `SubmitJob payload is ${body.length} bytes; the maximum is 30 KiB`);
+  const size = input.arrayProperties?.size;
+  if (size !== undefined && (size < 2 || size > 10_000)) throw new HttpError(400, 'ClientException', `arrayProperties.size must be between 2 and 10000, got ${size}`);
+  if ((input.dependsOn?.length ?? 0) > 20) throw new HttpError(400, 'ClientException', `a job can depend upon a maximum of 20 jobs, got ${input.dependsOn!.length}`);
+  return input;
+}
+
 const BATCH_OPERATIONS: Record<string, string> = {
   '/v1/submitjob': 'SubmitJob',
   '/v1/describejobs': 'DescribeJobs',
@@ -349,7 +361,7 @@ export class AwsEndpoint {
   private answer(service: Service, operation: string, url: URL, headers: Record<string, string>, body: Buffer): Answer {
     switch (service) {
       case 'batch':
-        return this.batchAnswer(operation, JSON.parse(body.toString('utf8') || '{}') as Record<string, unknown>);
+        return this.batchAnswer(operation, JSON.parse(body.toString('utf8') || '{}') as Record<string, unknown>, body);
       case 'events':
         return this.eventsAnswer(operation, JSON.parse(body.toString('utf8')) as { Entries?: Array<Record<string, unknown>> });
       case 'sqs':
@@ -362,10 +374,12 @@ export class AwsEndpoint {
 
   // --- Batch ---------------------------------------------------------------------------------
 
-  private batchAnswer(operation: string, input: Record<string, unknown>): Answer {
+  private batchAnswer(operation: string, input: Record<string, unknown>, body: Buffer): Answer {
     switch (operation) {
       case 'SubmitJob': {
-        const job = this.batch.submit(input as unknown as SubmitJobInputJson);
+        const job = this.batch.submit(submittable(input as unknown as SubmitJobInputJson, body));
+        // Batch accepts overrides past ECS's 8,192 characters; the job then fails to start.
+        if (JSON.stringify(input.containerOverrides ?? {}).length > 8_192) this.batch.set(job.jobId, { status: 'FAILED', statusReason: 'Container Overrides length must be at most 8192' });
         return json({ jobArn: job.jobArn, jobName: job.jobName, jobId: job.jobId });
       }
       case 'DescribeJobs': {

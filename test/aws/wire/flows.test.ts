@@ -145,8 +145,16 @@ describe('the AWS backend on the wire, against AWS limits', () => {
       const { batch, eventBridge, s3 } = endpoint.clients();
       // Straight through the SDK, past the app's own checks.
       const big = 'x'.repeat(9_000);
-      await batch.send(new SubmitJobCommand({ jobName: 'starfish-261125-k3f9-fov', jobQueue: 'q', jobDefinition: 'd', arrayProperties: { size: 10_001 }, containerOverrides: { environment: [{ name: 'STARFISH_FOVS', value: big }] } }));
-      await batch.send(new SubmitJobCommand({ jobName: 'n', jobQueue: 'q', jobDefinition: 'd', containerOverrides: { environment: Array.from({ length: 4 }, (_, i) => ({ name: `V${i}`, value: big })) } }));
+      // Batch refuses an array past 10,000 children, and a payload past 30 KiB, outright …
+      await expect(
+        batch.send(new SubmitJobCommand({ jobName: 'starfish-261125-k3f9-fov', jobQueue: 'q', jobDefinition: 'd', arrayProperties: { size: 10_001 }, containerOverrides: { environment: [{ name: 'STARFISH_FOVS', value: big }] } })),
+      ).rejects.toMatchObject({ name: 'ClientException' });
+      await expect(batch.send(new SubmitJobCommand({ jobName: 'n', jobQueue: 'q', jobDefinition: 'd', containerOverrides: { environment: Array.from({ length: 4 }, (_, i) => ({ name: `V${i}`, value: big })) } }))).rejects.toMatchObject({
+        name: 'ClientException',
+      });
+      // … but takes overrides past 8,192 characters: the job then fails to start.
+      const accepted = await batch.send(new SubmitJobCommand({ jobName: 'starfish-261125-k3f9-merge', jobQueue: 'q', jobDefinition: 'd', containerOverrides: { environment: [{ name: 'STARFISH_EXPECTED_FOVS', value: big }] } }));
+      expect(endpoint.batch.find(accepted.jobId!)).toMatchObject({ status: 'FAILED', statusReason: 'Container Overrides length must be at most 8192' });
       await expect(batch.send(new DescribeJobsCommand({ jobs: Array.from({ length: 101 }, (_, i) => `job-${i}`) }))).rejects.toMatchObject({ name: 'ClientException' });
       await eventBridge.send(new PutEventsCommand({ Entries: [{ Source: 'starfish.chatops', DetailType: 'RunRequested', Detail: JSON.stringify({ big: 'é'.repeat(131_100) }) }] }));
       // S3 itself refuses a key past 1,024 bytes.
@@ -158,6 +166,7 @@ describe('the AWS backend on the wire, against AWS limits', () => {
         ['SubmitJob', 'arraySizeMax'],
         ['SubmitJob', 'submitPayloadBytes'],
         ['SubmitJob', 'overridesChars'],
+        ['SubmitJob', 'overridesChars'],
         ['DescribeJobs', 'describeJobsIds'],
         ['PutEvents', 'putEventsEntryBytes'],
         ['PutObject', 's3KeyBytes'],
@@ -165,6 +174,7 @@ describe('the AWS backend on the wire, against AWS limits', () => {
       // Each violation names where AWS documents the limit.
       expect(violations(endpoint.requests)[0]!.source).toMatch(/Amazon ECS API Reference, RunTask/);
       expect(violations(endpoint.requests)[2]!.source).toMatch(/AWS Batch service quotas/);
+      expect(violations(endpoint.requests).at(-1)!.source).toMatch(/Amazon S3 User Guide/);
     });
 
     it('the executor checks the same limits where it builds the request: an oversized job is refused before it is sent, naming the job', async () => {
