@@ -3,9 +3,10 @@
 The steps of starfish's ISS pipeline, made to adapt to the data in hand:
 
 1. read the FOV's primary tiles (r, c, z, y, x) and its "dots" anchor image from the
-   SpaceTx experiment (local path, file://, s3:// or https:// via starfish_io); tiles may be
-   TIFF, PNG or NUMPY (.npy), chosen as the real loader does: the tile's "tile_format", then
-   the tile set's "default_tile_format", then the file extension;
+   SpaceTx experiment as starfish reads it (containers/common/spacetx.py: versions 4.0.0 and
+   5.0.0, nested collections, every kind of reference; local, s3:// or https:// through
+   starfish_io); tiles may be TIFF, PNG or NUMPY (.npy), the format chosen as slicedimage
+   does (the tile's "tile_format", then the tile set's default, then the extension);
 2. estimate the pixel noise of every image (MAD of neighbour differences), so thresholds
    follow the data instead of a fixed intensity;
 3. band-pass every image (difference of Gaussians: spot-sized structure stays, smooth
@@ -34,17 +35,18 @@ an empty array that still has these columns.
 import io
 import json
 import os
-import re
 import sys
 
 import numpy as np
 from scipy import ndimage as ndi
 
 try:
+    import spacetx
     import starfish_io as sio
 except ImportError:  # running from the repository (not inside the process-fov image)
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                     "..", "..", "containers", "common"))
+    import spacetx
     import starfish_io as sio
 
 DOG_SIGMAS = (1.0, 3.0)  # px; spot-sized band pass (the spots' sigma is about 1.4 px)
@@ -60,9 +62,6 @@ MIN_KNOWN_ROUNDS = 2     # rounds a spot must be inside the tile in to be decode
 SPOT_DTYPE = [("x", "f8"), ("y", "f8"), ("z", "i4"), ("target", "U64"), ("quality", "f8"),
               ("xc", "f8"), ("yc", "f8"), ("zc", "f8")]
 
-# SpaceTx ImageFormat names and their extensions (slicedimage/_formats.py)
-_FORMAT_BY_EXTENSION = {"tiff": "TIFF", "tif": "TIFF", "png": "PNG", "npy": "NUMPY"}
-
 
 def _read_json(url):
     return json.loads(sio.read_text(url))
@@ -70,21 +69,6 @@ def _read_json(url):
 
 # ---------------------------------------------------------------------------------------
 # reading
-
-def tile_format(tile, tileset, url):
-    """The tile's ImageFormat name, chosen in the order slicedimage uses."""
-    name = tile.get("tile_format") or tileset.get("default_tile_format")
-    if not name:
-        ext = url.rsplit(".", 1)[-1].lower() if "." in sio.basename(url) else ""
-        name = _FORMAT_BY_EXTENSION.get(ext)
-        if name is None:
-            raise ValueError('tile %s: no "tile_format" and an unknown extension; set '
-                             '"tile_format": "TIFF" (or PNG, NUMPY) in its tile set' % url)
-    if name not in ("TIFF", "PNG", "NUMPY"):
-        raise ValueError('tile %s: "tile_format" is %r; SpaceTx knows TIFF, PNG and NUMPY'
-                         % (url, name))
-    return name
-
 
 def _decode_png(data):
     try:
@@ -122,58 +106,38 @@ def read_tile(url, fmt):
     return img.astype(np.float32)
 
 
-def load_stack(tileset_url):
-    """Tile set JSON -> (float32 array (r, c, z, y, x), coordinates of its first tile)."""
-    ts = _read_json(tileset_url)
-    base = sio.dirname(tileset_url)
-    tiles = ts["tiles"]
+def load_stack(tileset_location, tiles):
+    """One image type's tile set for the FOV -> (float32 array (r, c, z, y, x), the
+    coordinates of its first tile). ``tiles`` are spacetx.Tile: where each tile is read from
+    and its format, as slicedimage decides it."""
+    entries = _read_json(tileset_location)["tiles"]
     if not tiles:
-        raise ValueError("tile set %s has no tiles" % tileset_url)
-    R = 1 + max(int(t["indices"].get("r", 0)) for t in tiles)
-    C = 1 + max(int(t["indices"].get("c", 0)) for t in tiles)
-    Z = 1 + max(int(t["indices"].get("z", 0)) for t in tiles)
+        raise ValueError("tile set %s has no tiles" % tileset_location)
+    indices = [entries[t.position].get("indices", {}) for t in tiles]
+    R, C, Z = (1 + max(int(i.get(axis, 0)) for i in indices) for axis in ("r", "c", "z"))
     stack = None
-    for t in tiles:
-        url = sio.join(base, t["file"])
-        img = read_tile(url, tile_format(t, ts, url))
+    for t, i in zip(tiles, indices):
+        img = read_tile(t.url, t.tile_format)
         if img.ndim != 2:
             img = img.reshape(img.shape[-2:])
         if stack is None:
             stack = np.zeros((R, C, Z) + img.shape, dtype=np.float32)
-        i = t["indices"]
         stack[int(i.get("r", 0)), int(i.get("c", 0)), int(i.get("z", 0))] = img
-    return stack, tiles[0].get("coordinates", {})
-
-
-def fov_key(contents, fov_index, manifest_url):
-    """The manifest's name for FOV ``fov_index``: fov_017 as process-fov names it, or any
-    fov_<digits> with that number (fov_0017: starfish takes manifest names as they are)."""
-    name = sio.fov_name(fov_index)
-    if name in contents:
-        return name
-    same = [k for k in contents
-            if re.match(r"^fov_[0-9]+$", k) and int(k[4:]) == int(fov_index)]
-    if len(same) == 1:
-        return same[0]
-    raise KeyError("%s is not in the image manifest %s (it has %s)"
-                   % (name, manifest_url, ", ".join(sorted(contents)[:5]) or "no FOVs"))
+    return stack, entries[tiles[0].position].get("coordinates", {})
 
 
 def load_fov(experiment_url, fov_index):
+    """(primary (r, c, z, y, x), dots or None, codebook, the anchor's tile coordinates), read
+    as starfish reads the experiment (spacetx.check_fov: versions 4.0.0 and 5.0.0, nested
+    collections, relative, absolute and file:// references, fov_7 / fov_007 / fov_0007)."""
+    source = spacetx.check_fov(experiment_url, fov_index)
+    primary, coords = load_stack(*source.images["primary"])
+    dots = None
+    if "dots" in source.images:
+        dots, coords = load_stack(*source.images["dots"])
     exp = _read_json(experiment_url)
-    base = sio.dirname(experiment_url)
-    stacks = {}
-    for image in ("primary", "dots"):
-        if image not in exp["images"]:
-            continue
-        manifest_url = sio.join(base, exp["images"][image])
-        contents = _read_json(manifest_url)["contents"]
-        key = fov_key(contents, fov_index, manifest_url)
-        stacks[image] = load_stack(sio.join(sio.dirname(manifest_url), contents[key]))
-    codebook = _read_json(sio.join(base, exp["codebook"]))
-    primary, coords = stacks["primary"]
-    dots = stacks["dots"][0] if "dots" in stacks else None
-    coords = stacks["dots"][1] if "dots" in stacks else coords
+    local_mode = sio.local_path(experiment_url) is not None
+    codebook = _read_json(sio.resolve_reference(experiment_url, exp["codebook"], local_mode))
     return primary, dots, codebook, coords
 
 

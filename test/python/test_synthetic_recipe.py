@@ -317,21 +317,44 @@ def test_png_and_numpy_tiles_give_the_same_spots_as_tiff(tmp_path, realistic, fm
     assert np.array_equal(iss_numpy.process_fov(0, exp), tiff)
 
 
-def test_tile_format_follows_the_real_loader(tmp_path):
-    """slicedimage: the tile's tile_format, else the tile set's default, else the extension."""
-    assert iss_numpy.tile_format({"tile_format": "PNG"}, {"default_tile_format": "TIFF"}, "a.tiff") == "PNG"
-    assert iss_numpy.tile_format({}, {"default_tile_format": "NUMPY"}, "a.tiff") == "NUMPY"
-    assert iss_numpy.tile_format({}, {}, "dir/a.tif") == "TIFF"
-    with pytest.raises(ValueError, match=r'tile dir/a\.jpg: no "tile_format".*"tile_format": "TIFF"'):
-        iss_numpy.tile_format({}, {}, "dir/a.jpg")
+def _rewrite(path, change):
+    with open(path) as fh:
+        doc = json.load(fh)
+    change(doc)
+    with open(path, "w") as fh:
+        json.dump(doc, fh)
 
 
-def test_fov_names_with_more_digits_are_found():
-    """starfish keeps manifest names as they are: fov_0001 is FOV 1 when there is no fov_001."""
-    assert iss_numpy.fov_key({"fov_0000": "a", "fov_0001": "b"}, 1, "m.json") == "fov_0001"
-    assert iss_numpy.fov_key({"fov_001": "a"}, 1, "m.json") == "fov_001"
-    with pytest.raises(KeyError, match="fov_007 is not in the image manifest m.json"):
-        iss_numpy.fov_key({"fov_001": "a"}, 7, "m.json")
+def test_recipe_reads_the_spacetx_variants_starfish_reads(tmp_path, realistic):
+    """The same FOV as experiment version 4.0.0 (primary_images / auxiliary_images, as
+    Experiment.from_json reads below 5.0.0), its primary manifest a collection of collections
+    (slicedimage's nested Collection), tile sets named by file:// URL and the FOV named
+    fov_0000: the spots are the same as from the plain 5.0.0 layout."""
+    src = tmp_path / "variant"
+    exp = generate.generate(str(src), fovs=1, seed=HELD_OUT_SEED, level="realistic")
+    d = str(src)
+
+    def to_v4(doc):
+        images = doc.pop("images")
+        doc["version"] = "4.0.0"
+        doc["primary_images"] = images.pop("primary")
+        doc["auxiliary_images"] = images
+    _rewrite(exp, to_v4)
+    for image in ("nuclei", "dots"):
+        _rewrite(os.path.join(d, "%s.json" % image), lambda m: m.update(
+            contents={"fov_0000": "file://" + os.path.join(d, m["contents"]["fov_000"])}))
+    with open(os.path.join(d, "primary_image.json")) as fh:
+        inner = json.load(fh)
+    inner["contents"] = {"fov_0000": "file://" + os.path.join(d, inner["contents"]["fov_000"])}
+    os.makedirs(os.path.join(d, "batches"))
+    with open(os.path.join(d, "batches", "batch-0.json"), "w") as fh:
+        json.dump(inner, fh)
+    with open(os.path.join(d, "primary_image.json"), "w") as fh:
+        json.dump({"version": "0.1.0", "contents": {"batch-0": "batches/batch-0.json"}, "extras": {}}, fh)
+
+    spots = iss_numpy.process_fov(0, exp)
+    assert len(spots) > 50
+    assert np.array_equal(spots, iss_numpy.process_fov(0, realistic))
 
 
 def test_every_round_is_registered_to_the_anchor(realistic):
