@@ -10,6 +10,21 @@ import { runEventSchema, type RunEvent } from '../run/run-events.js';
 
 export const EVENT_SOURCE = 'starfish.chatops';
 
+/**
+ * "The total entry size must be less than 256KB", Source, DetailType and Detail counted in UTF-8
+ * bytes (EventBridge User Guide, "Calculating Amazon EventBridge PutEvents event entry size").
+ */
+const MAX_ENTRY_BYTES = 256 * 1024;
+
+function checkEntrySize(entry: { Source: string; DetailType: string; Detail: string }): void {
+  const size = [entry.Source, entry.DetailType, entry.Detail].reduce((n, s) => n + Buffer.byteLength(s, 'utf8'), 0);
+  if (size >= MAX_ENTRY_BYTES) {
+    throw new Error(
+      `the ${entry.DetailType} request is ${size.toLocaleString('en-US')} bytes, and EventBridge takes less than ${MAX_ENTRY_BYTES.toLocaleString('en-US')} (256 KB) in one event; locations are at most 2,048 characters, e.g. s3://lab-data/iss/experiment.json`,
+    );
+  }
+}
+
 export interface EventBridgeBusOptions {
   client: EventBridgeClient;
   /** Name or ARN of the event bus. */
@@ -22,18 +37,10 @@ export class EventBridgeBus implements Bus {
 
   async publish(event: RunEvent): Promise<void> {
     const valid = runEventSchema.parse(event);
-    const out = await this.options.client.send(
-      new PutEventsCommand({
-        Entries: [
-          {
-            EventBusName: this.options.busName,
-            Source: this.options.source ?? EVENT_SOURCE,
-            DetailType: valid.type,
-            Detail: JSON.stringify(valid),
-          },
-        ],
-      }),
-    );
+    const entry = { Source: this.options.source ?? EVENT_SOURCE, DetailType: valid.type, Detail: JSON.stringify(valid) };
+    // Refused here, where the request is built, rather than by EventBridge.
+    checkEntrySize(entry);
+    const out = await this.options.client.send(new PutEventsCommand({ Entries: [{ EventBusName: this.options.busName, ...entry }] }));
     if (out.FailedEntryCount) {
       const entry = out.Entries?.find((e) => e.ErrorCode || e.ErrorMessage) ?? out.Entries?.[0];
       throw new Error(`EventBridge did not accept the ${valid.type} event: ${entry?.ErrorCode ?? 'unknown error'}${entry?.ErrorMessage ? `: ${entry.ErrorMessage}` : ''}`);

@@ -377,6 +377,14 @@ describe('the AWS backend on the wire, against AWS limits', () => {
     expect(putEventsEntrySize(entries[0]!)).toBeLessThan(LIMITS.putEventsEntryBytes.max / 4);
     expectWithinLimits();
   });
+
+  it('the bus refuses, before sending, an event EventBridge would not take', async () => {
+    const experiment = `s3://lab-data/${'é'.repeat(140_000)}/experiment.json`;
+    await expect(system.bus.publish({ type: 'RunRequested', ...caller, request: { experiment, fovs: { kind: 'all' }, dryRun: false } })).rejects.toThrow(
+      /the RunRequested request is 280,\d{3} bytes, and EventBridge takes less than 262,144 \(256 KB\) in one event; locations are at most 2,048 characters, e\.g\. s3:\/\/lab-data\/iss\/experiment\.json/,
+    );
+    expect(endpoint.of('events')).toEqual([]);
+  });
 });
 
 /**
