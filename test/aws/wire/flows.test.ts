@@ -72,17 +72,19 @@ describe('the AWS backend on the wire, against AWS limits', () => {
   let clock: ManualClock;
   let system: AwsSystem;
   let handler: ReturnType<typeof createEventsHandler>;
+  let clients: ReturnType<AwsEndpoint['clients']>;
 
   beforeEach(async () => {
     clock = new ManualClock();
     endpoint = new AwsEndpoint(clock.now);
     await endpoint.start();
     chat = new RecordingChat();
-    system = createAwsSystem(chat, testEnv(), { clients: endpoint.clients(), log: silentLogger, clock });
+    clients = endpoint.clients();
+    system = createAwsSystem(chat, testEnv(), { clients, log: silentLogger, clock });
     handler = createEventsHandler(async () => system);
   });
   afterEach(async () => {
-    for (const client of Object.values(endpoint.clients())) client.destroy();
+    for (const client of Object.values(clients)) client.destroy();
     await endpoint.close();
   });
 
@@ -142,7 +144,7 @@ describe('the AWS backend on the wire, against AWS limits', () => {
 
   describe('the limit checker', () => {
     it('finds what AWS would refuse in requests the real SDK sent: it cannot pass vacuously', async () => {
-      const { batch, eventBridge, s3 } = endpoint.clients();
+      const { batch, eventBridge, s3 } = clients;
       // Straight through the SDK, past the app's own checks.
       const big = 'x'.repeat(9_000);
       // Batch refuses an array past 10,000 children, and a payload past 30 KiB, outright …
@@ -179,7 +181,7 @@ describe('the AWS backend on the wire, against AWS limits', () => {
 
     it('the executor checks the same limits where it builds the request: an oversized job is refused before it is sent, naming the job', async () => {
       expect(SUBMIT_LIMITS).toEqual({ overridesChars: LIMITS.overridesChars.max, payloadBytes: LIMITS.submitPayloadBytes.max });
-      const executor = new BatchExecutor({ client: endpoint.clients().batch, queues: QUEUES, fovJobDefinition: 'starfish-process-fov', mergeJobDefinition: 'starfish-merge-results', region: 'us-east-1' });
+      const executor = new BatchExecutor({ client: clients.batch, queues: QUEUES, fovJobDefinition: 'starfish-process-fov', mergeJobDefinition: 'starfish-merge-results', region: 'us-east-1' });
       const environment = { STARFISH_EXPERIMENT: `https://data.example.org/${'a'.repeat(8_200)}/experiment.json` };
       await expect(executor.submitFovs({ runId: '261125-k3f9', requester: 'U012ABCDEF', queue: 'spot' }, { name: 'starfish-261125-k3f9-fov', size: 2, environment })).rejects.toThrow(
         /starfish-261125-k3f9-fov's container overrides are 8,?\d{3} characters; AWS Batch runs at most 8,?192/,
@@ -396,14 +398,17 @@ describe('staging on the wire', () => {
   let endpoint: AwsEndpoint;
   let chat: RecordingChat;
   let system: AwsSystem;
+  let clients: ReturnType<AwsEndpoint['clients']>;
 
   beforeEach(async () => {
     endpoint = new AwsEndpoint();
     await endpoint.start();
     chat = new RecordingChat();
-    system = createAwsSystem(chat, testEnv(), { clients: endpoint.clients(), log: silentLogger, clock: new ManualClock() });
+    clients = endpoint.clients();
+    system = createAwsSystem(chat, testEnv(), { clients, log: silentLogger, clock: new ManualClock() });
   });
   afterEach(async () => {
+    for (const client of Object.values(clients)) client.destroy();
     await endpoint.close();
   });
 
