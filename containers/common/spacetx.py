@@ -13,10 +13,12 @@ field named (and an example), not halfway through a recipe:
 
 * experiment.json: a version starfish reads (4.0.0 to 5.0.0) and the shape of that version,
   the codebook, ``extras``, every image type's manifest;
-* every manifest and tile set of every image type (from_json parses all of them, so one broken
-  tile set fails every FOV): partition versions 0.0.0 to 0.1.x, collections nested to any
-  depth, tile sets' dimensions, shape, tile formats and tile entries, and every reference
-  (experiment.json's first) under the URL policy;
+* every manifest of every image type, and the tile sets on this FOV's path: partition versions
+  0.0.0 to 0.1.x, collections nested to any depth, tile sets' dimensions, shape, tile formats
+  and tile entries, and every reference followed (experiment.json's first) under the URL
+  policy. from_json parses every tile set, so with starfish one broken tile set fails every FOV;
+  here the job of that FOV fails, because each job reads its own path (another FOV's entry,
+  fov_<n>, is listed by name, not read): N reads of tile sets per run, not N squared;
 * for the FOV asked for: its name (FOVs are addressed by number: ``fov_7``, ``fov_007`` and
   ``fov_0007`` are all FOV 7; two names for one number, or names without one, are refused),
   the fields ImageStack needs when the recipe reads it (indices r and c, coordinates xc and yc),
@@ -445,10 +447,14 @@ class _Leaf(object):
         self.formats = formats  # (tile format, location) of each tile
 
 
-def _walk(top, named_by, local_mode):
+def _walk(top, named_by, local_mode, index):
     """Every tile set under the image manifest ``top``, in all_tilesets() order (depth first,
     in each collection's order), each checked as slicedimage parses it. Collections are read a
-    level at a time, in parallel."""
+    level at a time, in parallel.
+
+    Entries named for another FOV (fov_<n>, n != ``index``) are listed by name but not read: each
+    FOV's job reads its own path, so a run of N FOVs costs N reads of tile sets, not N squared
+    (starfish's from_json reads them all; a recipe that calls it pays that itself)."""
     level = [(None, top, named_by, None, ())]
     leaves = []
     for _ in range(MAX_DEPTH + 1):
@@ -467,6 +473,9 @@ def _walk(top, named_by, local_mode):
                 continue
             for i, (child, ref) in enumerate(js["contents"].items()):
                 child_doc = _resolve(doc, ref, "contents.%s" % child, local_mode)
+                if _fov_number(child) not in (None, index):
+                    leaves.append(_Leaf(child, child_doc, None, doc.location, order + (i,), None))
+                    continue
                 next_level.append((child, child_doc, "contents.%s in %s" % (child, doc.location), doc.location,
                                    order + (i,)))
         level = next_level
@@ -717,7 +726,7 @@ def _check_fov(url, index, local_mode):
     images = [(kind, _resolve(exp, ref, field, local_mode), field) for kind, ref, field in refs]
     _check_extras(js, url)
     _check_codebook(_read_json(codebook, "codebook in %s" % url), codebook.location)
-    walks = {kind: _walk(doc, "%s in %s" % (field, url), local_mode) for kind, doc, field in images}
+    walks = {kind: _walk(doc, "%s in %s" % (field, url), local_mode, index) for kind, doc, field in images}
     name = _fov_name(index, walks, v4)
     sets = {}
     for kind, leaves in walks.items():

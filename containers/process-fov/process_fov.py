@@ -46,6 +46,7 @@ for _cand in (os.path.join(_HERE, "..", "common"), os.path.join(_HERE, "common")
         break
 
 import starfish_io as sio  # noqa: E402
+import spacetx  # noqa: E402
 
 PREFIX = "process-fov: "
 HEADER = ["fov", "x", "y", "z", "target", "quality"]
@@ -99,82 +100,22 @@ def resolve_fov(environ):
 # ---------------------------------------------------------------------------------------
 # experiment checks (cheap, before running the recipe)
 
-def _load_json(url, what, code):
-    try:
-        return json.loads(sio.read_text(url))
-    except FileNotFoundError:
-        raise Failure("%s not found: %s" % (what, url), code)
-    except sio.UrlRefused as exc:
-        raise Failure("%s: %s" % (what, exc), EXIT_BAD_ENV)
-    except ValueError as exc:
-        raise Failure("%s is not valid JSON: %s: %s" % (what, url, exc), code)
-
-
 def is_local_experiment(experiment_url):
     """Local mode: the experiment is a path or file:// URL, so it may name local files."""
     return sio.local_path(experiment_url) is not None
 
 
-def _follow(base, ref, local_mode, where):
-    """The location a reference in the JSON file ``base`` names, under the URL policy:
-    file:// URLs and absolute paths only in local mode, never http:// (exit 2 otherwise)."""
-    try:
-        return sio.resolve_reference(base, ref, local_mode)
-    except sio.UrlRefused as exc:
-        raise Failure("%s in %s: %s" % (where, base, exc), EXIT_BAD_ENV)
-
-
-def _check_tiles(tileset, tileset_url, local_mode, fov):
-    """Every tile the FOV's tile set names passes the URL policy; local tiles must exist."""
-    for tile in tileset.get("tiles", []) if isinstance(tileset, dict) else []:
-        f = tile.get("file") if isinstance(tile, dict) else None
-        if not f:
-            continue
-        url = _follow(tileset_url, f, local_mode, "FOV %d: tile" % fov)
-        path = sio.local_path(url)
-        if local_mode and path is not None and not os.path.exists(path):
-            raise Failure("FOV %d: tile not found: %s" % (fov, url), EXIT_FAILURE)
-
-
-def _primary_manifest(experiment_url, exp, local_mode):
-    """The primary image manifest's URL, after every reference of the experiment is checked."""
-    images = exp.get("images") if isinstance(exp, dict) else None
-    if not isinstance(images, dict) or "primary" not in images:
-        raise Failure("experiment %s has no images.primary entry (not a SpaceTx experiment.json?)"
-                      % experiment_url, EXIT_BAD_ENV)
-    for kind in sorted(images):
-        if isinstance(images[kind], str):
-            _follow(experiment_url, images[kind], local_mode, "images.%s" % kind)
-    if isinstance(exp.get("codebook"), str):
-        _follow(experiment_url, exp["codebook"], local_mode, "codebook")
-    return _follow(experiment_url, images["primary"], local_mode, "images.primary")
-
-
 def check_experiment(experiment_url, fov):
-    """Verify the experiment exists and lists the FOV, and that every file it refers to for
-    the FOV passes the URL policy (sio.resolve_reference); for local data also verify that
-    the FOV's primary tiles exist. Returns the FOV's tile-set URL."""
-    local_mode = is_local_experiment(experiment_url)
-    exp = _load_json(experiment_url, "experiment", EXIT_BAD_ENV)
-    manifest_url = _primary_manifest(experiment_url, exp, local_mode)
-    manifest = _load_json(manifest_url, "primary image manifest", EXIT_FAILURE)
-    name = sio.fov_name(fov)
-    contents = manifest.get("contents") if isinstance(manifest, dict) else None
-    if not isinstance(contents, dict):
-        # a single-FOV experiment may point straight at a tile set
-        if isinstance(manifest, dict) and "tiles" in manifest and fov == 0:
-            _check_tiles(manifest, manifest_url, local_mode, fov)
-            return manifest_url
-        raise Failure("primary image manifest %s has no 'contents'" % manifest_url, EXIT_FAILURE)
-    if name not in contents:
-        names = sorted(contents)
-        desc = "%d FOVs: %s..%s" % (len(names), names[0], names[-1]) if names else "no FOVs"
-        raise Failure("FOV %d (%s) is not in the experiment (primary images have %s)"
-                      % (fov, name, desc), EXIT_BAD_ENV)
-    tileset_url = _follow(manifest_url, contents[name], local_mode, "contents.%s" % name)
-    tileset = _load_json(tileset_url, "FOV %d: tile list" % fov, EXIT_FAILURE)
-    _check_tiles(tileset, tileset_url, local_mode, fov)
-    return tileset_url
+    """The FOV's source as starfish would load it (containers/common/spacetx.py): its name in
+    the experiment and its tiles, every reference under the URL policy, and every tile that
+    declares a sha256 matching it; Failure (exit 2 for a bad request, 1 otherwise) before any
+    compute."""
+    try:
+        source = spacetx.check_fov(experiment_url, fov)
+        spacetx.verify_tiles(source)
+    except spacetx.FormatError as exc:
+        raise Failure(exc.message, exc.code)
+    return source
 
 
 # ---------------------------------------------------------------------------------------
@@ -587,9 +528,8 @@ def _run_fov(environ, output, fov):
     # the experiment refers to (the recipe itself, named by the launcher, is read before).
     local_mode = is_local_experiment(experiment)
     with sio.local_files(local_mode):
-        check_experiment(experiment, fov)
-    # The FOV's name in the experiment: the one place it is decided (what recipes are given).
-    fov_name = sio.fov_name(fov)
+        # The FOV's name as the experiment writes it (fov_0007 as well as fov_007): what recipes are given.
+        fov_name = check_experiment(experiment, fov).name
     fn = load_recipe(recipe_url)
     convention = recipe_convention(fn, recipe_url)
     print("process-fov: run %s: FOV %d (%s) of %s with recipe %s"

@@ -114,7 +114,7 @@ describe('bad input never launches anything', () => {
       async (home) => `run ${shared.experiment} recipe=${await recipeFile(home, 'typo.py', 'import numpy\n\ndef process_fov(fov_index, experiment_url)\n    return []\n')}`,
       /cannot run: Python reports a syntax error: .* at line 3\. Nothing was launched/,
     ],
-    ['a recipe with no process_fov', async (home) => `run ${shared.experiment} recipe=${await recipeFile(home, 'bad.py', 'def main():\n    pass\n')}`, /defines no process_fov\(fov_index, experiment_url\)/],
+    ['a recipe with no process_fov', async (home) => `run ${shared.experiment} recipe=${await recipeFile(home, 'bad.py', 'def main():\n    pass\n')}`, /defines no process_fov function \(process_fov\(fov_index: int, experiment_url: str\) or process_fov\(fov: FieldOfView, codebook: Codebook\)\)/],
   ];
 
   it.each(cases)('answers %s in the channel and writes no run', async (_what, command, answer) => {

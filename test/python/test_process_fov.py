@@ -178,8 +178,10 @@ def test_missing_tile(synthetic_copy, tmp_path):
     out = str(tmp_path / "fovs")
     r = run_script(PROCESS_FOV, **env_for(synthetic_copy, NUMPY_RECIPE, out, AWS_BATCH_JOB_ARRAY_INDEX="3"))
     assert r.code == 1, r
-    assert r.last_line == "process-fov: FOV 3: tile not found: %s" % tile
-    assert error_record(out, 3) == {"fov": 3, "reason": "FOV 3: tile not found: %s" % tile}
+    # the file and the field that name it, before the recipe runs
+    where = " (tiles[6].file in %s)" % os.path.join(d, "primary-fov_003.json")
+    assert r.last_line == "process-fov: FOV 3: tile not found: %s%s" % (tile, where)
+    assert error_record(out, 3) == {"fov": 3, "reason": "FOV 3: tile not found: %s%s" % (tile, where)}
     assert not os.path.exists(os.path.join(out, "fov_003.csv"))
 
 
@@ -280,7 +282,7 @@ def test_each_missing_variable(synthetic, fake_recipe, tmp_path, missing):
      "process-fov: STARFISH_FOVS must be FOV indices and ranges like 0-9999 or 1-3,7,9-12, "
      "got '0-2000000': FOV 2000000 is beyond any experiment this tool can run (1000000 at most)"),
     ({"STARFISH_FOVS": "4-7", "AWS_BATCH_JOB_ARRAY_INDEX": "3"},
-     "process-fov: FOV 7 (fov_007) is not in the experiment (primary images have 4 FOVs: fov_000..fov_003)"),
+     "process-fov: FOV 7 is not in the experiment (primary images have 4 FOVs: fov_000..fov_003)"),
 ])
 def test_bad_selection(synthetic, fake_recipe, tmp_path, extra, message):
     out = str(tmp_path / "fovs")

@@ -305,8 +305,11 @@ def test_an_s3_experiment_reads_each_document_once_and_streams_tiles(s3, tmp_pat
     assert source.tileset_url == "s3://lab-data/iss/primary_images-batch_b-fov_002.json"
     assert source.tiles[0].url == "s3://lab-data/iss/primary_images-batch_b-fov_002-c0-r0-z0.tiff"
     json_reads = [key for key, _ in s3.reads if key.endswith(".json")]
-    assert sorted(json_reads) == sorted(set(json_reads))  # every manifest and tile set read once
-    assert len(json_reads) == 8  # experiment, codebook, 3 manifests, 3 tile sets
+    assert sorted(json_reads) == sorted(set(json_reads))  # every document read once
+    # experiment, codebook, 3 manifests and this FOV's tile set: the other FOVs' tile sets are
+    # their own jobs' to read (a run of N FOVs reads N tile sets, not N squared)
+    assert len(json_reads) == 6
+    assert not [key for key in json_reads if "fov_000" in key or "fov_001" in key]
     assert not [key for key, _ in s3.reads if not key.endswith(".json")]  # check_fov reads no tile
     del s3.reads[:]
     spacetx.verify_tiles(source)
@@ -381,13 +384,15 @@ def test_a_remote_experiment_cannot_lead_the_reader_to_the_machine_or_the_networ
     assert info.value.message.startswith("%s in s3://lab-data/iss/%s: %s is refused" % (field, holder[0], ref))
 
 
-def test_a_refused_tile_reference_in_another_fov_refuses_every_fov(s3, tmp_path):
-    """Every reference of the experiment passes the policy, as every tile set is parsed: a
-    hostile one is not waited for until its own FOV runs."""
+def test_a_refused_tile_reference_is_refused_by_the_job_of_its_fov(s3, tmp_path):
+    """A job reads its own FOV's path only: FOV 0's job never reads FOV 1's tile set, hostile
+    reference included, and FOV 1's job refuses it before the recipe runs."""
     case = json.loads(json.dumps(CASES["v5-flat"]))
     case["files"]["primary_images-fov_001.json"]["tiles"][2]["file"] = "file:///root/.aws/credentials"
+    experiment = upload(s3, case, tmp_path)
+    assert spacetx.check_fov(experiment, 0).name == "fov_000"
     with pytest.raises(spacetx.FormatError) as info:
-        spacetx.check_fov(upload(s3, case, tmp_path), 0)
+        spacetx.check_fov(experiment, 1)
     assert info.value.code == 2
     assert info.value.message.startswith("tiles[2].file in s3://lab-data/iss/primary_images-fov_001.json: "
                                          "file:///root/.aws/credentials is refused")

@@ -106,7 +106,8 @@ def test_process_and_merge_on_s3(fake_s3, synthetic, capsys):
     env["AWS_BATCH_JOB_ARRAY_INDEX"] = "0"
     assert pf.main(env) == 1
     last = capsys.readouterr().err.strip().splitlines()[-1]
-    assert last == "process-fov: FOV 0: tile not found: s3://lab-data/iss/primary-fov_000-r0-c0-z0.tiff"
+    assert last == ("process-fov: FOV 0: tile not found: s3://lab-data/iss/primary-fov_000-r0-c0-z0.tiff "
+                    "(tiles[0].file in s3://lab-data/iss/primary-fov_000.json)")
     err = json.loads(sio.read_text(fovs_out + "/fov_000.error.json"))
     assert err == {"fov": 0, "reason": last[len("process-fov: "):]}
 

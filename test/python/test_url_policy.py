@@ -186,16 +186,19 @@ def test_no_local_file_is_read_while_local_files_are_off(tmp_path):
     assert sio.read_text("file://" + str(secret)) == "secret"  # on again after the block
 
 
-def _remote_experiment(fake_s3, changes=None):
-    """A one-FOV experiment in the fake bucket, ``changes`` replacing JSON files by name."""
-    files = {
-        "experiment.json": {"version": "5.0.0", "images": {"primary": "primary.json"}, "codebook": "codebook.json"},
-        "primary.json": {"contents": {"fov_000": "primary-fov_000.json"}},
-        "primary-fov_000.json": {"tiles": [{"file": "primary-fov_000-r0-c0-z0.tiff"}]},
-    }
-    files.update(changes or {})
+_CASES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fixtures", "spacetx", "cases.json")
+
+
+def _remote_experiment(fake_s3, edit=None):
+    """The conformance table's plain 5.0.0 experiment (two FOVs) in the fake bucket, after
+    ``edit(files)`` changed its JSON documents in place."""
+    with open(_CASES) as fh:
+        files = next(c for c in json.load(fh)["cases"] if c["name"] == "v5-flat")["files"]
+    if edit:
+        edit(files)
     for name, value in files.items():
-        fake_s3.put_object(Bucket="lab-data", Key="iss/" + name, Body=json.dumps(value).encode())
+        body = value["bytes"].encode("ascii") if list(value) == ["bytes"] else json.dumps(value).encode()
+        fake_s3.put_object(Bucket="lab-data", Key="iss/" + name, Body=body)
     return "s3://lab-data/iss/experiment.json"
 
 
@@ -207,18 +210,29 @@ def fake_s3():
     sio.set_s3_client(None)
 
 
-@pytest.mark.parametrize("changes, where, what", [
-    ({"experiment.json": {"images": {"primary": "file:///etc/passwd"}}}, "images.primary", "may not refer to files"),
-    ({"experiment.json": {"images": {"primary": "primary.json", "nuclei": "/proc/self/environ"}}},
-     "images.nuclei", "may not refer to files"),
-    ({"experiment.json": {"images": {"primary": "primary.json"}, "codebook": "http://169.254.169.254/x"}},
-     "codebook", "http:// is not read"),
-    ({"primary.json": {"contents": {"fov_000": "https://[fd00:ec2::254]/latest/"}}}, "contents.fov_000", "unique local"),
-    ({"primary-fov_000.json": {"tiles": [{"file": "file:///root/.aws/credentials"}]}}, "FOV 0: tile",
+def _set(path, *keys_and_value):
+    """An edit of the document ``path``: the value at the nested keys replaced."""
+    *keys, value = keys_and_value
+
+    def edit(files):
+        doc = files[path]
+        for key in keys[:-1]:
+            doc = doc[key]
+        doc[keys[-1]] = value
+    return edit
+
+
+@pytest.mark.parametrize("edit, where, what", [
+    (_set("experiment.json", "images", "primary", "file:///etc/passwd"), "images.primary", "may not refer to files"),
+    (_set("experiment.json", "images", "nuclei", "/proc/self/environ"), "images.nuclei", "may not refer to files"),
+    (_set("experiment.json", "codebook", "http://169.254.169.254/x"), "codebook", "http:// is not read"),
+    (_set("primary_images.json", "contents", "fov_000", "https://[fd00:ec2::254]/latest/"), "contents.fov_000",
+     "unique local"),
+    (_set("primary_images-fov_000.json", "tiles", 0, "file", "file:///root/.aws/credentials"), "tiles[0].file",
      "may not refer to files"),
 ])
-def test_process_fov_refuses_what_a_remote_experiment_refers_to(fake_s3, changes, where, what):
-    experiment = _remote_experiment(fake_s3, changes)
+def test_process_fov_refuses_what_a_remote_experiment_refers_to(fake_s3, edit, where, what):
+    experiment = _remote_experiment(fake_s3, edit)
     with pytest.raises(pf.Failure) as info:
         with sio.local_files(False):
             pf.check_experiment(experiment, 0)
@@ -251,7 +265,7 @@ def test_process_fov_follows_absolute_paths_of_a_local_experiment(synthetic_copy
     exp["codebook"] = "file://" + os.path.join(exp_dir, exp["codebook"])
     with open(synthetic_copy, "w") as fh:
         json.dump(exp, fh)
-    assert pf.check_experiment(synthetic_copy, 1) == os.path.join(exp_dir, "primary-fov_001.json")
+    assert pf.check_experiment(synthetic_copy, 1).tileset_url == os.path.join(exp_dir, "primary-fov_001.json")
 
 
 # ---------------------------------------------------------------------------------------
