@@ -1,7 +1,8 @@
 /**
  * The Chat port as a channel in the terminal: the same Block Kit messages Slack would get,
  * rendered as text. Thread replies are indented under their run; an update of the root message
- * prints its new progress line (rewritten in place on a terminal, so the bar moves live).
+ * prints only the lines that changed: a progress line is rewritten in place on a terminal (the
+ * bar moves live), a new status or decision is printed once; piped output gets plain lines.
  */
 import type { Chat, MessageRef } from '../ports.js';
 import type { Message } from '../messages/message.js';
@@ -16,6 +17,8 @@ export interface ConsoleOutput {
 export class ConsoleChat implements Chat {
   private counter = 0;
   private lastText = new Map<string, string>();
+  /** Each root message's lines as last shown, so that an update prints only what changed. */
+  private lastLines = new Map<string, ReadonlySet<string>>();
   private liveLine = false;
   readonly transcript: string[] = [];
   readonly uploads: Array<{ ref: MessageRef; filename: string; bytes: number }> = [];
@@ -48,6 +51,7 @@ export class ConsoleChat implements Chat {
   async post(channel: string, message: Message): Promise<MessageRef> {
     const ref = { channel, ts: this.nextTs() };
     this.lastText.set(ref.ts, message.text);
+    this.lastLines.set(ref.ts, new Set(bodyLines(message)));
     this.emit(`\n#${channel} ${renderText(message)}`);
     return ref;
   }
@@ -58,8 +62,13 @@ export class ConsoleChat implements Chat {
     this.lastText.set(ref.ts, message.text);
     // Progress-only changes redraw one line; anything else (status, decisions) prints in full.
     const sameStatus = before.split(' — ')[0] === message.text.split(' — ')[0];
-    if (sameStatus) this.emit(`↻ ${renderText({ text: message.text, blocks: [] })}`, true);
-    else this.emit(`↻ ${renderText(message).split('\n').filter((l) => !l.startsWith('──')).join('\n  ')}`);
+    if (sameStatus) return this.emit(`↻ ${renderText({ text: message.text, blocks: [] })}`, true);
+    const shown = this.lastLines.get(ref.ts) ?? new Set<string>();
+    const lines = bodyLines(message);
+    this.lastLines.set(ref.ts, new Set(lines));
+    const changed = lines.filter((l) => !shown.has(l));
+    // Named by its run: several runs may be printing at once.
+    if (changed.length) this.emit(`↻ ${message.text.split(':')[0]}: ${changed.join('\n  ')}`);
   }
 
   async reply(ref: MessageRef, message: Message): Promise<MessageRef> {
@@ -80,4 +89,11 @@ export class ConsoleChat implements Chat {
     this.uploads.push({ ref, filename: file.filename, bytes: file.bytes.length });
     this.emit(`  │ 📎 ${file.title}: ${file.filename} (${Math.round(file.bytes.length / 1024)} KB)`);
   }
+}
+
+/** A message's lines without its header rule (the run it belongs to is in the changed lines). */
+function bodyLines(message: Message): string[] {
+  return renderText(message)
+    .split('\n')
+    .filter((l) => !l.startsWith('──'));
 }
