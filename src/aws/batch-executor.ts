@@ -27,7 +27,7 @@ const BATCH_LIMITS = { maxArraySize: 10_000, maxDependencies: 20, describeChunk:
  * 30 KiB (AWS Batch User Guide, Service quotas: "SubmitJob request payload size"). Checked here,
  * where the request is built, so an oversized job is refused before anything runs.
  */
-const SUBMIT_LIMITS = { overridesChars: 8_192, payloadBytes: 30 * 1024 } as const;
+export const SUBMIT_LIMITS = { overridesChars: 8_192, payloadBytes: 30 * 1024 } as const;
 
 function checkSubmitLimits(input: SubmitJobRequest): void {
   const overrides = JSON.stringify(input.containerOverrides ?? {}).length;
