@@ -127,7 +127,8 @@ def load_stack(tileset_location, tiles):
 
 
 def load_fov(experiment_url, fov_index):
-    """(primary (r, c, z, y, x), dots or None, codebook, the anchor's tile coordinates), read
+    """(primary (r, c, z, y, x), dots or None, codebook, its URL, the anchor's tile
+    coordinates), read
     as starfish reads the experiment (spacetx.check_fov: versions 4.0.0 and 5.0.0, nested
     collections, relative, absolute and file:// references, fov_7 / fov_007 / fov_0007)."""
     source = spacetx.check_fov(experiment_url, fov_index)
@@ -137,24 +138,24 @@ def load_fov(experiment_url, fov_index):
         dots, coords = load_stack(*source.images["dots"])
     exp = _read_json(experiment_url)
     local_mode = sio.local_path(experiment_url) is not None
-    codebook = _read_json(sio.resolve_reference(experiment_url, exp["codebook"], local_mode))
-    return primary, dots, codebook, coords
+    codebook_url = sio.resolve_reference(experiment_url, exp["codebook"], local_mode)
+    return primary, dots, _read_json(codebook_url), codebook_url, coords
 
 
-def codebook_codes(codebook, rounds):
-    """(targets, codes array (n, rounds)) for ISS-style (one channel per round) codes."""
+def codebook_codes(codebook, rounds, where="the codebook"):
+    """(targets, codes array (n, rounds)) of the targets with exactly one channel in each
+    round (ISS codes); other targets are left out. ``where`` names the codebook in errors."""
     targets, codes = [], []
     for m in codebook["mappings"]:
-        code = [None] * rounds
-        for entry in m["codeword"]:
-            if float(entry.get("v", 1)) > 0 and int(entry["r"]) < rounds:
-                code[int(entry["r"])] = int(entry["c"])
-        if None in code:
-            continue  # not a one-channel-per-round code: this recipe cannot decode it
+        lit = [(int(e["r"]), int(e["c"])) for e in m["codeword"] if float(e.get("v", 1)) > 0]
+        if sorted(r for r, _ in lit) != list(range(rounds)):
+            continue  # not one channel per round: this recipe cannot decode it
         targets.append(m["target"])
-        codes.append(code)
+        codes.append([c for _, c in sorted(lit)])
     if not codes:
-        raise ValueError("codebook has no one-channel-per-round codes (not an ISS codebook?)")
+        raise ValueError('%s has no target with exactly one channel in each of the %d rounds; this '
+                         'recipe decodes ISS codes, e.g. "codeword": [{"r": 0, "c": 2, "v": 1}, '
+                         '{"r": 1, "c": 0, "v": 1}, ...]' % (where, rounds))
     return targets, np.array(codes, dtype=int)
 
 
@@ -163,10 +164,12 @@ def codebook_codes(codebook, rounds):
 
 def noise_sigma(img):
     """Robust sigma of the pixel noise: the MAD of horizontal neighbour differences (smooth
-    background cancels, sparse spots are outliers), / sqrt(2) for the difference."""
+    background cancels, sparse spots are outliers), / sqrt(2) for the difference. Images
+    without noise (mostly equal neighbours: rendered, or clipped at zero) have a MAD of 0;
+    then the plain standard deviation of the differences, so thresholds stay above zero."""
     d = np.diff(img.astype(np.float64), axis=-1).ravel()
-    mad = float(np.median(np.abs(d - np.median(d))))
-    return max(1.4826 * mad / np.sqrt(2.0), 1e-9)
+    mad = 1.4826 * float(np.median(np.abs(d - np.median(d))))
+    return max(mad if mad > 0 else float(np.std(d)), 1e-9) / np.sqrt(2.0)
 
 
 def bandpass(img):
@@ -413,9 +416,9 @@ def detect(anchor, anchor_bp, sigma):
 
 
 def process_fov(fov_index, experiment_url):
-    primary, dots, codebook, coords = load_fov(experiment_url, fov_index)
+    primary, dots, codebook, codebook_url, coords = load_fov(experiment_url, fov_index)
     R = primary.shape[0]
-    targets, codes = codebook_codes(codebook, R)
+    targets, codes = codebook_codes(codebook, R, codebook_url)
 
     anchor, filtered, anchor_bp, shifts = align(primary, dots)
     sigma = noise_sigma(anchor)

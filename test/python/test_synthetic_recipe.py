@@ -362,7 +362,7 @@ def test_every_round_is_registered_to_the_anchor(realistic):
     stated = {(int(s["fov"]), int(s["round"])): (float(s["dx"]), float(s["dy"]))
               for s in load_csv(realistic, "ground_truth_shifts.csv")}
     for fov in (0, 1):
-        primary, dots, _, _ = iss_numpy.load_fov(realistic, fov)
+        primary, dots, _, _, _ = iss_numpy.load_fov(realistic, fov)
         shifts = iss_numpy.align(primary, dots)[3]
         for r, (dy, dx) in enumerate(shifts):
             # a spot at p in the anchor is at p - shift in the round; the generator moved it by +d
@@ -381,7 +381,7 @@ def test_learned_colours_are_the_channel_gains_and_crosstalk(hard):
     """The colours learned from one FOV's spots are the optics the data was made with:
     column k (dye k) holds gain[c] * crosstalk[c, k] / gain[k] in channel c, up to noise."""
     gains = np.array(json.load(open(hard))["extras"]["channel_gains"])
-    primary, dots, _, _ = iss_numpy.load_fov(hard, 0)
+    primary, dots, _, _, _ = iss_numpy.load_fov(hard, 0)
     anchor, filtered, anchor_bp, shifts = iss_numpy.align(primary, dots)
     _, subpix = iss_numpy.detect(anchor, anchor_bp, iss_numpy.noise_sigma(anchor))
     values, inside = iss_numpy.measure(filtered, shifts, subpix[:, 0], subpix[:, 1])
@@ -460,3 +460,21 @@ def test_a_spot_outside_the_tile_in_some_rounds_is_decoded_only_when_unambiguous
     assert list(best) == [0] and list(quality) == [1.0]
     one_round = np.array([[False, False, False, True]])  # fewer than MIN_KNOWN_ROUNDS
     assert list(iss_numpy.decode(lit, one_round, colours, codes)[1]) == [0.0]
+
+
+def test_a_codebook_without_iss_codes_is_refused_with_an_example():
+    merfish = {"mappings": [{"target": "ACTB", "codeword": [{"r": 0, "c": 0, "v": 1}, {"r": 0, "c": 1, "v": 1},
+                                                           {"r": 1, "c": 2, "v": 1}]}]}
+    with pytest.raises(ValueError, match=r'^s3://lab/codebook.json has no target with exactly one channel '
+                                         r'in each of the 2 rounds.*"codeword": \[\{"r": 0, "c": 2, "v": 1\}'):
+        iss_numpy.codebook_codes(merfish, 2, "s3://lab/codebook.json")
+
+
+def test_nearly_noise_free_images_still_get_a_threshold():
+    """A 16-bit image with less than a count of noise has mostly equal neighbours, a MAD of 0;
+    the threshold must still stand above the noise, or every flicker is a spot."""
+    img = _spot_image([(20.3, 30.7, 0.2), (40.8, 12.25, 0.1)], noise=0.3 / 65535)
+    img = np.round(img * 65535) / 65535
+    assert iss_numpy.noise_sigma(img) > 0.1 / 65535
+    _, subpix = iss_numpy.detect(img, iss_numpy.bandpass(img), iss_numpy.noise_sigma(img))
+    assert len(subpix) == 2
