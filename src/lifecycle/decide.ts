@@ -56,12 +56,23 @@ function decideApproval(m: RunManifest, fact: Extract<Fact, { type: 'decision' }
     return { next: undefined, effects: [answer(`Run ${m.runId} is already ${m.approval.decision ?? m.status}${by}; nothing to do.`)] };
   }
   const approval = { ...m.approval, decision: fact.decision, decidedBy: fact.by, decidedAt: new Date(ctx.now).toISOString() };
-  if (fact.decision === 'rejected') return { next: { ...m, status: 'rejected', approval }, effects: [{ type: 'update-root' }, done(`You rejected run ${m.runId}.`)] };
+  // The requester hears of the decision where they look for their run: its thread, with a mention.
+  const told = (text: string): Effect[] => (fact.by === m.requester.userId ? [] : [{ type: 'notice', text: `<@${m.requester.userId}>, ${text}` }]);
+  if (fact.decision === 'rejected') {
+    return {
+      next: { ...m, status: 'rejected', approval },
+      effects: [{ type: 'update-root' }, ...told(`run ${m.runId} was rejected by <@${fact.by}>; nothing was submitted.`), done(`You rejected run ${m.runId}.`)],
+    };
+  }
   const pendingSubmission = { round: 0, fovs: m.plan.fovs };
   // Submit first: a failing chat call must not leave an approved run without its jobs.
   return {
     next: { ...m, status: 'submitting', pendingSubmission, approval },
-    effects: [{ type: 'submit-round', ...pendingSubmission }, done(`You approved run ${m.runId}; its jobs are being submitted.`)],
+    effects: [
+      { type: 'submit-round', ...pendingSubmission },
+      ...told(`run ${m.runId} was approved by <@${fact.by}>; its jobs are being submitted.`),
+      done(`You approved run ${m.runId}; its jobs are being submitted.`),
+    ],
   };
 }
 

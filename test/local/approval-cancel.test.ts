@@ -42,6 +42,9 @@ describe('approval', () => {
     expect(done.status).toBe('succeeded');
     expect(done.approval).toMatchObject({ decision: 'approved', decidedBy: 'pi' });
     expect(h.transcript()).toMatch(/Approved by @pi at \d{4}-/);
+    // The requester is told in the run's thread; the approver gets their own answer.
+    expect(h.transcript()).toContain(`│ @tester, run ${waiting.runId} was approved by @pi; its jobs are being submitted.`);
+    expect(h.transcript()).toContain(`(only visible to pi) You approved run ${waiting.runId}; its jobs are being submitted.`);
     await removeDir(home);
   }, 90_000);
 
@@ -55,6 +58,7 @@ describe('approval', () => {
     expect(after.status).toBe('rejected');
     expect(after.submissions).toEqual([]);
     expect(h.transcript()).toMatch(/Rejected by @pi/);
+    expect(h.transcript()).toContain(`│ @tester, run ${run.runId} was rejected by @pi; nothing was submitted.`);
     expect(h.transcript()).toMatch(new RegExp(`Run ${run.runId} is already rejected by @pi; nothing to do`));
     await removeDir(home);
   });
