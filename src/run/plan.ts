@@ -94,13 +94,38 @@ export function fovOfChild(unit: WorkUnit, index: number): number | undefined {
   return nthOfRanges(unit.fovs, index);
 }
 
-function nthOfRanges(text: string, index: number): number | undefined {
+/**
+ * The last range text parsed, with the position each range starts at: the notifier maps many
+ * children of one unit in a row, and a unit of 10,000 gapped FOVs is 10,000 ranges.
+ */
+let indexed: { text: string; ranges: Array<[number, number]>; starts: number[] } | undefined;
+
+function indexRanges(text: string): typeof indexed {
+  if (indexed?.text === text) return indexed;
   const ranges = parseRanges(text);
   if (!ranges.ok) return undefined;
-  let left = index;
+  const starts: number[] = [];
+  let at = 0;
   for (const [a, b] of ranges.value) {
-    if (left <= b - a) return a + left;
-    left -= b - a + 1;
+    starts.push(at);
+    at += b - a + 1;
   }
-  return undefined;
+  indexed = { text, ranges: ranges.value, starts };
+  return indexed;
+}
+
+function nthOfRanges(text: string, index: number): number | undefined {
+  const found = indexRanges(text);
+  if (!found) return undefined;
+  // The last range starting at or before `index`.
+  let lo = 0;
+  let hi = found.starts.length - 1;
+  while (lo < hi) {
+    const mid = (lo + hi + 1) >>> 1;
+    if (found.starts[mid]! <= index) lo = mid;
+    else hi = mid - 1;
+  }
+  const [a, b] = found.ranges[lo] ?? [0, -1];
+  const n = a + index - (found.starts[lo] ?? 0);
+  return n <= b ? n : undefined;
 }

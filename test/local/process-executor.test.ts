@@ -77,7 +77,7 @@ describe('a job whose command is gone', () => {
     const [array, merge] = await executor.describe([arrayId, mergeId]);
     expect(array).toMatchObject({ status: 'FAILED', statusReason: interruptedReason(), size: 3, statusSummary: { SUCCEEDED: 1, FAILED: 2 } });
     expect(merge).toMatchObject({ status: 'FAILED', statusReason: 'Dependent Job failed' });
-    expect(await executor.failedChildren(arrayId)).toEqual([1, 2].map((index) => ({ index, reason: interruptedReason(), logStreamName: `starfish-261125-test-fov/${index}` })));
+    expect(await executor.failedChildren(arrayId)).toEqual([1, 2].map((index) => ({ index, reason: interruptedReason(), kind: 'interrupted', logStreamName: `starfish-261125-test-fov/${index}` })));
     await waitFor(() => !processAlive(leftover.pid!), 'the leftover process to be killed');
     // Settled once: another command reads the same.
     expect(await make().describe([arrayId])).toEqual([expect.objectContaining({ status: 'FAILED', statusSummary: { SUCCEEDED: 1, FAILED: 2 } })]);
