@@ -2,6 +2,7 @@
  * The `/starfish` grammar: text in, a typed command or a refusal naming what was wrong (with an
  * example of what is right) out. Never throws, whatever the input (the tests fuzz it).
  */
+import { fileURLToPath } from 'node:url';
 import { closest, distance } from 'fastest-levenshtein';
 import { parseRanges, type FovSelection } from '../run/fov-ranges.js';
 import type { RunRequest } from '../run/manifest.js';
@@ -95,6 +96,14 @@ function parseLocation(value: string, example: string): Result<string> {
     if (Buffer.byteLength(key, 'utf8') > MAX_S3_KEY_BYTES) return refuse(`the key of "${value.slice(0, 60)}…" is longer than S3's 1,024 bytes, so no object has it. Example: ${example}`);
     return S3_URL.test(value) ? ok(value) : refuse(`"${value}" is not a complete S3 URL: it needs a bucket and a key, like ${example}`);
   }
+  // A file:// URL is the path it names (the local backend reads paths; a deployment refuses both).
+  if (/^file:\/\//i.test(value)) {
+    try {
+      return ok(fileURLToPath(value));
+    } catch {
+      return refuse(`"${value}" is not a file:// URL of this machine; give the path itself, e.g. ./experiments/iss/experiment.json`);
+    }
+  }
   if (ANY_SCHEME.test(value)) {
     return isHttpsUrl(value) ? ok(value) : refuse(`"${value}" is not an s3:// or https:// URL; example: ${example}`);
   }
@@ -133,7 +142,7 @@ function parseRecipe(value: string): Result<Partial<RunRequest>> {
   if (!/\.py$/i.test(value.replace(/[?#].*$/, ''))) {
     return refuse(`recipe=${value} is not a Python file; a recipe is a .py file defining process_fov(fov_index: int, experiment_url: str) or process_fov(fov: FieldOfView, codebook: Codebook). Example: recipe=${EXAMPLE_URL.recipe}`);
   }
-  return ok({ recipe: value });
+  return ok({ recipe: location.value });
 }
 
 /** One parser per `key=value` option of run, each giving the part of the request it sets. */
@@ -185,7 +194,7 @@ function parseRun(args: string[]): Result<Command> {
   if (!experiment) return refuse(`run needs the experiment to process. Example: ${EXAMPLES.run}`);
   const location = parseLocation(experiment, EXAMPLE_URL.experiment);
   if (!location.ok) return location;
-  const request: RunRequest = { experiment, fovs: { kind: 'all' }, dryRun: false };
+  const request: RunRequest = { experiment: location.value, fovs: { kind: 'all' }, dryRun: false };
   const seen = new Set<string>();
   for (const token of rest) {
     const part = parseRunToken(token, seen);
@@ -249,7 +258,7 @@ function parseStage(args: string[]): Result<Command> {
     if (!name.ok) return name;
     as = name.value;
   }
-  return ok(as ? { name: 'stage', source, as } : { name: 'stage', source });
+  return ok(as ? { name: 'stage', source: location.value, as } : { name: 'stage', source: location.value });
 }
 
 const PARSERS: Record<Subcommand, (args: string[]) => Result<Command>> = {

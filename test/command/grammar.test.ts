@@ -29,6 +29,12 @@ describe('run', () => {
     });
   });
 
+  it('reads a file:// URL as the path it names (the local backend reads paths)', () => {
+    expect(ok('run file:///data/iss/experiment.json recipe=file:///data/recipes/my%20recipe.py')).toMatchObject({ request: { experiment: '/data/iss/experiment.json', recipe: '/data/recipes/my recipe.py' } });
+    expect(ok('stage file:///data/iss/experiment.json as=iss')).toEqual({ name: 'stage', source: '/data/iss/experiment.json', as: 'iss' });
+    expect(error('run file://otherhost/iss/experiment.json')).toMatch(/is not a file:\/\/ URL of this machine; give the path itself/);
+  });
+
   it('defaults to all FOVs and accepts a count, an https URL and a local path', () => {
     expect(ok('run https://example.org/exp/experiment.json')).toMatchObject({ request: { fovs: { kind: 'all' }, dryRun: false } });
     expect(ok('run ./examples/experiment.json first=16')).toMatchObject({ request: { experiment: './examples/experiment.json', fovs: { kind: 'first', count: 16 } } });
