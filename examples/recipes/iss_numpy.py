@@ -13,11 +13,12 @@ The steps of starfish's ISS pipeline, made to adapt to the data in hand:
    background and most of the large autofluorescent cells go);
 4. register EVERY round (round 0 included) to the anchor by cross-correlating the
    band-passed images: the anchor (dots; round 0 if there is none) is the only frame;
-5. find spots on the anchor: local maxima above DETECT_SIGMAS x its band-passed noise,
-   placed by a Gaussian fit; those centred outside the tile are the neighbouring FOV's;
+5. find candidate spots on the anchor: local maxima above DETECT_SIGMAS x its band-passed
+   noise (lenient, for faint spots: step 8 drops the noise peaks), placed by a Gaussian fit;
+   those centred outside the tile are the neighbouring FOV's;
 6. read each spot's intensity in every round and channel at its registered position; a round
    where the spot lies outside the tile is unknown (spots at the edges);
-7. learn from this FOV's spots how each dye looks in the channels (channel gains and
+7. learn from this FOV's bright spots how each dye looks in the channels (channel gains and
    crosstalk: the median colour of the spots assigned to each channel, refined a few times)
    and unmix every measurement with it;
 8. decode against the codebook: for each codeword, the mean over known rounds of the share of
@@ -50,10 +51,11 @@ except ImportError:  # running from the repository (not inside the process-fov i
     import starfish_io as sio
 
 DOG_SIGMAS = (1.0, 3.0)  # px; spot-sized band pass (the spots' sigma is about 1.4 px)
-DETECT_SIGMAS = 3.5      # anchor threshold, in sigmas of the band-passed noise (lenient:
+DETECT_SIGMAS = 3.0      # anchor threshold, in sigmas of the band-passed noise (lenient:
                          # noise peaks fail MIN_SIGNAL_SIGMAS when decoded)
 MIN_DISTANCE = 2         # px between spots (dense clusters in cells)
 COLOUR_ROUNDS = 4        # refinements of the learned dye colours
+COLOUR_SIGMAS = 8.0      # spots the colours are learned from: anchor above this many sigmas
 MIN_COLOUR_SPOTS = 8     # fewer spots of a colour than this: keep that channel's default
 MIN_QUALITY = 0.5        # mean share of a round's light in the codeword's channel
 MIN_SIGNAL_SIGMAS = 5.0  # a spot's light in its codeword's channels, in noise sigmas
@@ -405,14 +407,17 @@ def align(primary, dots):
 
 
 def detect(anchor, anchor_bp, sigma):
-    """Spots of the anchor: (integer peaks (n, 2), sub-pixel (y, x) (n, 2)), without those
-    centred outside the tile (a neighbouring FOV's spots whose tails reach into this one)."""
+    """Candidate spots of the anchor: (integer peaks (n, 2), sub-pixel (y, x) (n, 2), peak
+    height in sigmas of the band-passed noise (n,)), without those centred outside the tile
+    (a neighbouring FOV's spots whose tails reach into this one). The threshold is lenient:
+    some candidates are noise, and decoding drops them."""
     peaks = find_spots(anchor_bp, sigma)
     subpix = refine_all(anchor_bp, anchor, peaks)
     h, w = anchor.shape
     within = ((subpix[:, 0] >= -0.5) & (subpix[:, 0] <= h - 0.5)
               & (subpix[:, 1] >= -0.5) & (subpix[:, 1] <= w - 0.5))
-    return peaks[within], subpix[within]
+    peaks, subpix = peaks[within], subpix[within]
+    return peaks, subpix, anchor_bp[peaks[:, 0], peaks[:, 1]] / (sigma * BANDPASS_GAIN)
 
 
 def process_fov(fov_index, experiment_url):
@@ -425,9 +430,11 @@ def process_fov(fov_index, experiment_url):
     print("iss_numpy: FOV %d: anchor noise %.4g; round shifts (dy, dx): %s"
           % (fov_index, sigma, ", ".join("(%.1f, %.1f)" % s for s in shifts)))
 
-    peaks, subpix = detect(anchor, anchor_bp, sigma)
+    peaks, subpix, height = detect(anchor, anchor_bp, sigma)
     values, inside = measure(filtered, shifts, subpix[:, 0], subpix[:, 1])
-    colours = learn_colours(values, inside)
+    # colours are learned from the clearly bright spots only: faint candidates are partly noise
+    bright = height >= COLOUR_SIGMAS
+    colours = learn_colours(values[bright], inside[bright])
     best, quality = decode(values, inside, colours, codes)
     evidence = signal_sigmas(values, inside, codes, best, image_noise(primary))
     zbest = primary.max(axis=(0, 1)).argmax(axis=0)  # best z plane per pixel

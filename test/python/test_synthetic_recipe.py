@@ -383,9 +383,10 @@ def test_learned_colours_are_the_channel_gains_and_crosstalk(hard):
     gains = np.array(json.load(open(hard))["extras"]["channel_gains"])
     primary, dots, _, _, _ = iss_numpy.load_fov(hard, 0)
     anchor, filtered, anchor_bp, shifts = iss_numpy.align(primary, dots)
-    _, subpix = iss_numpy.detect(anchor, anchor_bp, iss_numpy.noise_sigma(anchor))
+    _, subpix, height = iss_numpy.detect(anchor, anchor_bp, iss_numpy.noise_sigma(anchor))
     values, inside = iss_numpy.measure(filtered, shifts, subpix[:, 0], subpix[:, 1])
-    colours = iss_numpy.learn_colours(values, inside)
+    bright = height >= iss_numpy.COLOUR_SIGMAS  # as process_fov does: noise would blur them
+    colours = iss_numpy.learn_colours(values[bright], inside[bright])
     learned = colours / np.diag(colours)[None, :]
     expected = np.eye(4)
     for k in range(4):
@@ -406,23 +407,35 @@ def _spot_image(spots, size=64, sigma=1.4, noise=0.002, seed=0):
     return img + np.random.default_rng(seed).normal(0.0, noise, size=(size, size))
 
 
+def _candidates(img):
+    """(x, y, height in noise sigmas) of detect()'s candidates on a 2-D image."""
+    _, subpix, height = iss_numpy.detect(img, iss_numpy.bandpass(img), iss_numpy.noise_sigma(img))
+    return [(x, y, h) for (y, x), h in zip(subpix, height)]
+
+
+def _near(candidates, x, y, px=2.0):
+    return [c for c in candidates if np.hypot(c[0] - x, c[1] - y) <= px]
+
+
 def test_spots_are_placed_to_a_fraction_of_a_pixel():
-    img = _spot_image([(20.3, 30.7, 0.2), (40.8, 12.25, 0.1)])
-    _, subpix = iss_numpy.detect(img, iss_numpy.bandpass(img), iss_numpy.noise_sigma(img))
-    found = sorted((round(x, 1), round(y, 1)) for y, x in subpix)
-    assert len(found) == 2
-    for (x, y), (tx, ty) in zip(found, [(20.3, 30.7), (40.8, 12.25)]):
+    found = _candidates(_spot_image([(20.3, 30.7, 0.2), (40.8, 12.25, 0.1)]))
+    for tx, ty in [(20.3, 30.7), (40.8, 12.25)]:
+        (x, y, height), = _near(found, tx, ty)
         assert abs(x - tx) < 0.15 and abs(y - ty) < 0.15, found
+        assert height > 20
+    # the other candidates are the noise the lenient threshold lets through: all faint
+    assert all(h < 6 for x, y, h in found if not _near([(20.3, 30.7, 0), (40.8, 12.25, 0)], x, y))
 
 
 def test_a_spot_centred_outside_the_tile_is_not_this_fovs():
     """Its tail makes the border pixel a maximum; the neighbouring FOV owns it. A spot on the
     border pixel itself is kept."""
-    img = _spot_image([(-1.8, 20.0, 0.3), (0.2, 44.0, 0.3), (63.0, 30.0, 0.3)])
-    _, subpix = iss_numpy.detect(img, iss_numpy.bandpass(img), iss_numpy.noise_sigma(img))
-    found = sorted((round(y), round(x, 1)) for y, x in subpix)
-    assert [y for y, _ in found] == [30, 44], found
-    assert abs(found[1][1] - 0.2) < 0.4 and abs(found[0][1] - 63.0) < 0.4, found
+    found = _candidates(_spot_image([(-1.8, 20.0, 0.3), (0.2, 44.0, 0.3), (63.0, 30.0, 0.3)]))
+    assert not _near(found, 0.0, 20.0, px=3.0), found
+    (x, _, _), = _near(found, 0.2, 44.0)
+    assert abs(x - 0.2) < 0.4
+    (x, _, _), = _near(found, 63.0, 30.0)
+    assert abs(x - 63.0) < 0.4
 
 
 def test_png_tiles_read_without_imageio(tmp_path, realistic, monkeypatch):
@@ -476,5 +489,16 @@ def test_nearly_noise_free_images_still_get_a_threshold():
     img = _spot_image([(20.3, 30.7, 0.2), (40.8, 12.25, 0.1)], noise=0.3 / 65535)
     img = np.round(img * 65535) / 65535
     assert iss_numpy.noise_sigma(img) > 0.1 / 65535
-    _, subpix = iss_numpy.detect(img, iss_numpy.bandpass(img), iss_numpy.noise_sigma(img))
-    assert len(subpix) == 2
+    found = _candidates(img)
+    spots = [c for c in found if _near([(20.3, 30.7, 0), (40.8, 12.25, 0)], c[0], c[1])]
+    assert len(spots) == 2
+    assert all(c[2] < 6 for c in found if c not in spots)  # sub-count flicker stays faint
+
+
+def test_colours_are_learned_from_bright_spots_only(hard, monkeypatch):
+    """Negative control: learned from every candidate (noise peaks included, since the anchor
+    threshold is lenient), the colours blur and faint spots are lost."""
+    with_bright, _, _ = evaluate(hard, [0, 1])
+    monkeypatch.setattr(iss_numpy, "COLOUR_SIGMAS", 0.0)
+    with_all, _, report = evaluate(hard, [0, 1])
+    assert with_all < with_bright - 0.02, report
