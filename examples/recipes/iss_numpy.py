@@ -130,9 +130,9 @@ def load_stack(tileset_location, tiles):
 
 def load_fov(experiment_url, fov_index):
     """(primary (r, c, z, y, x), dots or None, codebook, its URL, the anchor's tile
-    coordinates), read
-    as starfish reads the experiment (spacetx.check_fov: versions 4.0.0 and 5.0.0, nested
-    collections, relative, absolute and file:// references, fov_7 / fov_007 / fov_0007)."""
+    coordinates), read as starfish reads the experiment (spacetx.check_fov: versions 4.0.0
+    and 5.0.0, nested collections, relative, absolute and file:// references, fov_7 /
+    fov_007 / fov_0007)."""
     source = spacetx.check_fov(experiment_url, fov_index)
     primary, coords = load_stack(*source.images["primary"])
     dots = None
