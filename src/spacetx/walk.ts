@@ -180,12 +180,17 @@ export interface FovNames {
 export async function readFovNames(reader: Reader, location: string): Promise<FovNames> {
   const experiment = await readDoc(reader, locateExperiment(reader, location), 'experiment.json', EXAMPLES.experiment);
   const { images, codebook } = experimentReferences(experiment);
-  // The other image types and the codebook are not read, but a reference starfish cannot
-  // follow, or this deployment may not read, fails every FOV: refused now.
-  follow(reader, experiment, ['codebook'], codebook);
+  // What would fail every FOV is refused now, not once per FOV job: extras and the codebook
+  // (one more read), and a reference to another image type starfish cannot follow, or this
+  // deployment may not read (not read: their tile lists are each FOV job's to check).
+  checkDocument(extrasSchema, experiment.value, experiment.at, 'primary_images' in experiment.value ? EXAMPLES.experiment4 : EXAMPLES.experiment);
   for (const [, field, ref] of images.slice(1)) follow(reader, experiment, field, ref);
   const [, field, ref] = images[0]!;
-  const collection = await readDoc(reader, follow(reader, experiment, field, ref), 'primary image collection', EXAMPLES.collection);
+  const [book, collection] = await Promise.all([
+    readDoc(reader, follow(reader, experiment, ['codebook'], codebook), 'codebook', EXAMPLES.codebook),
+    readDoc(reader, follow(reader, experiment, field, ref), 'primary image collection', EXAMPLES.collection),
+  ]);
+  checkCodebook(book.at, book.value);
   const names: string[] = [];
   await collectNames(reader, imageCollection(collection), collection, names, pLimit(READ_CONCURRENCY));
   return { experiment, names };

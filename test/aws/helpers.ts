@@ -19,6 +19,7 @@ import { BatchClient, DescribeJobsCommand, SubmitJobCommand, TerminateJobCommand
 import type { Chat, MessageRef } from '../../src/ports.js';
 import type { Message } from '../../src/messages/message.js';
 import { renderText } from '../../src/messages/text.js';
+import { CODEBOOK_JSON, experimentJson, primaryManifestJson } from '../helpers/spacetx.js';
 
 export const REGION = 'us-east-1';
 export const CREDENTIALS = { accessKeyId: 'AKIDEXAMPLE', secretAccessKey: 'wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY' };
@@ -286,9 +287,9 @@ export function testEnv(overrides: Record<string, string | undefined> = {}): Nod
 
 /** A SpaceTx experiment (no tiles) with FOVs 0..n-1 and a recipe, in the fake S3. */
 export function putExperiment(s3: FakeS3, fovs: number, base = 's3://lab-data/iss'): { experiment: string; recipe: string } {
-  const contents = Object.fromEntries(Array.from({ length: fovs }, (_, i) => [`fov_${String(i).padStart(3, '0')}`, `primary-fov_${i}.json`]));
-  s3.put(`${base}/primary_image.json`, JSON.stringify({ version: '0.1.0', contents }));
-  s3.put(`${base}/experiment.json`, JSON.stringify({ version: '5.0.0', images: { primary: 'primary_image.json' }, codebook: 'codebook.json' }));
+  s3.put(`${base}/primary_image.json`, primaryManifestJson(fovs));
+  s3.put(`${base}/experiment.json`, experimentJson());
+  s3.put(`${base}/codebook.json`, CODEBOOK_JSON);
   s3.put('s3://lab-data/recipes/iss.py', 'def process_fov(fov_index, experiment_url):\n    return []\n');
   return { experiment: `${base}/experiment.json`, recipe: 's3://lab-data/recipes/iss.py' };
 }

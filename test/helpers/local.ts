@@ -10,6 +10,7 @@ import { createLocalSystem, type LocalSystemOptions } from '../../src/local/syst
 import { parsePolicy } from '../../src/run/policy.js';
 import { listManifests, loadManifest } from '../../src/run/manifest-store.js';
 import { REPO_ROOT } from '../../src/local/process-executor.js';
+import { CODEBOOK_JSON, experimentJson, primaryManifestJson } from './spacetx.js';
 
 const PYTHON = existsSync('/usr/bin/python3') ? '/usr/bin/python3' : 'python3';
 export const NUMPY_RECIPE = path.join(REPO_ROOT, 'examples/recipes/iss_numpy.py');
@@ -41,9 +42,9 @@ export function generatedExperiment(fovs: number): { data: string; experiment: s
 
 /** A minimal SpaceTx experiment (no tiles) for tests that only plan. */
 export async function plannedOnlyExperiment(dir: string, fovs: number): Promise<string> {
-  const contents = Object.fromEntries(Array.from({ length: fovs }, (_, i) => [`fov_${String(i).padStart(3, '0')}`, `primary-fov_${i}.json`]));
-  await writeFile(path.join(dir, 'primary_image.json'), JSON.stringify({ version: '0.1.0', contents, extras: {} }));
-  await writeFile(path.join(dir, 'experiment.json'), JSON.stringify({ version: '5.0.0', images: { primary: 'primary_image.json' }, codebook: 'codebook.json', extras: {} }));
+  await writeFile(path.join(dir, 'primary_image.json'), primaryManifestJson(fovs));
+  await writeFile(path.join(dir, 'experiment.json'), experimentJson());
+  await writeFile(path.join(dir, 'codebook.json'), CODEBOOK_JSON);
   return path.join(dir, 'experiment.json');
 }
 

@@ -12,6 +12,7 @@ import { passed } from '../../src/result.js';
 import { runKeys } from '../../src/run/layout.js';
 import { tooLarge } from '../../src/run/locations.js';
 import type { BatchJobEvent } from '../../src/run/batch-event.js';
+import { CODEBOOK_JSON, experimentJson, primaryManifestJson } from './spacetx.js';
 
 const etag = (b: Buffer) => createHash('md5').update(b).digest('hex');
 
@@ -73,11 +74,10 @@ export class MapReader implements Reader {
 
 /** An experiment.json + primary manifest with `fovs` FOVs, as a MapReader serves them. */
 export function experimentFiles(fovs: number, base = 's3://lab-data/exp'): Map<string, string> {
-  const contents: Record<string, string> = {};
-  for (let i = 0; i < fovs; i++) contents[`fov_${String(i).padStart(3, '0')}`] = `primary-fov_${i}.json`;
   return new Map([
-    [`${base}/experiment.json`, JSON.stringify({ version: '5.0.0', images: { primary: 'primary_image.json' }, codebook: 'codebook.json' })],
-    [`${base}/primary_image.json`, JSON.stringify({ version: '0.1.0', contents })],
+    [`${base}/experiment.json`, experimentJson()],
+    [`${base}/codebook.json`, CODEBOOK_JSON],
+    [`${base}/primary_image.json`, primaryManifestJson(fovs)],
     ['s3://lab-data/recipes/iss.py', 'def process_fov(fov_index, experiment_url):\n    return []\n'],
   ]);
 }

@@ -8,13 +8,15 @@ import { parseCommand } from '../../src/command/grammar.js';
 import { parsePolicy } from '../../src/run/policy.js';
 import { PRODUCTION_SETTINGS } from '../../src/core.js';
 import { MapReader } from './memory-adapters.js';
+import { CODEBOOK_JSON, experimentJson } from './spacetx.js';
 
 const FOVS = 1_000_000;
 const entries = Array.from({ length: FOVS }, (_, i) => `"fov_${String(i).padStart(7, '0')}":"primary-fov_${i}.json"`);
 const primary = `{"version":"0.1.0","contents":{${entries.join(',')}}}`;
 entries.length = 0;
 const files = new Map<string, string>([
-  ['s3://lab-data/big/experiment.json', JSON.stringify({ version: '5.0.0', images: { primary: 'primary_image.json' }, codebook: 'codebook.json', extras: {} })],
+  ['s3://lab-data/big/experiment.json', experimentJson()],
+  ['s3://lab-data/big/codebook.json', CODEBOOK_JSON],
   ['s3://lab-data/big/primary_image.json', primary],
   ['s3://lab-data/recipes/iss.py', 'def process_fov(fov_index, experiment_url):\n    return None\n'],
 ]);

@@ -8,6 +8,7 @@ import { GetObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { S3Reader } from '../../src/aws/s3-reader.js';
 import { readExperiment } from '../../src/run/experiment.js';
 import { CREDENTIALS, REGION, fakeS3, type FakeS3 } from '../aws/helpers.js';
+import { CODEBOOK_JSON } from '../helpers/spacetx.js';
 
 const collection = (contents: Record<string, string>) => JSON.stringify({ version: '0.1.0', contents, extras: null });
 const TILESET = JSON.stringify({ version: '0.1.0', dimensions: ['r', 'c', 'z', 'y', 'x'], shape: { r: 1, c: 1, z: 1 }, tiles: [] });
@@ -19,6 +20,7 @@ describe('planning reads', () => {
   beforeEach(() => {
     s3 = fakeS3();
     reader = new S3Reader({ client: new S3Client({ region: REGION, credentials: CREDENTIALS }), buckets: ['lab-data'] });
+    for (const folder of ['iss', 'v4']) s3.put(`s3://lab-data/${folder}/codebook.json`, CODEBOOK_JSON);
   });
   afterEach(() => s3.mock.restore());
 
@@ -28,12 +30,13 @@ describe('planning reads', () => {
     (error: Error) => error.message,
   );
 
-  it('plans FOVs from experiment.json, the primary collection and its first FOV, not every FOV file', async () => {
+  it('plans FOVs from experiment.json, the codebook, the primary collection and its first FOV, not every FOV file', async () => {
     s3.put('s3://lab-data/iss/experiment.json', experiment('primary.json'));
     s3.put('s3://lab-data/iss/primary.json', collection(Object.fromEntries(Array.from({ length: 50 }, (_, i) => [`fov_${String(i).padStart(3, '0')}`, `fov_${i}.json`]))));
     s3.put('s3://lab-data/iss/fov_0.json', TILESET);
     expect((await readExperiment(reader, 's3://lab-data/iss/experiment.json')).fovs).toEqual(Array.from({ length: 50 }, (_, i) => i));
-    expect(keysRead()).toEqual(['iss/experiment.json', 'iss/primary.json', 'iss/fov_0.json']);
+    // The codebook is read and checked now: a bad one would fail every FOV job.
+    expect(keysRead()).toEqual(['iss/experiment.json', 'iss/codebook.json', 'iss/primary.json', 'iss/fov_0.json']);
   });
 
   it('follows nested collections and names FOVs by their keys in the innermost one', async () => {
@@ -59,7 +62,7 @@ describe('planning reads', () => {
     expect(await refusal('s3://lab-data/iss/experiment.json')).toMatch(
       /s3:\/\/lab-data\/iss\/primary\.json: "contents\.fov_001" is "s3:\/\/other-bucket\/fov_001\.json", which this deployment may not read: .*bucket "other-bucket", which this deployment may not read/,
     );
-    expect(keysRead()).toEqual(['iss/experiment.json', 'iss/primary.json']);
+    expect(keysRead()).toEqual(['iss/experiment.json', 'iss/codebook.json', 'iss/primary.json']);
   });
 
   it('escapes what the experiment says before it reaches Slack', async () => {
@@ -68,7 +71,7 @@ describe('planning reads', () => {
     expect(await refusal('s3://lab-data/iss/experiment.json')).toMatch(/FOV "&lt;!channel&gt;" in the primary images of .* is not named fov_<number>/);
   });
 
-  it('checks the codebook and the other image types against the URL policy without reading them', async () => {
+  it('checks the other image types and the codebook against the URL policy before reading anything else', async () => {
     s3.put('s3://lab-data/iss/experiment.json', JSON.stringify({ version: '5.0.0', images: { primary: 'primary.json', nuclei: 'file:///data/nuclei.json' }, codebook: 'codebook.json', extras: {} }));
     s3.put('s3://lab-data/iss/primary.json', collection({ fov_000: 'fov_000.json' }));
     expect(await refusal('s3://lab-data/iss/experiment.json')).toMatch(/experiment\.json: "images\.nuclei" is "file:\/\/\/data\/nuclei\.json", which this deployment may not read/);
