@@ -26,6 +26,8 @@ const SHOWN_PROBLEMS = 5;
 interface StagedFile {
   rel: string;
   from: string;
+  /** Where it goes (Store.locate): refused at planning when the store cannot hold that key. */
+  to: string;
   body?: Buffer;
 }
 
@@ -45,13 +47,21 @@ async function planCopy(reader: Reader, store: Store, source: string, name: stri
   const paths = stagedPaths(walked.files, walked.files[0]!.at);
   if (!paths.ok) return paths;
   const locate = (rel: string) => store.locate(`${stagedPrefix(name)}/${rel}`);
-  return ok(
-    walked.files.map((file) => {
-      const rel = paths.value.get(file.at)!;
+  const files: StagedFile[] = [];
+  const unplaceable: string[] = [];
+  for (const file of walked.files) {
+    const rel = paths.value.get(file.at)!;
+    try {
+      const to = locate(rel);
       const body = rewritten(file, paths.value, locate);
-      return { rel, from: file.at, ...(body ? { body } : {}) };
-    }),
-  );
+      files.push({ rel, from: file.at, to, ...(body ? { body } : {}) });
+    } catch (error) {
+      // A key the store cannot hold (S3: 1,024 bytes) is found before anything is copied.
+      unplaceable.push(escapeMrkdwn((error as Error).message));
+    }
+  }
+  if (unplaceable.length) return refuse(`${unplaceable.length} file(s) cannot be placed in the staged copy: ${unplaceable.slice(0, SHOWN_PROBLEMS).join(' • ')}`);
+  return ok(files);
 }
 
 /** Deletes what an incomplete staging wrote, the marker last (it holds the name until then). */
@@ -92,7 +102,7 @@ export async function stageExperiment(deps: Pick<CoreDeps, 'reader' | 'store' | 
         try {
           // A JSON file whose references changed is written; every other file is copied as it is.
           if (file.body) await store.put(key(file.rel), file.body);
-          else await reader.copy(file.from, store.locate(key(file.rel)));
+          else await reader.copy(file.from, file.to);
         } catch (error) {
           failures.push(`${file.rel}: ${(error as Error).message}`);
         }

@@ -10,6 +10,11 @@ import type { Plan, WorkUnit } from './manifest.js';
 import { ok, refuse, type Result } from '../result.js';
 
 const MAX_ARRAY_SIZE = 10_000;
+/**
+ * One merge waits for every array of a round, and AWS Batch lets a job depend on at most 20:
+ * past 20 arrays of 10,000 a run would be submitted, then refused at its merge.
+ */
+const MAX_RUN_FOVS = 20 * MAX_ARRAY_SIZE;
 
 function selectFovs(available: number[], selection: FovSelection): Result<number[]> {
   if (selection.kind === 'all') return ok([...available]);
@@ -81,6 +86,10 @@ export function makePlan(available: number[], selection: FovSelection): Result<P
   const selected = selectFovs(available, selection);
   if (!selected.ok) return selected;
   const fovs = selected.value;
+  if (fovs.length > MAX_RUN_FOVS) {
+    const n = (x: number) => x.toLocaleString('en-US');
+    return refuse(`these are ${n(fovs.length)} FOVs; one run takes at most ${n(MAX_RUN_FOVS)} (20 arrays of 10,000, the most one merge can wait for). Run them in parts, e.g. fovs=${fovs[0]}-${fovs[MAX_RUN_FOVS - 1]} first`);
+  }
   const text = formatRanges(fovs);
   if (text.length > MAX_PLAN_CHARS) {
     return refuse(`these ${fovs.length.toLocaleString('en-US')} FOVs are numbered with so many gaps that their list is ${text.length.toLocaleString('en-US')} characters; select fewer, contiguous ranges (e.g. fovs=0-99999) and run the rest separately`);

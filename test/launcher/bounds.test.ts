@@ -18,14 +18,18 @@ function checkInChild(selection: string) {
 }
 
 describe('a 1,000,000-FOV experiment under a fixed heap', () => {
-  it(`plans fovs=all within ${HEAP_MIB} MiB`, () => {
-    expect(checkInChild('all')).toMatchObject({ fovCount: 1_000_000, units: 100 });
+  it(`reads it within ${HEAP_MIB} MiB and refuses fovs=all (one run takes at most 200,000 FOVs), saying how to split`, () => {
+    expect(checkInChild('all')).toMatchObject({ refused: expect.stringMatching(/these are 1,000,000 FOVs; one run takes at most 200,000 .*e\.g\. fovs=0-199999 first/) });
   });
 
-  it('plans a hostile selection that repeats the whole range hundreds of times, counting each FOV once', () => {
-    const hostile = Array.from({ length: 443 }, () => '0-999999').join(',');
+  it('plans the largest run, 200,000 FOVs in 20 arrays, within the same heap', () => {
+    expect(checkInChild('0-199999')).toMatchObject({ fovCount: 200_000, units: 20 });
+  });
+
+  it('plans a hostile selection that repeats a range hundreds of times, counting each FOV once', () => {
+    const hostile = Array.from({ length: 440 }, () => '0-199999').join(',');
     expect(hostile.length).toBeLessThanOrEqual(4_000);
-    expect(checkInChild(hostile)).toMatchObject({ fovCount: 1_000_000 });
+    expect(checkInChild(hostile)).toMatchObject({ fovCount: 200_000 });
   });
 });
 
@@ -61,8 +65,8 @@ describe('selections', () => {
   });
 
   it('refuses a plan too scattered to keep in the manifest, saying what to do', () => {
-    const available = Array.from({ length: 400_000 }, (_, i) => i * 2);
+    const available = Array.from({ length: 200_000 }, (_, i) => i * 2);
     const plan = makePlan(available, { kind: 'all' });
-    expect(plan.ok ? '' : plan.reason).toMatch(/400,000 FOVs are numbered with so many gaps .* select fewer, contiguous ranges/);
+    expect(plan.ok ? '' : plan.reason).toMatch(/200,000 FOVs are numbered with so many gaps .* select fewer, contiguous ranges/);
   });
 });

@@ -247,13 +247,10 @@ describe('the AWS backend on the wire, against AWS limits', () => {
     expectWithinLimits();
   });
 
-  it('200,001 FOVs need 21 arrays: no SubmitJob with more than 20 dependencies reaches Batch, nothing is left running, the person is told', async () => {
-    const m = await launch(Array.from({ length: 200_001 }, (_, i) => i));
-    // Whatever was accepted before the refusal (today: the 21 arrays) is terminated.
-    const terminated = endpoint.of('batch', 'TerminateJob').map((r) => (JSON.parse(r.body.toString('utf8')) as { jobId: string }).jobId);
-    expect(terminated.sort()).toEqual([...endpoint.batch.jobs.keys()].sort());
-    expect((await manifest(m.runId)).status).toBe('failed');
-    expect(chat.calls.map((c) => c.text).join('\n')).toMatch(/at most 20 jobs.*select fewer FOVs/);
+  it('200,001 FOVs would need 21 arrays, more than one merge may wait for: refused at planning, nothing reaches Batch, the person is told how to split', async () => {
+    await expect(launch(Array.from({ length: 200_001 }, (_, i) => i))).rejects.toThrow(/no run was created/);
+    expect(endpoint.of('batch', 'SubmitJob')).toEqual([]);
+    expect(chat.calls.map((c) => c.text).join('\n')).toMatch(/these are 200,001 FOVs; one run takes at most 200,000 .*e\.g\. fovs=0-199999 first/);
     expectWithinLimits();
   }, 30_000);
 
@@ -478,7 +475,9 @@ describe('staging on the wire', () => {
     expect(answer).toMatch(/S3 keys are at most 1,024 bytes/);
     expect(answer).toContain('experiments/long/tttt');
     expect(answer).not.toMatch(/Staged \d+ files/);
-    // The name is not held by an incomplete copy: the next attempt may stage over it.
+    expect(answer).toMatch(/cannot be placed in the staged copy.*Nothing was staged\./);
+    // Refused before the name was claimed or anything was copied.
+    expect(endpoint.of('s3', 'CopyObject')).toHaveLength(0);
     expect(endpoint.s3.get(`${RESULTS}/experiments/long/.staged.json`)).toBeUndefined();
     expectNoViolations(endpoint);
   });
