@@ -8,6 +8,7 @@
  * The Batch SDK is loaded on first use, so that the Slack Lambda (which never submits) does not
  * pay for it at cold start.
  */
+import pLimit from 'p-limit';
 import type { BatchClient, JobDetail, RetryStrategy, SubmitJobRequest } from '@aws-sdk/client-batch';
 import type { ArraySpec, BatchStatus, Executor, JobDescription, StatusSummary, SubmitSpec, SubmittedJob, FailedChild } from '../ports.js';
 import type { Logger } from '../core.js';
@@ -19,6 +20,7 @@ const sdk = () => import('@aws-sdk/client-batch');
 
 /** Batch limits (AWS Batch User Guide: array jobs, job dependencies; DescribeJobs API). */
 const BATCH_LIMITS = { maxArraySize: 10_000, maxDependencies: 20, describeChunk: 100, maxReasonChars: 1024 } as const;
+const DESCRIBE_CONCURRENCY = 4;
 
 /**
  * What AWS takes in one SubmitJob. Container overrides become the ECS task's overrides, "a total
@@ -232,7 +234,9 @@ export class BatchExecutor implements Executor {
     if (!jobIds.length) return [];
     const { DescribeJobsCommand } = await sdk();
     const client = await this.client();
-    const out = await Promise.all(chunks(jobIds, BATCH_LIMITS.describeChunk).map((jobs) => client.send(new DescribeJobsCommand({ jobs }))));
+    // A few at a time: 10,000 failed children are 100 DescribeJobs, which at once would be throttled.
+    const limit = pLimit(DESCRIBE_CONCURRENCY);
+    const out = await Promise.all(chunks(jobIds, BATCH_LIMITS.describeChunk).map((jobs) => limit(() => client.send(new DescribeJobsCommand({ jobs })))));
     return out.flatMap((o) => o.jobs ?? []);
   }
 
