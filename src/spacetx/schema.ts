@@ -7,6 +7,7 @@
  * agree; slicedimage/io/_base.py and _v0_1_0.py at 4.1.1 (Reader.parse_doc, the collection and
  * tileset readers). Failures are ExperimentErrors naming the file and the field, with an example.
  */
+import semver, { type SemVer } from 'semver';
 import { z } from 'zod';
 import { escapeMrkdwn } from '../messages/message.js';
 
@@ -25,31 +26,13 @@ export const EXAMPLES = {
 /** Experiment versions Experiment.verify_version accepts (MIN/MAX_SUPPORTED_VERSION, both releases). */
 const EXPERIMENT_VERSIONS = { min: '4.0.0', max: '5.0.0' };
 
-interface Semver {
-  core: [number, number, number];
-  pre: string[];
-}
-
-/** semantic_version.Version's strict form: MAJOR.MINOR.PATCH[-prerelease][+build], no leading zeros. */
-function parseSemver(text: string): Semver | undefined {
-  const m = /^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-([0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*))?(?:\+[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*)?$/.exec(text);
-  if (!m) return undefined;
-  return { core: [Number(m[1]), Number(m[2]), Number(m[3])], pre: m[4] ? m[4].split('.') : [] };
-}
-
-/** Precedence as semantic_version compares (build metadata ignored; a prerelease sorts first). */
-function compareSemver(a: Semver, b: Semver): number {
-  for (let i = 0; i < 3; i++) if (a.core[i] !== b.core[i]) return a.core[i]! - b.core[i]!;
-  if (!a.pre.length || !b.pre.length) return (b.pre.length ? 1 : 0) - (a.pre.length ? 1 : 0);
-  for (let i = 0; i < Math.min(a.pre.length, b.pre.length); i++) {
-    const [x, y] = [a.pre[i]!, b.pre[i]!];
-    if (x === y) continue;
-    const [nx, ny] = [/^\d+$/.test(x), /^\d+$/.test(y)];
-    if (nx && ny) return Number(x) - Number(y);
-    if (nx !== ny) return nx ? -1 : 1;
-    return x < y ? -1 : 1;
-  }
-  return a.pre.length - b.pre.length;
+/**
+ * semantic_version.Version's strict form (MAJOR.MINOR.PATCH[-prerelease][+build], no leading
+ * zeros, no "v"): the semver package parses SemVer 2.0 as starfish's semantic_version does and
+ * orders it the same way (a prerelease before its release, build metadata ignored).
+ */
+function parseExperimentVersion(text: string): SemVer | undefined {
+  return /^\d/.test(text) ? (semver.parse(text) ?? undefined) : undefined;
 }
 
 export type ExperimentShape = 'images' | 'primary_images';
@@ -62,14 +45,12 @@ export function experimentShape(file: string, version: unknown): ExperimentShape
   const where = `${escapeMrkdwn(file)}: "version"`;
   const accepted = `starfish reads experiment versions ${EXPERIMENT_VERSIONS.min} to ${EXPERIMENT_VERSIONS.max}. Example: ${EXAMPLES.experiment}`;
   if (version === undefined) throw new ExperimentError(`${where} is missing; ${accepted}`);
-  const parsed = typeof version === 'string' ? parseSemver(version) : undefined;
+  const parsed = typeof version === 'string' ? parseExperimentVersion(version) : undefined;
   if (!parsed) throw new ExperimentError(`${where} is ${escapeMrkdwn(JSON.stringify(version))}, not a version like "5.0.0"; ${accepted}`);
-  const min = parseSemver(EXPERIMENT_VERSIONS.min)!;
-  const max = parseSemver(EXPERIMENT_VERSIONS.max)!;
-  if (compareSemver(parsed, min) < 0 || compareSemver(parsed, max) > 0) {
+  if (parsed.compare(EXPERIMENT_VERSIONS.min) < 0 || parsed.compare(EXPERIMENT_VERSIONS.max) > 0) {
     throw new ExperimentError(`${where} is ${escapeMrkdwn(String(version))}, which starfish does not support; ${accepted}`);
   }
-  return compareSemver(parsed, max) < 0 ? 'primary_images' : 'images';
+  return parsed.compare(EXPERIMENT_VERSIONS.max) < 0 ? 'primary_images' : 'images';
 }
 
 /**
