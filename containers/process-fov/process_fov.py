@@ -269,6 +269,8 @@ def _find_refusal(exc):
 
 
 def describe_recipe_error(fov, exc, who="recipe"):
+    if isinstance(exc, spacetx.FormatError):  # a recipe reading the experiment with the shared reader
+        return "FOV %d: %s" % (fov, one_line(re.sub(r"^FOV \d+: ", "", exc.message), 400))
     refused = _find_refusal(exc)
     if refused is not None:
         return "FOV %d: %s" % (fov, one_line(refused, 400))

@@ -186,8 +186,8 @@ def test_missing_tile(synthetic_copy, tmp_path):
 
 
 def test_missing_tile_detected_by_recipe_itself(synthetic_copy, tmp_path):
-    """A tile that disappears after the pre-flight check: the recipe's FileNotFoundError
-    is still reported as 'tile not found'."""
+    """A tile that disappears after the pre-flight check: what the recipe meets (here the
+    shared SpaceTx reader's refusal) is still reported as 'tile not found', naming the tile."""
     d = os.path.dirname(synthetic_copy)
     tile = os.path.join(d, "primary-fov_000-r2-c1-z0.tiff")
     recipe = write(tmp_path / "r.py", (
@@ -201,7 +201,7 @@ def test_missing_tile_detected_by_recipe_itself(synthetic_copy, tmp_path):
     out = str(tmp_path / "fovs")
     r = run_script(PROCESS_FOV, **env_for(synthetic_copy, recipe, out))
     assert r.code == 1, r
-    assert r.last_line == "process-fov: FOV 0: tile not found: %s" % tile
+    assert r.last_line.startswith("process-fov: FOV 0: tile not found: %s (tiles[" % tile), r.last_line
     assert "Traceback" in r.stderr
 
 
