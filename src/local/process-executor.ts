@@ -693,7 +693,8 @@ export class ProcessExecutor implements Executor {
   private async runPython(job: Job, child: Child, log: WriteStream, logFile: string): Promise<{ exitCode: number; failure?: string }> {
     let lastErrorLine = '';
     let logError: string | undefined;
-    log.on('error', (error) => (logError ??= `starfish could not write the job's log ${logFile}: ${errorText(error)}`));
+    const logFailed = (error: Error) => (logError ??= `starfish could not write the job's log ${logFile}: ${errorText(error)}`);
+    log.on('error', logFailed);
     const write = (chunk: Buffer) => {
       if (!logError) log.write(chunk);
     };
@@ -725,6 +726,9 @@ export class ProcessExecutor implements Executor {
       log.once('error', () => resolve());
       log.end(() => resolve());
     });
+    // end()'s callback may run before the 'error' event (a write failing as the stream ends): the
+    // stream's own record of its error is read, so a full disk is never missed under load.
+    if (log.errored) logFailed(log.errored);
     // The shell could not run the interpreter (missing, not executable): said as such.
     if (exitCode === 127 && /^starfish-job: .*exec: /.test(lastErrorLine)) return { exitCode, failure: `could not start ${this.options.python}: ${lastErrorLine.replace(/^starfish-job: .*exec: /, '').replace(`${this.options.python}: `, '')}` };
     if (exitCode !== 0) return { exitCode, failure: lastErrorLine || `exit code ${exitCode}` };
