@@ -8,7 +8,7 @@ import { failureKindOf, failureReasonOf, logStreamOf, parseJobName, type BatchJo
 import { failureKind } from '../run/failure-kind.js';
 import { runKeys } from '../run/layout.js';
 import { TERMINAL, type RunManifest, type Submission } from '../run/manifest.js';
-import { fovOfChild } from '../run/plan.js';
+import { fovsOfChild } from '../run/plan.js';
 import { resultsSummarySchema, type ResultsSummary } from '../run/results.js';
 import type { JobDescription } from '../ports.js';
 import type { Fact, MergeOutcome, ObservedFailure } from './types.js';
@@ -24,8 +24,7 @@ const ended = (status: string): status is 'SUCCEEDED' | 'FAILED' => status === '
 export async function factFromEvents(deps: Deps, m: RunManifest, current: Submission, events: BatchJobEvent[]): Promise<BatchFact> {
   const failures: ObservedFailure[] = [];
   for (const e of events) {
-    const failure = childFailure(deps, m, e);
-    if (failure) failures.push({ ...failure, reason: (await reasonFromOutput(deps, m.runId, failure.fov)) ?? failure.reason });
+    for (const failure of await childFailures(deps, m, e)) failures.push({ ...failure, reason: (await reasonFromOutput(deps, m.runId, failure.fov)) ?? failure.reason });
   }
   const merges = events.flatMap((e) => mergeOutcome(deps, current, e.detail, logStreamOf(e), failureReasonOf(e)));
   const arrays = TERMINAL.has(m.status) ? [] : await deps.executor.describe(current.arrays.map((a) => a.jobId));
@@ -50,23 +49,36 @@ export async function factFromBatch(deps: Deps, m: RunManifest, current: Submiss
   return withSummary(deps, m.runId, current, fact);
 }
 
-/** A failed array child (or plain FOV job) of a known round, mapped to its FOV. */
-function childFailure(deps: Deps, m: RunManifest, e: BatchJobEvent): ObservedFailure | undefined {
+/** A failed array child (or plain FOV job) of a known round, mapped to the FOVs of it that failed. */
+async function childFailures(deps: Deps, m: RunManifest, e: BatchJobEvent): Promise<ObservedFailure[]> {
   const d = e.detail;
   const id = d.status === 'FAILED' ? parseJobName(d.jobName) : undefined;
   const isParent = d.arrayProperties?.statusSummary !== undefined || (d.arrayProperties?.size ?? 0) > 1;
-  if (!id || id.role !== 'fov' || isParent) return undefined;
-  const fov = fovOfEvent(m, id, d.jobName, d.arrayProperties?.index ?? 0);
-  if (fov === undefined) return undefined;
+  if (!id || id.role !== 'fov' || isParent) return [];
+  const fovs = await failedOfChunk(deps, m.runId, fovsOfEvent(m, id, d.jobName, d.arrayProperties?.index ?? 0));
   const stream = logStreamOf(e);
-  return { fov, round: id.round, jobId: d.jobId, reason: failureReasonOf(e), kind: failureKindOf(e), ...(stream ? { logLink: deps.executor.logLink(stream) } : {}) };
+  return fovs.map((fov) => ({ fov, round: id.round, jobId: d.jobId, reason: failureReasonOf(e), kind: failureKindOf(e), ...(stream ? { logLink: deps.executor.logLink(stream) } : {}) }));
 }
 
-/** The FOV a child processed: by the array's recorded name, else by its part of the round. */
-function fovOfEvent(m: RunManifest, id: { round: number; part: number }, name: string, index: number): number | undefined {
+/** The FOVs a child processed: by the array's recorded name, else by its part of the round. */
+function fovsOfEvent(m: RunManifest, id: { round: number; part: number }, name: string, index: number): number[] {
   const submission = m.submissions.find((s) => s.round === id.round);
   const array = submission?.arrays.find((a) => a.jobName === name) ?? submission?.arrays[id.part];
-  return array ? fovOfChild(array.unit, index) : undefined;
+  return array ? fovsOfChild(array.unit, index) : [];
+}
+
+/**
+ * The FOVs of a failed child that failed. A child of one FOV failed on it; a packed child goes on
+ * after a failing FOV, so its FOVs without a spot table are the failed ones. The table is what
+ * the job wrote: it can only hide a failure of its own run's FOV, which a fake table could anyway.
+ */
+async function failedOfChunk(deps: Deps, runId: string, fovs: number[]): Promise<number[]> {
+  if (fovs.length <= 1) return fovs;
+  const keys = runKeys(runId);
+  const tables = await Promise.all(fovs.map((fov) => deps.store.get(keys.fovTable(fov), { maxBytes: 1 }).catch(() => undefined)));
+  const failed = fovs.filter((_, i) => !tables[i]);
+  // A child that failed with every table written (it died after the last one): all of it is rerun.
+  return failed.length ? failed : fovs;
 }
 
 /** The end of a merge of the current round, known by its name even before its id is recorded. */
@@ -83,16 +95,25 @@ async function lostFailures(deps: Deps, m: RunManifest, current: Submission, arr
     const d = arrays.find((x) => x.jobId === array.jobId);
     if (!d || !ended(d.status)) continue;
     const failed = d.statusSummary ? (d.statusSummary.FAILED ?? 0) : d.status === 'FAILED' ? 1 : 0;
-    const known = m.failures.filter((f) => f.round === current.round && (f.jobId === array.jobId || f.jobId.startsWith(`${array.jobId}:`))).length;
+    // Failed children, not FOVs: a packed child that failed names several.
+    const known = new Set(m.failures.filter((f) => f.round === current.round && (f.jobId === array.jobId || f.jobId.startsWith(`${array.jobId}:`))).map((f) => f.jobId)).size;
     if (failed <= known) continue;
-    const plain = array.unit.size === 1;
-    const children = plain ? [{ index: 0, reason: d.statusReason ?? 'failed', kind: failureKind({ statusReason: d.statusReason }), logStreamName: undefined }] : await deps.executor.failedChildren(array.jobId);
-    for (const c of children) {
-      const fov = fovOfChild(array.unit, c.index);
-      if (fov === undefined) continue;
+    out.push(...(await failuresOfArray(deps, m, current.round, array, d)));
+  }
+  return out;
+}
+
+/** The failed FOVs of one ended array that the manifest does not know, from Batch's failed children. */
+async function failuresOfArray(deps: Deps, m: RunManifest, round: number, array: Submission['arrays'][number], d: JobDescription): Promise<ObservedFailure[]> {
+  const out: ObservedFailure[] = [];
+  const plain = array.unit.size === 1;
+  const children = plain ? [{ index: 0, reason: d.statusReason ?? 'failed', kind: failureKind({ statusReason: d.statusReason }), logStreamName: undefined }] : await deps.executor.failedChildren(array.jobId);
+  for (const c of children) {
+    const jobId = plain ? array.jobId : `${array.jobId}:${c.index}`;
+    if (m.failures.some((f) => f.round === round && f.jobId === jobId)) continue;
+    for (const fov of await failedOfChunk(deps, m.runId, fovsOfChild(array.unit, c.index))) {
       const reason = (await reasonFromOutput(deps, m.runId, fov)) ?? c.reason;
-      const jobId = plain ? array.jobId : `${array.jobId}:${c.index}`;
-      out.push({ fov, round: current.round, jobId, reason, kind: c.kind, ...(c.logStreamName ? { logLink: deps.executor.logLink(c.logStreamName) } : {}) });
+      out.push({ fov, round, jobId, reason, kind: c.kind, ...(c.logStreamName ? { logLink: deps.executor.logLink(c.logStreamName) } : {}) });
     }
   }
   return out;

@@ -11,6 +11,7 @@ import type { JobDescription } from '../ports.js';
 import { reasonWithoutFov } from '../messages/blocks.js';
 import { escapeMrkdwn } from '../messages/message.js';
 import { DELIVERIES, type DecideContext, type Decision, type Effect, type Fact, type MergeOutcome } from './types.js';
+import { unitFovCount } from '../run/plan.js';
 
 type BatchFact = Extract<Fact, { type: 'batch' }>;
 
@@ -45,7 +46,8 @@ interface Round {
 function roundOf(m: RunManifest, current: Submission, f: BatchFact): Round {
   const merge = f.merges.find((x) => !x.salvage);
   const salvageSeen = f.merges.find((x) => x.salvage);
-  const progress = progressOf(current, f.arrays, m.progress);
+  const failedFovs = new Set([...m.failures, ...f.failures].filter((x) => x.round === current.round).map((x) => x.fov)).size;
+  const progress = progressOf(current, f.arrays, m.progress, failedFovs);
   const anyFailed = progress.failed > 0 || f.failures.length > 0 || m.failures.some((x) => x.round === current.round);
   // Batch fails a job whose dependency failed: the merge is redone over the FOVs that succeeded.
   const salvageDue = !current.salvageMerge && !salvageSeen && merge?.status === 'FAILED' && anyFailed;
@@ -213,23 +215,33 @@ function claimStuckWarning(next: RunManifest, f: BatchFact, now: number): Effect
   ];
 }
 
-/** Progress from the array parents' summaries; a plain job counts as an array of one. */
-function progressOf(current: Submission, descriptions: JobDescription[], previous: Progress): Progress {
+/**
+ * Progress in FOVs from the array parents' summaries (which count children); a plain job counts
+ * as an array of one. A packed child that failed may have failed on one of its FOVs only: the
+ * FOVs known to have failed (`failedFovs`) are the failed ones, the rest of its chunk succeeded.
+ */
+function progressOf(current: Submission, descriptions: JobDescription[], previous: Progress, failedFovs: number): Progress {
   if (!descriptions.length) return previous;
-  const p: Progress = { total: 0, succeeded: 0, failed: 0, running: 0, waiting: 0 };
+  let total = 0;
+  let ended = 0;
+  let running = 0;
+  let failedChildren = 0;
+  let inFailedChildren = 0;
   for (const array of current.arrays) {
-    p.total += array.unit.size;
+    const perChild = array.unit.perChild ?? 1;
+    const fovs = unitFovCount(array.unit);
     const d = descriptions.find((x) => x.jobId === array.jobId);
     const s = d ? (d.statusSummary ?? { [d.status]: 1 }) : {};
-    const succeeded = s.SUCCEEDED ?? 0;
-    const failed = s.FAILED ?? 0;
-    const running = (s.RUNNING ?? 0) + (s.STARTING ?? 0);
-    p.succeeded += succeeded;
-    p.failed += failed;
-    p.running += running;
-    p.waiting += Math.max(0, array.unit.size - succeeded - failed - running);
+    const [succeededC, failedC, runningC] = [s.SUCCEEDED ?? 0, s.FAILED ?? 0, (s.RUNNING ?? 0) + (s.STARTING ?? 0)];
+    total += fovs;
+    ended += Math.min(fovs, (succeededC + failedC) * perChild);
+    running += Math.min(fovs, runningC * perChild);
+    failedChildren += failedC;
+    inFailedChildren += failedC * perChild;
   }
-  return p;
+  const failed = Math.max(failedChildren, Math.min(failedFovs, inFailedChildren, ended));
+  const runningFovs = Math.min(running, total - ended);
+  return { total, succeeded: ended - failed, failed, running: runningFovs, waiting: Math.max(0, total - ended - runningFovs) };
 }
 
 /** Batch decides: the salvage merge runs only after FOVs failed, so its success is a partial one. */

@@ -24,8 +24,8 @@ type Deps = Pick<CoreDeps, 'executor' | 'store' | 'log' | 'clock'>;
  * Writes the FOV list a job reads and returns its location for STARFISH_FOVS_AT. Rewritten with
  * the same bytes by a submitter taking over a stale claim, so a job never sees another list.
  */
-async function fovsInput(deps: Deps, key: string, fovs: string): Promise<string> {
-  await deps.store.put(key, JSON.stringify({ fovs }));
+async function fovsInput(deps: Deps, key: string, fovs: string, perChild = 1): Promise<string> {
+  await deps.store.put(key, JSON.stringify(perChild > 1 ? { fovs, perChild } : { fovs }));
   return deps.store.locate(key);
 }
 
@@ -73,12 +73,13 @@ export async function submitRound(deps: Deps, m: RunManifest, round: number, fov
 
 async function submitUnder(deps: Deps, m: RunManifest, round: number, fovs: string, claim: HeldClaim): Promise<Fact> {
   const { executor, log, clock } = deps;
-  const units = planUnits(expandRanges(fovs));
+  // Every round packs as the plan does: a retry's FOVs go to children of the same length.
+  const units = planUnits(expandRanges(fovs), m.plan.perChild ?? 1);
   const arrays: Submission['arrays'] = [];
   try {
     for (const [part, unit] of units.entries()) {
       const name = jobName(m.runId, 'fov', round, units.length > 1 ? part : undefined);
-      const fovsAt = await fovsInput(deps, runKeys(m.runId).fovsInput(round, part), unit.fovs);
+      const fovsAt = await fovsInput(deps, runKeys(m.runId).fovsInput(round, part), unit.fovs, unit.perChild);
       const job = await executor.submitFovs(specOf(m), { name, size: unit.size, environment: fovEnvironment(deps, m, fovsAt) });
       arrays.push({ ...job, unit });
       // Recorded as soon as Batch accepts it: whoever takes over or cancels knows it is running.

@@ -38,6 +38,7 @@ export function runKeys(runId: string) {
     /** What FOV jobs write: per-FOV spot tables and failure reasons. */
     fovOutputs: `${outputs}/fovs`,
     fovErrorReason: (fov: number) => `${outputs}/fovs/${fovStem(fov)}.error.json`,
+    fovTable: (fov: number) => `${outputs}/fovs/${fovStem(fov)}.csv`,
     /** What the merge job writes. */
     results: `${outputs}/results`,
     spotsCsv: `${outputs}/results/spots.csv`,

@@ -23,9 +23,10 @@ export type RunRequest = z.infer<typeof runRequestSchema>;
 
 /**
  * One Batch submission unit: a plain job (size 1) or an array of up to 10,000 children. Its FOVs
- * are range text, the one form a FOV set takes from the plan to the container (STARFISH_FOVS):
- * child i processes the i-th FOV of it. Manifests written before units carried range text
- * (offset for contiguous FOVs, fovList for scattered ones) are read into the same form.
+ * are range text, the one form a FOV set takes from the plan to the container (its FOV list
+ * object): child i processes the FOVs at positions i*perChild … (i+1)*perChild-1 of it (one FOV
+ * each when perChild is absent). Manifests written before units carried range text (offset for
+ * contiguous FOVs, fovList for scattered ones) are read into the same form.
  */
 export const workUnitSchema = z.preprocess(
   (raw) => {
@@ -34,7 +35,7 @@ export const workUnitSchema = z.preprocess(
     if (u.offset !== undefined && u.size !== undefined) return { size: u.size, fovs: u.size === 1 ? `${u.offset}` : `${u.offset}-${u.offset + u.size - 1}` };
     return { size: u.size, fovs: u.fovList };
   },
-  z.object({ size: z.number().int().positive(), fovs: z.string().min(1) }),
+  z.object({ size: z.number().int().positive(), fovs: z.string().min(1), perChild: z.number().int().min(2).max(10_000).optional() }),
 );
 export type WorkUnit = z.infer<typeof workUnitSchema>;
 
@@ -44,6 +45,8 @@ const planSchema = z.object({
   fovs: z.string(),
   fovCount: z.number().int().nonnegative(),
   units: z.array(workUnitSchema),
+  /** FOVs per array child (packing); absent is one. Retries pack the same way. */
+  perChild: z.number().int().min(2).max(10_000).optional(),
 });
 export type Plan = z.infer<typeof planSchema>;
 

@@ -12,9 +12,36 @@ import { ok, refuse, type Result } from '../result.js';
 const MAX_ARRAY_SIZE = 10_000;
 /**
  * One merge waits for every array of a round, and AWS Batch lets a job depend on at most 20:
- * past 20 arrays of 10,000 a run would be submitted, then refused at its merge.
+ * past 20 arrays of 10,000 children a run would be submitted, then refused at its merge.
  */
-const MAX_RUN_FOVS = 20 * MAX_ARRAY_SIZE;
+const MAX_ARRAYS = 20;
+const MAX_PER_CHILD = 10_000;
+
+/** What packing is chosen from: the estimate and the queue (src/run/cost.ts has the figures). */
+export interface PackingInput {
+  secondsPerFov: number;
+  /** A container's start (image pull, start-up), paid once per child. */
+  startupSeconds: number;
+  /** Children the queue runs at once (its max vCPUs / a job's vCPUs). */
+  parallelChildren: number;
+  /** A child runs at least this long (5 minutes by default). */
+  minChildSeconds?: number;
+}
+
+/** Start-up may cost at most this share of the compute a child does. */
+const MAX_STARTUP_SHARE = 0.1;
+
+/**
+ * FOVs per child: enough that a child runs at least minChildSeconds and its start-up is at most
+ * a tenth of its compute, few enough that the queue's parallel children all have work.
+ */
+export function fovsPerChild(fovs: number, p: PackingInput): number {
+  const perFov = Math.max(p.secondsPerFov, 0.001);
+  const childSeconds = Math.max(p.minChildSeconds ?? 300, p.startupSeconds / MAX_STARTUP_SHARE);
+  const forLength = Math.ceil(childSeconds / perFov);
+  const forFill = Math.floor(fovs / Math.max(1, p.parallelChildren));
+  return Math.max(1, Math.min(forLength, forFill, MAX_PER_CHILD));
+}
 
 function selectFovs(available: number[], selection: FovSelection): Result<number[]> {
   if (selection.kind === 'all') return ok([...available]);
@@ -69,12 +96,13 @@ function firstMissing(found: readonly number[], a: number, b: number, limit: num
 
 const clipText = (text: string, max: number) => (text.length > max ? `${text.slice(0, max - 1)}…` : text);
 
-/** Work units over sorted, distinct FOV indices. */
-export function planUnits(fovs: number[]): WorkUnit[] {
+/** Work units over sorted, distinct FOV indices, `perChild` FOVs to a child. */
+export function planUnits(fovs: number[], perChild = 1): WorkUnit[] {
   const units: WorkUnit[] = [];
-  for (let i = 0; i < fovs.length; i += MAX_ARRAY_SIZE) {
-    const part = fovs.slice(i, i + MAX_ARRAY_SIZE);
-    units.push({ size: part.length, fovs: formatRanges(part) });
+  const perArray = MAX_ARRAY_SIZE * perChild;
+  for (let i = 0; i < fovs.length; i += perArray) {
+    const part = fovs.slice(i, i + perArray);
+    units.push({ size: Math.ceil(part.length / perChild), fovs: formatRanges(part), ...(perChild > 1 ? { perChild } : {}) });
   }
   return units;
 }
@@ -82,25 +110,42 @@ export function planUnits(fovs: number[]): WorkUnit[] {
 /** The plan lives in the manifest, rewritten on every update: past this, it is not kept there. */
 const MAX_PLAN_CHARS = 1_000_000;
 
-export function makePlan(available: number[], selection: FovSelection): Result<Plan> {
+export function makePlan(available: number[], selection: FovSelection, packing?: PackingInput): Result<Plan> {
   const selected = selectFovs(available, selection);
   if (!selected.ok) return selected;
   const fovs = selected.value;
-  if (fovs.length > MAX_RUN_FOVS) {
+  const perChild = packing ? fovsPerChild(fovs.length, packing) : 1;
+  const most = MAX_ARRAYS * MAX_ARRAY_SIZE * perChild;
+  if (fovs.length > most) {
     const n = (x: number) => x.toLocaleString('en-US');
-    return refuse(`these are ${n(fovs.length)} FOVs; one run takes at most ${n(MAX_RUN_FOVS)} (20 arrays of 10,000, the most one merge can wait for). Run them in parts, e.g. fovs=${fovs[0]}-${fovs[MAX_RUN_FOVS - 1]} first`);
+    return refuse(`these are ${n(fovs.length)} FOVs; one run takes at most ${n(most)} (20 arrays of 10,000 jobs${perChild > 1 ? ` of ${perChild} FOVs` : ''}, the most one merge can wait for). Run them in parts, e.g. fovs=${fovs[0]}-${fovs[most - 1]} first`);
   }
   const text = formatRanges(fovs);
   if (text.length > MAX_PLAN_CHARS) {
     return refuse(`these ${fovs.length.toLocaleString('en-US')} FOVs are numbered with so many gaps that their list is ${text.length.toLocaleString('en-US')} characters; select fewer, contiguous ranges (e.g. fovs=0-99999) and run the rest separately`);
   }
-  return ok({ experimentFovCount: available.length, fovs: text, fovCount: fovs.length, units: planUnits(fovs) });
+  return ok({ experimentFovCount: available.length, fovs: text, fovCount: fovs.length, units: planUnits(fovs, perChild), ...(perChild > 1 ? { perChild } : {}) });
 }
 
-/** The FOV child `index` of a unit processes: the index-th of its range text, as the containers read it. */
-export function fovOfChild(unit: WorkUnit, index: number): number | undefined {
-  if (index < 0 || index >= unit.size) return undefined;
-  return nthOfRanges(unit.fovs, index);
+/** How many FOVs a unit holds (its children × perChild, less a last partial chunk). */
+export function unitFovCount(unit: WorkUnit): number {
+  const found = indexRanges(unit.fovs);
+  if (!found?.ranges.length) return 0;
+  const [a, b] = found.ranges.at(-1)!;
+  return found.starts.at(-1)! + b - a + 1;
+}
+
+/** The FOVs child `index` of a unit processes, as the containers read them (containers/README.md). */
+export function fovsOfChild(unit: WorkUnit, index: number): number[] {
+  if (index < 0 || index >= unit.size) return [];
+  const perChild = unit.perChild ?? 1;
+  const out: number[] = [];
+  for (let k = index * perChild; k < (index + 1) * perChild; k++) {
+    const fov = nthOfRanges(unit.fovs, k);
+    if (fov === undefined) break;
+    out.push(fov);
+  }
+  return out;
 }
 
 /**

@@ -13,7 +13,7 @@ import { giveBack } from '../../src/lifecycle/observe.js';
 import { newManifest } from '../../src/lifecycle/new-run.js';
 import { DELIVERIES, type Effect, type Fact, type MergeOutcome, type ObservedFailure } from '../../src/lifecycle/types.js';
 import type { FovFailure, RunManifest, Submission } from '../../src/run/manifest.js';
-import { makePlan, planUnits, fovOfChild } from '../../src/run/plan.js';
+import { makePlan, planUnits, fovsOfChild } from '../../src/run/plan.js';
 import { expandRanges } from '../../src/run/fov-ranges.js';
 import { parsePolicy } from '../../src/run/policy.js';
 import { jobName } from '../../src/run/batch-event.js';
@@ -186,7 +186,7 @@ class World {
     let bit = 0;
     for (const array of r.submission.arrays) {
       for (let i = 0; i < array.unit.size; i++) {
-        const fov = fovOfChild(array.unit, i)!;
+        const fov = fovsOfChild(array.unit, i)[0]!;
         if (r.children.get(fov) === 'failed' && keepFailures & (1 << bit++ % 8)) {
           failures.push({ fov, round: r.submission.round, jobId: `${array.jobId}:${i}`, reason: `process-fov: FOV ${fov}: recipe raised ValueError` });
         }
@@ -210,7 +210,7 @@ class World {
     for (const [k, a] of arrays.entries()) {
       const known = new Set([...this.m.failures, ...seen].filter((x) => x.round === r.submission.round).map((x) => x.fov));
       const children = r.submission.arrays[k]!;
-      const failedHere = Array.from({ length: children.unit.size }, (_, i) => fovOfChild(children.unit, i)!).filter((f) => r.children.get(f) === 'failed');
+      const failedHere = Array.from({ length: children.unit.size }, (_, i) => fovsOfChild(children.unit, i)[0]!).filter((f) => r.children.get(f) === 'failed');
       const ended = a.status === 'FAILED' || a.status === 'SUCCEEDED';
       if (ended && failedHere.some((f) => !known.has(f))) {
         out.push(...failedHere.map((fov) => ({ fov, round: r.submission.round, jobId: `${children.jobId}:${fov}`, reason: 'Essential container in task exited' })));
@@ -271,7 +271,7 @@ class World {
 }
 
 function describeArray(a: Submission['arrays'][number], r: RoundTruth): JobDescription {
-  const states = Array.from({ length: a.unit.size }, (_, i) => r.children.get(fovOfChild(a.unit, i)!)!);
+  const states = Array.from({ length: a.unit.size }, (_, i) => r.children.get(fovsOfChild(a.unit, i)[0]!)!);
   const count = (s: Child) => states.filter((x) => x === s).length;
   const ended = count('succeeded') + count('failed') === states.length;
   const status = ended ? (count('failed') ? 'FAILED' : 'SUCCEEDED') : count('running') ? 'RUNNING' : 'PENDING';

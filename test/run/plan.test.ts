@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { fovOfChild, makePlan } from '../../src/run/plan.js';
+import { fovsOfChild, fovsPerChild, makePlan } from '../../src/run/plan.js';
 import { expandRanges, formatRanges } from '../../src/run/fov-ranges.js';
 import { workUnitSchema, type Plan } from '../../src/run/manifest.js';
 import { isWithin } from '../../src/run/policy.js';
@@ -16,7 +16,7 @@ const refusal = (r: ReturnType<typeof makePlan>) => (r.ok ? undefined : r.reason
 
 /** Every FOV the plan's jobs would process, in order, via the same mapping the containers use. */
 function processed(p: Plan): number[] {
-  return p.units.flatMap((u) => Array.from({ length: u.size }, (_, i) => fovOfChild(u, i)!));
+  return p.units.flatMap((u) => Array.from({ length: u.size }, (_, i) => fovsOfChild(u, i)).flat());
 }
 
 describe('planning into Batch-sized units', () => {
@@ -93,5 +93,55 @@ describe('approved recipe prefixes', () => {
     expect(isWithin('s3://lab-recipes-evil/iss.py', 's3://lab-recipes')).toBe(false);
     expect(isWithin('https://lab.example/approved/../evil.py', 'https://lab.example/approved/')).toBe(false);
     expect(isWithin('https://lab.example/approved/%2e%2e/evil.py', 'https://lab.example/approved/')).toBe(false);
+  });
+});
+
+describe('packing FOVs into children', () => {
+  // The case: 10,000 FOVs of 20 s, a 45 s container start, 256 vCPUs of 1-vCPU jobs.
+  const tutorial = { secondsPerFov: 20, startupSeconds: 45, parallelChildren: 256 };
+
+  it('packs enough FOVs that start-up is at most a tenth of a child’s compute, keeping the queue full', () => {
+    const k = fovsPerChild(10_000, tutorial);
+    expect(k).toBe(23);
+    expect(45 / (k * 20)).toBeLessThanOrEqual(0.1);
+    expect(Math.ceil(10_000 / k)).toBeGreaterThanOrEqual(256);
+  });
+
+  it('a child runs at least 5 minutes (or what the lab configures) when start-up is short', () => {
+    expect(fovsPerChild(10_000, { secondsPerFov: 20, startupSeconds: 5, parallelChildren: 16 })).toBe(15);
+    expect(fovsPerChild(10_000, { secondsPerFov: 20, startupSeconds: 5, parallelChildren: 16, minChildSeconds: 600 })).toBe(30);
+  });
+
+  it('does not pack when packing would leave the queue idle or the FOVs are long', () => {
+    expect(fovsPerChild(4, tutorial)).toBe(1);
+    expect(fovsPerChild(300, tutorial)).toBe(1);
+    expect(fovsPerChild(10_000, { ...tutorial, secondsPerFov: 900 })).toBe(1);
+  });
+
+  it('plans packed children that cover every FOV once, in order, the last chunk partial', () => {
+    const p = makePlan(range(10_000), { kind: 'all' }, tutorial);
+    if (!p.ok) throw new Error(p.reason);
+    expect(p.value.perChild).toBe(23);
+    expect(p.value.units).toEqual([{ size: 435, fovs: '0-9999', perChild: 23 }]);
+    expect(fovsOfChild(p.value.units[0]!, 0)).toEqual(range(23));
+    expect(fovsOfChild(p.value.units[0]!, 434)).toEqual(range(10_000 - 434 * 23, 434 * 23));
+    expect(fovsOfChild(p.value.units[0]!, 435)).toEqual([]);
+    expect(processed(p.value)).toEqual(range(10_000));
+  });
+
+  it('packs a gapped selection by position, as the containers read it', () => {
+    const evens = range(50).map((x) => 2 * x);
+    const p = makePlan(range(100), { kind: 'list', ranges: evens.map((x) => [x, x] as [number, number]) }, { secondsPerFov: 60, startupSeconds: 30, parallelChildren: 10 });
+    if (!p.ok) throw new Error(p.reason);
+    expect(p.value.perChild).toBe(5);
+    expect(fovsOfChild(p.value.units[0]!, 1)).toEqual([10, 12, 14, 16, 18]);
+    expect(processed(p.value)).toEqual(evens);
+  });
+
+  it('takes more FOVs in one run when they are packed (20 arrays of 10,000 children)', () => {
+    const p = makePlan(range(400_000), { kind: 'all' }, { secondsPerFov: 10, startupSeconds: 30, parallelChildren: 100 });
+    if (!p.ok) throw new Error(p.reason);
+    expect(p.value.units.length).toBeLessThanOrEqual(20);
+    expect(p.value.units.every((u) => u.size <= 10_000)).toBe(true);
   });
 });
