@@ -53,6 +53,7 @@ __all__ = [
     "list_prefix", "set_s3_client", "local_path", "INTERMEDIATE_TAGS",
     "fov_name", "FovRanges", "parse_fov_ranges", "format_fov_ranges", "MAX_FOV_INDEX",
     "EnvError", "env_value", "require_env", "require_output_env", "require_fovs_env",
+    "require_fov_plan_env",
     "UrlRefused", "address_refusal", "check_https_url", "resolve_https", "https_get",
     "resolve_reference", "local_files", "set_https_test_options", "PinnedHTTPSConnection",
 ]
@@ -980,30 +981,57 @@ def require_output_env(environ, name):
 MAX_FOVS_OBJECT_BYTES = 2 << 20
 
 
+# A packed child runs at most this many FOVs (the control plane keeps an array's children at
+# 10,000 at most; a chunk this long is already hours of work for one container).
+MAX_PER_CHILD = 10000
+PER_CHILD_EXAMPLE = '{"fovs": "0-9999", "perChild": 15}'
+
+
 def require_fovs_env(environ, name="STARFISH_FOVS"):
     """The FovRanges of this job: ``name`` (range text, for a job started by hand) or the "fovs"
     of the JSON object at ``name``_AT (what the launcher sends: a FOV list grows with the
     experiment, and Batch caps a job's environment at 8,192 characters). EnvError naming the
-    variable, with an example, when neither or both are set or the list is malformed."""
+    variable, with an example, when neither or both are set or the list is malformed.
+    The object's "perChild" is not read here (merge-results has no use for it): see
+    require_fov_plan_env."""
+    return _fovs_env(environ, name)[0]
+
+
+def require_fov_plan_env(environ, name="STARFISH_FOVS"):
+    """(FovRanges, FOVs per child) of a FOV job: the list as require_fovs_env reads it, and the
+    "perChild" of the object at ``name``_AT (1 when absent, or when the list came as range text
+    in ``name``: a job started by hand runs one FOV per child). EnvError naming the object and
+    the field, with an example, when "perChild" is not a whole number from 1 to MAX_PER_CHILD."""
+    fovs, obj, at = _fovs_env(environ, name)
+    if obj is None:
+        return fovs, 1
+    return fovs, _per_child(name + "_AT", at, obj)
+
+
+def _fovs_env(environ, name):
+    """(FovRanges, the launcher's object or None, its URL or None)."""
     at_name = name + "_AT"
     text, source = env_value(environ, name), name
     at = env_value(environ, at_name)
+    obj = None
     if text is not None and at is not None:
         raise EnvError("%s and %s are both set; set one: %s=%s or %s=%s"
                        % (name, at_name, name, ENV_EXAMPLES[name], at_name, ENV_EXAMPLES[at_name]))
     if text is None and at is not None:
-        text, source = _fovs_from_object(at_name, at), 'the "fovs" of %s=%s' % (at_name, at)
+        obj = _fovs_from_object(at_name, at)
+        text, source = obj["fovs"], 'the "fovs" of %s=%s' % (at_name, at)
     if text is None:
         require_env(environ, name)  # raises, naming it and any variable it replaced
     try:
-        return parse_fov_ranges(text)
+        return parse_fov_ranges(text), obj, at
     except ValueError as exc:
         raise EnvError("%s must be FOV indices and ranges like 0-9999 or 1-3,7,9-12, got %r: %s"
                        % (source, text[:200], exc))
 
 
 def _fovs_from_object(name, url):
-    """The "fovs" text of the object the launcher wrote at ``url`` (named by variable ``name``)."""
+    """The object the launcher wrote at ``url`` (named by variable ``name``), with its "fovs" text
+    checked to be a string."""
     try:
         data = read_bytes(url)
     except (OSError, UrlRefused) as exc:
@@ -1012,9 +1040,22 @@ def _fovs_from_object(name, url):
         raise EnvError("%s=%s is %d bytes; a FOV list object is at most %d"
                        % (name, url, len(data), MAX_FOVS_OBJECT_BYTES))
     try:
-        fovs = json.loads(data.decode("utf-8")).get("fovs")
-    except (ValueError, AttributeError):
-        fovs = None
-    if not isinstance(fovs, str):
-        raise EnvError('%s=%s is not a FOV list object; expected {"fovs": "0-9999"}' % (name, url))
-    return fovs
+        obj = json.loads(data.decode("utf-8"))
+    except ValueError:
+        obj = None
+    if not isinstance(obj, dict) or not isinstance(obj.get("fovs"), str):
+        raise EnvError('%s=%s is not a FOV list object; expected {"fovs": "0-9999"} or %s'
+                       % (name, url, PER_CHILD_EXAMPLE))
+    return obj
+
+
+def _per_child(name, url, obj):
+    """The object's "perChild": 1 when absent; else a whole number from 1 to MAX_PER_CHILD."""
+    if "perChild" not in obj:
+        return 1
+    k = obj["perChild"]
+    # JSON's true is Python's True, an int: refused like 2.5 and "15"
+    if isinstance(k, int) and not isinstance(k, bool) and 1 <= k <= MAX_PER_CHILD:
+        return k
+    raise EnvError('the "perChild" of %s=%s must be a whole number of FOVs from 1 to %d, got %s; '
+                   "example: %s" % (name, url, MAX_PER_CHILD, json.dumps(k)[:40], PER_CHILD_EXAMPLE))

@@ -27,6 +27,7 @@ known, and the disk takes it), and the exit code is 2 (bad environment/configura
 (recipe/data failure, or the table could not be written: a full disk says so, with the next step).
 """
 import csv
+import gc
 import inspect
 import io
 import json
@@ -86,15 +87,24 @@ def _array_index(environ):
     return int(raw)
 
 
-def resolve_fov(environ):
-    """The FOV of this child: the AWS_BATCH_JOB_ARRAY_INDEX-th of STARFISH_FOVS (ascending)."""
-    fovs = sio.require_fovs_env(environ, "STARFISH_FOVS")
-    index = _array_index(environ)
-    if index >= len(fovs):
-        raise Failure("AWS_BATCH_JOB_ARRAY_INDEX=%d is beyond STARFISH_FOVS=%s (%d FOV%s)"
-                      % (index, one_line(str(fovs), 80), len(fovs), "" if len(fovs) == 1 else "s"),
-                      EXIT_BAD_ENV)
-    return fovs[index]
+def resolve_chunk(environ):
+    """The FOVs this child processes, in order: with the list of STARFISH_FOVS (or of the object at
+    STARFISH_FOVS_AT) and its "perChild" K, child i (AWS_BATCH_JOB_ARRAY_INDEX) takes the FOVs
+    at positions i*K .. min((i+1)*K, n)-1 of the list in ascending order (K = 1 for STARFISH_FOVS)."""
+    fovs, per_child = sio.require_fov_plan_env(environ, "STARFISH_FOVS")
+    return chunk_of(fovs, per_child, _array_index(environ))
+
+
+def chunk_of(fovs, per_child, index):
+    """Child ``index``'s FOVs of ``fovs`` (a FovRanges) at ``per_child`` FOVs per child; a Failure
+    (exit 2) when the array has fewer children than that."""
+    n = len(fovs)
+    start = index * per_child
+    if start >= n:
+        packed = "" if per_child == 1 else ", %d per child: children 0-%d" % (per_child, (n - 1) // per_child)
+        raise Failure("AWS_BATCH_JOB_ARRAY_INDEX=%d is beyond STARFISH_FOVS=%s (%d FOV%s%s)"
+                      % (index, one_line(str(fovs), 80), n, "" if n == 1 else "s", packed), EXIT_BAD_ENV)
+    return [fovs[i] for i in range(start, min(start + per_child, n))]
 
 
 # ---------------------------------------------------------------------------------------
@@ -214,9 +224,11 @@ def recipe_convention(fn, recipe_url):
     raise refuse("neither its annotations nor its parameter names say which arguments it takes", shown)
 
 
-def _starfish_fov(experiment_url, fov, fov_name):
-    """(FieldOfView, Codebook) for the tutorial convention, read by starfish itself, so the recipe
-    gets exactly what Experiment.from_json gives (the same objects the tutorial's workflow passes)."""
+def _starfish_experiment(experiment_url, fov, cache):
+    """starfish's Experiment for ``experiment_url``, loaded once per child (``cache``, a dict): a
+    packed child's FOVs share it, as the tutorial's workflow shares it across its FOVs."""
+    if experiment_url in cache:
+        return cache[experiment_url]
     try:
         import starfish
     except ImportError as exc:
@@ -225,10 +237,17 @@ def _starfish_fov(experiment_url, fov, fov_name):
                       "in the process-fov image, or write it as process_fov(fov_index: int, experiment_url: str)"
                       % (type(exc).__name__, one_line(exc, 200)), EXIT_BAD_ENV)
     try:
-        experiment = starfish.Experiment.from_json(experiment_url)
+        cache[experiment_url] = starfish.Experiment.from_json(experiment_url)
     except Exception as exc:
         raise Failure(describe_recipe_error(fov, exc, "starfish's Experiment.from_json(%s)" % experiment_url),
                       EXIT_FAILURE, show_traceback=True)
+    return cache[experiment_url]
+
+
+def _starfish_fov(experiment_url, fov, fov_name, cache):
+    """(FieldOfView, Codebook) for the tutorial convention, read by starfish itself, so the recipe
+    gets exactly what Experiment.from_json gives (the same objects the tutorial's workflow passes)."""
+    experiment = _starfish_experiment(experiment_url, fov, cache)
     try:
         field_of_view = experiment[fov_name]
     except LookupError:  # starfish raises IndexError for a name it does not list
@@ -239,10 +258,11 @@ def _starfish_fov(experiment_url, fov, fov_name):
     return field_of_view, experiment.codebook
 
 
-def recipe_arguments(convention, experiment_url, fov, fov_name):
-    """The two arguments process_fov takes under ``convention``."""
+def recipe_arguments(convention, experiment_url, fov, fov_name, cache=None):
+    """The two arguments process_fov takes under ``convention`` (``cache``: the child's loaded
+    starfish Experiment, shared by the FOVs of its chunk)."""
     if convention == FOV_CONVENTION:
-        return _starfish_fov(experiment_url, fov, fov_name)
+        return _starfish_fov(experiment_url, fov, fov_name, {} if cache is None else cache)
     return fov, experiment_url
 
 
@@ -501,14 +521,93 @@ def fov_paths(fov_output, fov):
     return sio.join(fov_output, name + ".csv"), sio.join(fov_output, name + ".error.json")
 
 
-def run(environ, state):
-    """Do the work; raise Failure (or sio.EnvError) on any problem. Fills state["output"],
-    state["fov"] as soon as they are known, so that a later failure can be recorded."""
-    output = sio.require_output_env(environ, "STARFISH_FOV_OUTPUT")
-    state["output"] = output
-    fov = resolve_fov(environ)
-    state["fov"] = fov
-    return _run_fov(environ, output, fov)
+def metrics_path(fov_output, fov):
+    """The URL of ``fov``'s measurements (fov_NNN.metrics.json) under the FOV output location."""
+    return sio.join(fov_output, sio.fov_name(fov) + ".metrics.json")
+
+
+# ---------------------------------------------------------------------------------------
+# measurements: wall time, CPU time and peak memory of one FOV (containers/README.md, "Metrics")
+
+_CLEAR_REFS = "/proc/self/clear_refs"
+_STATUS = "/proc/self/status"
+
+
+def _reset_peak_rss():
+    """Starts a new peak-RSS window (Linux >= 4.0: writing 5 to clear_refs resets the kernel's
+    high-water mark to the current RSS), so the 2nd..Kth FOV of a packed child report their own
+    peak, not the chunk's. False where that is unavailable (macOS): the peak is then the process's
+    since it started."""
+    try:
+        with open(_CLEAR_REFS, "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_rss_mib():
+    """The process's resident high-water mark in MiB: VmHWM (since the last reset), else ru_maxrss."""
+    try:
+        with open(_STATUS) as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0  # kB
+    except (OSError, ValueError, IndexError):
+        pass
+    import resource
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024.0 * 1024.0) if sys.platform == "darwin" else peak / 1024.0  # bytes there, KiB on Linux
+
+
+def _cpu_seconds():
+    """User + system CPU time of this process and of the children it has waited for (a recipe that
+    forks workers, e.g. multiprocessing, is charged for them once they end)."""
+    import resource
+    total = 0.0
+    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+        usage = resource.getrusage(who)
+        total += usage.ru_utime + usage.ru_stime
+    return total
+
+
+class Meter(object):
+    """Measures one FOV from its check to its table (or error record)."""
+
+    def __init__(self):
+        _reset_peak_rss()
+        self.wall0, self.cpu0 = time.monotonic(), _cpu_seconds()
+
+    def record(self, fov):
+        return {"fov": fov, "wall_seconds": round(time.monotonic() - self.wall0, 3),
+                "cpu_seconds": round(max(0.0, _cpu_seconds() - self.cpu0), 3),
+                "peak_rss_mib": round(_peak_rss_mib(), 1)}
+
+
+def write_metrics(output, metrics):
+    """fov_NNN.metrics.json; a warning when it cannot be written: the FOV's outcome stands."""
+    url = metrics_path(output, metrics["fov"])
+    try:
+        sio.write_text(url, json.dumps(metrics) + "\n", content_type="application/json", tags=sio.INTERMEDIATE_TAGS)
+    except Exception as exc:  # e.g. a full disk, which the table's own failure already reports
+        said = sio.describe_os_error(exc) if isinstance(exc, OSError) else one_line(exc, 200)
+        print("process-fov: warning: could not write %s: %s" % (url, said), file=sys.stderr)
+
+
+# ---------------------------------------------------------------------------------------
+# the child: its environment, its recipe, then each FOV of its chunk in turn
+
+class Job(object):
+    """What a child was asked to do, once its environment is read."""
+    __slots__ = ("run_id", "experiment", "recipe_url", "output", "local_mode", "fn", "convention", "cache")
+
+    def __init__(self, run_id, experiment, recipe_url, output):
+        self.run_id, self.experiment, self.recipe_url, self.output = run_id, experiment, recipe_url, output
+        # A remote experiment's checks and recipe read no local file through starfish_io, whatever
+        # the experiment refers to (the recipe itself, named by the launcher, is read before).
+        self.local_mode = is_local_experiment(experiment)
+        self.fn = self.convention = None
+        self.cache = {}  # starfish's Experiment, loaded once per child (the tutorial convention)
 
 
 def _clear_stale_error(err_url):
@@ -518,51 +617,127 @@ def _clear_stale_error(err_url):
         print("process-fov: warning: could not remove stale %s: %s" % (err_url, exc), file=sys.stderr)
 
 
-def _run_fov(environ, output, fov):
-    csv_url, err_url = fov_paths(output, fov)
-    # An earlier attempt's reason must not outlive it: if this attempt is killed (out of memory,
-    # Spot reclaim) before it can write its own, no reason beats a wrong one.
-    _clear_stale_error(err_url)
-    run_id = sio.require_env(environ, "STARFISH_RUN_ID")
-    experiment = sio.require_env(environ, "STARFISH_EXPERIMENT")
-    recipe_url = sio.require_env(environ, "STARFISH_RECIPE")
-    # A remote experiment's checks and recipe read no local file through starfish_io, whatever
-    # the experiment refers to (the recipe itself, named by the launcher, is read before).
-    local_mode = is_local_experiment(experiment)
-    with sio.local_files(local_mode):
+def prepare(environ, state):
+    """Reads the environment and loads the recipe, once per child: Failure (exit 2) or
+    sio.EnvError before any FOV runs. Fills state["output"], state["chunk"] and state["done"] (how
+    many of its FOVs have an outcome) as soon as they are known, so that a failure of the whole
+    child can be recorded for each FOV left."""
+    output = sio.require_output_env(environ, "STARFISH_FOV_OUTPUT")
+    state["output"] = output
+    chunk = resolve_chunk(environ)
+    state["chunk"], state["done"] = chunk, 0
+    # An earlier attempt's reasons must not outlive it: if this attempt is killed (out of memory,
+    # Spot reclaim) before it can write its own, no reason beats a wrong one. All of the chunk's
+    # go now, since a kill part-way leaves the later FOVs without a word from this attempt.
+    for fov in chunk:
+        _clear_stale_error(fov_paths(output, fov)[1])
+    job = Job(sio.require_env(environ, "STARFISH_RUN_ID"), sio.require_env(environ, "STARFISH_EXPERIMENT"),
+              sio.require_env(environ, "STARFISH_RECIPE"), output)
+    job.fn = load_recipe(job.recipe_url)
+    job.convention = recipe_convention(job.fn, job.recipe_url)
+    return job, chunk
+
+
+def run_fov(job, fov):
+    """Check, run, convert and write one FOV; returns its number of spots; raises Failure."""
+    csv_url, _ = fov_paths(job.output, fov)
+    with sio.local_files(job.local_mode):
         # The FOV's name as the experiment writes it (fov_0007 as well as fov_007): what recipes are given.
-        fov_name = check_experiment(experiment, fov).name
-    fn = load_recipe(recipe_url)
-    convention = recipe_convention(fn, recipe_url)
+        fov_name = check_experiment(job.experiment, fov).name
     print("process-fov: run %s: FOV %d (%s) of %s with recipe %s"
-          % (run_id, fov, fov_name, experiment, recipe_url))
+          % (job.run_id, fov, fov_name, job.experiment, job.recipe_url))
     sys.stdout.flush()
-    t0 = time.time()
-    with sio.local_files(local_mode):
-        args = recipe_arguments(convention, experiment, fov, fov_name)
+    t0 = time.monotonic()
+    with sio.local_files(job.local_mode):
+        args = recipe_arguments(job.convention, job.experiment, fov, fov_name, job.cache)
         try:
-            result = fn(*args)
-        except Exception as exc:  # the recipe's own failure
+            result = job.fn(*args)
+        except Exception as exc:  # the recipe's own failure (MemoryError included)
             raise Failure(describe_recipe_error(fov, exc), EXIT_FAILURE, show_traceback=True)
     try:
         header, rows = to_table(fov, result)
     except Exception as exc:
         raise Failure("FOV %d: recipe result could not be converted: %s" % (fov, one_line(exc, 400)),
                       EXIT_FAILURE, show_traceback=True)
+    result = None  # the recipe's objects go before the next FOV, not after it
     try:
         sio.write_text(csv_url, render_csv(header, rows), content_type="text/csv", tags=sio.INTERMEDIATE_TAGS)
     except OSError as exc:  # a full disk (ENOSPC), no permission (EACCES), a failing disk (EIO)
-        raise Failure("FOV %d: %s" % (fov, sio.write_failure(csv_url, exc, run_id)), EXIT_FAILURE)
-    print("process-fov: FOV %d: %d spots in %.1f s -> %s" % (fov, len(rows), time.time() - t0, csv_url))
+        raise Failure("FOV %d: %s" % (fov, sio.write_failure(csv_url, exc, job.run_id)), EXIT_FAILURE)
+    print("process-fov: FOV %d: %d spots in %.1f s -> %s" % (fov, len(rows), time.monotonic() - t0, csv_url))
     return len(rows)
+
+
+def _fov_failure(fov, exc):
+    """A Failure for what stopped one FOV outside the recipe's own call (a bug, an IO error)."""
+    if isinstance(exc, Failure):
+        return exc
+    if isinstance(exc, sio.EnvError):
+        return Failure(str(exc), EXIT_BAD_ENV)
+    return Failure("FOV %d: %s: %s" % (fov, type(exc).__name__, one_line(exc, 400)), EXIT_FAILURE, show_traceback=True)
+
+
+def run_one(job, fov):
+    """One FOV of the chunk, measured: (exit code, reason), (0, None) on success. Its table or its
+    error record, then its metrics, are written; nothing it raises stops the chunk but an interrupt.
+
+    After a MemoryError the next FOV still runs: Python is usable once the failed allocation has
+    unwound (the recipe's arrays go with its frames, collected below), and a FOV that needs less
+    memory may well succeed; a kill by the kernel's OOM killer ends the whole child instead."""
+    meter = Meter()
+    try:
+        run_fov(job, fov)
+        code, reason = 0, None
+    except Exception as exc:  # MemoryError included
+        failure = _fov_failure(fov, exc)
+        if failure.show_traceback:
+            traceback.print_exc()
+        code, reason = failure.code, one_line(failure.reason)
+        failure = exc = None  # drop the traceback and the recipe's frames it holds
+        gc.collect()
+        write_error(job.output, fov, reason)
+    write_metrics(job.output, meter.record(fov))
+    return code, reason
+
+
+def run_chunk(job, chunk, state):
+    """Every FOV of the chunk in turn; [(fov, code, reason)] of those that failed."""
+    failed = []
+    for fov in chunk:
+        code, reason = run_one(job, fov)
+        state["done"] += 1
+        if code:
+            failed.append((fov, code, reason))
+            if len(chunk) > 1:  # a chunk of one says it once, as its last line
+                print(PREFIX + reason, file=sys.stderr)
+    return failed
+
+
+def chunk_failure(chunk, failed):
+    """The child's failure for the FOVs that failed (None when none did): exit 2 when one was a bad
+    request (a FOV not in the experiment), else 1. A chunk of one keeps that FOV's reason as its
+    last line; a longer one says how many failed and names them, the first reason after."""
+    if not failed:
+        return None
+    code = max(c for _, c, _ in failed)
+    if len(chunk) == 1:
+        return Failure(failed[0][2], code)
+    return Failure("%d of %d FOVs failed (%s); first: %s"
+                   % (len(failed), len(chunk), sio.format_fov_ranges(f for f, _, _ in failed), failed[0][2]), code)
 
 
 def main(environ=None):
     environ = os.environ if environ is None else environ
     state = {}
     try:
-        run(environ, state)
-        return 0
+        job, chunk = prepare(environ, state)
+        failure = chunk_failure(chunk, run_chunk(job, chunk, state))
+        if failure is None:
+            return 0
+        sys.stdout.flush()
+        print(PREFIX + one_line(failure.reason), file=sys.stderr)
+        sys.stderr.flush()
+        return failure.code
     except Failure as f:
         failure = f
         if f.show_traceback:
@@ -573,22 +748,29 @@ def main(environ=None):
         failure = Failure("interrupted", 130)
     except Exception as exc:  # bug or IO failure outside the recipe
         traceback.print_exc()
-        failure = Failure("%s%s: %s" % ("FOV %d: " % state["fov"] if "fov" in state else "",
-                                        type(exc).__name__, one_line(exc, 400)), EXIT_FAILURE)
+        failure = Failure("%s: %s" % (type(exc).__name__, one_line(exc, 400)), EXIT_FAILURE)
     return _report(failure, state)
 
 
+def write_error(output, fov, reason):
+    """fov_NNN.error.json with the one-line reason; a warning when the disk refuses it too."""
+    _, err_url = fov_paths(output, fov)
+    try:
+        sio.write_text(err_url, json.dumps({"fov": fov, "reason": reason}) + "\n",
+                       content_type="application/json", tags=sio.INTERMEDIATE_TAGS)
+    except Exception as exc:  # e.g. the disk that refused the table refuses this too
+        said = sio.describe_os_error(exc) if isinstance(exc, OSError) else one_line(exc, 200)
+        print("process-fov: warning: could not write %s: %s" % (err_url, said), file=sys.stderr)
+
+
 def _report(failure, state):
+    """A failure of the whole child (before or between its FOVs): the reason for every FOV of the
+    chunk that has no outcome yet, and as the last line."""
     reason = one_line(failure.reason)
     sys.stdout.flush()
-    if "output" in state and "fov" in state:
-        _, err_url = fov_paths(state["output"], state["fov"])
-        try:
-            sio.write_text(err_url, json.dumps({"fov": state["fov"], "reason": reason}) + "\n",
-                           content_type="application/json", tags=sio.INTERMEDIATE_TAGS)
-        except Exception as exc:  # e.g. the disk that refused the table refuses this too
-            said = sio.describe_os_error(exc) if isinstance(exc, OSError) else one_line(exc, 200)
-            print("process-fov: warning: could not write %s: %s" % (err_url, said), file=sys.stderr)
+    if "output" in state and "chunk" in state:
+        for fov in state["chunk"][state["done"]:]:
+            write_error(state["output"], fov, reason)
     print(PREFIX + reason, file=sys.stderr)
     sys.stderr.flush()
     return failure.code

@@ -80,7 +80,7 @@ def test_numpy_recipe_writes_documented_csv(synthetic, tmp_path):
         assert re.match(r"^[01]\.\d\d\d$", row[5]) and 0 <= float(row[5]) <= 1, row
     assert not os.path.exists(os.path.join(out, "fov_001.error.json"))
     # no temp files left behind by the atomic write
-    assert sorted(os.listdir(out)) == ["fov_001.csv"]
+    assert sorted(os.listdir(out)) == ["fov_001.csv", "fov_001.metrics.json"]
 
 
 def test_plain_job_defaults_to_fov_0_and_formats_values(synthetic, fake_recipe, tmp_path):
@@ -104,14 +104,15 @@ def test_array_child_takes_the_ith_fov_of_the_ranges(synthetic, fake_recipe, tmp
         rows = read_csv(os.path.join(out, "fov_%03d.csv" % expected))
         assert rows[1][0] == str(expected) and rows[1][4] == "GENE_%d" % expected
         assert "process-fov: run %s: FOV %d (fov_%03d)" % (RUN_ID, expected, expected) in r.stdout
-    assert sorted(os.listdir(out)) == ["fov_000.csv", "fov_002.csv", "fov_003.csv"]
+    assert sorted(os.listdir(out)) == ["fov_000.csv", "fov_000.metrics.json", "fov_002.csv", "fov_002.metrics.json",
+                                       "fov_003.csv", "fov_003.metrics.json"]
 
 
 def test_a_plain_job_is_child_0_of_its_single_fov(synthetic, fake_recipe, tmp_path):
     out = str(tmp_path / "fovs")
     r = run_script(PROCESS_FOV, **env_for(synthetic, fake_recipe, out, STARFISH_FOVS="3"))
     assert r.code == 0, r
-    assert os.listdir(out) == ["fov_003.csv"]
+    assert sorted(os.listdir(out)) == ["fov_003.csv", "fov_003.metrics.json"]
     assert read_csv(os.path.join(out, "fov_003.csv"))[1][4] == "GENE_3"
 
 
@@ -122,22 +123,23 @@ def test_writes_only_under_the_fov_output(synthetic, fake_recipe, tmp_path):
     assert r.code == 0, r
     written = sorted(os.path.relpath(os.path.join(d, f), str(tmp_path))
                      for d, _, files in os.walk(str(tmp_path)) for f in files)
-    assert written == ["fake_recipe.py", os.path.join("outputs", RUN_ID, "fovs", "fov_001.csv")]
+    assert written == ["fake_recipe.py", os.path.join("outputs", RUN_ID, "fovs", "fov_001.csv"),
+                       os.path.join("outputs", RUN_ID, "fovs", "fov_001.metrics.json")]
 
 
 @pytest.mark.parametrize("index, fov", [(0, 1), (1, 2), (2, 3), (3, 7), (4, 9), (5, 10), (7, 12)])
-def test_resolve_fov_indexes_into_the_ranges(index, fov):
+def test_resolve_chunk_indexes_into_the_ranges(index, fov):
     env = {"STARFISH_FOVS": "1-3,7,9-12", "AWS_BATCH_JOB_ARRAY_INDEX": str(index)}
-    assert pf.resolve_fov(env) == fov
+    assert pf.resolve_chunk(env) == [fov]
 
 
-def test_resolve_fov_on_a_huge_selection_never_expands_it():
+def test_resolve_chunk_on_a_huge_selection_never_expands_it():
     env = {"STARFISH_FOVS": "0-999999,1000000", "AWS_BATCH_JOB_ARRAY_INDEX": "999999"}
-    assert pf.resolve_fov(env) == 999999
+    assert pf.resolve_chunk(env) == [999999]
     env["AWS_BATCH_JOB_ARRAY_INDEX"] = "1000000"
-    assert pf.resolve_fov(env) == 1000000
+    assert pf.resolve_chunk(env) == [1000000]
     assert sio.parse_fov_ranges(env["STARFISH_FOVS"]).ranges == ((0, 1000000),)
-    assert pf.resolve_fov({"STARFISH_FOVS": "5"}) == 5  # a plain job has no array index
+    assert pf.resolve_chunk({"STARFISH_FOVS": "5"}) == [5]  # a plain job has no array index
 
 
 def test_success_clears_previous_error_record(synthetic, fake_recipe, tmp_path):
@@ -146,7 +148,7 @@ def test_success_clears_previous_error_record(synthetic, fake_recipe, tmp_path):
     write(os.path.join(out, "fov_002.error.json"), '{"fov": 2, "reason": "old failure"}')
     r = run_script(PROCESS_FOV, **env_for(synthetic, fake_recipe, out, AWS_BATCH_JOB_ARRAY_INDEX="2"))
     assert r.code == 0, r
-    assert os.listdir(out) == ["fov_002.csv"]
+    assert sorted(os.listdir(out)) == ["fov_002.csv", "fov_002.metrics.json"]
 
 
 def test_an_attempt_killed_midway_leaves_no_stale_reason(synthetic, tmp_path):
@@ -662,7 +664,7 @@ def test_empty_fov_succeeds_with_a_header_only_table(synthetic, tmp_path):
     r = run_script(PROCESS_FOV, **env_for(synthetic, recipe, out, AWS_BATCH_JOB_ARRAY_INDEX="1"))
     assert r.code == 0, r
     assert "process-fov: FOV 1: 0 spots in " in r.stdout
-    assert os.listdir(out) == ["fov_001.csv"]
+    assert sorted(os.listdir(out)) == ["fov_001.csv", "fov_001.metrics.json"]
     with open(os.path.join(out, "fov_001.csv")) as fh:
         assert fh.read() == "fov,x,y,z,target,quality\n"
 

@@ -127,11 +127,13 @@ def test_process_and_merge_on_s3(fake_s3, synthetic, capsys):
     intermediate = "starfish%3Alifecycle=intermediate"
     assert fake_s3.tagging[("lab-results", "outputs/%s/fovs/fov_002.csv" % RUN_ID)] == intermediate
     assert fake_s3.tagging[("lab-results", "outputs/%s/fovs/fov_000.error.json" % RUN_ID)] == intermediate
+    assert fake_s3.tagging[("lab-results", "outputs/%s/fovs/fov_002.metrics.json" % RUN_ID)] == intermediate
     assert ("lab-results", "outputs/%s/results/spots.csv" % RUN_ID) not in fake_s3.tagging
 
     # the jobs wrote under the locations they were given, and nowhere else in the bucket
     written = sorted(k for (b, k) in fake_s3.objects if b == "lab-results")
-    assert written == ["outputs/%s/fovs/fov_000.error.json" % RUN_ID, "outputs/%s/fovs/fov_002.csv" % RUN_ID,
+    assert written == ["outputs/%s/fovs/fov_000.error.json" % RUN_ID, "outputs/%s/fovs/fov_000.metrics.json" % RUN_ID,
+                       "outputs/%s/fovs/fov_002.csv" % RUN_ID, "outputs/%s/fovs/fov_002.metrics.json" % RUN_ID,
                        "outputs/%s/results/spots.csv" % RUN_ID, "outputs/%s/results/spots.png" % RUN_ID,
                        "outputs/%s/results/summary.json" % RUN_ID]
 
