@@ -8,14 +8,22 @@ import type { RunEventOf, RunEvent } from '../run/run-events.js';
 import { newRunId, runIdDay } from '../run/run-id.js';
 import { createManifest, listManifests, loadManifest } from '../run/manifest-store.js';
 import { requestClaimKey, runKeys } from '../run/layout.js';
-import type { RunManifest } from '../run/manifest.js';
+import type { RunEstimate, RunManifest } from '../run/manifest.js';
 import { approvalReasons, checkApprover, checkManage, unapprovedFovsToday } from '../run/policy.js';
-import { passed, type Result } from '../result.js';
+import { BUDGET_WINDOW_MS, costVerdict, estimateRun } from '../run/budget.js';
+import { recipeSha256 } from '../run/cost.js';
+import { ok, passed, refuse, type Result } from '../result.js';
 import { errorMessage, rootMessage } from '../messages/blocks.js';
 import { RunWorker, type Asker } from '../lifecycle/run-worker.js';
 import { newManifest } from '../lifecycle/new-run.js';
 import { checkRequest, type CheckedRequest } from './request-check.js';
 import { stageExperiment } from './staging.js';
+
+interface Assessment {
+  reasons: string[];
+  estimate: RunEstimate;
+  recipeSha256: string;
+}
 
 export class Launcher {
   private readonly worker: RunWorker;
@@ -47,6 +55,8 @@ export class Launcher {
   private async requested(event: RunEventOf<'RunRequested'>): Promise<void> {
     const checked = await checkRequest(this.deps, event.request);
     if (!checked.ok) return this.tell(event, checked.reason);
+    const assessed = await this.assess(event, checked.value);
+    if (!assessed.ok) return this.tell(event, assessed.reason);
     // Buses deliver at least once (and Lambda retries a failed invocation): one request, one run.
     const claim = event.requestId ? requestClaimKey(event.requestId) : undefined;
     if (claim && (await this.deps.store.createIfAbsent(claim, JSON.stringify({ userId: event.userId, at: this.deps.clock.now() }))) === 'exists') {
@@ -55,7 +65,7 @@ export class Launcher {
     }
     let manifest: RunManifest;
     try {
-      manifest = await this.createRun(event, checked.value);
+      manifest = await this.createRun(event, checked.value, assessed.value);
     } catch (error) {
       // No run exists yet: release the claim so that the redelivered request can make one.
       if (claim) await this.deps.store.delete(claim);
@@ -73,26 +83,55 @@ export class Launcher {
     await this.worker.apply(manifest.runId, { type: 'message-posted', ref }, event);
   }
 
+  /**
+   * What the policy says before anything is created: approval reasons (FOVs, queue, recipe, the
+   * estimated cost, budgets) or a refusal when a budget is exceeded and the lab refuses such runs.
+   * Reads the runs of the longest budget window (30 days; their ids start with that day or later),
+   * which are also the history the estimate learns seconds per FOV from.
+   */
+  private async assess(event: RunEventOf<'RunRequested'>, checked: CheckedRequest): Promise<Result<Assessment>> {
+    const { store, policy, clock } = this.deps;
+    const now = clock.now();
+    const recent = await listManifests(store, 0, runIdDay(new Date(now - BUDGET_WINDOW_MS)));
+    // Splitting a large run into small ones does not avoid approval: the day's runs count.
+    const usedToday = unapprovedFovsToday(recent, event.userId, now);
+    const reasons = approvalReasons(policy, checked.plan, checked.queue, checked.request.recipe, usedToday);
+    const sha256 = recipeSha256(checked.recipeBody);
+    const estimate = estimateRun(policy, recent, { queue: checked.queue, fovCount: checked.plan.fovCount, recipeSha256: sha256 });
+    const verdict = costVerdict(policy, estimate, recent, event, now);
+    // A dry run is asked for to learn what the real one would meet: the refusal is shown, not applied.
+    if (verdict.refusal && !checked.request.dryRun) return refuse(verdict.refusal);
+    const refusedLater = verdict.refusal ? verdict.over.map((o) => `over budget, which this lab refuses: ${o}`) : [];
+    return ok({ reasons: [...reasons, ...verdict.approval, ...refusedLater], estimate, recipeSha256: sha256 });
+  }
+
   /** Creates the manifest under a fresh run id (a clash of random ids is retried). */
-  private async createRun(event: RunEventOf<'RunRequested'>, checked: CheckedRequest): Promise<RunManifest> {
+  private async createRun(event: RunEventOf<'RunRequested'>, checked: CheckedRequest, assessed: Assessment): Promise<RunManifest> {
     const { store, policy, clock, log } = this.deps;
     const now = clock.now();
-    // Splitting a large run into small ones does not avoid approval: the day's runs count.
-    // Only the runs of the last 24 hours are read: their ids start with that day or the next.
-    const usedToday = unapprovedFovsToday(await listManifests(store, 0, runIdDay(new Date(now - 24 * 3_600_000))), event.userId, now);
-    const reasons = approvalReasons(policy, checked.plan, checked.queue, checked.request.recipe, usedToday);
+    const { reasons, estimate } = assessed;
     for (let attempt = 0; attempt < 5; attempt++) {
       const runId = newRunId(new Date(now));
       const keys = runKeys(runId);
       const manifest = newManifest(
-        { runId, now, requester: { userId: event.userId, channel: event.channel }, checked, approvalReasons: reasons, locate: (k) => store.locate(k), keys },
+        {
+          runId,
+          now,
+          requester: { userId: event.userId, channel: event.channel },
+          checked,
+          approvalReasons: reasons,
+          estimate,
+          recipeSha256: assessed.recipeSha256,
+          locate: (k) => store.locate(k),
+          keys,
+        },
         policy,
       );
       // Inputs first: a manifest never exists without the recipe its jobs will read (a crash in
       // between would resubmit a run whose every FOV fails).
       if (!(await this.snapshotInputs(runId, checked))) continue;
       if (await createManifest(store, manifest)) {
-        log.info({ runId, fovs: checked.plan.fovCount, units: checked.plan.units.length, approval: reasons }, 'run planned');
+        log.info({ runId, fovs: checked.plan.fovCount, units: checked.plan.units.length, approval: reasons, estimatedUsd: estimate.usd }, 'run planned');
         return manifest;
       }
     }

@@ -1,6 +1,6 @@
 /** The manifest a checked request starts as: planned (dry run), awaiting approval, or submitting. */
 import type { Policy } from '../run/policy.js';
-import type { RunManifest } from '../run/manifest.js';
+import type { RunEstimate, RunManifest } from '../run/manifest.js';
 import type { CheckedRequest } from '../launcher/request-check.js';
 
 export interface NewRun {
@@ -10,6 +10,10 @@ export interface NewRun {
   checked: CheckedRequest;
   /** Why the policy wants approval; empty when it does not. */
   approvalReasons: string[];
+  /** What the run should take and cost (src/run/budget.ts), shown on its message and charged to budgets. */
+  estimate?: RunEstimate;
+  /** sha256 of the recipe body: runs of the same recipe share their timings. */
+  recipeSha256?: string;
   /** Where the containers find a key (Store.locate). */
   locate: (key: string) => string;
   keys: { recipeSnapshot: string; outputs: string };
@@ -28,7 +32,12 @@ export function newManifest(run: NewRun, policy: Policy): RunManifest {
     updatedAt: at,
     requester: run.requester,
     request,
-    inputs: { experiment: request.experiment, recipe: run.locate(run.keys.recipeSnapshot), output: run.locate(run.keys.outputs) },
+    inputs: {
+      experiment: request.experiment,
+      recipe: run.locate(run.keys.recipeSnapshot),
+      output: run.locate(run.keys.outputs),
+      ...(run.recipeSha256 ? { recipeSha256: run.recipeSha256 } : {}),
+    },
     queue: checked.queue,
     plan,
     approval: {
@@ -42,5 +51,6 @@ export function newManifest(run: NewRun, policy: Policy): RunManifest {
     progress: { total: plan.fovCount, succeeded: 0, failed: 0, running: 0, waiting: plan.fovCount },
     failures: [],
     notify: { resultsPosted: false },
+    ...(run.estimate ? { estimate: run.estimate } : {}),
   };
 }

@@ -11,8 +11,9 @@
 import type { Button, ContextBlock, KnownBlock, MrkdwnElement, PlainTextElement, SectionBlock } from '@slack/types';
 import type { Message } from './message.js';
 import { LIMITS, clip, link, mention, scrub, summarizeLines, untrusted, untrustedPlain, withoutBroadcasts } from './message.js';
-import type { FovFailure, Progress, RunManifest, RunStatus } from '../run/manifest.js';
+import { TERMINAL, type FovFailure, type Progress, type RunManifest, type RunStatus } from '../run/manifest.js';
 import type { ResultsSummary } from '../run/results.js';
+import { actualCost, duration, estimateText, moneyOn } from '../run/cost.js';
 import { formatRanges } from '../run/fov-ranges.js';
 import { RETRY_FIXES } from '../run/failure-kind.js';
 
@@ -57,13 +58,35 @@ function progressBar(p: Progress, width = 20): string {
 }
 
 /** "3 succeeded · 1 failed of 4 FOVs": a count of ended FOVs read as if all had succeeded. */
-function progressLine(p: Progress): string {
+function progressLine(m: RunManifest): string {
+  const p = m.progress;
   const ended = [`${n(p.succeeded)} succeeded`];
   if (p.failed) ended.push(`${n(p.failed)} failed`);
   const parts = [`${ended.join(' · ')} of ${n(p.total)} FOVs`];
   if (p.running) parts.push(`${n(p.running)} running`);
   if (p.waiting) parts.push(`${n(p.waiting)} waiting`);
+  const left = eta(m);
+  if (left) parts.push(left);
   return `${progressBar(p)}  ${parts.join(' · ')}`;
+}
+
+/**
+ * "≈ 12 min left at 40 FOVs/min": the FOVs still to end at the rate observed so far, counted
+ * from the round's first ended FOV (container start-up is not a rate), else from its submission,
+ * up to the manifest's last update (when this progress was read).
+ */
+export function eta(m: RunManifest): string | undefined {
+  const p = m.progress;
+  const ended = p.succeeded + p.failed;
+  const left = p.total - ended;
+  if (TERMINAL.has(m.status) || ended === 0 || left <= 0) return undefined;
+  const since = p.firstEndedAt ?? m.submissions.at(-1)?.submittedAt;
+  const counted = p.firstEndedAt ? ended - 1 : ended;
+  const minutes = since ? (Date.parse(m.updatedAt) - Date.parse(since)) / 60_000 : NaN;
+  if (!(minutes > 0) || counted <= 0) return undefined;
+  const perMinute = counted / minutes;
+  const rate = perMinute >= 10 ? n(Math.round(perMinute)) : perMinute.toFixed(1);
+  return `≈ ${duration((left / perMinute) * 60)} left at ${rate} FOVs/min`;
 }
 
 /** Header text is plain_text: Slack parses no markup in it, so it is scrubbed and cut, not escaped. */
@@ -77,6 +100,7 @@ function requestFields(m: RunManifest): string {
     `*Recipe* ${untrusted(m.request.recipe ?? m.inputs.recipe, 1000)} (copied at launch: retries run this copy)`,
     `*FOVs* ${n(m.plan.fovCount)} of ${n(m.plan.experimentFovCount)} (${untrusted(m.plan.fovs || 'none', 300)}) in ${m.plan.units.length} ${m.plan.units.length === 1 ? 'job' : 'jobs'}`,
     `*Queue* ${untrusted(m.queue, 64)} · *Requested by* ${mention(m.requester.userId)}`,
+    ...(m.estimate ? [`*Estimate* ${estimateText({ fovs: m.plan.fovCount, ...m.estimate })}`] : []),
   ].join('\n');
 }
 
@@ -118,7 +142,7 @@ export function rootMessage(m: RunManifest): Message {
   const blocks: KnownBlock[] = [{ type: 'header', text: plain(title(m)) }, section(requestFields(m))];
   const decision = decisionLine(m);
   if (decision) blocks.push(context(decision));
-  if (m.submissions.length) blocks.push(section(`\`${progressLine(m.progress)}\``));
+  if (m.submissions.length) blocks.push(section(`\`${progressLine(m)}\``));
   if (m.results) blocks.push(context(`Results: ${n(m.results.spotsTotal)} spots from ${n(m.results.fovsProcessed)}/${n(m.plan.fovCount)} FOVs${m.results.fovsMissing.length ? ` (${n(m.results.fovsMissing.length)} missing)` : ''}`));
   blocks.push(section(`*Status* ${status}`));
   if (m.status === 'awaiting-approval') {
@@ -138,7 +162,7 @@ export function rootMessage(m: RunManifest): Message {
     blocks.push({ type: 'actions', block_id: `run:${m.runId}`, elements: [cancel] });
   }
   blocks.push(context(`run id \`${id(m.runId)}\` · /starfish status ${id(m.runId)}`));
-  const text = `starfish run ${id(m.runId)}: ${STATUS_LABEL[m.status].replace(/^:[a-z_]+: /, '')}${m.submissions.length ? ` — ${progressLine(m.progress)}` : ''}`;
+  const text = `starfish run ${id(m.runId)}: ${STATUS_LABEL[m.status].replace(/^:[a-z_]+: /, '')}${m.submissions.length ? ` — ${progressLine(m)}` : ''}`;
   return { text: clip(text, LIMITS.fallbackText), blocks };
 }
 
@@ -226,6 +250,7 @@ export function resultsMessage(m: RunManifest, summary: ResultsSummary, links: R
     text: head,
     blocks: [
       section(`*${head}*${missing}`),
+      ...costSection(m, summary),
       section(`*Spots per gene*\n${summarizeLines(genes.map((g) => `• ${g}`), 1500, 'more genes (see summary.json)')}`),
       // One section a file: a presigned URL with a session token is ~1,600 characters.
       section('*Files*'),
@@ -234,6 +259,34 @@ export function resultsMessage(m: RunManifest, summary: ResultsSummary, links: R
       section(fileLine('spots.png', links.spotsPng)),
     ],
   };
+}
+
+/**
+ * What the run took and cost, saying which is measured and which is modeled: the FOVs' time is
+ * what the jobs recorded (summary.json "compute"), the duration is the run's own timestamps, the
+ * start-up per container and the price are the model the run was estimated with.
+ */
+function costSection(m: RunManifest, summary: ResultsSummary): SectionBlock[] {
+  const lines: string[] = [];
+  const started = m.submissions[0]?.submittedAt;
+  const took = started ? (Date.parse(m.updatedAt) - Date.parse(started)) / 1000 : NaN;
+  if (took >= 0) lines.push(`*Duration* ${duration(took)} from submission to results (measured)`);
+  const c = summary.compute;
+  if (c) {
+    const memory = c.peak_rss_mib ? ` · peak memory per FOV median ${n(Math.round(c.peak_rss_mib.p50))} MiB, max ${n(Math.round(c.peak_rss_mib.max))} MiB` : '';
+    lines.push(`*Compute* ${duration(c.wall_seconds)} of FOV work over ${n(summary.fovs_processed)} FOVs, ${duration(c.cpu_seconds)} of CPU (measured by the jobs)${memory}`);
+    if (c.slowest?.length) lines.push(`*Slowest FOVs* ${c.slowest.map((s) => `FOV ${s.fov} ${duration(s.wall_seconds)}`).join(', ')}`);
+  }
+  const e = m.estimate;
+  if (e && c) {
+    const actual = actualCost(e.price, { fovs: summary.fovs_processed, wallSeconds: c.wall_seconds, cpuSeconds: c.cpu_seconds }, e.children);
+    lines.push(
+      `*Cost* ≈ ${moneyOn(e.price, actual.usd)}: the measured FOV time plus ${n(e.children)} container ${e.children === 1 ? 'start' : 'starts'} of ${duration(e.price.startupSeconds)} (modeled), at the price the run was estimated with; estimated at launch ≈ ${moneyOn(e.price, e.usd)}`,
+    );
+  } else if (e) {
+    lines.push(`*Cost* estimated at launch ≈ ${moneyOn(e.price, e.usd)}; this run's jobs recorded no timings, so nothing was measured`);
+  }
+  return lines.length ? [section(lines.join('\n'))] : [];
 }
 
 const fileLine = (name: string, file: { url: string; download: string }) => `• ${name} — \`${untrusted(file.url, 1000)}\` · ${link(file.download, 'download')}`;

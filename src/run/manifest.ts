@@ -4,6 +4,7 @@
  */
 import { z } from 'zod';
 import { FAILURE_KINDS } from './failure-kind.js';
+import { queuePriceSchema } from './cost.js';
 
 const fovSelectionSchema = z.discriminatedUnion('kind', [
   z.object({ kind: z.literal('all') }),
@@ -97,6 +98,8 @@ const progressSchema = z.object({
   failed: z.number().int().nonnegative(),
   running: z.number().int().nonnegative(),
   waiting: z.number().int().nonnegative(),
+  /** When the round's first FOV ended: the ETA's rate counts from here (absent: from the submission). */
+  firstEndedAt: z.string().optional(),
 });
 export type Progress = z.infer<typeof progressSchema>;
 
@@ -114,7 +117,28 @@ const resultsSchema = z.object({
   fovsProcessed: z.number().int().nonnegative(),
   fovsMissing: z.array(z.number().int()),
   topGenes: z.array(z.tuple([z.string(), z.number()])),
+  /** The FOVs' measured time, from summary.json's "compute" (src/run/cost.ts recordedCompute); absent for older runs. */
+  compute: z.object({ fovs: z.number().int().nonnegative(), wallSeconds: z.number().nonnegative(), cpuSeconds: z.number().nonnegative() }).optional(),
 });
+
+/**
+ * What the run was expected to take and cost at launch, with the price it was estimated at, so
+ * that the actual cost and the budgets use the same price even after the lab changes it.
+ */
+const estimateSchema = z.object({
+  secondsPerFov: z.number().nonnegative(),
+  source: z.enum(['history', 'default']),
+  historyRuns: z.number().int().nonnegative(),
+  fovsPerChild: z.number().int().positive(),
+  children: z.number().int().nonnegative(),
+  billedSeconds: z.number().nonnegative(),
+  vcpuHours: z.number().nonnegative(),
+  usd: z.number().nonnegative(),
+  wallSeconds: z.number().nonnegative(),
+  parallel: z.number().int().positive(),
+  price: queuePriceSchema,
+});
+export type RunEstimate = z.infer<typeof estimateSchema>;
 
 export const manifestSchema = z.object({
   version: z.literal(1),
@@ -124,7 +148,13 @@ export const manifestSchema = z.object({
   requester: z.object({ userId: z.string(), channel: z.string() }),
   request: runRequestSchema,
   /** The experiment, the recipe snapshot, and the run's outputs prefix (outputs/<run-id>), as the containers see them. */
-  inputs: z.object({ experiment: z.string(), recipe: z.string(), output: z.string() }),
+  inputs: z.object({
+    experiment: z.string(),
+    recipe: z.string(),
+    output: z.string(),
+    /** sha256 of the recipe as copied at launch: runs of the same recipe share their timings. */
+    recipeSha256: z.string().optional(),
+  }),
   queue: z.string(),
   plan: planSchema,
   approval: approvalSchema,
@@ -148,5 +178,6 @@ export const manifestSchema = z.object({
     stuckWarnedAt: z.number().optional(),
   }),
   results: resultsSchema.optional(),
+  estimate: estimateSchema.optional(),
 });
 export type RunManifest = z.infer<typeof manifestSchema>;

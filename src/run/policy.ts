@@ -5,6 +5,7 @@
 import { z } from 'zod';
 import { passed, refuse, type Result } from '../result.js';
 import type { RunManifest, Plan } from './manifest.js';
+import { COST_POLICY_EXAMPLE, costPolicySchema } from './cost.js';
 
 export const policySchema = z.object({
   approval: z
@@ -44,6 +45,8 @@ export const policySchema = z.object({
     .default({ default: 'spot', allowed: ['spot', 'ondemand'] }),
   /** Used when a run names no recipe=. */
   defaultRecipe: z.string().optional(),
+  /** Prices, the default time per FOV, the cost threshold and budgets (src/run/cost.ts); unset: the us-east-1 defaults, no limits. */
+  cost: costPolicySchema.optional(),
 });
 export type Policy = z.infer<typeof policySchema>;
 
@@ -51,9 +54,8 @@ export function parsePolicy(raw: unknown, source: string): Policy {
   const parsed = policySchema.safeParse(raw ?? {});
   if (!parsed.success) {
     const issue = parsed.error.issues[0]!;
-    throw new Error(
-      `The policy in ${source} is not valid: ${issue.path.join('.') || '(top level)'}: ${issue.message}. Example: {"approval": {"fovThreshold": 500, "approvers": ["U012ABCDEF"]}, "access": {"channels": ["C0123456"]}}`,
-    );
+    const example = issue.path[0] === 'cost' ? COST_POLICY_EXAMPLE : '{"approval": {"fovThreshold": 500, "approvers": ["U012ABCDEF"]}, "access": {"channels": ["C0123456"]}}';
+    throw new Error(`The policy in ${source} is not valid: ${issue.path.join('.') || '(top level)'}: ${issue.message}. Example: ${example}`);
   }
   return parsed.data;
 }

@@ -1,6 +1,21 @@
 /** results/summary.json as merge-results writes it (containers/README.md). */
 import { z } from 'zod';
 
+/** A job-written number of seconds: finite, not negative, at most a year of compute per run. */
+const seconds = z.number().nonnegative().max(365 * 86_400 * 10_000);
+const mib = z.number().nonnegative().max(16 * 2 ** 20);
+
+/**
+ * What the FOV jobs measured (fov_NNN.metrics.json), totalled by merge-results; absent from runs
+ * before it existed. Shown and used for estimates, never for a decision about the run's state.
+ */
+const computeSchema = z.object({
+  wall_seconds: seconds,
+  cpu_seconds: seconds,
+  peak_rss_mib: z.object({ p50: mib, p90: mib, max: mib }).optional(),
+  slowest: z.array(z.object({ fov: z.number().int().nonnegative(), wall_seconds: seconds })).max(5).optional(),
+});
+
 export const resultsSummarySchema = z.object({
   fovs_expected: z.number().int().nonnegative(),
   fovs_processed: z.number().int().nonnegative(),
@@ -9,5 +24,7 @@ export const resultsSummarySchema = z.object({
   spots_total: z.number().int().nonnegative(),
   spots_per_fov: z.record(z.string(), z.number()),
   counts_per_gene: z.record(z.string(), z.number()),
+  // A malformed "compute" is dropped, not the summary: the spots are still the run's results.
+  compute: computeSchema.optional().catch(undefined),
 });
 export type ResultsSummary = z.infer<typeof resultsSummarySchema>;
