@@ -722,3 +722,223 @@ def test_extra_columns_are_capped(capsys):
 def test_render_csv_quotes_awkward_targets():
     text = pf.render_csv(*pf.to_table(0, [{"x": 1, "y": 2, "target": "HLA-A, HLA-B"}]))
     assert text == 'fov,x,y,z,target,quality\n0,1.00,2.00,0,"HLA-A, HLA-B",1.000\n'
+
+
+# ---------------------------------------------------------------------------------------
+# packed children: a chunk of FOVs per child (perChild of the STARFISH_FOVS_AT object)
+
+# FOV 1 fails; FOV 0 sleeps 0.3 s; every load of the module leaves a line in LOADS, so a test can
+# count how often the child imported the recipe
+PACKED_RECIPE = '''
+import time
+with open(%(loads)r, "a") as fh:
+    fh.write("loaded\\n")
+
+
+def process_fov(fov_index, experiment_url):
+    if fov_index == 0:
+        time.sleep(0.3)
+    if fov_index == 1:
+        raise ValueError("no spots found in round 2")
+    return [{"x": 1, "y": 2, "target": "GENE_%%d" %% fov_index}]
+'''
+
+
+def fovs_object(tmp_path, fovs, **fields):
+    """The launcher's FOV list object (src/lifecycle/submit.ts): {"fovs": ..., "perChild": K}."""
+    obj = dict(fovs=fovs, **fields)
+    path = tmp_path / "fovs-r0-0.json"
+    path.write_text(json.dumps(obj))
+    return str(path)
+
+
+def packed_env(synthetic, recipe, out, fovs_at, index=None):
+    env = env_for(synthetic, recipe, out, STARFISH_FOVS=None, STARFISH_FOVS_AT=fovs_at)
+    if index is not None:
+        env["AWS_BATCH_JOB_ARRAY_INDEX"] = str(index)
+    return env
+
+
+@pytest.fixture
+def packed_recipe(tmp_path):
+    loads = str(tmp_path / "loads.txt")
+    return write(tmp_path / "packed.py", PACKED_RECIPE % {"loads": loads}), loads
+
+
+def metrics_of(out, fov):
+    with open(os.path.join(out, "fov_%03d.metrics.json" % fov)) as fh:
+        return json.load(fh)
+
+
+def test_a_packed_child_with_one_failing_fov_keeps_the_others(synthetic, packed_recipe, tmp_path):
+    recipe, loads = packed_recipe
+    out = str(tmp_path / "fovs")
+    at = fovs_object(tmp_path, "0-3", perChild=3)
+    r = run_script(PROCESS_FOV, **packed_env(synthetic, recipe, out, at, index=0))
+    assert r.code == 1, r
+    assert sorted(os.listdir(out)) == ["fov_000.csv", "fov_000.metrics.json", "fov_001.error.json",
+                                       "fov_001.metrics.json", "fov_002.csv", "fov_002.metrics.json"]
+    assert read_csv(os.path.join(out, "fov_000.csv"))[1] == ["0", "1.00", "2.00", "0", "GENE_0", "1.000"]
+    assert read_csv(os.path.join(out, "fov_002.csv"))[1] == ["2", "1.00", "2.00", "0", "GENE_2", "1.000"]
+    reason = "FOV 1: recipe raised ValueError: no spots found in round 2"
+    assert error_record(out, 1) == {"fov": 1, "reason": reason}
+    # the failure is said when it happens, and the child's last line names the FOVs that failed
+    assert "process-fov: " + reason in r.stderr.splitlines()
+    assert r.last_line == "process-fov: 1 of 3 FOVs failed (1); first: " + reason
+    # one import of the recipe for the whole chunk: the point of packing
+    with open(loads) as fh:
+        assert fh.read() == "loaded\n"
+
+
+def test_the_last_child_takes_the_partial_chunk(synthetic, packed_recipe, tmp_path):
+    recipe, loads = packed_recipe
+    out = str(tmp_path / "fovs")
+    at = fovs_object(tmp_path, "0-3", perChild=3)  # children 0 (FOVs 0-2) and 1 (FOV 3)
+    r = run_script(PROCESS_FOV, **packed_env(synthetic, recipe, out, at, index=1))
+    assert r.code == 0, r
+    assert sorted(os.listdir(out)) == ["fov_003.csv", "fov_003.metrics.json"]
+    r = run_script(PROCESS_FOV, **packed_env(synthetic, recipe, out, at, index=2))
+    assert r.code == 2, r
+    assert r.last_line == ("process-fov: AWS_BATCH_JOB_ARRAY_INDEX=2 is beyond STARFISH_FOVS=0-3 "
+                           "(4 FOVs, 3 per child: children 0-1)")
+
+
+def test_retry_of_the_failed_fov_alone(synthetic, packed_recipe, tmp_path):
+    """The control plane's retry sends only the FOVs that failed: here FOV 1, now succeeding."""
+    recipe, _ = packed_recipe
+    out = str(tmp_path / "fovs")
+    r = run_script(PROCESS_FOV, **packed_env(synthetic, recipe, out, fovs_object(tmp_path, "0-3", perChild=3)))
+    assert r.code == 1, r
+    before = {f: os.path.getmtime(os.path.join(out, f)) for f in ("fov_000.csv", "fov_002.csv")}
+    fixed = write(tmp_path / "fixed.py", "def process_fov(fov_index, experiment_url):\n"
+                                         "    return [{'x': 5, 'y': 6, 'target': 'FIXED_%d' % fov_index}]\n")
+    r = run_script(PROCESS_FOV, **packed_env(synthetic, fixed, out, fovs_object(tmp_path, "1", perChild=3)))
+    assert r.code == 0, r
+    assert read_csv(os.path.join(out, "fov_001.csv"))[1][4] == "FIXED_1"
+    assert not os.path.exists(os.path.join(out, "fov_001.error.json"))
+    assert {f: os.path.getmtime(os.path.join(out, f)) for f in before} == before  # the others untouched
+
+
+@pytest.mark.parametrize("fovs, per_child, index, chunk", [
+    ("0-9", 3, 0, [0, 1, 2]),
+    ("0-9", 3, 2, [6, 7, 8]),
+    ("0-9", 3, 3, [9]),                  # the last, partial chunk
+    ("5-6", 10, 0, [5, 6]),              # perChild larger than the list: one child takes all
+    ("1-3,7,9-12", 3, 1, [7, 9, 10]),    # positions in the list, across its ranges
+    ("1-3,7,9-12", 1, 7, [12]),
+    ("0-999999", 10000, 99, list(range(990000, 1000000))),
+])
+def test_chunk_arithmetic(fovs, per_child, index, chunk):
+    assert pf.chunk_of(sio.parse_fov_ranges(fovs), per_child, index) == chunk
+
+
+@pytest.mark.parametrize("fovs, per_child, index, message", [
+    ("0-9", 3, 4, "AWS_BATCH_JOB_ARRAY_INDEX=4 is beyond STARFISH_FOVS=0-9 (10 FOVs, 3 per child: children 0-3)"),
+    ("5-6", 10, 1, "AWS_BATCH_JOB_ARRAY_INDEX=1 is beyond STARFISH_FOVS=5-6 (2 FOVs, 10 per child: children 0-0)"),
+    ("2", 1, 1, "AWS_BATCH_JOB_ARRAY_INDEX=1 is beyond STARFISH_FOVS=2 (1 FOV)"),
+])
+def test_a_child_past_the_last_chunk_is_a_bad_environment(fovs, per_child, index, message):
+    with pytest.raises(pf.Failure) as info:
+        pf.chunk_of(sio.parse_fov_ranges(fovs), per_child, index)
+    assert info.value.code == pf.EXIT_BAD_ENV
+    assert info.value.reason == message
+
+
+def test_a_bad_per_child_is_refused_before_any_fov_runs(synthetic, packed_recipe, tmp_path):
+    recipe, loads = packed_recipe
+    out = str(tmp_path / "fovs")
+    at = fovs_object(tmp_path, "0-3", perChild=0)
+    r = run_script(PROCESS_FOV, **packed_env(synthetic, recipe, out, at))
+    assert r.code == 2, r
+    assert r.last_line == ('process-fov: the "perChild" of STARFISH_FOVS_AT=%s must be a whole number of FOVs '
+                           'from 1 to 10000, got 0; example: {"fovs": "0-9999", "perChild": 15}' % at)
+    assert not os.path.exists(out) and not os.path.exists(loads)
+
+
+def test_a_recipe_that_cannot_load_fails_every_fov_of_the_chunk(synthetic, tmp_path):
+    recipe = write(tmp_path / "broken.py", "def process_fov(fov_index, experiment_url)\n    return []\n")
+    out = str(tmp_path / "fovs")
+    r = run_script(PROCESS_FOV, **packed_env(synthetic, recipe, out, fovs_object(tmp_path, "0-3", perChild=2),
+                                             index=1))
+    assert r.code == 2, r
+    reason = r.last_line[len("process-fov: "):]
+    assert reason.startswith("recipe %s has a syntax error at line 1" % recipe)
+    assert sorted(os.listdir(out)) == ["fov_002.error.json", "fov_003.error.json"]
+    assert error_record(out, 3) == {"fov": 3, "reason": reason}
+
+
+def test_a_retry_clears_the_stale_reasons_of_its_whole_chunk(synthetic, tmp_path):
+    """An attempt killed at its first FOV leaves no earlier attempt's reason on the FOVs after it."""
+    out = str(tmp_path / "fovs")
+    os.makedirs(out)
+    for fov in (0, 1, 2):
+        write(os.path.join(out, "fov_%03d.error.json" % fov), '{"fov": %d, "reason": "old failure"}' % fov)
+    killed = write(tmp_path / "killed.py", "import os, signal\n\ndef process_fov(fov_index, experiment_url):\n"
+                                           "    os.kill(os.getpid(), signal.SIGKILL)\n")
+    r = run_script(PROCESS_FOV, **packed_env(synthetic, killed, out, fovs_object(tmp_path, "0-2", perChild=3)))
+    assert r.code != 0, r
+    assert os.listdir(out) == []
+
+
+def test_a_memory_error_fails_its_fov_and_the_chunk_goes_on(synthetic, tmp_path):
+    recipe = write(tmp_path / "hungry.py", "def process_fov(fov_index, experiment_url):\n"
+                                           "    if fov_index == 0:\n"
+                                           "        bytearray(1 << 60)  # more than any machine has\n"
+                                           "    return [{'x': 1, 'y': 2, 'target': 'ACTB'}]\n")
+    out = str(tmp_path / "fovs")
+    r = run_script(PROCESS_FOV, **packed_env(synthetic, recipe, out, fovs_object(tmp_path, "0-1", perChild=2)))
+    assert r.code == 1, r
+    assert error_record(out, 0)["reason"] == "FOV 0: recipe ran out of memory (MemoryError); give the job more memory"
+    assert read_csv(os.path.join(out, "fov_001.csv"))[1][4] == "ACTB"
+    assert sorted(metrics_of(out, f)["fov"] for f in (0, 1)) == [0, 1]
+
+
+def test_the_tutorial_convention_loads_the_experiment_once_per_chunk(synthetic, standin, tmp_path, monkeypatch):
+    loaded = []
+    real = standin.Experiment.from_json
+
+    def counting(url):
+        loaded.append(url)
+        return real(url)
+    monkeypatch.setattr(standin.Experiment, "from_json", staticmethod(counting))
+    recipe = write(tmp_path / "recipe.py", "def process_fov(fov, codebook):\n"
+                                           "    return [{'x': 1, 'y': 2, 'target': fov.name}]\n")
+    out = str(tmp_path / "fovs")
+    assert pf.main(packed_env(synthetic, recipe, out, fovs_object(tmp_path, "0-3", perChild=4))) == 0
+    assert loaded == [synthetic]
+    assert [read_csv(os.path.join(out, "fov_%03d.csv" % f))[1][4] for f in range(4)] == \
+        ["fov_000", "fov_001", "fov_002", "fov_003"]
+
+
+# ---------------------------------------------------------------------------------------
+# per-FOV measurements: fov_NNN.metrics.json
+
+def test_every_fov_records_its_metrics_success_or_failure(synthetic, packed_recipe, tmp_path):
+    recipe, _ = packed_recipe
+    out = str(tmp_path / "fovs")
+    run_script(PROCESS_FOV, **packed_env(synthetic, recipe, out, fovs_object(tmp_path, "0-2", perChild=3)))
+    for fov in (0, 1, 2):
+        m = metrics_of(out, fov)
+        assert sorted(m) == ["cpu_seconds", "fov", "peak_rss_mib", "wall_seconds"]
+        assert m["fov"] == fov
+        for key in ("wall_seconds", "cpu_seconds", "peak_rss_mib"):
+            assert isinstance(m[key], float) and m[key] >= 0, m
+        assert m["peak_rss_mib"] > 1, m  # a Python process holds megabytes
+    assert metrics_of(out, 0)["wall_seconds"] >= 0.3  # FOV 0 slept 0.3 s
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"), reason="the peak is per FOV only on Linux")
+def test_peak_memory_is_each_fovs_own_not_the_chunks(synthetic, tmp_path):
+    """FOV 0 holds 200 MiB; FOV 1 nothing: FOV 1's peak is not FOV 0's high-water mark."""
+    recipe = write(tmp_path / "big.py", "import numpy as np\n"
+                                        "def process_fov(fov_index, experiment_url):\n"
+                                        "    if fov_index == 0:\n"
+                                        "        a = np.ones(200 << 17)  # 200 MiB of float64, touched\n"
+                                        "        del a\n"
+                                        "    return [{'x': 1, 'y': 2, 'target': 'ACTB'}]\n")
+    out = str(tmp_path / "fovs")
+    r = run_script(PROCESS_FOV, **packed_env(synthetic, recipe, out, fovs_object(tmp_path, "0-1", perChild=2)))
+    assert r.code == 0, r
+    big, small = metrics_of(out, 0)["peak_rss_mib"], metrics_of(out, 1)["peak_rss_mib"]
+    assert big >= 200, big
+    assert small < big - 150, (big, small)

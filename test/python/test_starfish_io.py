@@ -254,3 +254,33 @@ def test_fovs_at_refuses_an_oversized_object(tmp_path):
     with pytest.raises(sio.EnvError) as info:
         sio.require_fovs_env({"STARFISH_FOVS_AT": str(obj)})
     assert "a FOV list object is at most" in str(info.value)
+
+
+# ---------------------------------------------------------------------------------------
+# "perChild": how many FOVs of the list each array child processes
+
+def _plan_object(tmp_path, obj):
+    path = tmp_path / "fovs-r0-0.json"
+    path.write_text(obj if isinstance(obj, str) else json.dumps(obj))
+    return str(path)
+
+
+def test_per_child_is_read_from_the_launchers_object(tmp_path):
+    at = _plan_object(tmp_path, {"fovs": "0-9999", "perChild": 15})
+    fovs, per_child = sio.require_fov_plan_env({"STARFISH_FOVS_AT": at})
+    assert len(fovs) == 10000 and per_child == 15
+    assert sio.require_fov_plan_env({"STARFISH_FOVS_AT": _plan_object(tmp_path, {"fovs": "0-3"})})[1] == 1
+    assert sio.require_fov_plan_env({"STARFISH_FOVS": "0-3"})[1] == 1  # a job started by hand: one per child
+    assert sio.require_fov_plan_env({"STARFISH_FOVS_AT": _plan_object(tmp_path, {"fovs": "0", "perChild": 10000})})[1] == 10000
+
+
+@pytest.mark.parametrize("raw, shown", [("0", "0"), ("-1", "-1"), ("10001", "10001"), ("2.5", "2.5"),
+                                        ("3.0", "3.0"), ('"15"', '"15"'), ("true", "true"), ("null", "null")])
+def test_a_per_child_that_is_not_a_whole_number_from_1_to_10000_is_refused(tmp_path, raw, shown):
+    at = _plan_object(tmp_path, '{"fovs": "0-9", "perChild": %s}' % raw)
+    with pytest.raises(sio.EnvError) as info:
+        sio.require_fov_plan_env({"STARFISH_FOVS_AT": at})
+    assert str(info.value) == ('the "perChild" of STARFISH_FOVS_AT=%s must be a whole number of FOVs from 1 to '
+                               '10000, got %s; example: {"fovs": "0-9999", "perChild": 15}' % (at, shown))
+    # merge-results reads the same object for the FOV list alone: a bad perChild is no concern of it
+    assert list(sio.require_fovs_env({"STARFISH_FOVS_AT": at})) == list(range(10))
