@@ -28,6 +28,7 @@ import collections
 import csv
 import io
 import json
+import math
 import os
 import re
 import sys
@@ -56,6 +57,7 @@ MAX_LEGEND_GENES = 19
 MAX_MISSING_LINES = 20
 TABLE_RE = re.compile(r"^fov_(\d{3,})\.csv$")
 ERROR_RE = re.compile(r"^fov_(\d{3,})\.error\.json$")
+METRICS_RE = re.compile(r"^fov_(\d{3,})\.metrics\.json$")
 READ_THREADS = 32  # for s3:// (many small GETs); local reads are sequential
 
 
@@ -235,6 +237,105 @@ def table_rows(table, columns):
 
 
 # ---------------------------------------------------------------------------------------
+# the FOVs' measurements (fov_NNN.metrics.json, written by process-fov): job-written, so each
+# file is size-capped and checked, and a bad one is left out with a warning; the totals are
+# shown and used for estimates, never for a decision about the run
+
+MAX_METRICS_BYTES = 4096
+METRIC_LIMITS = collections.OrderedDict((
+    # field: (largest plausible value for one FOV, unit, example)
+    ("wall_seconds", (7 * 86400.0, "seconds", 42.5)),           # a week: no FOV job runs longer
+    ("cpu_seconds", (7 * 86400.0 * 512, "seconds", 40.1)),      # a week on 512 cores
+    ("peak_rss_mib", (16.0 * 2 ** 20, "MiB", 1843.2)),          # 16 TiB, the largest instance's memory
+))
+MAX_SLOWEST = 5
+MAX_METRICS_WARNINGS = 20
+
+
+def _read_capped(url, limit):
+    """At most ``limit`` + 1 bytes of a local file (a hostile one is not read whole); the whole
+    object elsewhere (starfish_io has no ranged read)."""
+    path = sio.local_path(url)
+    if path is None:
+        return sio.read_bytes(url)
+    with open(path, "rb") as fh:
+        return fh.read(limit + 1)
+
+
+def parse_metrics(fov, data):
+    """One FOV's measurements as {field: float}; ValueError naming the field and what is right."""
+    if len(data) > MAX_METRICS_BYTES:
+        raise ValueError("it is over %d bytes; a metrics file is one small JSON object" % MAX_METRICS_BYTES)
+    try:
+        obj = json.loads(data.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        raise ValueError("it is not JSON")
+    if not isinstance(obj, dict):
+        raise ValueError("it is not a JSON object")
+    if obj.get("fov") != fov or isinstance(obj.get("fov"), bool):
+        raise ValueError('"fov" is %s, not %d' % (json.dumps(obj.get("fov"))[:40], fov))
+    out = {}
+    for field, (limit, unit, example) in METRIC_LIMITS.items():
+        v = obj.get(field)
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool)
+        try:
+            ok = ok and math.isfinite(float(v)) and 0 <= float(v) <= limit
+        except OverflowError:  # an integer too large for a float
+            ok = False
+        if not ok:
+            raise ValueError('"%s" is %s; expected %s from 0 to %g, e.g. %s'
+                             % (field, json.dumps(v)[:40] if v is not None or field in obj else "missing",
+                                unit, limit, example))
+        out[field] = float(v)
+    return out
+
+
+def read_metrics(metrics_urls, fovs, log):
+    """{fov: measurements} of the FOVs in ``fovs`` that have a usable metrics file."""
+    wanted = sorted(f for f in metrics_urls if f in fovs)
+    raw = _read_many([metrics_urls[f] for f in wanted], lambda u: _read_capped(u, MAX_METRICS_BYTES))
+    out, warned = {}, 0
+    for f in wanted:
+        url = metrics_urls[f]
+        try:
+            if isinstance(raw[url], Exception):
+                raise ValueError("it cannot be read: %s: %s" % (type(raw[url]).__name__, raw[url]))
+            out[f] = parse_metrics(f, raw[url])
+        except ValueError as exc:
+            warned += 1
+            if warned <= MAX_METRICS_WARNINGS:
+                log("warning: %s left out of summary.json's compute: %s"
+                    % (sio.basename(url), " ".join(str(exc).split())[:300]))
+    if warned > MAX_METRICS_WARNINGS:
+        log("... and %d more metrics files left out" % (warned - MAX_METRICS_WARNINGS))
+    return out
+
+
+def _nearest_rank(sorted_values, p):
+    """The p-th percentile by the nearest-rank method: a value some FOV really had."""
+    k = max(1, int(math.ceil(p / 100.0 * len(sorted_values))))
+    return sorted_values[k - 1]
+
+
+def compute_summary(metrics):
+    """summary.json's "compute" from {fov: measurements}: totals over the FOVs measured (failed
+    ones included: their time was spent too), the peak memory's distribution over FOVs and the
+    slowest FOVs; None when no FOV was measured."""
+    if not metrics:
+        return None
+    rss = sorted(m["peak_rss_mib"] for m in metrics.values())
+    slowest = sorted(metrics.items(), key=lambda kv: (-kv[1]["wall_seconds"], kv[0]))[:MAX_SLOWEST]
+    out = collections.OrderedDict()
+    out["fovs"] = len(metrics)
+    out["wall_seconds"] = round(sum(m["wall_seconds"] for m in metrics.values()), 3)
+    out["cpu_seconds"] = round(sum(m["cpu_seconds"] for m in metrics.values()), 3)
+    out["peak_rss_mib"] = collections.OrderedDict((("p50", _nearest_rank(rss, 50)), ("p90", _nearest_rank(rss, 90)),
+                                                   ("max", rss[-1])))
+    out["slowest"] = [collections.OrderedDict((("fov", f), ("wall_seconds", m["wall_seconds"]))) for f, m in slowest]
+    return out
+
+
+# ---------------------------------------------------------------------------------------
 # plotting
 
 def plot(panels, tables, gene_order, reasons, title_extra):
@@ -330,7 +431,7 @@ def merge(fovs_dir, results, expected, run_id=None, log=None):
     expected_set = set(expected)
     names = sio.list_prefix(fovs_dir)
 
-    table_urls, error_urls = {}, {}
+    table_urls, error_urls, metrics_urls = {}, {}, {}
     for name in names:
         m = TABLE_RE.match(name)
         if m:
@@ -339,6 +440,10 @@ def merge(fovs_dir, results, expected, run_id=None, log=None):
         m = ERROR_RE.match(name)
         if m:
             error_urls[int(m.group(1))] = sio.join(fovs_dir, name)
+            continue
+        m = METRICS_RE.match(name)
+        if m:
+            metrics_urls[int(m.group(1))] = sio.join(fovs_dir, name)
 
     found = sorted(table_urls)
     unexpected = [f for f in found if f not in expected_set]
@@ -389,6 +494,9 @@ def merge(fovs_dir, results, expected, run_id=None, log=None):
     summary["spots_total"] = spots_total
     summary["spots_per_fov"] = collections.OrderedDict((str(t.fov), t.n) for t in merged)
     summary["counts_per_gene"] = collections.OrderedDict((g, genes[g]) for g in gene_order)
+    compute = compute_summary(read_metrics(metrics_urls, expected_set | set(found), log))
+    if compute is not None:  # runs whose jobs wrote no measurements (older images) have none
+        summary["compute"] = compute
 
     # summary.json goes last and only when every other file is written: it says the merge finished.
     clear_summary(results, run_id)

@@ -341,3 +341,123 @@ def test_end_to_end_an_empty_fov_is_processed_not_missing(synthetic, tmp_path):
     assert s["fovs_processed"] == 2 and s["fovs_missing"] == [] and s["spots_per_fov"] == {"0": 1, "1": 0}
     assert read_rows(os.path.join(results, "spots.csv")) == [HEADER + ["xc", "yc"],
                                                              ["0", "1.50", "2.50", "0", "ACTB", "1.000", "0.75", "1.25"]]
+
+
+# ---------------------------------------------------------------------------------------
+# summary.json's "compute": the FOVs' measurements (fov_NNN.metrics.json), totalled
+
+def write_metrics(out, fov, wall, cpu, rss, **override):
+    obj = {"fov": fov, "wall_seconds": wall, "cpu_seconds": cpu, "peak_rss_mib": rss}
+    obj.update(override)
+    write_raw_metrics(out, fov, json.dumps(obj))
+
+
+def write_raw_metrics(out, fov, text):
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "fov_%03d.metrics.json" % fov), "w") as fh:
+        fh.write(text)
+
+
+def test_compute_totals_the_fovs_measurements(tmp_path):
+    out, results = locations(tmp_path)
+    rnd = random.Random(5)
+    # (wall, cpu, peak MiB) per FOV; FOV 9 failed (no table) but its time was spent all the same
+    measured = {0: (12.5, 11.0, 400.0), 1: (40.25, 38.0, 900.5), 2: (3.0, 2.5, 350.0), 3: (12.5, 12.0, 410.0),
+                4: (7.0, 6.0, 380.0), 5: (55.0, 50.0, 1200.0), 9: (90.0, 1.0, 300.0)}
+    for fov, (wall, cpu, rss) in measured.items():
+        if fov != 9:
+            write_table(out, fov, random_rows(fov, 3, rnd))
+        write_metrics(out, fov, wall, cpu, rss)
+    write_table(out, 6, random_rows(6, 3, rnd))  # processed by an older image: no measurements
+    write_metrics(out, 50, 1000.0, 1000.0, 1.0)  # not a FOV of this run: not counted
+    r = run_script(MERGE_RESULTS, **merge_env(out, results, "0-6,9"))
+    assert r.code == 0, r
+    s = summary_of(results)
+    assert list(s)[-1] == "compute"
+    assert s["compute"] == {
+        "fovs": 7,
+        "wall_seconds": 220.25,
+        "cpu_seconds": 120.5,
+        # nearest rank over 7 FOVs: the 4th (p50) and the 7th (p90) of 300, 350, 380, 400, 410, 900.5, 1200
+        "peak_rss_mib": {"p50": 400.0, "p90": 1200.0, "max": 1200.0},
+        "slowest": [{"fov": 9, "wall_seconds": 90.0}, {"fov": 5, "wall_seconds": 55.0},
+                    {"fov": 1, "wall_seconds": 40.25}, {"fov": 0, "wall_seconds": 12.5},
+                    {"fov": 3, "wall_seconds": 12.5}],
+    }
+    assert "warning" not in r.stderr
+
+
+@pytest.mark.parametrize("text, why", [
+    ('{"fov": 1, "wall_seconds": NaN, "cpu_seconds": 1.0, "peak_rss_mib": 10.0}',
+     '"wall_seconds" is NaN; expected seconds from 0 to 604800, e.g. 42.5'),
+    ('{"fov": 1, "wall_seconds": 1.0, "cpu_seconds": -3, "peak_rss_mib": 10.0}',
+     '"cpu_seconds" is -3; expected seconds from 0 to 3.09658e+08, e.g. 40.1'),
+    ('{"fov": 1, "wall_seconds": 1e300, "cpu_seconds": 1.0, "peak_rss_mib": 10.0}',
+     '"wall_seconds" is 1e+300; expected seconds from 0 to 604800, e.g. 42.5'),
+    ('{"fov": 1, "wall_seconds": 1.0, "cpu_seconds": 1.0, "peak_rss_mib": 1%s}' % ("0" * 400),
+     '"peak_rss_mib" is 1000000000000000000000000000000000000000; expected MiB from 0 to 1.67772e+07, e.g. 1843.2'),
+    ('{"fov": 1, "wall_seconds": Infinity, "cpu_seconds": 1.0, "peak_rss_mib": 10.0}',
+     '"wall_seconds" is Infinity; expected seconds from 0 to 604800'),
+    ('{"fov": 1, "wall_seconds": "12", "cpu_seconds": 1.0, "peak_rss_mib": 10.0}',
+     '"wall_seconds" is "12"; expected seconds'),
+    ('{"fov": 1, "wall_seconds": true, "cpu_seconds": 1.0, "peak_rss_mib": 10.0}',
+     '"wall_seconds" is true; expected seconds'),
+    ('{"fov": 1, "cpu_seconds": 1.0, "peak_rss_mib": 10.0}', '"wall_seconds" is missing; expected seconds'),
+    ('{"fov": 2, "wall_seconds": 1.0, "cpu_seconds": 1.0, "peak_rss_mib": 10.0}', '"fov" is 2, not 1'),
+    ('{"wall_seconds": 1.0', "it is not JSON"),
+    ("[1.0, 2.0]", "it is not a JSON object"),
+    ('{"fov": 1, "wall_seconds": 1.0, "cpu_seconds": 1.0, "peak_rss_mib": 10.0, "pad": "%s"}' % ("x" * 5000),
+     "it is over 4096 bytes; a metrics file is one small JSON object"),
+])
+def test_a_hostile_metrics_file_is_left_out_with_a_warning(tmp_path, text, why):
+    out, results = locations(tmp_path)
+    rnd = random.Random(6)
+    for fov in (0, 1):
+        write_table(out, fov, random_rows(fov, 3, rnd))
+    write_metrics(out, 0, 2.0, 1.5, 100.0)
+    write_raw_metrics(out, 1, text)
+    r = run_script(MERGE_RESULTS, **merge_env(out, results, "0-1"))
+    assert r.code == 0, r  # the spots are the run's results whatever its measurements say
+    assert "merge-results: warning: fov_001.metrics.json left out of summary.json's compute: " + why in r.stderr
+    s = summary_of(results)
+    assert s["fovs_processed"] == 2
+    assert s["compute"]["fovs"] == 1 and s["compute"]["wall_seconds"] == 2.0
+    assert s["compute"]["peak_rss_mib"] == {"p50": 100.0, "p90": 100.0, "max": 100.0}
+
+
+def test_compute_survives_parse_as_strict_json(tmp_path):
+    """summary.json stays strict JSON (no NaN or Infinity) whatever the metrics files held."""
+    out, results = locations(tmp_path)
+    write_table(out, 0, [])
+    write_raw_metrics(out, 0, '{"fov": 0, "wall_seconds": NaN, "cpu_seconds": Infinity, "peak_rss_mib": -Infinity}')
+    r = run_script(MERGE_RESULTS, **merge_env(out, results, "0"))
+    assert r.code == 0, r
+    with open(os.path.join(results, "summary.json")) as fh:
+        s = json.load(fh, parse_constant=lambda c: pytest.fail("summary.json holds %s" % c))
+    assert "compute" not in s  # no FOV measured: like a run of an older image
+
+
+def test_end_to_end_packed_child_then_merge(synthetic, tmp_path):
+    """A packed child (3 FOVs, the middle one failing) measures all three; the merge totals them."""
+    out, results = locations(tmp_path)
+    recipe = tmp_path / "r.py"
+    recipe.write_text("import time\n"
+                      "def process_fov(fov_index, experiment_url):\n"
+                      "    time.sleep(0.3)\n"
+                      "    if fov_index == 1:\n"
+                      "        raise ValueError('no spots found in round 2')\n"
+                      "    return [{'x': 1, 'y': 2, 'target': 'ACTB'}]\n")
+    at = tmp_path / "fovs-r0-0.json"
+    at.write_text(json.dumps({"fovs": "0-2", "perChild": 3}))
+    r = run_script(PROCESS_FOV, STARFISH_RUN_ID=RUN_ID, STARFISH_EXPERIMENT=synthetic, STARFISH_RECIPE=str(recipe),
+                   STARFISH_FOVS_AT=str(at), STARFISH_FOV_OUTPUT=out)
+    assert r.code == 1, r
+    r = run_script(MERGE_RESULTS, **merge_env(out, results, "0-2"))
+    assert r.code == 0, r
+    s = summary_of(results)
+    assert s["fovs_processed"] == 2 and s["failures"] == {"1": "FOV 1: recipe raised ValueError: no spots found in round 2"}
+    c = s["compute"]
+    assert c["fovs"] == 3 and c["wall_seconds"] >= 0.9 and c["cpu_seconds"] >= 0
+    assert sorted(x["fov"] for x in c["slowest"]) == [0, 1, 2]
+    assert all(x["wall_seconds"] >= 0.3 for x in c["slowest"])
+    assert 0 < c["peak_rss_mib"]["p50"] <= c["peak_rss_mib"]["p90"] <= c["peak_rss_mib"]["max"]
