@@ -75,7 +75,7 @@ function progressLine(m: RunManifest): string {
  * from the round's first ended FOV (container start-up is not a rate), else from its submission,
  * up to the manifest's last update (when this progress was read).
  */
-export function eta(m: RunManifest): string | undefined {
+function eta(m: RunManifest): string | undefined {
   const p = m.progress;
   const ended = p.succeeded + p.failed;
   const left = p.total - ended;

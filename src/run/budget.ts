@@ -42,7 +42,7 @@ export function estimateRun(policy: Policy, recent: readonly RunManifest[], inpu
 }
 
 /** What the run cost when its jobs' timings are known, else what it was estimated at. */
-export function chargeOf(m: RunManifest): number {
+function chargeOf(m: RunManifest): number {
   if (!m.estimate) return 0;
   const compute = m.results?.compute;
   return compute ? actualCost(m.estimate.price, compute, m.estimate.children).usd : m.estimate.usd;

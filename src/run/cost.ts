@@ -11,8 +11,8 @@ import { createHash } from 'node:crypto';
 import { z } from 'zod';
 import type { ResultsSummary } from './results.js';
 
-export const PLATFORMS = ['fargate', 'fargate-spot', 'ec2', 'local'] as const;
-export type Platform = (typeof PLATFORMS)[number];
+const PLATFORMS = ['fargate', 'fargate-spot', 'ec2', 'local'] as const;
+type Platform = (typeof PLATFORMS)[number];
 
 const PLATFORM_LABEL: Record<Platform, string> = { fargate: 'Fargate', 'fargate-spot': 'Fargate Spot', ec2: 'EC2', local: 'this machine' };
 
@@ -185,7 +185,8 @@ export function duration(seconds: number): string {
 }
 
 export function dollars(x: number): string {
-  if (x > 0 && x < 0.01) return '< $0.01';
+  // A short test run costs fractions of a cent: shown, not rounded away to $0.00.
+  if (x > 0 && x < 0.01) return `$${x.toFixed(4)}`;
   return `$${x.toLocaleString('en-US', { minimumFractionDigits: 2, maximumFractionDigits: 2 })}`;
 }
 
