@@ -6,13 +6,14 @@ Contract (see containers/README.md):
 
   STARFISH_RUN_ID          the run id, e.g. 261125-k3f9 (in the log and the plot's title)
   STARFISH_FOVS            the FOVs the run expects as range text, e.g. 0-3 or 1-3,7,9-12
-  STARFISH_FOV_OUTPUT      URL/path where the FOV jobs wrote fov_NNN.csv / fov_NNN.error.json
+  STARFISH_FOV_OUTPUT      URL/path where the FOV jobs wrote fov_NNN.csv / .error.json / .metrics.json
   STARFISH_RESULTS_OUTPUT  URL/path where spots.csv, summary.json and spots.png go
 
 spots.csv has the six columns every FOV table starts with (fov,x,y,z,target,quality), then the
 union of the tables' other columns (starfish's physical xc, yc, zc first); a FOV's rows pass
 through unchanged when its columns are those, else its values are placed under them. A
-header-only table is a FOV processed with 0 spots.
+header-only table is a FOV processed with 0 spots. summary.json's "compute" totals the FOVs'
+fov_NNN.metrics.json (absent when no FOV wrote one: an older image).
 
 Exit 0 when at least one FOV table was merged and all three files are written, 1 when none was
 found or a file could not be written or drawn, 2 on a bad environment.

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""process-fov: run a starfish recipe on ONE field of view and write its spot table.
+"""process-fov: run a starfish recipe on a chunk of fields of view and write their spot tables.
 
-Entry point of the process-fov image (one AWS Batch array child per FOV), also run
+Entry point of the process-fov image (one AWS Batch array child per chunk of FOVs), also run
 directly by the local runner.  The contract is in containers/README.md; in short:
 
   STARFISH_RUN_ID       the run id, e.g. 261125-k3f9 (for the log lines)
@@ -9,22 +9,28 @@ directly by the local runner.  The contract is in containers/README.md; in short
   STARFISH_RECIPE       URL/path of a .py defining process_fov(fov_index: int, experiment_url: str)
                         (starfish's WDL workflow) or process_fov(fov: FieldOfView, codebook: Codebook)
                         (starfish's AWS tutorial); the signature says which
-  STARFISH_FOVS         the FOVs of this job as range text, e.g. 0-9999 or 1-3,7,9-12;
-                        array child i (AWS_BATCH_JOB_ARRAY_INDEX, default 0 for a plain job)
-                        processes the i-th FOV of that list in ascending order
-  STARFISH_FOV_OUTPUT   URL/path where the FOV's files go (s3://bucket/outputs/<run>/fovs)
+  STARFISH_FOVS_AT      URL/path of the launcher's {"fovs": "<range text>", "perChild": K}: array
+                        child i (AWS_BATCH_JOB_ARRAY_INDEX, default 0 for a plain job) processes the
+                        FOVs at positions i*K .. min((i+1)*K, n)-1 of that list in ascending order
+  STARFISH_FOVS         instead of STARFISH_FOVS_AT, for a job started by hand: range text, e.g.
+                        0-9999 or 1-3,7,9-12; child i processes the i-th FOV of the list
+  STARFISH_FOV_OUTPUT   URL/path where the FOVs' files go (s3://bucket/outputs/<run>/fovs)
 
 Everything the experiment refers to is checked against the URL policy first
 (starfish_io.resolve_reference: https at public addresses only, no http://, and file:// or
 absolute paths only when the experiment itself is local); a remote experiment's checks and
 recipe read no local file through starfish_io.
 
-Writes <fov output>/fov_NNN.csv (fov,x,y,z,target,quality, then starfish's physical xc,yc,zc
-and every other column the recipe returned), whole or not at all (a temporary name, then a
-rename); an empty result is a header-only table (a FOV without spots is a success).  On failure the last line on stderr is "process-fov: <reason>",
-<fov output>/fov_NNN.error.json records the reason (when the output location and the FOV are
-known, and the disk takes it), and the exit code is 2 (bad environment/configuration) or 1
-(recipe/data failure, or the table could not be written: a full disk says so, with the next step).
+The recipe is loaded once per child; then each FOV of the chunk in turn writes
+<fov output>/fov_NNN.csv (fov,x,y,z,target,quality, then starfish's physical xc,yc,zc and every
+other column the recipe returned), whole or not at all (a temporary name, then a rename), or on
+failure fov_NNN.error.json with the reason, and in both cases fov_NNN.metrics.json (wall time,
+CPU time, peak memory). An empty result is a header-only table (a FOV without spots is a
+success). A failing FOV does not stop the others. The last line on stderr is
+"process-fov: <reason>" when anything failed; the exit code is 0 when every FOV succeeded, 1
+when one failed (recipe/data, or its table could not be written: a full disk says so, with the
+next step), 2 on a bad environment/configuration (before any FOV runs, or a FOV the experiment
+does not have).
 """
 import csv
 import gc
