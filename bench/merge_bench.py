@@ -3,7 +3,8 @@
 
     /usr/bin/python3 bench/merge_bench.py [--fovs 10000] [--spots 1000000] [--runs 5]
 
-Creates the tables in a temporary directory (outputs/<run>/fovs, as the FOV jobs write them),
+Creates the tables and their fov_NNN.metrics.json in a temporary directory (outputs/<run>/fovs,
+as the FOV jobs write them),
 runs containers/merge-results/merge_results.py as a subprocess ``--runs`` times (each run
 rewrites outputs/<run>/results), checks the summary, and prints machine info + the median
 wall-clock seconds as ONE JSON line at the end.
@@ -39,6 +40,9 @@ def make_tables(d, fovs, spots, seed=0):
                 f, rnd.uniform(0, 2048), rnd.uniform(0, 2048), rnd.choice(GENES), rnd.random()))
         with open(os.path.join(d, "fov_%03d.csv" % f), "w") as fh:
             fh.write("\n".join(lines) + "\n")
+        with open(os.path.join(d, "fov_%03d.metrics.json" % f), "w") as fh:  # as process-fov writes it
+            json.dump({"fov": f, "wall_seconds": round(rnd.uniform(10, 60), 3),
+                       "cpu_seconds": round(rnd.uniform(8, 55), 3), "peak_rss_mib": round(rnd.uniform(300, 2000), 1)}, fh)
 
 
 def cpu_model():
@@ -98,10 +102,12 @@ def main(argv=None):
         assert summary["spots_total"] == args.spots, summary["spots_total"]
         assert summary["fovs_processed"] == args.fovs, summary["fovs_processed"]
         assert not summary["fovs_missing"], summary["fovs_missing"][:10]
+        assert summary["compute"]["fovs"] == args.fovs, summary.get("compute")
         result = {
             "benchmark": "merge-results",
             "fovs": args.fovs,
             "spots": args.spots,
+        "metrics_files": args.fovs,
             "runs": len(times),
             "median_s": round(statistics.median(times), 3),
             "min_s": round(min(times), 3),
