@@ -942,3 +942,25 @@ def test_peak_memory_is_each_fovs_own_not_the_chunks(synthetic, tmp_path):
     big, small = metrics_of(out, 0)["peak_rss_mib"], metrics_of(out, 1)["peak_rss_mib"]
     assert big >= 200, big
     assert small < big - 150, (big, small)
+
+
+def test_a_fov_the_experiment_does_not_have_fails_alone_and_the_chunk_exits_2(synthetic, fake_recipe, tmp_path):
+    out = str(tmp_path / "fovs")
+    r = run_script(PROCESS_FOV, **packed_env(synthetic, fake_recipe, out, fovs_object(tmp_path, "2-5", perChild=4)))
+    assert r.code == 2, r  # a wrong request, said after the FOVs that could run have run
+    assert [read_csv(os.path.join(out, "fov_%03d.csv" % f))[1][4] for f in (2, 3)] == ["GENE_2", "GENE_3"]
+    assert error_record(out, 4)["reason"] == "FOV 4 is not in the experiment (primary images have 4 FOVs: fov_000..fov_003)"
+    assert r.last_line.startswith("process-fov: 2 of 4 FOVs failed (4-5); first: FOV 4 is not in the experiment")
+
+
+def test_an_interrupt_stops_the_chunk_and_says_so_for_the_fovs_left(synthetic, tmp_path):
+    recipe = write(tmp_path / "r.py", "def process_fov(fov_index, experiment_url):\n"
+                                      "    if fov_index == 1:\n"
+                                      "        raise KeyboardInterrupt()\n"
+                                      "    return [{'x': 1, 'y': 2, 'target': 'ACTB'}]\n")
+    out = str(tmp_path / "fovs")
+    r = run_script(PROCESS_FOV, **packed_env(synthetic, recipe, out, fovs_object(tmp_path, "0-2", perChild=3)))
+    assert r.code == 130, r
+    assert r.last_line == "process-fov: interrupted"
+    assert sorted(os.listdir(out)) == ["fov_000.csv", "fov_000.metrics.json", "fov_001.error.json", "fov_002.error.json"]
+    assert error_record(out, 2) == {"fov": 2, "reason": "interrupted"}
