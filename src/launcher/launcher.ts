@@ -10,13 +10,13 @@ import { createManifest, listManifests, loadManifest } from '../run/manifest-sto
 import { requestClaimKey, runKeys } from '../run/layout.js';
 import type { RunEstimate, RunManifest } from '../run/manifest.js';
 import { approvalReasons, checkApprover, checkManage, unapprovedFovsToday } from '../run/policy.js';
-import { BUDGET_WINDOW_MS, costVerdict, estimateRun } from '../run/budget.js';
+import { BUDGET_WINDOW_MS, costVerdict, estimateRun, packingInput } from '../run/budget.js';
 import { recipeSha256 } from '../run/cost.js';
 import { ok, passed, refuse, type Result } from '../result.js';
 import { errorMessage, rootMessage } from '../messages/blocks.js';
 import { RunWorker, type Asker } from '../lifecycle/run-worker.js';
 import { newManifest } from '../lifecycle/new-run.js';
-import { checkRequest, type CheckedRequest } from './request-check.js';
+import { checkRequest, type CheckedRequest, type PackingFor } from './request-check.js';
 import { stageExperiment } from './staging.js';
 
 interface Assessment {
@@ -53,9 +53,17 @@ export class Launcher {
   }
 
   private async requested(event: RunEventOf<'RunRequested'>): Promise<void> {
-    const checked = await checkRequest(this.deps, event.request);
+    const { store, policy, clock } = this.deps;
+    const now = clock.now();
+    // The runs of the longest budget window (30 days; their ids start with that day or later):
+    // the recipe's timing history, the budgets' spending and the day's allowance. Read once, and
+    // only for a request whose experiment and recipe check out.
+    let recent: Promise<RunManifest[]> | undefined;
+    const history = () => (recent ??= listManifests(store, 0, runIdDay(new Date(now - BUDGET_WINDOW_MS))));
+    const packingFor: PackingFor = async (queue, sha256) => (policy.cost?.packFovs !== true ? undefined : packingInput(policy, await history(), queue, sha256));
+    const checked = await checkRequest({ ...this.deps, packingFor }, event.request);
     if (!checked.ok) return this.tell(event, checked.reason);
-    const assessed = await this.assess(event, checked.value);
+    const assessed = this.assess(event, checked.value, await history(), now);
     if (!assessed.ok) return this.tell(event, assessed.reason);
     // Buses deliver at least once (and Lambda retries a failed invocation): one request, one run.
     const claim = event.requestId ? requestClaimKey(event.requestId) : undefined;
@@ -86,18 +94,14 @@ export class Launcher {
   /**
    * What the policy says before anything is created: approval reasons (FOVs, queue, recipe, the
    * estimated cost, budgets) or a refusal when a budget is exceeded and the lab refuses such runs.
-   * Reads the runs of the longest budget window (30 days; their ids start with that day or later),
-   * which are also the history the estimate learns seconds per FOV from.
    */
-  private async assess(event: RunEventOf<'RunRequested'>, checked: CheckedRequest): Promise<Result<Assessment>> {
-    const { store, policy, clock } = this.deps;
-    const now = clock.now();
-    const recent = await listManifests(store, 0, runIdDay(new Date(now - BUDGET_WINDOW_MS)));
+  private assess(event: RunEventOf<'RunRequested'>, checked: CheckedRequest, recent: readonly RunManifest[], now: number): Result<Assessment> {
+    const { policy } = this.deps;
     // Splitting a large run into small ones does not avoid approval: the day's runs count.
     const usedToday = unapprovedFovsToday(recent, event.userId, now);
     const reasons = approvalReasons(policy, checked.plan, checked.queue, checked.request.recipe, usedToday);
-    const sha256 = recipeSha256(checked.recipeBody);
-    const estimate = estimateRun(policy, recent, { queue: checked.queue, fovCount: checked.plan.fovCount, recipeSha256: sha256 });
+    const sha256 = checked.recipeSha256 ?? recipeSha256(checked.recipeBody);
+    const estimate = estimateRun(policy, recent, { queue: checked.queue, fovCount: checked.plan.fovCount, recipeSha256: sha256, fovsPerChild: checked.plan.perChild ?? 1 });
     const verdict = costVerdict(policy, estimate, recent, event, now);
     // A dry run is asked for to learn what the real one would meet: the refusal is shown, not applied.
     if (verdict.refusal && !checked.request.dryRun) return refuse(verdict.refusal);

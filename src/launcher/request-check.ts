@@ -7,7 +7,8 @@ import type { CoreDeps } from '../core.js';
 import { absoluteLocation, checkLocation } from '../run/locations.js';
 import { ExperimentError, readExperiment, type ExperimentInfo } from '../run/experiment.js';
 import type { Plan, RunRequest } from '../run/manifest.js';
-import { makePlan } from '../run/plan.js';
+import { makePlan, type PackingInput } from '../run/plan.js';
+import { recipeSha256 } from '../run/cost.js';
 import { checkQueue } from '../run/policy.js';
 import { firstRefusal, ok, passed, refuse, type Result } from '../result.js';
 
@@ -18,12 +19,20 @@ export interface CheckedRequest {
   experiment: ExperimentInfo;
   plan: Plan;
   recipeBody: Buffer;
+  /** sha256 of recipeBody: the key of this recipe's timing history (computed from recipeBody when absent). */
+  recipeSha256?: string;
 }
+
+/**
+ * How to pack FOVs into array children for this queue and recipe (from its estimate: the launcher
+ * knows the history); absent or undefined: one FOV per child.
+ */
+export type PackingFor = (queue: string, recipeSha256: string) => Promise<PackingInput | undefined>;
 
 /** A recipe is source code; past this it is not one. */
 const MAX_RECIPE_BYTES = 2 * 2 ** 20;
 
-type Deps = Pick<CoreDeps, 'reader' | 'policy' | 'settings' | 'checkRecipe'>;
+type Deps = Pick<CoreDeps, 'reader' | 'policy' | 'settings' | 'checkRecipe'> & { packingFor?: PackingFor };
 
 export async function checkRequest(deps: Deps, asked: RunRequest): Promise<Result<CheckedRequest>> {
   const where = { reader: deps.reader, allowPaths: deps.settings.allowPaths };
@@ -36,11 +45,13 @@ export async function checkRequest(deps: Deps, asked: RunRequest): Promise<Resul
 
   const experiment = await experimentOf(deps, request.experiment);
   if (!experiment.ok) return experiment;
-  const plan = makePlan(experiment.value.fovs, request.fovs);
-  if (!plan.ok) return plan;
+  // The recipe before the plan: how FOVs are packed depends on what this recipe took before.
   const recipeBody = await recipeOf(deps, request.recipe);
   if (!recipeBody.ok) return recipeBody;
-  return ok({ request, queue, experiment: experiment.value, plan: plan.value, recipeBody: recipeBody.value });
+  const sha256 = recipeSha256(recipeBody.value);
+  const plan = makePlan(experiment.value.fovs, request.fovs, await deps.packingFor?.(queue, sha256));
+  if (!plan.ok) return plan;
+  return ok({ request, queue, experiment: experiment.value, plan: plan.value, recipeBody: recipeBody.value, recipeSha256: sha256 });
 }
 
 async function experimentOf(deps: Deps, url: string): Promise<Result<ExperimentInfo>> {

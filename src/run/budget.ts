@@ -6,6 +6,7 @@
  */
 import type { RunEstimate, RunManifest } from './manifest.js';
 import type { Policy } from './policy.js';
+import type { PackingInput } from './plan.js';
 import { actualCost, dollars, DEFAULT_SECONDS_PER_FOV, estimateCost, queuePrice, secondsPerFov } from './cost.js';
 
 const DAY_MS = 24 * 3_600_000;
@@ -20,11 +21,15 @@ export interface EstimateInput {
   fovsPerChild?: number;
 }
 
+function recipeSecondsPerFov(policy: Policy, recent: readonly RunManifest[], sha256: string) {
+  const past = recent.map((m) => ({ recipeSha256: m.inputs.recipeSha256, compute: m.results?.compute }));
+  return secondsPerFov(past, sha256, policy.cost?.defaultSecondsPerFov ?? DEFAULT_SECONDS_PER_FOV);
+}
+
 /** The run's estimate: seconds per FOV from this lab's runs of the same recipe, else the default. */
 export function estimateRun(policy: Policy, recent: readonly RunManifest[], input: EstimateInput): RunEstimate {
   const price = queuePrice(policy.cost, input.queue);
-  const past = recent.map((m) => ({ recipeSha256: m.inputs.recipeSha256, compute: m.results?.compute }));
-  const perFov = secondsPerFov(past, input.recipeSha256, policy.cost?.defaultSecondsPerFov ?? DEFAULT_SECONDS_PER_FOV);
+  const perFov = recipeSecondsPerFov(policy, recent, input.recipeSha256);
   const f = estimateCost(price, input.fovCount, perFov.seconds, input.fovsPerChild ?? 1);
   return {
     secondsPerFov: perFov.seconds,
@@ -38,6 +43,21 @@ export function estimateRun(policy: Policy, recent: readonly RunManifest[], inpu
     wallSeconds: f.wallSeconds,
     parallel: f.parallel,
     price,
+  };
+}
+
+/** A child runs at least this long by default, so that its start-up is a small part of it. */
+const MIN_CHILD_SECONDS = 300;
+
+/** What the planner packs FOVs by: this recipe's seconds per FOV and the queue's start-up and width. */
+export function packingInput(policy: Policy, recent: readonly RunManifest[], queue: string, sha256: string): PackingInput {
+  const price = queuePrice(policy.cost, queue);
+  const perFov = recipeSecondsPerFov(policy, recent, sha256);
+  return {
+    secondsPerFov: perFov.seconds,
+    startupSeconds: price.startupSeconds,
+    parallelChildren: Math.max(1, Math.floor(price.maxVcpus / price.vcpus)),
+    minChildSeconds: policy.cost?.minChildSeconds ?? MIN_CHILD_SECONDS,
   };
 }
 
