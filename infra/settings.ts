@@ -15,6 +15,7 @@ import { StringConcat, Tokenization } from 'aws-cdk-lib';
 import { z } from 'zod';
 import { CONFIG, ConfigError, describeIssues, SETTING_PREFIX, SETTINGS_SHAPE } from '../src/config.js';
 import { readAwsConfig } from '../src/aws/config.js';
+import { DEFAULT_QUEUE_PRICES, type QueuePrice } from '../src/run/cost.js';
 
 /** The queues this stack can deploy; the approval policy may only name these. */
 const QUEUE_NAMES = ['spot', 'ondemand', 'highmem'] as const;
@@ -78,7 +79,7 @@ export function readSettings(context: Record<string, unknown>): Settings {
     raw[key.slice(SETTING_PREFIX.length)] = value;
   }
   const parsed = settingsSchema.safeParse(raw);
-  if (parsed.success) return parsed.data;
+  if (parsed.success) return withDeployedSizes(parsed.data);
   // An unknown key at the top is a setting name; inside a setting's object it is that setting's mistake.
   const isUnknownSetting = (issue: z.core.$ZodIssue) => issue.code === 'unrecognized_keys' && issue.path.length === 0;
   const unknown = parsed.error.issues.flatMap((issue) => (isUnknownSetting(issue) && issue.code === 'unrecognized_keys' ? issue.keys : []));
@@ -91,6 +92,34 @@ export function readSettings(context: Record<string, unknown>): Settings {
     ),
   ];
   throw new SettingsError(lines.join('\n'));
+}
+
+/**
+ * The price model estimates with the job sizes and queue widths this stack deploys
+ * (starfish:fovJob, starfish:maxVcpus), so that "≈ 35 min at 256 vCPUs" is this deployment's.
+ * Only what differs from the model's defaults is written into the policy (it travels in the
+ * Lambdas' 4 KB environment), and a lab's own cost.queues fields win.
+ */
+function withDeployedSizes(s: Settings): Settings {
+  const fargate = { vcpus: s.fovJob.vcpus, memoryGiB: s.fovJob.memoryMiB / 1024 };
+  const deployed: Record<string, Partial<QueuePrice>> = {
+    spot: { ...fargate, maxVcpus: s.maxVcpus.spot },
+    ondemand: { ...fargate, maxVcpus: s.maxVcpus.ondemand },
+    ...(s.highmemEnabled ? { highmem: { maxVcpus: s.maxVcpus.highmem } } : {}),
+  };
+  const queues: Record<string, Partial<QueuePrice>> = { ...s.policy.cost?.queues };
+  for (const [queue, sizes] of Object.entries(deployed)) {
+    const defaults = DEFAULT_QUEUE_PRICES[queue]!;
+    const differing = Object.fromEntries(Object.entries(sizes).filter(([k, v]) => defaults[k as keyof QueuePrice] !== v));
+    const merged = { ...differing, ...queues[queue] };
+    if (Object.keys(merged).length) queues[queue] = merged;
+  }
+  if (!Object.keys(queues).length) return s;
+  const policy = { ...s.policy, cost: { ...s.policy.cost, queues } };
+  if (JSON.stringify(policy).length > 2048) {
+    throw new SettingsError(`starfish:policy: with the job sizes and queue widths of this stack added to its price model (cost.queues), it is ${JSON.stringify(policy).length} characters as JSON; keep it under 2048 (Lambda environment variables are limited to 4 KB in total), e.g. use approverGroup instead of listing approvers`);
+  }
+  return { ...s, policy };
 }
 
 /** What CloudFormation fills in at deploy time: a whole value becomes the variable's example, a part of JSON a placeholder. */

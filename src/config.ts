@@ -470,6 +470,10 @@ export function defaultPython(env: Env): string {
 
 /** The policy file STARFISH_POLICY, or one person at one machine who approves their own large runs. */
 export function loadPolicy(env: Env, localUser: string): Policy {
+  return withLocalWidth(readPolicyFile(env, localUser), env);
+}
+
+function readPolicyFile(env: Env, localUser: string): Policy {
   if (!env.STARFISH_POLICY) {
     return parsePolicy({ approval: { approvers: [localUser], allowSelfApproval: true }, queues: { default: 'local', allowed: ['local'] } }, 'the built-in local policy');
   }
@@ -484,6 +488,18 @@ export function loadPolicy(env: Env, localUser: string): Policy {
   } catch (error) {
     throw new ConfigError((error as Error).message);
   }
+}
+
+/**
+ * The local queue runs as many FOVs at once as the process executor does (STARFISH_CONCURRENCY,
+ * else the CPUs): the estimate's wall time and the packing use that width, unless the policy
+ * sets cost.queues.local.maxVcpus itself.
+ */
+function withLocalWidth(policy: Policy, env: Env): Policy {
+  if (policy.cost?.queues?.local?.maxVcpus !== undefined) return policy;
+  const maxVcpus = env.STARFISH_CONCURRENCY ?? os.availableParallelism();
+  const queues = { ...policy.cost?.queues, local: { ...policy.cost?.queues?.local, maxVcpus } };
+  return { ...policy, cost: { ...policy.cost, queues } };
 }
 
 export function homeDir(env: Env): string {

@@ -11,6 +11,7 @@ import { resultsSummarySchema, type ResultsSummary } from '../../src/run/results
 import { resultsMessage, rootMessage } from '../../src/messages/blocks.js';
 import { renderText } from '../../src/messages/text.js';
 import { manifest } from '../messages/fixtures.js';
+import { loadPolicy, readEnv } from '../../src/config.js';
 
 const spot = DEFAULT_QUEUE_PRICES.spot!;
 const LINKS = { spotsCsv: { url: 's3://r/spots.csv', download: 'https://d/1' }, summaryJson: { url: 's3://r/summary.json', download: 'https://d/2' }, spotsPng: { url: 's3://r/spots.png', download: 'https://d/3' } };
@@ -143,6 +144,10 @@ describe('the price model in the policy', () => {
     );
     expect(() => parsePolicy({ cost: { budgets: { requester: { daily: 5 } } } }, 'lab-policy.json')).toThrow(/cost\.budgets\.requester: .*daily.*Example: \{"cost"/);
     expect(() => parsePolicy({ cost: { budgets: { overBudget: 'warn' } } }, 'lab-policy.json')).toThrow(/cost\.budgets\.overBudget: .*"approval".*"refuse"/);
+  });
+
+  it('the local queue is as wide as the process executor: STARFISH_CONCURRENCY, unless the policy says otherwise', () => {
+    expect(queuePrice(loadPolicy(readEnv({ STARFISH_CONCURRENCY: '3' }), 'me').cost, 'local').maxVcpus).toBe(3);
   });
 
   it('a queue without built-in prices must be priced in full, and the message lists what is missing', () => {
