@@ -28,7 +28,7 @@ RUN_ID = "261125-k3f9"
 # variables the scripts read (and those of the previous contract, which they name when they
 # see them): never inherit them from the developer's shell
 SCRIPT_VARS = ("STARFISH_RUN_ID", "STARFISH_EXPERIMENT", "STARFISH_RECIPE", "STARFISH_FOVS",
-               "STARFISH_FOV_OUTPUT", "STARFISH_RESULTS_OUTPUT", "AWS_BATCH_JOB_ARRAY_INDEX",
+               "STARFISH_FOV_OUTPUT", "STARFISH_RESULTS_OUTPUT", "STARFISH_FOVS_AT", "AWS_BATCH_JOB_ARRAY_INDEX",
                "STARFISH_OUTPUT", "STARFISH_FOV_OFFSET", "STARFISH_FOV_LIST", "STARFISH_EXPECTED_FOVS")
 
 
