@@ -274,12 +274,12 @@ function costSection(m: RunManifest, summary: ResultsSummary): SectionBlock[] {
   const c = summary.compute;
   if (c) {
     const memory = c.peak_rss_mib ? ` · peak memory per FOV median ${n(Math.round(c.peak_rss_mib.p50))} MiB, max ${n(Math.round(c.peak_rss_mib.max))} MiB` : '';
-    lines.push(`*Compute* ${duration(c.wall_seconds)} of FOV work over ${n(summary.fovs_processed)} FOVs, ${duration(c.cpu_seconds)} of CPU (measured by the jobs)${memory}`);
+    lines.push(`*Compute* ${duration(c.wall_seconds)} of FOV work over ${n(c.fovs ?? summary.fovs_processed)} FOVs, ${duration(c.cpu_seconds)} of CPU (measured by the jobs)${memory}`);
     if (c.slowest?.length) lines.push(`*Slowest FOVs* ${c.slowest.map((s) => `FOV ${s.fov} ${duration(s.wall_seconds)}`).join(', ')}`);
   }
   const e = m.estimate;
   if (e && c) {
-    const actual = actualCost(e.price, { fovs: summary.fovs_processed, wallSeconds: c.wall_seconds, cpuSeconds: c.cpu_seconds }, e.children);
+    const actual = actualCost(e.price, { fovs: c.fovs ?? summary.fovs_processed, wallSeconds: c.wall_seconds, cpuSeconds: c.cpu_seconds }, e.children);
     lines.push(
       `*Cost* ≈ ${moneyOn(e.price, actual.usd)}: the measured FOV time plus ${n(e.children)} container ${e.children === 1 ? 'start' : 'starts'} of ${duration(e.price.startupSeconds)} (modeled), at the price the run was estimated with; estimated at launch ≈ ${moneyOn(e.price, e.usd)}`,
     );

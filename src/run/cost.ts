@@ -142,8 +142,9 @@ export interface RecordedCompute {
  */
 export function recordedCompute(summary: ResultsSummary): RecordedCompute | undefined {
   const c = summary.compute;
-  if (!c || summary.fovs_processed === 0) return undefined;
-  return { fovs: summary.fovs_processed, wallSeconds: c.wall_seconds, cpuSeconds: c.cpu_seconds };
+  const fovs = c?.fovs ?? summary.fovs_processed;
+  if (!c || fovs === 0) return undefined;
+  return { fovs, wallSeconds: c.wall_seconds, cpuSeconds: c.cpu_seconds };
 }
 
 /** A finished run as history sees it: which recipe, and what its FOVs took. */

@@ -10,6 +10,8 @@ const mib = z.number().nonnegative().max(16 * 2 ** 20);
  * before it existed. Shown and used for estimates, never for a decision about the run's state.
  */
 const computeSchema = z.object({
+  /** FOVs measured, failed ones included (their time was spent too); absent: fovs_processed. */
+  fovs: z.number().int().nonnegative().optional(),
   wall_seconds: seconds,
   cpu_seconds: seconds,
   peak_rss_mib: z.object({ p50: mib, p90: mib, max: mib }).optional(),

@@ -16,6 +16,20 @@ import { loadPolicy, readEnv } from '../../src/config.js';
 const spot = DEFAULT_QUEUE_PRICES.spot!;
 const LINKS = { spotsCsv: { url: 's3://r/spots.csv', download: 'https://d/1' }, summaryJson: { url: 's3://r/summary.json', download: 'https://d/2' }, spotsPng: { url: 's3://r/spots.png', download: 'https://d/3' } };
 
+/** merge_results.compute_summary's output for 4 FOVs (250, 300, 420, 230 s wall; 900 to 1,500 MiB peak). */
+const COMPUTE = {
+  fovs: 4,
+  wall_seconds: 1200.0,
+  cpu_seconds: 1000.0,
+  peak_rss_mib: { p50: 900.0, p90: 1500.0, max: 1500.0 },
+  slowest: [
+    { fov: 2, wall_seconds: 420.0 },
+    { fov: 1, wall_seconds: 300.0 },
+    { fov: 0, wall_seconds: 250.0 },
+    { fov: 3, wall_seconds: 230.0 },
+  ],
+};
+
 /** summary.json as merge-results writes it, with the "compute" object of the packing contract. */
 function summary(compute?: unknown): ResultsSummary {
   return resultsSummarySchema.parse({
@@ -95,11 +109,12 @@ describe('actual cost from recorded timings', () => {
       plan: { experimentFovCount: 4, fovs: '0-3', fovCount: 4, units: [{ size: 4, fovs: '0-3' }] },
       estimate,
     });
-    const s = summary({ wall_seconds: 4 * 300, cpu_seconds: 1000, peak_rss_mib: { p50: 900, p90: 1200, max: 1500 }, slowest: [{ fov: 2, wall_seconds: 420 }] });
+    // What merge_results.compute_summary writes for four FOVs of 250, 300, 420 and 230 s (run on them to make this fixture).
+    const s = summary(COMPUTE);
     const text = renderText(resultsMessage(m, s, LINKS));
     expect(text).toContain('Duration 12 min from submission to results (measured)');
     expect(text).toContain('Compute 20 min of FOV work over 4 FOVs, 17 min of CPU (measured by the jobs) · peak memory per FOV median 900 MiB, max 1,500 MiB');
-    expect(text).toContain('Slowest FOVs FOV 2 7 min');
+    expect(text).toContain('Slowest FOVs FOV 2 7 min, FOV 1 5 min, FOV 0 4 min, FOV 3 4 min');
     // 4 children × 45 s start-up + 1,200 s measured = 1,380 s at $0.017478 an hour.
     const actual = actualCost(spot, recordedCompute(s)!, 4);
     expect(actual.billedSeconds).toBe(1380);
@@ -112,6 +127,11 @@ describe('actual cost from recorded timings', () => {
     const text = renderText(resultsMessage(manifest({ status: 'succeeded', estimate }), summary(), LINKS));
     expect(text).toContain("Cost estimated at launch ≈ $0.0020 on Fargate Spot; this run's jobs recorded no timings, so nothing was measured");
     expect(text).not.toContain('Compute');
+  });
+
+  it('seconds per FOV divide by the FOVs measured, failed ones included (their time was spent too)', () => {
+    const s = resultsSummarySchema.parse({ ...summary(COMPUTE), fovs_processed: 3, fovs_missing: [3], failures: { '3': 'boom' }, compute: { ...COMPUTE } });
+    expect(recordedCompute(s)).toEqual({ fovs: 4, wallSeconds: 1200, cpuSeconds: 1000 });
   });
 
   it('a job-written "compute" that makes no sense is dropped; the spots are still the results', () => {
