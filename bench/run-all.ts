@@ -11,6 +11,8 @@ const benches: Array<[string, string[]]> = [
   ['slack acknowledgement', ['npx', 'tsx', 'bench/slack-ack.bench.ts']],
   ['merge-results', [python, 'bench/merge_bench.py', '--runs', '5']],
   ['recipe accuracy', [python, 'bench/recipe_accuracy.py', '--runs', '3']],
+  ['packing model', ['npx', 'tsx', 'bench/packing-model.bench.ts']],
+  ['local packing', ['npx', 'tsx', 'bench/local-packing.bench.ts', '--runs', '3']],
 ];
 
 let failed = 0;
