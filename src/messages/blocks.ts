@@ -271,22 +271,32 @@ function costSection(m: RunManifest, summary: ResultsSummary): SectionBlock[] {
   const started = m.submissions[0]?.submittedAt;
   const took = started ? (Date.parse(m.updatedAt) - Date.parse(started)) / 1000 : NaN;
   if (took >= 0) lines.push(`*Duration* ${duration(took)} from submission to results (measured)`);
-  const c = summary.compute;
-  if (c) {
-    const memory = c.peak_rss_mib ? ` · peak memory per FOV median ${n(Math.round(c.peak_rss_mib.p50))} MiB, max ${n(Math.round(c.peak_rss_mib.max))} MiB` : '';
-    lines.push(`*Compute* ${duration(c.wall_seconds)} of FOV work over ${n(c.fovs ?? summary.fovs_processed)} FOVs, ${duration(c.cpu_seconds)} of CPU (measured by the jobs)${memory}`);
-    if (c.slowest?.length) lines.push(`*Slowest FOVs* ${c.slowest.map((s) => `FOV ${s.fov} ${duration(s.wall_seconds)}`).join(', ')}`);
-  }
-  const e = m.estimate;
-  if (e && c) {
-    const actual = actualCost(e.price, { fovs: c.fovs ?? summary.fovs_processed, wallSeconds: c.wall_seconds, cpuSeconds: c.cpu_seconds }, e.children);
-    lines.push(
-      `*Cost* ≈ ${moneyOn(e.price, actual.usd)}: the measured FOV time plus ${n(e.children)} container ${e.children === 1 ? 'start' : 'starts'} of ${duration(e.price.startupSeconds)} (modeled), at the price the run was estimated with; estimated at launch ≈ ${moneyOn(e.price, e.usd)}`,
-    );
-  } else if (e) {
-    lines.push(`*Cost* estimated at launch ≈ ${moneyOn(e.price, e.usd)}; this run's jobs recorded no timings, so nothing was measured`);
-  }
+  lines.push(...computeLines(summary));
+  const cost = costLine(m, summary);
+  if (cost) lines.push(cost);
   return lines.length ? [section(lines.join('\n'))] : [];
+}
+
+/** What the jobs measured (summary.json "compute"), when they did. */
+function computeLines(summary: ResultsSummary): string[] {
+  const c = summary.compute;
+  if (!c) return [];
+  const memory = c.peak_rss_mib ? ` · peak memory per FOV median ${n(Math.round(c.peak_rss_mib.p50))} MiB, max ${n(Math.round(c.peak_rss_mib.max))} MiB` : '';
+  const lines = [`*Compute* ${duration(c.wall_seconds)} of FOV work over ${n(c.fovs ?? summary.fovs_processed)} FOVs, ${duration(c.cpu_seconds)} of CPU (measured by the jobs)${memory}`];
+  if (c.slowest?.length) lines.push(`*Slowest FOVs* ${c.slowest.map((s) => `FOV ${s.fov} ${duration(s.wall_seconds)}`).join(', ')}`);
+  return lines;
+}
+
+/** The actual cost from the measured time and the modeled start-ups, beside the estimate; the estimate alone without timings. */
+function costLine(m: RunManifest, summary: ResultsSummary): string | undefined {
+  const e = m.estimate;
+  const c = summary.compute;
+  if (!e) return undefined;
+  if (e.price.platform === 'local') return '*Cost* no cloud cost: it ran on this machine';
+  if (!c) return `*Cost* estimated at launch ${moneyOn(e.price, e.usd)}; this run's jobs recorded no timings, so nothing was measured`;
+  const actual = actualCost(e.price, { fovs: c.fovs ?? summary.fovs_processed, wallSeconds: c.wall_seconds, cpuSeconds: c.cpu_seconds }, e.children);
+  const starts = `${n(e.children)} container ${e.children === 1 ? 'start' : 'starts'} of ${duration(e.price.startupSeconds)}`;
+  return `*Cost* ${moneyOn(e.price, actual.usd)}: the measured FOV time plus ${starts} (modeled), at the price the run was estimated with; estimated at launch ${moneyOn(e.price, e.usd)}`;
 }
 
 const fileLine = (name: string, file: { url: string; download: string }) => `• ${name} — \`${untrusted(file.url, 1000)}\` · ${link(file.download, 'download')}`;

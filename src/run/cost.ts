@@ -215,8 +215,8 @@ export interface ShownEstimate {
   wallSeconds: number;
 }
 
-/** "$4.10 on Fargate Spot", or "no cloud cost" for the local backend. */
-export const moneyOn = (q: QueuePrice, amount: number) => (q.platform === 'local' ? 'no cloud cost' : `${dollars(amount)} on ${PLATFORM_LABEL[q.platform]}`);
+/** "≈ $4.10 on Fargate Spot", or "no cloud cost" for the local backend. */
+export const moneyOn = (q: QueuePrice, amount: number) => (q.platform === 'local' ? 'no cloud cost' : `≈ ${dollars(amount)} on ${PLATFORM_LABEL[q.platform]}`);
 
 /** "≈ 10,000 FOVs × 40 s ≈ 112 vCPU-hours ≈ $4.10 on Fargate Spot, ≈ 35 min at 256 vCPUs (…)" */
 export function estimateText(e: ShownEstimate): string {
@@ -225,5 +225,5 @@ export function estimateText(e: ShownEstimate): string {
     e.source === 'history'
       ? `time per FOV measured on ${e.historyRuns} earlier ${e.historyRuns === 1 ? 'run' : 'runs'} of this recipe`
       : 'time per FOV is the lab default: no earlier run of this recipe has timings';
-  return `≈ ${n(e.fovs)} FOVs × ${duration(e.secondsPerFov)} ≈ ${hoursText(e.vcpuHours)} vCPU-hours ≈ ${moneyOn(e.price, e.usd)}, ≈ ${duration(e.wallSeconds)} at ${n(e.parallel * e.price.vcpus)} vCPUs${packing} (${source})`;
+  return `≈ ${n(e.fovs)} FOVs × ${duration(e.secondsPerFov)} ≈ ${hoursText(e.vcpuHours)} vCPU-hours${e.price.platform === 'local' ? ',' : ''} ${moneyOn(e.price, e.usd)}, ≈ ${duration(e.wallSeconds)} at ${n(e.parallel * e.price.vcpus)} vCPUs${packing} (${source})`;
 }

@@ -77,7 +77,7 @@ describe('the estimate before launch', () => {
     const policy = parsePolicy({}, 'test');
     const estimate = estimateRun(policy, [], { queue: 'local', fovCount: 4, recipeSha256: 'abc' });
     const text = renderText(rootMessage(manifest({ status: 'planned', queue: 'local', estimate, plan: { experimentFovCount: 4, fovs: '0-3', fovCount: 4, units: [{ size: 4, fovs: '0-3' }] } })));
-    expect(text).toContain('Estimate ≈ 4 FOVs × 60 s ≈ 0.1 vCPU-hours ≈ no cloud cost, ≈ 61 s at 4 vCPUs');
+    expect(text).toContain('Estimate ≈ 4 FOVs × 60 s ≈ 0.1 vCPU-hours, no cloud cost, ≈ 61 s at 4 vCPUs');
   });
 });
 
@@ -120,6 +120,13 @@ describe('actual cost from recorded timings', () => {
     expect(actual.billedSeconds).toBe(1380);
     expect(text).toContain(`Cost ≈ $0.0067 on Fargate Spot: the measured FOV time plus 4 container starts of 45 s (modeled)`);
     expect(text).toContain('estimated at launch ≈ $0.0020 on Fargate Spot');
+  });
+
+  it('a local run is measured the same way and costs no money', () => {
+    const estimate = estimateRun(parsePolicy({}, 'test'), [], { queue: 'local', fovCount: 4, recipeSha256: 'x' });
+    const text = renderText(resultsMessage(manifest({ status: 'succeeded', queue: 'local', estimate }), summary(COMPUTE), LINKS));
+    expect(text).toContain('Compute 20 min of FOV work over 4 FOVs');
+    expect(text).toContain('Cost no cloud cost: it ran on this machine');
   });
 
   it('a run whose jobs recorded no timings shows only its estimate, and says nothing was measured', () => {
