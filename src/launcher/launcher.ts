@@ -10,7 +10,7 @@ import { createManifest, listManifests, loadManifest } from '../run/manifest-sto
 import { requestClaimKey, runKeys } from '../run/layout.js';
 import type { RunEstimate, RunManifest } from '../run/manifest.js';
 import { approvalReasons, checkApprover, checkManage, unapprovedFovsToday } from '../run/policy.js';
-import { BUDGET_WINDOW_MS, costVerdict, estimateRun, packingInput } from '../run/budget.js';
+import { costVerdict, estimateRun, historyWindowMs, packingInput } from '../run/budget.js';
 import { recipeSha256 } from '../run/cost.js';
 import { ok, passed, refuse, type Result } from '../result.js';
 import { errorMessage, rootMessage } from '../messages/blocks.js';
@@ -55,11 +55,11 @@ export class Launcher {
   private async requested(event: RunEventOf<'RunRequested'>): Promise<void> {
     const { store, policy, clock } = this.deps;
     const now = clock.now();
-    // The runs of the longest budget window (30 days; their ids start with that day or later):
-    // the recipe's timing history, the budgets' spending and the day's allowance. Read once, and
-    // only for a request whose experiment and recipe check out.
+    // The recent runs (their ids start with the window's first day or later): the recipe's timing
+    // history, the budgets' spending and the day's allowance. Read once, and only for a request
+    // whose experiment and recipe check out.
     let recent: Promise<RunManifest[]> | undefined;
-    const history = () => (recent ??= listManifests(store, 0, runIdDay(new Date(now - BUDGET_WINDOW_MS))));
+    const history = () => (recent ??= listManifests(store, 0, runIdDay(new Date(now - historyWindowMs(policy)))));
     const packingFor: PackingFor = async (queue, sha256) => (policy.cost?.packFovs !== true ? undefined : packingInput(policy, await history(), queue, sha256));
     const checked = await checkRequest({ ...this.deps, packingFor }, event.request);
     if (!checked.ok) return this.tell(event, checked.reason);

@@ -10,8 +10,19 @@ import type { PackingInput } from './plan.js';
 import { actualCost, dollars, DEFAULT_SECONDS_PER_FOV, estimateCost, queuePrice, secondsPerFov } from './cost.js';
 
 const DAY_MS = 24 * 3_600_000;
-/** The longest budget window: the launcher reads this much history. */
-export const BUDGET_WINDOW_MS = 30 * DAY_MS;
+/** The longest budget window. */
+const MONTH_MS = 30 * DAY_MS;
+/** Without a monthly budget, a week of runs is enough history for seconds per FOV. */
+const HISTORY_MS = 7 * DAY_MS;
+
+/**
+ * How far back the launcher reads runs (one read per run): 30 days when a monthly budget needs
+ * them, else a week, the timing history of a recipe in use.
+ */
+export function historyWindowMs(policy: Policy): number {
+  const b = policy.cost?.budgets;
+  return b?.requester?.monthUsd !== undefined || b?.channel?.monthUsd !== undefined ? MONTH_MS : HISTORY_MS;
+}
 
 export interface EstimateInput {
   queue: string;
@@ -109,7 +120,7 @@ function overBudget(policy: Policy, thisRun: number, recent: readonly RunManifes
   ];
   const windows = [
     { label: '24-hour', ms: DAY_MS, limit: (b: NonNullable<typeof budgets.requester>) => b.dayUsd },
-    { label: '30-day', ms: BUDGET_WINDOW_MS, limit: (b: NonNullable<typeof budgets.requester>) => b.monthUsd },
+    { label: '30-day', ms: MONTH_MS, limit: (b: NonNullable<typeof budgets.requester>) => b.monthUsd },
   ];
   const lines: string[] = [];
   for (const scope of scopes) {

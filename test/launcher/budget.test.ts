@@ -65,6 +65,16 @@ describe('rolling budgets', () => {
     expect(second.approval.reasons).toEqual(["over budget: <#C1>'s 30-day budget: $1.00 spent + $1.00 this run = $2.00, above $1.50"]);
   });
 
+  it('a 30-day budget remembers a run of three weeks ago', async () => {
+    const h = await lab({ budgets: { requester: { monthUsd: 1.5 }, overBudget: 'refuse' } });
+    h.advance(21 * 24 * 3_600_000);
+    await h.ask();
+    expect(h.refusals().at(-1)).toContain("<@U1>'s 30-day budget: $1.00 spent + $1.00 this run = $2.00, above $1.50");
+    h.advance(10 * 24 * 3_600_000); // 31 days after the first run
+    await h.ask();
+    expect(h.runs()).toHaveLength(2);
+  });
+
   it('charge a finished run with what it actually took, not its estimate', async () => {
     // $1.00 estimated for the first run: charged with that, any second run is over $1.02.
     const h = await lab({ budgets: { requester: { dayUsd: 1.02 }, overBudget: 'refuse' } });
