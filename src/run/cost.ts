@@ -80,7 +80,11 @@ export const costPolicySchema = z
       if (DEFAULT_QUEUE_PRICES[name]) continue;
       const missing = Object.keys(queuePriceSchema.shape).filter((k) => given[k as keyof QueuePrice] === undefined);
       if (missing.length) {
-        ctx.addIssue({ code: 'custom', path: ['queues', name], message: `queue "${name}" has no built-in prices, so it needs every field; missing ${missing.join(', ')}` });
+        ctx.addIssue({
+          code: 'custom',
+          path: ['queues', name],
+          message: `queue "${name}" has no built-in prices, so it needs every field; missing ${missing.join(', ')} (e.g. "${name}": ${JSON.stringify(DEFAULT_QUEUE_PRICES.highmem)})`,
+        });
       }
     }
   });

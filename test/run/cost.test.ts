@@ -179,7 +179,7 @@ describe('the price model in the policy', () => {
 
   it('a queue without built-in prices must be priced in full, and the message lists what is missing', () => {
     expect(() => parsePolicy({ cost: { queues: { gpu: { platform: 'ec2', vcpus: 8 } } } }, 'lab-policy.json')).toThrow(
-      /cost\.queues\.gpu: queue "gpu" has no built-in prices, so it needs every field; missing memoryGiB, vcpuHourUsd, gbHourUsd, minimumBilledSeconds, startupSeconds, maxVcpus/,
+      /cost\.queues\.gpu: queue "gpu" has no built-in prices, so it needs every field; missing memoryGiB, vcpuHourUsd, gbHourUsd, minimumBilledSeconds, startupSeconds, maxVcpus \(e\.g\. "gpu": \{"platform":"ec2","vcpus":4,"memoryGiB":60,/,
     );
   });
 });
