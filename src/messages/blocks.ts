@@ -85,7 +85,8 @@ function eta(m: RunManifest): string | undefined {
   const minutes = since ? (Date.parse(m.updatedAt) - Date.parse(since)) / 60_000 : NaN;
   if (!(minutes > 0) || counted <= 0) return undefined;
   const perMinute = counted / minutes;
-  const rate = perMinute >= 10 ? n(Math.round(perMinute)) : perMinute.toFixed(1);
+  // A slow run's rate keeps one significant digit rather than reading "0.0 FOVs/min".
+  const rate = perMinute >= 10 ? n(Math.round(perMinute)) : perMinute >= 0.1 ? perMinute.toFixed(1) : perMinute.toPrecision(1);
   return `≈ ${duration((left / perMinute) * 60)} left at ${rate} FOVs/min`;
 }
 

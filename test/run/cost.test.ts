@@ -203,6 +203,12 @@ describe('the ETA in the progress line', () => {
     expect(renderText(rootMessage(m))).toContain('≈ 3.0 h left at 0.5 FOVs/min');
   });
 
+  it('a slow run reads its rate to one significant digit, not "0.0 FOVs/min"', () => {
+    const m = running({ updatedAt: '2026-11-25T12:00:00.000Z', progress: { total: 100, succeeded: 3, failed: 0, running: 5, waiting: 92 } });
+    // 3 FOVs in 120 minutes: 0.025 a minute, 97 left: 3,880 minutes.
+    expect(renderText(rootMessage(m))).toContain('≈ 65 h left at 0.03 FOVs/min');
+  });
+
   it('shows none before any FOV has ended, nor once the run is over', () => {
     expect(renderText(rootMessage(running({ progress: { total: 100, succeeded: 0, failed: 0, running: 5, waiting: 95 } })))).not.toContain('left at');
     expect(renderText(rootMessage(running({ status: 'cancelled', progress: { total: 100, succeeded: 10, failed: 0, running: 0, waiting: 0 } })))).not.toContain('left at');
