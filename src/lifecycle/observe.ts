@@ -12,6 +12,7 @@ import { reasonWithoutFov } from '../messages/blocks.js';
 import { escapeMrkdwn } from '../messages/message.js';
 import { DELIVERIES, type DecideContext, type Decision, type Effect, type Fact, type MergeOutcome } from './types.js';
 import { unitFovCount } from '../run/plan.js';
+import { recordedCompute } from '../run/cost.js';
 
 type BatchFact = Extract<Fact, { type: 'batch' }>;
 
@@ -84,12 +85,21 @@ function applyObservations(next: RunManifest, m: RunManifest, f: BatchFact, r: R
   }
   const known = new Set(next.failures.map((x) => `${x.round}:${x.fov}`));
   for (const x of f.failures) if (!known.has(`${x.round}:${x.fov}`)) next.failures.push({ ...x, reported: false });
-  // Two notifiers may read Batch at different moments: never step progress backwards.
-  const keep = TERMINAL.has(m.status) || (m.progress.total === r.progress.total && doneOf(m.progress) > doneOf(r.progress));
-  next.progress = keep ? m.progress : r.progress;
+  next.progress = nextProgress(m, r.progress, now);
   next.status = statusOf(m.status, r, summary !== undefined);
   if (r.finalMerge?.status === 'FAILED') next.statusReason = failedReason(next, r.current.round, r.finalMerge).reason;
   if (summary) next.results = resultsOf(shownSummary(next, r.current.round, summary).summary);
+}
+
+/**
+ * Two notifiers may read Batch at different moments: progress never steps backwards. The ETA
+ * counts its rate from the round's first ended FOV (src/messages/blocks.ts).
+ */
+function nextProgress(m: RunManifest, observed: Progress, now: number): Progress {
+  const keep = TERMINAL.has(m.status) || (m.progress.total === observed.total && doneOf(m.progress) > doneOf(observed));
+  const progress = keep ? m.progress : observed;
+  const firstEndedAt = m.progress.firstEndedAt ?? (doneOf(progress) > 0 ? new Date(now).toISOString() : undefined);
+  return firstEndedAt && progress.firstEndedAt !== firstEndedAt ? { ...progress, firstEndedAt } : progress;
 }
 
 /** Why a run whose final merge failed has failed; no log link when the FOVs are the story. */
@@ -131,6 +141,8 @@ function shownSummary(m: RunManifest, round: number, read: Result<ResultsSummary
     spots_total: read.ok ? read.value.spots_total : 0,
     spots_per_fov: {},
     counts_per_gene: Object.fromEntries(genes),
+    // The FOVs' measured time (validated, capped): shown and costed, never decided on.
+    ...(read.ok && read.value.compute ? { compute: read.value.compute } : {}),
   };
   return read.ok ? { summary } : { summary, problem: read.reason };
 }
@@ -143,11 +155,13 @@ function shortGene(gene: string): string {
 }
 
 function resultsOf(summary: ResultsSummary): NonNullable<RunManifest['results']> {
+  const compute = recordedCompute(summary);
   return {
     spotsTotal: summary.spots_total,
     fovsProcessed: summary.fovs_processed,
     fovsMissing: summary.fovs_missing,
     topGenes: Object.entries(summary.counts_per_gene).slice(0, 20),
+    ...(compute ? { compute } : {}),
   };
 }
 

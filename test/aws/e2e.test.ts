@@ -115,7 +115,7 @@ describe('end to end on the AWS adapters (SDK mocked)', () => {
     // DescribeJobs gave the progress (the array parent's summary), not the events.
     expect(batch.mock.commandCalls(DescribeJobsCommand).at(-1)!.args[0].input).toEqual({ jobs: [arrayId] });
     const m1 = await manifest(runId);
-    expect(m1.progress).toEqual({ total: 4, succeeded: 2, failed: 1, running: 1, waiting: 0 });
+    expect(m1.progress).toEqual({ total: 4, succeeded: 2, failed: 1, running: 1, waiting: 0, firstEndedAt: new Date(clock.now()).toISOString() });
     expect(m1.failures).toEqual([{ fov: 2, round: 0, jobId: `${arrayId}:2`, reason: 'FOV 2: recipe raised ValueError: no spots found in round 2', kind: 'recipe', logLink: CONSOLE_LINK, reported: true }]);
     const digest = chat.of('reply').find((c) => c.text.includes('failed'))!;
     expect(digest.text).toMatch(/• FOV 2 log \(\S+\) — recipe raised ValueError: no spots found in round 2/);

@@ -18,12 +18,17 @@ describe('a complete local run', () => {
     const run = (await h.latestRun())!;
     expect(run.status).toBe('succeeded');
     expect(run.plan).toMatchObject({ fovCount: 4, fovs: '0-3', units: [{ size: 4, fovs: '0-3' }] });
-    expect(run.progress).toEqual({ total: 4, succeeded: 4, failed: 0, running: 0, waiting: 0 });
+    expect(run.progress).toMatchObject({ total: 4, succeeded: 4, failed: 0, running: 0, waiting: 0 });
+    // The ETA's rate counts from the first FOV that ended.
+    expect(Date.parse(run.progress.firstEndedAt!)).toBeGreaterThanOrEqual(Date.parse(run.createdAt));
     const results = path.join(home, runKeys(run.runId).results);
     for (const f of ['spots.csv', 'summary.json', 'spots.png']) expect(existsSync(path.join(results, f))).toBe(true);
     const summary = JSON.parse(readFileSync(path.join(results, 'summary.json'), 'utf8'));
     expect(summary).toMatchObject({ fovs_expected: 4, fovs_processed: 4, fovs_missing: [] });
     expect(run.results?.spotsTotal).toBe(summary.spots_total);
+    // What the jobs measured reaches the manifest (the next estimate of this recipe) and the results message.
+    expect(summary.compute).toMatchObject({ fovs: 4 });
+    expect(run.results?.compute).toMatchObject({ fovs: 4, wallSeconds: summary.compute.wall_seconds });
     // Reproducibility: the recipe as it was at launch.
     expect(readFileSync(path.join(home, runKeys(run.runId).recipeSnapshot), 'utf8')).toBe(readFileSync(NUMPY_RECIPE, 'utf8'));
 
@@ -32,6 +37,7 @@ describe('a complete local run', () => {
     expect(t).toMatch(/4 succeeded of 4 FOVs/);
     expect(t).toContain(`Results of run ${run.runId}: ${summary.spots_total} spots from 4/4 FOVs`);
     expect(t.match(/Results of run/g)).toHaveLength(1);
+    expect(t).toMatch(/Compute .* of FOV work over 4 FOVs, .* of CPU \(measured by the jobs\)/);
     expect(h.chat.uploads).toEqual([expect.objectContaining({ filename: `${run.runId}-spots.png` })]);
 
     // One answer per command: retrying a run that succeeded says why not, and nothing else.
