@@ -60,7 +60,7 @@ export class Launcher {
     // whose experiment and recipe check out.
     let recent: Promise<RunManifest[]> | undefined;
     const history = () => (recent ??= listManifests(store, 0, runIdDay(new Date(now - historyWindowMs(policy)))));
-    const packingFor: PackingFor = async (queue, sha256) => (policy.cost?.packFovs !== true ? undefined : packingInput(policy, await history(), queue, sha256));
+    const packingFor: PackingFor = async (queue, sha256) => (policy.cost?.packFovs === false ? undefined : packingInput(policy, await history(), queue, sha256));
     const checked = await checkRequest({ ...this.deps, packingFor }, event.request);
     if (!checked.ok) return this.tell(event, checked.reason);
     const assessed = this.assess(event, checked.value, await history(), now);

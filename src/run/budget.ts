@@ -60,10 +60,17 @@ export function estimateRun(policy: Policy, recent: readonly RunManifest[], inpu
 /** A child runs at least this long by default, so that its start-up is a small part of it. */
 const MIN_CHILD_SECONDS = 300;
 
-/** What the planner packs FOVs by: this recipe's seconds per FOV and the queue's start-up and width. */
-export function packingInput(policy: Policy, recent: readonly RunManifest[], queue: string, sha256: string): PackingInput {
+/**
+ * What the planner packs FOVs by: this recipe's seconds per FOV and the queue's start-up and
+ * width; undefined when FOVs are not packed. Unless the lab says (cost.packFovs), they are packed
+ * once this recipe's time per FOV has been measured on the lab's runs: packing from a guess could
+ * give each child hours of work.
+ */
+export function packingInput(policy: Policy, recent: readonly RunManifest[], queue: string, sha256: string): PackingInput | undefined {
   const price = queuePrice(policy.cost, queue);
   const perFov = recipeSecondsPerFov(policy, recent, sha256);
+  const pack = policy.cost?.packFovs ?? perFov.source === 'history';
+  if (!pack) return undefined;
   return {
     secondsPerFov: perFov.seconds,
     startupSeconds: price.startupSeconds,

@@ -63,8 +63,9 @@ export const costPolicySchema = z
     queues: z.record(z.string(), queuePriceSchema.partial()).optional(),
     defaultSecondsPerFov: z.number().positive().max(86_400).optional(),
     /**
-     * Pack several FOVs into each array child: one container start for many FOVs. Off by default
-     * until the tests that expect one FOV per child follow (see docs/aws.md).
+     * Pack several FOVs into each array child (one container start for many FOVs): true from the
+     * estimate, whatever it rests on; false never; unset (the default) once this recipe's time
+     * per FOV has been measured on the lab's runs (docs/aws.md).
      */
     packFovs: z.boolean().optional(),
     /** FOVs are packed so that an array child runs at least this long (default 300 s); 0 packs only to keep start-up under a tenth. */

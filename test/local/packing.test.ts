@@ -53,4 +53,25 @@ describe('packed children', () => {
     expect(after.results).toMatchObject({ fovsProcessed: 4, fovsMissing: [] });
     await removeDir(home);
   }, 90_000);
+
+  it('by default packs a recipe once its time per FOV has been measured: its first run is one FOV per child, the next is packed', async () => {
+    const home = await tempDir('home');
+    const policy = { ...packingPolicy, cost: { queues: { local: { maxVcpus: 2 } } } };
+    const h = localHarness(home, { policy });
+    await h.command(`run ${shared.experiment} recipe=${NUMPY_RECIPE}`);
+    await h.system.settle();
+    const first = (await h.latestRun())!;
+    expect(first.status).toBe('succeeded');
+    expect(first.plan.perChild).toBeUndefined();
+    expect(first.results?.compute?.fovs).toBe(4);
+
+    await h.command(`run ${shared.experiment} recipe=${NUMPY_RECIPE}`);
+    await h.system.settle();
+    const second = (await h.latestRun())!;
+    expect(second.runId).not.toBe(first.runId);
+    expect(second.estimate).toMatchObject({ source: 'history' });
+    expect(second.plan).toMatchObject({ perChild: 2, units: [{ size: 2, perChild: 2 }] });
+    expect(second.status).toBe('succeeded');
+    await removeDir(home);
+  }, 90_000);
 });
