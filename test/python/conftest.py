@@ -19,7 +19,8 @@ for _p in (os.path.join(REPO, "containers", "common"),
            os.path.join(REPO, "containers", "process-fov"),
            os.path.join(REPO, "containers", "merge-results"),
            os.path.join(REPO, "examples", "synthetic-iss"),
-           os.path.join(REPO, "examples", "recipes")):
+           os.path.join(REPO, "examples", "recipes"),
+           os.path.join(REPO, "test", "fixtures", "spacetx")):
     if _p not in sys.path:
         sys.path.insert(0, _p)
 

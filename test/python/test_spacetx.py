@@ -18,26 +18,10 @@ from conftest import REPO
 import spacetx
 import starfish_io as sio
 
-FIXTURES = os.path.join(REPO, "test", "fixtures", "spacetx")
-CASES_JSON = os.path.join(FIXTURES, "cases.json")
-with open(CASES_JSON) as _fh:
-    TABLE = json.load(_fh)
-CASES = {c["name"]: c for c in TABLE["cases"]}
+from spacetx_cases import CASES_JSON, load_cases, materialise
 
-
-def materialise(case, root):
-    """Write the case's files under ``root`` ({{ROOT}} replaced); returns the experiment path."""
-    root = str(root)
-    for rel, value in case["files"].items():
-        path = os.path.join(root, *rel.split("/"))
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        if isinstance(value, dict) and list(value) == ["bytes"]:
-            data = value["bytes"].replace("{{ROOT}}", root).encode("ascii")
-        else:
-            data = json.dumps(value).replace("{{ROOT}}", root).encode("utf-8")
-        with open(path, "wb") as fh:
-            fh.write(data)
-    return os.path.join(root, *case["experiment"].split("/"))
+FIXTURES = os.path.dirname(CASES_JSON)
+CASES = load_cases()
 
 
 def outcome(experiment, fov):
@@ -66,9 +50,11 @@ def test_the_table_is_what_build_cases_writes():
 
 
 def test_the_table_is_well_formed():
-    names = [c["name"] for c in TABLE["cases"]]
+    with open(CASES_JSON) as fh:
+        table = json.load(fh)["cases"]  # as written: a name given twice would be one key of CASES
+    names = [c["name"] for c in table]
     assert len(names) == len(set(names))
-    for c in TABLE["cases"]:
+    for c in table:
         assert re.match(r"^[a-z0-9.-]+$", c["name"]), c["name"]
         assert c["what"] and c["source"].startswith(("spacetx/starfish ", "spacetx/slicedimage ")), c["name"]
         assert "@" in c["source"], c["name"]  # a version is cited
@@ -111,10 +97,10 @@ def test_where_starfish_loads_the_container_refuses_only_what_this_tool_cannot_a
     own = {"fov-names-unpadded-absent", "fov-names-duplicate-number", "fov-names-not-numbered", "fov-not-in-experiment",
            "v5-without-primary", "fov-only-in-nuclei", "nested-collection-key-is-not-a-fov",
            "nested-duplicate-fov-name", "v4-fov-only-in-nuclei", "empty-manifest", "starfish-example-fov-manifest"}
-    disagree = sorted(c["name"] for c in TABLE["cases"] if c["starfish"]["loads"] and not c["container"]["ok"])
+    disagree = sorted(c["name"] for c in CASES.values() if c["starfish"]["loads"] and not c["container"]["ok"])
     assert disagree == sorted(own)
     # and where starfish fails, the container never accepts
-    assert [c["name"] for c in TABLE["cases"] if not c["starfish"]["loads"] and c["container"]["ok"]] == []
+    assert [c["name"] for c in CASES.values() if not c["starfish"]["loads"] and c["container"]["ok"]] == []
 
 
 # ---------------------------------------------------------------------------------------

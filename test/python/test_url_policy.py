@@ -16,6 +16,7 @@ import pytest
 import process_fov as pf
 import starfish_io as sio
 from conftest import REPO
+from spacetx_cases import load_cases
 
 FIXTURES = os.path.join(REPO, "test", "fixtures")
 with open(os.path.join(FIXTURES, "url-policy", "urls.json")) as _fh:
@@ -186,14 +187,10 @@ def test_no_local_file_is_read_while_local_files_are_off(tmp_path):
     assert sio.read_text("file://" + str(secret)) == "secret"  # on again after the block
 
 
-_CASES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fixtures", "spacetx", "cases.json")
-
-
 def _remote_experiment(fake_s3, edit=None):
     """The conformance table's plain 5.0.0 experiment (two FOVs) in the fake bucket, after
     ``edit(files)`` changed its JSON documents in place."""
-    with open(_CASES) as fh:
-        files = next(c for c in json.load(fh)["cases"] if c["name"] == "v5-flat")["files"]
+    files = load_cases()["v5-flat"]["files"]
     if edit:
         edit(files)
     for name, value in files.items():
