@@ -75,6 +75,8 @@ function progressLine(m: RunManifest): string {
  * from the round's first ended FOV (container start-up is not a rate), else from its submission,
  * up to the manifest's last update (when this progress was read).
  */
+const ETA_MIN_MINUTES = 0.5;
+
 function eta(m: RunManifest): string | undefined {
   const p = m.progress;
   const ended = p.succeeded + p.failed;
@@ -83,7 +85,8 @@ function eta(m: RunManifest): string | undefined {
   const since = p.firstEndedAt ?? m.submissions.at(-1)?.submittedAt;
   const counted = p.firstEndedAt ? ended - 1 : ended;
   const minutes = since ? (Date.parse(m.updatedAt) - Date.parse(since)) / 60_000 : NaN;
-  if (!(minutes > 0) || counted <= 0) return undefined;
+  // A rate over less than half a minute is noise ("≈ 0 s left at 30,000 FOVs/min"): none yet.
+  if (!(minutes >= ETA_MIN_MINUTES) || counted <= 0) return undefined;
   const perMinute = counted / minutes;
   // A slow run's rate keeps one significant digit rather than reading "0.0 FOVs/min".
   const rate = perMinute >= 10 ? n(Math.round(perMinute)) : perMinute >= 0.1 ? perMinute.toFixed(1) : perMinute.toPrecision(1);

@@ -191,6 +191,8 @@ const n = (x: number) => x.toLocaleString('en-US');
 
 /** 40 s, 35 min, 3.5 h: a duration as a person reads it. */
 export function duration(seconds: number): string {
+  // A FOV of a third of a second is not "0 s".
+  if (seconds < 10) return `${seconds < 0.05 ? '< 0.1' : seconds.toFixed(1)} s`;
   if (seconds < 90) return `${Math.round(seconds)} s`;
   if (seconds < 90 * 60) return `${Math.round(seconds / 60)} min`;
   const hours = seconds / 3600;

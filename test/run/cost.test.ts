@@ -4,7 +4,7 @@
  * and the messages a wrong price model gets.
  */
 import { describe, expect, it } from 'vitest';
-import { actualCost, DEFAULT_QUEUE_PRICES, estimateCost, estimateText, queuePrice, recordedCompute, secondsPerFov } from '../../src/run/cost.js';
+import { actualCost, DEFAULT_QUEUE_PRICES, duration, estimateCost, estimateText, queuePrice, recordedCompute, secondsPerFov } from '../../src/run/cost.js';
 import { costVerdict, estimateRun } from '../../src/run/budget.js';
 import { parsePolicy } from '../../src/run/policy.js';
 import { resultsSummarySchema, type ResultsSummary } from '../../src/run/results.js';
@@ -207,6 +207,16 @@ describe('the ETA in the progress line', () => {
     const m = running({ updatedAt: '2026-11-25T12:00:00.000Z', progress: { total: 100, succeeded: 3, failed: 0, running: 5, waiting: 92 } });
     // 3 FOVs in 120 minutes: 0.025 a minute, 97 left: 3,880 minutes.
     expect(renderText(rootMessage(m))).toContain('≈ 65 h left at 0.03 FOVs/min');
+  });
+
+  it('shows none while the rate rests on less than half a minute (a small local run)', () => {
+    const m = running({ updatedAt: '2026-11-25T10:10:20.000Z', progress: { total: 4, succeeded: 2, failed: 0, running: 2, waiting: 0, firstEndedAt: '2026-11-25T10:10:00.000Z' } });
+    expect(renderText(rootMessage(m))).not.toContain('left at');
+    expect(renderText(rootMessage({ ...m, updatedAt: '2026-11-25T10:11:00.000Z' }))).toContain('≈ 2 min left at 1.0 FOVs/min');
+  });
+
+  it('reads a time under ten seconds to a tenth ("0.3 s", not "0 s")', () => {
+    expect([duration(0.3), duration(0.01), duration(9.94), duration(42)]).toEqual(['0.3 s', '< 0.1 s', '9.9 s', '42 s']);
   });
 
   it('shows none before any FOV has ended, nor once the run is over', () => {
