@@ -97,6 +97,12 @@ export interface FailedChild {
   logStreamName?: string;
 }
 
+/** How long a job's containers ran: each child's stop less its start, summed (what compute is billed on). */
+export interface ContainerTimes {
+  containers: number;
+  seconds: number;
+}
+
 export interface Executor {
   submitFovs(spec: SubmitSpec, array: ArraySpec): Promise<SubmittedJob>;
   submitMerge(
@@ -108,6 +114,8 @@ export interface Executor {
   cancel(jobIds: string[], reason: string): Promise<void>;
   /** The failed children of an array job, for when their own events were lost (reconciler). */
   failedChildren(arrayJobId: string): Promise<FailedChild[]>;
+  /** How long the containers of an ended FOV job ran, as the executor recorded each start and stop. */
+  containerTimes(jobId: string): Promise<ContainerTimes>;
   /** The link to one attempt's log (CloudWatch console on AWS, a file locally). */
   logLink(logStreamName: string): string;
 }

@@ -9,8 +9,8 @@
  * pay for it at cold start.
  */
 import pLimit from 'p-limit';
-import type { BatchClient, JobDetail, RetryStrategy, SubmitJobRequest } from '@aws-sdk/client-batch';
-import type { ArraySpec, BatchStatus, Executor, JobDescription, StatusSummary, SubmitSpec, SubmittedJob, FailedChild } from '../ports.js';
+import type { BatchClient, JobDetail, JobSummary, RetryStrategy, SubmitJobRequest } from '@aws-sdk/client-batch';
+import type { ArraySpec, BatchStatus, ContainerTimes, Executor, JobDescription, StatusSummary, SubmitSpec, SubmittedJob, FailedChild } from '../ports.js';
 import type { Logger } from '../core.js';
 import { silentLogger } from '../core.js';
 import { parseJobName } from '../run/batch-event.js';
@@ -21,6 +21,8 @@ const sdk = () => import('@aws-sdk/client-batch');
 /** Batch limits (AWS Batch User Guide: array jobs, job dependencies; DescribeJobs API). */
 const BATCH_LIMITS = { maxArraySize: 10_000, maxDependencies: 20, describeChunk: 100, maxReasonChars: 1024 } as const;
 const DESCRIBE_CONCURRENCY = 4;
+/** ListJobs' largest page (AWS Batch API Reference, ListJobs maxResults: 1 to 1,000). */
+const LIST_PAGE = 1_000;
 
 /**
  * What AWS takes in one SubmitJob. Container overrides become the ECS task's overrides, "a total
@@ -256,18 +258,42 @@ export class BatchExecutor implements Executor {
     });
   }
 
-  async failedChildren(arrayJobId: string): Promise<FailedChild[]> {
+  /** The children of an array in one status, as ListJobs pages them (up to 1,000 a page). */
+  private async children(arrayJobId: string, jobStatus: 'FAILED' | 'SUCCEEDED'): Promise<JobSummary[]> {
     const { ListJobsCommand } = await sdk();
     const client = await this.client();
-    const ids: string[] = [];
+    const out: JobSummary[] = [];
     let nextToken: string | undefined;
     do {
-      const out = await client.send(new ListJobsCommand({ arrayJobId, jobStatus: 'FAILED', ...(nextToken ? { nextToken } : {}) }));
-      for (const j of out.jobSummaryList ?? []) if (j.jobId) ids.push(j.jobId);
-      nextToken = out.nextToken;
+      const page = await client.send(new ListJobsCommand({ arrayJobId, jobStatus, maxResults: LIST_PAGE, ...(nextToken ? { nextToken } : {}) }));
+      out.push(...(page.jobSummaryList ?? []));
+      nextToken = page.nextToken;
     } while (nextToken);
+    return out;
+  }
+
+  async failedChildren(arrayJobId: string): Promise<FailedChild[]> {
+    const ids = (await this.children(arrayJobId, 'FAILED')).flatMap((j) => (j.jobId ? [j.jobId] : []));
     // ListJobs has no log stream: DescribeJobs of the children (100 at a time) has.
     return (await this.describeRaw(ids)).flatMap(failedChildOf);
+  }
+
+  /**
+   * Batch's own start and stop of every child that ran (ListJobs, 1,000 a page: 10 calls for
+   * 10,000 children), once per ended job, rather than the state-change events, which arrive at
+   * least once and may be lost. A plain job is its own only child.
+   */
+  async containerTimes(jobId: string): Promise<ContainerTimes> {
+    const [d] = await this.describeRaw([jobId]);
+    const ran = (d?.arrayProperties?.size ?? 0) > 1 ? [...(await this.children(jobId, 'SUCCEEDED')), ...(await this.children(jobId, 'FAILED'))] : d ? [d] : [];
+    let seconds = 0;
+    let containers = 0;
+    for (const j of ran) {
+      if (j.startedAt === undefined || j.stoppedAt === undefined) continue;
+      containers++;
+      seconds += Math.max(0, j.stoppedAt - j.startedAt) / 1000;
+    }
+    return { containers, seconds };
   }
 
   private toDescription(d: JobDetail, byId: Map<string, JobDetail>): JobDescription {

@@ -10,7 +10,7 @@ import { runKeys } from '../run/layout.js';
 import { TERMINAL, type RunManifest, type Submission } from '../run/manifest.js';
 import { fovsOfChild } from '../run/plan.js';
 import { resultsSummarySchema, type ResultsSummary } from '../run/results.js';
-import type { JobDescription } from '../ports.js';
+import type { ContainerTimes, JobDescription } from '../ports.js';
 import type { Fact, MergeOutcome, ObservedFailure } from './types.js';
 import { ok, refuse, type Result } from '../result.js';
 import { untrustedPlain } from '../messages/message.js';
@@ -32,7 +32,7 @@ export async function factFromEvents(deps: Deps, m: RunManifest, current: Submis
   // which, so that every failed FOV is reported even when the run ends before a reconcile.
   const known = [...m.failures, ...failures.map((f) => ({ ...f, reported: false }))];
   const lost = await lostFailures(deps, { ...m, failures: known }, current, arrays);
-  return withSummary(deps, m.runId, current, { type: 'batch', round: current.round, arrays, failures: [...failures, ...lost], merges });
+  return withSummary(deps, m, current, { type: 'batch', round: current.round, arrays, failures: [...failures, ...lost], merges });
 }
 
 /** From DescribeJobs of every job of the round: the reconciler's view when events were lost. */
@@ -46,7 +46,7 @@ export async function factFromBatch(deps: Deps, m: RunManifest, current: Submiss
   const stuck = described.find((d) => d.status === 'RUNNABLE' && d.since !== undefined && now - d.since > deps.settings.stuckAfterMs);
   const fact: BatchFact = { type: 'batch', round: current.round, arrays: TERMINAL.has(m.status) ? [] : arrays, failures, merges };
   if (stuck) fact.stuck = { minutes: Math.round((now - stuck.since!) / 60_000), ...(stuck.statusReason ? { reason: stuck.statusReason } : {}) };
-  return withSummary(deps, m.runId, current, fact);
+  return withSummary(deps, m, current, fact);
 }
 
 /** A failed array child (or plain FOV job) of a known round, mapped to the FOVs of it that failed. */
@@ -140,13 +140,27 @@ async function reasonFromOutput(deps: Deps, runId: string, fov: number): Promise
 }
 
 /** Adds results/summary.json when the merge that ends the round succeeded, and which result files are missing. */
-async function withSummary(deps: Deps, runId: string, current: Submission, fact: BatchFact): Promise<BatchFact> {
+async function withSummary(deps: Deps, m: RunManifest, current: Submission, fact: BatchFact): Promise<BatchFact> {
   const salvage = fact.merges.find((x) => x.salvage);
   const final = current.salvageMerge || salvage ? salvage : fact.merges.find((x) => !x.salvage);
   if (final?.status !== 'SUCCEEDED') return fact;
-  const missing = await missingResults(deps, runId);
+  const missing = await missingResults(deps, m.runId);
   const merges = missing.length ? fact.merges.map((x) => (x === final ? { ...x, incomplete: missing } : x)) : fact.merges;
-  return { ...fact, merges, summary: await readSummary(deps, runId) };
+  const containers = await containerTimesOf(deps, m);
+  return { ...fact, merges, summary: await readSummary(deps, m.runId), ...(containers ? { containers } : {}) };
+}
+
+/**
+ * How long every FOV container of the run ran, every round, from the executor's record of each
+ * start and stop: what compute is billed on. Unknown (not a failure) when the executor cannot say.
+ */
+async function containerTimesOf(deps: Deps, m: RunManifest): Promise<ContainerTimes | undefined> {
+  try {
+    const times = await Promise.all(m.submissions.flatMap((s) => s.arrays).map((a) => deps.executor.containerTimes(a.jobId)));
+    return times.reduce((all, t) => ({ containers: all.containers + t.containers, seconds: all.seconds + t.seconds }), { containers: 0, seconds: 0 });
+  } catch {
+    return undefined;
+  }
 }
 
 /** A run succeeds only with every result file there: an exit code of 0 is not enough. */

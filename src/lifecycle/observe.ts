@@ -88,7 +88,7 @@ function applyObservations(next: RunManifest, m: RunManifest, f: BatchFact, r: R
   next.progress = nextProgress(m, r.progress, now);
   next.status = statusOf(m.status, r, summary !== undefined);
   if (r.finalMerge?.status === 'FAILED') next.statusReason = failedReason(next, r.current.round, r.finalMerge).reason;
-  if (summary) next.results = resultsOf(shownSummary(next, r.current.round, summary).summary);
+  if (summary) next.results = { ...resultsOf(shownSummary(next, r.current.round, summary).summary), ...(f.containers ? { containers: f.containers } : {}) };
 }
 
 /**

@@ -8,6 +8,7 @@ import type { JobDescription } from '../ports.js';
 import type { FovFailure, RunManifest, Submission } from '../run/manifest.js';
 import type { ResultsSummary } from '../run/results.js';
 import type { Result } from '../result.js';
+import type { ContainerTimes } from '../ports.js';
 
 /** A merge job's end, known by its name (run, round, salvage) even before its id is recorded. */
 export interface MergeOutcome {
@@ -35,6 +36,8 @@ export type Fact =
       merges: MergeOutcome[];
       /** results/summary.json (written by a job: size-capped and validated, or why not) when the round's final merge succeeded. */
       summary?: Result<ResultsSummary>;
+      /** With the summary: how long the run's FOV containers ran, as the executor recorded them. */
+      containers?: ContainerTimes;
       /** A job of the round waiting in RUNNABLE longer than the stuck threshold. */
       stuck?: { minutes: number; reason?: string };
     }

@@ -25,7 +25,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pLimit, { type LimitFunction } from 'p-limit';
 import { z } from 'zod';
-import type { ArraySpec, BatchStatus, Executor, FailedChild, JobDescription, JobEventSink, StatusSummary, SubmitSpec, SubmittedJob } from '../ports.js';
+import type { ArraySpec, BatchStatus, Executor, FailedChild, JobDescription, JobEventSink, StatusSummary, SubmitSpec, SubmittedJob, ContainerTimes } from '../ports.js';
 import type { BatchJobEvent } from '../run/batch-event.js';
 import { failureKind } from '../run/failure-kind.js';
 
@@ -378,6 +378,13 @@ export class ProcessExecutor implements Executor {
         const kind = failureKind({ statusReason: reason, exitCode: c.exitCode });
         return { index: c.index, reason, kind, logStreamName: `${known.jobName}/${known.size > 1 ? c.index : 'job'}` };
       });
+  }
+
+  /** The start and stop the executor recorded for each child that ran. */
+  async containerTimes(jobId: string): Promise<ContainerTimes> {
+    const job = this.jobs.get(jobId) ?? (await this.recorded(jobId));
+    const ran = (job?.children ?? []).filter((c) => c.startedAt !== undefined && c.stoppedAt !== undefined);
+    return { containers: ran.length, seconds: ran.reduce((sum, c) => sum + Math.max(0, c.stoppedAt! - c.startedAt!) / 1000, 0) };
   }
 
   /** What this command is running: jobs not yet ended, and their runs. */

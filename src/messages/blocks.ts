@@ -13,7 +13,7 @@ import type { Message } from './message.js';
 import { LIMITS, clip, link, mention, scrub, summarizeLines, untrusted, untrustedPlain, withoutBroadcasts } from './message.js';
 import { TERMINAL, type FovFailure, type Progress, type RunManifest, type RunStatus } from '../run/manifest.js';
 import type { ResultsSummary } from '../run/results.js';
-import { actualCost, duration, estimateText, moneyOn } from '../run/cost.js';
+import { actualCost, duration, estimateText, moneyOn, billedCost } from '../run/cost.js';
 import { formatRanges } from '../run/fov-ranges.js';
 import { RETRY_FIXES } from '../run/failure-kind.js';
 
@@ -297,6 +297,11 @@ function costLine(m: RunManifest, summary: ResultsSummary): string | undefined {
   const c = summary.compute;
   if (!e) return undefined;
   if (e.price.platform === 'local') return '*Cost* no cloud cost: it ran on this machine';
+  const ran = m.results?.containers;
+  if (ran?.containers) {
+    const billed = billedCost(e.price, ran);
+    return `*Cost* ${moneyOn(e.price, billed.usd)}: ${n(ran.containers)} ${ran.containers === 1 ? 'container' : 'containers'} ran ${duration(ran.seconds)} in all (AWS Batch's start and stop of each, start-ups included), at the price the run was estimated with; estimated at launch ${moneyOn(e.price, e.usd)}`;
+  }
   if (!c) return `*Cost* estimated at launch ${moneyOn(e.price, e.usd)}; this run's jobs recorded no timings, so nothing was measured`;
   const actual = actualCost(e.price, { fovs: c.fovs ?? summary.fovs_processed, wallSeconds: c.wall_seconds, cpuSeconds: c.cpu_seconds }, e.children);
   const starts = `${n(e.children)} container ${e.children === 1 ? 'start' : 'starts'} of ${duration(e.price.startupSeconds)}`;

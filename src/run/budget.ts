@@ -7,7 +7,7 @@
 import type { RunEstimate, RunManifest } from './manifest.js';
 import type { Policy } from './policy.js';
 import type { PackingInput } from './plan.js';
-import { actualCost, dollars, DEFAULT_SECONDS_PER_FOV, estimateCost, queuePrice, secondsPerFov } from './cost.js';
+import { actualCost, dollars, DEFAULT_SECONDS_PER_FOV, estimateCost, queuePrice, secondsPerFov, billedCost } from './cost.js';
 
 const DAY_MS = 24 * 3_600_000;
 /** The longest budget window. */
@@ -82,6 +82,8 @@ export function packingInput(policy: Policy, recent: readonly RunManifest[], que
 /** What the run cost when its jobs' timings are known, else what it was estimated at. */
 function chargeOf(m: RunManifest): number {
   if (!m.estimate) return 0;
+  const ran = m.results?.containers;
+  if (ran?.containers) return billedCost(m.estimate.price, ran).usd;
   const compute = m.results?.compute;
   return compute ? actualCost(m.estimate.price, compute, m.estimate.children).usd : m.estimate.usd;
 }

@@ -185,6 +185,16 @@ export function actualCost(q: QueuePrice, compute: RecordedCompute, children: nu
   return { billedSeconds, usd: (billedSeconds / 3600) * hourlyRate(q), vcpuHours: (billedSeconds * q.vcpus) / 3600 };
 }
 
+/**
+ * What the run's containers cost from how long they ran as Batch recorded it (start-ups
+ * included). Each container is billed at least the minimum; applied to the total, this is a
+ * lower bound when some containers ran less than it.
+ */
+export function billedCost(q: QueuePrice, ran: { containers: number; seconds: number }): { billedSeconds: number; usd: number; vcpuHours: number } {
+  const billedSeconds = Math.max(ran.containers * q.minimumBilledSeconds, ran.seconds);
+  return { billedSeconds, usd: (billedSeconds / 3600) * hourlyRate(q), vcpuHours: (billedSeconds * q.vcpus) / 3600 };
+}
+
 // ───────────────────────── wording ─────────────────────────
 
 const n = (x: number) => x.toLocaleString('en-US');

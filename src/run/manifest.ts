@@ -119,6 +119,8 @@ const resultsSchema = z.object({
   topGenes: z.array(z.tuple([z.string(), z.number()])),
   /** The FOVs' measured time, from summary.json's "compute" (src/run/cost.ts recordedCompute); absent for older runs. */
   compute: z.object({ fovs: z.number().int().nonnegative(), wallSeconds: z.number().nonnegative(), cpuSeconds: z.number().nonnegative() }).optional(),
+  /** How long the FOV containers ran, from Batch's (the executor's) start and stop of each: what compute is billed on. */
+  containers: z.object({ containers: z.number().int().nonnegative(), seconds: z.number().nonnegative() }).optional(),
 });
 
 /**

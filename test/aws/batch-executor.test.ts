@@ -76,8 +76,22 @@ describe('BatchExecutor', () => {
     expect(batch.mock.commandCalls(SubmitJobCommand).map((c) => c.args[0].input.jobDefinition)).toEqual(['fov-ec2', 'merge-ec2', 'starfish-process-fov']);
   });
 
+  it("sums how long an array's children ran from Batch's own start and stop of each (ListJobs pages of 1,000, both outcomes)", async () => {
+    batch.mock.on(DescribeJobsCommand, { jobs: ['arr'] }).resolves({ jobs: [{ jobId: 'arr', jobName: 'n', jobQueue: 'q', jobDefinition: 'd', status: 'FAILED', startedAt: 1, arrayProperties: { size: 3 } }] });
+    batch.mock
+      .on(ListJobsCommand, { arrayJobId: 'arr', jobStatus: 'SUCCEEDED', maxResults: 1_000 })
+      .resolvesOnce({ jobSummaryList: [{ jobId: 'arr:0', jobName: 'n', startedAt: 1_000, stoppedAt: 61_000 }], nextToken: 'p2' })
+      .resolvesOnce({ jobSummaryList: [{ jobId: 'arr:1', jobName: 'n', startedAt: 2_000, stoppedAt: 32_500 }] });
+    // A child that never started (no startedAt) ran no container.
+    batch.mock.on(ListJobsCommand, { arrayJobId: 'arr', jobStatus: 'FAILED', maxResults: 1_000 }).resolves({ jobSummaryList: [{ jobId: 'arr:2', jobName: 'n', startedAt: 5_000, stoppedAt: 14_000 }, { jobId: 'arr:3', jobName: 'n', stoppedAt: 9_000 }] });
+    expect(await executor().containerTimes('arr')).toEqual({ containers: 3, seconds: 60 + 30.5 + 9 });
+    // A plain job is its own container.
+    batch.mock.on(DescribeJobsCommand, { jobs: ['one'] }).resolves({ jobs: [{ jobId: 'one', jobName: 'n', jobQueue: 'q', jobDefinition: 'd', status: 'SUCCEEDED', startedAt: 10_000, stoppedAt: 55_000 }] });
+    expect(await executor().containerTimes('one')).toEqual({ containers: 1, seconds: 45 });
+  });
+
   it('lists the failed children of an array with their reasons and log streams (ListJobs, then DescribeJobs)', async () => {
-    batch.mock.on(ListJobsCommand, { arrayJobId: 'arr', jobStatus: 'FAILED' }).resolvesOnce({ jobSummaryList: [{ jobId: 'arr:3', jobName: 'n' }], nextToken: 'p2' }).resolvesOnce({ jobSummaryList: [{ jobId: 'arr:11', jobName: 'n' }] });
+    batch.mock.on(ListJobsCommand, { arrayJobId: 'arr', jobStatus: 'FAILED', maxResults: 1_000 }).resolvesOnce({ jobSummaryList: [{ jobId: 'arr:3', jobName: 'n' }], nextToken: 'p2' }).resolvesOnce({ jobSummaryList: [{ jobId: 'arr:11', jobName: 'n' }] });
     batch.mock.on(DescribeJobsCommand).resolves({
       jobs: [
         { jobId: 'arr:3', jobName: 'n', jobQueue: 'q', jobDefinition: 'd', status: 'FAILED', startedAt: 1, arrayProperties: { index: 3 }, attempts: [{ container: { exitCode: 1, reason: 'OutOfMemoryError: Container killed due to memory usage', logStreamName: 'process-fov/default/aaa' } }] },

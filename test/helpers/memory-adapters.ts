@@ -5,8 +5,7 @@
  */
 import { createHash, randomUUID } from 'node:crypto';
 import type {
-  ArraySpec, BatchStatus, Chat, Executor, JobDescription, MessageRef, Reader, StatusSummary, Store, StoredObject, SubmitSpec, SubmittedJob,
-} from '../../src/ports.js';
+  ArraySpec, BatchStatus, Chat, Executor, JobDescription, MessageRef, Reader, StatusSummary, Store, StoredObject, SubmitSpec, SubmittedJob, ContainerTimes } from '../../src/ports.js';
 import type { Message } from '../../src/messages/message.js';
 import { passed } from '../../src/result.js';
 import { runKeys } from '../../src/run/layout.js';
@@ -179,6 +178,11 @@ export class SimulatedBatch implements Executor {
   async failedChildren(arrayJobId: string) {
     // As Batch reports a recipe's exception: the container exited 1.
     return [...(this.failed.get(arrayJobId) ?? new Map<number, string>()).entries()].map(([index, reason]) => ({ index, reason, kind: 'recipe' as const, logStreamName: `process-fov/default/${arrayJobId.slice(0, 8)}${index}` }));
+  }
+  /** Container time a scenario says a job's children ran (none unless set). */
+  readonly times = new Map<string, ContainerTimes>();
+  async containerTimes(jobId: string): Promise<ContainerTimes> {
+    return this.times.get(jobId) ?? { containers: 0, seconds: 0 };
   }
   logLink(stream: string) {
     return `https://us-east-1.console.aws.amazon.com/cloudwatch/home?region=us-east-1#logsV2:log-groups/log-group/$252Faws$252Fbatch$252Fjob/log-events/${stream.replaceAll('/', '$252F')}`;

@@ -29,6 +29,9 @@ describe('a complete local run', () => {
     // What the jobs measured reaches the manifest (the next estimate of this recipe) and the results message.
     expect(summary.compute).toMatchObject({ fovs: 4 });
     expect(run.results?.compute).toMatchObject({ fovs: 4, wallSeconds: summary.compute.wall_seconds });
+    // And how long the 4 containers ran, as the executor recorded each start and stop: at least the FOVs' own time.
+    expect(run.results?.containers?.containers).toBe(4);
+    expect(run.results!.containers!.seconds).toBeGreaterThanOrEqual(summary.compute.wall_seconds);
     // Reproducibility: the recipe as it was at launch.
     expect(readFileSync(path.join(home, runKeys(run.runId).recipeSnapshot), 'utf8')).toBe(readFileSync(NUMPY_RECIPE, 'utf8'));
 

@@ -4,7 +4,7 @@
  * and the messages a wrong price model gets.
  */
 import { describe, expect, it } from 'vitest';
-import { actualCost, DEFAULT_QUEUE_PRICES, duration, estimateCost, estimateText, queuePrice, recordedCompute, secondsPerFov } from '../../src/run/cost.js';
+import { actualCost, billedCost, DEFAULT_QUEUE_PRICES, duration, estimateCost, estimateText, queuePrice, recordedCompute, secondsPerFov } from '../../src/run/cost.js';
 import { costVerdict, estimateRun } from '../../src/run/budget.js';
 import { parsePolicy } from '../../src/run/policy.js';
 import { resultsSummarySchema, type ResultsSummary } from '../../src/run/results.js';
@@ -120,6 +120,19 @@ describe('actual cost from recorded timings', () => {
     expect(actual.billedSeconds).toBe(1380);
     expect(text).toContain(`Cost ≈ $0.0067 on Fargate Spot: the measured FOV time plus 4 container starts of 45 s (modeled)`);
     expect(text).toContain('estimated at launch ≈ $0.0020 on Fargate Spot');
+  });
+
+  it("with Batch's start and stop of each container, the cost is what they ran, start-ups measured, not modeled", () => {
+    const policy = parsePolicy({}, 'test');
+    const estimate = estimateRun(policy, [], { queue: 'spot', fovCount: 4, recipeSha256: 'x' });
+    const results = { spotsTotal: 1, fovsProcessed: 4, fovsMissing: [], topGenes: [], containers: { containers: 4, seconds: 1_500 } };
+    const m = manifest({ status: 'succeeded', submissions: [{ round: 0, submittedAt: '2026-11-25T10:00:00.000Z', fovs: '0-3', arrays: [] }], estimate, results });
+    const text = renderText(resultsMessage(m, summary(COMPUTE), LINKS));
+    // 1,500 s at $0.017478 an hour (1 vCPU at $0.012144 + 4 GB at $0.0013335).
+    expect(billedCost(spot, results.containers).billedSeconds).toBe(1_500);
+    expect(text).toContain("Cost ≈ $0.0073 on Fargate Spot: 4 containers ran 25 min in all (AWS Batch's start and stop of each, start-ups included)");
+    // Containers that ran less than the minimum are billed the minimum.
+    expect(billedCost(spot, { containers: 40, seconds: 100 }).billedSeconds).toBe(40 * 60);
   });
 
   it('a local run is measured the same way and costs no money', () => {

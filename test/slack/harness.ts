@@ -55,6 +55,10 @@ class CountingExecutor implements Executor {
     return this.inner.failedChildren(arrayJobId);
   }
 
+  containerTimes(jobId: string) {
+    return this.inner.containerTimes(jobId);
+  }
+
   logLink(stream: string) {
     return this.inner.logLink(stream);
   }
