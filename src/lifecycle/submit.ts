@@ -45,6 +45,8 @@ async function mergeEnvironment(deps: Deps, m: RunManifest): Promise<Record<stri
   const keys = runKeys(m.runId);
   return {
     STARFISH_RUN_ID: m.runId,
+    // The recipe copy the FOVs ran, so that the results say which recipe (its hash) made them.
+    STARFISH_RECIPE: m.inputs.recipe,
     STARFISH_FOVS_AT: await fovsInput(deps, keys.planInput, m.plan.fovs),
     STARFISH_FOV_OUTPUT: deps.store.locate(keys.fovOutputs),
     STARFISH_RESULTS_OUTPUT: deps.store.locate(keys.results),

@@ -58,7 +58,7 @@ describe('Launcher on the AWS adapters', () => {
     expect(fovsOf(fov!)).toBe('0');
     expect(merge!.jobName).toBe(`starfish-${m.runId}-merge`);
     expect(merge!.dependsOn).toEqual([{ jobId: batch.byName('-fov').detail.jobId }]);
-    expect(env(merge!)).toEqual({ STARFISH_RUN_ID: m.runId, STARFISH_FOVS_AT: `s3://lab-starfish-results/runs/${m.runId}/inputs/fovs-plan.json`, STARFISH_FOV_OUTPUT: `s3://lab-starfish-results/outputs/${m.runId}/fovs`, STARFISH_RESULTS_OUTPUT: `s3://lab-starfish-results/outputs/${m.runId}/results` });
+    expect(env(merge!)).toEqual({ STARFISH_RUN_ID: m.runId, STARFISH_RECIPE: `s3://lab-starfish-results/runs/${m.runId}/inputs/recipe.py`, STARFISH_FOVS_AT: `s3://lab-starfish-results/runs/${m.runId}/inputs/fovs-plan.json`, STARFISH_FOV_OUTPUT: `s3://lab-starfish-results/outputs/${m.runId}/fovs`, STARFISH_RESULTS_OUTPUT: `s3://lab-starfish-results/outputs/${m.runId}/results` });
     expect(fovsOf(merge!)).toBe('0');
     expect(m.status).toBe('running');
     // The recipe was snapshotted into the results bucket, where the jobs read it.
