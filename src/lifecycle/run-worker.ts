@@ -99,6 +99,9 @@ export class RunWorker {
       case 'failed-run':
         return void (await chat.reply(ref, failedRunMessage(m.runId, effect.reason, effect.logLink)));
       case 'picture': {
+        // The whole experiment at its stage positions first (newer merges), then the FOV panels.
+        const overview = await store.get(runKeys(m.runId).optionalResults['overview.png']);
+        if (overview) await chat.upload(ref, { filename: `${m.runId}-overview.png`, title: `Overview of the experiment, run ${m.runId}`, bytes: overview.body });
         const png = await store.get(runKeys(m.runId).spotsPng);
         if (png) await chat.upload(ref, { filename: `${m.runId}-spots.png`, title: `Decoded spots, run ${m.runId}`, bytes: png.body });
         return;
@@ -115,6 +118,8 @@ export class RunWorker {
   private async resultLinks(runId: string) {
     const keys = runKeys(runId);
     const link = async (key: string) => ({ url: this.deps.store.locate(key), download: await this.deps.store.downloadLink(key) });
-    return { spotsCsv: await link(keys.spotsCsv), summaryJson: await link(keys.summaryJson), spotsPng: await link(keys.spotsPng) };
+    const more = [];
+    for (const [name, key] of Object.entries(keys.optionalResults)) if (await this.deps.store.get(key, { maxBytes: 1 })) more.push({ name, ...(await link(key)) });
+    return { spotsCsv: await link(keys.spotsCsv), summaryJson: await link(keys.summaryJson), spotsPng: await link(keys.spotsPng), more };
   }
 }

@@ -234,6 +234,8 @@ export interface ResultLinks {
   spotsCsv: { url: string; download: string };
   summaryJson: { url: string; download: string };
   spotsPng: { url: string; download: string };
+  /** The result files a newer merge also writes (the gene × FOV matrix, the FOV quality table, the overview), those present. */
+  more?: Array<{ name: string; url: string; download: string }>;
 }
 
 /** The failures behind missing FOVs; a FOV missing without a reported failure is advised as unknown. */
@@ -261,6 +263,7 @@ export function resultsMessage(m: RunManifest, summary: ResultsSummary, links: R
       section(fileLine('spots.csv', links.spotsCsv)),
       section(fileLine('summary.json', links.summaryJson)),
       section(fileLine('spots.png', links.spotsPng)),
+      ...(links.more ?? []).map((file) => section(fileLine(file.name, file))),
     ],
   };
 }

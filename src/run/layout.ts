@@ -44,6 +44,12 @@ export function runKeys(runId: string) {
     spotsCsv: `${outputs}/results/spots.csv`,
     summaryJson: `${outputs}/results/summary.json`,
     spotsPng: `${outputs}/results/spots.png`,
+    /** Written by newer merges, so optional: linked (and the picture shown) when present. */
+    optionalResults: {
+      'counts_matrix.csv': `${outputs}/results/counts_matrix.csv`,
+      'fov_quality.csv': `${outputs}/results/fov_quality.csv`,
+      'overview.png': `${outputs}/results/overview.png`,
+    } as const,
   };
 }
 

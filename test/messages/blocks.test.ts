@@ -55,6 +55,19 @@ describe('Block Kit limits', () => {
     expect(JSON.stringify(m.blocks).split(link).length - 1).toBe(3);
     expect(JSON.stringify(m.blocks)).toMatch(/more genes \(see summary.json\)/);
   });
+
+  it('links the result files a newer merge also writes, each whole, within the limits', () => {
+    const link = (name: string) => `https://lab-results.s3.amazonaws.com/outputs/261125-k3f9/results/${name}?X-Amz-Security-Token=${'T'.repeat(1_500)}&X-Amz-Signature=abc`;
+    const file = (name: string) => ({ url: `s3://x/${name}`, download: link(name) });
+    const more = ['counts_matrix.csv', 'fov_quality.csv', 'overview.png'].map((name) => ({ name, ...file(name) }));
+    const m = resultsMessage(
+      manifest(),
+      { fovs_expected: 4, fovs_processed: 4, fovs_missing: [], failures: {}, spots_total: 10, spots_per_fov: {}, counts_per_gene: { ACTB: 10 } },
+      { spotsCsv: file('spots.csv'), summaryJson: file('summary.json'), spotsPng: file('spots.png'), more },
+    );
+    withinLimits(m);
+    for (const name of ['counts_matrix.csv', 'fov_quality.csv', 'overview.png']) expect(renderText(m)).toContain(`• ${name} — s3://x/${name} · download (${link(name)})`);
+  });
 });
 
 describe('console rendering', () => {
