@@ -128,11 +128,18 @@ def _error_reason(text):
 
 
 class Table(object):
-    __slots__ = ("fov", "body", "n", "genes", "sample", "extras", "physical")
+    __slots__ = ("fov", "body", "n", "genes", "sample", "extras", "physical", "quality_sum", "quality_n",
+                 "overview", "overview_physical")
 
     def __init__(self, fov, body, n, genes, sample, extras=(), physical=False):
         self.fov, self.body, self.n, self.genes, self.sample = fov, body, n, genes, sample
         self.extras, self.physical = list(extras), physical
+        self.quality_sum, self.quality_n = 0.0, 0    # over the rows with a finite numeric quality
+        self.overview, self.overview_physical = [], False
+
+    def mean_quality(self):
+        """The mean of the rows' quality; None when no row has a number there."""
+        return self.quality_sum / self.quality_n if self.quality_n else None
 
 
 def _split(line):
@@ -167,12 +174,46 @@ def _plot_point(row, xy):
         raise ValueError("non-numeric coordinates %r, %r" % (x[:40], y[:40]))
 
 
-def parse_table(fov, text, keep_sample):
+def _finite(text):
+    """``text`` as a finite float; None when it is empty, not a number, NaN or infinite."""
+    try:
+        v = float(text)
+    except ValueError:
+        return None
+    return v if math.isfinite(v) else None
+
+
+def overview_sample(data, extras, limit):
+    """Up to ``limit`` evenly spaced (x, y, target) of the rows for overview.png, and whether they
+    are starfish's physical xc, yc (the stage position, so FOVs sit where they were imaged) or,
+    when the table has no usable xc, yc, its pixel x, y. Rows without numbers there are skipped:
+    the picture is a view, not a check of the table."""
+    if not data or limit <= 0:
+        return [], False
+    step = max(1, -(-len(data) // limit))
+    rows = [_split(line) for line in data[::step]]
+    candidates = [((1, 2), False)]
+    if "xc" in extras and "yc" in extras:
+        candidates.insert(0, ((6 + extras.index("xc"), 6 + extras.index("yc")), True))
+    for xy, physical in candidates:
+        points = []
+        for row in rows:
+            x, y = _finite(row[xy[0]]), _finite(row[xy[1]])
+            if x is not None and y is not None:
+                points.append((x, y, row[4]))
+        if points:
+            return points, physical
+    return [], False
+
+
+def parse_table(fov, text, keep_sample, overview_points=0):
     """Validate one per-FOV table. Returns a Table; raises ValueError when malformed.
 
     body: the data lines joined with newlines (passed through unchanged), n rows,
     genes: Counter of targets, sample: [(x, y, target)] subsample for the plot (or None): pixel
-    x, y, or starfish's physical xc, yc (physical=True) when the recipe gave no pixel coordinates.
+    x, y, or starfish's physical xc, yc (physical=True) when the recipe gave no pixel coordinates;
+    quality_sum/quality_n for the mean quality; overview: up to ``overview_points`` points for
+    overview.png (see overview_sample).
     """
     lines = text.splitlines()
     extras = parse_header(lines[0]) if lines else parse_header("")
@@ -184,6 +225,7 @@ def parse_table(fov, text, keep_sample):
     genes = collections.Counter()
     targets = []
     append = targets.append
+    q_sum, q_n = 0.0, 0
     for i, line in enumerate(data):
         row = _split(line)
         if len(row) != width:
@@ -191,6 +233,10 @@ def parse_table(fov, text, keep_sample):
         if row[0] != fov_s:
             raise ValueError("line %d has fov %r (expected %s)" % (i + 2, row[0][:20], fov_s))
         append(row[4])
+        q = _finite(row[5]) if row[5] else None
+        if q is not None:
+            q_sum += q
+            q_n += 1
     genes.update(targets)
     sample, physical = None, False
     if keep_sample:
@@ -207,7 +253,10 @@ def parse_table(fov, text, keep_sample):
                 raise ValueError("%s in %r" % (exc, line[:80]))
             if point is not None:
                 sample.append(point)
-    return Table(fov, "\n".join(data), len(data), genes, sample, extras, physical)
+    table = Table(fov, "\n".join(data), len(data), genes, sample, extras, physical)
+    table.quality_sum, table.quality_n = q_sum, q_n
+    table.overview, table.overview_physical = overview_sample(data, extras, overview_points)
+    return table
 
 
 def merged_columns(tables, log):
@@ -337,6 +386,91 @@ def compute_summary(metrics):
 
 
 # ---------------------------------------------------------------------------------------
+# the tables a biologist opens in a spreadsheet: counts_matrix.csv and fov_quality.csv
+
+MAX_MATRIX_GENES = 2000   # rows of counts_matrix.csv (genes by total); a panel has a few hundred
+MAX_REASON = 200          # characters of a failure reason in fov_quality.csv
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_FORMULA = ("=", "+", "-", "@")  # what a spreadsheet would run as a formula
+
+
+def csv_text(value, limit=MAX_REASON):
+    """Job-written text as one CSV cell a spreadsheet shows and never runs, as process-fov writes
+    its cells: one line, capped, a leading = + - @ made literal with a quote unless a number.
+    (csv.writer adds the quoting of commas and quotes.)"""
+    s = " ".join(_CONTROL.sub(" ", str(value)).split())
+    if len(s) > limit:
+        s = s[:limit - 3] + "..."
+    if s[:1] in _FORMULA and _finite(s) is None:
+        s = "'" + s
+    return s
+
+
+def _csv_bytes(rows):
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerows(rows)
+    return buf.getvalue().encode("utf-8")
+
+
+def counts_matrix(merged, gene_order, log):
+    """counts_matrix.csv's bytes: one row per gene (most spots first, ties by name), one column per
+    merged FOV in FOV order (fov_000, ...), integer counts; capped at MAX_MATRIX_GENES rows."""
+    genes = gene_order[:MAX_MATRIX_GENES]
+    if len(gene_order) > len(genes):
+        log("note: %d genes; counts_matrix.csv keeps the %d with the most spots (all are in summary.json)"
+            % (len(gene_order), len(genes)))
+    rows = [["target"] + [sio.fov_name(t.fov) for t in merged]]
+    rows.extend([csv_text(g)] + [t.genes.get(g, 0) for t in merged] for g in genes)
+    return _csv_bytes(rows)
+
+
+QUALITY_COLUMNS = ["fov", "status", "spots", "mean_quality", "wall_seconds", "peak_rss_mib", "reason"]
+
+
+def _status(fov, tables, failures):
+    if fov in tables:
+        return "processed"
+    return "no output" if failures.get(fov) == NO_TABLE else "failed"
+
+
+def fov_quality(fovs, tables, failures, metrics):
+    """fov_quality.csv's bytes: one row per FOV expected or found, in order; its status (processed,
+    failed, no output), spots and mean quality when processed, wall_seconds and peak_rss_mib from
+    its metrics file when usable, the failure's reason; empty cells where unknown."""
+    rows = [QUALITY_COLUMNS]
+    for f in fovs:
+        t, m = tables.get(f), metrics.get(f, {})
+        q = t.mean_quality() if t is not None else None
+        rows.append([f, _status(f, tables, failures), t.n if t is not None else "",
+                     "%.4g" % q if q is not None else "",
+                     "%g" % m["wall_seconds"] if m else "", "%g" % m["peak_rss_mib"] if m else "",
+                     csv_text(failures[f]) if f in failures else ""])
+    return _csv_bytes(rows)
+
+
+MAX_RECIPE_BYTES = 16 << 20
+
+
+def recipe_identity(url, log):
+    """summary.json's "recipe": the URL and sha256 of the recipe (STARFISH_RECIPE), so the results
+    say which recipe made them; None when the launcher did not pass it (older control planes) or it
+    cannot be read any more (a note on stderr: the results stand without it)."""
+    url = (url or "").strip()
+    if not url:
+        return None
+    import hashlib
+    try:
+        data = sio.read_bytes(url)
+    except Exception as exc:
+        log("note: summary.json has no recipe hash: %s cannot be read: %s" % (url, type(exc).__name__))
+        return None
+    if len(data) > MAX_RECIPE_BYTES:
+        log("note: summary.json has no recipe hash: %s is over %d bytes" % (url, MAX_RECIPE_BYTES))
+        return None
+    return collections.OrderedDict((("url", url), ("sha256", hashlib.sha256(data).hexdigest())))
+
+
+# ---------------------------------------------------------------------------------------
 # plotting
 
 def plot(panels, tables, gene_order, reasons, title_extra):
@@ -399,6 +533,126 @@ def plot(panels, tables, gene_order, reasons, title_extra):
     return buf.getvalue()
 
 
+OVERVIEW_POINTS = 100000   # spots drawn in overview.png over all FOVs (evenly sampled in each)
+OVERVIEW_MIN_PER_FOV = 20
+OVERVIEW_GENES = 10        # coloured (tab10 without its grey, and black); the others grey
+LABELLED_FOVS = 64         # FOV numbers written on the overview up to this many FOVs
+UNIT = "\u00b5m"           # SpaceTx field_of_view_0.1.0 tiles/coordinates.json: "measured in micrometers"
+
+
+def nice_length(span):
+    """A scale bar's length: 1, 2 or 5 times a power of ten, about a fifth of ``span``."""
+    target = span / 5.0
+    power = 10 ** math.floor(math.log10(target))
+    return max(m * power for m in (1, 2, 5) if m * power <= target)
+
+
+def _grid_offsets(tables):
+    """Where each FOV goes when none has a stage position: a square grid of cells as large as the
+    largest FOV's pixel extent (with a gap), in FOV order."""
+    size = max([max(p[0] for p in t.overview) for t in tables if t.overview] +
+               [max(p[1] for p in t.overview) for t in tables if t.overview] + [1.0]) * 1.1
+    cols = max(1, int(math.ceil(len(tables) ** 0.5)))
+    return {t.fov: ((i % cols) * size, (i // cols) * size) for i, t in enumerate(tables)}
+
+
+def overview_notes(n_merged, n_placed, n_all):
+    """What overview.png's title adds: FOVs not at their stage position, and missing FOVs."""
+    notes = []
+    if n_merged and not n_placed:
+        notes.append("no FOV has physical coordinates (xc, yc): FOVs on a grid in pixel coordinates, "
+                     "not at their stage positions")
+    elif n_placed < n_merged:
+        notes.append("%d FOVs without physical coordinates (xc, yc) not shown" % (n_merged - n_placed))
+    if n_all > n_merged:
+        notes.append("%d of %d FOVs missing" % (n_all - n_merged, n_all))
+    return notes
+
+
+def _overview_size(xs, ys):
+    """The figure's inches: 10 wide plus the legend, as tall as the experiment's shape asks
+    (a strip of FOVs gets a short picture, not a tall empty one), 4 to 12 inches."""
+    w = (max(xs) - min(xs)) if xs else 1.0
+    h = (max(ys) - min(ys)) if ys else 1.0
+    return 11.5, min(12.0, max(4.0, 8.5 * h / max(w, 1e-12) + 1.5))
+
+
+def plot_overview(merged, gene_order, n_all, title):
+    """overview.png's bytes: every FOV's spots at starfish's physical xc, yc, so each FOV sits at
+    its stage position, coloured by the OVERVIEW_GENES most frequent genes (the others grey), with
+    a scale bar in micrometres. When no FOV has physical coordinates the FOVs are laid out on a
+    grid in pixel coordinates instead, and the picture says so."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+    from mpl_toolkits.axes_grid1.anchored_artists import AnchoredSizeBar
+
+    placed = [t for t in merged if t.overview and t.overview_physical]
+    physical = bool(placed)
+    if not physical:
+        placed = [t for t in merged if t.overview]
+    offsets = {t.fov: (0.0, 0.0) for t in placed} if physical else _grid_offsets(placed)
+    top = gene_order[:OVERVIEW_GENES]
+    cmap = plt.get_cmap("tab10")
+    palette = [cmap(i) for i in (0, 1, 2, 3, 4, 5, 6, 8, 9)] + [(0.0, 0.0, 0.0, 1.0)]  # tab10's grey is "other"'s
+    colours = {g: palette[i] for i, g in enumerate(top)}
+    grey = (0.72, 0.72, 0.72, 1.0)
+
+    xs, ys, cs, grey_xy = [], [], [], ([], [])
+    for t in placed:
+        dx, dy = offsets[t.fov]
+        for x, y, g in t.overview:
+            c = colours.get(g)
+            if c is None:
+                grey_xy[0].append(x + dx)
+                grey_xy[1].append(y + dy)
+            else:
+                xs.append(x + dx)
+                ys.append(y + dy)
+                cs.append(c)
+    n_points = len(xs) + len(grey_xy[0])
+    fig, ax = plt.subplots(figsize=_overview_size(xs + grey_xy[0], ys + grey_xy[1]))
+    size = 10 if n_points <= 2000 else (3 if n_points <= 20000 else 1)
+    if grey_xy[0]:  # under the coloured genes
+        ax.scatter(grey_xy[0], grey_xy[1], color=grey, s=size, linewidths=0)
+    if xs:
+        ax.scatter(xs, ys, c=cs, s=size, linewidths=0)
+    if len(placed) <= LABELLED_FOVS:
+        for t in placed:  # the FOV's number at the top left of its spots, so it hides none
+            dx, dy = offsets[t.fov]
+            ax.text(dx + min(p[0] for p in t.overview), dy + min(p[1] for p in t.overview), str(t.fov),
+                    ha="left", va="bottom", fontsize=8, weight="bold",
+                    bbox=dict(boxstyle="round,pad=0.15", facecolor="white", alpha=0.7, linewidth=0))
+    ax.set_aspect("equal", adjustable="datalim")
+    ax.invert_yaxis()  # y grows downwards, as in the images
+    if physical:
+        ax.set_xlabel("x (%s)" % UNIT)
+        ax.set_ylabel("y (%s)" % UNIT)
+        x0, x1 = ax.get_xlim()
+        if x1 > x0:
+            length = nice_length(x1 - x0)
+            ax.add_artist(AnchoredSizeBar(ax.transData, length, "%g %s" % (length, UNIT), "lower right",
+                                          pad=0.6, frameon=True, size_vertical=(x1 - x0) / 300.0))
+    else:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    notes = overview_notes(len(merged), len(placed) if physical else 0, n_all)
+    handles = [Line2D([0], [0], marker="o", linestyle="", markersize=6, color=colours[g], label=g) for g in top]
+    if len(gene_order) > len(top):
+        handles.append(Line2D([0], [0], marker="o", linestyle="", markersize=6, color=grey,
+                              label="other (%d genes)" % (len(gene_order) - len(top))))
+    if handles:
+        ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9, frameon=False,
+                  title="gene")
+    ax.set_title(title + ("\n" + "; ".join(notes) if notes else ""), fontsize=10)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    plt.close(fig)
+    return buf.getvalue()
+
+
 def write_result(results, name, data, content_type, run_id):
     """Writes one result file whole (starfish_io: temporary name, then rename); a Failure (exit 1)
     saying which file, why and what to do when the disk refuses it."""
@@ -422,10 +676,11 @@ def clear_summary(results, run_id):
 
 # ---------------------------------------------------------------------------------------
 
-def merge(fovs_dir, results, expected, run_id=None, log=None):
+def merge(fovs_dir, results, expected, run_id=None, log=None, recipe=None):
     """Merge the tables under ``fovs_dir`` into ``results``; returns (summary dict, exit code).
 
-    ``expected``: the FOVs the run expects (an iterable of indices, e.g. sio.FovRanges).
+    ``expected``: the FOVs the run expects (an iterable of indices, e.g. sio.FovRanges);
+    ``recipe``: the recipe's URL (STARFISH_RECIPE) when known, for its hash in summary.json.
     """
     log = log or (lambda msg: print(PREFIX + msg, file=sys.stderr))
     t0 = time.time()
@@ -451,8 +706,10 @@ def merge(fovs_dir, results, expected, run_id=None, log=None):
     if unexpected:
         log("note: %d FOV table(s) not in STARFISH_FOVS were merged too: %s"
             % (len(unexpected), sio.format_fov_ranges(unexpected)))
-    panel_fovs = sorted(expected_set | set(found))[:MAX_PANELS]
+    all_fovs = sorted(expected_set | set(found))
+    panel_fovs = all_fovs[:MAX_PANELS]
     panel_set = set(panel_fovs)
+    per_fov_points = max(OVERVIEW_MIN_PER_FOV, OVERVIEW_POINTS // max(1, len(all_fovs)))
 
     texts = _read_many([table_urls[f] for f in found], sio.read_text)
     tables = {}
@@ -463,7 +720,7 @@ def merge(fovs_dir, results, expected, run_id=None, log=None):
             failures[f] = "unreadable output table: %s: %s" % (type(v).__name__, v)
             continue
         try:
-            tables[f] = parse_table(f, v, f in panel_set)
+            tables[f] = parse_table(f, v, f in panel_set, per_fov_points)
         except ValueError as exc:
             failures[f] = "malformed output table %s: %s" % (sio.basename(table_urls[f]), exc)
     texts = None
@@ -495,9 +752,13 @@ def merge(fovs_dir, results, expected, run_id=None, log=None):
     summary["spots_total"] = spots_total
     summary["spots_per_fov"] = collections.OrderedDict((str(t.fov), t.n) for t in merged)
     summary["counts_per_gene"] = collections.OrderedDict((g, genes[g]) for g in gene_order)
-    compute = compute_summary(read_metrics(metrics_urls, expected_set | set(found), log))
+    metrics = read_metrics(metrics_urls, expected_set | set(found), log)
+    compute = compute_summary(metrics)
     if compute is not None:  # runs whose jobs wrote no measurements (older images) have none
         summary["compute"] = compute
+    recipe_id = recipe_identity(recipe, log)
+    if recipe_id is not None:  # the launcher passes STARFISH_RECIPE to the merge (newer control planes)
+        summary["recipe"] = recipe_id
 
     # summary.json goes last and only when every other file is written: it says the merge finished.
     clear_summary(results, run_id)
@@ -507,6 +768,7 @@ def merge(fovs_dir, results, expected, run_id=None, log=None):
     parts = [",".join(LEADING + columns)]
     parts.extend(table_rows(t, columns) for t in merged if t.n)
     write_result(results, "spots.csv", ("\n".join(parts) + "\n").encode("utf-8"), "text/csv", run_id)
+    quality = fov_quality(all_fovs, tables, failures, metrics)
 
     for i, f in enumerate(missing):
         if i == MAX_MISSING_LINES:
@@ -515,7 +777,8 @@ def merge(fovs_dir, results, expected, run_id=None, log=None):
         log("FOV %d missing: %s" % (f, failures[f]))
 
     if not merged:
-        # no plot to draw; the summary still says why each FOV is missing
+        # nothing to count or draw; the quality table and the summary still say why each FOV is missing
+        write_result(results, "fov_quality.csv", quality, "text/csv", run_id)
         write_result(results, "summary.json", summary_bytes, "application/json", run_id)
         raise Failure("no FOV tables found under %s" % fovs_dir, 1)
 
@@ -532,6 +795,16 @@ def merge(fovs_dir, results, expected, run_id=None, log=None):
         traceback.print_exc()
         raise Failure("could not draw spots.png: %s: %s" % (type(exc).__name__, " ".join(str(exc).split())), 1)
     write_result(results, "spots.png", png, "image/png", run_id)
+    write_result(results, "counts_matrix.csv", counts_matrix(merged, gene_order, log), "text/csv", run_id)
+    write_result(results, "fov_quality.csv", quality, "text/csv", run_id)
+    overview_title = "%s: %d spots, %d genes, %d of %d FOVs" % (
+        run_id or results, spots_total, len(genes), len(merged), n_all)
+    try:
+        png = plot_overview(merged, gene_order, n_all, overview_title)
+    except Exception as exc:  # like spots.png: a result the run promises
+        traceback.print_exc()
+        raise Failure("could not draw overview.png: %s: %s" % (type(exc).__name__, " ".join(str(exc).split())), 1)
+    write_result(results, "overview.png", png, "image/png", run_id)
     write_result(results, "summary.json", summary_bytes, "application/json", run_id)
 
     print("merge-results: %smerged %d/%d FOVs, %d spots, %d genes, %d missing -> %s (%.1f s)"
@@ -544,7 +817,8 @@ def main(environ=None):
     environ = os.environ if environ is None else environ
     try:
         job = parse_env(environ)
-        _, code = merge(job.fov_output, job.results_output, job.expected, run_id=job.run_id)
+        _, code = merge(job.fov_output, job.results_output, job.expected, run_id=job.run_id,
+                        recipe=environ.get("STARFISH_RECIPE"))
         return code
     except Failure as f:
         sys.stdout.flush()

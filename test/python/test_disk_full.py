@@ -28,7 +28,9 @@ import process_fov as pf
 import starfish_io as sio
 
 PAGE = 4096
-RESULT_FILES = ["spots.csv", "spots.png", "summary.json"]
+# the order merge-results writes its files in: summary.json last
+WRITE_ORDER = ["spots.csv", "spots.png", "counts_matrix.csv", "fov_quality.csv", "overview.png", "summary.json"]
+RESULT_FILES = sorted(WRITE_ORDER)
 PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"
 GENES = ["ACTB", "GAPDH", "VIM", "KRT8", "MALAT1", "EEF1A1"]
 
@@ -145,8 +147,8 @@ def assert_whole_or_failed(code, line, results, reference):
     found = read_all(results)
     assert not [n for n in found if n not in RESULT_FILES], sorted(found)  # no temporary file left
     for name, body in found.items():
-        if name == "spots.png":
-            assert body.startswith(b"\x89PNG") and body.endswith(PNG_END), "a cut-short spots.png"
+        if name.endswith(".png"):
+            assert body.startswith(b"\x89PNG") and body.endswith(PNG_END), "a cut-short %s" % name
         else:
             assert body == reference[name], "a partial %s" % name
     if code == 0:
@@ -168,11 +170,14 @@ def merge_in_process(capsys, monkeypatch, out, results, disk):
 
 def test_merge_on_an_injected_full_disk_at_every_boundary(merge_case, tmp_path, capsys, monkeypatch):
     out, reference = merge_case
-    csv_n, png_n, summary_n = (len(reference[n]) for n in RESULT_FILES)
-    # (bytes the disk takes, the file that does not fit: None when all fit)
-    cases = [(0, "spots.csv"), (1, "spots.csv"), (csv_n - 1, "spots.csv"), (csv_n, "spots.png"),
-             (csv_n + png_n // 2, "spots.png"), (csv_n + png_n - 1, "spots.png"), (csv_n + png_n, "summary.json"),
-             (csv_n + png_n + summary_n - 1, "summary.json"), (csv_n + png_n + summary_n, None)]
+    # (bytes the disk takes, the file that does not fit: None when all fit): at each file's first,
+    # middle and last byte, in the order they are written
+    cases, before = [], 0
+    for name in WRITE_ORDER:
+        n = len(reference[name])
+        cases += [(before, name), (before + n // 2, name), (before + n - 1, name)]
+        before += n
+    cases += [(1, "spots.csv"), (before, None)]
     for i, (free, fails_at) in enumerate(cases):
         results = str(tmp_path / ("results-%d" % i))
         code, line = merge_in_process(capsys, monkeypatch, out, results, FullDisk(free))
@@ -191,7 +196,8 @@ def test_a_failed_merge_removes_the_summary_an_earlier_merge_wrote(merge_case, t
             fh.write(body)
     code, line = merge_in_process(capsys, monkeypatch, out, results, FullDisk(len(reference["spots.csv"])))
     assert code == 1 and line == write_failure_line("spots.png", results)
-    assert sorted(os.listdir(results)) == ["spots.csv", "spots.png"]  # the old plot, but no summary
+    # the earlier merge's other files, but no summary
+    assert sorted(os.listdir(results)) == [n for n in RESULT_FILES if n != "summary.json"]
 
 
 @pytest.mark.parametrize("code, said, step", [
@@ -317,9 +323,11 @@ def pages(n):
 
 def test_merge_on_a_full_tmpfs_at_several_sizes(merge_case, tiny_disk):
     out, reference = merge_case
-    csv_p, png_p, summary_p = (pages(len(reference[n])) for n in RESULT_FILES)
-    total = csv_p + png_p + summary_p
-    exact = {0: "spots.csv", csv_p: "spots.png", csv_p + png_p: "summary.json", total: None}
+    exact, total = {}, 0
+    for name in WRITE_ORDER:  # the pages before each file: it is the one that does not fit
+        exact.setdefault(total, name)
+        total += pages(len(reference[name]))
+    exact[total] = None
     for free in sorted(set(range(0, total + 1)) | set(exact)):
         results = os.path.join(tiny_disk, "results-%d" % free)
         filler = fill(tiny_disk, free)

@@ -14,6 +14,7 @@ import merge_results as mr
 import starfish_io
 
 HEADER = ["fov", "x", "y", "z", "target", "quality"]
+RESULT_FILES = ["counts_matrix.csv", "fov_quality.csv", "overview.png", "spots.csv", "spots.png", "summary.json"]
 GENES = ["ACTB", "GAPDH", "VIM", "KRT8", "HLA-A, HLA-B"]
 
 
@@ -69,7 +70,7 @@ def test_merge_equals_inputs(tmp_path):
 
     # reads STARFISH_FOV_OUTPUT, writes STARFISH_RESULTS_OUTPUT, and nothing else
     assert sorted(os.listdir(out)) == tables_before
-    assert sorted(os.listdir(results)) == ["spots.csv", "spots.png", "summary.json"]
+    assert sorted(os.listdir(results)) == RESULT_FILES
     assert sorted(os.listdir(str(tmp_path))) == ["elsewhere", "outputs"]
     assert "merge-results: run %s: merged 7/7 FOVs" % RUN_ID in r.stdout
 
@@ -161,7 +162,11 @@ def test_no_tables_at_all(tmp_path):
     s = summary_of(results)  # the summary is still written, so the reasons can be reported
     assert s["fovs_processed"] == 0 and s["failures"] == {"0": "FOV 0: tile not found: /x.tiff",
                                                           "1": "no output table"}
-    assert sorted(os.listdir(results)) == ["spots.csv", "summary.json"]
+    # the quality table says why each FOV is missing; there is nothing to count or to draw
+    assert sorted(os.listdir(results)) == ["fov_quality.csv", "spots.csv", "summary.json"]
+    assert read_rows(os.path.join(results, "fov_quality.csv"))[1:] == [
+        ["0", "failed", "", "", "", "", "FOV 0: tile not found: /x.tiff"],
+        ["1", "no output", "", "", "", "", "no output table"]]
 
 
 def test_fov_output_absent(tmp_path):
@@ -234,6 +239,19 @@ def test_end_to_end_process_then_merge(synthetic, tmp_path):
     merged = read_rows(os.path.join(results, "spots.csv"))[1:]
     assert merged == per_fov[0] + per_fov[1] + per_fov[2]
     assert s["spots_total"] == len(merged) >= 228
+    # the tables a biologist opens agree with the spots
+    matrix = read_rows(os.path.join(results, "counts_matrix.csv"))
+    assert matrix[0] == ["target", "fov_000", "fov_001", "fov_002"]
+    assert [sum(int(row[k]) for row in matrix[1:]) for k in (1, 2, 3)] == [len(t) for t in per_fov]
+    quality = read_rows(os.path.join(results, "fov_quality.csv"))
+    assert [row[:3] for row in quality[1:]] == [["0", "processed", str(len(per_fov[0]))],
+                                               ["1", "processed", str(len(per_fov[1]))],
+                                               ["2", "processed", str(len(per_fov[2]))], ["3", "no output", ""]]
+    assert all(row[3] and row[4] and row[5] for row in quality[1:4])  # quality and the jobs' own metrics
+    assert sorted(os.listdir(results)) == RESULT_FILES
+    # the numpy recipe gives starfish's physical xc, yc: the overview places the FOVs by them
+    table = mr.parse_table(0, open(os.path.join(out, "fov_000.csv")).read(), False, 10)
+    assert table.overview_physical
 
 
 # ---------------------------------------------------------------------------------------
@@ -461,3 +479,160 @@ def test_end_to_end_packed_child_then_merge(synthetic, tmp_path):
     assert sorted(x["fov"] for x in c["slowest"]) == [0, 1, 2]
     assert all(x["wall_seconds"] >= 0.3 for x in c["slowest"])
     assert 0 < c["peak_rss_mib"]["p50"] <= c["peak_rss_mib"]["p90"] <= c["peak_rss_mib"]["max"]
+
+
+# ---------------------------------------------------------------------------------------
+# what a biologist opens: counts_matrix.csv, fov_quality.csv, overview.png, the recipe's hash
+
+def spots(fov, genes, xc=None, yc=None):
+    """Table text of one spot per gene in ``genes`` (quality 0.5 and 1.0 alternating), with
+    physical xc, yc at (xc + i, yc + i) when given."""
+    head = "fov,x,y,z,target,quality" + (",xc,yc" if xc is not None else "") + "\n"
+    rows = []
+    for i, g in enumerate(genes):
+        cell = '"%s"' % g.replace('"', '""') if ("," in g or '"' in g) else g
+        row = "%d,%d.00,%d.00,0,%s,%s" % (fov, 10 + i, 10 + i, cell, "0.500" if i % 2 else "1.000")
+        if xc is not None:
+            row += ",%g,%g" % (xc + i, yc + i)
+        rows.append(row + "\n")
+    return head + "".join(rows)
+
+
+def test_counts_matrix_is_genes_by_fovs(tmp_path):
+    out, results = locations(tmp_path)
+    write_text(out, 0, spots(0, ["VIM", "ACTB", "ACTB", "KRT8"]))
+    write_text(out, 2, spots(2, ["ACTB", "VIM", "VIM", "VIM"]))
+    write_text(out, 3, spots(3, []))                       # processed, 0 spots: a column of zeros
+    r = run_script(MERGE_RESULTS, **merge_env(out, results, "0-3"))
+    assert r.code == 0, r
+    assert read_rows(os.path.join(results, "counts_matrix.csv")) == [
+        ["target", "fov_000", "fov_002", "fov_003"],       # the merged FOVs in order; FOV 1 has no table
+        ["VIM", "1", "3", "0"],                            # most spots first
+        ["ACTB", "2", "1", "0"],
+        ["KRT8", "1", "0", "0"]]
+    assert summary_of(results)["counts_per_gene"] == {"VIM": 4, "ACTB": 3, "KRT8": 1}
+
+
+def test_counts_matrix_gene_names_cannot_break_the_csv_or_run_in_a_spreadsheet(tmp_path):
+    out, results = locations(tmp_path)
+    write_text(out, 0, spots(0, ["HLA-A, HLA-B", '=HYPERLINK("http://x")', "-5", "'=already"]))
+    r = run_script(MERGE_RESULTS, **merge_env(out, results, "0"))
+    assert r.code == 0, r
+    rows = read_rows(os.path.join(results, "counts_matrix.csv"))
+    assert sorted(row[0] for row in rows[1:]) == sorted(
+        ["HLA-A, HLA-B", '\'=HYPERLINK("http://x")', "-5", "'=already"])  # a number stays a number
+    assert all(len(row) == 2 and row[1] == "1" for row in rows[1:])
+
+
+def test_fov_quality_lists_every_fov_with_what_is_known(tmp_path):
+    out, results = locations(tmp_path)
+    write_text(out, 0, spots(0, ["ACTB", "VIM", "KRT8", "ACTB"]))   # quality 1, .5, 1, .5
+    write_text(out, 1, spots(1, []))
+    write_metrics(out, 0, 42.5, 40.1, 1843.2)
+    write_raw_metrics(out, 1, '{"fov": 1, "wall_seconds": "soon"}')  # unusable: left out, cells empty
+    with open(os.path.join(out, "fov_002.error.json"), "w") as fh:
+        json.dump({"fov": 2, "reason": "=FOV 2: tile not found,\nr1"}, fh)
+    write_metrics(out, 2, 3.0, 2.0, 512)                           # a failed FOV's time was spent too
+    r = run_script(MERGE_RESULTS, **merge_env(out, results, "0-3"))
+    assert r.code == 0, r
+    assert read_rows(os.path.join(results, "fov_quality.csv")) == [
+        ["fov", "status", "spots", "mean_quality", "wall_seconds", "peak_rss_mib", "reason"],
+        ["0", "processed", "4", "0.75", "42.5", "1843.2", ""],
+        ["1", "processed", "0", "", "", "", ""],
+        ["2", "failed", "", "", "3", "512", "'=FOV 2: tile not found, r1"],
+        ["3", "no output", "", "", "", "", "no output table"]]
+
+
+def test_mean_quality_ignores_cells_that_are_not_numbers(tmp_path):
+    text = "fov,x,y,z,target,quality\n0,1,1,0,A,0.25\n0,1,1,0,A,\n0,1,1,0,A,nan\n0,1,1,0,A,high\n0,1,1,0,A,0.75\n"
+    assert mr.parse_table(0, text, False).mean_quality() == 0.5
+    assert mr.parse_table(0, "fov,x,y,z,target,quality\n", False).mean_quality() is None
+
+
+def test_the_recipe_that_made_the_results_is_in_the_summary(tmp_path):
+    import hashlib
+    out, results = locations(tmp_path)
+    write_text(out, 0, spots(0, ["ACTB"]))
+    with open(NUMPY_RECIPE, "rb") as fh:
+        digest = hashlib.sha256(fh.read()).hexdigest()
+    r = run_script(MERGE_RESULTS, STARFISH_RECIPE=NUMPY_RECIPE, **merge_env(out, results, "0"))
+    assert r.code == 0, r
+    assert summary_of(results)["recipe"] == {"url": NUMPY_RECIPE, "sha256": digest}
+
+
+def test_without_a_readable_recipe_the_summary_has_no_hash(tmp_path):
+    out, results = locations(tmp_path)
+    write_text(out, 0, spots(0, ["ACTB"]))
+    r = run_script(MERGE_RESULTS, **merge_env(out, results, "0"))   # an older launcher: not passed
+    assert r.code == 0 and "recipe" not in summary_of(results)
+    gone = str(tmp_path / "gone.py")
+    r = run_script(MERGE_RESULTS, STARFISH_RECIPE=gone, **merge_env(out, results, "0"))
+    assert r.code == 0, r                                           # the results stand without it
+    assert "recipe" not in summary_of(results)
+    assert "note: summary.json has no recipe hash: %s cannot be read" % gone in r.stderr
+
+
+def cluster(fov, n, xc=None, yc=None):
+    """Table text of ``n`` ACTB spots within a pixel of (10, 10), at stage position (xc, yc) when given."""
+    head = "fov,x,y,z,target,quality" + (",xc,yc" if xc is not None else "") + "\n"
+    return head + "".join("%d,%.1f,%.1f,0,ACTB,1.0%s\n" % (fov, 10 + i % 2, 10 + i % 3 * 0.5,
+                                                          ",%g,%g" % (xc + i % 2, yc + i % 3 * 0.5)
+                                                          if xc is not None else "")
+                          for i in range(n))
+
+
+def coloured_pixels(png_path):
+    """(x, y) of the saturated pixels left of the legend: the coloured spots (text and axes are
+    black or grey; the legend is on the right)."""
+    import numpy as np
+    from PIL import Image
+    rgb = np.asarray(Image.open(png_path).convert("RGB")).astype(int)
+    saturated = (rgb.max(axis=2) - rgb.min(axis=2)) > 80
+    saturated[:, int(rgb.shape[1] * 0.9):] = False
+    ys, xs = np.nonzero(saturated)
+    return xs, ys
+
+
+def test_overview_places_fovs_at_their_stage_positions(tmp_path):
+    """FOV 1 imaged 1 mm below FOV 0 (same pixel coordinates): stacked vertically, not side by side."""
+    out, results = locations(tmp_path)
+    write_text(out, 0, cluster(0, 30, xc=0, yc=0))
+    write_text(out, 1, cluster(1, 30, xc=0, yc=1000))
+    r = run_script(MERGE_RESULTS, **merge_env(out, results, "0-1"))
+    assert r.code == 0, r
+    xs, ys = coloured_pixels(os.path.join(results, "overview.png"))
+    assert len(xs) and (ys.max() - ys.min()) > 5 * (xs.max() - xs.min())
+
+
+def test_overview_without_physical_coordinates_lays_fovs_on_a_grid(tmp_path):
+    out, results = locations(tmp_path)
+    write_text(out, 0, cluster(0, 30))
+    write_text(out, 1, cluster(1, 30))
+    r = run_script(MERGE_RESULTS, **merge_env(out, results, "0-1"))
+    assert r.code == 0, r
+    xs, ys = coloured_pixels(os.path.join(results, "overview.png"))
+    assert len(xs) and (xs.max() - xs.min()) > 5 * (ys.max() - ys.min())   # side by side
+    table = mr.parse_table(0, spots(0, ["ACTB"] * 3), True, 10)
+    assert not table.overview_physical and table.overview[0] == (10.0, 10.0, "ACTB")
+
+
+@pytest.mark.parametrize("merged, placed, total, notes", [
+    (2, 2, 2, []),
+    (2, 0, 2, ["no FOV has physical coordinates (xc, yc): FOVs on a grid in pixel coordinates, "
+               "not at their stage positions"]),
+    (3, 2, 4, ["1 FOVs without physical coordinates (xc, yc) not shown", "1 of 4 FOVs missing"]),
+])
+def test_overview_says_what_it_does_not_show(merged, placed, total, notes):
+    assert mr.overview_notes(merged, placed, total) == notes
+
+
+@pytest.mark.parametrize("span, length", [(100, 20), (1000, 200), (37, 5), (0.001, 0.0002), (12000, 2000)])
+def test_scale_bar_is_a_round_fifth_of_the_width(span, length):
+    assert mr.nice_length(span) == pytest.approx(length)
+
+
+def test_overview_sample_is_capped_per_fov(tmp_path):
+    text = spots(0, ["G%d" % (i % 7) for i in range(1000)], xc=100, yc=200)
+    table = mr.parse_table(0, text, False, 50)
+    assert table.overview_physical and len(table.overview) == 50
+    assert table.overview[0] == (100.0, 200.0, "G0")

@@ -134,6 +134,8 @@ def test_process_and_merge_on_s3(fake_s3, synthetic, capsys):
     written = sorted(k for (b, k) in fake_s3.objects if b == "lab-results")
     assert written == ["outputs/%s/fovs/fov_000.error.json" % RUN_ID, "outputs/%s/fovs/fov_000.metrics.json" % RUN_ID,
                        "outputs/%s/fovs/fov_002.csv" % RUN_ID, "outputs/%s/fovs/fov_002.metrics.json" % RUN_ID,
+                       "outputs/%s/results/counts_matrix.csv" % RUN_ID, "outputs/%s/results/fov_quality.csv" % RUN_ID,
+                       "outputs/%s/results/overview.png" % RUN_ID,
                        "outputs/%s/results/spots.csv" % RUN_ID, "outputs/%s/results/spots.png" % RUN_ID,
                        "outputs/%s/results/summary.json" % RUN_ID]
 
