@@ -41,7 +41,11 @@ describe('a complete local run', () => {
     expect(t).toContain(`Results of run ${run.runId}: ${summary.spots_total} spots from 4/4 FOVs`);
     expect(t.match(/Results of run/g)).toHaveLength(1);
     expect(t).toMatch(/Compute .* of FOV work over 4 FOVs, .* of CPU \(measured by the jobs\)/);
-    expect(h.chat.uploads).toEqual([expect.objectContaining({ filename: `${run.runId}-spots.png` })]);
+    // The whole experiment at its stage positions, then the FOV panels.
+    expect(h.chat.uploads).toEqual([expect.objectContaining({ filename: `${run.runId}-overview.png` }), expect.objectContaining({ filename: `${run.runId}-spots.png` })]);
+    for (const f of ['counts_matrix.csv', 'fov_quality.csv', 'overview.png']) expect(existsSync(path.join(results, f))).toBe(true);
+    expect(t).toContain('counts_matrix.csv —');
+    expect(summary.recipe).toMatchObject({ sha256: expect.stringMatching(/^[0-9a-f]{64}$/) });
 
     // One answer per command: retrying a run that succeeded says why not, and nothing else.
     const before = h.transcript().length;
