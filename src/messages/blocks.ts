@@ -17,7 +17,7 @@ import { actualCost, duration, estimateText, moneyOn, billedCost } from '../run/
 import { formatRanges } from '../run/fov-ranges.js';
 import { RETRY_FIXES } from '../run/failure-kind.js';
 
-export const ACTIONS = { approve: 'approve_run', reject: 'reject_run', cancel: 'cancel_run' } as const;
+export const ACTIONS = { approve: 'approve_run', reject: 'reject_run', cancel: 'cancel_run', retry: 'retry_run' } as const;
 
 const STATUS_LABEL: Record<RunStatus, string> = {
   planned: ':memo: Planned (dry run, nothing submitted)',
@@ -164,6 +164,16 @@ export function rootMessage(m: RunManifest): Message {
       deny: plain('Keep running'),
     };
     blocks.push({ type: 'actions', block_id: `run:${m.runId}`, elements: [cancel] });
+  } else if ((m.status === 'partially-failed' || m.status === 'failed') && m.submissions.length) {
+    // What `/starfish retry` does, one click away: the failed FOVs again, with the recipe copy.
+    const retry = button('Retry failed FOVs', ACTIONS.retry, m.runId, 'primary');
+    retry.confirm = {
+      title: plain('Retry the failed FOVs?'),
+      text: md(`This reruns the failed FOVs of run ${id(m.runId)} with the recipe as it was at launch, then merges again. A recipe or data error fails the same way: see the advice in the thread.`),
+      confirm: plain('Retry'),
+      deny: plain('Not now'),
+    };
+    blocks.push({ type: 'actions', block_id: `retry:${m.runId}`, elements: [retry] });
   }
   blocks.push(context(`run id \`${id(m.runId)}\` · /starfish status ${id(m.runId)}`));
   const text = `starfish run ${id(m.runId)}: ${STATUS_LABEL[m.status].replace(/^:[a-z_]+: /, '')}${m.submissions.length ? ` — ${progressLine(m)}` : ''}`;

@@ -15,7 +15,7 @@ const EMOJI: Record<string, string> = {
 };
 
 /** The typed equivalent of each button, so the console takes button actions as commands. */
-const TYPED: Record<string, string> = { [ACTIONS.approve]: 'approve', [ACTIONS.reject]: 'reject', [ACTIONS.cancel]: 'cancel' };
+const TYPED: Record<string, string> = { [ACTIONS.approve]: 'approve', [ACTIONS.reject]: 'reject', [ACTIONS.cancel]: 'cancel', [ACTIONS.retry]: 'retry' };
 
 function mrkdwnToText(text: string): string {
   return text

@@ -58,10 +58,11 @@ export interface SlackAppOptions {
   logger?: BoltLogger;
 }
 
-const BUTTONS: ReadonlyArray<[actionId: string, command: 'approve' | 'reject' | 'cancel']> = [
+const BUTTONS: ReadonlyArray<[actionId: string, command: 'approve' | 'reject' | 'cancel' | 'retry']> = [
   [ACTIONS.approve, 'approve'],
   [ACTIONS.reject, 'reject'],
   [ACTIONS.cancel, 'cancel'],
+  [ACTIONS.retry, 'retry'],
 ];
 
 /** An ephemeral slash-command response carrying one of our messages. */

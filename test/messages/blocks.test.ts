@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { failureDigest, resultsMessage, rootMessage } from '../../src/messages/blocks.js';
+import { ACTIONS, failureDigest, resultsMessage, rootMessage } from '../../src/messages/blocks.js';
 import { LIMITS, type Message } from '../../src/messages/message.js';
 import { renderText } from '../../src/messages/text.js';
 import type { FovFailure } from '../../src/run/manifest.js';
@@ -67,6 +67,22 @@ describe('Block Kit limits', () => {
     );
     withinLimits(m);
     for (const name of ['counts_matrix.csv', 'fov_quality.csv', 'overview.png']) expect(renderText(m)).toContain(`• ${name} — s3://x/${name} · download (${link(name)})`);
+  });
+});
+
+describe('the Retry button', () => {
+  it('is on a finished run with failures, asks for confirmation, and reads as the command in the console', () => {
+    const submission = { round: 0, submittedAt: '2026-11-25T10:00:00.000Z', fovs: '0-3', arrays: [] };
+    const m = rootMessage(manifest({ status: 'partially-failed', submissions: [submission] }));
+    withinLimits(m);
+    const actions = m.blocks.find((b) => b.type === 'actions') as { elements: Array<{ action_id: string; value: string; confirm?: unknown }> } | undefined;
+    expect(actions?.elements.map((e) => [e.action_id, e.value])).toEqual([[ACTIONS.retry, '261125-k3f9']]);
+    expect(actions?.elements[0]!.confirm).toBeDefined();
+    expect(renderText(m)).toContain('[Retry failed FOVs: /starfish retry 261125-k3f9]');
+    // Not on a run that never started, nor on one that succeeded.
+    for (const over of [{ status: 'failed' as const, submissions: [] }, { status: 'succeeded' as const, submissions: [submission] }]) {
+      expect(JSON.stringify(rootMessage(manifest(over)).blocks)).not.toContain(ACTIONS.retry);
+    }
   });
 });
 

@@ -162,6 +162,12 @@ describe('slash commands and buttons through Slack', () => {
     expect(updatesOf(runId).some((c) => textOf(c.body).includes('Succeeded'))).toBe(true);
     // every update edits the root message in place
     expect(updatesOf(runId).every((c) => c.body.ts === results.body.thread_ts && c.body.channel === root.body.channel)).toBe(true);
+    // A run that succeeded offers no retry; a Retry click (from an older message) gets one answer saying why not.
+    expect(JSON.stringify(updatesOf(runId).at(-1)!.body.blocks)).not.toContain(ACTIONS.retry);
+    expect((await h.click(ACTIONS.retry, runId, ALICE)).status).toBe(200);
+    const answer = await waitFor('the answer to the Retry click', () => h.standIn.ok('chat.postEphemeral').find((c) => c.body.user === ALICE && textOf(c.body).includes(`Run ${runId} is succeeded`)));
+    expect(textOf(answer.body)).toContain('retry reruns the failed FOVs of a run that has finished with failures');
+    expect(h.executor.runs.filter((r) => r === runId)).toHaveLength(1);
   });
 
   it('rejected: chat.update shows who rejected, and nothing is submitted', async () => {
