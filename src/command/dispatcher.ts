@@ -168,7 +168,8 @@ async function cancelOrRetry(deps: DispatchDeps, command: CommandOf<'cancel' | '
 
 /** Whether the caller is an approver is the launcher's check, where the run is read. */
 async function decide(bus: Bus, command: CommandOf<'approve' | 'reject'>, caller: Caller): Promise<undefined> {
-  await bus.publish({ type: command.name === 'approve' ? 'RunApproved' : 'RunRejected', ...asker(caller), runId: command.runId });
+  if (command.name === 'approve') await bus.publish({ type: 'RunApproved', ...asker(caller), runId: command.runId });
+  else await bus.publish({ type: 'RunRejected', ...asker(caller), runId: command.runId, ...(command.reason ? { reason: command.reason } : {}) });
   return undefined;
 }
 

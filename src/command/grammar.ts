@@ -15,7 +15,7 @@ export type Command =
   | { name: 'cancel'; runId: string }
   | { name: 'retry'; runId: string }
   | { name: 'approve'; runId: string }
-  | { name: 'reject'; runId: string }
+  | { name: 'reject'; runId: string; reason?: string }
   | { name: 'stage'; source: string; as?: string }
   | { name: 'help'; topic?: string };
 
@@ -35,7 +35,7 @@ export const EXAMPLES = {
   cancel: '/starfish cancel 261125-k3f9',
   retry: '/starfish retry 261125-k3f9',
   approve: '/starfish approve 261125-k3f9',
-  reject: '/starfish reject 261125-k3f9',
+  reject: '/starfish reject 261125-k3f9 use the spot queue for runs this size',
   stage: '/starfish stage https://d2nhj9g34unfro.cloudfront.net/20181005/ISS-TEST/experiment.json as=iss-test',
   help: '/starfish help run',
 } as const satisfies Record<Subcommand, string>;
@@ -227,6 +227,19 @@ function parseRunIdCommand(name: RunIdCommand, args: string[]): Result<Command> 
   return ok({ name, runId: runId.value });
 }
 
+/** The longest reason a rejection carries: a sentence for the requester, not a letter. */
+const MAX_REASON_CHARS = 300;
+
+/** reject <run-id> [reason…]: the words after the run id tell the requester why. */
+function parseReject(args: string[]): Result<Command> {
+  const [first, ...words] = args;
+  const run = parseRunIdCommand('reject', first === undefined ? [] : [first]);
+  if (!run.ok || run.value.name !== 'reject') return run;
+  const reason = words.join(' ').trim();
+  if (reason.length > MAX_REASON_CHARS) return refuse(`the reason is ${reason.length} characters; at most ${MAX_REASON_CHARS} are kept. Example: ${EXAMPLES.reject}`);
+  return ok(reason ? { ...run.value, reason } : run.value);
+}
+
 function parseList(args: string[]): Result<Command> {
   return args.length ? refuse(`list takes no arguments. Example: ${EXAMPLES.list}`) : ok({ name: 'list' });
 }
@@ -268,7 +281,7 @@ const PARSERS: Record<Subcommand, (args: string[]) => Result<Command>> = {
   cancel: (args) => parseRunIdCommand('cancel', args),
   retry: (args) => parseRunIdCommand('retry', args),
   approve: (args) => parseRunIdCommand('approve', args),
-  reject: (args) => parseRunIdCommand('reject', args),
+  reject: parseReject,
   stage: parseStage,
   help: parseHelp,
 };

@@ -13,7 +13,7 @@ Large runs may wait for an approver. Example: \`${EXAMPLES.run}\``,
   retry: `*retry &lt;run-id&gt;* — rerun only the failed FOVs of a finished run with the recipe as it was at launch, and merge again (for an edited recipe, start a new run with fovs=…). Example: \`${EXAMPLES.retry}\``,
   stage: `*stage &lt;experiment.json URL&gt; [as=NAME]* — copy a whole experiment into the lab's store (the team bucket on AWS). Example: \`${EXAMPLES.stage}\``,
   approve: `*approve &lt;run-id&gt;* — the typed form of the Approve button. Example: \`${EXAMPLES.approve}\``,
-  reject: `*reject &lt;run-id&gt;* — the typed form of the Reject button. Example: \`${EXAMPLES.reject}\``,
+  reject: `*reject &lt;run-id&gt; [reason]* — the typed form of the Reject button; the words after the run id tell the requester why. Example: \`${EXAMPLES.reject}\``,
   help: `*help [command]* — this text. Example: \`${EXAMPLES.help}\``,
 };
 

@@ -157,7 +157,8 @@ export class Launcher {
     const { policy } = this.deps;
     const members = await this.approverGroupMembers();
     const decision = event.type === 'RunApproved' ? 'approved' : 'rejected';
-    await this.onRun(event, { type: 'decision', decision, by: event.userId }, (m) => checkApprover(policy, m, event.userId, members));
+    const reason = event.type === 'RunRejected' ? event.reason : undefined;
+    await this.onRun(event, { type: 'decision', decision, by: event.userId, ...(reason ? { reason } : {}) }, (m) => checkApprover(policy, m, event.userId, members));
   }
 
   /** Cancel and retry: by the requester, an approver or an admin, as the policy says. */

@@ -55,13 +55,13 @@ function decideApproval(m: RunManifest, fact: Extract<Fact, { type: 'decision' }
     const by = m.approval.decidedBy ? ` by <@${m.approval.decidedBy}>` : '';
     return { next: undefined, effects: [answer(`Run ${m.runId} is already ${m.approval.decision ?? m.status}${by}; nothing to do.`)] };
   }
-  const approval = { ...m.approval, decision: fact.decision, decidedBy: fact.by, decidedAt: new Date(ctx.now).toISOString() };
+  const approval = { ...m.approval, decision: fact.decision, decidedBy: fact.by, decidedAt: new Date(ctx.now).toISOString(), ...(fact.reason ? { reason: fact.reason } : {}) };
   // The requester hears of the decision where they look for their run: its thread, with a mention.
   const told = (text: string): Effect[] => (fact.by === m.requester.userId ? [] : [{ type: 'notice', text: `<@${m.requester.userId}>, ${text}` }]);
   if (fact.decision === 'rejected') {
     return {
       next: { ...m, status: 'rejected', approval },
-      effects: [{ type: 'update-root' }, ...told(`run ${m.runId} was rejected by <@${fact.by}>; nothing was submitted.`), done(`You rejected run ${m.runId}.`)],
+      effects: [{ type: 'update-root' }, ...told(`run ${m.runId} was rejected by <@${fact.by}>${fact.reason ? `: “${escapeMrkdwn(fact.reason)}”` : ''}; nothing was submitted.`), done(`You rejected run ${m.runId}.`)],
     };
   }
   const pendingSubmission = { round: 0, fovs: m.plan.fovs };

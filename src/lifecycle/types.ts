@@ -41,7 +41,7 @@ export type Fact =
       /** A job of the round waiting in RUNNABLE longer than the stuck threshold. */
       stuck?: { minutes: number; reason?: string };
     }
-  | { type: 'decision'; decision: 'approved' | 'rejected'; by: string }
+  | { type: 'decision'; decision: 'approved' | 'rejected'; by: string; reason?: string }
   | { type: 'cancel'; by: string }
   | { type: 'retry'; by: string }
   | { type: 'submitted'; submission: Submission }

@@ -119,7 +119,7 @@ function decisionLine(m: RunManifest): string | undefined {
   }
   if (!a.required) return undefined;
   if (a.decision === 'approved') return `Approved by ${decider(a.decidedBy)} at ${when(a.decidedAt)}`;
-  if (a.decision === 'rejected') return `Rejected by ${decider(a.decidedBy)} at ${when(a.decidedAt)}`;
+  if (a.decision === 'rejected') return `Rejected by ${decider(a.decidedBy)} at ${when(a.decidedAt)}${a.reason ? `: “${untrusted(a.reason, 300)}”` : ''}`;
   if (a.decision === 'expired') return `Approval expired at ${when(a.decidedAt)}`;
   return `Needs approval: ${a.reasons.map((r) => untrusted(r, 300)).join('; ')}. Expires ${when(a.expiresAt)}.`;
 }

@@ -110,6 +110,8 @@ const approvalSchema = z.object({
   decision: z.enum(['approved', 'rejected', 'expired']).optional(),
   decidedBy: z.string().optional(),
   decidedAt: z.string().optional(),
+  /** Why it was rejected, as the approver typed it (shown escaped). */
+  reason: z.string().max(300).optional(),
 });
 
 const resultsSchema = z.object({

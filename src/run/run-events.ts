@@ -7,7 +7,7 @@ const who = { userId: z.string().min(1), channel: z.string().min(1), responseUrl
 export const runEventSchema = z.discriminatedUnion('type', [
   z.object({ type: z.literal('RunRequested'), ...who, request: runRequestSchema, requestId: z.string().uuid().optional() }),
   z.object({ type: z.literal('RunApproved'), ...who, runId: z.string() }),
-  z.object({ type: z.literal('RunRejected'), ...who, runId: z.string() }),
+  z.object({ type: z.literal('RunRejected'), ...who, runId: z.string(), reason: z.string().max(300).optional() }),
   z.object({ type: z.literal('RunCancelled'), ...who, runId: z.string() }),
   z.object({ type: z.literal('RunRetryRequested'), ...who, runId: z.string() }),
   z.object({

@@ -29,6 +29,12 @@ describe('run', () => {
     });
   });
 
+  it('reject takes a reason after the run id, for the requester; too long a reason is refused', () => {
+    expect(ok('reject 261125-k3f9 use the spot queue for runs this size')).toEqual({ name: 'reject', runId: '261125-k3f9', reason: 'use the spot queue for runs this size' });
+    expect(ok('reject 261125-k3f9')).toEqual({ name: 'reject', runId: '261125-k3f9' });
+    expect(error(`reject 261125-k3f9 ${'why '.repeat(100)}`)).toMatch(/the reason is \d+ characters; at most 300 are kept\. Example: \/starfish reject 261125-k3f9 use the spot queue/);
+  });
+
   it('reads a file:// URL as the path it names (the local backend reads paths)', () => {
     expect(ok('run file:///data/iss/experiment.json recipe=file:///data/recipes/my%20recipe.py')).toMatchObject({ request: { experiment: '/data/iss/experiment.json', recipe: '/data/recipes/my recipe.py' } });
     expect(ok('stage file:///data/iss/experiment.json as=iss')).toEqual({ name: 'stage', source: '/data/iss/experiment.json', as: 'iss' });

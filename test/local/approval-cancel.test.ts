@@ -50,7 +50,7 @@ describe('approval', () => {
 
   it('a rejected run never submits', async () => {
     const { home, h, run } = await heldRun();
-    await h.command(`reject ${run.runId}`, { userId: 'pi', channel: 'lab' });
+    await h.command(`reject ${run.runId} too many FOVs for the <!channel> budget`, { userId: 'pi', channel: 'lab' });
     await h.system.settle();
     await h.command(`approve ${run.runId}`, { userId: 'pi', channel: 'lab' });
     await h.system.settle();
@@ -58,7 +58,11 @@ describe('approval', () => {
     expect(after.status).toBe('rejected');
     expect(after.submissions).toEqual([]);
     expect(h.transcript()).toMatch(/Rejected by @pi/);
-    expect(h.transcript()).toContain(`│ @tester, run ${run.runId} was rejected by @pi; nothing was submitted.`);
+    // The reason reaches the run's message and the requester (in Slack as text: a typed <!channel>
+    // is escaped there and pings nobody; test/messages/escaping.test.ts).
+    expect(after.approval.reason).toBe('too many FOVs for the <!channel> budget');
+    expect(h.transcript()).toMatch(/Rejected by @pi at \S+: “too many FOVs for the <!channel> budget”/);
+    expect(h.transcript()).toContain(`│ @tester, run ${run.runId} was rejected by @pi: “too many FOVs for the <!channel> budget”; nothing was submitted.`);
     expect(h.transcript()).toMatch(new RegExp(`Run ${run.runId} is already rejected by @pi; nothing to do`));
     await removeDir(home);
   });

@@ -198,6 +198,16 @@ describe('run names, URLs and ids from a manifest', () => {
     const m = manifest({ requester: { userId: '!channel', channel: 'C1' }, approval: { required: true, reasons: [], decision: 'approved', decidedBy: 'U1|x> <!here', decidedAt: 'now' } });
     expect(markupOf(rootMessage(m))).toEqual([]);
   });
+
+  it('a rejection reason as the approver typed it is text: escaped, never a ping or a link', () => {
+    const reason = 'too big <!channel> see <https://evil.example|the policy>';
+    const m = manifest({ status: 'rejected', approval: { required: true, reasons: [], decision: 'rejected', decidedBy: 'U0PI', decidedAt: 'now', reason } });
+    // Only the mentions the code writes: the requester (U1) and the decider.
+    expect(markupOf(rootMessage(m)).sort()).toEqual(['<@U0PI>', '<@U1>']);
+    expect(JSON.stringify(rootMessage(m).blocks)).toContain('too big &lt;!channel&gt; see &lt;https://evil.example|the policy&gt;');
+    const [, notice] = decide(manifest({ status: 'awaiting-approval', approval: { required: true, reasons: ['x'] } }), { type: 'decision', decision: 'rejected', by: 'U0PI', reason }, { now: 0, settings: { progressIntervalMs: 0, digestIntervalMs: 0 } }).effects;
+    expect(notice).toMatchObject({ type: 'notice', text: expect.stringContaining('“too big &lt;!channel&gt; see &lt;https://evil.example|the policy&gt;”') });
+  });
 });
 
 describe('notices composed elsewhere (staging, refusals)', () => {
