@@ -52,7 +52,7 @@ __all__ = [
     "read_bytes", "read_text", "write_bytes", "write_text", "write_failure", "exists", "remove",
     "list_prefix", "set_s3_client", "local_path", "INTERMEDIATE_TAGS",
     "fov_name", "FovRanges", "parse_fov_ranges", "format_fov_ranges", "MAX_FOV_INDEX",
-    "EnvError", "env_value", "require_env", "require_output_env", "require_fovs_env",
+    "csv_text", "EnvError", "env_value", "require_env", "require_output_env", "require_fovs_env",
     "require_fov_plan_env",
     "UrlRefused", "address_refusal", "check_https_url", "resolve_https", "https_get",
     "resolve_reference", "local_files", "set_https_test_options", "PinnedHTTPSConnection",
@@ -922,6 +922,33 @@ def parse_fov_ranges(text):
 def format_fov_ranges(indices):
     """[1, 2, 3, 7, 9, 10] -> '1-3,7,9-10'."""
     return str(FovRanges((i, i) for i in indices))
+
+
+# ---------------------------------------------------------------------------------------
+# job-written text in the CSV files a person opens
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_FORMULA = ("=", "+", "-", "@")  # what a spreadsheet would run as a formula
+
+
+def csv_text(value, limit):
+    """Text a recipe or a job wrote, as one CSV cell a spreadsheet shows and never runs: one line,
+    at most ``limit`` characters, a leading = + - @ made literal with a quote unless it is a
+    number. (csv.writer adds the quoting of commas and quotes.)"""
+    s = " ".join(_CONTROL.sub(" ", str(value)).split())
+    if len(s) > limit:
+        s = s[:limit - 3] + "..."
+    if s[:1] in _FORMULA and not _parses_as_number(s):
+        s = "'" + s
+    return s
+
+
+def _parses_as_number(s):
+    try:
+        float(s)
+        return True
+    except ValueError:
+        return False
 
 
 # ---------------------------------------------------------------------------------------

@@ -390,22 +390,6 @@ def compute_summary(metrics):
 
 MAX_MATRIX_GENES = 2000   # rows of counts_matrix.csv (genes by total); a panel has a few hundred
 MAX_REASON = 200          # characters of a failure reason in fov_quality.csv
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_FORMULA = ("=", "+", "-", "@")  # what a spreadsheet would run as a formula
-
-
-def csv_text(value, limit=MAX_REASON):
-    """Job-written text as one CSV cell a spreadsheet shows and never runs, as process-fov writes
-    its cells: one line, capped, a leading = + - @ made literal with a quote unless a number.
-    (csv.writer adds the quoting of commas and quotes.)"""
-    s = " ".join(_CONTROL.sub(" ", str(value)).split())
-    if len(s) > limit:
-        s = s[:limit - 3] + "..."
-    if s[:1] in _FORMULA and _finite(s) is None:
-        s = "'" + s
-    return s
-
-
 def _csv_bytes(rows):
     buf = io.StringIO()
     csv.writer(buf, lineterminator="\n").writerows(rows)
@@ -420,7 +404,7 @@ def counts_matrix(merged, gene_order, log):
         log("note: %d genes; counts_matrix.csv keeps the %d with the most spots (all are in summary.json)"
             % (len(gene_order), len(genes)))
     rows = [["target"] + [sio.fov_name(t.fov) for t in merged]]
-    rows.extend([csv_text(g)] + [t.genes.get(g, 0) for t in merged] for g in genes)
+    rows.extend([sio.csv_text(g, MAX_REASON)] + [t.genes.get(g, 0) for t in merged] for g in genes)
     return _csv_bytes(rows)
 
 
@@ -444,7 +428,7 @@ def fov_quality(fovs, tables, failures, metrics):
         rows.append([f, _status(f, tables, failures), t.n if t is not None else "",
                      "%.4g" % q if q is not None else "",
                      "%g" % m["wall_seconds"] if m else "", "%g" % m["peak_rss_mib"] if m else "",
-                     csv_text(failures[f]) if f in failures else ""])
+                     sio.csv_text(failures[f], MAX_REASON) if f in failures else ""])
     return _csv_bytes(rows)
 
 

@@ -319,8 +319,6 @@ MAX_EXTRA_COLUMNS = 32                 # further columns a recipe returns are dr
 MAX_NAME = 64                          # characters of a column name
 MAX_CELL = 200                         # characters of a text cell
 _NAME_BAD = re.compile(r"[^A-Za-z0-9_.]")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_FORMULA = ("=", "+", "-", "@")        # what a spreadsheet would run as a formula
 # columns that feed the leading ones, in order of preference (case-insensitive)
 _SOURCES = {"x": ("x", "xc_px", "x_px"), "y": ("y", "yc_px", "y_px"), "z": ("z",),
             "target": ("target", "gene", "targets"), "quality": ("quality", "score")}
@@ -387,14 +385,6 @@ def _safe_name(name):
     return s if s[:1].isalpha() or s[:1] == "_" else "_" + s[:MAX_NAME - 1]
 
 
-def _looks_numeric(s):
-    try:
-        float(s)
-        return True
-    except ValueError:
-        return False
-
-
 def cell(v):
     """One value as CSV text a spreadsheet shows and never runs: numbers as numbers, text on one
     line, capped, and a leading = + - @ made literal with a quote (unless it is a number)."""
@@ -408,12 +398,7 @@ def cell(v):
         return "%.9g" % float(v) if math.isfinite(float(v)) else ""
     if isinstance(v, bytes):
         v = v.decode("utf-8", "replace")
-    s = " ".join(_CONTROL.sub(" ", str(v)).split())
-    if len(s) > MAX_CELL:
-        s = s[:MAX_CELL - 3] + "..."
-    if s[:1] in _FORMULA and not _looks_numeric(s):
-        s = "'" + s
-    return s
+    return sio.csv_text(v, MAX_CELL)
 
 
 def _pick(cols, names):
