@@ -146,7 +146,10 @@ async function withSummary(deps: Deps, m: RunManifest, current: Submission, fact
   if (final?.status !== 'SUCCEEDED') return fact;
   const missing = await missingResults(deps, m.runId);
   const merges = missing.length ? fact.merges.map((x) => (x === final ? { ...x, incomplete: missing } : x)) : fact.merges;
-  const containers = await containerTimesOf(deps, m);
+  // Read once a round: a redelivered merge event finds them with the round's results already
+  // delivered (a retry sets resultsPosted back); ListJobs of every array is not cheap.
+  const known = m.notify.resultsPosted ? m.results?.containers : undefined;
+  const containers = known ?? (await containerTimesOf(deps, m));
   return { ...fact, merges, summary: await readSummary(deps, m.runId), ...(containers ? { containers } : {}) };
 }
 

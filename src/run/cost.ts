@@ -180,19 +180,25 @@ export function secondsPerFov(past: readonly PastRun[], sha256: string, fallback
  * What a run cost, from what its jobs measured: the FOVs' wall time (measured) plus each child's
  * start-up (modeled: Batch events are not timed per child here), at least the minimum per child.
  */
-export function actualCost(q: QueuePrice, compute: RecordedCompute, children: number): { billedSeconds: number; usd: number; vcpuHours: number } {
-  const billedSeconds = Math.max(children * q.minimumBilledSeconds, children * q.startupSeconds + compute.wallSeconds);
-  return { billedSeconds, usd: (billedSeconds / 3600) * hourlyRate(q), vcpuHours: (billedSeconds * q.vcpus) / 3600 };
+export function actualCost(q: QueuePrice, compute: RecordedCompute, children: number): Billed {
+  return billed(q, Math.max(children * q.minimumBilledSeconds, children * q.startupSeconds + compute.wallSeconds));
 }
+
+interface Billed {
+  billedSeconds: number;
+  usd: number;
+  vcpuHours: number;
+}
+
+const billed = (q: QueuePrice, billedSeconds: number): Billed => ({ billedSeconds, usd: (billedSeconds / 3600) * hourlyRate(q), vcpuHours: (billedSeconds * q.vcpus) / 3600 });
 
 /**
  * What the run's containers cost from how long they ran as Batch recorded it (start-ups
  * included). Each container is billed at least the minimum; applied to the total, this is a
  * lower bound when some containers ran less than it.
  */
-export function billedCost(q: QueuePrice, ran: { containers: number; seconds: number }): { billedSeconds: number; usd: number; vcpuHours: number } {
-  const billedSeconds = Math.max(ran.containers * q.minimumBilledSeconds, ran.seconds);
-  return { billedSeconds, usd: (billedSeconds / 3600) * hourlyRate(q), vcpuHours: (billedSeconds * q.vcpus) / 3600 };
+export function billedCost(q: QueuePrice, ran: { containers: number; seconds: number }): Billed {
+  return billed(q, Math.max(ran.containers * q.minimumBilledSeconds, ran.seconds));
 }
 
 // ───────────────────────── wording ─────────────────────────

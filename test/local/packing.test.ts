@@ -51,6 +51,8 @@ describe('packed children', () => {
     expect(after.submissions.at(-1)!.fovs).toBe('2');
     expect(after.status).toBe('succeeded');
     expect(after.results).toMatchObject({ fovsProcessed: 4, fovsMissing: [] });
+    // What is billed counts every round's containers: the first round's 2 children and the retry's 1.
+    expect(after.results?.containers?.containers).toBe(3);
     await removeDir(home);
   }, 90_000);
 
