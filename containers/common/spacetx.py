@@ -37,6 +37,7 @@ missing or unreadable, a reference is refused by the URL policy, the FOV is not 
 1 (the data is not what starfish reads). Kept compatible with Python 3.6+.
 """
 import concurrent.futures
+import contextlib
 import hashlib
 import json
 import os
@@ -237,8 +238,35 @@ def _show(value, limit=60):
 # ---------------------------------------------------------------------------------------
 # reading documents
 
+# Documents read under reading_once(): location -> parsed JSON. None outside it.
+_documents = [None]
+
+
+@contextlib.contextmanager
+def reading_once():
+    """Within this block each document is read once: a packed child checks many FOVs of one
+    experiment, whose experiment.json, codebook and collections are the same for all of them."""
+    before = _documents[0]
+    _documents[0] = {}
+    try:
+        yield
+    finally:
+        _documents[0] = before
+
+
 def _read_json(doc, named_by, code=EXIT_FAILURE):
-    """The JSON document at doc.location; FormatError naming who refers to it otherwise."""
+    """The JSON document at doc.location (once per reading_once() block); FormatError naming who
+    refers to it otherwise."""
+    cache = _documents[0]
+    if cache is not None and doc.location in cache:
+        return cache[doc.location]
+    value = _read_json_now(doc, named_by, code)
+    if cache is not None:
+        cache[doc.location] = value
+    return value
+
+
+def _read_json_now(doc, named_by, code):
     by = " (named by %s)" % named_by if named_by else ""
     try:
         text = sio.read_text(doc.location)

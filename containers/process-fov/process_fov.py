@@ -694,13 +694,15 @@ def run_one(job, fov):
 def run_chunk(job, chunk, state):
     """Every FOV of the chunk in turn; [(fov, code, reason)] of those that failed."""
     failed = []
-    for fov in chunk:
-        code, reason = run_one(job, fov)
-        state["done"] += 1
-        if code:
-            failed.append((fov, code, reason))
-            if len(chunk) > 1:  # a chunk of one says it once, as its last line
-                print(PREFIX + reason, file=sys.stderr)
+    # The experiment's own documents (experiment.json, codebook, collections) are read once a chunk.
+    with spacetx.reading_once():
+        for fov in chunk:
+            code, reason = run_one(job, fov)
+            state["done"] += 1
+            if code:
+                failed.append((fov, code, reason))
+                if len(chunk) > 1:  # a chunk of one says it once, as its last line
+                    print(PREFIX + reason, file=sys.stderr)
     return failed
 
 

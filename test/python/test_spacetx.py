@@ -490,3 +490,19 @@ def test_an_https_experiment_resolves_and_verifies_over_https(https_root):
     with pytest.raises(spacetx.FormatError) as info:
         spacetx.verify_tiles(source)
     assert info.value.message.startswith("FOV 1: tile %s does not match its sha256" % source.tiles[0].url)
+
+
+def test_a_packed_child_reads_the_experiments_documents_once(s3, tmp_path):
+    """Within reading_once() (what process-fov wraps a chunk in), checking several FOVs reads
+    experiment.json, the codebook and the collections once, and each FOV's tile set once."""
+    experiment = upload(s3, CASES["nested-collections"], tmp_path)
+    with spacetx.reading_once():
+        for fov in (0, 1, 2):
+            spacetx.check_fov(experiment, fov)
+    json_reads = [key for key, _ in s3.reads if key.endswith(".json")]
+    assert sorted(json_reads) == sorted(set(json_reads))
+    # experiment, codebook, 3 collections, 3 tile sets
+    assert len(json_reads) == 8
+    del s3.reads[:]
+    spacetx.check_fov(experiment, 0)  # outside the block, nothing is kept
+    assert len([key for key, _ in s3.reads if key.endswith(".json")]) == 6
