@@ -37,6 +37,7 @@ import http.client
 import io
 import ipaddress
 import json
+import math
 import os
 import re
 import socket
@@ -56,6 +57,7 @@ __all__ = [
     "require_fov_plan_env",
     "UrlRefused", "address_refusal", "check_https_url", "resolve_https", "https_get",
     "resolve_reference", "local_files", "set_https_test_options", "PinnedHTTPSConnection",
+    "report_fov_facts", "registration_shift_px", "take_fov_facts", "REGISTRATION_SHIFT",
 ]
 
 _s3_client = None
@@ -1086,3 +1088,103 @@ def _per_child(name, url, obj):
         return k
     raise EnvError('the "perChild" of %s=%s must be a whole number of FOVs from 1 to %d, got %s; '
                    "example: %s" % (name, url, MAX_PER_CHILD, json.dumps(k)[:40], PER_CHILD_EXAMPLE))
+
+
+# ---------------------------------------------------------------------------------------
+# what a recipe reports about its FOV (containers/README.md, "Recipe facts"): a few named
+# numbers, such as the registration shift, that process-fov writes into the FOV's metrics file.
+# They are the recipe's word, so they are checked where they are written (process-fov) and again
+# where they are read (merge-results), and they are only ever shown: no decision about the run
+# looks at them.
+
+REGISTRATION_SHIFT = "registration_shift_px"
+MAX_REGISTRATION_SHIFT_PX = 100000.0   # px; a tile is a few thousand pixels wide
+FACT_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
+MAX_FACTS = 8
+MAX_FACT_VALUE = 1e12
+FACT_EXAMPLE = "report_fov_facts(registration_shift_px=1.7)"
+_reported = {}
+
+
+def report_fov_facts(**facts):
+    """For a recipe: numbers about the FOV it is processing, e.g.
+    ``report_fov_facts(registration_shift_px=registration_shift_px(transforms_list))``.
+
+    process-fov writes them to the FOV's ``fov_NNN.metrics.json`` (``"recipe_facts"``) once the FOV
+    has an outcome, and merge-results puts ``registration_shift_px`` in ``fov_quality.csv``. A later
+    call for the same FOV adds to (or replaces) what an earlier one said; ``None`` says "not
+    measured". Nothing is checked here: a bad value is dropped with a warning when the FOV's metrics
+    are written, and never fails the FOV."""
+    _reported.update(facts)
+
+
+def take_fov_facts():
+    """(facts, problems): what the recipe reported since the last call, checked (at most MAX_FACTS
+    names like ``registration_shift_px``, each a finite number; the registration shift from 0 to
+    MAX_REGISTRATION_SHIFT_PX), and why each dropped one was dropped; the record is emptied."""
+    reported = list(_reported.items())
+    _reported.clear()
+    facts, problems = {}, []
+    for name, value in reported:
+        shown = one_line_text(name, 60)
+        if value is None:
+            continue
+        if not isinstance(name, str) or not FACT_NAME_RE.match(name):
+            problems.append("%r is not a fact name; use lower-case letters, digits and _, e.g. %s"
+                            % (shown, FACT_EXAMPLE))
+            continue
+        number = fact_number(name, value)
+        if number is None:
+            problems.append("%s=%s is not %s" % (name, one_line_text(repr(value), 60), fact_range(name)))
+            continue
+        if len(facts) == MAX_FACTS:
+            problems.append("%s left out: at most %d facts a FOV" % (name, MAX_FACTS))
+            continue
+        facts[name] = number
+    return facts, problems
+
+
+def fact_range(name):
+    """What a fact must be, for messages."""
+    if name == REGISTRATION_SHIFT:
+        return "a number of pixels from 0 to %g, e.g. 1.7" % MAX_REGISTRATION_SHIFT_PX
+    return "a finite number from -%g to %g" % (MAX_FACT_VALUE, MAX_FACT_VALUE)
+
+
+def fact_number(name, value):
+    """``value`` as the float a fact named ``name`` may hold (rounded to 3 decimals), else None: a
+    real number (numpy's too, not bool), finite, within the fact's range."""
+    import numbers
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return None
+    try:
+        v = float(value)
+    except (OverflowError, ValueError, TypeError):
+        return None
+    low, high = (0.0, MAX_REGISTRATION_SHIFT_PX) if name == REGISTRATION_SHIFT else (-MAX_FACT_VALUE, MAX_FACT_VALUE)
+    if not (math.isfinite(v) and low <= v <= high):
+        return None
+    return round(v, 3)
+
+
+def registration_shift_px(transforms):
+    """The largest translation over the rounds, in pixels (its length, whatever the axes), from
+    either a starfish ``TransformsList`` (what ``LearnTransform.Translation(...).run`` returns: its
+    ``.transforms`` are ``(axes, TransformType, SimilarityTransform)`` tuples, each with a
+    ``.translation``) or a sequence of per-round shifts such as ``[(dy, dx), ...]``. None when
+    there is no round: nothing was registered."""
+    items = getattr(transforms, "transforms", transforms)
+    largest = None
+    for item in items:
+        if isinstance(item, (tuple, list)) and len(item) == 3 and hasattr(item[2], "translation"):
+            item = item[2]
+        vector = getattr(item, "translation", item)
+        length = math.sqrt(sum(float(v) ** 2 for v in vector))
+        largest = length if largest is None else max(largest, length)
+    return largest
+
+
+def one_line_text(value, limit):
+    """``value`` as one line of at most ``limit`` characters, for a message."""
+    s = " ".join(_CONTROL.sub(" ", str(value)).split())
+    return s if len(s) <= limit else s[:limit - 3] + "..."

@@ -7,7 +7,9 @@ Contract (see containers/README.md):
   STARFISH_RUN_ID          the run id, e.g. 261125-k3f9 (in the log and the plot's title)
   STARFISH_FOVS            the FOVs the run expects as range text, e.g. 0-3 or 1-3,7,9-12
   STARFISH_FOV_OUTPUT      URL/path where the FOV jobs wrote fov_NNN.csv / .error.json / .metrics.json
-  STARFISH_RESULTS_OUTPUT  URL/path where spots.csv, summary.json and spots.png go
+  STARFISH_RESULTS_OUTPUT  URL/path where the results go: spots.csv, counts_matrix.csv,
+                           fov_quality.csv, overview.png, spots.png (runs of at most 16 FOVs), summary.json
+  STARFISH_RECIPE          optional: the recipe's URL, for its sha256 and PARAMETERS in summary.json
 
 spots.csv has the six columns every FOV table starts with (fov,x,y,z,target,quality), then the
 union of the tables' other columns (starfish's physical xc, yc, zc first); a FOV's rows pass
@@ -15,7 +17,7 @@ through unchanged when its columns are those, else its values are placed under t
 header-only table is a FOV processed with 0 spots. summary.json's "compute" totals the FOVs'
 fov_NNN.metrics.json (absent when no FOV wrote one: an older image).
 
-Exit 0 when at least one FOV table was merged and all three files are written, 1 when none was
+Exit 0 when at least one FOV table was merged and every result file is written, 1 when none was
 found or a file could not be written or drawn, 2 on a bad environment.
 
 Each file is written whole or not at all (a temporary name, then a rename), and summary.json
@@ -25,6 +27,7 @@ last line on stderr says which file, why, and what to do, e.g. "merge-results: c
 spots.png to …/results: No space left on device (ENOSPC); free space in STARFISH_HOME and run
 /starfish retry 261125-k3f9".
 """
+import ast
 import collections
 import csv
 import io
@@ -52,7 +55,9 @@ MAX_TABLE_EXTRAS = 32               # process-fov writes at most this many furth
 MAX_MERGED_EXTRAS = 64              # further columns of spots.csv (union over the FOVs); more are dropped
 COLUMN_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]{0,63}$")  # the names process-fov writes
 NO_TABLE = "no output table"
-MAX_PANELS = 64
+# spots.png (one panel per FOV) is drawn for runs of at most this many FOVs (expected or found):
+# 16 panels of 2.2 inches still show each FOV's spots; a larger run has overview.png alone.
+PANEL_FOVS = 16
 POINTS_PER_PANEL = 3000
 MAX_LEGEND_GENES = 19
 MAX_MISSING_LINES = 20
@@ -312,8 +317,11 @@ def _read_capped(url, limit):
         return fh.read(limit + 1)
 
 
-def parse_metrics(fov, data):
-    """One FOV's measurements as {field: float}; ValueError naming the field and what is right."""
+def parse_metrics(fov, data, notes=None):
+    """One FOV's measurements as {field: float}; ValueError naming the field and what is right.
+    The recipe's registration shift (``"recipe_facts"``, containers/README.md "Recipe facts") is
+    ``registration_shift_px`` when usable; why it is not, when it is there but unusable, goes to
+    ``notes`` (the timings stand without it)."""
     if len(data) > MAX_METRICS_BYTES:
         raise ValueError("it is over %d bytes; a metrics file is one small JSON object" % MAX_METRICS_BYTES)
     try:
@@ -337,7 +345,30 @@ def parse_metrics(fov, data):
                              % (field, json.dumps(v)[:40] if v is not None or field in obj else "missing",
                                 unit, limit, example))
         out[field] = float(v)
+    shift, why = _registration_shift(obj)
+    if shift is not None:
+        out[sio.REGISTRATION_SHIFT] = shift
+    elif why and notes is not None:
+        notes.append(why)
     return out
+
+
+def _registration_shift(obj):
+    """(the FOV's registration shift in px, None) from a metrics object's "recipe_facts", or (None,
+    why not) when one is there but unusable, or (None, None) when the recipe reported none."""
+    facts = obj.get("recipe_facts")
+    if facts is None:
+        return None, None
+    if not isinstance(facts, dict):
+        return None, '"recipe_facts" is not a JSON object, e.g. {"%s": 1.7}' % sio.REGISTRATION_SHIFT
+    if sio.REGISTRATION_SHIFT not in facts:
+        return None, None
+    v = facts[sio.REGISTRATION_SHIFT]
+    shift = sio.fact_number(sio.REGISTRATION_SHIFT, v)
+    if shift is None:
+        return None, '"%s" is %s; expected %s' % (sio.REGISTRATION_SHIFT, json.dumps(v)[:40],
+                                                 sio.fact_range(sio.REGISTRATION_SHIFT))
+    return shift, None
 
 
 def read_metrics(metrics_urls, fovs, log):
@@ -347,15 +378,21 @@ def read_metrics(metrics_urls, fovs, log):
     out, warned = {}, 0
     for f in wanted:
         url = metrics_urls[f]
+        notes = []
         try:
             if isinstance(raw[url], Exception):
                 raise ValueError("it cannot be read: %s: %s" % (type(raw[url]).__name__, raw[url]))
-            out[f] = parse_metrics(f, raw[url])
+            out[f] = parse_metrics(f, raw[url], notes)
         except ValueError as exc:
             warned += 1
             if warned <= MAX_METRICS_WARNINGS:
                 log("warning: %s left out of summary.json's compute: %s"
                     % (sio.basename(url), " ".join(str(exc).split())[:300]))
+        for note in notes:
+            warned += 1
+            if warned <= MAX_METRICS_WARNINGS:
+                log("warning: %s: registration shift left out of fov_quality.csv: %s"
+                    % (sio.basename(url), " ".join(note.split())[:300]))
     if warned > MAX_METRICS_WARNINGS:
         log("... and %d more metrics files left out" % (warned - MAX_METRICS_WARNINGS))
     return out
@@ -408,7 +445,8 @@ def counts_matrix(merged, gene_order, log):
     return _csv_bytes(rows)
 
 
-QUALITY_COLUMNS = ["fov", "status", "spots", "mean_quality", "wall_seconds", "peak_rss_mib", "reason"]
+QUALITY_COLUMNS = ["fov", "status", "spots", "mean_quality", "wall_seconds", "peak_rss_mib",
+                   sio.REGISTRATION_SHIFT, "reason"]
 
 
 def _status(fov, tables, failures):
@@ -420,14 +458,17 @@ def _status(fov, tables, failures):
 def fov_quality(fovs, tables, failures, metrics):
     """fov_quality.csv's bytes: one row per FOV expected or found, in order; its status (processed,
     failed, no output), spots and mean quality when processed, wall_seconds and peak_rss_mib from
-    its metrics file when usable, the failure's reason; empty cells where unknown."""
+    its metrics file when usable, the registration shift its recipe reported there, the failure's
+    reason; empty cells where unknown."""
     rows = [QUALITY_COLUMNS]
     for f in fovs:
         t, m = tables.get(f), metrics.get(f, {})
         q = t.mean_quality() if t is not None else None
+        shift = m.get(sio.REGISTRATION_SHIFT)
         rows.append([f, _status(f, tables, failures), t.n if t is not None else "",
                      "%.4g" % q if q is not None else "",
                      "%g" % m["wall_seconds"] if m else "", "%g" % m["peak_rss_mib"] if m else "",
+                     "%g" % shift if shift is not None else "",
                      sio.csv_text(failures[f], MAX_REASON) if f in failures else ""])
     return _csv_bytes(rows)
 
@@ -451,14 +492,132 @@ def recipe_identity(url, log):
     if len(data) > MAX_RECIPE_BYTES:
         log("note: summary.json has no recipe hash: %s is over %d bytes" % (url, MAX_RECIPE_BYTES))
         return None
-    return collections.OrderedDict((("url", url), ("sha256", hashlib.sha256(data).hexdigest())))
+    out = collections.OrderedDict((("url", url), ("sha256", hashlib.sha256(data).hexdigest())))
+    parameters = recipe_parameters(data, url, log)
+    if parameters is not None:
+        out["parameters"] = parameters
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# the recipe's parameters (containers/README.md, "Recipe parameters")
+#
+# Read from the recipe's text, never by running it: the recipe is arbitrary code, and the merge has
+# no business executing it. The text is the one STARFISH_RECIPE names, the bytes the FOV jobs ran
+# and the sha256 above covers, so the parameters cannot disagree with what ran, nor between FOVs
+# (which job-reported copies could), and they are there even when every FOV failed. The price: only
+# a literal is understood, a dict of JSON scalars whose values may name module-level constants.
+
+PARAMETERS_NAME = "PARAMETERS"
+PARAMETERS_EXAMPLE = 'PARAMETERS = {"masking_radius_px": MASKING_RADIUS, "threshold": 0.01}'
+MAX_PARAMETERS = 32
+MAX_PARAMETER_KEY = 64
+MAX_PARAMETER_TEXT = 200
+MAX_PARAMETER_INT = 2 ** 53     # larger integers are not exact in JSON readers (JavaScript's Number)
+MAX_PARAMETER_NOTES = 5
+PARAMETER_KEY_BAD = re.compile(r"[^A-Za-z0-9_.-]")
+_NO_VALUE = object()
+
+
+def _assigned(node):
+    """([names], value node) of a module-level ``NAME = value`` / ``NAME: T = value``; else ([], None)."""
+    if isinstance(node, ast.Assign):
+        names = [t.id for t in node.targets if isinstance(t, ast.Name)]
+        return names, node.value
+    if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value is not None:
+        return [node.target.id], node.value
+    return [], None
+
+
+def _scalar(node, constants, depth=0):
+    """The JSON scalar a value node stands for: a literal, or the name of a module-level constant
+    assigned one before PARAMETERS; _NO_VALUE otherwise (a call, a list, a name assigned elsewhere)."""
+    if isinstance(node, ast.Name):
+        if node.id in constants and depth < 8:
+            return _scalar(constants[node.id], constants, depth + 1)
+        return _NO_VALUE
+    try:
+        value = ast.literal_eval(node)
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        return _NO_VALUE
+    return value if value is None or isinstance(value, (str, bool, int, float)) else _NO_VALUE
+
+
+def _json_scalar(value):
+    """``value`` as summary.json holds it (text one line and capped, numbers finite and exact), or
+    a reason why it cannot be."""
+    if value is _NO_VALUE:
+        return None, "is not a literal (text, a number, True/False or None) nor a constant assigned one"
+    if isinstance(value, str):
+        return sio.one_line_text(value, MAX_PARAMETER_TEXT), None
+    if isinstance(value, bool) or value is None:
+        return value, None
+    if isinstance(value, int):
+        if abs(value) > MAX_PARAMETER_INT:
+            return None, "is an integer beyond +-2**53"
+        return value, None
+    if not math.isfinite(value):
+        return None, "is %r, which JSON cannot hold" % value
+    return value, None
+
+
+def recipe_parameters(data, url, log):
+    """The recipe's declared parameters, {key: JSON scalar} in their order, from a module-level
+    ``PARAMETERS = {...}`` in its text (the last one, as when Python runs it); None when the recipe
+    declares none or its PARAMETERS is not a dict literal (a note says so). Keys become one line of
+    letters, digits, ``_ . -`` (others ``_``), at most 64 characters; at most 32 entries; an entry
+    whose value is not a JSON scalar is left out with a note."""
+    try:
+        tree = ast.parse(data.decode("utf-8"))
+    except (SyntaxError, ValueError, UnicodeDecodeError, MemoryError, RecursionError) as exc:
+        log("note: summary.json has no recipe parameters: %s cannot be parsed (%s)" % (url, type(exc).__name__))
+        return None
+    constants, declared = {}, None
+    for node in tree.body:
+        names, value = _assigned(node)
+        for name in names:
+            if name == PARAMETERS_NAME:
+                declared = (value, dict(constants))  # its names mean what they meant at that line
+            else:
+                constants[name] = value
+    if declared is None:
+        return None
+    value, constants = declared
+    if not isinstance(value, ast.Dict):
+        log("note: summary.json has no recipe parameters: %s in %s is not a dict literal; write it as %s"
+            % (PARAMETERS_NAME, url, PARAMETERS_EXAMPLE))
+        return None
+    out, notes = collections.OrderedDict(), []
+    for key_node, value_node in zip(value.keys, value.values):
+        key = _scalar(key_node, constants) if key_node is not None else _NO_VALUE
+        if not isinstance(key, str):
+            notes.append("a key that is not text (%s)" % sio.one_line_text(
+                ast.dump(key_node) if key_node is not None else "**", 60))
+            continue
+        clean = PARAMETER_KEY_BAD.sub("_", sio.one_line_text(key, MAX_PARAMETER_KEY * 4))[:MAX_PARAMETER_KEY]
+        if not clean or clean in out:
+            notes.append("%r (empty or given twice)" % clean)
+            continue
+        scalar, why = _json_scalar(_scalar(value_node, constants))
+        if why:
+            notes.append("%r %s" % (clean, why))
+            continue
+        if len(out) == MAX_PARAMETERS:
+            notes.append("%r and the entries after it (at most %d)" % (clean, MAX_PARAMETERS))
+            break
+        out[clean] = scalar
+    for note in notes[:MAX_PARAMETER_NOTES]:
+        log("note: %s of %s left out of summary.json: %s" % (PARAMETERS_NAME, url, note))
+    if len(notes) > MAX_PARAMETER_NOTES:
+        log("note: ... and %d more %s entries left out" % (len(notes) - MAX_PARAMETER_NOTES, PARAMETERS_NAME))
+    return out
 
 
 # ---------------------------------------------------------------------------------------
 # plotting
 
 def plot(panels, tables, gene_order, reasons, title_extra):
-    """spots.png's bytes: one panel per FOV (the first MAX_PANELS), coloured by gene."""
+    """spots.png's bytes: one panel per FOV of ``panels`` (at most PANEL_FOVS), coloured by gene."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -647,6 +806,17 @@ def write_result(results, name, data, content_type, run_id):
         raise Failure(sio.write_failure(url, exc, run_id), 1)
 
 
+def remove_stale(results, name, log):
+    """Removes a result that an earlier merge into the same folder wrote and this one does not
+    (spots.png of a small FOV list, when STARFISH_FOVS was changed by hand); a note when it cannot."""
+    url = sio.join(results, name)
+    try:
+        sio.remove(url)
+    except Exception as exc:  # the results stand; the note says which file is not this merge's
+        log("note: %s is an earlier merge's and could not be removed: %s: %s"
+            % (url, type(exc).__name__, " ".join(str(exc).split())[:200]))
+
+
 def clear_summary(results, run_id):
     """Removes an earlier merge's summary.json, the file that says a merge finished."""
     url = sio.join(results, "summary.json")
@@ -691,7 +861,7 @@ def merge(fovs_dir, results, expected, run_id=None, log=None, recipe=None):
         log("note: %d FOV table(s) not in STARFISH_FOVS were merged too: %s"
             % (len(unexpected), sio.format_fov_ranges(unexpected)))
     all_fovs = sorted(expected_set | set(found))
-    panel_fovs = all_fovs[:MAX_PANELS]
+    panel_fovs = all_fovs if len(all_fovs) <= PANEL_FOVS else []
     panel_set = set(panel_fovs)
     per_fov_points = max(OVERVIEW_MIN_PER_FOV, OVERVIEW_POINTS // max(1, len(all_fovs)))
 
@@ -767,18 +937,19 @@ def merge(fovs_dir, results, expected, run_id=None, log=None, recipe=None):
         raise Failure("no FOV tables found under %s" % fovs_dir, 1)
 
     n_all = len(expected_set | set(found))
-    title = "%s: %d spots, %d genes, %d/%d FOVs" % (
-        run_id or results, spots_total, len(genes), len(merged), len(expected_set))
-    if n_all > len(panel_fovs):
-        title += " (first %d of %d FOVs shown)" % (len(panel_fovs), n_all)
-    if any(t.sample is not None and t.n > len(t.sample) for t in merged):
-        title += "; up to %d spots per panel plotted" % POINTS_PER_PANEL
-    try:
-        png = plot(panel_fovs, tables, gene_order, failures, title)
-    except Exception as exc:  # spots.png is one of the results: a run without it did not succeed
-        traceback.print_exc()
-        raise Failure("could not draw spots.png: %s: %s" % (type(exc).__name__, " ".join(str(exc).split())), 1)
-    write_result(results, "spots.png", png, "image/png", run_id)
+    if panel_fovs:
+        title = "%s: %d spots, %d genes, %d/%d FOVs" % (
+            run_id or results, spots_total, len(genes), len(merged), len(expected_set))
+        if any(t.sample is not None and t.n > len(t.sample) for t in merged):
+            title += "; up to %d spots per panel plotted" % POINTS_PER_PANEL
+        try:
+            png = plot(panel_fovs, tables, gene_order, failures, title)
+        except Exception as exc:  # spots.png is one of a small run's results: without it the run did not succeed
+            traceback.print_exc()
+            raise Failure("could not draw spots.png: %s: %s" % (type(exc).__name__, " ".join(str(exc).split())), 1)
+        write_result(results, "spots.png", png, "image/png", run_id)
+    else:
+        remove_stale(results, "spots.png", log)
     write_result(results, "counts_matrix.csv", counts_matrix(merged, gene_order, log), "text/csv", run_id)
     write_result(results, "fov_quality.csv", quality, "text/csv", run_id)
     overview_title = "%s: %d spots, %d genes, %d of %d FOVs" % (

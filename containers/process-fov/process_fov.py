@@ -675,6 +675,7 @@ def run_one(job, fov):
     After a MemoryError the next FOV still runs: Python is usable once the failed allocation has
     unwound (the recipe's arrays go with its frames, collected below), and a FOV that needs less
     memory may well succeed; a kill by the kernel's OOM killer ends the whole child instead."""
+    sio.take_fov_facts()  # what the recipe said at import or about the previous FOV is not this FOV's
     meter = Meter()
     try:
         run_fov(job, fov)
@@ -687,7 +688,17 @@ def run_one(job, fov):
         failure = exc = None  # drop the traceback and the recipe's frames it holds
         gc.collect()
         write_error(job.output, fov, reason)
-    write_metrics(job.output, meter.record(fov))
+    metrics = meter.record(fov)
+    # Kept for a failed FOV too: a registration shift measured before decoding failed says why.
+    facts, problems = sio.take_fov_facts()
+    for problem in problems[:5]:
+        print("process-fov: warning: FOV %d: recipe fact left out: %s" % (fov, one_line(problem, 300)), file=sys.stderr)
+    if len(problems) > 5:
+        print("process-fov: warning: FOV %d: ... and %d more recipe facts left out" % (fov, len(problems) - 5),
+              file=sys.stderr)
+    if facts:
+        metrics["recipe_facts"] = facts
+    write_metrics(job.output, metrics)
     return code, reason
 
 

@@ -50,7 +50,9 @@ except ImportError:  # running from the repository (not inside the process-fov i
     import spacetx
     import starfish_io as sio
 
-DOG_SIGMAS = (1.0, 3.0)  # px; spot-sized band pass (the spots' sigma is about 1.4 px)
+DOG_SIGMA_SMALL = 1.0    # px; spot-sized band pass (the spots' sigma is about 1.4 px) ...
+DOG_SIGMA_LARGE = 3.0    # px; ... minus the background smoothed over this
+DOG_SIGMAS = (DOG_SIGMA_SMALL, DOG_SIGMA_LARGE)
 DETECT_SIGMAS = 3.0      # anchor threshold, in sigmas of the band-passed noise (lenient:
                          # noise peaks fail MIN_SIGNAL_SIGMAS when decoded)
 MIN_DISTANCE = 2         # px between spots (dense clusters in cells)
@@ -60,6 +62,22 @@ MIN_COLOUR_SPOTS = 8     # fewer spots of a colour than this: keep that channel'
 MIN_QUALITY = 0.5        # mean share of a round's light in the codeword's channel
 MIN_SIGNAL_SIGMAS = 5.0  # a spot's light in its codeword's channels, in noise sigmas
 MIN_KNOWN_ROUNDS = 2     # rounds a spot must be inside the tile in to be decoded
+
+# The settings above, as the run's summary.json records them ("recipe": {"parameters": ...}):
+# merge-results reads this literal from the file without running it (containers/README.md,
+# "Recipe parameters"), so it names the constants instead of repeating their values.
+PARAMETERS = {
+    "dog_sigma_small_px": DOG_SIGMA_SMALL,
+    "dog_sigma_large_px": DOG_SIGMA_LARGE,
+    "detect_sigmas": DETECT_SIGMAS,
+    "min_distance_px": MIN_DISTANCE,
+    "colour_rounds": COLOUR_ROUNDS,
+    "colour_sigmas": COLOUR_SIGMAS,
+    "min_colour_spots": MIN_COLOUR_SPOTS,
+    "min_quality": MIN_QUALITY,
+    "min_signal_sigmas": MIN_SIGNAL_SIGMAS,
+    "min_known_rounds": MIN_KNOWN_ROUNDS,
+}
 
 SPOT_DTYPE = [("x", "f8"), ("y", "f8"), ("z", "i4"), ("target", "U64"), ("quality", "f8"),
               ("xc", "f8"), ("yc", "f8"), ("zc", "f8")]
@@ -429,6 +447,8 @@ def process_fov(fov_index, experiment_url):
     sigma = noise_sigma(anchor)
     print("iss_numpy: FOV %d: anchor noise %.4g; round shifts (dy, dx): %s"
           % (fov_index, sigma, ", ".join("(%.1f, %.1f)" % s for s in shifts)))
+    # into fov_quality.csv (via the FOV's metrics file): a large shift explains a poor FOV
+    sio.report_fov_facts(registration_shift_px=sio.registration_shift_px(shifts))
 
     peaks, subpix, height = detect(anchor, anchor_bp, sigma)
     values, inside = measure(filtered, shifts, subpix[:, 0], subpix[:, 1])

@@ -33,8 +33,35 @@ from starfish.image import ApplyTransform, Filter, LearnTransform
 from starfish.spots import DecodeSpots, FindSpots
 from starfish.types import Axes, FunctionSource
 
+try:  # process-fov's shared module, where a recipe reports facts about its FOV (the registration shift)
+    from starfish_io import registration_shift_px, report_fov_facts
+except ImportError:  # run outside process-fov (starfish's own workflow): nobody to report to
+    def registration_shift_px(transforms):
+        return None
+
+    def report_fov_facts(**facts):
+        pass
+
 MASKING_RADIUS = 15   # px, white top-hat structuring element radius
 UPSAMPLING = 100      # sub-pixel precision of the translation (1/100 px)
+BLOB_MIN_SIGMA = 1    # px, FindSpots.BlobDetector's smallest spot ...
+BLOB_MAX_SIGMA = 10   # ... and largest
+BLOB_NUM_SIGMA = 30   # sigmas tried between them
+BLOB_THRESHOLD = 0.01
+MEASUREMENT = "mean"  # a spot's intensity in each round and channel: the mean over its pixels
+
+# The settings above, as the run's summary.json records them ("recipe": {"parameters": ...}):
+# merge-results reads this literal from the file without running it (containers/README.md,
+# "Recipe parameters"), so it names the constants instead of repeating their values.
+PARAMETERS = {
+    "masking_radius_px": MASKING_RADIUS,
+    "registration_upsampling": UPSAMPLING,
+    "blob_min_sigma_px": BLOB_MIN_SIGMA,
+    "blob_max_sigma_px": BLOB_MAX_SIGMA,
+    "blob_num_sigma": BLOB_NUM_SIGMA,
+    "blob_threshold": BLOB_THRESHOLD,
+    "measurement_type": MEASUREMENT,
+}
 
 
 def process_fov(fov: FieldOfView, codebook: Codebook) -> DecodedIntensityTable:
@@ -47,6 +74,8 @@ def process_fov(fov: FieldOfView, codebook: Codebook) -> DecodedIntensityTable:
         reference_stack=dots, axes=Axes.ROUND, upsampling=UPSAMPLING)
     transforms_list = learn_translation.run(
         primary.reduce({Axes.CH, Axes.ZPLANE}, func=FunctionSource.np("max")))
+    # the largest round's translation, into fov_quality.csv: a large shift explains a poor FOV
+    report_fov_facts(registration_shift_px=registration_shift_px(transforms_list))
     warp = ApplyTransform.Warp()
     registered = warp.run(primary, transforms_list=transforms_list, in_place=False)
 
@@ -58,11 +87,11 @@ def process_fov(fov: FieldOfView, codebook: Codebook) -> DecodedIntensityTable:
     # 3. spots: blob detection on the anchor, measured in every round and channel
     dots_max = dots_filtered.reduce((Axes.ROUND, Axes.ZPLANE), func=FunctionSource.np("max"))
     detector = FindSpots.BlobDetector(
-        min_sigma=1,
-        max_sigma=10,
-        num_sigma=30,
-        threshold=0.01,
-        measurement_type="mean",
+        min_sigma=BLOB_MIN_SIGMA,
+        max_sigma=BLOB_MAX_SIGMA,
+        num_sigma=BLOB_NUM_SIGMA,
+        threshold=BLOB_THRESHOLD,
+        measurement_type=MEASUREMENT,
     )
     spots = detector.run(image_stack=filtered, reference_image=dots_max)
 

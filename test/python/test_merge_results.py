@@ -165,8 +165,8 @@ def test_no_tables_at_all(tmp_path):
     # the quality table says why each FOV is missing; there is nothing to count or to draw
     assert sorted(os.listdir(results)) == ["fov_quality.csv", "spots.csv", "summary.json"]
     assert read_rows(os.path.join(results, "fov_quality.csv"))[1:] == [
-        ["0", "failed", "", "", "", "", "FOV 0: tile not found: /x.tiff"],
-        ["1", "no output", "", "", "", "", "no output table"]]
+        ["0", "failed", "", "", "", "", "", "FOV 0: tile not found: /x.tiff"],
+        ["1", "no output", "", "", "", "", "", "no output table"]]
 
 
 def test_fov_output_absent(tmp_path):
@@ -213,14 +213,34 @@ def test_bad_environment(tmp_path, drop, change, message):
     assert not os.path.exists(results)
 
 
-def test_many_panels_are_capped(tmp_path):
+@pytest.mark.parametrize("fovs, panels", [("0-15", True), ("0-16", False), ("0-99", False),
+                                          ("0-12,14", True), ("0-14,100", True)])  # FOV 100 found, not expected
+def test_per_fov_panels_only_for_a_small_run(tmp_path, fovs, panels):
+    """spots.png (a panel per FOV) for at most 16 FOVs, expected or found; overview.png always."""
     out, results = locations(tmp_path)
     rnd = random.Random(5)
-    for fov in range(100):
+    for fov in starfish_io.parse_fov_ranges(fovs):
         write_table(out, fov, random_rows(fov, 3, rnd))
-    summary, code = mr.merge(out, results, starfish_io.parse_fov_ranges("0-99"), log=lambda m: None)
-    assert code == 0 and summary["fovs_processed"] == 100 and summary["spots_total"] == 300
-    assert os.path.getsize(os.path.join(results, "spots.png")) > 10000
+    expected = starfish_io.parse_fov_ranges(fovs.replace(",100", ""))
+    summary, code = mr.merge(out, results, expected, log=lambda m: None)
+    assert code == 0 and summary["spots_total"] == 3 * summary["fovs_processed"]
+    names = sorted(os.listdir(results))
+    assert ("spots.png" in names) == panels
+    assert names == sorted(RESULT_FILES if panels else set(RESULT_FILES) - {"spots.png"})
+    with open(os.path.join(results, "overview.png"), "rb") as fh:
+        assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_larger_fov_list_removes_the_earlier_small_runs_panels(tmp_path):
+    out, results = locations(tmp_path)
+    rnd = random.Random(5)
+    for fov in range(20):
+        if fov == 4:
+            assert mr.merge(out, results, starfish_io.parse_fov_ranges("0-3"), log=lambda m: None)[1] == 0
+            assert os.path.exists(os.path.join(results, "spots.png"))
+        write_table(out, fov, random_rows(fov, 3, rnd))
+    assert mr.merge(out, results, starfish_io.parse_fov_ranges("0-19"), log=lambda m: None)[1] == 0
+    assert sorted(os.listdir(results)) == sorted(set(RESULT_FILES) - {"spots.png"})
 
 
 def test_end_to_end_process_then_merge(synthetic, tmp_path):
@@ -248,6 +268,13 @@ def test_end_to_end_process_then_merge(synthetic, tmp_path):
                                                ["1", "processed", str(len(per_fov[1]))],
                                                ["2", "processed", str(len(per_fov[2]))], ["3", "no output", ""]]
     assert all(row[3] and row[4] and row[5] for row in quality[1:4])  # quality and the jobs' own metrics
+    # the numpy recipe registers every round and reports the largest shift (easy data: up to 5 px an axis)
+    assert quality[0][6] == "registration_shift_px"
+    assert all(0 < float(row[6]) <= 5 * 2 ** 0.5 + 0.5 for row in quality[1:4]) and quality[4][6] == ""
+    # each spot in pixels (x, y, z) and at its stage position (xc, yc, zc)
+    spots_header = read_rows(os.path.join(results, "spots.csv"))[0]
+    assert spots_header[:9] == HEADER + ["xc", "yc", "zc"]
+    assert all(all(cell != "" for cell in row[1:9]) for row in merged)
     assert sorted(os.listdir(results)) == RESULT_FILES
     # the numpy recipe gives starfish's physical xc, yc: the overview places the FOVs by them
     table = mr.parse_table(0, open(os.path.join(out, "fov_000.csv")).read(), False, 10)
@@ -536,11 +563,134 @@ def test_fov_quality_lists_every_fov_with_what_is_known(tmp_path):
     r = run_script(MERGE_RESULTS, **merge_env(out, results, "0-3"))
     assert r.code == 0, r
     assert read_rows(os.path.join(results, "fov_quality.csv")) == [
-        ["fov", "status", "spots", "mean_quality", "wall_seconds", "peak_rss_mib", "reason"],
-        ["0", "processed", "4", "0.75", "42.5", "1843.2", ""],
-        ["1", "processed", "0", "", "", "", ""],
-        ["2", "failed", "", "", "3", "512", "'=FOV 2: tile not found, r1"],
-        ["3", "no output", "", "", "", "", "no output table"]]
+        ["fov", "status", "spots", "mean_quality", "wall_seconds", "peak_rss_mib", "registration_shift_px", "reason"],
+        ["0", "processed", "4", "0.75", "42.5", "1843.2", "", ""],
+        ["1", "processed", "0", "", "", "", "", ""],
+        ["2", "failed", "", "", "3", "512", "", "'=FOV 2: tile not found, r1"],
+        ["3", "no output", "", "", "", "", "", "no output table"]]
+
+
+def test_fov_quality_has_the_registration_shift_the_recipe_reported(tmp_path):
+    out, results = locations(tmp_path)
+    for fov in range(3):
+        write_text(out, fov, spots(fov, ["ACTB"]))
+    write_metrics(out, 0, 4.0, 3.0, 200.0, recipe_facts={"registration_shift_px": 3.162, "rounds": 4})
+    write_metrics(out, 1, 4.0, 3.0, 200.0)                                    # the recipe reported none
+    write_metrics(out, 2, 5.0, 3.0, 200.0, recipe_facts={"registration_shift_px": 0})
+    r = run_script(MERGE_RESULTS, **merge_env(out, results, "0-2"))
+    assert r.code == 0, r
+    rows = read_rows(os.path.join(results, "fov_quality.csv"))
+    assert rows[0][6] == "registration_shift_px"
+    assert [row[6] for row in rows[1:]] == ["3.162", "", "0"]
+    assert "warning" not in r.stderr
+
+
+@pytest.mark.parametrize("facts, why", [
+    ('{"registration_shift_px": NaN}', '"registration_shift_px" is NaN; expected a number of pixels from 0 to 100000'),
+    ('{"registration_shift_px": -2.5}', '"registration_shift_px" is -2.5; expected a number of pixels'),
+    ('{"registration_shift_px": 1e9}', '"registration_shift_px" is 1000000000.0; expected a number of pixels'),
+    ('{"registration_shift_px": "3"}', '"registration_shift_px" is "3"; expected a number of pixels'),
+    ('{"registration_shift_px": true}', '"registration_shift_px" is true; expected a number of pixels'),
+    ('{"registration_shift_px": [1, 2]}', '"registration_shift_px" is [1, 2]; expected a number of pixels'),
+    ('[3.0]', '"recipe_facts" is not a JSON object, e.g. {"registration_shift_px": 1.7}'),
+])
+def test_a_bad_registration_shift_is_an_empty_cell_and_a_warning(tmp_path, facts, why):
+    out, results = locations(tmp_path)
+    write_text(out, 0, spots(0, ["ACTB"]))
+    write_raw_metrics(out, 0, '{"fov": 0, "wall_seconds": 4.0, "cpu_seconds": 3.0, "peak_rss_mib": 200.0, '
+                              '"recipe_facts": %s}' % facts)
+    r = run_script(MERGE_RESULTS, **merge_env(out, results, "0"))
+    assert r.code == 0, r
+    assert ("merge-results: warning: fov_000.metrics.json: registration shift left out of fov_quality.csv: "
+            + why) in r.stderr
+    # the FOV's own measurements stand: only the recipe's word is left out
+    assert read_rows(os.path.join(results, "fov_quality.csv"))[1] == ["0", "processed", "1", "1", "4", "200", "", ""]
+    assert summary_of(results)["compute"]["fovs"] == 1
+
+
+RECIPE_WITH_PARAMETERS = r'''
+import os
+open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "ran"), "w").close()
+raise SystemExit("a recipe the merge runs would stop it here")
+
+MASKING_RADIUS = 15
+THRESHOLD = 0.01
+ALIAS = MASKING_RADIUS
+COMPUTED = os.cpu_count()
+PARAMETERS: dict = {
+    "masking_radius_px": MASKING_RADIUS,
+    "threshold": THRESHOLD,
+    "alias": ALIAS,
+    "measurement": "mean",
+    "register": True,
+    "seed": None,
+    "offset": -3,
+    "weird key\nwith=formula,\"quotes\"": 1,
+    "computed": COMPUTED,
+    "radii": [1, 2],
+    "later": LATER,
+    "infinite": 1e400,
+    "huge": 2 ** 60,
+    "exact_huge": 9007199254740993,
+    "long_text": "%s",
+    1: "key not text",
+    **{"spread": 1},
+}
+LATER = 4
+''' % ("x" * 300)
+
+
+def test_the_recipe_s_parameters_are_read_from_its_text_without_running_it(tmp_path):
+    out, results = locations(tmp_path)
+    write_text(out, 0, spots(0, ["ACTB"]))
+    recipe = tmp_path / "recipes" / "recipe.py"
+    recipe.parent.mkdir()
+    recipe.write_text(RECIPE_WITH_PARAMETERS)
+    r = run_script(MERGE_RESULTS, STARFISH_RECIPE=str(recipe), **merge_env(out, results, "0"))
+    assert r.code == 0, r
+    assert not os.path.exists(str(tmp_path / "recipes" / "ran"))  # read, never run
+    parameters = summary_of(results)["recipe"]["parameters"]
+    assert parameters == {"masking_radius_px": 15, "threshold": 0.01, "alias": 15, "measurement": "mean",
+                          "register": True, "seed": None, "offset": -3, "weird_key_with_formula__quotes_": 1,
+                          "long_text": "x" * 197 + "..."}
+    assert list(parameters)[:2] == ["masking_radius_px", "threshold"]  # in the recipe's order
+    notes = [line for line in r.stderr.splitlines() if "left out of summary.json" in line]
+    prefix = "merge-results: note: PARAMETERS of %s left out of summary.json: " % recipe
+    assert notes[:5] == [
+        prefix + "'computed' is not a literal (text, a number, True/False or None) nor a constant assigned one",
+        prefix + "'radii' is not a literal (text, a number, True/False or None) nor a constant assigned one",
+        prefix + "'later' is not a literal (text, a number, True/False or None) nor a constant assigned one",
+        prefix + "'infinite' is inf, which JSON cannot hold",
+        prefix + "'huge' is not a literal (text, a number, True/False or None) nor a constant assigned one"]
+    assert "merge-results: note: ... and 3 more PARAMETERS entries left out" in r.stderr
+
+
+@pytest.mark.parametrize("text, note", [
+    ("PARAMETERS = dict(radius=15)\n", "summary.json has no recipe parameters: PARAMETERS in {recipe} is not a dict literal; write it as PARAMETERS = "
+                                       '{"masking_radius_px": MASKING_RADIUS, "threshold": 0.01}'),
+    ("def process_fov(:\n", "summary.json has no recipe parameters: {recipe} cannot be parsed (SyntaxError)"),
+    ("RADIUS = 15\n", None),                                          # declares none: no "parameters"
+])
+def test_a_recipe_without_readable_parameters_has_its_hash_alone(tmp_path, text, note):
+    out, results = locations(tmp_path)
+    write_text(out, 0, spots(0, ["ACTB"]))
+    recipe = tmp_path / "recipe.py"
+    recipe.write_text(text)
+    r = run_script(MERGE_RESULTS, STARFISH_RECIPE=str(recipe), **merge_env(out, results, "0"))
+    assert r.code == 0, r
+    assert sorted(summary_of(results)["recipe"]) == ["sha256", "url"]
+    if note:
+        assert "merge-results: note: " + note.replace("{recipe}", str(recipe)) in r.stderr
+    else:
+        assert "note" not in r.stderr
+
+
+def test_parameters_are_capped(tmp_path):
+    text = "PARAMETERS = {%s}\n" % ", ".join('"p%02d": %d' % (i, i) for i in range(40))
+    notes = []
+    parameters = mr.recipe_parameters(text.encode(), "recipe.py", notes.append)
+    assert list(parameters) == ["p%02d" % i for i in range(32)]
+    assert notes == ["note: PARAMETERS of recipe.py left out of summary.json: 'p32' and the entries after it (at most 32)"]
 
 
 def test_mean_quality_ignores_cells_that_are_not_numbers(tmp_path):
@@ -557,7 +707,13 @@ def test_the_recipe_that_made_the_results_is_in_the_summary(tmp_path):
         digest = hashlib.sha256(fh.read()).hexdigest()
     r = run_script(MERGE_RESULTS, STARFISH_RECIPE=NUMPY_RECIPE, **merge_env(out, results, "0"))
     assert r.code == 0, r
-    assert summary_of(results)["recipe"] == {"url": NUMPY_RECIPE, "sha256": digest}
+    assert summary_of(results)["recipe"] == {"url": NUMPY_RECIPE, "sha256": digest,
+                                             "parameters": {"dog_sigma_small_px": 1.0, "dog_sigma_large_px": 3.0,
+                                                            "detect_sigmas": 3.0, "min_distance_px": 2,
+                                                            "colour_rounds": 4, "colour_sigmas": 8.0,
+                                                            "min_colour_spots": 8, "min_quality": 0.5,
+                                                            "min_signal_sigmas": 5.0, "min_known_rounds": 2}}
+    assert "note" not in r.stderr
 
 
 def test_without_a_readable_recipe_the_summary_has_no_hash(tmp_path):

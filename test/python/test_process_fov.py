@@ -964,3 +964,125 @@ def test_an_interrupt_stops_the_chunk_and_says_so_for_the_fovs_left(synthetic, t
     assert r.last_line == "process-fov: interrupted"
     assert sorted(os.listdir(out)) == ["fov_000.csv", "fov_000.metrics.json", "fov_001.error.json", "fov_002.error.json"]
     assert error_record(out, 2) == {"fov": 2, "reason": "interrupted"}
+
+
+# ---------------------------------------------------------------------------------------
+# facts a recipe reports about its FOV (the registration shift): kept in its metrics file
+
+# FOV 0 reports the largest of three round shifts, FOV 1 nothing, FOV 2 a shift, a count and three
+# things that are not facts, then fails; what it says at import is no FOV's
+FACTS_RECIPE = '''
+import starfish_io
+
+starfish_io.report_fov_facts(registration_shift_px=99.0, at_import=1)
+
+
+def process_fov(fov_index, experiment_url):
+    if fov_index == 0:
+        shifts = [(0.0, 0.0), (3.0, 4.0), (-1.0, 1.0)]  # (dy, dx) per round
+        starfish_io.report_fov_facts(registration_shift_px=starfish_io.registration_shift_px(shifts))
+    if fov_index == 2:
+        starfish_io.report_fov_facts(registration_shift_px=2.5, rounds=4, snr=float("nan"), flag=True,
+                                     **{"Bad Name": 1})
+        raise ValueError("no spots found in round 2")
+    return [{"x": 1, "y": 2, "target": "ACTB"}]
+'''
+
+
+def test_what_a_recipe_reports_goes_into_its_fovs_metrics(synthetic, tmp_path):
+    recipe = write(tmp_path / "facts.py", FACTS_RECIPE)
+    out = str(tmp_path / "fovs")
+    r = run_script(PROCESS_FOV, **packed_env(synthetic, recipe, out, fovs_object(tmp_path, "0-2", perChild=3)))
+    assert r.code == 1, r  # FOV 2's own failure; its bad facts failed nothing
+    assert metrics_of(out, 0)["recipe_facts"] == {"registration_shift_px": 5.0}
+    assert "recipe_facts" not in metrics_of(out, 1)          # nothing of FOV 0's, nor of the import
+    assert metrics_of(out, 2)["recipe_facts"] == {"registration_shift_px": 2.5, "rounds": 4.0}  # failed, kept
+    assert sorted(metrics_of(out, 2)) == ["cpu_seconds", "fov", "peak_rss_mib", "recipe_facts", "wall_seconds"]
+    warnings = [line for line in r.stderr.splitlines() if "recipe fact left out" in line]
+    assert warnings == [
+        "process-fov: warning: FOV 2: recipe fact left out: snr=nan is not a finite number from -1e+12 to 1e+12",
+        "process-fov: warning: FOV 2: recipe fact left out: flag=True is not a finite number from -1e+12 to 1e+12",
+        "process-fov: warning: FOV 2: recipe fact left out: 'Bad Name' is not a fact name; use lower-case letters, "
+        "digits and _, e.g. report_fov_facts(registration_shift_px=1.7)"]
+
+
+@pytest.mark.parametrize("value, kept", [
+    (1.23456, 1.235), (np.float32(2.5), 2.5), (np.int64(3), 3.0), (0, 0.0),
+    (-1.0, None), (1e6, None), (float("inf"), None), ("1.5", None), (True, None), ([1, 2], None),
+])
+def test_a_registration_shift_is_kept_only_as_a_plausible_number_of_pixels(value, kept):
+    sio.report_fov_facts(registration_shift_px=value)
+    facts, problems = sio.take_fov_facts()
+    assert facts == ({} if kept is None else {"registration_shift_px": kept})
+    assert len(problems) == (1 if kept is None else 0)
+    assert sio.take_fov_facts() == ({}, [])  # taken: the next FOV starts empty
+
+
+def test_at_most_eight_facts_a_fov():
+    sio.report_fov_facts(**{"f%d" % i: i for i in range(10)})
+    facts, problems = sio.take_fov_facts()
+    assert list(facts) == ["f%d" % i for i in range(8)]
+    assert problems == ["f8 left out: at most 8 facts a FOV", "f9 left out: at most 8 facts a FOV"]
+
+
+def test_the_registration_shift_of_starfish_s_transforms_list(standin):
+    """LearnTransform.Translation's TransformsList, built as starfish builds it: each round's
+    (dy, dx) from phase_cross_correlation, reversed into a SimilarityTransform's translation."""
+    from skimage.transform import SimilarityTransform
+    from starfish.core.image._registration.transforms_list import TransformsList
+    from starfish.core.types import Axes, TransformType
+    transforms = TransformsList()
+    for r, shift in enumerate([(0.0, 0.0), (1.5, -2.0), (-0.25, 0.5)]):
+        transforms.append({Axes.ROUND: r}, TransformType.SIMILARITY, SimilarityTransform(translation=np.array(shift)[::-1]))
+    assert sio.registration_shift_px(transforms) == pytest.approx(2.5)
+    assert sio.registration_shift_px([(3.0, 4.0), (0.0, 1.0)]) == 5.0  # per-round (dy, dx), as iss_numpy has them
+    assert sio.registration_shift_px(TransformsList()) is None          # nothing registered: nothing to say
+
+
+# the AWS tutorial's convention, registering as iss_starfish.py does (LearnTransform.Translation's
+# TransformsList, reported with the same lines), returning the DecodedIntensityTable
+TUTORIAL_REGISTERING_RECIPE = '''
+import numpy as np
+from skimage.transform import SimilarityTransform
+from starfish import Codebook, DecodedIntensityTable, FieldOfView
+from starfish.core.image._registration.transforms_list import TransformsList
+from starfish.core.types import Axes, TransformType
+
+try:
+    from starfish_io import registration_shift_px, report_fov_facts
+except ImportError:
+    def registration_shift_px(transforms):
+        return None
+
+    def report_fov_facts(**facts):
+        pass
+
+
+def process_fov(fov: FieldOfView, codebook: Codebook) -> DecodedIntensityTable:
+    transforms_list = TransformsList()
+    n = int(fov.name[-3:])
+    for r, shift in enumerate([(0.0, 0.0), (0.6 * n, 0.8 * n)]):  # FOV n: round 1 moved n px
+        transforms_list.append({Axes.ROUND: r}, TransformType.SIMILARITY, SimilarityTransform(translation=np.array(shift)[::-1]))
+    report_fov_facts(registration_shift_px=registration_shift_px(transforms_list))
+    return DecodedIntensityTable({
+        "radius": [1.5], "z": [1], "y": [20.0], "x": [10.0], "spot_id": [0], "features": [0],
+        "xc": [100.0 * n + 5.0], "yc": [10.0], "zc": [0.5], "target": ["ACTB"], "distance": [0.1],
+        "passes_thresholds": [True]})
+'''
+
+
+def test_tutorial_convention_then_merge_keeps_pixel_and_physical_coordinates_and_the_shift(synthetic, tmp_path):
+    from conftest import MERGE_RESULTS
+    recipe = write(tmp_path / "recipe.py", TUTORIAL_REGISTERING_RECIPE)
+    out, results = str(tmp_path / "fovs"), str(tmp_path / "results")
+    r = run_with_standin(packed_env(synthetic, recipe, out, fovs_object(tmp_path, "0-2", perChild=3)))
+    assert r.code == 0, r
+    r = run_script(MERGE_RESULTS, STARFISH_RUN_ID=RUN_ID, STARFISH_FOVS="0-2", STARFISH_FOV_OUTPUT=out,
+                   STARFISH_RESULTS_OUTPUT=results)
+    assert r.code == 0, r
+    spots = read_csv(os.path.join(results, "spots.csv"))
+    assert spots[0][:9] == ["fov", "x", "y", "z", "target", "quality", "xc", "yc", "zc"]
+    assert [row[:9] for row in spots[1:]] == [
+        [str(n), "10.00", "20.00", "1", "ACTB", "0.900", "%g" % (100.0 * n + 5.0), "10", "0.5"] for n in range(3)]
+    quality = read_csv(os.path.join(results, "fov_quality.csv"))
+    assert [row[6] for row in quality] == ["registration_shift_px", "0", "1", "2"]

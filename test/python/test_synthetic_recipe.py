@@ -4,6 +4,7 @@ positives (on a seed the recipe was not tuned on), empty FOVs, and every tile fo
 import csv
 import hashlib
 import json
+import math
 import os
 import sys
 
@@ -14,6 +15,7 @@ from scipy.spatial import cKDTree
 
 import generate
 import iss_numpy
+import starfish_io as sio
 from conftest import NUMPY_RECIPE, PROCESS_FOV, RUN_ID, run_script
 
 MATCH_PX = 2.0
@@ -367,6 +369,19 @@ def test_every_round_is_registered_to_the_anchor(realistic):
         for r, (dy, dx) in enumerate(shifts):
             # a spot at p in the anchor is at p - shift in the round; the generator moved it by +d
             assert abs(-dx - stated[fov, r][0]) < 0.3 and abs(-dy - stated[fov, r][1]) < 0.3, (fov, r)
+
+
+def test_the_recipe_reports_its_largest_round_shift(realistic):
+    """What fov_quality.csv shows as registration_shift_px: the longest of the rounds' shifts,
+    which is the generator's to within the registration's accuracy."""
+    stated = {(int(s["fov"]), int(s["round"])): (float(s["dx"]), float(s["dy"]))
+              for s in load_csv(realistic, "ground_truth_shifts.csv")}
+    for fov in (0, 1):
+        sio.take_fov_facts()
+        iss_numpy.process_fov(fov, realistic)
+        facts, problems = sio.take_fov_facts()
+        truth = max(math.hypot(dx, dy) for (f, _), (dx, dy) in stated.items() if f == fov)
+        assert problems == [] and abs(facts["registration_shift_px"] - truth) < 0.3, (fov, facts, truth)
 
 
 def test_registration_matters(realistic, monkeypatch):

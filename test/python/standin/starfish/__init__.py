@@ -17,6 +17,8 @@ Mirrored from starfish's sources, names and behaviour as there:
   passes_thresholds`` as PerRoundMaxChannel leaves them); ``to_features_dataframe()`` is
   ``DataFrame(dict(self["features"].coords))``, ``to_decoded_dataframe()`` drops the pixel
   coordinates x, y, z and ``features`` and wraps the rest in ``DecodedSpots``.
+* ``TransformsList`` (starfish/core/image/_registration/transforms_list.py), what
+  ``LearnTransform.Translation(...).run`` returns, with scikit-image's ``SimilarityTransform``.
 """
 import json
 import os

@@ -24,6 +24,10 @@ class Coordinates(AugmentedEnum):
     X = "xc"
 
 
+class TransformType(AugmentedEnum):
+    SIMILARITY = "similarity"
+
+
 class Axes(AugmentedEnum):
     ROUND = "r"
     CH = "c"
