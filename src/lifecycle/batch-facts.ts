@@ -9,7 +9,7 @@ import { failureKind } from '../run/failure-kind.js';
 import { runKeys } from '../run/layout.js';
 import { TERMINAL, type RunManifest, type Submission } from '../run/manifest.js';
 import { fovsOfChild } from '../run/plan.js';
-import { resultsSummarySchema, type ResultsSummary } from '../run/results.js';
+import { PANEL_FOVS, resultsSummarySchema, type ResultsSummary } from '../run/results.js';
 import type { ContainerTimes, JobDescription } from '../ports.js';
 import type { Fact, MergeOutcome, ObservedFailure } from './types.js';
 import { ok, refuse, type Result } from '../result.js';
@@ -144,7 +144,7 @@ async function withSummary(deps: Deps, m: RunManifest, current: Submission, fact
   const salvage = fact.merges.find((x) => x.salvage);
   const final = current.salvageMerge || salvage ? salvage : fact.merges.find((x) => !x.salvage);
   if (final?.status !== 'SUCCEEDED') return fact;
-  const missing = await missingResults(deps, m.runId);
+  const missing = await missingResults(deps, m);
   const merges = missing.length ? fact.merges.map((x) => (x === final ? { ...x, incomplete: missing } : x)) : fact.merges;
   // Read once a round: a redelivered merge event finds them with the round's results already
   // delivered (a retry sets resultsPosted back); ListJobs of every array is not cheap.
@@ -166,13 +166,16 @@ async function containerTimesOf(deps: Deps, m: RunManifest): Promise<ContainerTi
   }
 }
 
-/** A run succeeds only with every result file there: an exit code of 0 is not enough. */
-async function missingResults(deps: Deps, runId: string): Promise<string[]> {
-  const keys = runKeys(runId);
+/**
+ * A run succeeds only with every result file there: an exit code of 0 is not enough. spots.png is
+ * one of them for a run small enough to get it; the run's own plan says which, not the job.
+ */
+async function missingResults(deps: Deps, m: RunManifest): Promise<string[]> {
+  const keys = runKeys(m.runId);
   const files: Array<[string, string]> = [
     ['spots.csv', keys.spotsCsv],
     ['summary.json', keys.summaryJson],
-    ['spots.png', keys.spotsPng],
+    ...(m.plan.fovCount <= PANEL_FOVS ? [['spots.png', keys.spotsPng] as [string, string]] : []),
   ];
   const present = await Promise.all(files.map(async ([, key]) => (await deps.store.get(key, { maxBytes: 1 })) !== undefined));
   return files.filter((_, i) => !present[i]).map(([name]) => name);

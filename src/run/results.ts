@@ -18,6 +18,13 @@ const computeSchema = z.object({
   slowest: z.array(z.object({ fov: z.number().int().nonnegative(), wall_seconds: seconds })).max(5).optional(),
 });
 
+/**
+ * merge-results draws spots.png (a panel per FOV) for runs of at most this many FOVs, and for a
+ * larger run overview.png alone: PANEL_FOVS in containers/merge-results/merge_results.py. The run's
+ * own plan (its FOV count) says which a run gets, so nothing the job wrote decides it.
+ */
+export const PANEL_FOVS = 16;
+
 export const resultsSummarySchema = z.object({
   fovs_expected: z.number().int().nonnegative(),
   fovs_processed: z.number().int().nonnegative(),

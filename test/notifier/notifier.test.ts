@@ -310,3 +310,36 @@ describe('races and crashes (second review)', () => {
     expect((await run.manifest()).notify.deliveringSince).toBeUndefined();
   });
 });
+
+describe('the picture a run posts', () => {
+  /** A run of `fovs` FOVs that all succeed, whose merge wrote everything but spots.png. */
+  async function finishedWithoutPanels(fovs: number) {
+    const { runKeys } = await import('../../src/run/layout.js');
+    const run = await launchedRun(fovs);
+    const array = run.batch.byName(/-fov$/);
+    const merge = run.batch.byName(/-merge$/);
+    const keys = runKeys(run.runId);
+    await mergeWrote(run.store, run.runId, summaryJson(fovs, []));
+    await run.store.delete(keys.spotsPng);
+    await run.store.put(keys.optionalResults['overview.png'], Buffer.from('overview'));
+    run.batch.set(array, 'SUCCEEDED', { SUCCEEDED: fovs });
+    run.batch.set(merge, 'SUCCEEDED');
+    await run.notifier.handleBatch([ev.parent(array, 'SUCCEEDED', { SUCCEEDED: fovs }), ev.job(merge, 'SUCCEEDED')]);
+    return run;
+  }
+
+  it('a run of more than 16 FOVs has no spots.png (merge-results draws the overview alone) and succeeds with the overview as its picture', async () => {
+    const run = await finishedWithoutPanels(20);
+    expect((await run.manifest()).status).toBe('succeeded');
+    expect(run.chat.of('reply').filter((c) => c.message?.text.includes('Results of run'))).toHaveLength(1);
+    expect(run.chat.of('upload').map((c) => c.filename)).toEqual([`${run.runId}-overview.png`]);
+  });
+
+  it('a run of 16 FOVs or fewer is not complete without its per-FOV panels', async () => {
+    const run = await finishedWithoutPanels(16);
+    const m = await run.manifest();
+    expect(m.status).toBe('failed');
+    expect(m.statusReason).toMatch(/the merge finished but spots\.png is missing from the results/);
+    expect(run.chat.of('reply').some((c) => c.message?.text.includes('Results of run'))).toBe(false);
+  });
+});
