@@ -46,6 +46,13 @@ describe('a complete local run', () => {
     for (const f of ['counts_matrix.csv', 'fov_quality.csv', 'overview.png']) expect(existsSync(path.join(results, f))).toBe(true);
     expect(t).toContain('counts_matrix.csv —');
     expect(summary.recipe).toMatchObject({ sha256: expect.stringMatching(/^[0-9a-f]{64}$/) });
+    // The recipe's declared settings, read from its text; each FOV's registration shift, as the recipe measured it.
+    expect(summary.recipe.parameters).toMatchObject({ min_quality: 0.5, detect_sigmas: 3 });
+    const quality = readFileSync(path.join(results, 'fov_quality.csv'), 'utf8').trim().split('\n').map((l) => l.split(','));
+    expect(quality[0]).toEqual(['fov', 'status', 'spots', 'mean_quality', 'wall_seconds', 'peak_rss_mib', 'registration_shift_px', 'reason']);
+    for (const row of quality.slice(1)) expect(Number(row[6])).toBeGreaterThan(0);
+    // Every spot in pixels and at its stage position.
+    expect(readFileSync(path.join(results, 'spots.csv'), 'utf8').split('\n')[0]).toBe('fov,x,y,z,target,quality,xc,yc,zc');
 
     // One answer per command: retrying a run that succeeded says why not, and nothing else.
     const before = h.transcript().length;
