@@ -244,6 +244,11 @@ export interface ResultLinks {
   spotsCsv: { url: string; download: string };
   summaryJson: { url: string; download: string };
   spotsPng: { url: string; download: string };
+  /**
+   * False when the merge wrote no spots.png (a run of more than PANEL_FOVS FOVs gets overview.png,
+   * in `more`, alone): then it is not linked. Absent: linked, as before the merge skipped it.
+   */
+  spotsPngWritten?: boolean;
   /** The result files a newer merge also writes (the gene × FOV matrix, the FOV quality table, the overview), those present. */
   more?: Array<{ name: string; url: string; download: string }>;
 }
@@ -272,7 +277,7 @@ export function resultsMessage(m: RunManifest, summary: ResultsSummary, links: R
       section('*Files*'),
       section(fileLine('spots.csv', links.spotsCsv)),
       section(fileLine('summary.json', links.summaryJson)),
-      section(fileLine('spots.png', links.spotsPng)),
+      ...(links.spotsPngWritten === false ? [] : [section(fileLine('spots.png', links.spotsPng))]),
       ...(links.more ?? []).map((file) => section(fileLine(file.name, file))),
     ],
   };

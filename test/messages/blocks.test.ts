@@ -68,6 +68,16 @@ describe('Block Kit limits', () => {
     withinLimits(m);
     for (const name of ['counts_matrix.csv', 'fov_quality.csv', 'overview.png']) expect(renderText(m)).toContain(`• ${name} — s3://x/${name} · download (${link(name)})`);
   });
+
+  it('does not link a spots.png the merge did not write (a run of more than 16 FOVs): the overview is its picture', () => {
+    const file = (name: string) => ({ url: `s3://x/${name}`, download: `https://lab-results.s3.amazonaws.com/${name}?X-Amz-Signature=abc` });
+    const summary = { fovs_expected: 100, fovs_processed: 100, fovs_missing: [], failures: {}, spots_total: 10, spots_per_fov: {}, counts_per_gene: { ACTB: 10 } };
+    const base = { spotsCsv: file('spots.csv'), summaryJson: file('summary.json'), spotsPng: file('spots.png'), more: [{ name: 'overview.png', ...file('overview.png') }] };
+    const large = renderText(resultsMessage(manifest(), summary, { ...base, spotsPngWritten: false }));
+    expect(large).not.toContain('spots.png');
+    expect(large).toContain('• overview.png — s3://x/overview.png');
+    expect(renderText(resultsMessage(manifest(), summary, base))).toContain('• spots.png — s3://x/spots.png');
+  });
 });
 
 describe('the Retry button', () => {
