@@ -228,7 +228,7 @@ function parseRunIdCommand(name: RunIdCommand, args: string[]): Result<Command> 
 }
 
 /** The longest reason a rejection carries: a sentence for the requester, not a letter. */
-const MAX_REASON_CHARS = 300;
+export const MAX_REASON_CHARS = 300;
 
 /** reject <run-id> [reason…]: the words after the run id tell the requester why. */
 function parseReject(args: string[]): Result<Command> {
@@ -299,6 +299,56 @@ function parse(input: unknown): Result<Command> {
   if (!typed) return ok({ name: 'help' });
   const sub = typed.toLowerCase();
   return isOneOf(SUBCOMMANDS, sub) ? PARSERS[sub](args) : refuse(unknownCommand(typed));
+}
+
+/** The fields of the launch form (src/slack/launch-modal.ts), each read as its typed option is. */
+export type RunField = 'experiment' | 'recipe' | 'fovs' | 'queue' | 'name';
+export type RunForm = Partial<Record<RunField, string>> & { dryRun?: boolean };
+export type RunFormResult = { ok: true; request: RunRequest } | { ok: false; errors: Partial<Record<RunField, string>> };
+
+/** A typed command is split on spaces, so a field holding one would be two words when typed. */
+const NO_SPACES = (field: string, example: string) => `${field} has a space in it; a location has none (spaces in S3 keys are written %20). Example: ${example}`;
+
+/**
+ * The launch form as one run request, or every field's refusal at once (a form shows each
+ * error on its own field). The same parsers as the typed options: the FOVs field takes what
+ * fovs= takes, or first=N; an empty field is the option left out.
+ */
+export function parseRunForm(form: RunForm): RunFormResult {
+  const errors: Partial<Record<RunField, string>> = {};
+  const request: RunRequest = { experiment: '', fovs: { kind: 'all' }, dryRun: form.dryRun === true };
+  const experiment = formExperiment(form.experiment);
+  if (experiment.ok) request.experiment = experiment.value;
+  else errors.experiment = experiment.reason;
+  const recipe = unwrapSlackText(form.recipe ?? '').trim();
+  if (/\s/.test(recipe)) errors.recipe = NO_SPACES('The recipe', EXAMPLE_URL.recipe);
+  for (const [field, option, value] of formOptions({ ...form, recipe: errors.recipe ? '' : recipe })) {
+    const part = RUN_OPTION_PARSERS[option](value);
+    if (part.ok) Object.assign(request, part.value);
+    else errors[field] = part.reason;
+  }
+  return Object.keys(errors).length ? { ok: false, errors } : { ok: true, request };
+}
+
+function formExperiment(text: string | undefined): Result<string> {
+  const experiment = unwrapSlackText(text ?? '').trim();
+  if (!experiment) return refuse(`Give the experiment.json to process. Example: ${EXAMPLE_URL.experiment}`);
+  if (/\s/.test(experiment)) return refuse(NO_SPACES('The experiment', EXAMPLE_URL.experiment));
+  return parseLocation(experiment, EXAMPLE_URL.experiment);
+}
+
+/** The filled-in fields as the typed options they stand for: the FOVs field is fovs=, or first= when it says so. */
+function formOptions(form: RunForm): Array<[RunField, RunOption, string]> {
+  const options: Array<[RunField, RunOption, string]> = [];
+  const fovs = (form.fovs ?? '').trim();
+  const first = /^first=(.*)$/i.exec(fovs);
+  if (first) options.push(['fovs', 'first', first[1]!.trim()]);
+  else if (fovs) options.push(['fovs', 'fovs', fovs.replace(/\s+/g, '')]);
+  for (const field of ['recipe', 'queue', 'name'] as const) {
+    const value = (form[field] ?? '').trim();
+    if (value) options.push([field, field, value]);
+  }
+  return options;
 }
 
 export function parseCommand(input: unknown): Result<Command> {

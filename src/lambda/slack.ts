@@ -25,7 +25,7 @@ import type { Chat, Store } from '../ports.js';
 import { ConfigError } from '../config.js';
 import { createSlackApp } from '../slack/app.js';
 import { SlackChat } from '../slack/slack-chat.js';
-import { checkIdentity, checkSlackRequest, claimSlackRequest, SLACK_FORM, type SlackIdentity, type Verdict } from '../slack/request-guard.js';
+import { checkIdentity, checkSlackRequest, claimSlackRequest, type SlackIdentity, type Verdict } from '../slack/request-guard.js';
 
 interface SlackCredentials {
   signingSecret: string;
@@ -170,7 +170,7 @@ export function createHandler(options: SlackHandlerOptions = {}): SlackLambdaHan
       return EMPTY(200);
     }
     // Bolt gets the checked body as text and only the headers it reads, in one spelling.
-    const headers = { 'content-type': SLACK_FORM, 'x-slack-signature': verdict.signature, 'x-slack-request-timestamp': verdict.timestamp };
+    const headers = { 'content-type': verdict.contentType, 'x-slack-signature': verdict.signature, 'x-slack-request-timestamp': verdict.timestamp };
     return r.bolt({ ...event, headers, body, isBase64Encoded: false }, context);
   }
 

@@ -8,7 +8,7 @@
  * formatted here; markup (bold labels, our links, our mentions) is the builders' own. Every
  * mrkdwn object is `verbatim`, so Slack adds no links or mentions of its own to what it shows.
  */
-import type { Button, ContextBlock, KnownBlock, MrkdwnElement, PlainTextElement, SectionBlock } from '@slack/types';
+import type { ActionsBlock, Button, ContextBlock, KnownBlock, MrkdwnElement, PlainTextElement, SectionBlock } from '@slack/types';
 import type { Message } from './message.js';
 import { LIMITS, clip, link, mention, scrub, summarizeLines, untrusted, untrustedPlain, withoutBroadcasts } from './message.js';
 import { TERMINAL, type FovFailure, type Progress, type RunManifest, type RunStatus } from '../run/manifest.js';
@@ -58,7 +58,7 @@ function progressBar(p: Progress, width = 20): string {
 }
 
 /** "3 succeeded · 1 failed of 4 FOVs": a count of ended FOVs read as if all had succeeded. */
-function progressLine(m: RunManifest): string {
+export function progressLine(m: RunManifest): string {
   const p = m.progress;
   const ended = [`${n(p.succeeded)} succeeded`];
   if (p.failed) ended.push(`${n(p.failed)} failed`);
@@ -140,6 +140,39 @@ function statusReasonText(reason: string): string {
   return untrusted(reason, 500);
 }
 
+/** What can be done to the run now, as buttons: approve or reject it, cancel it, retry its failed FOVs. */
+export function runActions(m: RunManifest): ActionsBlock | undefined {
+  if (m.status === 'awaiting-approval') {
+    return {
+      type: 'actions',
+      block_id: `approval:${m.runId}`,
+      elements: [button('Approve', ACTIONS.approve, m.runId, 'primary'), button('Reject', ACTIONS.reject, m.runId, 'danger')],
+    };
+  }
+  if (m.status === 'running' || m.status === 'submitting' || m.status === 'merging') {
+    const cancel = button('Cancel run', ACTIONS.cancel, m.runId, 'danger');
+    cancel.confirm = {
+      title: plain('Cancel this run?'),
+      text: md(`This terminates every job of run ${id(m.runId)}.`),
+      confirm: plain('Cancel run'),
+      deny: plain('Keep running'),
+    };
+    return { type: 'actions', block_id: `run:${m.runId}`, elements: [cancel] };
+  }
+  if ((m.status === 'partially-failed' || m.status === 'failed') && m.submissions.length) {
+    // What `/starfish retry` does, one click away: the failed FOVs again, with the recipe copy.
+    const retry = button('Retry failed FOVs', ACTIONS.retry, m.runId, 'primary');
+    retry.confirm = {
+      title: plain('Retry the failed FOVs?'),
+      text: md(`This reruns the failed FOVs of run ${id(m.runId)} with the recipe as it was at launch, then merges again. A recipe or data error fails the same way: see the advice in the thread.`),
+      confirm: plain('Retry'),
+      deny: plain('Not now'),
+    };
+    return { type: 'actions', block_id: `retry:${m.runId}`, elements: [retry] };
+  }
+  return undefined;
+}
+
 /** The run's one root message: request, plan, live progress, status and its buttons. */
 export function rootMessage(m: RunManifest): Message {
   const status = `${STATUS_LABEL[m.status]}${m.statusReason ? ` — ${statusReasonText(m.statusReason)}` : ''}`;
@@ -149,32 +182,8 @@ export function rootMessage(m: RunManifest): Message {
   if (m.submissions.length) blocks.push(section(`\`${progressLine(m)}\``));
   if (m.results) blocks.push(context(`Results: ${n(m.results.spotsTotal)} spots from ${n(m.results.fovsProcessed)}/${n(m.plan.fovCount)} FOVs${m.results.fovsMissing.length ? ` (${n(m.results.fovsMissing.length)} missing)` : ''}`));
   blocks.push(section(`*Status* ${status}`));
-  if (m.status === 'awaiting-approval') {
-    blocks.push({
-      type: 'actions',
-      block_id: `approval:${m.runId}`,
-      elements: [button('Approve', ACTIONS.approve, m.runId, 'primary'), button('Reject', ACTIONS.reject, m.runId, 'danger')],
-    });
-  } else if (m.status === 'running' || m.status === 'submitting' || m.status === 'merging') {
-    const cancel = button('Cancel run', ACTIONS.cancel, m.runId, 'danger');
-    cancel.confirm = {
-      title: plain('Cancel this run?'),
-      text: md(`This terminates every job of run ${id(m.runId)}.`),
-      confirm: plain('Cancel run'),
-      deny: plain('Keep running'),
-    };
-    blocks.push({ type: 'actions', block_id: `run:${m.runId}`, elements: [cancel] });
-  } else if ((m.status === 'partially-failed' || m.status === 'failed') && m.submissions.length) {
-    // What `/starfish retry` does, one click away: the failed FOVs again, with the recipe copy.
-    const retry = button('Retry failed FOVs', ACTIONS.retry, m.runId, 'primary');
-    retry.confirm = {
-      title: plain('Retry the failed FOVs?'),
-      text: md(`This reruns the failed FOVs of run ${id(m.runId)} with the recipe as it was at launch, then merges again. A recipe or data error fails the same way: see the advice in the thread.`),
-      confirm: plain('Retry'),
-      deny: plain('Not now'),
-    };
-    blocks.push({ type: 'actions', block_id: `retry:${m.runId}`, elements: [retry] });
-  }
+  const actions = runActions(m);
+  if (actions) blocks.push(actions);
   blocks.push(context(`run id \`${id(m.runId)}\` · /starfish status ${id(m.runId)}`));
   const text = `starfish run ${id(m.runId)}: ${STATUS_LABEL[m.status].replace(/^:[a-z_]+: /, '')}${m.submissions.length ? ` — ${progressLine(m)}` : ''}`;
   return { text: clip(text, LIMITS.fallbackText), blocks };
@@ -358,11 +367,13 @@ export function statusMessage(m: RunManifest): Message {
   return { text: root.text, blocks };
 }
 
+/** One run in a line: id, name, state, FOVs, who, when. */
+export function runLine(m: RunManifest): string {
+  return `\`${id(m.runId)}\`${m.request.name ? ` ${untrusted(m.request.name, 64)}` : ''} — ${STATUS_LABEL[m.status]} — ${n(m.plan.fovCount)} FOVs — ${mention(m.requester.userId)} — ${untrusted(m.createdAt.slice(0, 16).replace('T', ' '), 16)}`;
+}
+
 export function listMessage(manifests: RunManifest[]): Message {
   if (!manifests.length) return noticeMessage('No runs yet. Start one with `/starfish run &lt;experiment.json&gt;`.');
-  const lines = manifests.map(
-    (m) =>
-      `• \`${id(m.runId)}\`${m.request.name ? ` ${untrusted(m.request.name, 64)}` : ''} — ${STATUS_LABEL[m.status]} — ${n(m.plan.fovCount)} FOVs — ${mention(m.requester.userId)} — ${untrusted(m.createdAt.slice(0, 16).replace('T', ' '), 16)}`,
-  );
+  const lines = manifests.map((m) => `• ${runLine(m)}`);
   return { text: `${manifests.length} recent runs`, blocks: [section(`*Recent runs*\n${summarizeLines(lines, LIMITS.sectionText, 'older runs')}`)] };
 }

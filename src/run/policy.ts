@@ -45,6 +45,19 @@ export const policySchema = z.object({
     .default({ default: 'spot', allowed: ['spot', 'ondemand'] }),
   /** Used when a run names no recipe=. */
   defaultRecipe: z.string().optional(),
+  /**
+   * The lab's recipes by name, offered in the launch form's recipe menu (after the default);
+   * typed commands still take any recipe= the locations allow. At most 99: a Slack menu shows 100.
+   */
+  recipes: z
+    .array(
+      z.object({
+        name: z.string().min(1).max(75),
+        url: z.string().regex(/^[^\s]+\.py$/i, 'a recipe is a .py file without spaces, e.g. "s3://lab-data/recipes/iss.py"').max(2_048),
+      }),
+    )
+    .max(99)
+    .default([]),
   /** Prices, the default time per FOV, the cost threshold and budgets (src/run/cost.ts); unset: the us-east-1 defaults, no limits. */
   cost: costPolicySchema.optional(),
 });

@@ -30,8 +30,15 @@ import type { Chat } from '../ports.js';
 import { escapeMrkdwn, untrusted, type Message } from '../messages/message.js';
 import { ACTIONS, errorMessage } from '../messages/blocks.js';
 import { execute, READS_STORE, type Answer, type Caller, type DispatchDeps } from '../command/dispatcher.js';
-import { parseCommand, RUN_ID, type Command } from '../command/grammar.js';
+import { EXAMPLES, parseCommand, RUN_ID, type Command } from '../command/grammar.js';
+import { checkAccess } from '../run/policy.js';
+import { loadManifest } from '../run/manifest-store.js';
+import { homeView, LAUNCH_ACTION } from '../messages/home-view.js';
 import { identityProblem, type SlackIdentity } from './request-guard.js';
+import { launchModal, LAUNCH_CALLBACK, LAUNCH_FIELDS, readLaunchForm } from './launch-modal.js';
+import { readRejectForm, rejectModal, REJECT_CALLBACK, REASON_BLOCK } from './reject-modal.js';
+import { homeRuns } from './home.js';
+import { userGroupMembers, type WebClient } from './slack-chat.js';
 
 export interface SlackAppOptions {
   /**
@@ -69,6 +76,9 @@ const BUTTONS: ReadonlyArray<[actionId: string, command: 'approve' | 'reject' | 
 function ephemeralResponse(message: Message): RespondArguments {
   return { response_type: 'ephemeral', text: message.text, blocks: message.blocks };
 }
+
+/** A view submission's answer paths, one per conversations_select with response_url_enabled. */
+const responseUrlsSchema = z.object({ response_urls: z.array(z.object({ channel_id: z.string(), response_url: z.string().url() })) });
 
 /** Where a click came from when the payload has no `channel` (Bolt types the container loosely). */
 const containerSchema = z.object({ channel_id: z.string() });
@@ -108,8 +118,12 @@ export function createSlackApp(options: SlackAppOptions): App {
   });
   app.use(dropRetries);
 
-  app.command(options.command ?? '/starfish', async ({ command, ack, respond, logger }) => {
+  app.command(options.command ?? '/starfish', async ({ command, ack, respond, logger, client }) => {
     const caller = callerOf(command);
+    if (/^\s*run\s*$/i.test(command.text)) {
+      await openLaunchForm(deps, client, { ack, respond, logger }, command.trigger_id, caller);
+      return;
+    }
     const parsed = parseCommand(command.text);
     if (!parsed.ok) {
       await ack(ephemeralResponse(errorMessage(escapeMrkdwn(parsed.reason))));
@@ -139,19 +153,24 @@ export function createSlackApp(options: SlackAppOptions): App {
   });
 
   for (const [actionId, name] of BUTTONS) {
-    app.action({ action_id: actionId, type: 'block_actions' }, async ({ ack, body, action, logger }) => {
+    app.action({ action_id: actionId, type: 'block_actions' }, async ({ ack, body, action, logger, client }) => {
       await ack();
       const userId = body.user.id;
-      const channel = body.channel?.id ?? containerSchema.safeParse(body.container).data?.channel_id;
       const runId = 'value' in action && typeof action.value === 'string' ? action.value : '';
+      // A click in the App Home tab has no channel: the run's own channel is where it is decided.
+      const channel = body.channel?.id ?? containerSchema.safeParse(body.container).data?.channel_id ?? (await channelOfRun(deps, runId));
       if (!channel) {
-        logger.warn(`${actionId} from ${userId} carried no channel; ignored`);
+        logger.warn(`${actionId} from ${userId} carried no channel and names no readable run; ignored`);
         return;
       }
       // A click comes from the bot's own message, so the bot is in the channel: chat.postEphemeral works.
       const caller: Caller = { userId, channel };
       if (!RUN_ID.test(runId)) {
         await chat.ephemeral(channel, userId, errorMessage(`This button carries no run id ("${untrusted(runId, 40)}"). Use /starfish ${name} &lt;run id&gt; instead.`));
+        return;
+      }
+      if (name === 'reject') {
+        await openRejectForm(client, chat, body.trigger_id, runId, caller, logger);
         return;
       }
       const command: Command = { name, runId };
@@ -166,6 +185,66 @@ export function createSlackApp(options: SlackAppOptions): App {
     });
   }
 
+  app.action({ action_id: LAUNCH_ACTION, type: 'block_actions' }, async ({ ack, body, client, logger }) => {
+    await ack();
+    try {
+      await client.views.open({ trigger_id: body.trigger_id, view: launchModal(deps.policy, {}) });
+    } catch (error) {
+      logger.error(`could not open the launch form for ${body.user.id}: ${(error as Error).message}`);
+    }
+  });
+
+  app.view(LAUNCH_CALLBACK, async ({ ack, body, view, logger }) => {
+    const userId = body.user.id;
+    const form = readLaunchForm(deps, userId, view.state.values);
+    if (!form.ok) {
+      await ack({ response_action: 'errors', errors: form.errors });
+      return;
+    }
+    // The conversations_select's response_url (response_url_enabled) answers in the chosen channel.
+    const responseUrl = responseUrlsSchema.safeParse(body).data?.response_urls.find((r) => r.channel_id === form.channel)?.response_url;
+    const caller: Caller = { userId, channel: form.channel, ...(responseUrl ? { responseUrl } : {}) };
+    let answer: Answer;
+    try {
+      answer = await execute(deps, { name: 'run', request: form.request }, caller);
+    } catch (error) {
+      logger.error(`starfish run from the launch form failed: ${(error as Error).message}`);
+      await ack({ response_action: 'errors', errors: { [LAUNCH_FIELDS.experiment]: 'starfish could not take the run right now (its queue did not answer). Nothing was started; try again in a minute.' } });
+      return;
+    }
+    if (answer.refused) {
+      await ack({ response_action: 'errors', errors: { [LAUNCH_FIELDS.channel]: plainText(answer.message?.text ?? 'The run was refused.') } });
+      return;
+    }
+    await ack();
+    if (answer.message) await chat.ephemeral(form.channel, userId, answer.message, responseUrl).catch((error: unknown) => logger.warn(`could not confirm the run to ${userId}: ${String(error)}`));
+  });
+
+  app.view(REJECT_CALLBACK, async ({ ack, body, view, logger }) => {
+    const userId = body.user.id;
+    const form = readRejectForm(view.private_metadata, view.state.values);
+    if (!form.ok) {
+      await ack({ response_action: 'errors', errors: { [REASON_BLOCK]: form.error } });
+      return;
+    }
+    await ack();
+    const command: Command = { name: 'reject', runId: form.runId, ...(form.reason ? { reason: form.reason } : {}) };
+    let answer: Answer;
+    try {
+      answer = await execute(deps, command, { userId, channel: form.channel });
+    } catch (error) {
+      logger.error(`reject of ${form.runId} failed: ${(error as Error).message}`);
+      answer = { message: handOverFailed(`your rejection of run ${form.runId}`), refused: true };
+    }
+    if (answer.message) await chat.ephemeral(form.channel, userId, answer.message);
+  });
+
+  app.event('app_home_opened', async ({ event, client, logger }) => {
+    if (event.tab !== 'home') return;
+    const runs = await homeRuns(deps.store, deps.policy, event.user, await isApprover(deps, client, event.user, logger));
+    await client.views.publish({ user_id: event.user, view: homeView(runs) });
+  });
+
   app.error(async (error) => {
     app.logger.error(`starfish slack listener error: ${error.message}`);
   });
@@ -175,4 +254,62 @@ export function createSlackApp(options: SlackAppOptions): App {
 
 function callerOf(command: SlashCommand): Caller {
   return { userId: command.user_id, channel: command.channel_id, ...(command.response_url ? { responseUrl: command.response_url } : {}) };
+}
+
+/** The plain text of a refusal, for a modal's field error (which shows no markup). */
+function plainText(mrkdwn: string): string {
+  return mrkdwn.replace(/^:warning: /, '').replace(/&lt;/g, '<').replace(/&gt;/g, '>').replace(/&amp;/g, '&');
+}
+
+type Listener = Pick<Parameters<Parameters<App['command']>[1]>[0], 'ack' | 'respond' | 'logger'>;
+
+/**
+ * `/starfish run` alone opens the launch form, where the person may start runs; else the refusal
+ * the typed command would get. The trigger expires 3 seconds after the command, so it is opened
+ * before anything slow.
+ */
+async function openLaunchForm(deps: DispatchDeps, client: WebClient, { ack, respond, logger }: Listener, triggerId: string, caller: Caller): Promise<void> {
+  const allowed = checkAccess(deps.policy, caller.userId, caller.channel, 'start');
+  if (!allowed.ok) {
+    await ack(ephemeralResponse(errorMessage(allowed.reason)));
+    return;
+  }
+  await ack();
+  try {
+    await client.views.open({ trigger_id: triggerId, view: launchModal(deps.policy, { channel: caller.channel }) });
+  } catch (error) {
+    logger.error(`could not open the launch form: ${(error as Error).message}`);
+    await respond(ephemeralResponse(errorMessage(`The form to start a run did not open; type the run instead. Example: ${escapeMrkdwn(EXAMPLES.run)}`)));
+  }
+}
+
+/** The Reject button asks for a reason first (a modal); if the form cannot open, the typed form is offered. */
+async function openRejectForm(client: WebClient, chat: Chat, triggerId: string, runId: string, caller: Caller, logger: BoltLogger): Promise<void> {
+  try {
+    await client.views.open({ trigger_id: triggerId, view: rejectModal(runId, caller.channel) });
+  } catch (error) {
+    logger.error(`could not open the reject form for ${runId}: ${(error as Error).message}`);
+    await chat.ephemeral(caller.channel, caller.userId, errorMessage(`The form to reject run ${runId} did not open; type /starfish reject ${runId} &lt;reason&gt; instead.`));
+  }
+}
+
+/** The channel a run was started in, for a click that came from the App Home tab. */
+async function channelOfRun(deps: DispatchDeps, runId: string): Promise<string | undefined> {
+  if (!RUN_ID.test(runId)) return undefined;
+  const loaded = await loadManifest(deps.store, runId).catch(() => undefined);
+  return loaded?.manifest.requester.channel;
+}
+
+/** Whether to show approvals in this person's Home: the policy's approvers, or its approver group's members. */
+async function isApprover(deps: DispatchDeps, client: WebClient, userId: string, logger: BoltLogger): Promise<boolean> {
+  const { approvers, approverGroup } = deps.policy.approval;
+  if (approvers.includes(userId)) return true;
+  if (!approverGroup) return false;
+  return userGroupMembers(client, approverGroup).then(
+    (members) => members.includes(userId),
+    (error: unknown) => {
+      logger.warn(`could not read approver group ${approverGroup}: ${String(error)}`);
+      return false;
+    },
+  );
 }

@@ -10,8 +10,11 @@
  *    timestamp within 5 minutes of now in either direction, the HMAC-SHA256 equal (401);
  * 3. a retry (X-Slack-Retry-Num) is acknowledged with an empty 200 and not forwarded: the first
  *    delivery does the work (https://api.slack.com/apis/connections/events-api#retries);
- * 4. application/x-www-form-urlencoded only, each field once, and either a slash command
- *    (command, team_id, channel_id, user_id) or `payload` holding a JSON object with a type (400);
+ * 4. application/x-www-form-urlencoded, each field once, and either a slash command
+ *    (command, team_id, channel_id, user_id) or `payload` holding a JSON object with a type; or
+ *    application/json holding an Events API callback (event_callback with team_id, api_app_id
+ *    and an event; the App Home tab's app_home_opened) or the url_verification handshake Slack
+ *    sends when the events URL is set (400);
  * 5. team and app ids equal to the configured ones, when configured (403).
  *
  * Slack's `ssl_check=1` probe (unsigned, no work) is answered 200 as Bolt does. A request that
@@ -50,9 +53,10 @@ export type Verdict =
   | { kind: 'refuse'; status: 400 | 401 | 403 | 405 | 413; reason: string }
   /** Answered 200 with an empty body and not processed: a retry, or Slack's SSL check. */
   | { kind: 'acknowledge'; reason: string }
-  | { kind: 'accept'; signature: string; timestamp: string; body: string };
+  | { kind: 'accept'; signature: string; timestamp: string; body: string; contentType: typeof SLACK_FORM | typeof SLACK_JSON };
 
-export const SLACK_FORM = 'application/x-www-form-urlencoded';
+const SLACK_FORM = 'application/x-www-form-urlencoded';
+const SLACK_JSON = 'application/json';
 const MAX_SKEW_SECONDS = 5 * 60;
 const DEFAULT_MAX_BODY = 256 * 1024;
 const SIGNATURE = /^v0=[0-9a-f]{64}$/;
@@ -116,6 +120,26 @@ const interactionSchema = z.object({
   api_app_id: z.string().optional(),
 });
 
+/** An Events API request (https://docs.slack.dev/apis/events-api/): a callback, or the URL handshake. */
+const eventSchema = z.discriminatedUnion('type', [
+  z.object({ type: z.literal('event_callback'), team_id: z.string().min(1), api_app_id: z.string().min(1), event: z.object({ type: z.string().min(1) }) }),
+  // The handshake answers the challenge and does nothing else; it carries no team or app id.
+  z.object({ type: z.literal('url_verification'), challenge: z.string().min(1).max(200) }),
+]);
+
+/** Who an Events API body says it is from; 'handshake' for url_verification; undefined if malformed. */
+function eventSender(body: string): Sender | 'handshake' | undefined {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(body);
+  } catch {
+    return undefined;
+  }
+  const event = eventSchema.safeParse(parsed);
+  if (!event.success) return undefined;
+  return event.data.type === 'url_verification' ? 'handshake' : { teamId: event.data.team_id, appId: event.data.api_app_id };
+}
+
 interface Sender {
   teamId: string | undefined;
   appId: string | undefined;
@@ -154,7 +178,13 @@ function checkContent(headers: Map<string, string>, body: string, identity: Slac
   const retry = headers.get('x-slack-retry-num');
   if (retry !== undefined) return { kind: 'acknowledge', reason: `retry ${retry} (${headers.get('x-slack-retry-reason') ?? 'no reason given'}) acknowledged without doing the work again` };
   const type = mediaType(headers.get('content-type'));
-  if (type !== SLACK_FORM) return refuse(400, `content type ${type || '(none)'} is not ${SLACK_FORM}`);
+  if (type === SLACK_JSON) {
+    const sender = eventSender(body);
+    if (!sender) return refuse(400, 'the JSON body is not an Events API callback or url_verification');
+    const stranger = sender === 'handshake' ? undefined : identityProblem(sender, identity);
+    return stranger ? refuse(403, stranger) : undefined;
+  }
+  if (type !== SLACK_FORM) return refuse(400, `content type ${type || '(none)'} is not ${SLACK_FORM} or ${SLACK_JSON}`);
   const fields = formFields(body);
   if (!fields) return refuse(400, 'a form field appears more than once');
   const sender = senderOf(fields);
@@ -173,7 +203,9 @@ export function checkSlackRequest(request: SlackHttpRequest, options: GuardOptio
   const unsigned = signatureProblem(headers, request.body, options.signingSecret, Math.floor(nowMs / 1000));
   if (unsigned) return refuse(401, unsigned);
   const refused = checkContent(headers, request.body, options.identity);
-  return refused ?? { kind: 'accept', signature: headers.get('x-slack-signature')!, timestamp: headers.get('x-slack-request-timestamp')!, body: request.body };
+  if (refused) return refused;
+  const contentType = mediaType(headers.get('content-type')) === SLACK_JSON ? SLACK_JSON : SLACK_FORM;
+  return { kind: 'accept', signature: headers.get('x-slack-signature')!, timestamp: headers.get('x-slack-request-timestamp')!, body: request.body, contentType };
 }
 
 /**

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
-import { parseCommand, type Command } from '../../src/command/grammar.js';
+import { parseCommand, parseRunForm, type Command } from '../../src/command/grammar.js';
 
 function ok(text: string): Command {
   const r = parseCommand(text);
@@ -133,5 +133,29 @@ describe('fuzzed input', () => {
 
   it('answers non-string input with a message', () => {
     for (const input of [undefined, null, 42, {}, []]) expect(parseCommand(input)).toMatchObject({ ok: false });
+  });
+});
+
+describe('the launch form reads its fields as the typed options', () => {
+  const experiment = 's3://lab-data/iss/experiment.json';
+  const fovCases = ['', '2', '0-3,7', ' 0-3, 7 ', 'all', 'first=16', '0', '3-1', '2 FOVs', 'first=0', 'first=abc', '1,1-1000001'];
+
+  it('a FOVs field is what fovs= (or first=) typed would be: the same request, or the same refusal', () => {
+    for (const fovs of fovCases) {
+      const typedOption = !fovs.trim() ? '' : /^first=/.test(fovs.trim()) ? fovs.trim() : `fovs=${fovs.replace(/\s+/g, '')}`;
+      const typed = parseCommand(`run ${experiment} ${typedOption}`);
+      const form = parseRunForm({ experiment, fovs });
+      if (typed.ok && typed.value.name === 'run') expect(form, fovs).toEqual({ ok: true, request: typed.value.request });
+      else expect(form, fovs).toEqual({ ok: false, errors: { fovs: (typed as { reason: string }).reason } });
+    }
+  });
+
+  it('gives every field its own refusal at once, and refuses a space where a typed command could not have one', () => {
+    const form = parseRunForm({ experiment: 's3://lab data/experiment.json', recipe: 'notes.txt', fovs: 'x', queue: 'no such queue', name: '-' });
+    expect(form.ok).toBe(false);
+    const errors = (form as { errors: Record<string, string> }).errors;
+    expect(Object.keys(errors).sort()).toEqual(['experiment', 'fovs', 'name', 'queue', 'recipe']);
+    expect(errors.experiment).toContain('%20');
+    expect(errors.recipe).toContain('is not a Python file');
   });
 });

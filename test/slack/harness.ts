@@ -20,7 +20,7 @@ import { createHandler, type SlackLambdaHandler } from '../../src/lambda/slack.j
 import type { SlackIdentity } from '../../src/slack/request-guard.js';
 import { plannedOnlyExperiment, removeDir, tempDir } from '../helpers/local.js';
 import { SlackStandIn } from './stand-in.js';
-import { APP_ID, BOT_TOKEN, SIGNING_SECRET, TEAM_ID, clickBody, functionUrlEvent, postSigned, slashBody } from './signing.js';
+import { APP_ID, BOT_TOKEN, SIGNING_SECRET, TEAM_ID, clickBody, eventBody, functionUrlEvent, homeClickBody, post, postSigned, signedJsonHeaders, slashBody, viewSubmissionBody, type SubmissionOptions } from './signing.js';
 
 /** Fast backoff for tests; 429 still waits the full Retry-After. */
 export const FAST_RETRY = { retries: 3, factor: 1, minTimeout: 10, maxTimeout: 20 };
@@ -116,6 +116,11 @@ export interface Harness {
   experiment: string;
   slash(text: string, userId: string, channel?: string): ReturnType<typeof postSigned>;
   click(actionId: string, runId: string, userId: string, channel?: string): ReturnType<typeof postSigned>;
+  /** A click on a button of the App Home tab (no channel in the payload). */
+  homeClick(actionId: string, runId: string, userId: string): ReturnType<typeof postSigned>;
+  submit(options: SubmissionOptions): ReturnType<typeof postSigned>;
+  /** An Events API callback (JSON), e.g. app_home_opened. */
+  event(event: Record<string, unknown>, from?: { teamId?: string; appId?: string }): ReturnType<typeof postSigned>;
   close(): Promise<void>;
 }
 
@@ -191,6 +196,12 @@ export async function startHarness(options: { policy?: unknown; fovs?: number; i
     slash: (text, userId, channel = CHANNEL) => postSigned(url, slashBody({ text, userId, channel, responseUrl: standIn.responseUrl(++responses) })),
     click: (actionId, runId, userId, channel = CHANNEL) =>
       postSigned(url, clickBody({ actionId, value: runId, userId, channel, responseUrl: standIn.responseUrl(++responses) })),
+    homeClick: (actionId, runId, userId) => postSigned(url, homeClickBody({ actionId, value: runId, userId })),
+    submit: (submission) => postSigned(url, viewSubmissionBody(submission)),
+    event: (event, from) => {
+      const body = eventBody(event, from);
+      return post(url, body, signedJsonHeaders(body));
+    },
     async close() {
       await system.settle().catch(() => undefined);
       server.closeAllConnections();

@@ -124,6 +124,92 @@ export function clickBody(o: ClickOptions): string {
   return new URLSearchParams({ payload: JSON.stringify(payload) }).toString();
 }
 
+/** A block_actions payload for a button in the App Home tab: a view container, no channel. */
+export function homeClickBody(o: Omit<ClickOptions, 'channel' | 'responseUrl' | 'messageTs'>): string {
+  const team = o.teamId ?? TEAM_ID;
+  const payload = {
+    type: 'block_actions',
+    user: { id: o.userId, username: o.userId.toLowerCase(), team_id: team },
+    api_app_id: o.appId ?? APP_ID,
+    token: 'deprecated-verification-token',
+    container: { type: 'view', view_id: 'V0HOME0001' },
+    trigger_id: triggerId(),
+    team: { id: team, domain: 'lab' },
+    view: { id: 'V0HOME0001', team_id: team, type: 'home', blocks: [], private_metadata: '', callback_id: '', state: { values: {} }, hash: '1.hash', app_id: o.appId ?? APP_ID, bot_id: 'B0BOT' },
+    actions: [{ action_id: o.actionId, block_id: `home:${o.value}`, text: { type: 'plain_text', text: 'Button' }, value: o.value, type: 'button', action_ts: `${nowSeconds()}.000000` }],
+  };
+  return new URLSearchParams({ payload: JSON.stringify(payload) }).toString();
+}
+
+export interface SubmissionOptions {
+  callbackId: string;
+  userId: string;
+  /** view.state.values: block id → action id → the element's value, as Slack reports it. */
+  values: Record<string, Record<string, Record<string, unknown>>>;
+  privateMetadata?: string;
+  /** The response_urls Slack adds for a conversations_select with response_url_enabled. */
+  responseUrls?: Array<{ block_id: string; action_id: string; channel_id: string; response_url: string }>;
+  teamId?: string;
+  appId?: string;
+}
+
+/** A view_submission payload (https://docs.slack.dev/reference/interaction-payloads/view-interactions-payload). */
+export function viewSubmissionBody(o: SubmissionOptions): string {
+  const team = o.teamId ?? TEAM_ID;
+  const payload = {
+    type: 'view_submission',
+    team: { id: team, domain: 'lab' },
+    user: { id: o.userId, username: o.userId.toLowerCase(), name: o.userId.toLowerCase(), team_id: team },
+    api_app_id: o.appId ?? APP_ID,
+    token: 'deprecated-verification-token',
+    trigger_id: triggerId(),
+    view: {
+      id: 'V0MODAL001',
+      team_id: team,
+      type: 'modal',
+      blocks: [],
+      private_metadata: o.privateMetadata ?? '',
+      callback_id: o.callbackId,
+      state: { values: o.values },
+      hash: '1700000000.abcdef',
+      title: { type: 'plain_text', text: 'starfish' },
+      clear_on_close: false,
+      notify_on_close: false,
+      close: null,
+      submit: { type: 'plain_text', text: 'Submit' },
+      previous_view_id: null,
+      root_view_id: 'V0MODAL001',
+      app_id: o.appId ?? APP_ID,
+      external_id: '',
+      app_installed_team_id: team,
+      bot_id: 'B0BOT',
+    },
+    response_urls: o.responseUrls ?? [],
+    is_enterprise_install: false,
+    enterprise: null,
+  };
+  return new URLSearchParams({ payload: JSON.stringify(payload) }).toString();
+}
+
+/** An Events API callback as Slack posts it: JSON, signed like the forms. */
+export function eventBody(event: Record<string, unknown>, o: { teamId?: string; appId?: string } = {}): string {
+  return JSON.stringify({
+    token: 'deprecated-verification-token',
+    team_id: o.teamId ?? TEAM_ID,
+    api_app_id: o.appId ?? APP_ID,
+    event,
+    type: 'event_callback',
+    event_id: `Ev${randomBytes(5).toString('hex').toUpperCase()}`,
+    event_time: nowSeconds(),
+    authorizations: [{ enterprise_id: null, team_id: o.teamId ?? TEAM_ID, user_id: 'U0BOT', is_bot: true, is_enterprise_install: false }],
+    is_ext_shared_channel: false,
+  });
+}
+
+export function signedJsonHeaders(body: string): Record<string, string> {
+  return { ...signedHeaders(body), 'content-type': 'application/json' };
+}
+
 export interface HttpResult {
   status: number;
   body: string;

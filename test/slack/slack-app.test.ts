@@ -9,6 +9,7 @@ import path from 'node:path';
 import { listManifests, loadManifest } from '../../src/run/manifest-store.js';
 import { ACTIONS } from '../../src/messages/blocks.js';
 import { RUN_ID } from '../../src/command/grammar.js';
+import { REJECT_CALLBACK } from '../../src/slack/reject-modal.js';
 import {
   ALICE,
   APPROVER,
@@ -173,7 +174,11 @@ describe('slash commands and buttons through Slack', () => {
   it('rejected: chat.update shows who rejected, and nothing is submitted', async () => {
     const runId = await requestRun(BOB);
     await waitFor('the root message', () => rootPost(runId));
+    // The Reject button asks for a reason first (views.test.ts); the form left empty rejects without one.
     expect((await h.click(ACTIONS.reject, runId, APPROVER2)).status).toBe(200);
+    const form = await waitFor('the reason form', () => h.standIn.ok('views.open')[0]);
+    const privateMetadata = (form.body.view as { private_metadata: string }).private_metadata;
+    expect((await h.submit({ callbackId: REJECT_CALLBACK, userId: APPROVER2, privateMetadata, values: { reason: { value: { type: 'plain_text_input', value: null } } } })).status).toBe(200);
     const update = await waitFor('the rejection', () => updatesOf(runId).find((c) => textOf(c.body).includes(`Rejected by <@${APPROVER2}>`)));
     expect(textOf(update.body)).toContain(':no_entry: Rejected');
     expect(JSON.stringify(update.body.blocks)).not.toContain(ACTIONS.approve);

@@ -18,7 +18,7 @@ export interface RecordedCall {
 export type Fault = { status: 429; retryAfter: number } | { status: 500 | 502 | 503 } | { status: 200; error: string };
 
 /** Methods whose form fields carry JSON (blocks, files) get those fields parsed back. */
-const JSON_FIELDS = new Set(['blocks', 'files', 'attachments']);
+const JSON_FIELDS = new Set(['blocks', 'files', 'attachments', 'view']);
 
 export class SlackStandIn {
   readonly calls: RecordedCall[] = [];
@@ -127,6 +127,9 @@ export class SlackStandIn {
         const users = this.groups.get(String(body.usergroup));
         return users ? { ok: true, users } : { ok: false, error: 'no_such_subteam' };
       }
+      case 'views.open':
+      case 'views.publish':
+        return { ok: true, view: { id: `V${n}`, hash: `${n}.hash`, ...(body.view as object) } };
       case 'auth.test':
         return { ok: true, user_id: 'UBOT', bot_id: 'BBOT', team_id: 'T0LAB' };
       default:
