@@ -281,6 +281,7 @@ export function resultsMessage(m: RunManifest, summary: ResultsSummary, links: R
     blocks: [
       section(`*${head}*${missing}`),
       ...costSection(m, summary),
+      ...recipeSection(summary),
       section(`*Spots per gene*\n${summarizeLines(genes.map((g) => `• ${g}`), 1500, 'more genes (see summary.json)')}`),
       // One section a file: a presigned URL with a session token is ~1,600 characters.
       section('*Files*'),
@@ -306,6 +307,19 @@ function costSection(m: RunManifest, summary: ResultsSummary): SectionBlock[] {
   const cost = costLine(m, summary);
   if (cost) lines.push(cost);
   return lines.length ? [section(lines.join('\n'))] : [];
+}
+
+/**
+ * Which recipe made the results (summary.json "recipe"): the start of its sha256, which the
+ * recipe's copy under the run's inputs matches, and the settings it declares (its PARAMETERS).
+ */
+function recipeSection(summary: ResultsSummary): SectionBlock[] {
+  const r = summary.recipe;
+  if (!r) return [];
+  const head = `*Recipe* sha256 \`${r.sha256.slice(0, 12)}…\``;
+  const settings = Object.entries(r.parameters ?? {}).map(([key, value]) => `• ${untrusted(key, 64)} = ${untrusted(String(value), 80)}`);
+  if (!settings.length) return [section(head)];
+  return [section(`${head}, with these parameters:\n${summarizeLines(settings, LIMITS.sectionText - 100, 'more parameters (see summary.json)')}`)];
 }
 
 /** What the jobs measured (summary.json "compute"), when they did. */

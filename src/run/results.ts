@@ -18,6 +18,22 @@ const computeSchema = z.object({
   slowest: z.array(z.object({ fov: z.number().int().nonnegative(), wall_seconds: seconds })).max(5).optional(),
 });
 
+/** One recipe parameter as merge-results keeps it: a JSON scalar, its text one line of at most 200 characters. */
+const parameterValue = z.union([z.string().max(200), z.number(), z.boolean(), z.null()]);
+
+/**
+ * Which recipe made the results: the sha256 of its text and the settings it declares (its
+ * PARAMETERS literal, which merge-results reads from the text without running it). Absent when the
+ * merge was not given the recipe; job-written, so only ever shown.
+ */
+const recipeSchema = z.object({
+  sha256: z.string().regex(/^[0-9a-f]{64}$/),
+  parameters: z
+    .record(z.string().min(1).max(64), parameterValue)
+    .refine((p) => Object.keys(p).length <= 32, 'at most 32 parameters')
+    .optional(),
+});
+
 /**
  * merge-results draws spots.png (a panel per FOV) for runs of at most this many FOVs, and for a
  * larger run overview.png alone: PANEL_FOVS in containers/merge-results/merge_results.py. The run's
@@ -35,5 +51,7 @@ export const resultsSummarySchema = z.object({
   counts_per_gene: z.record(z.string(), z.number()),
   // A malformed "compute" is dropped, not the summary: the spots are still the run's results.
   compute: computeSchema.optional().catch(undefined),
+  // Likewise a malformed "recipe": the results stand without saying which recipe made them.
+  recipe: recipeSchema.optional().catch(undefined),
 });
 export type ResultsSummary = z.infer<typeof resultsSummarySchema>;

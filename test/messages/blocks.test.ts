@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { ACTIONS, failureDigest, resultsMessage, rootMessage } from '../../src/messages/blocks.js';
 import { LIMITS, type Message } from '../../src/messages/message.js';
 import { renderText } from '../../src/messages/text.js';
+import { resultsSummarySchema } from '../../src/run/results.js';
 import type { FovFailure } from '../../src/run/manifest.js';
 import { manifest } from './fixtures.js';
 
@@ -67,6 +68,29 @@ describe('Block Kit limits', () => {
     );
     withinLimits(m);
     for (const name of ['counts_matrix.csv', 'fov_quality.csv', 'overview.png']) expect(renderText(m)).toContain(`• ${name} — s3://x/${name} · download (${link(name)})`);
+  });
+
+  it('says which recipe made the results and with which settings, escaped, within the limits', () => {
+    const summary = (recipe: unknown) =>
+      resultsSummarySchema.parse({ fovs_expected: 4, fovs_processed: 4, fovs_missing: [], failures: {}, spots_total: 10, spots_per_fov: {}, counts_per_gene: { ACTB: 10 }, recipe });
+    const links = { spotsCsv: { url: 's3://x/a', download: 'https://x/a' }, summaryJson: { url: 's3://x/b', download: 'https://x/b' }, spotsPng: { url: 's3://x/c', download: 'https://x/c' } };
+    const sha256 = '9c9e765c'.repeat(8);
+    const m = resultsMessage(manifest(), summary({ url: 's3://lab/iss.py', sha256, parameters: { masking_radius_px: 15, threshold: 0.01, register: true, seed: null, '<https://evil.example|key>': '<https://evil.example|click>' } }), links);
+    withinLimits(m);
+    const text = renderText(m);
+    expect(text).toContain('Recipe sha256 9c9e765c9c9e…, with these parameters:\n• masking_radius_px = 15\n• threshold = 0.01\n• register = true\n• seed = null');
+    expect(JSON.stringify(m.blocks)).toContain('• &lt;https://evil.example|key&gt; = &lt;https://evil.example|click&gt;');
+    // 32 long parameters: cut by whole lines, the rest named
+    const many = Object.fromEntries(Array.from({ length: 32 }, (_, i) => [`p${i}_${'k'.repeat(60)}`, 'v'.repeat(200)]));
+    const long = resultsMessage(manifest(), summary({ sha256, parameters: many }), links);
+    withinLimits(long);
+    expect(renderText(long)).toMatch(/more parameters \(see summary.json\)/);
+    // what the merge wrote but cannot be shown is left out, not the results
+    for (const bad of [{ sha256: 'not a hash' }, { sha256, parameters: { list: [1, 2] } }, 'recipe.py']) {
+      const s = summary(bad);
+      expect(s.recipe).toBeUndefined();
+      expect(renderText(resultsMessage(manifest(), s, links))).not.toContain('Recipe');
+    }
   });
 
   it('does not link a spots.png the merge did not write (a run of more than 16 FOVs): the overview is its picture', () => {
