@@ -51,6 +51,8 @@ export interface NagRefs {
   failedInvocations: sqs.Queue;
   inputBuckets: string[];
   highmemInstanceRole?: IConstruct;
+  /** The role of the custom resource that writes the bundled recipe (infra/recipe.ts). */
+  recipeWriter: iam.Role;
 }
 
 /** The acknowledgements, each with its reason (test/infra checks every reason is given). */
@@ -75,6 +77,12 @@ export function addNagSuppressions(stack: Stack, refs: NagRefs): void {
     refs.failedInvocations,
     'AwsSolutions-SQS3',
     'This queue is itself a dead-letter destination (the events Lambda on-failure destination and the EventBridge targets DLQ), which SQS3 only recognises for queue redrive; a DLQ for it would only move the problem.',
+  );
+
+  ack(
+    refs.recipeWriter,
+    'AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole]',
+    "The basic execution role lets the custom resource's Lambda (it writes the bundled recipe at deploy) write its own logs: logs:CreateLogGroup/CreateLogStream/PutLogEvents only; its S3 permission is PutObject/DeleteObject on the one key.",
   );
 
   for (const fn of [refs.slackFunction, refs.eventsFunction]) {

@@ -16,6 +16,8 @@ import { z } from 'zod';
 import { CONFIG, ConfigError, describeIssues, SETTING_PREFIX, SETTINGS_SHAPE } from '../src/config.js';
 import { readAwsConfig } from '../src/aws/config.js';
 import { DEFAULT_QUEUE_PRICES, type QueuePrice } from '../src/run/cost.js';
+import type { Policy } from '../src/run/policy.js';
+import { deployedPolicyLength } from './recipe.js';
 
 /** The queues this stack can deploy; the approval policy may only name these. */
 const QUEUE_NAMES = ['spot', 'ondemand', 'highmem'] as const;
@@ -40,14 +42,15 @@ const settingsSchema = z
       ctx.addIssue({ code: 'custom', path: ['policy'], message: `queues.default "${s.policy.queues.default}" is not in queues.allowed (${s.policy.queues.allowed.join(', ')})` });
     }
     // Lambda environment variables share a 4 KB budget with the ARNs and bucket lists.
-    if (JSON.stringify(s.policy).length > 2048) {
-      ctx.addIssue({ code: 'custom', path: ['policy'], message: `is ${JSON.stringify(s.policy).length} characters as JSON; keep it under 2048 (Lambda environment variables are limited to 4 KB in total), e.g. use approverGroup instead of listing approvers` });
+    const policyLength = deployedPolicyLength(s.policy);
+    if (policyLength > 2048) {
+      ctx.addIssue({ code: 'custom', path: ['policy'], message: `is ${policyLength} characters as JSON${bundledNote(s.policy)}; keep it under 2048 (Lambda environment variables are limited to 4 KB in total), e.g. use approverGroup instead of listing approvers` });
     }
     // The ARNs, URLs and names the stack adds resolve to about 1.3 KB at deploy time, which synth
     // cannot see: what the settings put in the environment must leave room for them.
     const budget = 2600;
     const hosts = s.httpsHosts?.join(',').length ?? 0;
-    const used = JSON.stringify(s.policy).length + s.allowedBuckets.join(',').length + s.readonlyBuckets.join(',').length + hosts;
+    const used = policyLength + s.allowedBuckets.join(',').length + s.readonlyBuckets.join(',').length + hosts;
     if (used > budget) {
       ctx.addIssue({
         code: 'custom',
@@ -62,6 +65,11 @@ const settingsSchema = z
   });
 
 export type Settings = z.infer<typeof settingsSchema>;
+
+/** Said when the stack's bundled default recipe (infra/recipe.ts) counts towards the policy's length. */
+function bundledNote(policy: Policy): string {
+  return policy.defaultRecipe ? '' : ' (with the bundled default recipe the stack adds, since it names no defaultRecipe)';
+}
 
 export class SettingsError extends ConfigError {}
 
@@ -116,8 +124,8 @@ function withDeployedSizes(s: Settings): Settings {
   }
   if (!Object.keys(queues).length) return s;
   const policy = { ...s.policy, cost: { ...s.policy.cost, queues } };
-  if (JSON.stringify(policy).length > 2048) {
-    throw new SettingsError(`starfish:policy: with the job sizes and queue widths of this stack added to its price model (cost.queues), it is ${JSON.stringify(policy).length} characters as JSON; keep it under 2048 (Lambda environment variables are limited to 4 KB in total), e.g. use approverGroup instead of listing approvers`);
+  if (deployedPolicyLength(policy) > 2048) {
+    throw new SettingsError(`starfish:policy: with the job sizes and queue widths of this stack added to its price model (cost.queues), it is ${deployedPolicyLength(policy)} characters as JSON${bundledNote(policy)}; keep it under 2048 (Lambda environment variables are limited to 4 KB in total), e.g. use approverGroup instead of listing approvers`);
   }
   return { ...s, policy };
 }

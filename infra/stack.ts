@@ -20,6 +20,7 @@ import { fileURLToPath } from 'node:url';
 import {
   Aws,
   CfnOutput,
+  type CfnResource,
   Duration,
   IgnoreMode,
   RemovalPolicy,
@@ -41,11 +42,13 @@ import * as logs from 'aws-cdk-lib/aws-logs';
 import * as s3 from 'aws-cdk-lib/aws-s3';
 import * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
 import * as sqs from 'aws-cdk-lib/aws-sqs';
+import * as cr from 'aws-cdk-lib/custom-resources';
 import type { Construct } from 'constructs';
 import { requestClaimKey, runKeys, RUNS_PREFIX, stagedPrefix } from '../src/run/layout.js';
 import { lambdaEnvironment } from '../src/config.js';
 import { APP_TAG, JOB_TAG_KEYS } from '../src/aws/batch-executor.js';
 import { addNagSuppressions } from './nag.js';
+import { BUNDLED_RECIPE, readBundledRecipe, withBundledRecipe } from './recipe.js';
 import { checkLambdaEnvironment, type QueueName, type Settings } from './settings.js';
 
 /** The repository root (infra/ is one level below it). */
@@ -134,6 +137,10 @@ function dockerContextExcludes(repoRoot: string, image: string): string[] {
 
 export class StarfishChatopsStack extends Stack {
   readonly resultsBucket: s3.Bucket;
+  /** Writes the bundled default recipe (infra/recipe.ts) into the results bucket. */
+  readonly bundledRecipe: cr.AwsCustomResource;
+  /** s3://<results bucket>/recipes/bundled/iss_starfish.py */
+  readonly bundledRecipeUrl: string;
   readonly slackFunction: lambda.Function;
   readonly eventsFunction: lambda.Function;
   readonly eventBus: events.EventBus;
@@ -183,6 +190,40 @@ export class StarfishChatopsStack extends Stack {
       removalPolicy: RemovalPolicy.RETAIN,
     });
     this.resultsBucket = resultsBucket;
+
+    // The bundled default recipe, written by CloudFormation with the deploy (issue 15). An
+    // AwsCustomResource PutObject of the file's text rather than s3-deployment's BucketDeployment:
+    // that one grants its handler s3:GetObject*/s3:List*/s3:DeleteObject*/s3:Abort* on the whole
+    // results bucket (wildcard actions this stack allows nowhere) and ships a 22 MB AWS CLI
+    // layer into cdk.out at every synth; one small text file needs neither. The text sits in the
+    // template, so `cdk diff` shows a change to it. Deleting the stack deletes the object (the
+    // bucket itself is kept), and moving it to another key deletes the old one: no default is
+    // left behind for a policy that no longer names it.
+    const bundledRecipeUrl = `s3://${resultsBucket.bucketName}/${BUNDLED_RECIPE.key}`;
+    const recipeObject = { Bucket: resultsBucket.bucketName, Key: BUNDLED_RECIPE.key };
+    const putRecipe: cr.AwsSdkCall = {
+      service: 'S3',
+      action: 'putObject',
+      parameters: { ...recipeObject, Body: readBundledRecipe(repoRoot), ContentType: 'text/x-python; charset=utf-8' },
+      physicalResourceId: cr.PhysicalResourceId.of(bundledRecipeUrl),
+      outputPaths: ['ETag'],
+    };
+    const bundledRecipe = new cr.AwsCustomResource(this, 'BundledRecipe', {
+      onCreate: putRecipe,
+      onUpdate: putRecipe,
+      onDelete: { service: 'S3', action: 'deleteObject', parameters: recipeObject },
+      policy: cr.AwsCustomResourcePolicy.fromStatements([
+        new iam.PolicyStatement({ sid: 'WriteBundledRecipe', actions: ['s3:PutObject', 's3:DeleteObject'], resources: [resultsBucket.arnForObjects(BUNDLED_RECIPE.key)] }),
+      ]),
+      // The runtime's SDK: installing the latest one would reach npm at deploy time.
+      installLatestAwsSdk: false,
+      logGroup: new logs.LogGroup(this, 'BundledRecipeLogs', { retention: settings.logRetentionDays as logs.RetentionDays, removalPolicy: RemovalPolicy.DESTROY }),
+    });
+    // A refactor that renamed this construct would create the new resource (writing the key), then
+    // delete the old one (deleting the same key): the default would dangle. The id stays fixed.
+    (bundledRecipe.node.findChild('Resource').node.defaultChild as CfnResource).overrideLogicalId('BundledRecipe');
+    this.bundledRecipe = bundledRecipe;
+    this.bundledRecipeUrl = bundledRecipeUrl;
 
     // Slack credentials: a generated placeholder signing secret (requests fail verification
     // until the real one is put), never a literal in code, template or environment.
@@ -353,6 +394,10 @@ export class StarfishChatopsStack extends Stack {
       /** What the jobs write, and nothing else: FOV tables and failure reasons, merged results. */
       outputs: resultsBucket.arnForObjects(anyRun.outputs),
       fovOutputs: resultsBucket.arnForObjects(`${anyRun.fovOutputs}/*`),
+      /** The bundled default recipe: the launcher reads it to snapshot it, like any recipe. */
+      bundledRecipe: resultsBucket.arnForObjects(BUNDLED_RECIPE.key),
+      /** Recipes the deploy writes: code later runs execute, so never the jobs'. */
+      recipes: resultsBucket.arnForObjects(`${path.posix.dirname(path.posix.dirname(BUNDLED_RECIPE.key))}/*`),
     };
     const inputBuckets = [...settings.allowedBuckets, ...settings.readonlyBuckets];
     const inputObjects = inputBuckets.map((b) => objects(b, '*'));
@@ -376,13 +421,14 @@ export class StarfishChatopsStack extends Stack {
     jobRole.addToPrincipalPolicy(listResults);
     if (listInputs) jobRole.addToPrincipalPolicy(listInputs);
     // And explicitly never, whatever is granted later: the control state, the request claims, the
-    // input snapshots (under runs/) and the staged experiments other runs read.
+    // input snapshots (under runs/), the staged experiments other runs read, and the deployed
+    // recipes (a job that replaced the default recipe would run its code in every later run).
     jobRole.addToPrincipalPolicy(
       new iam.PolicyStatement({
         sid: 'NeverWriteControlStateOrInputs',
         effect: iam.Effect.DENY,
         actions: [...OBJECT_WRITE_ACTIONS],
-        resources: [results.runs, results.requests, results.experiments],
+        resources: [results.runs, results.requests, results.experiments, results.recipes],
       }),
     );
 
@@ -431,7 +477,8 @@ export class StarfishChatopsStack extends Stack {
       mergeJobDefinition: mergeJob.jobDefinitionArn,
       // EC2 queues refuse Fargate job definitions: the executor picks these per queue.
       queueJobDefinitions,
-      policy: settings.policy,
+      // The lab's policy, with the bundled recipe as its default when it names none.
+      policy: withBundledRecipe(settings.policy, bundledRecipeUrl),
       slackSecretArn: slackSecret.secretArn,
       dlqUrl: deadLetters.queueUrl,
       logGroup: batchLogGroup.logGroupName,
@@ -506,6 +553,9 @@ export class StarfishChatopsStack extends Stack {
       ...reserved(settings.reservedConcurrency.events),
     });
     this.eventsFunction = eventsFunction;
+    // The policy names the bundled recipe: it is written before the Lambdas that read the policy
+    // start, and deleted only after they are gone.
+    for (const fn of [slackFunction, eventsFunction]) fn.node.addDependency(bundledRecipe);
 
     // Run events → events Lambda (async; a failure after 2 retries lands in the DLQ).
     eventsFunction.configureAsyncInvoke({ retryAttempts: 2, maxEventAge: Duration.hours(6), onFailure: new destinations.SqsDestination(failedInvocations) });
@@ -601,7 +651,11 @@ export class StarfishChatopsStack extends Stack {
     // permissions: AWS requires Resource "*".
     eventsFunction.addToRolePolicy(new iam.PolicyStatement({ sid: 'DescribeJobs', actions: ['batch:DescribeJobs', 'batch:ListJobs'], resources: ['*'] }));
     eventsFunction.addToRolePolicy(
-      new iam.PolicyStatement({ sid: 'ReadStoreAndInputs', actions: ['s3:GetObject'], resources: [results.runs, results.experiments, results.outputs, ...inputObjects] }),
+      new iam.PolicyStatement({
+        sid: 'ReadStoreAndInputs',
+        actions: ['s3:GetObject'],
+        resources: [results.runs, results.experiments, results.outputs, results.bundledRecipe, ...inputObjects],
+      }),
     );
     // PutObject covers conditional create/replace (If-None-Match/If-Match) and the CopyObject
     // destination (staging); DeleteObject gives claims back. Nothing here writes outputs/.
@@ -642,16 +696,33 @@ export class StarfishChatopsStack extends Stack {
       }),
     );
 
+    // The bundled default recipe changes only with a deploy: whatever any identity policy in the
+    // account grants, only the role CloudFormation writes it with may write under recipes/bundled/.
+    // (A lab's own recipes belong in its own bucket, or anywhere else in this one.)
+    const recipeWriter = bundledRecipe.grantPrincipal;
+    if (!(recipeWriter instanceof iam.Role)) throw new Error('infra: the bundled recipe is expected to be written by a role of this stack');
+    resultsBucket.addToResourcePolicy(
+      new iam.PolicyStatement({
+        sid: 'BundledRecipesOnlyThroughDeploys',
+        effect: iam.Effect.DENY,
+        principals: [new iam.AnyPrincipal()],
+        actions: [...OBJECT_WRITE_ACTIONS],
+        resources: [resultsBucket.arnForObjects(`${path.posix.dirname(BUNDLED_RECIPE.key)}/*`)],
+        conditions: { ArnNotEquals: { 'aws:PrincipalArn': recipeWriter.roleArn } },
+      }),
+    );
+
     // ───────────────────────── outputs ─────────────────────────
     new CfnOutput(this, 'SlackRequestUrl', { value: slackUrl.url, description: 'Request URL for the Slack app manifest (slash command, interactivity)' });
     new CfnOutput(this, 'SlackSecretArn', { value: slackSecret.secretArn, description: 'put {"signingSecret","botToken"} here' });
     new CfnOutput(this, 'ResultsBucketName', { value: resultsBucket.bucketName });
+    new CfnOutput(this, 'BundledRecipeUrl', { value: bundledRecipeUrl, description: 'the recipe a run uses when it names none and starfish:policy has no defaultRecipe' });
     new CfnOutput(this, 'EventBusName', { value: bus.eventBusName });
     new CfnOutput(this, 'JobQueues', { value: this.toJsonString(queueArns) });
     new CfnOutput(this, 'BatchLogGroup', { value: batchLogGroup.logGroupName });
     new CfnOutput(this, 'DeadLetterQueueUrl', { value: deadLetters.queueUrl, description: 'Batch events the notifier failed on; the reconciler replays them' });
     new CfnOutput(this, 'FailedInvocationsQueueUrl', { value: failedInvocations.queueUrl, description: 'run events and schedules that failed after retries; for a person to inspect' });
 
-    addNagSuppressions(this, { slackFunction, slackUrl, eventsFunction, jobRole, executionRole, resultsBucket, slackSecret, failedInvocations, inputBuckets, highmemInstanceRole });
+    addNagSuppressions(this, { slackFunction, slackUrl, eventsFunction, jobRole, executionRole, resultsBucket, slackSecret, failedInvocations, inputBuckets, highmemInstanceRole, recipeWriter });
   }
 }

@@ -221,7 +221,7 @@ describe('highmem option', () => {
     expect(ec2Defs).toHaveLength(2);
     s.template.hasOutput('HighmemFovJobDefinition', {});
     // The queue map the Lambdas read names all three queues.
-    const fn = Object.values(resourcesOf(s.template, 'AWS::Lambda::Function'))[0]!;
+    const fn = resourcesOf(s.template, 'AWS::Lambda::Function')[logicalId(s.stack, s.stack.eventsFunction)]!;
     const joined = fn.Properties!.Environment.Variables.STARFISH_JOB_QUEUES['Fn::Join'][1].filter((x: unknown) => typeof x === 'string').join('');
     expect(joined).toBe('{"spot":"","ondemand":"","highmem":""}');
     // …and the highmem queue runs the EC2 job definitions, not the Fargate ones.

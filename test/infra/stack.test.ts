@@ -9,7 +9,9 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { Match, type Template } from 'aws-cdk-lib/assertions';
 import { App, Validations } from 'aws-cdk-lib';
 import type { CfnBucket } from 'aws-cdk-lib/aws-s3';
-import { INTERMEDIATE_TAG, JOB_NAME_PREFIX, RUN_EVENT_TYPES, StarfishChatopsStack } from '../../infra/stack.js';
+import { INTERMEDIATE_TAG, JOB_NAME_PREFIX, REPO_ROOT, RUN_EVENT_TYPES, StarfishChatopsStack } from '../../infra/stack.js';
+import { BUNDLED_RECIPE } from '../../infra/recipe.js';
+import { render } from './policy.js';
 import { readSettings } from '../../infra/settings.js';
 import { cdkJsonContext } from '../../infra/context.js';
 import { logicalId, resourcesOf, synth, type CfnProperties, type Synthesized } from './synth.js';
@@ -132,7 +134,8 @@ describe('Lambdas', () => {
       expect(vars.STARFISH_ALLOWED_BUCKETS).toBe(s.settings.allowedBuckets.join(','));
       expect(vars.STARFISH_READONLY_BUCKETS).toBe(s.settings.readonlyBuckets.join(','));
       expect(vars.STARFISH_EVENT_BUS).toEqual({ Ref: ids.bus });
-      expect(JSON.parse(vars.STARFISH_POLICY_JSON)).toEqual(s.settings.policy);
+      // cdk.json's example policy names no defaultRecipe: the deployed one is the bundled recipe.
+      expect(JSON.parse(render(vars.STARFISH_POLICY_JSON))).toEqual({ ...s.settings.policy, defaultRecipe: `s3://<${ids.results}>/${BUNDLED_RECIPE.key}` });
       expect(vars.STARFISH_DOWNLOAD_EXPIRY_SECONDS).toBe(String(s.settings.downloadExpirySeconds));
       expect(vars.STARFISH_SLACK_SECRET_ARN).toEqual({ Ref: one('AWS::SecretsManager::Secret').id });
       // STARFISH_JOB_QUEUES renders as JSON {"spot": <arn>, "ondemand": <arn>}.
@@ -304,7 +307,10 @@ describe('AWS Batch', () => {
       // process-fov checks the experiment (spacetx.py) before it runs a recipe; the merge reads none.
       const shared = name === 'process-fov' ? ['containers/common/starfish_io.py', 'containers/common/spacetx.py'] : ['containers/common/starfish_io.py'];
       const script = name === 'process-fov' ? 'process_fov.py' : 'merge_results.py';
-      expect(files).toEqual([`containers/${name}/Dockerfile`, ...shared, `containers/${name}/${script}`].sort());
+      // …and process-fov carries the bundled default recipe (infra/recipe.ts), byte for byte.
+      const bundled = name === 'process-fov' ? [BUNDLED_RECIPE.source] : [];
+      expect(files).toEqual([`containers/${name}/Dockerfile`, ...shared, `containers/${name}/${script}`, ...bundled].sort());
+      for (const file of bundled) expect(readFileSync(path.join(dir, file)).equals(readFileSync(path.join(REPO_ROOT, file)))).toBe(true);
       expect(existsSync(path.join(dir, 'node_modules'))).toBe(false);
     }
   });

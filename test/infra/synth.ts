@@ -69,7 +69,7 @@ export interface CfnProperties {
     Runtime: string;
     Architectures: string[];
     Handler: string;
-    Environment: { Variables: Record<string, unknown> & { STARFISH_POLICY_JSON: string; STARFISH_JOB_QUEUES: Join; STARFISH_QUEUE_JOB_DEFINITIONS?: Join } };
+    Environment: { Variables: Record<string, unknown> & { STARFISH_POLICY_JSON: string | Join; STARFISH_JOB_QUEUES: Join; STARFISH_QUEUE_JOB_DEFINITIONS?: Join } };
     LoggingConfig: { LogGroup: { Ref: string } };
   };
   'AWS::Lambda::Url': Record<string, unknown>;

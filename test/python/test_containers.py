@@ -8,6 +8,10 @@ import pytest
 from conftest import REPO, RUN_ID, run_script
 
 IMAGES = {"process-fov": "process_fov.py", "merge-results": "merge_results.py"}
+# Files an image carries besides its scripts: the bundled default recipe, at the path
+# infra/recipe.ts (BUNDLED_RECIPE) and containers/README.md document.
+EXTRA_COPIES = {"process-fov": {"/opt/starfish-chatops/recipes/iss_starfish.py": "examples/recipes/iss_starfish.py"},
+                "merge-results": {}}
 
 
 def parse_dockerfile(path):
@@ -36,6 +40,8 @@ def test_dockerfile(image):
     entry = [a for i, a in instrs if i == "ENTRYPOINT"][-1]
     target = re.findall(r'"(/opt/[^"]+)"', entry)[0]
     assert dests[target] == "containers/%s/%s" % (image, script)
+    for dst, src in EXTRA_COPIES[image].items():
+        assert dests.get(dst) == src, dst
     ignore = open(os.path.join(REPO, "containers", image, "Dockerfile.dockerignore")).read().split()
     for src in dests.values():
         assert "!" + src in ignore
