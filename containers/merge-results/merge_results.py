@@ -15,7 +15,9 @@ spots.csv has the six columns every FOV table starts with (fov,x,y,z,target,qual
 union of the tables' other columns (starfish's physical xc, yc, zc first); a FOV's rows pass
 through unchanged when its columns are those, else its values are placed under them. A
 header-only table is a FOV processed with 0 spots. summary.json's "compute" totals the FOVs'
-fov_NNN.metrics.json (absent when no FOV wrote one: an older image).
+fov_NNN.metrics.json (absent when no FOV wrote one: an older image), and fov_quality.csv takes
+each FOV's registration shift from it when the recipe reported one; summary.json's "recipe" has
+the recipe's sha256 and its PARAMETERS, read from its text (never run).
 
 Exit 0 when at least one FOV table was merged and every result file is written, 1 when none was
 found or a file could not be written or drawn, 2 on a bad environment.

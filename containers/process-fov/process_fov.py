@@ -25,7 +25,8 @@ The recipe is loaded once per child; then each FOV of the chunk in turn writes
 <fov output>/fov_NNN.csv (fov,x,y,z,target,quality, then starfish's physical xc,yc,zc and every
 other column the recipe returned), whole or not at all (a temporary name, then a rename), or on
 failure fov_NNN.error.json with the reason, and in both cases fov_NNN.metrics.json (wall time,
-CPU time, peak memory). An empty result is a header-only table (a FOV without spots is a
+CPU time, peak memory, and the facts the recipe reported through starfish_io.report_fov_facts,
+checked: its registration shift). An empty result is a header-only table (a FOV without spots is a
 success). A failing FOV does not stop the others. The last line on stderr is
 "process-fov: <reason>" when anything failed; the exit code is 0 when every FOV succeeded, 1
 when one failed (recipe/data, or its table could not be written: a full disk says so, with the
