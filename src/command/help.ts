@@ -6,7 +6,7 @@ import { noticeMessage } from '../messages/blocks.js';
 const TOPICS: Record<string, string> = {
   run: `*run &lt;experiment.json&gt; [options]* — process every FOV of a SpaceTx experiment in Batch jobs (one FOV each, or a chunk once the recipe's time per FOV is known), then merge the results.
 Options: \`recipe=URL\` the .py defining process_fov (fov_index, experiment_url or fov, codebook) · \`fovs=all|a-b,c\` which FOVs: all (default), or indices and ranges (\`fovs=2\` is FOV 2; \`fovs=0-3,7\`) · \`first=N\` the first N FOVs · \`queue=NAME\` · \`name=LABEL\` · \`dry-run\` (plan only).
-Large runs may wait for an approver. Example: \`${EXAMPLES.run}\``,
+Large runs may wait for an approver. In Slack, \`/starfish run\` alone opens a form with these fields (and the app's Home tab lists your runs). Example: \`${EXAMPLES.run}\``,
   status: `*status [run-id]* — the state of a run (your latest if no id). Example: \`${EXAMPLES.status}\``,
   list: `*list* — the recent runs. Example: \`${EXAMPLES.list}\``,
   cancel: `*cancel &lt;run-id&gt;* — terminate every job of a run. Example: \`${EXAMPLES.cancel}\``,
