@@ -4,7 +4,7 @@
  * front of the real local system (directory store, in-process bus, launcher, notifier, process
  * executor) whose chat is SlackChat pointed at the stand-in. The only substitutions:
  * - the executor's "python" is this Node binary running two stub scripts (a FOV that succeeds,
- *   optionally holding while <home>/hold exists; a merge that writes summary.json and spots.png),
+ *   optionally holding while <home>/hold exists, or fails while <home>/fail exists; a merge that writes summary.json and spots.png),
  *   since the synthetic experiment has no images to process;
  * - a counting decorator around that executor, at the port edge, to count submissions.
  */
@@ -68,6 +68,11 @@ const FOV_STUB = `
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 const hold = path.resolve(process.env.STARFISH_FOV_OUTPUT, '../../../hold');
+// While <home>/fail exists every FOV fails, as a recipe error would.
+if (existsSync(path.resolve(hold, '../fail'))) {
+  console.error('process-fov: recipe raised ValueError: no spots found');
+  process.exit(1);
+}
 const until = Date.now() + 30000;
 while (existsSync(hold) && Date.now() < until) await new Promise((r) => setTimeout(r, 25));
 `;

@@ -295,6 +295,35 @@ describe('the App Home tab', () => {
   });
 });
 
+describe('the Retry failed FOVs button', () => {
+  it('is on a run whose FOVs failed; a click reruns them once, and the run ends succeeded', async () => {
+    const fail = path.join(h.home, 'fail');
+    await writeFile(fail, '');
+    let runId: string;
+    try {
+      runId = await pendingRun(ALICE);
+      await h.click(ACTIONS.approve, runId, APPROVER);
+      await waitFor('the run ended with failed FOVs', async () => ['failed', 'partially-failed'].includes((await loadManifest(h.system.store, runId))?.manifest.status ?? ''), 20_000);
+    } finally {
+      await rm(fail, { force: true });
+    }
+    const failed = await waitFor('the root message with its Retry button', () =>
+      h.standIn.ok('chat.update').find((c) => textOf(c.body).includes(`starfish run ${runId}`) && JSON.stringify(c.body.blocks).includes(ACTIONS.retry)),
+    );
+    expect(viewLimitProblems({ type: 'message', blocks: failed.body.blocks as [] })).toEqual([]);
+    const submitted = h.executor.fovSubmits;
+    expect((await h.click(ACTIONS.retry, runId, ALICE)).status).toBe(200);
+    const done = await waitFor('the retried run', async () => {
+      const m = (await loadManifest(h.system.store, runId))?.manifest;
+      return m?.status === 'succeeded' ? m : undefined;
+    }, 20_000);
+    expect(done.submissions).toHaveLength(2);
+    expect(h.executor.fovSubmits).toBe(submitted + 1);
+    // One answer to the click: the launcher's, to the clicker.
+    expect(h.standIn.ok('chat.postEphemeral').filter((c) => c.body.user === ALICE && textOf(c.body).includes(runId))).toHaveLength(1);
+  });
+});
+
 describe('the events URL handshake', () => {
   it("answers Slack's url_verification with its challenge", async () => {
     const body = JSON.stringify({ token: 'deprecated-verification-token', challenge: '3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P', type: 'url_verification' });
