@@ -23,8 +23,9 @@ export const BUNDLED_RECIPE = {
 } as const;
 
 /**
- * The text travels inside the template and CloudFormation's request to the custom resource's
- * Lambda (asynchronous invocation payloads are limited to 256 KB); a recipe is a few KB of source.
+ * The text travels inside the template (CloudFormation takes at most 1 MB) and in every request
+ * CloudFormation sends the custom resource's Lambda (an update carries the old and the new text);
+ * a recipe is a few KB of source, so 64 KiB leaves ample room under both.
  */
 export const MAX_BUNDLED_RECIPE_BYTES = 64 * 1024;
 

@@ -137,10 +137,6 @@ function dockerContextExcludes(repoRoot: string, image: string): string[] {
 
 export class StarfishChatopsStack extends Stack {
   readonly resultsBucket: s3.Bucket;
-  /** Writes the bundled default recipe (infra/recipe.ts) into the results bucket. */
-  readonly bundledRecipe: cr.AwsCustomResource;
-  /** s3://<results bucket>/recipes/bundled/iss_starfish.py */
-  readonly bundledRecipeUrl: string;
   readonly slackFunction: lambda.Function;
   readonly eventsFunction: lambda.Function;
   readonly eventBus: events.EventBus;
@@ -222,8 +218,6 @@ export class StarfishChatopsStack extends Stack {
     // A refactor that renamed this construct would create the new resource (writing the key), then
     // delete the old one (deleting the same key): the default would dangle. The id stays fixed.
     (bundledRecipe.node.findChild('Resource').node.defaultChild as CfnResource).overrideLogicalId('BundledRecipe');
-    this.bundledRecipe = bundledRecipe;
-    this.bundledRecipeUrl = bundledRecipeUrl;
 
     // Slack credentials: a generated placeholder signing secret (requests fail verification
     // until the real one is put), never a literal in code, template or environment.
@@ -396,7 +390,7 @@ export class StarfishChatopsStack extends Stack {
       fovOutputs: resultsBucket.arnForObjects(`${anyRun.fovOutputs}/*`),
       /** The bundled default recipe: the launcher reads it to snapshot it, like any recipe. */
       bundledRecipe: resultsBucket.arnForObjects(BUNDLED_RECIPE.key),
-      /** Recipes the deploy writes: code later runs execute, so never the jobs'. */
+      /** Recipes kept in this bucket (the deploy's under recipes/bundled/): code later runs execute, so never the jobs' to write. */
       recipes: resultsBucket.arnForObjects(`${path.posix.dirname(path.posix.dirname(BUNDLED_RECIPE.key))}/*`),
     };
     const inputBuckets = [...settings.allowedBuckets, ...settings.readonlyBuckets];
