@@ -5,10 +5,10 @@
  * and every permission on the run's path (the launcher reads it and snapshots it, the jobs read
  * the snapshot); and what it must refuse: anyone but the deploy replacing it.
  */
-import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { BatchClient } from '@aws-sdk/client-batch';
 import { EventBridgeClient } from '@aws-sdk/client-eventbridge';
 import { S3Client } from '@aws-sdk/client-s3';
@@ -229,8 +229,11 @@ describe('the headline command on the deployed configuration', () => {
 });
 
 describe('reading the bundled recipe at synth', () => {
+  const roots: string[] = [];
+  afterAll(() => roots.forEach((root) => rmSync(root, { recursive: true, force: true })));
   const repoWith = (content: Buffer | string) => {
     const root = mkdtempSync(path.join(os.tmpdir(), 'starfish-recipe-'));
+    roots.push(root);
     mkdirSync(path.join(root, path.dirname(BUNDLED_RECIPE.source)), { recursive: true });
     writeFileSync(path.join(root, BUNDLED_RECIPE.source), content);
     return root;
