@@ -143,6 +143,8 @@ function shownSummary(m: RunManifest, round: number, read: Result<ResultsSummary
     counts_per_gene: Object.fromEntries(genes),
     // The FOVs' measured time (validated, capped): shown and costed, never decided on.
     ...(read.ok && read.value.compute ? { compute: read.value.compute } : {}),
+    // Which recipe made it (its sha256 and declared PARAMETERS, validated): shown, never decided on.
+    ...(read.ok && read.value.recipe ? { recipe: read.value.recipe } : {}),
   };
   return read.ok ? { summary } : { summary, problem: read.reason };
 }

@@ -120,6 +120,8 @@ export class RunWorker {
     const link = async (key: string) => ({ url: this.deps.store.locate(key), download: await this.deps.store.downloadLink(key) });
     const more = [];
     for (const [name, key] of Object.entries(keys.optionalResults)) if (await this.deps.store.get(key, { maxBytes: 1 })) more.push({ name, ...(await link(key)) });
-    return { spotsCsv: await link(keys.spotsCsv), summaryJson: await link(keys.summaryJson), spotsPng: await link(keys.spotsPng), more };
+    // A run of more than PANEL_FOVS FOVs has no spots.png (its picture is overview.png): no dead link.
+    const spotsPngWritten = (await this.deps.store.get(keys.spotsPng, { maxBytes: 1 })) !== undefined;
+    return { spotsCsv: await link(keys.spotsCsv), summaryJson: await link(keys.summaryJson), spotsPng: await link(keys.spotsPng), spotsPngWritten, more };
   }
 }

@@ -313,13 +313,14 @@ describe('races and crashes (second review)', () => {
 
 describe('the picture a run posts', () => {
   /** A run of `fovs` FOVs that all succeed, whose merge wrote everything but spots.png. */
-  async function finishedWithoutPanels(fovs: number) {
+  async function finishedWithoutPanels(fovs: number, recipe?: unknown) {
     const { runKeys } = await import('../../src/run/layout.js');
     const run = await launchedRun(fovs);
     const array = run.batch.byName(/-fov$/);
     const merge = run.batch.byName(/-merge$/);
     const keys = runKeys(run.runId);
-    await mergeWrote(run.store, run.runId, summaryJson(fovs, []));
+    const summary = JSON.parse(summaryJson(fovs, [])) as Record<string, unknown>;
+    await mergeWrote(run.store, run.runId, JSON.stringify(recipe ? { ...summary, recipe } : summary));
     await run.store.delete(keys.spotsPng);
     await run.store.put(keys.optionalResults['overview.png'], Buffer.from('overview'));
     run.batch.set(array, 'SUCCEEDED', { SUCCEEDED: fovs });
@@ -333,6 +334,19 @@ describe('the picture a run posts', () => {
     expect((await run.manifest()).status).toBe('succeeded');
     expect(run.chat.of('reply').filter((c) => c.message?.text.includes('Results of run'))).toHaveLength(1);
     expect(run.chat.of('upload').map((c) => c.filename)).toEqual([`${run.runId}-overview.png`]);
+    // No link to a file the merge did not write.
+    const results = run.chat.of('reply').find((c) => c.message?.text.includes('Results of run'))!;
+    expect(JSON.stringify(results.message!.blocks)).not.toContain('spots.png');
+  });
+
+  it("the results name the recipe that made them: its sha256 and its declared parameters, escaped", async () => {
+    const recipe = { url: 's3://lab/recipes/iss.py', sha256: 'ab'.repeat(32), parameters: { min_sigma: 1.5, '<!channel>': 'x', decoder: 'PerRoundMaxChannel' } };
+    const run = await finishedWithoutPanels(20, recipe);
+    const results = JSON.stringify(run.chat.of('reply').find((c) => c.message?.text.includes('Results of run'))!.message!.blocks);
+    expect(results).toContain(`*Recipe* sha256 \`${'ab'.repeat(6)}…\``);
+    expect(results).toContain('min_sigma = 1.5');
+    expect(results).toContain('decoder = PerRoundMaxChannel');
+    expect(results).not.toContain('<!channel>');
   });
 
   it('a run of 16 FOVs or fewer is not complete without its per-FOV panels', async () => {
