@@ -127,17 +127,22 @@ const eventSchema = z.discriminatedUnion('type', [
   z.object({ type: z.literal('url_verification'), challenge: z.string().min(1).max(200) }),
 ]);
 
-/** Who an Events API body says it is from; 'handshake' for url_verification; undefined if malformed. */
-function eventSender(body: string): Sender | 'handshake' | undefined {
+/** JSON text read with a schema; undefined when it is not JSON or not of that shape. */
+function parseJsonAs<T>(text: string, schema: z.ZodType<T>): T | undefined {
   let parsed: unknown;
   try {
-    parsed = JSON.parse(body);
+    parsed = JSON.parse(text);
   } catch {
     return undefined;
   }
-  const event = eventSchema.safeParse(parsed);
-  if (!event.success) return undefined;
-  return event.data.type === 'url_verification' ? 'handshake' : { teamId: event.data.team_id, appId: event.data.api_app_id };
+  return schema.safeParse(parsed).data;
+}
+
+/** Who an Events API body says it is from; 'handshake' for url_verification; undefined if malformed. */
+function eventSender(body: string): Sender | 'handshake' | undefined {
+  const event = parseJsonAs(body, eventSchema);
+  if (!event) return undefined;
+  return event.type === 'url_verification' ? 'handshake' : { teamId: event.team_id, appId: event.api_app_id };
 }
 
 interface Sender {
@@ -149,15 +154,9 @@ interface Sender {
 function senderOf(fields: Map<string, string>): Sender | undefined {
   const payload = fields.get('payload');
   if (payload !== undefined) {
-    let parsed: unknown;
-    try {
-      parsed = JSON.parse(payload);
-    } catch {
-      return undefined;
-    }
-    const interaction = interactionSchema.safeParse(parsed);
-    if (!interaction.success) return undefined;
-    return { teamId: interaction.data.team?.id ?? interaction.data.user?.team_id, appId: interaction.data.api_app_id };
+    const interaction = parseJsonAs(payload, interactionSchema);
+    if (!interaction) return undefined;
+    return { teamId: interaction.team?.id ?? interaction.user?.team_id, appId: interaction.api_app_id };
   }
   const command = slashCommandSchema.safeParse(Object.fromEntries(fields));
   return command.success ? { teamId: command.data.team_id, appId: command.data.api_app_id } : undefined;
