@@ -73,7 +73,8 @@ export function launchModal(policy: Policy, opened: { channel?: string }): Modal
         // The submission then carries a response_url for this channel, so the answer reaches the
         // person there even before the bot is invited.
         response_url_enabled: true,
-        ...(opened.channel ? { initial_conversation: opened.channel } : {}),
+        // Only a channel can be preselected: the menu lists channels, not direct messages.
+        ...(opened.channel && /^[CG][A-Z0-9]+$/.test(opened.channel) ? { initial_conversation: opened.channel } : {}),
       },
     },
     textInput(LAUNCH_FIELDS.experiment, 'Experiment', 's3://lab-data/iss/experiment.json', "The experiment's experiment.json (SpaceTx format), as an s3:// or https:// URL.", false),

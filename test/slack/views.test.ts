@@ -11,7 +11,7 @@ import path from 'node:path';
 import { createManifest, listManifests, loadManifest } from '../../src/run/manifest-store.js';
 import { ACTIONS } from '../../src/messages/blocks.js';
 import { LAUNCH_ACTION } from '../../src/messages/home-view.js';
-import { LAUNCH_CALLBACK } from '../../src/slack/launch-modal.js';
+import { LAUNCH_CALLBACK, launchModal } from '../../src/slack/launch-modal.js';
 import { REJECT_CALLBACK } from '../../src/slack/reject-modal.js';
 import type { RunManifest } from '../../src/run/manifest.js';
 import { ALICE, APPROVER, BOB, CHANNEL, MALLORY, OTHER_CHANNEL, startHarness, textOf, waitFor, type Harness } from './harness.js';
@@ -85,6 +85,13 @@ describe('the launch form: /starfish run with nothing after it', () => {
     // Nothing was started by opening a form.
     await h.system.bus.drain();
     expect(h.standIn.ok('chat.postMessage')).toHaveLength(0);
+  });
+
+  it('typed in a direct message, preselects no channel (the menu lists channels only)', () => {
+    const view = launchModal(h.system.dispatchDeps.policy, { channel: 'D0DIRECT01' });
+    const channel = view.blocks.find((b) => b.block_id === 'channel') as unknown as { element: Record<string, unknown> };
+    expect(channel.element.initial_conversation).toBeUndefined();
+    expect(viewLimitProblems(view as unknown as View)).toEqual([]);
   });
 
   it('is not opened for someone who may not start runs there: the typed refusal instead', async () => {
