@@ -10,11 +10,13 @@ import { createManifest, listManifests, loadManifest } from '../run/manifest-sto
 import { requestClaimKey, runKeys } from '../run/layout.js';
 import type { RunEstimate, RunManifest } from '../run/manifest.js';
 import { approvalReasons, checkApprover, checkManage, unapprovedFovsToday } from '../run/policy.js';
-import { costVerdict, estimateRun, historyWindowMs, packingInput } from '../run/budget.js';
+import { costVerdict, estimateRun, historyWindowMs, packingInput, retryBudgetRefusal } from '../run/budget.js';
 import { recipeSha256 } from '../run/cost.js';
 import { ok, passed, refuse, type Result } from '../result.js';
 import { errorMessage, rootMessage } from '../messages/blocks.js';
 import { RunWorker, type Asker } from '../lifecycle/run-worker.js';
+import { fovsToRetry, RETRYABLE } from '../lifecycle/decide.js';
+import { expandRanges } from '../run/fov-ranges.js';
 import { newManifest } from '../lifecycle/new-run.js';
 import { checkRequest, type CheckedRequest, type PackingFor } from './request-check.js';
 import { stageExperiment } from './staging.js';
@@ -42,7 +44,7 @@ export class Launcher {
       case 'RunCancelled':
         return this.managed(event, { type: 'cancel', by: event.userId }, 'cancel');
       case 'RunRetryRequested':
-        return this.managed(event, { type: 'retry', by: event.userId }, 'retry');
+        return this.retryRequested(event);
       case 'StageRequested':
         return stageExperiment(this.deps, event);
     }
@@ -165,6 +167,24 @@ export class Launcher {
   private async managed(event: Asker & { runId: string }, fact: Parameters<RunWorker['apply']>[1], action: string): Promise<void> {
     const members = await this.approverGroupMembers();
     await this.onRun(event, fact, (m) => checkManage(this.deps.policy, m, event, action, members));
+  }
+
+  /** A retry: allowed as a cancel is, and within the asker's budgets (src/run/budget.ts). */
+  private async retryRequested(event: RunEventOf<'RunRetryRequested'>): Promise<void> {
+    const { policy, store, clock } = this.deps;
+    const members = await this.approverGroupMembers();
+    const now = clock.now();
+    const { approvers, approverGroup } = policy.approval;
+    const trusted = approvers.includes(event.userId) || policy.access.admins.includes(event.userId) || (approverGroup !== undefined && members.includes(event.userId));
+    // The budgets' spending, read only when the lab has budgets (one read per recent run).
+    const recent = policy.cost?.budgets && !trusted ? await listManifests(store, 0, runIdDay(new Date(now - historyWindowMs(policy)))) : [];
+    await this.onRun(event, { type: 'retry', by: event.userId }, (m) => {
+      const allowed = checkManage(policy, m, event, 'retry', members);
+      // A run that cannot be retried is told so by the worker, not by the budget.
+      if (!allowed.ok || !RETRYABLE.has(m.status)) return allowed;
+      const over = retryBudgetRefusal(policy, m, expandRanges(fovsToRetry(m)).length, recent, { ...event, trusted }, now);
+      return over ? refuse(over) : passed;
+    });
   }
 
   private async approverGroupMembers(): Promise<string[]> {

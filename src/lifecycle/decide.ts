@@ -100,18 +100,25 @@ function cancel(m: RunManifest, by: string): Decision {
   };
 }
 
-const RETRYABLE: ReadonlySet<RunStatus> = new Set(['partially-failed', 'failed']);
+/** The states a retry starts from: finished, with failures. */
+export const RETRYABLE: ReadonlySet<RunStatus> = new Set(['partially-failed', 'failed']);
+
+/**
+ * The FOVs a retry reruns: what Batch reported failed in the last round, never what a job wrote;
+ * a run that failed before any FOV ran (e.g. the merge itself failed) is retried whole.
+ */
+export function fovsToRetry(m: RunManifest): string {
+  const lastRound = m.submissions.at(-1)?.round;
+  const failed = m.failures.filter((f) => f.round === lastRound).map((f) => f.fov);
+  return failed.length ? formatRanges(failed) : m.plan.fovs;
+}
 
 function retry(m: RunManifest, by: string): Decision {
   if (!RETRYABLE.has(m.status)) return { next: undefined, effects: [answer(`Run ${m.runId} is ${m.status}; retry reruns the failed FOVs of a run that has finished with failures.`)] };
   if (!m.submissions.length) {
     return { next: undefined, effects: [answer(`Run ${m.runId} never started (${escapeMrkdwn(m.statusReason ?? 'nothing was submitted')}); start a new run with /starfish run.`)] };
   }
-  // What Batch reported failed in the last round, never what a job wrote.
-  const lastRound = m.submissions.at(-1)!.round;
-  const failed = m.failures.filter((f) => f.round === lastRound).map((f) => f.fov);
-  // A run that failed before any FOV ran (e.g. the merge itself failed) is retried whole.
-  const fovs = failed.length ? formatRanges(failed) : m.plan.fovs;
+  const fovs = fovsToRetry(m);
   const count = expandRanges(fovs).length;
   const round = (m.submissions.at(-1)?.round ?? -1) + 1;
   const next: RunManifest = {

@@ -119,8 +119,22 @@ export function costVerdict(policy: Policy, estimate: RunEstimate, recent: reado
   return { approval: [...approval, ...over.map((o) => `over budget: ${o}`)], over };
 }
 
+/**
+ * A retry reruns FOVs, so it spends money too: priced like the run (its seconds per FOV, queue and
+ * packing at launch) for the FOVs it reruns, and checked against the budgets of whoever asks for
+ * it. Over budget, only an approver or a lab admin may retry (the budget's "approval"), whatever
+ * the lab does with new runs. Undefined when the retry may go ahead.
+ */
+export function retryBudgetRefusal(policy: Policy, m: RunManifest, fovCount: number, recent: readonly RunManifest[], who: Who & { trusted: boolean }, now: number): string | undefined {
+  if (!m.estimate || who.trusted || !policy.cost?.budgets) return undefined;
+  const usd = estimateCost(m.estimate.price, fovCount, m.estimate.secondsPerFov, m.estimate.fovsPerChild).usd;
+  const over = overBudget(policy, usd, recent, who, now, 'this retry');
+  if (!over.length) return undefined;
+  return `Retrying run ${m.runId} would go over budget: ${over.join('; ')}. Nothing was rerun. An approver or a lab admin may retry it (/starfish retry ${m.runId}), or retry once the budget has rolled over.`;
+}
+
 /** One line per exceeded budget: "<@U1>'s 24-hour budget: $8.00 spent + $3.00 this run = $11.00, above $10.00". */
-function overBudget(policy: Policy, thisRun: number, recent: readonly RunManifest[], who: Who, now: number): string[] {
+function overBudget(policy: Policy, thisRun: number, recent: readonly RunManifest[], who: Who, now: number, what = 'this run'): string[] {
   const budgets = policy.cost?.budgets;
   if (!budgets) return [];
   const scopes = [
@@ -138,7 +152,7 @@ function overBudget(policy: Policy, thisRun: number, recent: readonly RunManifes
       if (limit === undefined) continue;
       const spent = recent.filter((m) => charged(m) && scope.mine(m) && Date.parse(m.createdAt) >= now - window.ms).reduce((sum, m) => sum + chargeOf(m), 0);
       if (spent + thisRun > limit) {
-        lines.push(`${scope.name} ${window.label} budget: ${dollars(spent)} spent + ${dollars(thisRun)} this run = ${dollars(spent + thisRun)}, above ${dollars(limit)}`);
+        lines.push(`${scope.name} ${window.label} budget: ${dollars(spent)} spent + ${dollars(thisRun)} ${what} = ${dollars(spent + thisRun)}, above ${dollars(limit)}`);
       }
     }
   }

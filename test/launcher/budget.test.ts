@@ -101,3 +101,39 @@ describe('rolling budgets', () => {
     );
   });
 });
+
+describe('a retry spends money too', () => {
+  /** The first run (4 FOVs, $1.00) ended with FOVs 1 and 2 failed: a retry reruns those two, $0.50. */
+  async function failedTwo(costPolicy: object) {
+    const h = await lab(costPolicy);
+    await updateManifest(h.store, h.runId, (m) => ({
+      ...m,
+      status: 'partially-failed',
+      failures: [1, 2].map((fov) => ({ fov, reason: 'Host EC2 (instance i-0abc) terminated.', jobId: `j${fov}`, round: 0, reported: true, kind: 'reclaimed' as const })),
+    }));
+    const retry = (userId: string) => h.launcher.handle({ type: 'RunRetryRequested', userId, channel: 'C1', runId: h.runId });
+    return { ...h, retry };
+  }
+
+  it('over the asker\'s budget, a retry is refused with the numbers, and nothing is rerun', async () => {
+    const h = await failedTwo({ budgets: { requester: { dayUsd: 1.2 }, overBudget: 'refuse' } });
+    await h.retry('U1');
+    expect(h.refusals().at(-1)).toBe(
+      `:warning: Retrying run ${h.runId} would go over budget: <@U1>'s 24-hour budget: $1.00 spent + $0.50 this retry = $1.50, above $1.20. Nothing was rerun. An approver or a lab admin may retry it (/starfish retry ${h.runId}), or retry once the budget has rolled over.`,
+    );
+    expect(h.runs()[0]!.status).toBe('partially-failed');
+    expect(h.runs()[0]!.submissions).toHaveLength(1);
+  });
+
+  it('within the budget, or over it but asked by an approver, the retry reruns the failed FOVs', async () => {
+    const roomy = await failedTwo({ budgets: { requester: { dayUsd: 1.6 }, overBudget: 'refuse' } });
+    await roomy.retry('U1');
+    expect(roomy.runs()[0]!.submissions.at(-1)).toMatchObject({ round: 1, fovs: '1-2' });
+    // The channel's budget counts everyone's runs there: over it for anyone, but an approver may.
+    const tight = await failedTwo({ budgets: { channel: { dayUsd: 1.2 } } });
+    await tight.retry('U1');
+    expect(tight.refusals().at(-1)).toContain("<#C1>'s 24-hour budget: $1.00 spent + $0.50 this retry = $1.50, above $1.20");
+    await tight.retry('UPI');
+    expect(tight.runs()[0]!.submissions.at(-1)).toMatchObject({ round: 1, fovs: '1-2' });
+  });
+});
