@@ -15,6 +15,8 @@ const CHANNEL_ID = /^[CG][A-Z0-9]{2,20}$/;
 export const HOME_LIMITS = { mine: 10, toApprove: 8, channels: 3, perChannel: 8 } as const;
 
 export interface HomeRuns {
+  /** Whether the person may start runs (access.runners): the Start button is shown to them only. */
+  mayStart: boolean;
   /** The person's own runs, newest first. */
   mine: RunManifest[];
   /** Others' runs waiting for approval, when the person is an approver. */
@@ -37,13 +39,12 @@ function runBlocks(m: RunManifest, withButtons: boolean): KnownBlock[] {
 }
 
 export function homeView(runs: HomeRuns): HomeView {
+  const intro = md('Run a starfish recipe on every field of view of an experiment, on AWS Batch.');
   const blocks: KnownBlock[] = [
     heading('starfish'),
-    {
-      type: 'section',
-      text: md('Run a starfish recipe on every field of view of an experiment, on AWS Batch.'),
-      accessory: { type: 'button', text: { type: 'plain_text', text: 'Start a run' }, action_id: LAUNCH_ACTION, style: 'primary', value: 'launch' },
-    },
+    runs.mayStart
+      ? { type: 'section', text: intro, accessory: { type: 'button', text: { type: 'plain_text', text: 'Start a run' }, action_id: LAUNCH_ACTION, style: 'primary', value: 'launch' } }
+      : { type: 'section', text: intro },
     { type: 'context', elements: [md('Typed commands work too: `/starfish run <experiment.json> fovs=0-15` · `/starfish list` · `/starfish help`')] },
   ];
   if (runs.toApprove.length) {
@@ -51,7 +52,7 @@ export function homeView(runs: HomeRuns): HomeView {
     for (const m of runs.toApprove.slice(0, HOME_LIMITS.toApprove)) blocks.push(...runBlocks(m, true));
   }
   blocks.push({ type: 'divider' }, heading('Your runs'));
-  if (!runs.mine.length) blocks.push(section('You have no runs yet. *Start a run* above, or type `/starfish run` in the lab channel.'));
+  if (!runs.mine.length) blocks.push(section(runs.mayStart ? 'You have no runs yet. *Start a run* above, or type `/starfish run` in the lab channel.' : 'You have no runs. A lab admin can add you to the people who may start them.'));
   // Your own run waiting for approval is someone else's to decide: no Approve button of yours.
   for (const m of runs.mine.slice(0, HOME_LIMITS.mine)) blocks.push(...runBlocks(m, m.status !== 'awaiting-approval'));
   for (const { channel, runs: theirs } of runs.channels.slice(0, HOME_LIMITS.channels)) {

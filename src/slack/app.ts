@@ -35,9 +35,9 @@ import { checkAccess } from '../run/policy.js';
 import { loadManifest } from '../run/manifest-store.js';
 import { homeView, LAUNCH_ACTION } from '../messages/home-view.js';
 import { identityProblem, type SlackIdentity } from './request-guard.js';
-import { launchModal, LAUNCH_CALLBACK, LAUNCH_FIELDS, readLaunchForm } from './launch-modal.js';
+import { launchModal, launchRefusedModal, LAUNCH_CALLBACK, LAUNCH_FIELDS, readLaunchForm } from './launch-modal.js';
 import { readRejectForm, rejectModal, REJECT_CALLBACK, REASON_BLOCK } from './reject-modal.js';
-import { homeRuns } from './home.js';
+import { homeRuns, mayStart, startRefusal } from './home.js';
 import { userGroupMembers, type WebClient } from './slack-chat.js';
 
 export interface SlackAppOptions {
@@ -112,7 +112,10 @@ export function createSlackApp(options: SlackAppOptions): App {
     // A fixed authorization instead of `token`: Bolt would otherwise call auth.test on start
     // (and again on a cold Lambda) for the bot's own ids, which only event listeners need.
     authorize: authorizeFor(token, options.identity),
-    clientOptions: options.slackApiUrl ? { slackApiUrl: options.slackApiUrl } : {},
+    // The listeners' own calls (views.open, views.publish, the approver group) run before the
+    // HTTP answer (AwsLambdaReceiver answers when the listener returns) and a trigger_id expires
+    // after 3 seconds: no waiting out a 429's Retry-After or the default backoff of ~30 minutes.
+    clientOptions: { ...(options.slackApiUrl ? { slackApiUrl: options.slackApiUrl } : {}), rejectRateLimitedCalls: true, retryConfig: { retries: 1, factor: 1, minTimeout: 200, maxTimeout: 200 } },
     logLevel: options.logLevel ?? LogLevel.WARN,
     ...(options.logger ? { logger: options.logger } : {}),
   });
@@ -158,9 +161,9 @@ export function createSlackApp(options: SlackAppOptions): App {
       const userId = body.user.id;
       const runId = 'value' in action && typeof action.value === 'string' ? action.value : '';
       // A click in the App Home tab has no channel: the run's own channel is where it is decided.
-      const channel = body.channel?.id ?? containerSchema.safeParse(body.container).data?.channel_id ?? (await channelOfRun(deps, runId));
+      const channel = body.channel?.id ?? containerSchema.safeParse(body.container).data?.channel_id ?? (await homeClickChannel(deps, runId, userId, name));
       if (!channel) {
-        logger.warn(`${actionId} from ${userId} carried no channel and names no readable run; ignored`);
+        logger.warn(`${actionId} from ${userId} for ${untrusted(runId, 40)} came from no channel and names no run the Home tab gives them that button for; ignored`);
         return;
       }
       // A click comes from the bot's own message, so the bot is in the channel: chat.postEphemeral works.
@@ -187,8 +190,11 @@ export function createSlackApp(options: SlackAppOptions): App {
 
   app.action({ action_id: LAUNCH_ACTION, type: 'block_actions' }, async ({ ack, body, client, logger }) => {
     await ack();
+    // The Home tab is open to the whole workspace; its Start button is shown to runners only, and
+    // a click from an older Home (published before the person left access.runners) is told why.
+    const refusal = mayStart(deps.policy, body.user.id) ? undefined : startRefusal(deps.policy);
     try {
-      await client.views.open({ trigger_id: body.trigger_id, view: launchModal(deps.policy, {}) });
+      await client.views.open({ trigger_id: body.trigger_id, view: refusal ? launchRefusedModal(refusal) : launchModal(deps.policy, {}) });
     } catch (error) {
       logger.error(`could not open the launch form for ${body.user.id}: ${(error as Error).message}`);
     }
@@ -241,8 +247,13 @@ export function createSlackApp(options: SlackAppOptions): App {
 
   app.event('app_home_opened', async ({ event, client, logger }) => {
     if (event.tab !== 'home') return;
-    const runs = await homeRuns(deps.store, deps.policy, event.user, await isApprover(deps, client, event.user, logger));
-    await client.views.publish({ user_id: event.user, view: homeView(runs) });
+    try {
+      const runs = await homeRuns(deps.store, deps.policy, event.user, await isApprover(deps, client, event.user, logger));
+      await client.views.publish({ user_id: event.user, view: homeView(runs) });
+    } catch (error) {
+      // Answered 200 all the same: a 5xx makes Slack retry an event the next opening redoes anyway.
+      logger.error(`could not publish the Home tab of ${event.user}: ${(error as Error).message}`);
+    }
   });
 
   app.error(async (error) => {
@@ -293,11 +304,18 @@ async function openRejectForm(client: WebClient, chat: Chat, triggerId: string, 
   }
 }
 
-/** The channel a run was started in, for a click that came from the App Home tab. */
-async function channelOfRun(deps: DispatchDeps, runId: string): Promise<string | undefined> {
+/**
+ * The channel a Home tab click is decided in: the run's own. The Home tab offers Cancel and Retry
+ * on the clicker's own runs only, and Approve/Reject to approvers (the launcher checks who is
+ * one); a click outside that (a Home published before the policy changed, or not ours) acts on
+ * nothing, so a Home click never reaches another person's run through the run's channel.
+ */
+async function homeClickChannel(deps: DispatchDeps, runId: string, userId: string, name: (typeof BUTTONS)[number][1]): Promise<string | undefined> {
   if (!RUN_ID.test(runId)) return undefined;
   const loaded = await loadManifest(deps.store, runId).catch(() => undefined);
-  return loaded?.manifest.requester.channel;
+  if (!loaded) return undefined;
+  const decision = name === 'approve' || name === 'reject';
+  return decision || loaded.manifest.requester.userId === userId ? loaded.manifest.requester.channel : undefined;
 }
 
 /** Whether to show approvals in this person's Home: the policy's approvers, or its approver group's members. */

@@ -9,6 +9,7 @@
  * 75 characters, values of 150).
  */
 import type { InputBlock, KnownBlock, ModalView, PlainTextOption } from '@slack/types';
+import { createHash } from 'node:crypto';
 import { z } from 'zod';
 import { parseRunForm, type RunField } from '../command/grammar.js';
 import type { RunRequest } from '../run/manifest.js';
@@ -50,8 +51,16 @@ function textInput(blockId: BlockId, label: string, placeholder: string, hint: s
   };
 }
 
+/**
+ * A lab recipe's menu value: its place in the list and a digest of its URL. A form opened before
+ * the policy changed still names the recipe the person saw: a list reordered or edited since is
+ * noticed instead of running whatever recipe now sits at that place. (URLs run to 2,048
+ * characters; an option value holds 150.)
+ */
+const recipeValue = (url: string, i: number) => `recipe:${i}:${createHash('sha256').update(url).digest('hex').slice(0, 16)}`;
+
 function recipeOptions(policy: Policy): PlainTextOption[] {
-  const lab = policy.recipes.map((r, i) => option(`${r.name} (${fileName(r.url)})`, `recipe:${i}`));
+  const lab = policy.recipes.map((r, i) => option(`${r.name} (${fileName(r.url)})`, recipeValue(r.url, i)));
   const first = policy.defaultRecipe ? [option(`Lab default (${fileName(policy.defaultRecipe)})`, DEFAULT_RECIPE)] : [];
   return [...first, ...lab].slice(0, MAX_OPTIONS);
 }
@@ -59,7 +68,9 @@ function recipeOptions(policy: Policy): PlainTextOption[] {
 /** The form, opened from `channel` (preselected); every choice offered is one the policy allows. */
 export function launchModal(policy: Policy, opened: { channel?: string }): ModalView {
   const recipes = recipeOptions(policy);
-  const queues = policy.queues.allowed.slice(0, MAX_OPTIONS).map((q) => option(q, q));
+  // The default first when it would fall past the 100 a menu shows, so it is always offered.
+  const allowed = policy.queues.allowed.indexOf(policy.queues.default) >= MAX_OPTIONS ? [policy.queues.default, ...policy.queues.allowed.filter((q) => q !== policy.queues.default)] : policy.queues.allowed;
+  const queues = allowed.slice(0, MAX_OPTIONS).map((q) => option(q, q));
   const blocks: KnownBlock[] = [
     {
       type: 'input',
@@ -123,6 +134,11 @@ export function launchModal(policy: Policy, opened: { channel?: string }): Modal
   };
 }
 
+/** Instead of the form, for someone who may not start runs: why, and nothing to submit. */
+export function launchRefusedModal(reason: string): ModalView {
+  return { type: 'modal', callback_id: `${LAUNCH_CALLBACK}_refused`, title: plain('Start a starfish run'), close: plain('Close'), blocks: [{ type: 'section', text: plain(reason) }] };
+}
+
 /** The state Slack sends back: values by block id, then by action id. */
 const stateSchema = z.record(
   z.string(),
@@ -158,8 +174,9 @@ type RecipeChoice = { recipe?: string; block: BlockId } | { error: string; block
 function chosenRecipe(policy: Policy, state: State): RecipeChoice {
   const menu = chosen(state, LAUNCH_FIELDS.recipe);
   const url = typed(state, LAUNCH_FIELDS.recipeUrl);
-  const listed = menu?.startsWith('recipe:') ? menu.slice('recipe:'.length) : undefined;
-  const fromMenu = listed === undefined ? undefined : policy.recipes[Number(listed)]?.url;
+  const listed = menu?.startsWith('recipe:') ? Number(menu.split(':')[1]) : undefined;
+  const candidate = listed === undefined ? undefined : policy.recipes[listed]?.url;
+  const fromMenu = candidate !== undefined && recipeValue(candidate, listed!) === menu ? candidate : undefined;
   if (listed !== undefined && !fromMenu) return { error: "That recipe is no longer on the lab's list; choose again.", block: LAUNCH_FIELDS.recipe };
   if (url && fromMenu) return { error: 'Choose a recipe from the menu or give its URL here, not both.', block: LAUNCH_FIELDS.recipeUrl };
   if (url) return { recipe: url, block: LAUNCH_FIELDS.recipeUrl };

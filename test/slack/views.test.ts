@@ -11,9 +11,10 @@ import path from 'node:path';
 import { createManifest, listManifests, loadManifest } from '../../src/run/manifest-store.js';
 import { ACTIONS } from '../../src/messages/blocks.js';
 import { LAUNCH_ACTION } from '../../src/messages/home-view.js';
-import { LAUNCH_CALLBACK, launchModal } from '../../src/slack/launch-modal.js';
+import { LAUNCH_CALLBACK, launchModal, readLaunchForm } from '../../src/slack/launch-modal.js';
 import { REJECT_CALLBACK } from '../../src/slack/reject-modal.js';
 import type { RunManifest } from '../../src/run/manifest.js';
+import type { Policy } from '../../src/run/policy.js';
 import { ALICE, APPROVER, BOB, CHANNEL, MALLORY, OTHER_CHANNEL, startHarness, textOf, waitFor, type Harness } from './harness.js';
 import { APP_ID, post, postSigned, signedJsonHeaders, slashBody } from './signing.js';
 import { viewLimitProblems } from './view-limits.js';
@@ -59,6 +60,14 @@ function launchValues(fields: { channel?: string; experiment?: string; recipe?: 
     name: input(fields.name),
     dry_run: { value: { type: 'checkboxes', selected_options: fields.dryRun ? [{ text: { type: 'plain_text', text: 'Dry run' }, value: 'dry-run' }] : [] } },
   };
+}
+
+/** The value the launch form's recipe menu gives the lab recipe whose label starts with `label`, under `policy`. */
+function recipeMenuValue(policy: Policy, label: string): string {
+  const block = launchModal(policy, {}).blocks.find((b) => b.block_id === 'recipe') as unknown as { element: { options: Array<{ text: { text: string }; value: string }> } };
+  const found = block.element.options.find((o) => o.text.text.startsWith(label));
+  if (!found) throw new Error(`no recipe option ${label}`);
+  return found.value;
 }
 
 const responseUrls = (channel: string) => [{ block_id: 'channel', action_id: 'value', channel_id: channel, response_url: h.standIn.responseUrl(`form-${channel}`) }];
@@ -137,10 +146,35 @@ describe('the launch form: /starfish run with nothing after it', () => {
   });
 
   it('a recipe from the menu and a typed recipe URL at once: asked to choose one', async () => {
-    const res = await h.submit({ callbackId: LAUNCH_CALLBACK, userId: ALICE, values: launchValues({ channel: CHANNEL, experiment: h.experiment, recipe: 'recipe:0', recipeUrl: 's3://lab-data/recipes/other.py' }) });
+    const iss = recipeMenuValue(h.system.dispatchDeps.policy, 'ISS');
+    const res = await h.submit({ callbackId: LAUNCH_CALLBACK, userId: ALICE, values: launchValues({ channel: CHANNEL, experiment: h.experiment, recipe: iss, recipeUrl: 's3://lab-data/recipes/other.py' }) });
     expect((res.json() as { errors: Record<string, string> }).errors).toEqual({ recipe_url: 'Choose a recipe from the menu or give its URL here, not both.' });
     const stale = await h.submit({ callbackId: LAUNCH_CALLBACK, userId: ALICE, values: launchValues({ channel: CHANNEL, experiment: h.experiment, recipe: 'recipe:7' }) });
     expect((stale.json() as { errors: Record<string, string> }).errors).toEqual({ recipe: "That recipe is no longer on the lab's list; choose again." });
+  });
+
+  it("a recipe chosen in a form opened before the lab's list changed is refused, never swapped for the recipe now in its place", async () => {
+    const dir = path.dirname(h.system.dispatchDeps.policy.defaultRecipe!);
+    const [a, b, c] = ['a.py', 'b.py', 'c.py'].map((f) => path.join(dir, f));
+    const asOpened: Policy = { ...h.system.dispatchDeps.policy, recipes: [{ name: 'Recipe A', url: a! }, { name: 'Recipe B', url: b! }] };
+    const chosenB = recipeMenuValue(asOpened, 'Recipe B');
+    const values = launchValues({ channel: CHANNEL, experiment: h.experiment, queue: 'local', recipe: chosenB });
+    // Unchanged list: B is run.
+    const same = readLaunchForm({ ...h.system.dispatchDeps, policy: asOpened }, ALICE, values);
+    expect(same.ok && same.request.recipe).toBe(b);
+    // The admin replaced A and moved B: the form's choice no longer names the recipe at its place.
+    const edited: Policy = { ...asOpened, recipes: [{ name: 'Recipe C', url: c! }, { name: 'Recipe A', url: a! }] };
+    const stale = readLaunchForm({ ...h.system.dispatchDeps, policy: edited }, ALICE, values);
+    expect(stale).toEqual({ ok: false, errors: { recipe: "That recipe is no longer on the lab's list; choose again." } });
+  });
+
+  it('when the lab lists more than 100 queues, the default is still offered and preselected', () => {
+    const many = Array.from({ length: 120 }, (_, i) => `queue-${String(i).padStart(3, '0')}`);
+    const view = launchModal({ ...h.system.dispatchDeps.policy, queues: { default: 'queue-110', allowed: many } }, { channel: CHANNEL });
+    const queue = view.blocks.find((b) => b.block_id === 'queue') as unknown as { element: { options: Array<{ value: string }>; initial_option?: { value: string } } };
+    expect(queue.element.options.map((o) => o.value)).toContain('queue-110');
+    expect(queue.element.initial_option?.value).toBe('queue-110');
+    expect(viewLimitProblems(view as unknown as View)).toEqual([]);
   });
 
   it('a valid submission closes the form, starts the run it describes in the chosen channel, and answers there once', async () => {
@@ -250,10 +284,16 @@ describe('the App Home tab', () => {
     const mine = await pendingRun(ALICE);
     const elsewhere: RunManifest = fixtureManifest({ runId: '261126-zz01', requester: { userId: BOB, channel: OTHER_CHANNEL }, createdAt: new Date().toISOString() });
     await createManifest(h.system.store, elsewhere);
+    // Alice once ran in the other channel (before the policy took commands only in CHANNEL):
+    // her own run is hers to see, that channel's other runs are not.
+    const hersThere: RunManifest = fixtureManifest({ runId: '261126-zz02', status: 'succeeded', requester: { userId: ALICE, channel: OTHER_CHANNEL }, createdAt: new Date().toISOString() });
+    await createManifest(h.system.store, hersThere);
     const view = await homeOf(ALICE);
     const text = JSON.stringify(view.blocks);
     expect(text).toContain(mine);
+    expect(text).toContain('261126-zz02');
     expect(text).toContain(`Recent in <#${CHANNEL}>`);
+    expect(text).not.toContain(`Recent in <#${OTHER_CHANNEL}>`);
     expect(text).not.toContain('261126-zz01');
   });
 
@@ -277,6 +317,27 @@ describe('the App Home tab', () => {
     await new Promise((resolve) => setTimeout(resolve, 100));
     expect(published()).toHaveLength(0);
   });
+
+  it('someone who may not start runs sees no Start button, and a click on an older one explains instead of opening the form', async () => {
+    const view = await homeOf(MALLORY);
+    expect(buttonsOf(view)).toEqual([]);
+    expect(JSON.stringify(view.blocks)).not.toContain('Start a run');
+    expect((await h.homeClick(LAUNCH_ACTION, 'launch', MALLORY)).status).toBe(200);
+    const told = await waitFor('the explanation', () => opened()[0]);
+    expect(told.callback_id).not.toBe(LAUNCH_CALLBACK);
+    expect(told.submit).toBeUndefined();
+    expect(JSON.stringify(told.blocks)).toContain('You are not on the list of people who may start runs');
+    expect(viewLimitProblems(told)).toEqual([]);
+  });
+
+  it('a rate-limited views.publish does not hold the answer past Slack 3 seconds (no waiting out Retry-After)', async () => {
+    h.standIn.inject('views.publish', { status: 429, retryAfter: 30 });
+    const started = Date.now();
+    const res = await h.event({ type: 'app_home_opened', user: ALICE, channel: 'D0HOME0001', tab: 'home', event_ts: `${Date.now() / 1000}` });
+    expect(res.status).toBe(200);
+    expect(Date.now() - started).toBeLessThan(3_000);
+    expect(h.standIn.calls.filter((c) => c.method === 'views.publish').map((c) => c.status)).toEqual([429]);
+  }, 40_000);
 
   it('the Start a run button opens the launch form, with the channel left to choose', async () => {
     expect((await h.homeClick(LAUNCH_ACTION, 'launch', ALICE)).status).toBe(200);
@@ -337,5 +398,35 @@ describe('the events URL handshake', () => {
     const res = await post(h.url, body, signedJsonHeaders(body));
     expect(res.status).toBe(200);
     expect(res.body).toContain('3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P');
+  });
+});
+
+describe('a Home tab click, where the policy lets anyone manage others\' runs', () => {
+  let h2: Harness;
+  beforeAll(async () => {
+    h2 = await startHarness({
+      policy: {
+        approval: { fovThreshold: 1, approvers: [APPROVER] },
+        access: { channels: [CHANNEL, OTHER_CHANNEL], runners: [ALICE, BOB, APPROVER], othersRuns: 'anyone' },
+        queues: { default: 'local', allowed: ['local'] },
+      },
+    });
+  });
+  afterAll(async () => {
+    await h2?.close();
+  });
+
+  it("acts only on the clicker's own runs: a Cancel for another person's run, decided in that run's channel, cancels nothing", async () => {
+    const bobs: RunManifest = fixtureManifest({ runId: '261126-bb01', status: 'awaiting-approval', requester: { userId: BOB, channel: OTHER_CHANNEL }, createdAt: new Date().toISOString() });
+    await createManifest(h2.system.store, bobs);
+    // The Home tab shows Cancel on one's own runs only; a click naming Bob's run is not one Slack
+    // builds from Alice's Home, so it reaches neither the run nor that channel.
+    expect((await h2.homeClick(ACTIONS.cancel, bobs.runId, ALICE)).status).toBe(200);
+    await h2.system.bus.drain();
+    expect((await loadManifest(h2.system.store, bobs.runId))?.manifest.status).toBe('awaiting-approval');
+    expect(h2.standIn.calls.filter((c) => c.body.channel === OTHER_CHANNEL)).toEqual([]);
+    // Typed in that channel, where the policy lets her, the same cancel is hers to make.
+    await h2.slash(`cancel ${bobs.runId}`, ALICE, OTHER_CHANNEL);
+    await waitFor('the cancel typed in the run channel', async () => (await loadManifest(h2.system.store, bobs.runId))?.manifest.status === 'cancelled');
   });
 });
