@@ -181,8 +181,13 @@ function chosenRecipe(policy: Policy, state: State): RecipeChoice {
   if (url && fromMenu) return { error: 'Choose a recipe from the menu or give its URL here, not both.', block: LAUNCH_FIELDS.recipeUrl };
   if (url) return { recipe: url, block: LAUNCH_FIELDS.recipeUrl };
   if (fromMenu) return { recipe: fromMenu, block: LAUNCH_FIELDS.recipe };
-  if (!policy.defaultRecipe) return { error: 'This lab has no default recipe: give one. Example: s3://lab-data/recipes/iss.py', block: LAUNCH_FIELDS.recipeUrl };
-  return { block: LAUNCH_FIELDS.recipe };
+  return policy.defaultRecipe ? { block: LAUNCH_FIELDS.recipe } : noRecipeChosen(policy);
+}
+
+/** Nothing chosen where the lab has no default: asked on the field the person can fill in. */
+function noRecipeChosen(policy: Policy): RecipeChoice {
+  if (policy.recipes.length) return { error: "This lab has no default recipe: choose one of the lab's recipes, or give a recipe's URL below.", block: LAUNCH_FIELDS.recipe };
+  return { error: 'This lab has no default recipe: give one. Example: s3://lab-data/recipes/iss.py', block: LAUNCH_FIELDS.recipeUrl };
 }
 
 /** Where and by whom: the channel must be one the policy takes runs in, from this person. */

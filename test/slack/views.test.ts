@@ -177,6 +177,22 @@ describe('the launch form: /starfish run with nothing after it', () => {
     expect(viewLimitProblems(view as unknown as View)).toEqual([]);
   });
 
+  it('a lab with no default recipe: the recipe is required, on the field the person can fill in', () => {
+    const bare: Policy = { ...h.system.dispatchDeps.policy, defaultRecipe: undefined, recipes: [] };
+    const view = launchModal(bare, { channel: CHANNEL });
+    const byId = Object.fromEntries(view.blocks.map((b) => [b.block_id, b as unknown as { optional?: boolean; label: { text: string } }]));
+    expect(byId.recipe).toBeUndefined();
+    expect(byId.recipe_url).toMatchObject({ optional: false, label: { text: 'Recipe' } });
+    expect(viewLimitProblems(view as unknown as View)).toEqual([]);
+    const values = launchValues({ channel: CHANNEL, experiment: h.experiment, queue: 'local' });
+    expect(readLaunchForm({ ...h.system.dispatchDeps, policy: bare }, ALICE, values)).toEqual({ ok: false, errors: { recipe_url: expect.stringContaining('give one. Example: s3://') } });
+    // With the lab's recipes listed but no default, the menu is where to choose.
+    const listed: Policy = { ...bare, recipes: [{ name: 'ISS', url: 's3://lab-data/recipes/iss.py' }] };
+    const initial = (launchModal(listed, {}).blocks.find((b) => b.block_id === 'recipe') as unknown as { element: { initial_option?: unknown } }).element.initial_option;
+    expect(initial).toBeUndefined();
+    expect(readLaunchForm({ ...h.system.dispatchDeps, policy: listed }, ALICE, values)).toEqual({ ok: false, errors: { recipe: expect.stringContaining("choose one of the lab's recipes") } });
+  });
+
   it('a valid submission closes the form, starts the run it describes in the chosen channel, and answers there once', async () => {
     const before = await runIds();
     const res = await h.submit({
