@@ -114,8 +114,14 @@ export function createSlackApp(options: SlackAppOptions): App {
     authorize: authorizeFor(token, options.identity),
     // The listeners' own calls (views.open, views.publish, the approver group) run before the
     // HTTP answer (AwsLambdaReceiver answers when the listener returns) and a trigger_id expires
-    // after 3 seconds: no waiting out a 429's Retry-After or the default backoff of ~30 minutes.
-    clientOptions: { ...(options.slackApiUrl ? { slackApiUrl: options.slackApiUrl } : {}), rejectRateLimitedCalls: true, retryConfig: { retries: 1, factor: 1, minTimeout: 200, maxTimeout: 200 } },
+    // after 3 seconds: no waiting out a 429's Retry-After, the default backoff of ~30 minutes, or
+    // a Slack that does not answer (the client's default is no timeout).
+    clientOptions: {
+      ...(options.slackApiUrl ? { slackApiUrl: options.slackApiUrl } : {}),
+      rejectRateLimitedCalls: true,
+      retryConfig: { retries: 0 },
+      timeout: 2_000,
+    },
     logLevel: options.logLevel ?? LogLevel.WARN,
     ...(options.logger ? { logger: options.logger } : {}),
   });

@@ -15,7 +15,8 @@ export interface RecordedCall {
   at: number;
 }
 
-export type Fault = { status: 429; retryAfter: number } | { status: 500 | 502 | 503 } | { status: 200; error: string };
+/** A failed answer, or (`delayMs`) a correct answer that comes late, as from a Slack that hangs. */
+export type Fault = { status: 429; retryAfter: number } | { status: 500 | 502 | 503 } | { status: 200; error: string } | { delayMs: number };
 
 /** Methods whose form fields carry JSON (blocks, files) get those fields parsed back. */
 const JSON_FIELDS = new Set(['blocks', 'files', 'attachments', 'view']);
@@ -91,7 +92,9 @@ export class SlackStandIn {
     }
     const method = url.pathname.replace(/^\/api\//, '');
     const body = parseBody(raw, String(req.headers['content-type'] ?? ''));
-    const fault = this.faults.get(method)?.shift();
+    const next = this.faults.get(method)?.shift();
+    if (next && 'delayMs' in next) await new Promise((resolve) => setTimeout(resolve, next.delayMs));
+    const fault = next && 'status' in next ? next : undefined;
     if (fault) {
       this.record(method, body, fault.status, auth);
       const headers: Record<string, string> = { 'content-type': 'application/json' };

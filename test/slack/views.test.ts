@@ -118,6 +118,15 @@ describe('the launch form: /starfish run with nothing after it', () => {
     expect(textOf(told.body)).toContain('The form to start a run did not open; type the run instead. Example: /starfish run s3://');
   });
 
+  it('when Slack does not answer views.open, the command is still answered within its 3 seconds, with the way to type the run', async () => {
+    h.standIn.inject('views.open', { delayMs: 6_000 });
+    const started = Date.now();
+    expect((await h.slash('run', ALICE)).status).toBe(200);
+    expect(Date.now() - started).toBeLessThan(3_000);
+    const told = await waitFor('the answer via response_url', () => h.standIn.ok('response_url')[0]);
+    expect(textOf(told.body)).toContain('The form to start a run did not open; type the run instead.');
+  }, 20_000);
+
   it('a submission with several mistakes is answered with every error on its own field, and nothing starts', async () => {
     const before = await runIds();
     const res = await h.submit({
