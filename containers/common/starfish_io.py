@@ -42,6 +42,7 @@ import os
 import re
 import socket
 import ssl
+import sys
 import time
 from urllib.parse import urlencode
 import posixpath
@@ -1101,6 +1102,7 @@ REGISTRATION_SHIFT = "registration_shift_px"
 MAX_REGISTRATION_SHIFT_PX = 100000.0   # px; a tile is a few thousand pixels wide
 FACT_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 MAX_FACTS = 8
+MAX_FACT_PROBLEMS = 20
 MAX_FACT_VALUE = 1e12
 FACT_EXAMPLE = "report_fov_facts(registration_shift_px=1.7)"
 _reported = {}
@@ -1121,27 +1123,41 @@ def report_fov_facts(**facts):
 def take_fov_facts():
     """(facts, problems): what the recipe reported since the last call, checked (at most MAX_FACTS
     names like ``registration_shift_px``, each a finite number; the registration shift from 0 to
-    MAX_REGISTRATION_SHIFT_PX), and why each dropped one was dropped; the record is emptied."""
+    MAX_REGISTRATION_SHIFT_PX), and why each dropped one was dropped; the record is emptied.
+    Whatever the values are, this returns: their conversions run the recipe's code, whose errors
+    leave the fact out instead of stopping the FOVs after it."""
     reported = list(_reported.items())
     _reported.clear()
-    facts, problems = {}, []
+    facts, problems, unlisted = {}, [], 0
     for name, value in reported:
-        shown = one_line_text(name, 60)
         if value is None:
+            continue
+        if len(problems) >= MAX_FACT_PROBLEMS:  # a recipe's 10**6 bad names cost a count, not a list
+            unlisted += 1
             continue
         if not isinstance(name, str) or not FACT_NAME_RE.match(name):
             problems.append("%r is not a fact name; use lower-case letters, digits and _, e.g. %s"
-                            % (shown, FACT_EXAMPLE))
+                            % (one_line_text(name, 60), FACT_EXAMPLE))
             continue
         number = fact_number(name, value)
         if number is None:
-            problems.append("%s=%s is not %s" % (name, one_line_text(repr(value), 60), fact_range(name)))
+            problems.append("%s=%s is not %s" % (name, _shown_value(value), fact_range(name)))
             continue
         if len(facts) == MAX_FACTS:
             problems.append("%s left out: at most %d facts a FOV" % (name, MAX_FACTS))
             continue
         facts[name] = number
+    if unlisted:
+        problems.append("... and %d more left out" % unlisted)
     return facts, problems
+
+
+def _shown_value(value):
+    """A reported value for a message, even when its repr() is the recipe's code and fails."""
+    try:
+        return one_line_text(repr(value)[:200], 60)
+    except Exception:
+        return "a %s" % one_line_text(type(value).__name__, 40)
 
 
 def fact_range(name):
@@ -1155,11 +1171,11 @@ def fact_number(name, value):
     """``value`` as the float a fact named ``name`` may hold (rounded to 3 decimals), else None: a
     real number (numpy's too, not bool), finite, within the fact's range."""
     import numbers
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        return None
-    try:
+    try:  # isinstance reads value.__class__ and float() calls value.__float__: either may be the recipe's code
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            return None
         v = float(value)
-    except (OverflowError, ValueError, TypeError):
+    except Exception:
         return None
     low, high = (0.0, MAX_REGISTRATION_SHIFT_PX) if name == REGISTRATION_SHIFT else (-MAX_FACT_VALUE, MAX_FACT_VALUE)
     if not (math.isfinite(v) and low <= v <= high):
@@ -1172,16 +1188,53 @@ def registration_shift_px(transforms):
     either a starfish ``TransformsList`` (what ``LearnTransform.Translation(...).run`` returns: its
     ``.transforms`` are ``(axes, TransformType, SimilarityTransform)`` tuples, each with a
     ``.translation``) or a sequence of per-round shifts such as ``[(dy, dx), ...]``. None when
-    there is no round: nothing was registered."""
+    there is no round: nothing was registered.
+
+    Also None, with a warning on stderr saying why, when ``transforms`` is not one of those (more
+    than MAX_SHIFT_ROUNDS rounds, a shift of more than 3 axes, a component that is not a finite
+    number): the shift is something to show, so what cannot be measured is left out rather than
+    failing the FOV, whose spots may be fine."""
+    try:
+        return _largest_shift(transforms)
+    except Exception as exc:
+        print("starfish_io: warning: registration_shift_px left out: %s (give it starfish's TransformsList "
+              "or per-round shifts, e.g. [(0.0, 0.0), (1.5, -2.0)])" % one_line_text(_exception_text(exc), 200),
+              file=sys.stderr)
+        return None
+
+
+MAX_SHIFT_ROUNDS = 1000   # imaging rounds of one FOV; a starfish experiment has a handful
+
+
+def _largest_shift(transforms):
+    import itertools
     items = getattr(transforms, "transforms", transforms)
+    if isinstance(items, (str, bytes)):
+        raise ValueError("it is text, not a list of shifts")
     largest = None
-    for item in items:
+    # islice: an endless or huge iterable costs MAX_SHIFT_ROUNDS + 1 steps, not the job's time limit
+    for n, item in enumerate(itertools.islice(items, MAX_SHIFT_ROUNDS + 1)):
+        if n == MAX_SHIFT_ROUNDS:
+            raise ValueError("it has more than %d rounds" % MAX_SHIFT_ROUNDS)
         if isinstance(item, (tuple, list)) and len(item) == 3 and hasattr(item[2], "translation"):
             item = item[2]
-        vector = getattr(item, "translation", item)
-        length = math.sqrt(sum(float(v) ** 2 for v in vector))
+        vector = list(itertools.islice(getattr(item, "translation", item), 4))
+        if not 1 <= len(vector) <= 3:
+            raise ValueError("round %d's shift has %s axes, not 1 to 3" % (n, "more than 3" if vector else "no"))
+        parts = [float(v) for v in vector]
+        if not all(math.isfinite(v) for v in parts):
+            # one failed round makes the largest shift unknown, not the largest of the others
+            raise ValueError("round %d's shift is %s" % (n, parts))
+        length = math.sqrt(sum(v * v for v in parts))
         largest = length if largest is None else max(largest, length)
     return largest
+
+
+def _exception_text(exc):
+    try:
+        return "%s: %s" % (type(exc).__name__, exc)
+    except Exception:  # an exception whose str() is the recipe's code and fails
+        return type(exc).__name__
 
 
 def one_line_text(value, limit):

@@ -1086,3 +1086,79 @@ def test_tutorial_convention_then_merge_keeps_pixel_and_physical_coordinates_and
         [str(n), "10.00", "20.00", "1", "ACTB", "0.900", "%g" % (100.0 * n + 5.0), "10", "0.5"] for n in range(3)]
     quality = read_csv(os.path.join(results, "fov_quality.csv"))
     assert [row[6] for row in quality] == ["registration_shift_px", "0", "1", "2"]
+
+
+# a recipe's facts are its own objects: converting them runs its code, which may raise anywhere
+HOSTILE_FACTS_RECIPE = '''
+import starfish_io
+
+
+class Lying(float):
+    def __float__(self):
+        raise RuntimeError("no float today")
+
+    def __repr__(self):
+        raise RuntimeError("no repr either")
+
+
+class NoClass:
+    @property
+    def __class__(self):
+        raise RuntimeError("who am I")
+
+
+def process_fov(fov_index, experiment_url):
+    starfish_io.report_fov_facts(registration_shift_px=Lying(2.0), odd=NoClass(), rounds=4)
+    return [{"x": 1, "y": 2, "target": "ACTB"}]
+'''
+
+
+def test_facts_whose_conversion_raises_are_left_out_and_every_fov_still_runs(synthetic, tmp_path):
+    recipe = write(tmp_path / "hostile.py", HOSTILE_FACTS_RECIPE)
+    out = str(tmp_path / "fovs")
+    r = run_script(PROCESS_FOV, **packed_env(synthetic, recipe, out, fovs_object(tmp_path, "0-1", perChild=2)))
+    assert r.code == 0, r
+    for fov in (0, 1):
+        assert os.path.exists(os.path.join(out, "fov_%03d.csv" % fov))
+        assert metrics_of(out, fov)["recipe_facts"] == {"rounds": 4.0}
+    warnings = [line for line in r.stderr.splitlines() if "FOV 1: recipe fact left out" in line]
+    assert warnings[0] == ("process-fov: warning: FOV 1: recipe fact left out: registration_shift_px=a Lying is "
+                           "not a number of pixels from 0 to 100000, e.g. 1.7")
+    assert re.fullmatch(r"process-fov: warning: FOV 1: recipe fact left out: odd=<recipe\.NoClass object at "
+                        r"0x[0-9a-f]+> is not a finite number from -1e\+12 to 1e\+12", warnings[1]), warnings
+    assert len(warnings) == 2
+
+
+def test_a_flood_of_bad_fact_names_is_counted_not_listed():
+    sio.report_fov_facts(**{"Bad %d" % i: 1 for i in range(100000)})
+    facts, problems = sio.take_fov_facts()
+    assert facts == {}
+    assert len(problems) == sio.MAX_FACT_PROBLEMS + 1
+    assert problems[-1] == "... and %d more left out" % (100000 - sio.MAX_FACT_PROBLEMS)
+
+
+def _endless_rounds():
+    while True:
+        yield (1.0, 1.0)
+
+
+class _BrokenTransforms:
+    @property
+    def transforms(self):
+        raise KeyError("lost")
+
+
+@pytest.mark.parametrize("transforms, why", [
+    (_endless_rounds(), "ValueError: it has more than 1000 rounds"),
+    ([(0.0, 0.0), (float("nan"), 1.0), (3.0, 4.0)], "ValueError: round 1's shift is [nan, 1.0]"),
+    ([(0.0, 0.0), np.zeros(10 ** 7)], "ValueError: round 1's shift has more than 3 axes, not 1 to 3"),
+    ([()], "ValueError: round 0's shift has no axes, not 1 to 3"),
+    ("1.5", "ValueError: it is text, not a list of shifts"),
+    (2.5, "TypeError: 'float' object is not iterable"),
+    (_BrokenTransforms(), "KeyError: 'lost'"),
+])
+def test_a_registration_shift_that_cannot_be_measured_is_none_and_a_warning(transforms, why, capsys):
+    assert sio.registration_shift_px(transforms) is None
+    assert capsys.readouterr().err == (
+        "starfish_io: warning: registration_shift_px left out: %s (give it starfish's TransformsList or "
+        "per-round shifts, e.g. [(0.0, 0.0), (1.5, -2.0)])\n" % why)
