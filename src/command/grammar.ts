@@ -340,10 +340,12 @@ function formExperiment(text: string | undefined): Result<string> {
 /** The filled-in fields as the typed options they stand for: the FOVs field is fovs=, or first= when it says so. */
 function formOptions(form: RunForm): Array<[RunField, RunOption, string]> {
   const options: Array<[RunField, RunOption, string]> = [];
-  const fovs = (form.fovs ?? '').trim();
+  // Spaces mean nothing in a FOV list ("first = 16", "0 - 15, 20"), and the typed command's own
+  // spelling pasted into the field ("fovs=0-15") is what the field means anyway.
+  const fovs = (form.fovs ?? '').replace(/\s+/g, '').replace(/^fovs=/i, '');
   const first = /^first=(.*)$/i.exec(fovs);
-  if (first) options.push(['fovs', 'first', first[1]!.trim()]);
-  else if (fovs) options.push(['fovs', 'fovs', fovs.replace(/\s+/g, '')]);
+  if (first) options.push(['fovs', 'first', first[1]!]);
+  else if (fovs) options.push(['fovs', 'fovs', fovs]);
   for (const field of ['recipe', 'queue', 'name'] as const) {
     const value = (form[field] ?? '').trim();
     if (value) options.push([field, field, value]);

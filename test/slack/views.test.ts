@@ -202,6 +202,17 @@ describe('the launch form: /starfish run with nothing after it', () => {
     expect(readLaunchForm({ ...h.system.dispatchDeps, policy: listed }, ALICE, values)).toEqual({ ok: false, errors: { recipe: expect.stringContaining("choose one of the lab's recipes") } });
   });
 
+  it('the FOVs field takes what people type there: spaces, or the typed command own fovs= spelling', () => {
+    const fovsOf = (fovs: string) => {
+      const form = readLaunchForm(h.system.dispatchDeps, ALICE, launchValues({ channel: CHANNEL, experiment: h.experiment, queue: 'local', fovs }));
+      return form.ok ? form.request.fovs : form.errors;
+    };
+    expect(fovsOf('first = 16')).toEqual({ kind: 'first', count: 16 });
+    expect(fovsOf('0 - 15, 20')).toEqual({ kind: 'list', ranges: [[0, 15], [20, 20]] });
+    expect(fovsOf('fovs=0-3')).toEqual({ kind: 'list', ranges: [[0, 3]] });
+    expect(fovsOf('2 FOVs')).toEqual({ fovs: expect.stringContaining('fovs=2 is FOV 2') });
+  });
+
   it('a valid submission closes the form, starts the run it describes in the chosen channel, and answers there once', async () => {
     const before = await runIds();
     const res = await h.submit({
