@@ -495,7 +495,11 @@ def recipe_identity(url, log):
         log("note: summary.json has no recipe hash: %s is over %d bytes" % (url, MAX_RECIPE_BYTES))
         return None
     out = collections.OrderedDict((("url", url), ("sha256", hashlib.sha256(data).hexdigest())))
-    parameters = recipe_parameters(data, url, log)
+    try:
+        parameters = recipe_parameters(data, url, log)
+    except Exception as exc:  # the recipe's settings are shown, never needed: the results merge without them
+        log("note: summary.json has no recipe parameters: %s: %s" % (url, type(exc).__name__))
+        parameters = None
     if parameters is not None:
         out["parameters"] = parameters
     return out
@@ -563,14 +567,80 @@ def _json_scalar(value):
     return value, None
 
 
+# Parsing is the one step whose cost the recipe's text sets: ast.parse of a long literal takes about
+# 500 bytes of memory a source byte (a 2 MB list: 1 GB, 1.6 s; 8 MB: 3.8 GB, 13 s, measured with
+# Python 3.11), and Python 3.10 (the image's) has no depth guard when it turns a deeply nested
+# expression into Python objects, where the interpreter may crash. So only a recipe-sized text is
+# parsed, in a child process with a memory and time limit: whatever the text does to it, the merge
+# goes on with the results and without the parameters.
+MAX_PARAMETERS_SOURCE = 256 << 10   # bytes; a recipe is a few KB (iss_starfish.py: 5 KB)
+PARAMETERS_SECONDS = 30
+PARAMETERS_MEMORY = 1 << 30
+PARAMETERS_CHILD = "--recipe-parameters-from-stdin"
+MAX_PARAMETERS_ANSWER = 1 << 20
+
+
 def recipe_parameters(data, url, log):
     """The recipe's declared parameters, {key: JSON scalar} in their order, from a module-level
     ``PARAMETERS = {...}`` in its text (the last one, as when Python runs it); None when the recipe
-    declares none or its PARAMETERS is not a dict literal (a note says so). Keys become one line of
-    letters, digits, ``_ . -`` (others ``_``), at most 64 characters; at most 32 entries; an entry
-    whose value is not a JSON scalar is left out with a note."""
+    declares none, its PARAMETERS is not a dict literal, or its text is over MAX_PARAMETERS_SOURCE
+    bytes or could not be read within PARAMETERS_MEMORY and PARAMETERS_SECONDS (a note says so).
+    Keys become one line of letters, digits, ``_ . -`` (others ``_``), at most 64 characters; at
+    most 32 entries; an entry whose value is not a JSON scalar is left out with a note."""
+    if len(data) > MAX_PARAMETERS_SOURCE:
+        log("note: summary.json has no recipe parameters: %s is %d bytes; PARAMETERS is read from recipes of at "
+            "most %d bytes (a recipe is a few KB: keep data and generated tables out of it)"
+            % (url, len(data), MAX_PARAMETERS_SOURCE))
+        return None
+    import subprocess
+    why = None
     try:
-        tree = ast.parse(data.decode("utf-8"))
+        child = subprocess.run([sys.executable, os.path.abspath(__file__), PARAMETERS_CHILD, url], input=data,
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, timeout=PARAMETERS_SECONDS)
+    except subprocess.TimeoutExpired:
+        why = "reading it took over %g s" % PARAMETERS_SECONDS
+    except OSError as exc:
+        why = "no process could read it: %s" % type(exc).__name__
+    else:
+        if child.returncode != 0:
+            why = ("reading it ended with exit code %d" % child.returncode if child.returncode > 0
+                   else "reading it was killed by signal %d" % -child.returncode)
+    if why is None:
+        try:
+            answer = json.loads(child.stdout[:MAX_PARAMETERS_ANSWER].decode("utf-8"))
+            lines, parameters = answer["log"], answer["parameters"]
+            assert isinstance(lines, list) and (parameters is None or isinstance(parameters, dict))
+        except Exception:  # our own child's answer; a bug there costs the parameters, never the merge
+            why = "its answer could not be read"
+    if why is not None:
+        log("note: summary.json has no recipe parameters: %s: %s (within %d MiB)"
+            % (url, why, PARAMETERS_MEMORY >> 20))
+        return None
+    for line in lines[:MAX_PARAMETER_NOTES + 1]:
+        log(sio.one_line_text(line, 400))
+    return None if parameters is None else collections.OrderedDict(parameters)
+
+
+def _parameters_child(url):
+    """In the child process: what recipe_parameters returns and logs, as JSON on stdout."""
+    import resource
+    for limit, value in ((resource.RLIMIT_AS, PARAMETERS_MEMORY), (resource.RLIMIT_CPU, PARAMETERS_SECONDS)):
+        try:
+            resource.setrlimit(limit, (value, resource.getrlimit(limit)[1]))
+        except (ValueError, OSError):  # a lower hard limit already: that one holds
+            pass
+    data = sys.stdin.buffer.read(MAX_PARAMETERS_SOURCE + 1)
+    lines = []
+    parameters = read_parameters(data, url, lines.append)
+    sys.stdout.write(json.dumps({"parameters": parameters, "log": lines}))
+    return 0
+
+
+def read_parameters(data, url, log):
+    """recipe_parameters' reading, in this process: for a text whose size is already checked."""
+    try:
+        # utf-8-sig: a recipe saved with a byte order mark (Windows editors) is what Python runs too
+        tree = ast.parse(data.decode("utf-8-sig"))
     except (SyntaxError, ValueError, UnicodeDecodeError, MemoryError, RecursionError) as exc:
         log("note: summary.json has no recipe parameters: %s cannot be parsed (%s)" % (url, type(exc).__name__))
         return None
@@ -593,8 +663,9 @@ def recipe_parameters(data, url, log):
     for key_node, value_node in zip(value.keys, value.values):
         key = _scalar(key_node, constants) if key_node is not None else _NO_VALUE
         if not isinstance(key, str):
-            notes.append("a key that is not text (%s)" % sio.one_line_text(
-                ast.dump(key_node) if key_node is not None else "**", 60))
+            shown = ("**" if key_node is None else repr(key)[:60] if key is not _NO_VALUE
+                     else "a %s" % type(key_node).__name__)
+            notes.append("a key that is not text (%s)" % sio.one_line_text(shown, 60))
             continue
         clean = PARAMETER_KEY_BAD.sub("_", sio.one_line_text(key, MAX_PARAMETER_KEY * 4))[:MAX_PARAMETER_KEY]
         if not clean or clean in out:
@@ -989,4 +1060,6 @@ def main(environ=None):
 
 
 if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == PARAMETERS_CHILD:
+        sys.exit(_parameters_child(sys.argv[2]))
     sys.exit(main())

@@ -1,10 +1,12 @@
 """merge-results: merged table equals its inputs, summary, missing FOVs, exit codes."""
 import collections
 import csv
+import hashlib
 import io
 import json
 import os
 import random
+import sys
 
 import pytest
 
@@ -792,3 +794,67 @@ def test_overview_sample_is_capped_per_fov(tmp_path):
     table = mr.parse_table(0, text, False, 50)
     assert table.overview_physical and len(table.overview) == 50
     assert table.overview[0] == (100.0, 200.0, "G0")
+
+
+def _merge_with_recipe(tmp_path, text_or_bytes):
+    out, results = locations(tmp_path)
+    write_text(out, 0, spots(0, ["ACTB"]))
+    recipe = tmp_path / "recipe.py"
+    if isinstance(text_or_bytes, bytes):
+        recipe.write_bytes(text_or_bytes)
+    else:
+        recipe.write_text(text_or_bytes)
+    r = run_script(MERGE_RESULTS, STARFISH_RECIPE=str(recipe), **merge_env(out, results, "0"))
+    assert r.code == 0, r  # the recipe's PARAMETERS never cost the results
+    return r, summary_of(results)["recipe"], str(recipe)
+
+
+def test_a_recipe_too_large_to_read_parameters_from_keeps_its_hash(tmp_path):
+    # ast.parse of a long literal takes ~500 bytes of memory a byte: a 16 MB recipe (the hash's
+    # limit) of it would take the merge's whole memory
+    text = 'PARAMETERS = {"threshold": 0.01}\nTABLE = [%s]\n' % ("1," * (mr.MAX_PARAMETERS_SOURCE // 2))
+    r, recipe, url = _merge_with_recipe(tmp_path, text)
+    assert sorted(recipe) == ["sha256", "url"]
+    assert recipe["sha256"] == hashlib.sha256(text.encode()).hexdigest()
+    assert ("merge-results: note: summary.json has no recipe parameters: %s is %d bytes; PARAMETERS is read from "
+            "recipes of at most 262144 bytes (a recipe is a few KB: keep data and generated tables out of it)"
+            % (url, len(text))) in r.stderr
+
+
+def test_a_recipe_saved_with_a_byte_order_mark_has_its_parameters(tmp_path):
+    # Python runs such a file (PEP 263: a UTF-8 BOM is allowed); its parameters are read as well
+    r, recipe, _ = _merge_with_recipe(tmp_path, b'\xef\xbb\xbfRADIUS = 15\nPARAMETERS = {"radius_px": RADIUS}\n')
+    assert recipe["parameters"] == {"radius_px": 15}
+
+
+@pytest.mark.parametrize("text, why", [
+    ("X = 1%s\nPARAMETERS = {'a': 1}\n" % ("+1" * 100000), "cannot be parsed (RecursionError)"),
+    ("X = [%s]\nPARAMETERS = {'a': 1}\n" % ("[" * 300 + "]" * 300), "cannot be parsed (SyntaxError)"),
+    ("PARAMETERS = {'a': 1}\0\n", "cannot be parsed (%s)" % ("ValueError" if sys.version_info < (3, 12) else "SyntaxError")),
+    (b"PARAMETERS = {'caf\xe9': 1}\n", "cannot be parsed (UnicodeDecodeError)"),
+], ids=["deep expression", "deep brackets", "null byte", "not UTF-8"])
+def test_a_recipe_whose_text_defeats_the_parser_merges_without_parameters(tmp_path, text, why):
+    r, recipe, url = _merge_with_recipe(tmp_path, text)
+    assert sorted(recipe) == ["sha256", "url"]
+    assert "merge-results: note: summary.json has no recipe parameters: %s %s" % (url, why) in r.stderr
+
+
+def test_a_crash_while_reading_parameters_costs_only_the_parameters(tmp_path, monkeypatch):
+    # Python 3.10 (the image's) can crash on a deeply nested expression; the reading runs in a child
+    # process, here one that dies as such a crash would
+    crashing = tmp_path / "python"
+    crashing.write_text("#!/bin/sh\nkill -SEGV $$\n")
+    crashing.chmod(0o755)
+    monkeypatch.setattr(mr.sys, "executable", str(crashing))
+    notes = []
+    assert mr.recipe_parameters(b'PARAMETERS = {"radius_px": 15}\n', "recipe.py", notes.append) is None
+    assert notes == ["note: summary.json has no recipe parameters: recipe.py: reading it was killed by signal 11 "
+                     "(within 1024 MiB)"]
+
+
+def test_reading_parameters_that_takes_too_long_costs_only_the_parameters(monkeypatch):
+    monkeypatch.setattr(mr, "PARAMETERS_SECONDS", 0.001)
+    notes = []
+    assert mr.recipe_parameters(b'PARAMETERS = {"radius_px": 15}\n', "recipe.py", notes.append) is None
+    assert notes == ["note: summary.json has no recipe parameters: recipe.py: reading it took over 0.001 s "
+                     "(within 1024 MiB)"]
