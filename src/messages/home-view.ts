@@ -52,7 +52,7 @@ export function homeView(runs: HomeRuns): HomeView {
     for (const m of runs.toApprove.slice(0, HOME_LIMITS.toApprove)) blocks.push(...runBlocks(m, true));
   }
   blocks.push({ type: 'divider' }, heading('Your runs'));
-  if (!runs.mine.length) blocks.push(section(runs.mayStart ? 'You have no runs yet. *Start a run* above, or type `/starfish run` in the lab channel.' : 'You have no runs. A lab admin can add you to the people who may start them.'));
+  if (!runs.mine.length) blocks.push(section(runs.mayStart ? 'No recent runs of yours. *Start a run* above, or type `/starfish run` in the lab channel.' : 'No recent runs of yours. A lab admin can add you to the people who may start them.'));
   // Your own run waiting for approval is someone else's to decide: no Approve button of yours.
   for (const m of runs.mine.slice(0, HOME_LIMITS.mine)) blocks.push(...runBlocks(m, m.status !== 'awaiting-approval'));
   for (const { channel, runs: theirs } of runs.channels.slice(0, HOME_LIMITS.channels)) {

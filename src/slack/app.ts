@@ -38,7 +38,7 @@ import { identityProblem, type SlackIdentity } from './request-guard.js';
 import { launchModal, launchRefusedModal, LAUNCH_CALLBACK, LAUNCH_FIELDS, readLaunchForm } from './launch-modal.js';
 import { readRejectForm, rejectModal, REJECT_CALLBACK, REASON_BLOCK } from './reject-modal.js';
 import { homeRuns, mayStart, startRefusal } from './home.js';
-import { userGroupMembers, type WebClient } from './slack-chat.js';
+import { approverGroupResolver, type WebClient } from './slack-chat.js';
 
 export interface SlackAppOptions {
   /**
@@ -251,10 +251,15 @@ export function createSlackApp(options: SlackAppOptions): App {
     if (answer.message) await chat.ephemeral(form.channel, userId, answer.message);
   });
 
+  // Every opening of the Home tab asks whether the person is an approver: the group's members are
+  // read once a minute (usergroups.users.list is rate-limited), as the launcher reads them.
+  let groupMembers: (() => Promise<string[]>) | undefined;
   app.event('app_home_opened', async ({ event, client, logger }) => {
     if (event.tab !== 'home') return;
+    const { approverGroup } = deps.policy.approval;
+    if (approverGroup) groupMembers ??= approverGroupResolver(client, approverGroup);
     try {
-      const runs = await homeRuns(deps.store, deps.policy, event.user, await isApprover(deps, client, event.user, logger));
+      const runs = await homeRuns(deps.store, deps.policy, event.user, await isApprover(deps.policy, groupMembers, event.user, logger));
       await client.views.publish({ user_id: event.user, view: homeView(runs) });
     } catch (error) {
       // Answered 200 all the same: a 5xx makes Slack retry an event the next opening redoes anyway.
@@ -325,11 +330,11 @@ async function homeClickChannel(deps: DispatchDeps, runId: string, userId: strin
 }
 
 /** Whether to show approvals in this person's Home: the policy's approvers, or its approver group's members. */
-async function isApprover(deps: DispatchDeps, client: WebClient, userId: string, logger: BoltLogger): Promise<boolean> {
-  const { approvers, approverGroup } = deps.policy.approval;
+async function isApprover(policy: DispatchDeps['policy'], groupMembers: (() => Promise<string[]>) | undefined, userId: string, logger: BoltLogger): Promise<boolean> {
+  const { approvers, approverGroup } = policy.approval;
   if (approvers.includes(userId)) return true;
-  if (!approverGroup) return false;
-  return userGroupMembers(client, approverGroup).then(
+  if (!approverGroup || !groupMembers) return false;
+  return groupMembers().then(
     (members) => members.includes(userId),
     (error: unknown) => {
       logger.warn(`could not read approver group ${approverGroup}: ${String(error)}`);
