@@ -7,8 +7,9 @@
  * header 150, context 10 elements, actions 25 elements, input label and hint 2,000),
  * https://docs.slack.dev/reference/block-kit/block-elements (action_id 255, button text 75 and
  * value 2,000, select 100 options, checkboxes 10 options, placeholders 150, plain_text_input
- * max_length 3,000) and https://docs.slack.dev/reference/block-kit/composition-objects (option text
- * 75 and value 150; confirm title 100, text 300, buttons 30).
+ * max_length 1 to 3,000) and https://docs.slack.dev/reference/block-kit/composition-objects (option
+ * text 75 and value 150; confirm title 100, text 300, buttons 30). Each number was checked against
+ * those pages; @slack/types' comments still give an option value 75 characters, the reference 150.
  */
 type Json = Record<string, unknown>;
 
@@ -44,7 +45,7 @@ function checkElement(e: Json, where: string, add: Add): void {
   tooLong(e.placeholder, 150, 'placeholder', where, add);
   if (e.type === 'button') tooLong(e.text, 75, 'button text', where, add);
   if (e.type === 'button' && typeof e.value === 'string' && e.value.length > 2000) add(`${where}: button value longer than 2,000`);
-  if (e.type === 'plain_text_input' && typeof e.max_length === 'number' && e.max_length > 3000) add(`${where}: max_length ${e.max_length} (at most 3,000)`);
+  if (e.type === 'plain_text_input' && typeof e.max_length === 'number' && (e.max_length < 1 || e.max_length > 3000)) add(`${where}: max_length ${e.max_length} (1 to 3,000)`);
   checkOptions(e, where, add);
   checkConfirm(e.confirm as Json | undefined, where, add);
 }
