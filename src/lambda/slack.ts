@@ -24,7 +24,7 @@ import type { DispatchDeps } from '../command/dispatcher.js';
 import type { Chat, Store } from '../ports.js';
 import { ConfigError } from '../config.js';
 import { createSlackApp } from '../slack/app.js';
-import { SlackChat } from '../slack/slack-chat.js';
+import { ON_SLACKS_CLOCK, SlackChat } from '../slack/slack-chat.js';
 import { checkIdentity, checkSlackRequest, claimSlackRequest, type SlackIdentity, type Verdict } from '../slack/request-guard.js';
 
 interface SlackCredentials {
@@ -145,7 +145,8 @@ export function createHandler(options: SlackHandlerOptions = {}): SlackLambdaHan
     const { signingSecret, botToken } = await (options.credentials ?? slackCredentials)(env);
     const slackApiUrl = env.SLACK_API_URL || undefined;
     const logLevel = LOG_LEVELS[env.LOG_LEVEL ?? 'warn'] ?? LogLevel.WARN;
-    const chat = new SlackChat({ token: botToken, slackApiUrl });
+    // The listeners answer through it before the HTTP response: on Slack's clock, like their client.
+    const chat = new SlackChat({ token: botToken, slackApiUrl, ...ON_SLACKS_CLOCK });
     const backend = await (options.createBackend ?? awsBackend)(chat, env);
     const receiver = new AwsLambdaReceiver({ signingSecret, logLevel });
     createSlackApp({ receiver, token: botToken, slackApiUrl, dispatchDeps: backend.dispatchDeps, chat, logLevel, identity });

@@ -38,7 +38,7 @@ import { identityProblem, type SlackIdentity } from './request-guard.js';
 import { launchModal, launchRefusedModal, LAUNCH_CALLBACK, LAUNCH_FIELDS, readLaunchForm } from './launch-modal.js';
 import { readRejectForm, rejectModal, REJECT_CALLBACK, REASON_BLOCK } from './reject-modal.js';
 import { homeRuns, mayStart, startRefusal } from './home.js';
-import { approverGroupResolver, type WebClient } from './slack-chat.js';
+import { approverGroupResolver, ON_SLACKS_CLOCK, type WebClient } from './slack-chat.js';
 
 export interface SlackAppOptions {
   /**
@@ -116,12 +116,7 @@ export function createSlackApp(options: SlackAppOptions): App {
     // HTTP answer (AwsLambdaReceiver answers when the listener returns) and a trigger_id expires
     // after 3 seconds: no waiting out a 429's Retry-After, the default backoff of ~30 minutes, or
     // a Slack that does not answer (the client's default is no timeout).
-    clientOptions: {
-      ...(options.slackApiUrl ? { slackApiUrl: options.slackApiUrl } : {}),
-      rejectRateLimitedCalls: true,
-      retryConfig: { retries: 0 },
-      timeout: 2_000,
-    },
+    clientOptions: { ...(options.slackApiUrl ? { slackApiUrl: options.slackApiUrl } : {}), ...ON_SLACKS_CLOCK },
     logLevel: options.logLevel ?? LogLevel.WARN,
     ...(options.logger ? { logger: options.logger } : {}),
   });

@@ -26,6 +26,8 @@ export interface SlackClientOptions {
   retryConfig?: webApi.RetryOptions;
   /** Per-request timeout in ms (0 = none); a hung connection is then retried. */
   timeout?: number;
+  /** A 429 fails the call at once instead of waiting out Retry-After. */
+  rejectRateLimitedCalls?: boolean;
   logLevel?: webApi.LogLevel;
 }
 
@@ -33,11 +35,18 @@ function createWebClient(options: SlackClientOptions): WebClient {
   return new webApi.WebClient(options.token, {
     ...(options.slackApiUrl ? { slackApiUrl: options.slackApiUrl } : {}),
     retryConfig: options.retryConfig ?? DEFAULT_RETRY,
-    rejectRateLimitedCalls: false,
+    rejectRateLimitedCalls: options.rejectRateLimitedCalls ?? false,
     timeout: options.timeout ?? 10_000,
     logLevel: options.logLevel ?? webApi.LogLevel.ERROR,
   });
 }
+
+/**
+ * For calls made before Slack's HTTP request is answered (AwsLambdaReceiver answers when the
+ * listener returns; a trigger_id expires after 3 seconds): no waiting out a 429's Retry-After, no
+ * backoff, and a Slack that does not answer is given up on after 2 seconds.
+ */
+export const ON_SLACKS_CLOCK = { rejectRateLimitedCalls: true, retryConfig: { retries: 0 }, timeout: 2_000 } as const;
 
 export class SlackChat implements Chat {
   readonly client: WebClient;

@@ -118,11 +118,10 @@ describe('the launch form: /starfish run with nothing after it', () => {
     expect(textOf(told.body)).toContain('The form to start a run did not open; type the run instead. Example: /starfish run s3://');
   });
 
-  it('when Slack does not answer views.open, the command is still answered within its 3 seconds, with the way to type the run', async () => {
+  it('when Slack does not answer views.open, the bot gives up on it (a trigger lives 3 seconds) and says how to type the run', async () => {
+    // Answered after 6 s: past the trigger's life; without a timeout the form would open late and nobody would be told.
     h.standIn.inject('views.open', { delayMs: 6_000 });
-    const started = Date.now();
     expect((await h.slash('run', ALICE)).status).toBe(200);
-    expect(Date.now() - started).toBeLessThan(3_000);
     const told = await waitFor('the answer via response_url', () => h.standIn.ok('response_url')[0]);
     expect(textOf(told.body)).toContain('The form to start a run did not open; type the run instead.');
   }, 20_000);
@@ -366,14 +365,18 @@ describe('the App Home tab', () => {
     expect(viewLimitProblems(told)).toEqual([]);
   });
 
-  it('a rate-limited views.publish does not hold the answer past Slack 3 seconds (no waiting out Retry-After)', async () => {
+  it('a rate-limited views.publish is not waited out (Retry-After: 30 would outlive Slack 3 seconds): one attempt, answered 200', async () => {
     h.standIn.inject('views.publish', { status: 429, retryAfter: 30 });
-    const started = Date.now();
     const res = await h.event({ type: 'app_home_opened', user: ALICE, channel: 'D0HOME0001', tab: 'home', event_ts: `${Date.now() / 1000}` });
     expect(res.status).toBe(200);
-    expect(Date.now() - started).toBeLessThan(3_000);
     expect(h.standIn.calls.filter((c) => c.method === 'views.publish').map((c) => c.status)).toEqual([429]);
-  }, 40_000);
+  });
+
+  it("a rate-limited answer to a click is not waited out either (the listeners' chat is on Slack's clock)", async () => {
+    h.standIn.inject('chat.postEphemeral', { status: 429, retryAfter: 30 });
+    expect((await h.click(ACTIONS.cancel, 'not-a-run-id', ALICE)).status).toBe(200);
+    expect(h.standIn.calls.filter((c) => c.method === 'chat.postEphemeral').map((c) => c.status)).toEqual([429]);
+  });
 
   it('the Start a run button opens the launch form, with the channel left to choose', async () => {
     expect((await h.homeClick(LAUNCH_ACTION, 'launch', ALICE)).status).toBe(200);
