@@ -23,11 +23,30 @@ export const BUNDLED_RECIPE = {
 } as const;
 
 /**
- * The text travels inside the template (CloudFormation takes at most 1 MB) and in every request
- * CloudFormation sends the custom resource's Lambda (an update carries the old and the new text);
- * a recipe is a few KB of source, so 64 KiB leaves ample room under both.
+ * The text travels inside the template, twice (the Create and Update calls; CloudFormation takes a
+ * template of at most 1 MB), and in every event CloudFormation sends the custom resource's Lambda,
+ * whose limit (MAX_CUSTOM_RESOURCE_EVENT_BYTES) is the tighter one for text with many quotes. A
+ * recipe is a few KB of source (iss_starfish.py: 5 KB).
  */
 export const MAX_BUNDLED_RECIPE_BYTES = 64 * 1024;
+
+/**
+ * CloudFormation invokes the custom resource's Lambda asynchronously, and the event of an update
+ * that changes the recipe carries its text four times (the Create and Update calls, in the new
+ * properties and in the old), each escaped twice (a JSON string in the call AwsCustomResource
+ * serializes, in the event's JSON). Lambda took at most 256 KB for an asynchronous event until late
+ * 2025 (1 MB since): the older limit is kept, so no partition or region still on it fails a deploy.
+ */
+export const MAX_CUSTOM_RESOURCE_EVENT_BYTES = 256 * 1024;
+/** The rest of the event: the response URL (a presigned URL), the stack and request ids, the ARNs. */
+const EVENT_REST_BYTES = 8 * 1024;
+
+/** An upper bound of the size of the update event that writes `text` (see above). */
+export function updateEventBytes(text: string): number {
+  // JSON.stringify escaped the control characters; one beyond ASCII may arrive as \uXXXX, escaped once more: 7 bytes.
+  const copy = JSON.stringify(JSON.stringify(text)).replace(/[^ -~]/g, '\\\\uXXXX').length;
+  return 4 * copy + EVENT_REST_BYTES;
+}
 
 /** The recipe's text, as it will be written to S3: UTF-8, since it travels as a JSON string. */
 export function readBundledRecipe(repoRoot: string): string {
@@ -49,6 +68,13 @@ export function readBundledRecipe(repoRoot: string): string {
     text = new TextDecoder('utf-8', { fatal: true }).decode(bytes);
   } catch (error) {
     throw new Error(`infra: the bundled recipe ${BUNDLED_RECIPE.source} is not UTF-8 text; save it as UTF-8 (Python's default source encoding).`, { cause: error });
+  }
+  const event = updateEventBytes(text);
+  if (event > MAX_CUSTOM_RESOURCE_EVENT_BYTES) {
+    throw new Error(
+      `infra: the bundled recipe ${BUNDLED_RECIPE.source} would make CloudFormation's update event for it ${event.toLocaleString('en-US')} bytes (it carries the text four times, escaped twice: quotes, backslashes and newlines count double and more); ` +
+        `Lambda takes at most ${MAX_CUSTOM_RESOURCE_EVENT_BYTES.toLocaleString('en-US')}. Keep the bundled recipe small, and put a larger one in the lab bucket with starfish:policy's defaultRecipe naming it, e.g. "defaultRecipe": "s3://lab-data/recipes/iss.py".`,
+    );
   }
   if (!/def\s+process_fov\s*\(/.test(text)) {
     // The launcher refuses a recipe without it; better to hear it at synth than at the first run.

@@ -207,7 +207,9 @@ export class StarfishChatopsStack extends Stack {
     const bundledRecipe = new cr.AwsCustomResource(this, 'BundledRecipe', {
       onCreate: putRecipe,
       onUpdate: putRecipe,
-      onDelete: { service: 'S3', action: 'deleteObject', parameters: recipeObject },
+      // The bucket is kept when the stack goes (RETAIN); once someone has emptied and deleted it by
+      // hand, the object went with it, and `cdk destroy` must not stop at DELETE_FAILED over it.
+      onDelete: { service: 'S3', action: 'deleteObject', parameters: recipeObject, ignoreErrorCodesMatching: '^NoSuchBucket$' },
       policy: cr.AwsCustomResourcePolicy.fromStatements([
         new iam.PolicyStatement({ sid: 'WriteBundledRecipe', actions: ['s3:PutObject', 's3:DeleteObject'], resources: [resultsBucket.arnForObjects(BUNDLED_RECIPE.key)] }),
       ]),
