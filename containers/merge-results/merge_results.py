@@ -57,7 +57,7 @@ MAX_TABLE_EXTRAS = 32               # process-fov writes at most this many furth
 MAX_MERGED_EXTRAS = 64              # further columns of spots.csv (union over the FOVs); more are dropped
 COLUMN_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]{0,63}$")  # the names process-fov writes
 NO_TABLE = "no output table"
-# spots.png (one panel per FOV) is drawn for runs of at most this many FOVs (expected or found):
+# spots.png (one panel per FOV) is drawn for runs of at most this many FOVs in STARFISH_FOVS:
 # 16 panels of 2.2 inches still show each FOV's spots; a larger run has overview.png alone.
 PANEL_FOVS = 16
 POINTS_PER_PANEL = 3000
@@ -934,7 +934,16 @@ def merge(fovs_dir, results, expected, run_id=None, log=None, recipe=None):
         log("note: %d FOV table(s) not in STARFISH_FOVS were merged too: %s"
             % (len(unexpected), sio.format_fov_ranges(unexpected)))
     all_fovs = sorted(expected_set | set(found))
-    panel_fovs = all_fovs if len(all_fovs) <= PANEL_FOVS else []
+    # Whether there is a spots.png is the FOV list's to say (STARFISH_FOVS, which the control plane
+    # also reads, src/run/results.ts), not the tables': a job that wrote tables of other FOVs into a
+    # small run's folder must not take away a result that run is required to have. Their panels are
+    # drawn when they fit.
+    if len(expected_set) > PANEL_FOVS:
+        panel_fovs = []
+    elif len(all_fovs) <= PANEL_FOVS:
+        panel_fovs = all_fovs
+    else:
+        panel_fovs = sorted(expected_set)
     panel_set = set(panel_fovs)
     per_fov_points = max(OVERVIEW_MIN_PER_FOV, OVERVIEW_POINTS // max(1, len(all_fovs)))
 
@@ -1015,6 +1024,8 @@ def merge(fovs_dir, results, expected, run_id=None, log=None, recipe=None):
             run_id or results, spots_total, len(genes), len(merged), len(expected_set))
         if any(t.sample is not None and t.n > len(t.sample) for t in merged):
             title += "; up to %d spots per panel plotted" % POINTS_PER_PANEL
+        if n_all > len(panel_fovs):
+            title += "; the %d FOVs outside STARFISH_FOVS are not drawn" % (n_all - len(panel_fovs))
         try:
             png = plot(panel_fovs, tables, gene_order, failures, title)
         except Exception as exc:  # spots.png is one of a small run's results: without it the run did not succeed

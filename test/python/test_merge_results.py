@@ -218,7 +218,7 @@ def test_bad_environment(tmp_path, drop, change, message):
 @pytest.mark.parametrize("fovs, panels", [("0-15", True), ("0-16", False), ("0-99", False),
                                           ("0-12,14", True), ("0-14,100", True)])  # FOV 100 found, not expected
 def test_per_fov_panels_only_for_a_small_run(tmp_path, fovs, panels):
-    """spots.png (a panel per FOV) for at most 16 FOVs, expected or found; overview.png always."""
+    """spots.png (a panel per FOV) for at most 16 FOVs in STARFISH_FOVS, with a found one when all fit; overview.png always."""
     out, results = locations(tmp_path)
     rnd = random.Random(5)
     for fov in starfish_io.parse_fov_ranges(fovs):
@@ -231,6 +231,20 @@ def test_per_fov_panels_only_for_a_small_run(tmp_path, fovs, panels):
     assert names == sorted(RESULT_FILES if panels else set(RESULT_FILES) - {"spots.png"})
     with open(os.path.join(results, "overview.png"), "rb") as fh:
         assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_small_run_keeps_its_panels_whatever_other_tables_its_folder_holds(tmp_path):
+    # the control plane requires spots.png of a run of at most 16 FOVs (its plan says so): tables of
+    # 20 other FOVs written into the run's folder (by a job; merged too) do not take it away
+    out, results = locations(tmp_path)
+    rnd = random.Random(5)
+    for fov in list(range(4)) + list(range(100, 120)):
+        write_table(out, fov, random_rows(fov, 3, rnd))
+    logged = []
+    summary, code = mr.merge(out, results, starfish_io.parse_fov_ranges("0-3"), log=logged.append)
+    assert code == 0 and summary["fovs_processed"] == 24
+    assert sorted(os.listdir(results)) == sorted(RESULT_FILES)
+    assert "note: 20 FOV table(s) not in STARFISH_FOVS were merged too: 100-119" in logged
 
 
 def test_a_larger_fov_list_removes_the_earlier_small_runs_panels(tmp_path):
