@@ -1103,6 +1103,7 @@ MAX_REGISTRATION_SHIFT_PX = 100000.0   # px; a tile is a few thousand pixels wid
 FACT_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 MAX_FACTS = 8
 MAX_FACT_PROBLEMS = 20
+UNLISTED_PROBLEM = "(not listed: too many)"
 MAX_FACT_VALUE = 1e12
 FACT_EXAMPLE = "report_fov_facts(registration_shift_px=1.7)"
 _reported = {}
@@ -1128,27 +1129,28 @@ def take_fov_facts():
     leave the fact out instead of stopping the FOVs after it."""
     reported = list(_reported.items())
     _reported.clear()
-    facts, problems, unlisted = {}, [], 0
+    facts, problems = {}, []
+
+    def problem(describe):
+        # past MAX_FACT_PROBLEMS a problem is counted, not written out: a recipe's 10**6 bad names
+        # cost a reference each, not a formatted message (and a repr() of its objects) each
+        problems.append(describe() if len(problems) < MAX_FACT_PROBLEMS else UNLISTED_PROBLEM)
+
     for name, value in reported:
         if value is None:
             continue
-        if len(problems) >= MAX_FACT_PROBLEMS:  # a recipe's 10**6 bad names cost a count, not a list
-            unlisted += 1
-            continue
         if not isinstance(name, str) or not FACT_NAME_RE.match(name):
-            problems.append("%r is not a fact name; use lower-case letters, digits and _, e.g. %s"
-                            % (one_line_text(name, 60), FACT_EXAMPLE))
+            problem(lambda: "%r is not a fact name; use lower-case letters, digits and _, e.g. %s"
+                    % (one_line_text(name, 60), FACT_EXAMPLE))
             continue
         number = fact_number(name, value)
         if number is None:
-            problems.append("%s=%s is not %s" % (name, _shown_value(value), fact_range(name)))
+            problem(lambda: "%s=%s is not %s" % (name, _shown_value(value), fact_range(name)))
             continue
         if len(facts) == MAX_FACTS:
-            problems.append("%s left out: at most %d facts a FOV" % (name, MAX_FACTS))
+            problem(lambda: "%s left out: at most %d facts a FOV" % (name, MAX_FACTS))
             continue
         facts[name] = number
-    if unlisted:
-        problems.append("... and %d more left out" % unlisted)
     return facts, problems
 
 

@@ -1129,12 +1129,13 @@ def test_facts_whose_conversion_raises_are_left_out_and_every_fov_still_runs(syn
     assert len(warnings) == 2
 
 
-def test_a_flood_of_bad_fact_names_is_counted_not_listed():
-    sio.report_fov_facts(**{"Bad %d" % i: 1 for i in range(100000)})
+def test_a_flood_of_bad_fact_names_is_counted_not_written_out_and_the_good_fact_stays():
+    sio.report_fov_facts(**{"Bad %d" % i: 1 for i in range(100000)}, registration_shift_px=2.5)
     facts, problems = sio.take_fov_facts()
-    assert facts == {}
-    assert len(problems) == sio.MAX_FACT_PROBLEMS + 1
-    assert problems[-1] == "... and %d more left out" % (100000 - sio.MAX_FACT_PROBLEMS)
+    assert facts == {"registration_shift_px": 2.5}
+    assert len(problems) == 100000  # what process-fov's "... and 99995 more" counts
+    assert problems[sio.MAX_FACT_PROBLEMS - 1].startswith("'Bad %d' is not a fact name" % (sio.MAX_FACT_PROBLEMS - 1))
+    assert set(problems[sio.MAX_FACT_PROBLEMS:]) == {sio.UNLISTED_PROBLEM}
 
 
 def _endless_rounds():
