@@ -281,7 +281,7 @@ export function resultsMessage(m: RunManifest, summary: ResultsSummary, links: R
     blocks: [
       section(`*${head}*${missing}`),
       ...costSection(m, summary),
-      ...recipeSection(summary),
+      ...recipeSection(m, summary),
       section(`*Spots per gene*\n${summarizeLines(genes.map((g) => `• ${g}`), 1500, 'more genes (see summary.json)')}`),
       // One section a file: a presigned URL with a session token is ~1,600 characters.
       section('*Files*'),
@@ -310,14 +310,18 @@ function costSection(m: RunManifest, summary: ResultsSummary): SectionBlock[] {
 }
 
 /**
- * Which recipe made the results (summary.json "recipe"): the start of its sha256, which the
- * recipe's copy under the run's inputs matches, and the settings it declares (its PARAMETERS).
+ * Which recipe made the results: the start of the sha256 the launcher took of the recipe copy
+ * the jobs ran (runs/<id>/inputs), and the settings it declares (its PARAMETERS, from summary.json).
  */
-function recipeSection(summary: ResultsSummary): SectionBlock[] {
+function recipeSection(m: RunManifest, summary: ResultsSummary): SectionBlock[] {
+  // The hash is the launcher's (of the recipe copy the jobs ran); summary.json is written by a
+  // job, so its parameters are shown only when it names that same recipe.
+  const sha256 = m.inputs.recipeSha256;
   const r = summary.recipe;
-  if (!r) return [];
-  const head = `*Recipe* sha256 \`${r.sha256.slice(0, 12)}…\``;
-  const settings = Object.entries(r.parameters ?? {}).map(([key, value]) => `• ${untrusted(key, 64)} = ${untrusted(String(value), 80)}`);
+  if (!sha256) return [];
+  const head = `*Recipe* sha256 \`${untrusted(sha256.slice(0, 12), 12)}…\``;
+  if (r && r.sha256 !== sha256) return [section(`${head} (summary.json names another recipe, \`${untrusted(r.sha256.slice(0, 12), 12)}…\`: its parameters are not shown)`)];
+  const settings = Object.entries(r?.parameters ?? {}).map(([key, value]) => `• ${untrusted(key, 64)} = ${untrusted(String(value), 80)}`);
   if (!settings.length) return [section(head)];
   return [section(`${head}, with these parameters:\n${summarizeLines(settings, LIMITS.sectionText - 100, 'more parameters (see summary.json)')}`)];
 }

@@ -75,22 +75,35 @@ describe('Block Kit limits', () => {
       resultsSummarySchema.parse({ fovs_expected: 4, fovs_processed: 4, fovs_missing: [], failures: {}, spots_total: 10, spots_per_fov: {}, counts_per_gene: { ACTB: 10 }, recipe });
     const links = { spotsCsv: { url: 's3://x/a', download: 'https://x/a' }, summaryJson: { url: 's3://x/b', download: 'https://x/b' }, spotsPng: { url: 's3://x/c', download: 'https://x/c' } };
     const sha256 = '9c9e765c'.repeat(8);
-    const m = resultsMessage(manifest(), summary({ url: 's3://lab/iss.py', sha256, parameters: { masking_radius_px: 15, threshold: 0.01, register: true, seed: null, '<https://evil.example|key>': '<https://evil.example|click>' } }), links);
+    // The launcher's hash of the recipe copy the jobs ran: the one shown.
+    const ran = manifest({ inputs: { ...manifest().inputs, recipeSha256: sha256 } });
+    const m = resultsMessage(ran, summary({ url: 's3://lab/iss.py', sha256, parameters: { masking_radius_px: 15, threshold: 0.01, register: true, seed: null, '<https://evil.example|key>': '<https://evil.example|click>' } }), links);
     withinLimits(m);
     const text = renderText(m);
     expect(text).toContain('Recipe sha256 9c9e765c9c9e…, with these parameters:\n• masking_radius_px = 15\n• threshold = 0.01\n• register = true\n• seed = null');
     expect(JSON.stringify(m.blocks)).toContain('• &lt;https://evil.example|key&gt; = &lt;https://evil.example|click&gt;');
     // 32 long parameters: cut by whole lines, the rest named
     const many = Object.fromEntries(Array.from({ length: 32 }, (_, i) => [`p${i}_${'k'.repeat(60)}`, 'v'.repeat(200)]));
-    const long = resultsMessage(manifest(), summary({ sha256, parameters: many }), links);
+    const long = resultsMessage(ran, summary({ sha256, parameters: many }), links);
     withinLimits(long);
     expect(renderText(long)).toMatch(/more parameters \(see summary.json\)/);
     // what the merge wrote but cannot be shown is left out, not the results
     for (const bad of [{ sha256: 'not a hash' }, { sha256, parameters: { list: [1, 2] } }, 'recipe.py']) {
       const s = summary(bad);
       expect(s.recipe).toBeUndefined();
-      expect(renderText(resultsMessage(manifest(), s, links))).not.toContain('Recipe');
+      expect(renderText(resultsMessage(ran, s, links))).toContain('Recipe sha256 9c9e765c9c9e…\n');
     }
+  });
+
+  it("shows the launcher's recipe hash, never one a job wrote: a summary naming another recipe gets no parameters shown", () => {
+    const summary = resultsSummarySchema.parse({
+      fovs_expected: 4, fovs_processed: 4, fovs_missing: [], failures: {}, spots_total: 10, spots_per_fov: {}, counts_per_gene: { ACTB: 10 },
+      recipe: { sha256: 'ab'.repeat(32), parameters: { threshold: 0.5 } },
+    });
+    const links = { spotsCsv: { url: 's3://x/a', download: 'https://x/a' }, summaryJson: { url: 's3://x/b', download: 'https://x/b' }, spotsPng: { url: 's3://x/c', download: 'https://x/c' } };
+    const text = renderText(resultsMessage(manifest({ inputs: { ...manifest().inputs, recipeSha256: 'cd'.repeat(32) } }), summary, links));
+    expect(text).toContain(`Recipe sha256 ${'cd'.repeat(6)}… (summary.json names another recipe, ${'ab'.repeat(6)}…: its parameters are not shown)`);
+    expect(text).not.toContain('threshold');
   });
 
   it('does not link a spots.png the merge did not write (a run of more than 16 FOVs): the overview is its picture', () => {

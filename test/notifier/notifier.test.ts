@@ -1,3 +1,4 @@
+import type { RunManifest } from '../../src/run/manifest.js';
 import { describe, expect, it } from 'vitest';
 import { batchEvents as ev, mergeWrote, summaryJson } from '../helpers/memory-adapters.js';
 import { launchedRun } from './harness.js';
@@ -313,14 +314,14 @@ describe('races and crashes (second review)', () => {
 
 describe('the picture a run posts', () => {
   /** A run of `fovs` FOVs that all succeed, whose merge wrote everything but spots.png. */
-  async function finishedWithoutPanels(fovs: number, recipe?: unknown) {
+  async function finishedWithoutPanels(fovs: number, recipe?: (m: RunManifest) => unknown) {
     const { runKeys } = await import('../../src/run/layout.js');
     const run = await launchedRun(fovs);
     const array = run.batch.byName(/-fov$/);
     const merge = run.batch.byName(/-merge$/);
     const keys = runKeys(run.runId);
     const summary = JSON.parse(summaryJson(fovs, [])) as Record<string, unknown>;
-    await mergeWrote(run.store, run.runId, JSON.stringify(recipe ? { ...summary, recipe } : summary));
+    await mergeWrote(run.store, run.runId, JSON.stringify(recipe ? { ...summary, recipe: recipe(await run.manifest()) } : summary));
     await run.store.delete(keys.spotsPng);
     await run.store.put(keys.optionalResults['overview.png'], Buffer.from('overview'));
     run.batch.set(array, 'SUCCEEDED', { SUCCEEDED: fovs });
@@ -340,10 +341,11 @@ describe('the picture a run posts', () => {
   });
 
   it("the results name the recipe that made them: its sha256 and its declared parameters, escaped", async () => {
-    const recipe = { url: 's3://lab/recipes/iss.py', sha256: 'ab'.repeat(32), parameters: { min_sigma: 1.5, '<!channel>': 'x', decoder: 'PerRoundMaxChannel' } };
-    const run = await finishedWithoutPanels(20, recipe);
+    const recipe = (sha256: string) => ({ url: 's3://lab/recipes/iss.py', sha256, parameters: { min_sigma: 1.5, '<!channel>': 'x', decoder: 'PerRoundMaxChannel' } });
+    const run = await finishedWithoutPanels(20, (m) => recipe(m.inputs.recipeSha256!));
     const results = JSON.stringify(run.chat.of('reply').find((c) => c.message?.text.includes('Results of run'))!.message!.blocks);
-    expect(results).toContain(`*Recipe* sha256 \`${'ab'.repeat(6)}…\``);
+    const launched = (await run.manifest()).inputs.recipeSha256!;
+    expect(results).toContain(`*Recipe* sha256 \`${launched.slice(0, 12)}…\``);
     expect(results).toContain('min_sigma = 1.5');
     expect(results).toContain('decoder = PerRoundMaxChannel');
     expect(results).not.toContain('<!channel>');
