@@ -38,7 +38,11 @@ function runBlocks(m: RunManifest, withButtons: boolean): KnownBlock[] {
   return actions ? [section(line), actions] : [section(line)];
 }
 
-export function homeView(runs: HomeRuns): HomeView {
+/**
+ * `notice`: what the person just did from this tab (mrkdwn, composed by the caller, untrusted
+ * parts escaped), shown under the title: the tab is where they are looking, not the run's channel.
+ */
+export function homeView(runs: HomeRuns, notice?: string): HomeView {
   const intro = md('Run a starfish recipe on every field of view of an experiment, on AWS Batch.');
   const blocks: KnownBlock[] = [
     heading('starfish'),
@@ -47,6 +51,7 @@ export function homeView(runs: HomeRuns): HomeView {
       : { type: 'section', text: intro },
     { type: 'context', elements: [md('Typed commands work too: `/starfish run <experiment.json> fovs=0-15` · `/starfish list` · `/starfish help`')] },
   ];
+  if (notice) blocks.splice(1, 0, section(notice));
   if (runs.toApprove.length) {
     blocks.push({ type: 'divider' }, heading('Waiting for your approval'));
     for (const m of runs.toApprove.slice(0, HOME_LIMITS.toApprove)) blocks.push(...runBlocks(m, true));

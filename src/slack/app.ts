@@ -156,6 +156,21 @@ export function createSlackApp(options: SlackAppOptions): App {
     await ack(answer.message ? ephemeralResponse(answer.message) : undefined);
   });
 
+  // Every drawing of the Home tab asks whether the person is an approver: the group's members are
+  // read once a minute (usergroups.users.list is rate-limited), as the launcher reads them.
+  let groupMembers: (() => Promise<string[]>) | undefined;
+  const publishHome = async (client: WebClient, userId: string, logger: BoltLogger, notice?: string) => {
+    const { approverGroup } = deps.policy.approval;
+    if (approverGroup) groupMembers ??= approverGroupResolver(client, approverGroup);
+    try {
+      const runs = await homeRuns(deps.store, deps.policy, userId, await isApprover(deps.policy, groupMembers, userId, logger));
+      await client.views.publish({ user_id: userId, view: homeView(runs, notice) });
+    } catch (error) {
+      // Answered 200 all the same: a 5xx makes Slack retry an event the next opening redoes anyway.
+      logger.error(`could not publish the Home tab of ${userId}: ${(error as Error).message}`);
+    }
+  };
+
   for (const [actionId, name] of BUTTONS) {
     app.action({ action_id: actionId, type: 'block_actions' }, async ({ ack, body, action, logger, client }) => {
       await ack();
@@ -185,7 +200,14 @@ export function createSlackApp(options: SlackAppOptions): App {
         logger.error(`${actionId} for ${runId} failed: ${(error as Error).message}`);
         answer = { message: handOverFailed(`your ${name} of run ${runId}`), refused: true };
       }
-      if (answer.message) await chat.ephemeral(channel, userId, answer.message);
+      if (!fromHome(body)) {
+        if (answer.message) await chat.ephemeral(channel, userId, answer.message);
+        return;
+      }
+      // From the Home tab: said there, where the person is looking; the launcher's answer follows in the run's channel.
+      const where = /^[CG][A-Z0-9]{2,20}$/.test(channel) ? `<#${channel}>` : 'its channel';
+      const said = answer.message ? answer.message.text : `You asked to ${name} run ${untrusted(runId, 40)}: its message in ${where} shows what happened.`;
+      await publishHome(client, userId, logger, said);
     });
   }
 
@@ -246,20 +268,8 @@ export function createSlackApp(options: SlackAppOptions): App {
     if (answer.message) await chat.ephemeral(form.channel, userId, answer.message);
   });
 
-  // Every opening of the Home tab asks whether the person is an approver: the group's members are
-  // read once a minute (usergroups.users.list is rate-limited), as the launcher reads them.
-  let groupMembers: (() => Promise<string[]>) | undefined;
   app.event('app_home_opened', async ({ event, client, logger }) => {
-    if (event.tab !== 'home') return;
-    const { approverGroup } = deps.policy.approval;
-    if (approverGroup) groupMembers ??= approverGroupResolver(client, approverGroup);
-    try {
-      const runs = await homeRuns(deps.store, deps.policy, event.user, await isApprover(deps.policy, groupMembers, event.user, logger));
-      await client.views.publish({ user_id: event.user, view: homeView(runs) });
-    } catch (error) {
-      // Answered 200 all the same: a 5xx makes Slack retry an event the next opening redoes anyway.
-      logger.error(`could not publish the Home tab of ${event.user}: ${(error as Error).message}`);
-    }
+    if (event.tab === 'home') await publishHome(client, event.user, logger);
   });
 
   app.error(async (error) => {
@@ -272,6 +282,10 @@ export function createSlackApp(options: SlackAppOptions): App {
 function callerOf(command: SlashCommand): Caller {
   return { userId: command.user_id, channel: command.channel_id, ...(command.response_url ? { responseUrl: command.response_url } : {}) };
 }
+
+/** A click from the App Home tab (its container is the Home view, not a message). */
+const fromHome = (body: unknown) => homeContainerSchema.safeParse(body).success;
+const homeContainerSchema = z.object({ container: z.object({ type: z.literal('view') }), view: z.object({ type: z.literal('home') }) });
 
 /** The plain text of a refusal, for a modal's field error (which shows no markup). */
 function plainText(mrkdwn: string): string {

@@ -385,7 +385,7 @@ describe('the App Home tab', () => {
     expect(JSON.stringify(view.blocks)).not.toContain('initial_conversation');
   });
 
-  it("a Cancel click in the Home tab cancels the run in its own channel", async () => {
+  it("a Cancel click in the Home tab cancels the run in its own channel, and the tab says so where the person is looking", async () => {
     const hold = path.join(h.home, 'hold');
     await writeFile(hold, '');
     try {
@@ -396,6 +396,9 @@ describe('the App Home tab', () => {
       await waitFor('the cancelled run', async () => (await loadManifest(h.system.store, runId))?.manifest.status === 'cancelled');
       const note = await waitFor('the thread note', () => h.standIn.ok('chat.postMessage').find((c) => c.body.thread_ts && textOf(c.body).includes(`Run ${runId} cancelled by <@${ALICE}>`)));
       expect(note.body.channel).toBe(CHANNEL);
+      const redrawn = published().find((c) => c.body.user_id === ALICE && JSON.stringify(c.body.view).includes(`You asked to cancel run ${runId}`))!;
+      expect(JSON.stringify((redrawn.body.view as View).blocks[1])).toContain(`its message in <#${CHANNEL}> shows what happened`);
+      expect(viewLimitProblems(redrawn.body.view as View)).toEqual([]);
     } finally {
       await rm(hold, { force: true });
     }
