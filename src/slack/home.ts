@@ -2,13 +2,19 @@
  * Which runs a person's App Home shows: their own, the ones waiting for their approval (when they
  * are an approver), and others' recent runs in the channels they run in. A channel's runs are
  * shown to those who have run there, never to the whole workspace: the Home tab is open to anyone
- * who finds the app, while `/starfish list` answers only inside a channel.
+ * who finds the app, while `/starfish list` answers only inside a channel. Also how the tab is
+ * drawn (views.publish) and where a click in it is decided.
  */
+import type { Logger as BoltLogger } from '@slack/bolt';
+import { z } from 'zod';
 import type { Store } from '../ports.js';
-import { listRuns } from '../run/manifest-store.js';
+import { listRuns, loadManifest } from '../run/manifest-store.js';
 import type { RunManifest } from '../run/manifest.js';
 import type { Policy } from '../run/policy.js';
-import { HOME_LIMITS, type HomeRuns } from '../messages/home-view.js';
+import { RUN_ID } from '../command/grammar.js';
+import type { DispatchDeps } from '../command/dispatcher.js';
+import { HOME_LIMITS, homeView, type HomeRuns } from '../messages/home-view.js';
+import { approverGroupResolver, type WebClient } from './slack-chat.js';
 
 /** Runs read per Home view: the newest, as /starfish list reads them. */
 const RECENT = 100;
@@ -24,7 +30,7 @@ export function startRefusal(policy: Policy): string {
   return `You are not on the list of people who may start runs. Ask a lab admin to add you to the starfish policy (access.runners).${where}`;
 }
 
-export async function homeRuns(store: Store, policy: Policy, userId: string, isApprover: boolean): Promise<HomeRuns> {
+async function homeRuns(store: Store, policy: Policy, userId: string, isApprover: boolean): Promise<HomeRuns> {
   const listed = await listRuns(store, RECENT);
   const runs = listed.flatMap((r) => ('manifest' in r ? [r.manifest] : []));
   const allowed = (m: RunManifest) => !policy.access.channels.length || policy.access.channels.includes(m.requester.channel);
@@ -41,4 +47,56 @@ export async function homeRuns(store: Store, policy: Policy, userId: string, isA
     channels: channels.map((channel) => ({ channel, runs: runs.filter((m) => m.requester.channel === channel && !shown.has(m.runId)).slice(0, HOME_LIMITS.perChannel) })),
     unreadable: listed.length - runs.length,
   };
+}
+
+/** A click from the App Home tab (its container is the Home view, not a message). */
+export const fromHome = (body: unknown) => homeContainerSchema.safeParse(body).success;
+const homeContainerSchema = z.object({ container: z.object({ type: z.literal('view') }), view: z.object({ type: z.literal('home') }) });
+
+/**
+ * Draws a person's Home tab (views.publish), with `notice` under its title when given. Every
+ * drawing asks whether the person is an approver: the group's members are read once a minute
+ * (usergroups.users.list is rate-limited), as the launcher reads them.
+ */
+export function homePublisher(deps: DispatchDeps): (client: WebClient, userId: string, logger: BoltLogger, notice?: string) => Promise<void> {
+  let groupMembers: (() => Promise<string[]>) | undefined;
+  return async (client, userId, logger, notice) => {
+    const { approverGroup } = deps.policy.approval;
+    if (approverGroup) groupMembers ??= approverGroupResolver(client, approverGroup);
+    try {
+      const runs = await homeRuns(deps.store, deps.policy, userId, await isApprover(deps.policy, groupMembers, userId, logger));
+      await client.views.publish({ user_id: userId, view: homeView(runs, notice) });
+    } catch (error) {
+      // Answered 200 all the same: a 5xx makes Slack retry an event the next opening redoes anyway.
+      logger.error(`could not publish the Home tab of ${userId}: ${(error as Error).message}`);
+    }
+  };
+}
+
+/**
+ * The channel a Home tab click is decided in: the run's own. The Home tab offers Cancel and Retry
+ * on the clicker's own runs only, and Approve/Reject to approvers (the launcher checks who is
+ * one); a click outside that (a Home published before the policy changed, or not ours) acts on
+ * nothing, so a Home click never reaches another person's run through the run's channel.
+ */
+export async function homeClickChannel(deps: DispatchDeps, runId: string, userId: string, name: 'approve' | 'reject' | 'cancel' | 'retry'): Promise<string | undefined> {
+  if (!RUN_ID.test(runId)) return undefined;
+  const loaded = await loadManifest(deps.store, runId).catch(() => undefined);
+  if (!loaded) return undefined;
+  const decision = name === 'approve' || name === 'reject';
+  return decision || loaded.manifest.requester.userId === userId ? loaded.manifest.requester.channel : undefined;
+}
+
+/** Whether to show approvals in this person's Home: the policy's approvers, or its approver group's members. */
+async function isApprover(policy: DispatchDeps['policy'], groupMembers: (() => Promise<string[]>) | undefined, userId: string, logger: BoltLogger): Promise<boolean> {
+  const { approvers, approverGroup } = policy.approval;
+  if (approvers.includes(userId)) return true;
+  if (!approverGroup || !groupMembers) return false;
+  return groupMembers().then(
+    (members) => members.includes(userId),
+    (error: unknown) => {
+      logger.warn(`could not read approver group ${approverGroup}: ${String(error)}`);
+      return false;
+    },
+  );
 }
