@@ -1,5 +1,5 @@
-/** slack/manifest.yaml agrees with the code: the command the app listens for, least scopes, interactivity. */
-import { readFileSync } from 'node:fs';
+/** slack/manifest.yaml agrees with the code: the command the app listens for, least scopes, interactivity, the events it subscribes to. */
+import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 
@@ -23,5 +23,14 @@ describe('slack/manifest.yaml', () => {
     expect(scopes).toEqual(['commands', 'chat:write', 'files:write', 'usergroups:read']);
     expect(manifest).not.toMatch(/^\s+user:/m);
     expect(manifest).toMatch(/socket_mode_enabled: false/);
+  });
+
+  it('subscribes to exactly the events the app listens for (the Home tab), on the same URL, with the Home tab on', () => {
+    const text = lines.join('\n');
+    expect(text).toMatch(/event_subscriptions:\n(\s+#.*\n)*\s+request_url: https:\/\/REPLACE-WITH-SLACK-FUNCTION-URL[^\s]*\/slack\/events\n\s+bot_events:\n\s+- app_home_opened\n\s+interactivity:/);
+    expect(text).toMatch(/app_home:\n\s+home_tab_enabled: true/);
+    const listened = [...readdirSync(path.resolve(import.meta.dirname, '../../src/slack'))]
+      .flatMap((f) => [...readFileSync(path.resolve(import.meta.dirname, '../../src/slack', f), 'utf8').matchAll(/app\.event\('([a-z_]+)'/g)].map((m) => m[1]));
+    expect(listened).toEqual(['app_home_opened']);
   });
 });
