@@ -31,8 +31,12 @@ export interface Store {
   replaceIf(key: string, body: Buffer | string, etag: string): Promise<{ etag: string } | 'conflict'>;
   delete(key: string): Promise<void>;
   list(prefix: string): Promise<string[]>;
-  /** The names of the "folders" directly under prefix (run ids under runs/), without their contents. */
-  listFolders(prefix: string): Promise<string[]>;
+  /**
+   * The names of the "folders" directly under prefix (run ids under runs/), without their
+   * contents, sorted; with `startAfter`, only the names after it (S3 lists from there on, so a
+   * run id's day bounds what is read).
+   */
+  listFolders(prefix: string, startAfter?: string): Promise<string[]>;
   /** Where the containers find this key: a path locally, s3://bucket/key on AWS. */
   locate(key: string): string;
   /** A link a person can click to download the object. */

@@ -187,13 +187,15 @@ export class S3Store implements Store {
     return keys.sort();
   }
 
-  async listFolders(prefix: string): Promise<string[]> {
+  async listFolders(prefix: string, startAfter?: string): Promise<string[]> {
     // Delimiter: one entry a run, not every per-FOV table of every run.
     const names: string[] = [];
     const base = `${this.prefix}${prefix}`;
+    // S3 lists keys in UTF-8 binary order from StartAfter on: the pages before it are never read.
+    const after = startAfter !== undefined ? { StartAfter: `${base}${startAfter}` } : {};
     let token: string | undefined;
     do {
-      const out = await this.client.send(new ListObjectsV2Command({ Bucket: this.bucket, Prefix: base, Delimiter: '/', ...(token ? { ContinuationToken: token } : {}) }));
+      const out = await this.client.send(new ListObjectsV2Command({ Bucket: this.bucket, Prefix: base, Delimiter: '/', ...after, ...(token ? { ContinuationToken: token } : {}) }));
       for (const p of out.CommonPrefixes ?? []) if (p.Prefix) names.push(p.Prefix.slice(base.length).replace(/\/$/, ''));
       token = out.IsTruncated ? out.NextContinuationToken : undefined;
     } while (token);

@@ -169,10 +169,13 @@ export class DirectoryStore implements Store {
     return out.filter((k) => k.startsWith(prefix)).sort();
   }
 
-  async listFolders(prefix: string): Promise<string[]> {
+  async listFolders(prefix: string, startAfter?: string): Promise<string[]> {
     try {
       const entries = await this.fs.readdir(this.pathOf(prefix.replace(/\/$/, '')), { withFileTypes: true });
-      return entries.filter((e) => e.isDirectory()).map((e) => e.name).sort();
+      return entries
+        .filter((e) => e.isDirectory() && (startAfter === undefined || e.name > startAfter))
+        .map((e) => e.name)
+        .sort();
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code === 'ENOENT') return [];
       throw error;

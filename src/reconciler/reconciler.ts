@@ -56,7 +56,7 @@ export class Reconciler {
 
   /** One corrupt run.json is that run's problem: it is skipped with a log line, the others go on. */
   private async readableRuns(report: ReconcileReport): Promise<RunManifest[]> {
-    const runs = await listRuns(this.deps.store, 500);
+    const runs = await listRuns(this.deps.store, 500, undefined, this.deps.clock.now());
     for (const r of runs) {
       if ('unreadable' in r) {
         report.unreadable.push(r.runId);

@@ -3,6 +3,7 @@ import type { Store } from '../ports.js';
 import { manifestSchema, type RunManifest } from './manifest.js';
 import { RUNS_PREFIX, requestClaimKey, runKeys } from './layout.js';
 import { z } from 'zod';
+import { runIdDay } from './run-id.js';
 
 const manifestKey = (runId: string) => runKeys(runId).manifest;
 
@@ -76,8 +77,8 @@ export type ListedRun = { runId: string; manifest: RunManifest } | { runId: stri
  * The most recent runs, newest first. A manifest that cannot be read is listed as such, so that
  * one corrupt run.json does not hide every other run.
  */
-export async function listRuns(store: Store, limit = 20, sinceDay?: string): Promise<ListedRun[]> {
-  const ids = (await store.listFolders(RUNS_PREFIX)).sort().reverse();
+export async function listRuns(store: Store, limit = 20, sinceDay?: string, now: number = Date.now()): Promise<ListedRun[]> {
+  const ids = (sinceDay !== undefined ? await store.listFolders(RUNS_PREFIX, sinceDay) : await recentRunIds(store, limit, now)).sort().reverse();
   // Run ids start with the day (yymmdd) and end at random: take whole days, newest first, until
   // there are enough (or every day since `sinceDay`), then order by creation time.
   const chosen: string[] = [];
@@ -92,6 +93,22 @@ export async function listRuns(store: Store, limit = 20, sinceDay?: string): Pro
     .filter((r): r is ListedRun => r !== undefined)
     .sort((a, b) => when(b).localeCompare(when(a)))
     .slice(0, sinceDay !== undefined ? undefined : limit);
+}
+
+/** How far back the newest runs are looked for, widening until there are enough: then all of them. */
+const LOOKBACK_DAYS = [7, 31, 366];
+
+/**
+ * Enough run ids to hold the newest `limit`: a run id starts with its day, so the last days are
+ * listed first (one page for a busy lab's week) and the listing reaches back only as far as it
+ * must, not through every run the bucket ever held. A day is whole whichever window holds it.
+ */
+async function recentRunIds(store: Store, limit: number, now: number): Promise<string[]> {
+  for (const days of LOOKBACK_DAYS) {
+    const ids = await store.listFolders(RUNS_PREFIX, runIdDay(new Date(now - days * 86_400_000)));
+    if (ids.length >= limit) return ids;
+  }
+  return store.listFolders(RUNS_PREFIX);
 }
 
 async function listedRun(store: Store, runId: string): Promise<ListedRun | undefined> {

@@ -43,9 +43,9 @@ export class MemoryStore implements Store {
   async list(prefix: string) {
     return [...this.objects.keys()].filter((k) => k.startsWith(prefix)).sort();
   }
-  async listFolders(prefix: string) {
+  async listFolders(prefix: string, startAfter?: string) {
     const names = [...this.objects.keys()].filter((k) => k.startsWith(prefix) && k.slice(prefix.length).includes('/')).map((k) => k.slice(prefix.length).split('/')[0]!);
-    return [...new Set(names)].sort();
+    return [...new Set(names)].filter((n) => startAfter === undefined || n > startAfter).sort();
   }
   locate(key: string) {
     return `s3://lab-results/${key}`;

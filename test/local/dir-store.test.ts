@@ -35,6 +35,11 @@ describe('DirectoryStore', () => {
     expect((await store.get('runs/a/run.json'))?.body.toString()).toBe('{"a":1}');
     expect(await store.get('runs/missing')).toBeUndefined();
     expect(await store.list('runs/')).toEqual(['runs/a/run.json', 'runs/b/run.json']);
+    // Folders, and only those after a name (run ids after a day), as S3's StartAfter lists them.
+    await store.put('runs/261120-abcd/run.json', '{}');
+    expect(await store.listFolders('runs/')).toEqual(['261120-abcd', 'a', 'b']);
+    expect(await store.listFolders('runs/', '261120')).toEqual(['261120-abcd', 'a', 'b']);
+    expect(await store.listFolders('runs/', 'a')).toEqual(['b']);
   });
 
   it('refuses keys that escape the store', async () => {

@@ -13,7 +13,7 @@
  *   SDK and stored DECODED, as S3 stores it; past 1,024 bytes 400 KeyTooLongError); GetObject
  *   with Range (a whole object comes with its CRC32, which the SDK verifies), PutObject with
  *   If-None-Match: * and If-Match (412 PreconditionFailed) and its body checked against
- *   x-amz-content-sha256 and x-amz-checksum-crc32, HeadObject, DeleteObject, ListObjectsV2 with
+ *   x-amz-content-sha256 and x-amz-checksum-crc32, HeadObject, DeleteObject, ListObjectsV2 (StartAfter) with
  *   pages, CopyObject (x-amz-copy-source "bucket/key", URL-encoded, decoded once).
  *
  * The service is told by the SigV4 credential scope of the Authorization header
@@ -503,10 +503,13 @@ export class AwsEndpoint {
     const prefix = q.get('prefix') ?? '';
     const delimiter = q.get('delimiter') ?? '';
     const maxKeys = Number(q.get('max-keys') ?? this.s3.pageSize);
+    // StartAfter: only keys after it, in UTF-8 binary order (a continuation token carries on from its own list).
+    const startAfter = q.get('start-after') ?? '';
     // Keys and common prefixes in one sorted run, as S3 counts them against MaxKeys.
     const entries: Array<{ key?: string; prefix?: string }> = [];
     const seen = new Set<string>();
     for (const key of this.s3.keys(bucket, prefix)) {
+      if (startAfter && Buffer.compare(Buffer.from(key), Buffer.from(startAfter)) <= 0) continue;
       const cut = delimiter ? key.indexOf(delimiter, prefix.length) : -1;
       if (cut >= 0) {
         const common = key.slice(0, cut + delimiter.length);
@@ -528,6 +531,7 @@ export class AwsEndpoint {
       `<?xml version="1.0" encoding="UTF-8"?>\n<ListBucketResult xmlns="${XMLNS}">`,
       `<Name>${xmlEscape(bucket)}</Name><Prefix>${xmlEscape(prefix)}</Prefix><KeyCount>${page.length}</KeyCount><MaxKeys>${maxKeys}</MaxKeys>`,
       delimiter ? `<Delimiter>${xmlEscape(delimiter)}</Delimiter>` : '',
+      startAfter ? `<StartAfter>${xmlEscape(startAfter)}</StartAfter>` : '',
       `<IsTruncated>${truncated}</IsTruncated>`,
       truncated ? `<NextContinuationToken>${Buffer.from(String(start + maxKeys)).toString('base64')}</NextContinuationToken>` : '',
       ...contents,
