@@ -22,6 +22,12 @@ import type { WebClient } from './slack-chat.js';
 /** A view submission's answer paths, one per conversations_select with response_url_enabled. */
 const responseUrlsSchema = z.object({ response_urls: z.array(z.object({ channel_id: z.string(), response_url: z.string().url() })) });
 
+const NOT_IN_CHANNEL = 'starfish is not in that channel, so the run cannot be announced there: nothing was submitted. Invite it with /invite @starfish, then Start again (or choose another channel).';
+
+/** Slack's answer for a channel the bot was not invited to (or cannot see). */
+const notInChannel = (error: unknown) => ['not_in_channel', 'channel_not_found'].includes(platformErrorSchema.safeParse(error).data?.data.error ?? '');
+const platformErrorSchema = z.object({ data: z.object({ error: z.string() }) });
+
 /** The plain text of a refusal, for a modal's field error (which shows no markup). */
 function plainText(mrkdwn: string): string {
   return mrkdwn.replace(/^:warning: /, '').replace(/&lt;/g, '<').replace(/&gt;/g, '>').replace(/&amp;/g, '&');
@@ -62,8 +68,21 @@ export function listenForForms(app: App, deps: DispatchDeps, chat: Chat): void {
       await ack({ response_action: 'errors', errors: { [LAUNCH_FIELDS.channel]: plainText(answer.message?.text ?? 'The run was refused.') } });
       return;
     }
-    await ack();
-    if (answer.message) await chat.ephemeral(form.channel, userId, answer.message, responseUrl).catch((error: unknown) => logger.warn(`could not confirm the run to ${userId}: ${String(error)}`));
+    if (responseUrl || !answer.message) {
+      await ack();
+      if (answer.message) await chat.ephemeral(form.channel, userId, answer.message, responseUrl).catch((error: unknown) => logger.warn(`could not confirm the run to ${userId}: ${String(error)}`));
+      return;
+    }
+    // No response_url (a form opened from the Home tab): the answer goes by chat.postEphemeral
+    // before the form closes, which also finds a channel the bot is not in. There the launcher
+    // cannot post the run's message either, so it ends the run unsubmitted; the form says why.
+    try {
+      await chat.ephemeral(form.channel, userId, answer.message);
+      await ack();
+    } catch (error) {
+      logger.warn(`could not confirm the run to ${userId} in ${form.channel}: ${String(error)}`);
+      await ack(notInChannel(error) ? { response_action: 'errors', errors: { [LAUNCH_FIELDS.channel]: NOT_IN_CHANNEL } } : undefined);
+    }
   });
 
   app.view(REJECT_CALLBACK, async ({ ack, body, view, logger }) => {

@@ -232,6 +232,29 @@ describe('the launch form: /starfish run with nothing after it', () => {
     expect(notices).toHaveLength(1);
   });
 
+  it('without a response_url (a form opened from the Home tab) the answer comes by chat.postEphemeral, once', async () => {
+    const before = await runIds();
+    const res = await h.submit({ callbackId: LAUNCH_CALLBACK, userId: ALICE, values: launchValues({ channel: CHANNEL, experiment: h.experiment, queue: 'local', dryRun: true }) });
+    expect(res.body).toBe('');
+    await waitFor('the planned run', async () => (await listManifests(h.system.store, 500)).find((m) => !before.has(m.runId) && m.status === 'planned'));
+    const told = h.standIn.ok('chat.postEphemeral').filter((c) => c.body.user === ALICE && textOf(c.body).includes('to plan the run'));
+    expect(told).toHaveLength(1);
+    expect(told[0]!.body.channel).toBe(CHANNEL);
+  });
+
+  it('without a response_url, for a channel the bot is not in: the form says to invite it, and nothing is submitted', async () => {
+    h.standIn.inject('chat.postEphemeral', { status: 200, error: 'not_in_channel' });
+    h.standIn.inject('chat.postMessage', { status: 200, error: 'not_in_channel' });
+    const before = await runIds();
+    const res = await h.submit({ callbackId: LAUNCH_CALLBACK, userId: ALICE, values: launchValues({ channel: CHANNEL, experiment: h.experiment, queue: 'local', fovs: 'first=1' }) });
+    expect(res.json()).toEqual({ response_action: 'errors', errors: { channel: expect.stringContaining('Invite it with /invite @starfish, then Start again') } });
+    await h.system.bus.drain();
+    await h.system.settle();
+    const run = (await listManifests(h.system.store, 500)).find((m) => !before.has(m.runId));
+    expect(run === undefined || run.submissions.length === 0).toBe(true);
+    expect(h.executor.runs.filter((r) => r === run?.runId)).toHaveLength(0);
+  });
+
   it('a dry run from the form plans and submits nothing', async () => {
     const before = await runIds();
     await h.submit({ callbackId: LAUNCH_CALLBACK, userId: ALICE, values: launchValues({ channel: CHANNEL, experiment: h.experiment, queue: 'local', dryRun: true }) });
