@@ -903,53 +903,37 @@ def clear_summary(results, run_id):
 
 # ---------------------------------------------------------------------------------------
 
-def merge(fovs_dir, results, expected, run_id=None, log=None, recipe=None):
-    """Merge the tables under ``fovs_dir`` into ``results``; returns (summary dict, exit code).
-
-    ``expected``: the FOVs the run expects (an iterable of indices, e.g. sio.FovRanges);
-    ``recipe``: the recipe's URL (STARFISH_RECIPE) when known, for its hash in summary.json.
-    """
-    log = log or (lambda msg: print(PREFIX + msg, file=sys.stderr))
-    t0 = time.time()
-    expected_set = set(expected)
-    names = sio.list_prefix(fovs_dir)
-
+def _classify(fovs_dir, names):
+    """The FOV folder's files by kind: {fov: url} of spot tables, error records and metrics."""
     table_urls, error_urls, metrics_urls = {}, {}, {}
     for name in names:
-        m = TABLE_RE.match(name)
-        if m:
-            table_urls[int(m.group(1))] = sio.join(fovs_dir, name)
-            continue
-        m = ERROR_RE.match(name)
-        if m:
-            error_urls[int(m.group(1))] = sio.join(fovs_dir, name)
-            continue
-        m = METRICS_RE.match(name)
-        if m:
-            metrics_urls[int(m.group(1))] = sio.join(fovs_dir, name)
+        for regex, urls in ((TABLE_RE, table_urls), (ERROR_RE, error_urls), (METRICS_RE, metrics_urls)):
+            m = regex.match(name)
+            if m:
+                urls[int(m.group(1))] = sio.join(fovs_dir, name)
+                break
+    return table_urls, error_urls, metrics_urls
 
-    found = sorted(table_urls)
-    unexpected = [f for f in found if f not in expected_set]
-    if unexpected:
-        log("note: %d FOV table(s) not in STARFISH_FOVS were merged too: %s"
-            % (len(unexpected), sio.format_fov_ranges(unexpected)))
-    all_fovs = sorted(expected_set | set(found))
-    # Whether there is a spots.png is the FOV list's to say (STARFISH_FOVS, which the control plane
-    # also reads, src/run/results.ts), not the tables': a job that wrote tables of other FOVs into a
-    # small run's folder must not take away a result that run is required to have. Their panels are
-    # drawn when they fit.
+
+def _panel_fovs(expected_set, all_fovs):
+    """The FOVs drawn in spots.png: none past PANEL_FOVS expected.
+
+    Whether there is a spots.png is the FOV list's to say (STARFISH_FOVS, which the control plane
+    also reads, src/run/results.ts), not the tables': a job that wrote tables of other FOVs into a
+    small run's folder must not take away a result that run is required to have. Their panels are
+    drawn when they fit.
+    """
     if len(expected_set) > PANEL_FOVS:
-        panel_fovs = []
-    elif len(all_fovs) <= PANEL_FOVS:
-        panel_fovs = all_fovs
-    else:
-        panel_fovs = sorted(expected_set)
-    panel_set = set(panel_fovs)
-    per_fov_points = max(OVERVIEW_MIN_PER_FOV, OVERVIEW_POINTS // max(1, len(all_fovs)))
+        return []
+    if len(all_fovs) <= PANEL_FOVS:
+        return all_fovs
+    return sorted(expected_set)
 
+
+def _read_tables(found, table_urls, panel_set, per_fov_points):
+    """The parsed tables by FOV, and the reason of each that could not be read or parsed."""
     texts = _read_many([table_urls[f] for f in found], sio.read_text)
-    tables = {}
-    failures = {}
+    tables, failures = {}, {}
     for f in found:
         v = texts[table_urls[f]]
         if isinstance(v, Exception):
@@ -959,8 +943,11 @@ def merge(fovs_dir, results, expected, run_id=None, log=None, recipe=None):
             tables[f] = parse_table(f, v, f in panel_set, per_fov_points)
         except ValueError as exc:
             failures[f] = "malformed output table %s: %s" % (sio.basename(table_urls[f]), exc)
-    texts = None
+    return tables, failures
 
+
+def _missing_reasons(expected_set, tables, failures, error_urls):
+    """The missing FOVs, sorted; ``failures`` gains a reason for each (its error record, else NO_TABLE)."""
     missing = sorted(set(f for f in expected_set if f not in tables) | set(failures))
     need_reasons = [f for f in missing if f not in failures and f in error_urls]
     err_texts = _read_many([error_urls[f] for f in need_reasons], sio.read_text)
@@ -972,29 +959,75 @@ def merge(fovs_dir, results, expected, run_id=None, log=None, recipe=None):
             failures[f] = _error_reason(v) if isinstance(v, str) else "failed (error record unreadable)"
         else:
             failures[f] = NO_TABLE
+    return missing
+
+
+def _summary(expected_set, merged, missing, failures, genes, gene_order, metrics, recipe_id):
+    """summary.json's content, in its documented order."""
+    summary = collections.OrderedDict()
+    summary["fovs_expected"] = len(expected_set)
+    summary["fovs_processed"] = len(merged)
+    summary["fovs_missing"] = missing
+    summary["failures"] = collections.OrderedDict((str(f), failures[f]) for f in sorted(failures))
+    summary["spots_total"] = sum(t.n for t in merged)
+    summary["spots_per_fov"] = collections.OrderedDict((str(t.fov), t.n) for t in merged)
+    summary["counts_per_gene"] = collections.OrderedDict((g, genes[g]) for g in gene_order)
+    compute = compute_summary(metrics)
+    if compute is not None:  # runs whose jobs wrote no measurements (older images) have none
+        summary["compute"] = compute
+    if recipe_id is not None:  # the launcher passes STARFISH_RECIPE to the merge (newer control planes)
+        summary["recipe"] = recipe_id
+    return summary
+
+
+def _drawn(what, draw):
+    """A picture the run promises: drawing it failed means the merge failed."""
+    try:
+        return draw()
+    except Exception as exc:
+        traceback.print_exc()
+        raise Failure("could not draw %s: %s: %s" % (what, type(exc).__name__, " ".join(str(exc).split())), 1)
+
+
+def _panels_title(run_id, results, summary, n_genes, merged, n_all, panel_fovs):
+    title = "%s: %d spots, %d genes, %d/%d FOVs" % (
+        run_id or results, summary["spots_total"], n_genes, len(merged), summary["fovs_expected"])
+    if any(t.sample is not None and t.n > len(t.sample) for t in merged):
+        title += "; up to %d spots per panel plotted" % POINTS_PER_PANEL
+    if n_all > len(panel_fovs):
+        title += "; the %d FOVs outside STARFISH_FOVS are not drawn" % (n_all - len(panel_fovs))
+    return title
+
+
+def merge(fovs_dir, results, expected, run_id=None, log=None, recipe=None):
+    """Merge the tables under ``fovs_dir`` into ``results``; returns (summary dict, exit code).
+
+    ``expected``: the FOVs the run expects (an iterable of indices, e.g. sio.FovRanges);
+    ``recipe``: the recipe's URL (STARFISH_RECIPE) when known, for its hash in summary.json.
+    """
+    log = log or (lambda msg: print(PREFIX + msg, file=sys.stderr))
+    t0 = time.time()
+    expected_set = set(expected)
+    table_urls, error_urls, metrics_urls = _classify(fovs_dir, sio.list_prefix(fovs_dir))
+
+    found = sorted(table_urls)
+    unexpected = [f for f in found if f not in expected_set]
+    if unexpected:
+        log("note: %d FOV table(s) not in STARFISH_FOVS were merged too: %s"
+            % (len(unexpected), sio.format_fov_ranges(unexpected)))
+    all_fovs = sorted(expected_set | set(found))
+    panel_fovs = _panel_fovs(expected_set, all_fovs)
+    per_fov_points = max(OVERVIEW_MIN_PER_FOV, OVERVIEW_POINTS // max(1, len(all_fovs)))
+    tables, failures = _read_tables(found, table_urls, set(panel_fovs), per_fov_points)
+    missing = _missing_reasons(expected_set, tables, failures, error_urls)
 
     merged = [tables[f] for f in sorted(tables)]
     genes = collections.Counter()
     for t in merged:
         genes.update(t.genes)
     gene_order = [g for g, _ in sorted(genes.items(), key=lambda kv: (-kv[1], kv[0]))]
-    spots_total = sum(t.n for t in merged)
-
-    summary = collections.OrderedDict()
-    summary["fovs_expected"] = len(expected_set)
-    summary["fovs_processed"] = len(merged)
-    summary["fovs_missing"] = missing
-    summary["failures"] = collections.OrderedDict((str(f), failures[f]) for f in sorted(failures))
-    summary["spots_total"] = spots_total
-    summary["spots_per_fov"] = collections.OrderedDict((str(t.fov), t.n) for t in merged)
-    summary["counts_per_gene"] = collections.OrderedDict((g, genes[g]) for g in gene_order)
     metrics = read_metrics(metrics_urls, expected_set | set(found), log)
-    compute = compute_summary(metrics)
-    if compute is not None:  # runs whose jobs wrote no measurements (older images) have none
-        summary["compute"] = compute
-    recipe_id = recipe_identity(recipe, log)
-    if recipe_id is not None:  # the launcher passes STARFISH_RECIPE to the merge (newer control planes)
-        summary["recipe"] = recipe_id
+    summary = _summary(expected_set, merged, missing, failures, genes, gene_order, metrics, recipe_identity(recipe, log))
 
     # summary.json goes last and only when every other file is written: it says the merge finished.
     clear_summary(results, run_id)
@@ -1018,36 +1051,24 @@ def merge(fovs_dir, results, expected, run_id=None, log=None, recipe=None):
         write_result(results, "summary.json", summary_bytes, "application/json", run_id)
         raise Failure("no FOV tables found under %s" % fovs_dir, 1)
 
-    n_all = len(expected_set | set(found))
+    n_all = len(all_fovs)
     if panel_fovs:
-        title = "%s: %d spots, %d genes, %d/%d FOVs" % (
-            run_id or results, spots_total, len(genes), len(merged), len(expected_set))
-        if any(t.sample is not None and t.n > len(t.sample) for t in merged):
-            title += "; up to %d spots per panel plotted" % POINTS_PER_PANEL
-        if n_all > len(panel_fovs):
-            title += "; the %d FOVs outside STARFISH_FOVS are not drawn" % (n_all - len(panel_fovs))
-        try:
-            png = plot(panel_fovs, tables, gene_order, failures, title)
-        except Exception as exc:  # spots.png is one of a small run's results: without it the run did not succeed
-            traceback.print_exc()
-            raise Failure("could not draw spots.png: %s: %s" % (type(exc).__name__, " ".join(str(exc).split())), 1)
+        title = _panels_title(run_id, results, summary, len(genes), merged, n_all, panel_fovs)
+        # spots.png is one of a small run's results: without it the run did not succeed
+        png = _drawn("spots.png", lambda: plot(panel_fovs, tables, gene_order, failures, title))
         write_result(results, "spots.png", png, "image/png", run_id)
     else:
         remove_stale(results, "spots.png", log)
     write_result(results, "counts_matrix.csv", counts_matrix(merged, gene_order, log), "text/csv", run_id)
     write_result(results, "fov_quality.csv", quality, "text/csv", run_id)
     overview_title = "%s: %d spots, %d genes, %d of %d FOVs" % (
-        run_id or results, spots_total, len(genes), len(merged), n_all)
-    try:
-        png = plot_overview(merged, gene_order, n_all, overview_title)
-    except Exception as exc:  # like spots.png: a result the run promises
-        traceback.print_exc()
-        raise Failure("could not draw overview.png: %s: %s" % (type(exc).__name__, " ".join(str(exc).split())), 1)
+        run_id or results, summary["spots_total"], len(genes), len(merged), n_all)
+    png = _drawn("overview.png", lambda: plot_overview(merged, gene_order, n_all, overview_title))
     write_result(results, "overview.png", png, "image/png", run_id)
     write_result(results, "summary.json", summary_bytes, "application/json", run_id)
 
     print("merge-results: %smerged %d/%d FOVs, %d spots, %d genes, %d missing -> %s (%.1f s)"
-          % ("run %s: " % run_id if run_id else "", len(merged), len(expected_set), spots_total,
+          % ("run %s: " % run_id if run_id else "", len(merged), len(expected_set), summary["spots_total"],
              len(genes), len(missing), results, time.time() - t0))
     return summary, 0
 
