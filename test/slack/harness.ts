@@ -218,6 +218,13 @@ export async function startHarness(options: { policy?: unknown; fovs?: number; i
   };
 }
 
+/** A harness whose policy names APPROVER_GROUP, of which GROUPIE is the one member (usergroups.users.list on the stand-in). */
+export async function startGroupHarness(): Promise<Harness> {
+  const h = await startHarness({ policy: testPolicy({ approverGroup: APPROVER_GROUP }) });
+  h.standIn.groups.set(APPROVER_GROUP, [GROUPIE]);
+  return h;
+}
+
 /** Polls until `check` returns a value other than undefined/false, or fails after `timeoutMs`. */
 export async function waitFor<T>(what: string, check: () => T | undefined | false | Promise<T | undefined | false>, timeoutMs = 10_000): Promise<T> {
   const deadline = Date.now() + timeoutMs;

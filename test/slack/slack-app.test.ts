@@ -20,8 +20,8 @@ import {
   GROUPIE,
   MALLORY,
   OTHER_CHANNEL,
+  startGroupHarness,
   startHarness,
-  testPolicy,
   textOf,
   waitFor,
   type Harness,
@@ -325,8 +325,7 @@ describe('50 concurrent Approve clicks', () => {
 describe('approver group (usergroups.users.list)', () => {
   let g: Harness;
   beforeAll(async () => {
-    g = await startHarness({ policy: testPolicy({ approverGroup: APPROVER_GROUP }) });
-    g.standIn.groups.set(APPROVER_GROUP, [GROUPIE]);
+    g = await startGroupHarness();
   });
   afterAll(async () => {
     await g?.close();

@@ -15,7 +15,7 @@ import { LAUNCH_CALLBACK, launchModal, readLaunchForm } from '../../src/slack/la
 import { REJECT_CALLBACK } from '../../src/slack/reject-modal.js';
 import type { RunManifest } from '../../src/run/manifest.js';
 import type { Policy } from '../../src/run/policy.js';
-import { ALICE, APPROVER, APPROVER_GROUP, BOB, CHANNEL, GROUPIE, MALLORY, OTHER_CHANNEL, startHarness, testPolicy, textOf, waitFor, type Harness } from './harness.js';
+import { ALICE, APPROVER, BOB, CHANNEL, GROUPIE, MALLORY, OTHER_CHANNEL, startGroupHarness, startHarness, textOf, waitFor, type Harness } from './harness.js';
 import { APP_ID, post, postSigned, signedJsonHeaders, slashBody } from './signing.js';
 import { viewLimitProblems } from './view-limits.js';
 import { manifest as fixtureManifest } from '../messages/fixtures.js';
@@ -499,8 +499,7 @@ describe('a Home tab click, where the policy lets anyone manage others\' runs', 
 describe('the Home tab of an approver-group member', () => {
   let g: Harness;
   beforeAll(async () => {
-    g = await startHarness({ policy: testPolicy({ approverGroup: APPROVER_GROUP }) });
-    g.standIn.groups.set(APPROVER_GROUP, [GROUPIE]);
+    g = await startGroupHarness();
   });
   afterAll(async () => {
     await g?.close();
