@@ -104,7 +104,7 @@ export const MALLORY = 'U0MALLORY1';
 export const GROUPIE = 'U0GROUPIE1';
 export const APPROVER_GROUP = 'S0APPROVERS';
 
-export function testPolicy(extra: { approverGroup?: string } = {}) {
+function testPolicy(extra: { approverGroup?: string } = {}) {
   return {
     approval: { fovThreshold: 1, approvers: [APPROVER, APPROVER2], ...extra },
     access: { channels: [CHANNEL], runners: [ALICE, BOB, APPROVER, APPROVER2, GROUPIE] },
