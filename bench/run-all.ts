@@ -13,6 +13,7 @@ const benches: Array<[string, string[]]> = [
   ['recipe accuracy', [python, 'bench/recipe_accuracy.py', '--runs', '3']],
   ['packing model', ['npx', 'tsx', 'bench/packing-model.bench.ts']],
   ['local packing', ['npx', 'tsx', 'bench/local-packing.bench.ts', '--runs', '3']],
+  ['listing runs', ['npx', 'tsx', 'bench/list-runs.bench.ts', '--runs', '5']],
 ];
 
 let failed = 0;
