@@ -793,28 +793,8 @@ def _overview_size(xs, ys):
     return 11.5, min(12.0, max(4.0, 8.5 * h / max(w, 1e-12) + 1.5))
 
 
-def plot_overview(merged, gene_order, n_all, title):
-    """overview.png's bytes: every FOV's spots at starfish's physical xc, yc, so each FOV sits at
-    its stage position, coloured by the OVERVIEW_GENES most frequent genes (the others grey), with
-    a scale bar in micrometres. When no FOV has physical coordinates the FOVs are laid out on a
-    grid in pixel coordinates instead, and the picture says so."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.lines import Line2D
-    from mpl_toolkits.axes_grid1.anchored_artists import AnchoredSizeBar
-
-    placed = [t for t in merged if t.overview and t.overview_physical]
-    physical = bool(placed)
-    if not physical:
-        placed = [t for t in merged if t.overview]
-    offsets = {t.fov: (0.0, 0.0) for t in placed} if physical else _grid_offsets(placed)
-    top = gene_order[:OVERVIEW_GENES]
-    cmap = plt.get_cmap("tab10")
-    palette = [cmap(i) for i in (0, 1, 2, 3, 4, 5, 6, 8, 9)] + [(0.0, 0.0, 0.0, 1.0)]  # tab10's grey is "other"'s
-    colours = {g: palette[i] for i, g in enumerate(top)}
-    grey = (0.72, 0.72, 0.72, 1.0)
-
+def _overview_points(placed, offsets, colours):
+    """The spots to draw, each FOV moved by its offset: the top genes' (x, y, colour) lists, and the others' (xs, ys)."""
     xs, ys, cs, grey_xy = [], [], [], ([], [])
     for t in placed:
         dx, dy = offsets[t.fov]
@@ -827,6 +807,58 @@ def plot_overview(merged, gene_order, n_all, title):
                 xs.append(x + dx)
                 ys.append(y + dy)
                 cs.append(c)
+    return xs, ys, cs, grey_xy
+
+
+def _overview_axes(ax, physical):
+    """Micrometre axes with a scale bar; no ticks for the pixel-grid fallback, whose numbers mean nothing."""
+    from mpl_toolkits.axes_grid1.anchored_artists import AnchoredSizeBar
+    if not physical:
+        ax.set_xticks([])
+        ax.set_yticks([])
+        return
+    ax.set_xlabel("x (%s)" % UNIT)
+    ax.set_ylabel("y (%s)" % UNIT)
+    x0, x1 = ax.get_xlim()
+    if x1 > x0:
+        length = nice_length(x1 - x0)
+        ax.add_artist(AnchoredSizeBar(ax.transData, length, "%g %s" % (length, UNIT), "lower right",
+                                      pad=0.6, frameon=True, size_vertical=(x1 - x0) / 300.0))
+
+
+def _overview_legend(ax, top, colours, n_other, grey):
+    """One entry a top gene, and one for the rest (grey), outside the axes."""
+    from matplotlib.lines import Line2D
+    handles = [Line2D([0], [0], marker="o", linestyle="", markersize=6, color=colours[g], label=g) for g in top]
+    if n_other > 0:
+        handles.append(Line2D([0], [0], marker="o", linestyle="", markersize=6, color=grey,
+                              label="other (%d genes)" % n_other))
+    if handles:
+        ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9, frameon=False,
+                  title="gene")
+
+
+def plot_overview(merged, gene_order, n_all, title):
+    """overview.png's bytes: every FOV's spots at starfish's physical xc, yc, so each FOV sits at
+    its stage position, coloured by the OVERVIEW_GENES most frequent genes (the others grey), with
+    a scale bar in micrometres. When no FOV has physical coordinates the FOVs are laid out on a
+    grid in pixel coordinates instead, and the picture says so."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    placed = [t for t in merged if t.overview and t.overview_physical]
+    physical = bool(placed)
+    if not physical:
+        placed = [t for t in merged if t.overview]
+    offsets = {t.fov: (0.0, 0.0) for t in placed} if physical else _grid_offsets(placed)
+    top = gene_order[:OVERVIEW_GENES]
+    cmap = plt.get_cmap("tab10")
+    palette = [cmap(i) for i in (0, 1, 2, 3, 4, 5, 6, 8, 9)] + [(0.0, 0.0, 0.0, 1.0)]  # tab10's grey is "other"'s
+    colours = {g: palette[i] for i, g in enumerate(top)}
+    grey = (0.72, 0.72, 0.72, 1.0)
+
+    xs, ys, cs, grey_xy = _overview_points(placed, offsets, colours)
     n_points = len(xs) + len(grey_xy[0])
     fig, ax = plt.subplots(figsize=_overview_size(xs + grey_xy[0], ys + grey_xy[1]))
     size = 10 if n_points <= 2000 else (3 if n_points <= 20000 else 1)
@@ -842,25 +874,9 @@ def plot_overview(merged, gene_order, n_all, title):
                     bbox=dict(boxstyle="round,pad=0.15", facecolor="white", alpha=0.7, linewidth=0))
     ax.set_aspect("equal", adjustable="datalim")
     ax.invert_yaxis()  # y grows downwards, as in the images
-    if physical:
-        ax.set_xlabel("x (%s)" % UNIT)
-        ax.set_ylabel("y (%s)" % UNIT)
-        x0, x1 = ax.get_xlim()
-        if x1 > x0:
-            length = nice_length(x1 - x0)
-            ax.add_artist(AnchoredSizeBar(ax.transData, length, "%g %s" % (length, UNIT), "lower right",
-                                          pad=0.6, frameon=True, size_vertical=(x1 - x0) / 300.0))
-    else:
-        ax.set_xticks([])
-        ax.set_yticks([])
+    _overview_axes(ax, physical)
     notes = overview_notes(len(merged), len(placed) if physical else 0, n_all)
-    handles = [Line2D([0], [0], marker="o", linestyle="", markersize=6, color=colours[g], label=g) for g in top]
-    if len(gene_order) > len(top):
-        handles.append(Line2D([0], [0], marker="o", linestyle="", markersize=6, color=grey,
-                              label="other (%d genes)" % (len(gene_order) - len(top))))
-    if handles:
-        ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9, frameon=False,
-                  title="gene")
+    _overview_legend(ax, top, colours, len(gene_order) - len(top), grey)
     ax.set_title(title + ("\n" + "; ".join(notes) if notes else ""), fontsize=10)
     fig.tight_layout()
     buf = io.BytesIO()
