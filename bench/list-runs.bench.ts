@@ -29,7 +29,7 @@ const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.len
 function fill(endpoint: AwsEndpoint, old: number): void {
   const put = (daysAgo: number, n: number) => {
     const at = NOW - daysAgo * DAY + n;
-    const runId = `${runIdDay(new Date(at))}-${n.toString(36).padStart(4, 'a').slice(-4)}`;
+    const runId = `${runIdDay(new Date(at))}-${n.toString(36).padStart(4, '0')}`;
     endpoint.s3.put(`s3://${BUCKET}/${runKeys(runId).manifest}`, JSON.stringify(manifest({ runId, createdAt: new Date(at).toISOString() })));
   };
   for (let n = 0; n < old; n++) put(8 + (n % 720), n);

@@ -3,7 +3,11 @@ import type { Store } from '../ports.js';
 import { manifestSchema, type RunManifest } from './manifest.js';
 import { RUNS_PREFIX, requestClaimKey, runKeys } from './layout.js';
 import { z } from 'zod';
+import pLimit from 'p-limit';
 import { runIdDay } from './run-id.js';
+
+/** Manifests read at once; the S3 client's own pool is 50 sockets. */
+const READ_CONCURRENCY = 32;
 
 const manifestKey = (runId: string) => runKeys(runId).manifest;
 
@@ -87,7 +91,10 @@ export async function listRuns(store: Store, limit = 20, sinceDay?: string, now:
     if (sinceDay !== undefined ? day < sinceDay : chosen.length >= limit && day !== chosen.at(-1)!.slice(0, 6)) break;
     chosen.push(id);
   }
-  const listed = await Promise.all(chosen.map((id) => listedRun(store, id)));
+  // A week of a busy lab is thousands of runs: read a few dozen at a time, not every file at once
+  // (a directory store opens one file each, past the process's open-file limit).
+  const reading = pLimit(READ_CONCURRENCY);
+  const listed = await Promise.all(chosen.map((id) => reading(() => listedRun(store, id))));
   const when = (r: ListedRun) => ('manifest' in r ? r.manifest.createdAt : `20${r.runId.slice(0, 2)}-${r.runId.slice(2, 4)}-${r.runId.slice(4, 6)}`);
   return listed
     .filter((r): r is ListedRun => r !== undefined)

@@ -6,6 +6,10 @@
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import fc from 'fast-check';
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { DirectoryStore } from '../../src/local/dir-store.js';
 import { listRuns } from '../../src/run/manifest-store.js';
 import { runKeys } from '../../src/run/layout.js';
 import { runIdDay } from '../../src/run/run-id.js';
@@ -21,7 +25,7 @@ const DAY = 86_400_000;
 /** A run created `daysAgo` days before NOW (and `n` ms later, so that two runs of a day differ). */
 async function runAt(store: Store, daysAgo: number, n: number): Promise<string> {
   const at = NOW - daysAgo * DAY + n;
-  const runId = `${runIdDay(new Date(at))}-${String(n).padStart(4, '0').replace(/[01]/g, 'a')}`;
+  const runId = `${runIdDay(new Date(at))}-${n.toString(36).padStart(4, '0')}`;
   await store.put(runKeys(runId).manifest, JSON.stringify(manifest({ runId, createdAt: new Date(at).toISOString() })));
   return runId;
 }
@@ -94,4 +98,30 @@ describe('listRuns on S3 (the real SDK against the recording endpoint)', () => {
     // a week, a month, a year, then everything: each a single page here
     expect(lists()).toHaveLength(4);
   });
+});
+
+describe('listRuns on a directory store', () => {
+  it("reads thousands of runs without opening them all at once (a process's open-file limit is often 1,024, 256 on macOS)", async () => {
+    const root = await mkdtemp(path.join(os.tmpdir(), 'list-runs-'));
+    try {
+      const store = new DirectoryStore(root);
+      for (let n = 0; n < 3_000; n++) await runAt(store, n % 7, n + 2);
+      // Counted at the port edge: each manifest read holds one open file.
+      let open = 0;
+      let most = 0;
+      const get = store.get.bind(store);
+      store.get = async (...args) => {
+        most = Math.max(most, ++open);
+        try {
+          return await get(...args);
+        } finally {
+          open--;
+        }
+      };
+      expect(await listRuns(store, 0, runIdDay(new Date(NOW - 7 * DAY)), NOW)).toHaveLength(3_000);
+      expect(most).toBeLessThanOrEqual(64);
+    } finally {
+      await rm(root, { recursive: true, force: true });
+    }
+  }, 60_000);
 });
