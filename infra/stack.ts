@@ -709,7 +709,7 @@ export class StarfishChatopsStack extends Stack {
     );
 
     // ───────────────────────── outputs ─────────────────────────
-    new CfnOutput(this, 'SlackRequestUrl', { value: slackUrl.url, description: 'Request URL for the Slack app manifest (slash command, interactivity)' });
+    new CfnOutput(this, 'SlackRequestUrl', { value: slackUrl.url, description: 'Request URL for the Slack app manifest (slash command, interactivity, events)' });
     new CfnOutput(this, 'SlackSecretArn', { value: slackSecret.secretArn, description: 'put {"signingSecret","botToken"} here' });
     new CfnOutput(this, 'ResultsBucketName', { value: resultsBucket.bucketName });
     new CfnOutput(this, 'BundledRecipeUrl', { value: bundledRecipeUrl, description: 'the recipe a run uses when it names none and starfish:policy has no defaultRecipe' });

@@ -192,7 +192,7 @@ export function createSlackApp(options: SlackAppOptions): App {
   }
 
 
-  listenForForms(app, deps, chat);
+  listenForForms(app, deps, chat, publishHome);
   app.event('app_home_opened', async ({ event, client, logger }) => {
     if (event.tab === 'home') await publishHome(client, event.user, logger);
   });

@@ -15,7 +15,7 @@ import { EXAMPLES, type Command } from '../command/grammar.js';
 import { checkAccess } from '../run/policy.js';
 import { launchModal, launchRefusedModal, LAUNCH_CALLBACK, LAUNCH_FIELDS, readLaunchForm } from './launch-modal.js';
 import { readRejectForm, rejectModal, REJECT_CALLBACK, REASON_BLOCK } from './reject-modal.js';
-import { mayStart, startRefusal } from './home.js';
+import { mayStart, startRefusal, type HomePublisher } from './home.js';
 import { ephemeralResponse, handOverFailed } from './answers.js';
 import type { WebClient } from './slack-chat.js';
 
@@ -33,7 +33,7 @@ function plainText(mrkdwn: string): string {
   return mrkdwn.replace(/^:warning: /, '').replace(/&lt;/g, '<').replace(/&gt;/g, '>').replace(/&amp;/g, '&');
 }
 
-export function listenForForms(app: App, deps: DispatchDeps, chat: Chat): void {
+export function listenForForms(app: App, deps: DispatchDeps, chat: Chat, publishHome: HomePublisher): void {
   app.action({ action_id: LAUNCH_ACTION, type: 'block_actions' }, async ({ ack, body, client, logger }) => {
     await ack();
     // The Home tab is open to the whole workspace; its Start button is shown to runners only, and
@@ -43,6 +43,8 @@ export function listenForForms(app: App, deps: DispatchDeps, chat: Chat): void {
       await client.views.open({ trigger_id: body.trigger_id, view: refusal ? launchRefusedModal(refusal) : launchModal(deps.policy, {}) });
     } catch (error) {
       logger.error(`could not open the launch form for ${body.user.id}: ${(error as Error).message}`);
+      // Said in the tab the person is looking at, as /starfish run alone says it in the channel.
+      await publishHome(client, body.user.id, logger, `:warning: The form to start a run did not open; type the run in the lab channel instead. Example: ${escapeMrkdwn(EXAMPLES.run)}`);
     }
   });
 

@@ -58,7 +58,9 @@ const homeContainerSchema = z.object({ container: z.object({ type: z.literal('vi
  * drawing asks whether the person is an approver: the group's members are read once a minute
  * (usergroups.users.list is rate-limited), as the launcher reads them.
  */
-export function homePublisher(deps: DispatchDeps): (client: WebClient, userId: string, logger: BoltLogger, notice?: string) => Promise<void> {
+export type HomePublisher = (client: WebClient, userId: string, logger: BoltLogger, notice?: string) => Promise<void>;
+
+export function homePublisher(deps: DispatchDeps): HomePublisher {
   let groupMembers: (() => Promise<string[]>) | undefined;
   return async (client, userId, logger, notice) => {
     const { approverGroup } = deps.policy.approval;

@@ -401,6 +401,13 @@ describe('the App Home tab', () => {
     expect(h.standIn.calls.filter((c) => c.method === 'chat.postEphemeral').map((c) => c.status)).toEqual([429]);
   });
 
+  it('when Slack does not open the form from the Start button, the tab says to type the run instead', async () => {
+    h.standIn.inject('views.open', { status: 200, error: 'expired_trigger_id' });
+    expect((await h.homeClick(LAUNCH_ACTION, 'launch', ALICE)).status).toBe(200);
+    const redrawn = await waitFor('the redrawn Home tab', () => published().find((c) => c.body.user_id === ALICE));
+    expect(JSON.stringify((redrawn.body.view as View).blocks[1])).toContain('The form to start a run did not open; type the run in the lab channel instead. Example: /starfish run s3://');
+  });
+
   it('the Start a run button opens the launch form, with the channel left to choose', async () => {
     expect((await h.homeClick(LAUNCH_ACTION, 'launch', ALICE)).status).toBe(200);
     const view = await waitFor('the launch form', () => opened()[0]);
