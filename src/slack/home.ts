@@ -33,13 +33,14 @@ export function startRefusal(policy: Policy): string {
 async function homeRuns(store: Store, policy: Policy, userId: string, isApprover: boolean): Promise<HomeRuns> {
   const listed = await listRuns(store, RECENT);
   const runs = listed.flatMap((r) => ('manifest' in r ? [r.manifest] : []));
-  const allowed = (m: RunManifest) => !policy.access.channels.length || policy.access.channels.includes(m.requester.channel);
+  const takesCommands = (channel: string) => !policy.access.channels.length || policy.access.channels.includes(channel);
+  const allowed = (m: RunManifest) => takesCommands(m.requester.channel);
   const mine = runs.filter((m) => m.requester.userId === userId).slice(0, HOME_LIMITS.mine);
   const toApprove = isApprover ? runs.filter((m) => m.status === 'awaiting-approval' && m.requester.userId !== userId && allowed(m)).slice(0, HOME_LIMITS.toApprove) : [];
   const shown = new Set([...mine, ...toApprove].map((m) => m.runId));
   // Direct messages are private to their requester: only channels have "recent runs", and only
   // channels the policy still takes commands in (/starfish list answers nowhere else).
-  const channels = [...new Set(mine.map((m) => m.requester.channel))].filter((c) => !c.startsWith('D') && (!policy.access.channels.length || policy.access.channels.includes(c))).slice(0, HOME_LIMITS.channels);
+  const channels = [...new Set(mine.map((m) => m.requester.channel))].filter((c) => !c.startsWith('D') && takesCommands(c)).slice(0, HOME_LIMITS.channels);
   return {
     mayStart: mayStart(policy, userId),
     mine,
