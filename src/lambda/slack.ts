@@ -23,9 +23,10 @@ import type { APIGatewayProxyStructuredResultV2, Context, LambdaFunctionURLEvent
 import type { DispatchDeps } from '../command/dispatcher.js';
 import type { Chat, Store } from '../ports.js';
 import { ConfigError } from '../config.js';
+import { escapeMrkdwn } from '../messages/message.js';
 import { createSlackApp } from '../slack/app.js';
 import { ON_SLACKS_CLOCK, SlackChat } from '../slack/slack-chat.js';
-import { checkIdentity, checkSlackRequest, claimSlackRequest, type SlackIdentity, type Verdict } from '../slack/request-guard.js';
+import { checkIdentity, checkSlackRequest, claimSlackRequest, SLACK_FORM, type SlackIdentity, type Verdict } from '../slack/request-guard.js';
 
 interface SlackCredentials {
   signingSecret: string;
@@ -127,13 +128,39 @@ const TRY_AGAIN: APIGatewayProxyStructuredResultV2 = {
 };
 
 /** What the guard's verdict answers by itself: refusals, retries, Slack's SSL check. */
-function answerOf(verdict: Exclude<Verdict, { kind: 'accept' }>, logger: BoltLogger): APIGatewayProxyStructuredResultV2 {
+function answerOf(verdict: Exclude<Verdict, { kind: 'accept' }>, logger: Pick<BoltLogger, 'info'>): APIGatewayProxyStructuredResultV2 {
   if (verdict.kind === 'acknowledge') {
     logger.info(`Slack request acknowledged, not processed: ${verdict.reason}`);
     return EMPTY(200);
   }
   logger.info(`Slack request refused with ${verdict.status}: ${verdict.reason}`);
   return EMPTY(verdict.status);
+}
+
+/**
+ * The backend's configuration is wrong (a ConfigError), but the Slack credentials are good: a
+ * signed request can still be told why nothing works, instead of Slack's "dispatch_failed".
+ */
+class Misconfigured extends Error {
+  constructor(
+    readonly signingSecret: string,
+    readonly identity: SlackIdentity,
+    problem: ConfigError,
+  ) {
+    super(problem.message);
+  }
+}
+
+/** A signed slash command sees why; a click or an event is acknowledged (Slack shows nothing for them). */
+function misconfiguredAnswer(m: Misconfigured, event: LambdaFunctionURLEvent, logger: Pick<BoltLogger, 'error' | 'info'> = console): APIGatewayProxyStructuredResultV2 {
+  const body = bodyOf(event);
+  const verdict = checkSlackRequest({ method: methodOf(event), headers: event.headers, body }, { signingSecret: m.signingSecret, identity: m.identity });
+  logger.error(`starfish is misconfigured, so this request was not processed: ${m.message}`);
+  if (verdict.kind !== 'accept') return answerOf(verdict, logger);
+  if (verdict.contentType !== SLACK_FORM || !new URLSearchParams(body).has('command')) return EMPTY(200);
+  // The configuration's values are shown as typed, never as markup.
+  const text = `:warning: starfish is not set up correctly, so it took nothing: ${escapeMrkdwn(m.message.slice(0, 1_500))} A lab admin can fix it (docs/deploy.md, "Day 2").`;
+  return { statusCode: 200, headers: { 'content-type': 'application/json' }, body: JSON.stringify({ response_type: 'ephemeral', text }) };
 }
 
 export function createHandler(options: SlackHandlerOptions = {}): SlackLambdaHandler {
@@ -147,7 +174,12 @@ export function createHandler(options: SlackHandlerOptions = {}): SlackLambdaHan
     const logLevel = LOG_LEVELS[env.LOG_LEVEL ?? 'warn'] ?? LogLevel.WARN;
     // The listeners answer through it before the HTTP response: on Slack's clock, like their client.
     const chat = new SlackChat({ token: botToken, slackApiUrl, ...ON_SLACKS_CLOCK });
-    const backend = await (options.createBackend ?? awsBackend)(chat, env);
+    let backend: SlackBackend;
+    try {
+      backend = await (options.createBackend ?? awsBackend)(chat, env);
+    } catch (error) {
+      throw error instanceof ConfigError ? new Misconfigured(signingSecret, identity, error) : error;
+    }
     const receiver = new AwsLambdaReceiver({ signingSecret, logLevel });
     createSlackApp({ receiver, token: botToken, slackApiUrl, dispatchDeps: backend.dispatchDeps, chat, logLevel, identity });
     if (!identity.teamId || !identity.appId) receiver.logger.warn('SLACK_TEAM_ID or SLACK_APP_ID is not set: requests signed with this signing secret are taken from any workspace or app id.');
@@ -185,7 +217,16 @@ export function createHandler(options: SlackHandlerOptions = {}): SlackLambdaHan
     }
   }
 
-  const handle = async (event: LambdaFunctionURLEvent, context?: Context): Promise<APIGatewayProxyStructuredResultV2> => handleGuarded(await initialised(), event, context);
+  const handle = async (event: LambdaFunctionURLEvent, context?: Context): Promise<APIGatewayProxyStructuredResultV2> => {
+    let r: Ready;
+    try {
+      r = await initialised();
+    } catch (error) {
+      if (error instanceof Misconfigured) return misconfiguredAnswer(error, event);
+      throw error;
+    }
+    return handleGuarded(r, event, context);
+  };
   return Object.assign(handle, {
     prewarm: () =>
       initialised().then(

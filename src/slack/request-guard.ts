@@ -55,7 +55,7 @@ export type Verdict =
   | { kind: 'acknowledge'; reason: string }
   | { kind: 'accept'; signature: string; timestamp: string; body: string; contentType: typeof SLACK_FORM | typeof SLACK_JSON };
 
-const SLACK_FORM = 'application/x-www-form-urlencoded';
+export const SLACK_FORM = 'application/x-www-form-urlencoded';
 const SLACK_JSON = 'application/json';
 const MAX_SKEW_SECONDS = 5 * 60;
 const DEFAULT_MAX_BODY = 256 * 1024;

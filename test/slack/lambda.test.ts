@@ -185,6 +185,33 @@ describe('credentials from Secrets Manager (STARFISH_SLACK_SECRET_ARN)', () => {
   });
 });
 
+describe('a backend whose configuration is wrong (the real config reader on a bad environment)', () => {
+  const handler = () =>
+    createHandler({
+      env: { ...EXAMPLE_AWS_ENV, STARFISH_POLICY_JSON: '{"approval": {"fovThreshold": "many"}}', SLACK_SIGNING_SECRET: SIGNING_SECRET, SLACK_BOT_TOKEN: BOT_TOKEN, LOG_LEVEL: 'error' },
+    });
+
+  it('tells the person who typed a signed command why nothing works, instead of Slack\'s "dispatch_failed"', async () => {
+    const body = slashBody({ text: 'help', userId: ALICE, channel: CHANNEL, responseUrl: standIn.responseUrl('m') });
+    const res = await handler()(functionUrlEvent(body, signedHeaders(body)));
+    expect(res.statusCode).toBe(200);
+    const answer = answerOf(res);
+    expect(answer.response_type).toBe('ephemeral');
+    expect(String(answer.text)).toMatch(/^:warning: starfish is not set up correctly, so it took nothing: .*approval\.fovThreshold: Invalid input: expected number.*A lab admin can fix it/s);
+  });
+
+  it('answers nothing of it to an unsigned request, and acknowledges a signed click without a word', async () => {
+    const body = slashBody({ text: 'help', userId: ALICE, channel: CHANNEL, responseUrl: standIn.responseUrl('m') });
+    expect((await handler()(functionUrlEvent(body, { 'content-type': 'application/x-www-form-urlencoded' }))).statusCode).toBe(401);
+    const forged = await handler()(functionUrlEvent(body, signedHeaders(body, { secret: 'not-the-signing-secret' })));
+    expect(forged.statusCode).toBe(401);
+    expect(forged.body ?? '').not.toContain('fovThreshold');
+    const click = clickBody({ actionId: ACTIONS.approve, value: '261125-k3f9', userId: APPROVER, channel: CHANNEL, responseUrl: standIn.responseUrl('m') });
+    const clicked = await handler()(functionUrlEvent(click, signedHeaders(click)));
+    expect(clicked).toMatchObject({ statusCode: 200, body: '' });
+  });
+});
+
 describe('the real AWS backend (createAwsSystem) behind the handler, SDK clients mocked', () => {
   const s3 = mockClient(S3Client);
   const events = mockClient(EventBridgeClient);
@@ -331,7 +358,8 @@ describe('the bundle (scripts/bundle-lambdas.mjs)', () => {
     expect(s3.puts).toEqual([{ path: expect.stringMatching(/^\/lab-starfish-results\/requests\/slack\/[0-9a-f]{64}(\?.*)?$/), ifNoneMatch: '*' }]);
 
     // zod's locales are cut to English in the bundle: its default messages must still read well.
-    const bad = `const { handler } = await import(${JSON.stringify(path.join(ROOT, out.slack!.file))}); try { await handler(${JSON.stringify(event)}, {}); } catch (e) { process.stdout.write(e.message); }`;
+    // (A wrong configuration is told to the person who typed the command: the answer's text.)
+    const bad = `const { handler } = await import(${JSON.stringify(path.join(ROOT, out.slack!.file))}); const res = await handler(${JSON.stringify(event)}, {}); process.stdout.write(JSON.parse(res.body).text);`;
     const failed = await promisify(execFile)(process.execPath, ['--input-type=module', '-e', bad], {
       env: { PATH: process.env.PATH, SLACK_SIGNING_SECRET: SIGNING_SECRET, SLACK_BOT_TOKEN: BOT_TOKEN, ...awsEnvForBundle(s3.endpoint), STARFISH_POLICY_JSON: '{"approval":{"fovThreshold":"many"}}' },
       timeout: 30_000,
