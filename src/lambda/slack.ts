@@ -16,7 +16,8 @@
  *
  * Cold start: this module loads only Bolt and the listeners. The AWS backend (S3 and EventBridge
  * SDKs, policy, config) and Secrets Manager are imported on the first invocation and kept for the
- * container's life; a failed initialisation is retried on the next invocation.
+ * container's life; a failed initialisation is retried on the next invocation, except a wrong
+ * backend configuration (kept, and told to each signed command: the environment does not change).
  */
 import { AwsLambdaReceiver, LogLevel, type Logger as BoltLogger } from '@slack/bolt';
 import type { APIGatewayProxyStructuredResultV2, Context, LambdaFunctionURLEvent } from 'aws-lambda';
@@ -207,12 +208,17 @@ export function createHandler(options: SlackHandlerOptions = {}): SlackLambdaHan
     return r.bolt({ ...event, headers, body, isBase64Encoded: false }, context);
   }
 
+  /**
+   * A failed initialisation is retried on the next invocation (a secret read can fail once), but
+   * not a Misconfigured one: the environment it was read from is the container's for its life, so
+   * every request would redo the credentials, the SDK imports and the parse to fail the same way.
+   */
   async function initialised(): Promise<Ready> {
     const current = (ready ??= init());
     try {
       return await current;
     } catch (error) {
-      if (ready === current) ready = undefined;
+      if (ready === current && !(error instanceof Misconfigured)) ready = undefined;
       throw error;
     }
   }

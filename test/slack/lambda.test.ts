@@ -21,6 +21,7 @@ import type { Bus } from '../../src/ports.js';
 import type { RunEvent } from '../../src/run/run-events.js';
 import { DirectoryStore } from '../../src/local/dir-store.js';
 import { parsePolicy } from '../../src/run/policy.js';
+import { ConfigError } from '../../src/config.js';
 import { createHandler, type SlackLambdaHandler } from '../../src/lambda/slack.js';
 import { forgetSlackSecrets } from '../../src/aws/secrets.js';
 import { resetClients } from '../../src/aws/clients.js';
@@ -209,6 +210,23 @@ describe('a backend whose configuration is wrong (the real config reader on a ba
     const click = clickBody({ actionId: ACTIONS.approve, value: '261125-k3f9', userId: APPROVER, channel: CHANNEL, responseUrl: standIn.responseUrl('m') });
     const clicked = await handler()(functionUrlEvent(click, signedHeaders(click)));
     expect(clicked).toMatchObject({ statusCode: 200, body: '' });
+  });
+
+  it('reads the configuration once per container: each later request is answered without building the backend again', async () => {
+    let builds = 0;
+    const once = createHandler({
+      env: { SLACK_SIGNING_SECRET: SIGNING_SECRET, SLACK_BOT_TOKEN: BOT_TOKEN, LOG_LEVEL: 'error' },
+      createBackend: () => {
+        builds++;
+        throw new ConfigError('STARFISH_POLICY_JSON is not valid: approval.fovThreshold: expected number');
+      },
+    });
+    for (let i = 0; i < 3; i++) {
+      const body = slashBody({ text: 'help', userId: ALICE, channel: CHANNEL, responseUrl: standIn.responseUrl('m') });
+      const res = await once(functionUrlEvent(body, signedHeaders(body)));
+      expect(String(answerOf(res).text)).toContain('approval.fovThreshold');
+    }
+    expect(builds).toBe(1);
   });
 });
 
