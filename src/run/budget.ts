@@ -7,7 +7,7 @@
 import type { RunEstimate, RunManifest } from './manifest.js';
 import type { Policy } from './policy.js';
 import type { PackingInput } from './plan.js';
-import { actualCost, dollars, DEFAULT_SECONDS_PER_FOV, estimateCost, queuePrice, secondsPerFov, billedCost } from './cost.js';
+import { actualCost, billedCost, dollars, DEFAULT_SECONDS_PER_FOV, estimateCost, parallelChildren, queuePrice, secondsPerFov } from './cost.js';
 
 const DAY_MS = 24 * 3_600_000;
 /** The longest budget window. */
@@ -74,7 +74,7 @@ export function packingInput(policy: Policy, recent: readonly RunManifest[], que
   return {
     secondsPerFov: perFov.seconds,
     startupSeconds: price.startupSeconds,
-    parallelChildren: Math.max(1, Math.floor(price.maxVcpus / price.vcpus)),
+    parallelChildren: parallelChildren(price),
     minChildSeconds: policy.cost?.minChildSeconds ?? MIN_CHILD_SECONDS,
   };
 }

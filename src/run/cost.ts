@@ -117,6 +117,18 @@ export interface CostFigures {
 
 const hourlyRate = (q: QueuePrice) => q.vcpus * q.vcpuHourUsd + q.memoryGiB * q.gbHourUsd;
 
+/** Children a queue runs at once: its max vCPUs over one job's. */
+export const parallelChildren = (q: QueuePrice) => Math.max(1, Math.floor(q.maxVcpus / q.vcpus));
+
+interface Billed {
+  billedSeconds: number;
+  usd: number;
+  vcpuHours: number;
+}
+
+/** Dollars and vCPU-hours of billed container-seconds on a queue: the one place prices are applied. */
+const billed = (q: QueuePrice, billedSeconds: number): Billed => ({ billedSeconds, usd: (billedSeconds / 3600) * hourlyRate(q), vcpuHours: (billedSeconds * q.vcpus) / 3600 });
+
 /**
  * What `fovs` FOVs of `secondsPerFov` each cost on a queue when each array child processes
  * `fovsPerChild` of them in turn (the last child takes what is left). Every child pays the
@@ -127,11 +139,10 @@ export function estimateCost(q: QueuePrice, fovs: number, secondsPerFov: number,
   const children = Math.ceil(fovs / k);
   const full = Math.floor(fovs / k);
   const rest = fovs - full * k;
-  const billed = (count: number) => Math.max(q.minimumBilledSeconds, q.startupSeconds + count * secondsPerFov);
-  const billedSeconds = full * billed(k) + (rest ? billed(rest) : 0);
-  const parallel = Math.max(1, Math.floor(q.maxVcpus / q.vcpus));
+  const child = (count: number) => Math.max(q.minimumBilledSeconds, q.startupSeconds + count * secondsPerFov);
+  const parallel = parallelChildren(q);
   const wallSeconds = children === 0 ? 0 : Math.ceil(children / parallel) * (q.startupSeconds + Math.min(k, fovs) * secondsPerFov);
-  return { fovs, fovsPerChild: k, children, billedSeconds, vcpuHours: (billedSeconds * q.vcpus) / 3600, usd: (billedSeconds / 3600) * hourlyRate(q), parallel, wallSeconds };
+  return { fovs, fovsPerChild: k, children, ...billed(q, full * child(k) + (rest ? child(rest) : 0)), parallel, wallSeconds };
 }
 
 /** What the manifest keeps of a finished run's timings (from summary.json's "compute"). */
@@ -183,14 +194,6 @@ export function secondsPerFov(past: readonly PastRun[], sha256: string, fallback
 export function actualCost(q: QueuePrice, compute: RecordedCompute, children: number): Billed {
   return billed(q, Math.max(children * q.minimumBilledSeconds, children * q.startupSeconds + compute.wallSeconds));
 }
-
-interface Billed {
-  billedSeconds: number;
-  usd: number;
-  vcpuHours: number;
-}
-
-const billed = (q: QueuePrice, billedSeconds: number): Billed => ({ billedSeconds, usd: (billedSeconds / 3600) * hourlyRate(q), vcpuHours: (billedSeconds * q.vcpus) / 3600 });
 
 /**
  * What the run's containers cost from how long they ran as Batch recorded it (start-ups
