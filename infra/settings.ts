@@ -41,10 +41,12 @@ const settingsSchema = z
     if (!s.policy.queues.allowed.includes(s.policy.queues.default)) {
       ctx.addIssue({ code: 'custom', path: ['policy'], message: `queues.default "${s.policy.queues.default}" is not in queues.allowed (${s.policy.queues.allowed.join(', ')})` });
     }
-    // Lambda environment variables share a 4 KB budget with the ARNs and bucket lists.
-    const policyLength = deployedPolicyLength(s.policy);
+    // Lambda environment variables share a 4 KB budget with the ARNs and bucket lists. What counts
+    // is the policy as deployed: with this stack's job sizes in its price model and the bundled recipe.
+    const policy = withDeployedSizes(s).policy;
+    const policyLength = deployedPolicyLength(policy);
     if (policyLength > 2048) {
-      ctx.addIssue({ code: 'custom', path: ['policy'], message: `is ${policyLength} characters as JSON${bundledNote(s.policy)}; keep it under 2048 (Lambda environment variables are limited to 4 KB in total), e.g. use approverGroup instead of listing approvers` });
+      ctx.addIssue({ code: 'custom', path: ['policy'], message: `is ${policyLength} characters as JSON${deployedNote(s.policy, policy)}; keep it under 2048 (Lambda environment variables are limited to 4 KB in total), e.g. use approverGroup instead of listing approvers` });
     }
     // The ARNs, URLs and names the stack adds resolve to about 1.3 KB at deploy time, which synth
     // cannot see: what the settings put in the environment must leave room for them.
@@ -66,9 +68,13 @@ const settingsSchema = z
 
 export type Settings = z.infer<typeof settingsSchema>;
 
-/** Said when the stack's bundled default recipe (infra/recipe.ts) counts towards the policy's length. */
-function bundledNote(policy: Policy): string {
-  return policy.defaultRecipe ? '' : ' (with the bundled default recipe the stack adds, since it names no defaultRecipe)';
+/** What the stack adds to the lab's policy and counts towards its length: its job sizes (withDeployedSizes) and the bundled default recipe (infra/recipe.ts). */
+function deployedNote(lab: Policy, deployed: Policy): string {
+  const added = [
+    ...(deployed !== lab ? ['the job sizes and queue widths of this stack added to its price model (cost.queues)'] : []),
+    ...(lab.defaultRecipe ? [] : ['the bundled default recipe the stack adds, since it names no defaultRecipe']),
+  ];
+  return added.length ? ` (with ${added.join(', and with ')})` : '';
 }
 
 export class SettingsError extends ConfigError {}
@@ -106,7 +112,8 @@ export function readSettings(context: Record<string, unknown>): Settings {
  * The price model estimates with the job sizes and queue widths this stack deploys
  * (starfish:fovJob, starfish:maxVcpus), so that "≈ 35 min at 256 vCPUs" is this deployment's.
  * Only what differs from the model's defaults is written into the policy (it travels in the
- * Lambdas' 4 KB environment), and a lab's own cost.queues fields win.
+ * Lambdas' 4 KB environment, whose budget the schema checks with these added), and a lab's own
+ * cost.queues fields win.
  */
 function withDeployedSizes(s: Settings): Settings {
   const fargate = { vcpus: s.fovJob.vcpus, memoryGiB: s.fovJob.memoryMiB / 1024 };
@@ -123,11 +130,7 @@ function withDeployedSizes(s: Settings): Settings {
     if (Object.keys(merged).length) queues[queue] = merged;
   }
   if (!Object.keys(queues).length) return s;
-  const policy = { ...s.policy, cost: { ...s.policy.cost, queues } };
-  if (deployedPolicyLength(policy) > 2048) {
-    throw new SettingsError(`starfish:policy: with the job sizes and queue widths of this stack added to its price model (cost.queues), it is ${deployedPolicyLength(policy)} characters as JSON${bundledNote(policy)}; keep it under 2048 (Lambda environment variables are limited to 4 KB in total), e.g. use approverGroup instead of listing approvers`);
-  }
-  return { ...s, policy };
+  return { ...s, policy: { ...s.policy, cost: { ...s.policy.cost, queues } } };
 }
 
 /** What CloudFormation fills in at deploy time: a whole value becomes the variable's example, a part of JSON a placeholder. */
