@@ -9,7 +9,7 @@ import { newRunId, runIdDay } from '../run/run-id.js';
 import { createManifest, listManifests, loadManifest } from '../run/manifest-store.js';
 import { requestClaimKey, runKeys } from '../run/layout.js';
 import type { RunEstimate, RunManifest } from '../run/manifest.js';
-import { approvalReasons, checkApprover, checkManage, unapprovedFovsToday } from '../run/policy.js';
+import { approvalReasons, checkApprover, checkManage, isTrusted, unapprovedFovsToday } from '../run/policy.js';
 import { costVerdict, estimateRun, historyWindowMs, packingInput, retryBudgetRefusal } from '../run/budget.js';
 import { recipeSha256 } from '../run/cost.js';
 import { ok, passed, refuse, type Result } from '../result.js';
@@ -174,8 +174,7 @@ export class Launcher {
     const { policy, store, clock } = this.deps;
     const members = await this.approverGroupMembers();
     const now = clock.now();
-    const { approvers, approverGroup } = policy.approval;
-    const trusted = approvers.includes(event.userId) || policy.access.admins.includes(event.userId) || (approverGroup !== undefined && members.includes(event.userId));
+    const trusted = isTrusted(policy, event.userId, members);
     // The budgets' spending, read only when the lab has budgets (one read per recent run).
     const recent = policy.cost?.budgets && !trusted ? await listManifests(store, 0, runIdDay(new Date(now - historyWindowMs(policy)))) : [];
     await this.onRun(event, { type: 'retry', by: event.userId }, (m) => {

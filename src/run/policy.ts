@@ -130,6 +130,12 @@ export function checkApprover(policy: Policy, run: RunManifest, userId: string, 
   return passed;
 }
 
+/** A lab admin or an approver (listed, or in the approver group): may manage others' runs and retry past budgets. */
+export function isTrusted(policy: Policy, userId: string, groupMembers: readonly string[] = []): boolean {
+  const { approvers, approverGroup } = policy.approval;
+  return policy.access.admins.includes(userId) || approvers.includes(userId) || (approverGroup !== undefined && groupMembers.includes(userId));
+}
+
 /**
  * Whether this person may cancel or retry this run: its requester, an approver or an admin; or,
  * when the policy says "anyone", whoever may start runs here.
@@ -137,8 +143,6 @@ export function checkApprover(policy: Policy, run: RunManifest, userId: string, 
 export function checkManage(policy: Policy, run: RunManifest, who: { userId: string; channel: string }, action: string, groupMembers: readonly string[] = []): Result<void> {
   if (run.requester.userId === who.userId) return passed;
   if (policy.access.othersRuns === 'anyone') return checkAccess(policy, who.userId, who.channel, action);
-  const { approvers, approverGroup } = policy.approval;
-  const trusted = policy.access.admins.includes(who.userId) || approvers.includes(who.userId) || (approverGroup !== undefined && groupMembers.includes(who.userId));
-  if (trusted) return passed;
+  if (isTrusted(policy, who.userId, groupMembers)) return passed;
   return refuse(`Run ${run.runId} was started by <@${run.requester.userId}>; only they, an approver or a lab admin may ${action} it.`);
 }
