@@ -102,12 +102,20 @@ function asker(caller: Caller): Caller {
  * checks again (with the experiment read) before it creates anything.
  */
 function checkRun(deps: DispatchDeps, request: RunRequest, caller: Caller): Result<void> {
-  return firstRefusal(
-    checkAccess(deps.policy, caller.userId, caller.channel, 'start'),
-    checkLocation(deps, request.experiment, 'The experiment'),
-    request.recipe ? checkLocation(deps, request.recipe, 'The recipe') : passed,
-    checkQueue(deps.policy, request.queue ?? deps.policy.queues.default),
-  );
+  const checks = checkRunRequest(deps, request);
+  return firstRefusal(checkAccess(deps.policy, caller.userId, caller.channel, 'start'), checks.experiment, checks.recipe, checks.queue);
+}
+
+/**
+ * The request's own checks, by the part each concerns: the launch form (src/slack/launch-modal.ts)
+ * shows each refusal on its field, so a check added here reaches the form and the typed command.
+ */
+export function checkRunRequest(deps: Pick<DispatchDeps, 'reader' | 'allowPaths' | 'policy'>, request: RunRequest): Record<'experiment' | 'recipe' | 'queue', Result<void>> {
+  return {
+    experiment: checkLocation(deps, request.experiment, 'The experiment'),
+    recipe: request.recipe ? checkLocation(deps, request.recipe, 'The recipe') : passed,
+    queue: checkQueue(deps.policy, request.queue ?? deps.policy.queues.default),
+  };
 }
 
 async function requestRun(deps: DispatchDeps, request: RunRequest, caller: Caller): Promise<Message> {

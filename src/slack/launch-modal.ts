@@ -13,9 +13,8 @@ import { createHash } from 'node:crypto';
 import { z } from 'zod';
 import { parseRunForm, type RunField } from '../command/grammar.js';
 import type { RunRequest } from '../run/manifest.js';
-import { checkAccess, checkQueue, type Policy } from '../run/policy.js';
-import { checkLocation } from '../run/locations.js';
-import type { DispatchDeps } from '../command/dispatcher.js';
+import { checkAccess, type Policy } from '../run/policy.js';
+import { checkRunRequest, type DispatchDeps } from '../command/dispatcher.js';
 import { untrustedPlain } from '../messages/message.js';
 
 export const LAUNCH_CALLBACK = 'starfish_launch';
@@ -197,15 +196,15 @@ function channelError(policy: Policy, userId: string, channel: string): string |
   return access.ok ? undefined : plainError(access.reason);
 }
 
-/** The dispatcher's checks that need no read: locations this deployment reads, the lab's queues. */
+/** The dispatcher's own checks of the request (locations this deployment reads, the lab's queues), each on its field. */
 function policyErrors(deps: DispatchDeps, request: RunRequest, recipeBlock: BlockId): LaunchErrors {
   const errors: LaunchErrors = {};
-  const experiment = checkLocation(deps, request.experiment, 'The experiment');
-  if (!experiment.ok) errors[LAUNCH_FIELDS.experiment] = plainError(experiment.reason);
-  const recipe = request.recipe ? checkLocation(deps, request.recipe, 'The recipe') : undefined;
-  if (recipe && !recipe.ok) errors[recipeBlock] = plainError(recipe.reason);
-  const queue = checkQueue(deps.policy, request.queue ?? deps.policy.queues.default);
-  if (!queue.ok) errors[LAUNCH_FIELDS.queue] = plainError(queue.reason);
+  const checks = checkRunRequest(deps, request);
+  const blocks = { experiment: LAUNCH_FIELDS.experiment, recipe: recipeBlock, queue: LAUNCH_FIELDS.queue } as const;
+  for (const part of ['experiment', 'recipe', 'queue'] as const) {
+    const check = checks[part];
+    if (!check.ok) errors[blocks[part]] = plainError(check.reason);
+  }
   return errors;
 }
 
