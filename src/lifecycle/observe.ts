@@ -65,16 +65,15 @@ export function observeBatch(m: RunManifest, f: BatchFact, ctx: DecideContext): 
   const r = roundOf(m, current, f);
   const read = r.finalMerge?.status === 'SUCCEEDED' ? f.summary : undefined;
   const next = structuredClone(m);
-  applyObservations(next, m, f, r, read, ctx.now);
-  const summary = read ? shownSummary(next, r.current.round, read) : undefined;
+  const summary = applyObservations(next, m, f, r, read, ctx.now);
   const effects: Effect[] = r.salvageDue ? [{ type: 'submit-salvage', round: r.current.round }] : [];
   effects.push(...claimDeliveries(next, m, r, summary, ctx), ...claimStuckWarning(next, f, ctx.now));
   const changed = JSON.stringify(next) !== JSON.stringify(m);
   return { next: changed ? next : undefined, effects: changed || r.salvageDue ? effects : [] };
 }
 
-/** Status, progress, failures and results, from what Batch said. */
-function applyObservations(next: RunManifest, m: RunManifest, f: BatchFact, r: Round, summary: Result<ResultsSummary> | undefined, now: number): void {
+/** Status, progress, failures and results, from what Batch said; returns the summary as shown, when the round ended with one. */
+function applyObservations(next: RunManifest, m: RunManifest, f: BatchFact, r: Round, summary: Result<ResultsSummary> | undefined, now: number): Shown | undefined {
   const sub = next.submissions.find((s) => s.round === r.current.round);
   // A salvage merge whose submitter died before recording it is known by its name.
   if (sub && !sub.salvageMerge && r.salvageSeen) sub.salvageMerge = { jobId: r.salvageSeen.jobId, jobName: r.salvageSeen.jobName };
@@ -88,7 +87,10 @@ function applyObservations(next: RunManifest, m: RunManifest, f: BatchFact, r: R
   next.progress = nextProgress(m, r.progress, now);
   next.status = statusOf(m.status, r, summary !== undefined);
   if (r.finalMerge?.status === 'FAILED') next.statusReason = failedReason(next, r.current.round, r.finalMerge).reason;
-  if (summary) next.results = { ...resultsOf(shownSummary(next, r.current.round, summary).summary), ...(f.containers ? { containers: f.containers } : {}) };
+  if (!summary) return undefined;
+  const shown = shownSummary(next, r.current.round, summary);
+  next.results = { ...resultsOf(shown.summary), ...(f.containers ? { containers: f.containers } : {}) };
+  return shown;
 }
 
 /**
