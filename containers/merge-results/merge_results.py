@@ -181,6 +181,23 @@ def _plot_point(row, xy):
         raise ValueError("non-numeric coordinates %r, %r" % (x[:40], y[:40]))
 
 
+# A field that starts with = + - @ (after a comma or an opening quote): the only lines _defused
+# has to look at; negative numbers match too and are left as they are.
+_MAYBE_FORMULA = re.compile(r'(?:^|,)"?[=+\-@]')
+
+
+def _defused(row, line):
+    """The line with every cell a spreadsheet would run as a formula made literal, as process-fov
+    writes it (starfish_io.csv_text); the line itself when it has none. A table is job-written, and
+    a recipe can write another FOV's table itself; spots.csv is opened in a spreadsheet."""
+    cells = [sio.csv_text(c, len(c)) if c[:1] in "=+-@" else c for c in row]
+    if cells == row:
+        return line
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="").writerow(cells)
+    return buf.getvalue()
+
+
 def _finite(text):
     """``text`` as a finite float; None when it is empty, not a number, NaN or infinite."""
     try:
@@ -240,6 +257,8 @@ def parse_table(fov, text, keep_sample, overview_points=0):
         if row[0] != fov_s:
             raise ValueError("line %d has fov %r (expected %s)" % (i + 2, row[0][:20], fov_s))
         append(row[4])
+        if _MAYBE_FORMULA.search(line):
+            data[i] = _defused(row, line)
         q = _finite(row[5]) if row[5] else None
         if q is not None:
             q_sum += q
