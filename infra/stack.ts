@@ -392,8 +392,10 @@ export class StarfishChatopsStack extends Stack {
       fovOutputs: resultsBucket.arnForObjects(`${anyRun.fovOutputs}/*`),
       /** The bundled default recipe: the launcher reads it to snapshot it, like any recipe. */
       bundledRecipe: resultsBucket.arnForObjects(BUNDLED_RECIPE.key),
+      /** Where the deploy writes the bundled recipe: only the deploy's. */
+      bundledRecipes: resultsBucket.arnForObjects(`${path.posix.dirname(BUNDLED_RECIPE.key)}/*`),
       /** Recipes kept in this bucket (the deploy's under recipes/bundled/): code later runs execute, so never the jobs' to write. */
-      recipes: resultsBucket.arnForObjects(`${path.posix.dirname(path.posix.dirname(BUNDLED_RECIPE.key))}/*`),
+      recipes: resultsBucket.arnForObjects(`${BUNDLED_RECIPE.key.split('/')[0]}/*`),
     };
     const inputBuckets = [...settings.allowedBuckets, ...settings.readonlyBuckets];
     const inputObjects = inputBuckets.map((b) => objects(b, '*'));
@@ -669,16 +671,19 @@ export class StarfishChatopsStack extends Stack {
     // through the Lambdas' roles. The events Lambda writes them; the Slack Lambda is not granted
     // writes by its own policy. A person who must repair one by hand edits this policy first.
     // (staged experiments are left to IAM: people may upload experiments themselves.)
-    resultsBucket.addToResourcePolicy(
-      new iam.PolicyStatement({
-        sid: 'ControlStateOnlyThroughTheLambdas',
-        effect: iam.Effect.DENY,
-        principals: [new iam.AnyPrincipal()],
-        actions: [...OBJECT_WRITE_ACTIONS],
-        resources: [results.runs, results.requests],
-        conditions: { ArnNotEquals: { 'aws:PrincipalArn': [eventsFunction.role!.roleArn, slackFunction.role!.roleArn] } },
-      }),
-    );
+    /** Denies every object write on `resources` to every principal but `writers`, whatever their identity policies grant. */
+    const onlyWrittenBy = (sid: string, resources: string[], writers: string | string[]) =>
+      resultsBucket.addToResourcePolicy(
+        new iam.PolicyStatement({
+          sid,
+          effect: iam.Effect.DENY,
+          principals: [new iam.AnyPrincipal()],
+          actions: [...OBJECT_WRITE_ACTIONS],
+          resources,
+          conditions: { ArnNotEquals: { 'aws:PrincipalArn': writers } },
+        }),
+      );
+    onlyWrittenBy('ControlStateOnlyThroughTheLambdas', [results.runs, results.requests], [eventsFunction.role!.roleArn, slackFunction.role!.roleArn]);
     // A Slack request claim is created, never overwritten (S3 conditional-write enforcement:
     // a PutObject there without If-None-Match is refused), so a claim cannot be reset to replay.
     resultsBucket.addToResourcePolicy(
@@ -697,16 +702,7 @@ export class StarfishChatopsStack extends Stack {
     // (A lab's own recipes belong in its own bucket, or anywhere else in this one.)
     const recipeWriter = bundledRecipe.grantPrincipal;
     if (!(recipeWriter instanceof iam.Role)) throw new Error('infra: the bundled recipe is expected to be written by a role of this stack');
-    resultsBucket.addToResourcePolicy(
-      new iam.PolicyStatement({
-        sid: 'BundledRecipesOnlyThroughDeploys',
-        effect: iam.Effect.DENY,
-        principals: [new iam.AnyPrincipal()],
-        actions: [...OBJECT_WRITE_ACTIONS],
-        resources: [resultsBucket.arnForObjects(`${path.posix.dirname(BUNDLED_RECIPE.key)}/*`)],
-        conditions: { ArnNotEquals: { 'aws:PrincipalArn': recipeWriter.roleArn } },
-      }),
-    );
+    onlyWrittenBy('BundledRecipesOnlyThroughDeploys', [results.bundledRecipes], recipeWriter.roleArn);
 
     // ───────────────────────── outputs ─────────────────────────
     new CfnOutput(this, 'SlackRequestUrl', { value: slackUrl.url, description: 'Request URL for the Slack app manifest (slash command, interactivity, events)' });
