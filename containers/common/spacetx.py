@@ -813,22 +813,6 @@ def _verify(tile, index):
 def _digest(url):
     """The sha256 hex digest of a tile, read in chunks where the backend streams."""
     h = hashlib.sha256()
-    path = sio.local_path(url)
-    if path is not None:
-        sio.exists(url)  # the URL policy: raises UrlRefused where local files may not be read
-        with open(path, "rb") as fh:
-            for chunk in iter(lambda: fh.read(CHUNK), b""):
-                h.update(chunk)
-    elif sio.is_s3(url):
-        bucket, key = sio.split_s3(url)
-        try:
-            body = sio._s3().get_object(Bucket=bucket, Key=key)["Body"]  # noqa: SLF001 (no public stream yet)
-        except Exception as exc:
-            if sio._is_s3_missing(exc):  # noqa: SLF001
-                raise FileNotFoundError(2, "not found", url)
-            raise
-        for chunk in iter(lambda: body.read(CHUNK), b""):
-            h.update(chunk)
-    else:
-        h.update(sio.read_bytes(url))
+    for chunk in sio.read_chunks(url, CHUNK):
+        h.update(chunk)
     return h.hexdigest()

@@ -181,6 +181,32 @@ def read_bytes(url):
         return fh.read()
 
 
+def read_chunks(url, size=1 << 20):
+    """The bytes of ``url`` in pieces of at most ``size``: local files and S3 objects stream
+    (a large tile is never held whole); https:// is read whole under https_get's size cap.
+    Raises as read_bytes does (FileNotFoundError, UrlRefused) before yielding anything."""
+    u = str(url)
+    if is_s3(u):
+        bucket, key = split_s3(u)
+        try:
+            body = _s3().get_object(Bucket=bucket, Key=key)["Body"]
+        except Exception as exc:
+            if _is_s3_missing(exc):
+                raise _not_found(u)
+            raise
+        return iter(lambda: body.read(size), b"")
+    if _scheme_of(u) == "https" and u.startswith("https://"):
+        return iter([https_get(u)])
+    fh = open(_readable_path(u), "rb")
+    return _closing_chunks(fh, size)
+
+
+def _closing_chunks(fh, size):
+    with fh:
+        for chunk in iter(lambda: fh.read(size), b""):
+            yield chunk
+
+
 def read_text(url, encoding="utf-8"):
     return read_bytes(url).decode(encoding)
 

@@ -18,6 +18,20 @@ def fake_s3():
     sio.set_s3_client(None)
 
 
+def test_read_chunks_streams_local_and_s3_and_fails_before_the_first_piece(tmp_path, fake_s3):
+    path = os.path.join(str(tmp_path), "tile.bin")
+    sio.write_bytes(path, b"0123456789")
+    assert list(sio.read_chunks(path, 4)) == [b"0123", b"4567", b"89"]
+    fake_s3.put_object(Bucket="b", Key="k/tile.bin", Body=b"0123456789")
+    assert list(sio.read_chunks("s3://b/k/tile.bin", 4)) == [b"0123", b"4567", b"89"]
+    with pytest.raises(FileNotFoundError):
+        sio.read_chunks("s3://b/k/absent.bin")
+    with pytest.raises(FileNotFoundError):
+        sio.read_chunks(path + ".absent")
+    with sio.local_files(False), pytest.raises(sio.UrlRefused):
+        sio.read_chunks(path)
+
+
 def test_local_roundtrip_is_atomic_and_lists(tmp_path):
     target = os.path.join(str(tmp_path), "a", "b", "x.txt")
     sio.write_text(target, "hello")
