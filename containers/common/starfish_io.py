@@ -51,7 +51,7 @@ import urllib.parse
 
 __all__ = [
     "is_s3", "is_http", "is_remote", "split_s3", "join", "dirname", "basename",
-    "read_bytes", "read_text", "write_bytes", "write_text", "write_failure", "exists", "remove",
+    "read_bytes", "read_chunks", "read_text", "write_bytes", "write_text", "write_failure", "exists", "remove",
     "list_prefix", "set_s3_client", "local_path", "INTERMEDIATE_TAGS",
     "fov_name", "FovRanges", "parse_fov_ranges", "format_fov_ranges", "MAX_FOV_INDEX",
     "csv_text", "EnvError", "env_value", "require_env", "require_output_env", "require_fovs_env",
