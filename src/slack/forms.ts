@@ -13,7 +13,7 @@ import { LAUNCH_ACTION } from '../messages/home-view.js';
 import { execute, type Answer, type Caller, type DispatchDeps } from '../command/dispatcher.js';
 import { EXAMPLES, type Command } from '../command/grammar.js';
 import { checkAccess } from '../run/policy.js';
-import { launchModal, launchRefusedModal, LAUNCH_CALLBACK, LAUNCH_FIELDS, readLaunchForm } from './launch-modal.js';
+import { launchModal, launchRefusedModal, LAUNCH_CALLBACK, LAUNCH_FIELDS, plainError, readLaunchForm } from './launch-modal.js';
 import { readRejectForm, rejectModal, REJECT_CALLBACK, REASON_BLOCK } from './reject-modal.js';
 import { mayStart, startRefusal, type HomePublisher } from './home.js';
 import { ephemeralResponse, handOverFailed } from './answers.js';
@@ -27,11 +27,6 @@ const NOT_IN_CHANNEL = 'starfish is not in that channel, so the run cannot be an
 /** Slack's answer for a channel the bot was not invited to (or cannot see). */
 const notInChannel = (error: unknown) => ['not_in_channel', 'channel_not_found'].includes(platformErrorSchema.safeParse(error).data?.data.error ?? '');
 const platformErrorSchema = z.object({ data: z.object({ error: z.string() }) });
-
-/** The plain text of a refusal, for a modal's field error (which shows no markup). */
-function plainText(mrkdwn: string): string {
-  return mrkdwn.replace(/^:warning: /, '').replace(/&lt;/g, '<').replace(/&gt;/g, '>').replace(/&amp;/g, '&');
-}
 
 export function listenForForms(app: App, deps: DispatchDeps, chat: Chat, publishHome: HomePublisher): void {
   app.action({ action_id: LAUNCH_ACTION, type: 'block_actions' }, async ({ ack, body, client, logger }) => {
@@ -67,7 +62,7 @@ export function listenForForms(app: App, deps: DispatchDeps, chat: Chat, publish
       return;
     }
     if (answer.refused) {
-      await ack({ response_action: 'errors', errors: { [LAUNCH_FIELDS.channel]: plainText(answer.message?.text ?? 'The run was refused.') } });
+      await ack({ response_action: 'errors', errors: { [LAUNCH_FIELDS.channel]: plainError(answer.message?.text ?? 'The run was refused.') } });
       return;
     }
     if (responseUrl || !answer.message) {

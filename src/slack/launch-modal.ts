@@ -162,9 +162,9 @@ const checked = (state: State, block: BlockId) => Boolean(field(state, block)?.s
 type LaunchErrors = Partial<Record<BlockId, string>>;
 export type LaunchForm = { ok: true; request: RunRequest; channel: string } | { ok: false; errors: LaunchErrors };
 
-/** Refusals are written for mrkdwn; a modal shows its errors as plain text. */
-function plainError(reason: string): string {
-  return reason.replace(/<#([A-Z0-9]+)(?:\|[^>]*)?>/g, 'channel $1').replace(/<@([A-Z0-9]+)>/g, '@$1').replace(/&lt;/g, '<').replace(/&gt;/g, '>').replace(/&amp;/g, '&');
+/** Refusals are written for mrkdwn (an answer's text starts with :warning:); a modal shows its errors as plain text. */
+export function plainError(reason: string): string {
+  return reason.replace(/^:warning: /, '').replace(/<#([A-Z0-9]+)(?:\|[^>]*)?>/g, 'channel $1').replace(/<@([A-Z0-9]+)>/g, '@$1').replace(/&lt;/g, '<').replace(/&gt;/g, '>').replace(/&amp;/g, '&');
 }
 
 type RecipeChoice = { recipe?: string; block: BlockId } | { error: string; block: BlockId };

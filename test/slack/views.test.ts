@@ -9,9 +9,9 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { createManifest, listManifests, loadManifest } from '../../src/run/manifest-store.js';
-import { ACTIONS } from '../../src/messages/blocks.js';
+import { ACTIONS, errorMessage } from '../../src/messages/blocks.js';
 import { LAUNCH_ACTION } from '../../src/messages/home-view.js';
-import { LAUNCH_CALLBACK, launchModal, readLaunchForm } from '../../src/slack/launch-modal.js';
+import { LAUNCH_CALLBACK, launchModal, plainError, readLaunchForm } from '../../src/slack/launch-modal.js';
 import { REJECT_CALLBACK } from '../../src/slack/reject-modal.js';
 import type { RunManifest } from '../../src/run/manifest.js';
 import type { Policy } from '../../src/run/policy.js';
@@ -524,5 +524,12 @@ describe('the Home tab of an approver-group member', () => {
     });
     for (const call of groupies) expect(JSON.stringify(call.body.view)).toContain('Waiting for your approval');
     expect(g.standIn.calls.filter((c) => c.method === 'usergroups.users.list')).toHaveLength(1);
+  });
+});
+
+describe('a refusal shown on a form field', () => {
+  it('is plain text, whether a check\'s reason or a whole answer: no :warning:, entities or channel markup', () => {
+    const refusal = errorMessage('starfish does not take commands in this channel. Ask in <#C0LAB0001>. Example: /starfish reject 261125-k3f9 &lt;reason&gt;').text;
+    expect(plainError(refusal)).toBe('starfish does not take commands in this channel. Ask in channel C0LAB0001. Example: /starfish reject 261125-k3f9 <reason>');
   });
 });
