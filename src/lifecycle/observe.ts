@@ -82,8 +82,14 @@ function applyObservations(next: RunManifest, m: RunManifest, f: BatchFact, r: R
     next.notify.resultsPosted = false;
     next.notify.deliveringSince = undefined;
   }
+  // Once per FOV and round, whether known before or named twice in this fact (an event delivered twice in one batch).
   const known = new Set(next.failures.map((x) => `${x.round}:${x.fov}`));
-  for (const x of f.failures) if (!known.has(`${x.round}:${x.fov}`)) next.failures.push({ ...x, reported: false });
+  for (const x of f.failures) {
+    const key = `${x.round}:${x.fov}`;
+    if (known.has(key)) continue;
+    known.add(key);
+    next.failures.push({ ...x, reported: false });
+  }
   next.progress = nextProgress(m, r.progress, now);
   next.status = statusOf(m.status, r, summary !== undefined);
   if (r.finalMerge?.status === 'FAILED') next.statusReason = failedReason(next, r.current.round, r.finalMerge).reason;

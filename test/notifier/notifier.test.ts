@@ -147,6 +147,17 @@ describe('notifier', () => {
   });
 });
 
+describe('a failure event delivered twice in one batch', () => {
+  it('records the FOV once: the digest names it once and counts one failure', async () => {
+    const run = await launchedRun(20);
+    const array = run.batch.byName(/-fov$/);
+    const failed = ev.child(array, 3, 'FAILED', 'process-fov: FOV 3: recipe raised ValueError');
+    await run.notifier.handleBatch([failed, failed]);
+    expect((await run.manifest()).failures.map((f) => f.fov)).toEqual([3]);
+    expect((await outcome(run)).digestFovs).toEqual([3]);
+  });
+});
+
 describe('reconciler', () => {
   it('finishes a run whose merge events were lost, and posts results once', async () => {
     const { run, events } = await scenario();
