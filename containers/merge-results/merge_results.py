@@ -329,13 +329,14 @@ MAX_METRICS_WARNINGS = 20
 
 
 def _read_capped(url, limit):
-    """At most ``limit`` + 1 bytes of a local file (a hostile one is not read whole); the whole
-    object elsewhere (starfish_io has no ranged read)."""
-    path = sio.local_path(url)
-    if path is None:
-        return sio.read_bytes(url)
-    with open(path, "rb") as fh:
-        return fh.read(limit + 1)
+    """At most ``limit`` + 1 bytes of a file or S3 object (a hostile one is not read whole: the
+    stream stops there)."""
+    data = b""
+    for chunk in sio.read_chunks(url, limit + 1):
+        data += chunk
+        if len(data) > limit:
+            break
+    return data[:limit + 1]
 
 
 def parse_metrics(fov, data, notes=None):

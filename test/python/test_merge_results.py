@@ -486,6 +486,32 @@ def test_a_hostile_metrics_file_is_left_out_with_a_warning(tmp_path, text, why):
     assert s["compute"]["peak_rss_mib"] == {"p50": 100.0, "p90": 100.0, "max": 100.0}
 
 
+def test_a_huge_metrics_object_on_s3_is_not_read_whole():
+    """The size cap holds on S3 too: the object is streamed and the reading stops past the cap."""
+    sio = starfish_io
+    reads = []
+
+    class Counting(sio.FakeS3Client):
+        def get_object(self, Bucket, Key):
+            body = sio.FakeS3Client.get_object(self, Bucket, Key)["Body"]
+
+            class Body(object):
+                def read(self, amount=None):
+                    piece = body.read() if amount is None else body.read(amount)
+                    reads.append(len(piece))
+                    return piece
+            return {"Body": Body()}
+    client = Counting()
+    client.put_object(Bucket="b", Key="fovs/fov_001.metrics.json", Body=b'{"fov": 1, "pad": "' + b"x" * (8 << 20))
+    sio.set_s3_client(client)
+    try:
+        data = mr._read_capped("s3://b/fovs/fov_001.metrics.json", mr.MAX_METRICS_BYTES)
+    finally:
+        sio.set_s3_client(None)
+    assert len(data) == mr.MAX_METRICS_BYTES + 1
+    assert sum(reads) <= 2 * (mr.MAX_METRICS_BYTES + 1), sum(reads)
+
+
 def test_compute_survives_parse_as_strict_json(tmp_path):
     """summary.json stays strict JSON (no NaN or Infinity) whatever the metrics files held."""
     out, results = locations(tmp_path)
