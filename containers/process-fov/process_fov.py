@@ -171,7 +171,7 @@ def load_recipe(recipe_url):
     except SyntaxError as exc:
         raise Failure("recipe %s has a syntax error at line %s: %s"
                       % (recipe_url, exc.lineno, exc.msg), EXIT_BAD_ENV, show_traceback=True)
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:  # sys.exit(0) at import would end the job as a success
         raise Failure("recipe %s failed to load: %s: %s"
                       % (recipe_url, type(exc).__name__, one_line(exc, 300)), EXIT_BAD_ENV,
                       show_traceback=True)
@@ -296,6 +296,9 @@ def _find_refusal(exc):
 
 
 def describe_recipe_error(fov, exc, who="recipe"):
+    if isinstance(exc, SystemExit):
+        return ("FOV %d: %s called sys.exit(%s) instead of returning its spots; return them, e.g. `return decoded`"
+                % (fov, who, "" if exc.code is None else one_line(repr(exc.code), 100)))
     if isinstance(exc, spacetx.FormatError):  # a recipe reading the experiment with the shared reader
         return "FOV %d: %s" % (fov, one_line(re.sub(r"^FOV \d+: ", "", exc.message), 400))
     refused = _find_refusal(exc)
@@ -644,11 +647,11 @@ def run_fov(job, fov):
         args = recipe_arguments(job.convention, job.experiment, fov, fov_name, job.cache)
         try:
             result = job.fn(*args)
-        except Exception as exc:  # the recipe's own failure (MemoryError included)
+        except (Exception, SystemExit) as exc:  # the recipe's own failure (MemoryError, sys.exit included)
             raise Failure(describe_recipe_error(fov, exc), EXIT_FAILURE, show_traceback=True)
     try:
         header, rows = to_table(fov, result)
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:  # the result's own methods are recipe code too
         raise Failure("FOV %d: recipe result could not be converted: %s" % (fov, one_line(exc, 400)),
                       EXIT_FAILURE, show_traceback=True)
     result = None  # the recipe's objects go before the next FOV, not after it

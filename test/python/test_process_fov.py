@@ -893,6 +893,32 @@ def test_a_memory_error_fails_its_fov_and_the_chunk_goes_on(synthetic, tmp_path)
     assert sorted(metrics_of(out, f)["fov"] for f in (0, 1)) == [0, 1]
 
 
+def test_a_recipe_that_calls_sys_exit_fails_its_fov_and_the_chunk_goes_on(synthetic, tmp_path):
+    """sys.exit(0) in a recipe ended the job as a success with no table and no reason."""
+    recipe = write(tmp_path / "quits.py", "import sys\n\ndef process_fov(fov_index, experiment_url):\n"
+                                          "    if fov_index == 0:\n"
+                                          "        sys.exit(0)\n"
+                                          "    return [{'x': 1, 'y': 2, 'target': 'ACTB'}]\n")
+    out = str(tmp_path / "fovs")
+    r = run_script(PROCESS_FOV, **packed_env(synthetic, recipe, out, fovs_object(tmp_path, "0-1", perChild=2)))
+    assert r.code == 1, r
+    assert error_record(out, 0)["reason"] == ("FOV 0: recipe called sys.exit(0) instead of returning its spots; "
+                                              "return them, e.g. `return decoded`")
+    assert read_csv(os.path.join(out, "fov_001.csv"))[1][4] == "ACTB"
+    assert sorted(metrics_of(out, f)["fov"] for f in (0, 1)) == [0, 1]
+
+
+def test_a_recipe_that_calls_sys_exit_when_loaded_fails_every_fov_of_the_chunk(synthetic, tmp_path):
+    recipe = write(tmp_path / "quits.py", "import sys\nsys.exit(0)\n\ndef process_fov(fov_index, experiment_url):\n"
+                                          "    return []\n")
+    out = str(tmp_path / "fovs")
+    r = run_script(PROCESS_FOV, **packed_env(synthetic, recipe, out, fovs_object(tmp_path, "0-1", perChild=2)))
+    assert r.code == 2, r
+    reason = "recipe %s failed to load: SystemExit: 0" % recipe
+    assert r.last_line == "process-fov: " + reason
+    assert [error_record(out, f)["reason"] for f in (0, 1)] == [reason, reason]
+
+
 def test_the_tutorial_convention_loads_the_experiment_once_per_chunk(synthetic, standin, tmp_path, monkeypatch):
     loaded = []
     real = standin.Experiment.from_json
