@@ -71,9 +71,6 @@ const BUTTONS: ReadonlyArray<[actionId: string, command: 'approve' | 'reject' | 
   [ACTIONS.retry, 'retry'],
 ];
 
-
-
-
 /** Where a click came from when the payload has no `channel` (Bolt types the container loosely). */
 const containerSchema = z.object({ channel_id: z.string() });
 
@@ -94,8 +91,6 @@ async function dropRetries(args: AnyMiddlewareArgs & AllMiddlewareArgs): Promise
   logger.info(`Slack retry ${String(context.retryNum)} (${String(context.retryReason ?? 'no reason given')}) acknowledged without doing the work again`);
   if ('ack' in args && typeof args.ack === 'function') await (args.ack as () => Promise<void>)();
 }
-
-
 
 export function createSlackApp(options: SlackAppOptions): App {
   const { dispatchDeps: deps, chat, token } = options;
@@ -149,7 +144,6 @@ export function createSlackApp(options: SlackAppOptions): App {
     await ack(answer.message ? ephemeralResponse(answer.message) : undefined);
   });
 
-
   const publishHome = homePublisher(deps);
   for (const [actionId, name] of BUTTONS) {
     app.action({ action_id: actionId, type: 'block_actions' }, async ({ ack, body, action, logger, client }) => {
@@ -191,7 +185,6 @@ export function createSlackApp(options: SlackAppOptions): App {
     });
   }
 
-
   listenForForms(app, deps, chat, publishHome);
   app.event('app_home_opened', async ({ event, client, logger }) => {
     if (event.tab === 'home') await publishHome(client, event.user, logger);
@@ -207,12 +200,3 @@ export function createSlackApp(options: SlackAppOptions): App {
 function callerOf(command: SlashCommand): Caller {
   return { userId: command.user_id, channel: command.channel_id, ...(command.response_url ? { responseUrl: command.response_url } : {}) };
 }
-
-
-
-
-
-
-
-
-
