@@ -525,8 +525,10 @@ export class StarfishChatopsStack extends Stack {
       });
     };
 
-    // The SDK choice follows scripts/bundle-lambdas.mjs: the Slack function only reads S3 and calls
-    // PutEvents, which the runtime's SDK v3 supports (smaller bundle, faster cold start, 3 s ack);
+    // The SDK choice follows scripts/bundle-lambdas.mjs: the Slack function reads S3, calls
+    // PutEvents and creates its request claims with If-None-Match, which the bucket refuses without
+    // the header (SlackRequestClaimsCreateOnly), so a runtime SDK that dropped it would fail closed;
+    // it takes the runtime's SDK v3 (smaller bundle, faster cold start, 3 s ack);
     // the events function pins package-lock's SDK, because the launcher's compare-and-swap needs
     // S3 If-None-Match/If-Match, which an older SDK would drop silently.
     // Reserved concurrency caps how many copies run at once (null: unreserved). AWS has no

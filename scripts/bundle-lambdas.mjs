@@ -12,9 +12,12 @@
  *   index.mjs evaluates only what every request needs. Without splitting, esbuild would hoist
  *   the lazily used modules' imports into the entry file.
  * - The AWS SDK, per function:
- *   - slack: external. The nodejs22.x runtime ships AWS SDK v3, and this function only reads S3
- *     (status, list) and calls EventBridge PutEvents, which every runtime SDK supports; the bundle
- *     stays ~0.45 MB instead of ~1.2 MB. The SDK loads on the first request (or in INIT: the
+ *   - slack: external. The nodejs22.x runtime ships AWS SDK v3; this function reads S3 (status,
+ *     list), calls EventBridge PutEvents, and creates one request claim per signed request with
+ *     PutObject If-None-Match. The bucket policy refuses a claim without that header
+ *     (infra/stack.ts, SlackRequestClaimsCreateOnly), so a runtime SDK that dropped it would fail
+ *     closed (every request answered "try again"), never replay a request; the bundle stays
+ *     ~0.45 MB instead of ~1.2 MB. The SDK loads on the first request (or in INIT: the
  *     handler prewarms with a top-level await on Lambda).
  *   - events: bundled. The launcher's compare-and-swap relies on S3 PutObject If-None-Match /
  *     If-Match; an SDK that predates those members would drop them without an error and the
