@@ -3,6 +3,7 @@
  * (the notifier) or from DescribeJobs when events were lost (the reconciler). Both read the FOV
  * failure reasons and the results summary the same way, from the run's outputs.
  */
+import pLimit from 'p-limit';
 import type { CoreDeps } from '../core.js';
 import { failureKindOf, failureReasonOf, logStreamOf, parseJobName, type BatchJobEvent } from '../run/batch-event.js';
 import { failureKind } from '../run/failure-kind.js';
@@ -10,22 +11,34 @@ import { runKeys } from '../run/layout.js';
 import { TERMINAL, type RunManifest, type Submission } from '../run/manifest.js';
 import { fovsOfChild } from '../run/plan.js';
 import { PANEL_FOVS, resultsSummarySchema, type ResultsSummary } from '../run/results.js';
-import type { ContainerTimes, JobDescription } from '../ports.js';
+import type { ContainerTimes, JobDescription, Store } from '../ports.js';
 import type { Fact, MergeOutcome, ObservedFailure } from './types.js';
 import { ok, refuse, type Result } from '../result.js';
 import { untrustedPlain } from '../messages/message.js';
 
-type Deps = Pick<CoreDeps, 'store' | 'executor' | 'clock' | 'settings'>;
+type Deps = Pick<CoreDeps, 'executor' | 'clock' | 'settings'> & { store: Pick<Store, 'get'> };
+
+/** Job-written objects (error reasons, spot tables) read at once for one fact: sockets of a Lambda, open files of a process. */
+const READ_CONCURRENCY = 32;
+
+/** The same deps, their reads a few dozen at a time: a fact may read one object per failed FOV, thousands of them. */
+function pacedReads(deps: Deps): Deps {
+  const reading = pLimit(READ_CONCURRENCY);
+  const { store } = deps;
+  return { ...deps, store: { get: (key, options) => reading(() => store.get(key, options)) } };
+}
+
 type BatchFact = Extract<Fact, { type: 'batch' }>;
 
 const ended = (status: string): status is 'SUCCEEDED' | 'FAILED' => status === 'SUCCEEDED' || status === 'FAILED';
 
 /** From a batch of state-change events of one run. */
-export async function factFromEvents(deps: Deps, m: RunManifest, current: Submission, events: BatchJobEvent[]): Promise<BatchFact> {
-  const failures: ObservedFailure[] = [];
-  for (const e of events) {
-    for (const failure of await childFailures(deps, m, e)) failures.push({ ...failure, reason: (await reasonFromOutput(deps, m.runId, failure.fov)) ?? failure.reason });
-  }
+export async function factFromEvents(given: Deps, m: RunManifest, current: Submission, events: BatchJobEvent[]): Promise<BatchFact> {
+  const deps = pacedReads(given);
+  // A child already recorded as failed, or named again in this batch (events arrive at least once), is not read again.
+  const seen = new Set(m.failures.map((f) => f.jobId));
+  const fresh = events.filter((e) => e.detail.status === 'FAILED' && !seen.has(e.detail.jobId) && seen.add(e.detail.jobId));
+  const failures = (await Promise.all(fresh.map((e) => withReasons(deps, m.runId, childFailures(deps, m, e))))).flat();
   const merges = events.flatMap((e) => mergeOutcome(deps, current, e.detail, logStreamOf(e), failureReasonOf(e)));
   const arrays = TERMINAL.has(m.status) ? [] : await deps.executor.describe(current.arrays.map((a) => a.jobId));
   // An ended array that counts more failures than are known lost some child events: ask Batch
@@ -36,7 +49,8 @@ export async function factFromEvents(deps: Deps, m: RunManifest, current: Submis
 }
 
 /** From DescribeJobs of every job of the round: the reconciler's view when events were lost. */
-export async function factFromBatch(deps: Deps, m: RunManifest, current: Submission): Promise<BatchFact> {
+export async function factFromBatch(given: Deps, m: RunManifest, current: Submission): Promise<BatchFact> {
+  const deps = pacedReads(given);
   const ids = [...current.arrays.map((a) => a.jobId), ...[current.merge, current.salvageMerge].flatMap((j) => (j ? [j.jobId] : []))];
   const described = await deps.executor.describe(ids);
   const arrays = described.filter((d) => current.arrays.some((a) => a.jobId === d.jobId));
@@ -105,18 +119,21 @@ async function lostFailures(deps: Deps, m: RunManifest, current: Submission, arr
 
 /** The failed FOVs of one ended array that the manifest does not know, from Batch's failed children. */
 async function failuresOfArray(deps: Deps, m: RunManifest, round: number, array: Submission['arrays'][number], d: JobDescription): Promise<ObservedFailure[]> {
-  const out: ObservedFailure[] = [];
   const plain = array.unit.size === 1;
   const children = plain ? [{ index: 0, reason: d.statusReason ?? 'failed', kind: failureKind({ statusReason: d.statusReason }), logStreamName: undefined }] : await deps.executor.failedChildren(array.jobId);
-  for (const c of children) {
-    const jobId = plain ? array.jobId : `${array.jobId}:${c.index}`;
-    if (m.failures.some((f) => f.round === round && f.jobId === jobId)) continue;
-    for (const fov of await failedOfChunk(deps, m.runId, fovsOfChild(array.unit, c.index))) {
-      const reason = (await reasonFromOutput(deps, m.runId, fov)) ?? c.reason;
-      out.push({ fov, round, jobId, reason, kind: c.kind, ...(c.logStreamName ? { logLink: deps.executor.logLink(c.logStreamName) } : {}) });
-    }
-  }
-  return out;
+  const known = new Set(m.failures.filter((f) => f.round === round).map((f) => f.jobId));
+  const lost = children.map((c) => ({ ...c, jobId: plain ? array.jobId : `${array.jobId}:${c.index}` })).filter((c) => !known.has(c.jobId));
+  const perChild = lost.map(async (c) => {
+    const fovs = await failedOfChunk(deps, m.runId, fovsOfChild(array.unit, c.index));
+    const logLink = c.logStreamName ? { logLink: deps.executor.logLink(c.logStreamName) } : {};
+    return withReasons(deps, m.runId, fovs.map((fov): ObservedFailure => ({ fov, round, jobId: c.jobId, reason: c.reason, kind: c.kind, ...logLink })));
+  });
+  return (await Promise.all(perChild)).flat();
+}
+
+/** Each failure with the reason its job wrote next to the output, where there is one. */
+async function withReasons(deps: Deps, runId: string, failures: ObservedFailure[] | Promise<ObservedFailure[]>): Promise<ObservedFailure[]> {
+  return Promise.all((await failures).map(async (f) => ({ ...f, reason: (await reasonFromOutput(deps, runId, f.fov)) ?? f.reason })));
 }
 
 /** A job writes these objects: read no more than this of them. */

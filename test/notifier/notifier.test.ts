@@ -158,6 +158,49 @@ describe('a failure event delivered twice in one batch', () => {
   });
 });
 
+describe('reading what failed jobs wrote', () => {
+  /** Counts reads of the FOVs' error reasons, and how many were in flight at once. */
+  function countReads(run: Awaited<ReturnType<typeof launchedRun>>) {
+    const seen = { reads: 0, inFlight: 0, most: 0 };
+    const get = run.store.get.bind(run.store);
+    run.store.get = async (key, options) => {
+      if (!key.endsWith('.error.json')) return get(key, options);
+      seen.reads++;
+      seen.most = Math.max(seen.most, ++seen.inFlight);
+      await new Promise((r) => setTimeout(r, 1));
+      seen.inFlight--;
+      return get(key, options);
+    };
+    return seen;
+  }
+
+  it('reads the reasons of 300 failed FOVs whose events were lost a few dozen at a time, not one by one nor all at once', async () => {
+    const run = await launchedRun(400);
+    const array = run.batch.byName(/-fov$/);
+    const failing = Array.from({ length: 300 }, (_, i) => i);
+    run.batch.failed.set(array.jobId, new Map(failing.map((i) => [i, `process-fov: FOV ${i}: recipe raised ValueError`])));
+    run.batch.set(array, 'FAILED', { SUCCEEDED: 100, FAILED: 300 });
+    const seen = countReads(run);
+    await run.reconciler.run();
+    expect((await run.manifest()).failures).toHaveLength(300);
+    expect(seen.reads).toBe(300);
+    expect(seen.most).toBeGreaterThan(1);
+    expect(seen.most).toBeLessThanOrEqual(32);
+  });
+
+  it('does not read again for a failed child the manifest already has, or one named twice in a batch', async () => {
+    const run = await launchedRun(20);
+    const array = run.batch.byName(/-fov$/);
+    const failed = FAILING.map((i) => ev.child(array, i, 'FAILED', `process-fov: FOV ${i}: recipe raised ValueError`));
+    const seen = countReads(run);
+    await run.notifier.handleBatch([...failed, ...failed]);
+    expect(seen.reads).toBe(FAILING.length);
+    await run.notifier.handleBatch(failed);
+    expect(seen.reads).toBe(FAILING.length);
+    expect((await run.manifest()).failures.map((f) => f.fov)).toEqual(FAILING);
+  });
+});
+
 describe('reconciler', () => {
   it('finishes a run whose merge events were lost, and posts results once', async () => {
     const { run, events } = await scenario();
