@@ -880,13 +880,26 @@ def test_a_retry_clears_the_stale_reasons_of_its_whole_chunk(synthetic, tmp_path
     assert os.listdir(out) == []
 
 
-def test_a_memory_error_fails_its_fov_and_the_chunk_goes_on(synthetic, tmp_path):
-    recipe = write(tmp_path / "hungry.py", "def process_fov(fov_index, experiment_url):\n"
-                                           "    if fov_index == 0:\n"
-                                           "        bytearray(1 << 60)  # more than any machine has\n"
-                                           "    return [{'x': 1, 'y': 2, 'target': 'ACTB'}]\n")
+def one_fov_recipe(tmp_path, fov, statements, imports=""):
+    """A recipe that runs ``statements`` (one per line) for FOV ``fov`` and then, like for every
+    other FOV, returns one ACTB spot."""
+    body = "".join("        %s\n" % line for line in statements)
+    source = ("%sdef process_fov(fov_index, experiment_url):\n"
+              "    if fov_index == %d:\n%s"
+              "    return [{'x': 1, 'y': 2, 'target': 'ACTB'}]\n" % (imports, fov, body))
+    return write(tmp_path / ("recipe_fov_%d.py" % fov), source)
+
+
+def run_one_child(synthetic, recipe, tmp_path, fovs, per_child):
+    """process-fov as one child of the chunk ``fovs``: (FOV output folder, result)."""
     out = str(tmp_path / "fovs")
-    r = run_script(PROCESS_FOV, **packed_env(synthetic, recipe, out, fovs_object(tmp_path, "0-1", perChild=2)))
+    return out, run_script(PROCESS_FOV, **packed_env(synthetic, recipe, out,
+                                                     fovs_object(tmp_path, fovs, perChild=per_child)))
+
+
+def test_a_memory_error_fails_its_fov_and_the_chunk_goes_on(synthetic, tmp_path):
+    recipe = one_fov_recipe(tmp_path, 0, ["bytearray(1 << 60)  # more than any machine has"])
+    out, r = run_one_child(synthetic, recipe, tmp_path, "0-1", 2)
     assert r.code == 1, r
     assert error_record(out, 0)["reason"] == "FOV 0: recipe ran out of memory (MemoryError); give the job more memory"
     assert read_csv(os.path.join(out, "fov_001.csv"))[1][4] == "ACTB"
@@ -895,12 +908,8 @@ def test_a_memory_error_fails_its_fov_and_the_chunk_goes_on(synthetic, tmp_path)
 
 def test_a_recipe_that_calls_sys_exit_fails_its_fov_and_the_chunk_goes_on(synthetic, tmp_path):
     """sys.exit(0) in a recipe ended the job as a success with no table and no reason."""
-    recipe = write(tmp_path / "quits.py", "import sys\n\ndef process_fov(fov_index, experiment_url):\n"
-                                          "    if fov_index == 0:\n"
-                                          "        sys.exit(0)\n"
-                                          "    return [{'x': 1, 'y': 2, 'target': 'ACTB'}]\n")
-    out = str(tmp_path / "fovs")
-    r = run_script(PROCESS_FOV, **packed_env(synthetic, recipe, out, fovs_object(tmp_path, "0-1", perChild=2)))
+    recipe = one_fov_recipe(tmp_path, 0, ["sys.exit(0)"], imports="import sys\n\n")
+    out, r = run_one_child(synthetic, recipe, tmp_path, "0-1", 2)
     assert r.code == 1, r
     assert error_record(out, 0)["reason"] == ("FOV 0: recipe called sys.exit(0) instead of returning its spots; "
                                               "return them, e.g. `return decoded`")
@@ -956,14 +965,9 @@ def test_every_fov_records_its_metrics_success_or_failure(synthetic, packed_reci
 @pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"), reason="the peak is per FOV only on Linux")
 def test_peak_memory_is_each_fovs_own_not_the_chunks(synthetic, tmp_path):
     """FOV 0 holds 200 MiB; FOV 1 nothing: FOV 1's peak is not FOV 0's high-water mark."""
-    recipe = write(tmp_path / "big.py", "import numpy as np\n"
-                                        "def process_fov(fov_index, experiment_url):\n"
-                                        "    if fov_index == 0:\n"
-                                        "        a = np.ones(200 << 17)  # 200 MiB of float64, touched\n"
-                                        "        del a\n"
-                                        "    return [{'x': 1, 'y': 2, 'target': 'ACTB'}]\n")
-    out = str(tmp_path / "fovs")
-    r = run_script(PROCESS_FOV, **packed_env(synthetic, recipe, out, fovs_object(tmp_path, "0-1", perChild=2)))
+    recipe = one_fov_recipe(tmp_path, 0, ["a = np.ones(200 << 17)  # 200 MiB of float64, touched", "del a"],
+                            imports="import numpy as np\n")
+    out, r = run_one_child(synthetic, recipe, tmp_path, "0-1", 2)
     assert r.code == 0, r
     big, small = metrics_of(out, 0)["peak_rss_mib"], metrics_of(out, 1)["peak_rss_mib"]
     assert big >= 200, big
@@ -980,12 +984,8 @@ def test_a_fov_the_experiment_does_not_have_fails_alone_and_the_chunk_exits_2(sy
 
 
 def test_an_interrupt_stops_the_chunk_and_says_so_for_the_fovs_left(synthetic, tmp_path):
-    recipe = write(tmp_path / "r.py", "def process_fov(fov_index, experiment_url):\n"
-                                      "    if fov_index == 1:\n"
-                                      "        raise KeyboardInterrupt()\n"
-                                      "    return [{'x': 1, 'y': 2, 'target': 'ACTB'}]\n")
-    out = str(tmp_path / "fovs")
-    r = run_script(PROCESS_FOV, **packed_env(synthetic, recipe, out, fovs_object(tmp_path, "0-2", perChild=3)))
+    recipe = one_fov_recipe(tmp_path, 1, ["raise KeyboardInterrupt()"])
+    out, r = run_one_child(synthetic, recipe, tmp_path, "0-2", 3)
     assert r.code == 130, r
     assert r.last_line == "process-fov: interrupted"
     assert sorted(os.listdir(out)) == ["fov_000.csv", "fov_000.metrics.json", "fov_001.error.json", "fov_002.error.json"]
