@@ -97,7 +97,7 @@ async function awsBackend(chat: Chat, env: NodeJS.ProcessEnv): Promise<SlackBack
   return createAwsSystem(chat, env);
 }
 
-/** The identity to check: the options', else SLACK_TEAM_ID / SLACK_APP_ID; a malformed one stops the start. */
+/** The identity to check: the options', else SLACK_TEAM_ID / SLACK_APP_ID; a malformed one is a ConfigError (told as Misconfigured). */
 function identityFrom(options: SlackHandlerOptions, env: NodeJS.ProcessEnv): SlackIdentity {
   const identity = options.identity ?? { teamId: env.SLACK_TEAM_ID || undefined, appId: env.SLACK_APP_ID || undefined };
   const problem = checkIdentity(identity);
@@ -169,14 +169,17 @@ export function createHandler(options: SlackHandlerOptions = {}): SlackLambdaHan
 
   async function init(): Promise<Ready> {
     const env = options.env ?? process.env;
-    const identity = identityFrom(options, env);
     const { signingSecret, botToken } = await (options.credentials ?? slackCredentials)(env);
     const slackApiUrl = env.SLACK_API_URL || undefined;
     const logLevel = LOG_LEVELS[env.LOG_LEVEL ?? 'warn'] ?? LogLevel.WARN;
     // The listeners answer through it before the HTTP response: on Slack's clock, like their client.
     const chat = new SlackChat({ token: botToken, slackApiUrl, ...ON_SLACKS_CLOCK });
+    // A malformed SLACK_TEAM_ID or SLACK_APP_ID is told like any other wrong setting (then no id is
+    // checked: a request signed with this app's secret is Slack's, for this app).
+    let identity: SlackIdentity = {};
     let backend: SlackBackend;
     try {
+      identity = identityFrom(options, env);
       backend = await (options.createBackend ?? awsBackend)(chat, env);
     } catch (error) {
       throw error instanceof ConfigError ? new Misconfigured(signingSecret, identity, error) : error;

@@ -212,6 +212,16 @@ describe('a backend whose configuration is wrong (the real config reader on a ba
     expect(clicked).toMatchObject({ statusCode: 200, body: '' });
   });
 
+  it('a malformed SLACK_TEAM_ID is told the same way, not thrown as a failed invocation', async () => {
+    const wrongTeam = createHandler({ env: { ...EXAMPLE_AWS_ENV, SLACK_TEAM_ID: 'lab', SLACK_SIGNING_SECRET: SIGNING_SECRET, SLACK_BOT_TOKEN: BOT_TOKEN, LOG_LEVEL: 'error' } });
+    const body = slashBody({ text: 'help', userId: ALICE, channel: CHANNEL, responseUrl: standIn.responseUrl('m') });
+    const res = await wrongTeam(functionUrlEvent(body, signedHeaders(body)));
+    expect(res.statusCode).toBe(200);
+    expect(String(answerOf(res).text)).toMatch(/^:warning: starfish is not set up correctly, so it took nothing: the Slack team id must look like T0123ABCD \(got "lab"\).*SLACK_TEAM_ID=T0123ABCD/s);
+    const forged = await wrongTeam(functionUrlEvent(body, signedHeaders(body, { secret: 'not-the-signing-secret' })));
+    expect(forged).toMatchObject({ statusCode: 401, body: '' });
+  });
+
   it('reads the configuration once per container: each later request is answered without building the backend again', async () => {
     let builds = 0;
     const once = createHandler({
