@@ -507,7 +507,7 @@ def recipe_identity(url, log):
         return None
     import hashlib
     try:
-        data = sio.read_bytes(url)
+        data = _read_capped(url, MAX_RECIPE_BYTES)  # a larger one is not read whole
     except Exception as exc:
         log("note: summary.json has no recipe hash: %s cannot be read: %s" % (url, type(exc).__name__))
         return None

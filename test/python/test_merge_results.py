@@ -512,6 +512,16 @@ def test_a_huge_metrics_object_on_s3_is_not_read_whole():
     assert sum(reads) <= 2 * (mr.MAX_METRICS_BYTES + 1), sum(reads)
 
 
+def test_a_recipe_over_the_size_cap_gets_no_hash_and_is_not_read_whole(tmp_path, monkeypatch):
+    recipe = str(tmp_path / "recipe.py")
+    with open(recipe, "wb") as fh:
+        fh.truncate(mr.MAX_RECIPE_BYTES + 1)
+    notes = []
+    monkeypatch.setattr(starfish_io, "read_bytes", lambda url: pytest.fail("read whole: %s" % url))
+    assert mr.recipe_identity(recipe, notes.append) is None
+    assert notes == ["note: summary.json has no recipe hash: %s is over %d bytes" % (recipe, mr.MAX_RECIPE_BYTES)]
+
+
 def test_compute_survives_parse_as_strict_json(tmp_path):
     """summary.json stays strict JSON (no NaN or Infinity) whatever the metrics files held."""
     out, results = locations(tmp_path)
