@@ -13,7 +13,7 @@ import type { Message } from './message.js';
 import { LIMITS, clip, link, mention, scrub, summarizeLines, untrusted, untrustedPlain, withoutBroadcasts } from './message.js';
 import { TERMINAL, type FovFailure, type Progress, type RunManifest, type RunStatus } from '../run/manifest.js';
 import type { ResultsSummary } from '../run/results.js';
-import { actualCost, duration, estimateText, moneyOn, billedCost } from '../run/cost.js';
+import { actualCost, billedCost, duration, estimateText, moneyOn, recordedCompute } from '../run/cost.js';
 import { formatRanges } from '../run/fov-ranges.js';
 import { RETRY_FIXES } from '../run/failure-kind.js';
 
@@ -339,7 +339,6 @@ function computeLines(summary: ResultsSummary): string[] {
 /** The actual cost from the measured time and the modeled start-ups, beside the estimate; the estimate alone without timings. */
 function costLine(m: RunManifest, summary: ResultsSummary): string | undefined {
   const e = m.estimate;
-  const c = summary.compute;
   if (!e) return undefined;
   if (e.price.platform === 'local') return '*Cost* no cloud cost: it ran on this machine';
   const ran = m.results?.containers;
@@ -347,8 +346,9 @@ function costLine(m: RunManifest, summary: ResultsSummary): string | undefined {
     const billed = billedCost(e.price, ran);
     return `*Cost* ${moneyOn(e.price, billed.usd)}: ${n(ran.containers)} ${ran.containers === 1 ? 'container' : 'containers'} ran ${duration(ran.seconds)} in all (AWS Batch's start and stop of each, start-ups included), at the price the run was estimated with; estimated at launch ${moneyOn(e.price, e.usd)}`;
   }
-  if (!c) return `*Cost* estimated at launch ${moneyOn(e.price, e.usd)}; this run's jobs recorded no timings, so nothing was measured`;
-  const actual = actualCost(e.price, { fovs: c.fovs ?? summary.fovs_processed, wallSeconds: c.wall_seconds, cpuSeconds: c.cpu_seconds }, e.children);
+  const compute = recordedCompute(summary);
+  if (!compute) return `*Cost* estimated at launch ${moneyOn(e.price, e.usd)}; this run's jobs recorded no timings, so nothing was measured`;
+  const actual = actualCost(e.price, compute, e.children);
   const starts = `${n(e.children)} container ${e.children === 1 ? 'start' : 'starts'} of ${duration(e.price.startupSeconds)}`;
   return `*Cost* ${moneyOn(e.price, actual.usd)}: the measured FOV time plus ${starts} (modeled), at the price the run was estimated with; estimated at launch ${moneyOn(e.price, e.usd)}`;
 }
