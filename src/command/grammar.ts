@@ -98,11 +98,16 @@ function parseLocation(value: string, example: string): Result<string> {
   }
   // A file:// URL is the path it names (the local backend reads paths; a deployment refuses both).
   if (/^file:\/\//i.test(value)) {
+    let filePath: string;
     try {
-      return ok(fileURLToPath(value));
+      filePath = fileURLToPath(value);
     } catch {
       return refuse(`"${value}" is not a file:// URL of this machine; give the path itself, e.g. ./experiments/iss/experiment.json`);
     }
+    // Decoding lets in what no typed path has: %00 (which every file call refuses) and line breaks.
+    // eslint-disable-next-line no-control-regex
+    if (/[\u0000-\u001f\u007f]/.test(filePath)) return refuse(`"${value}" names a path with a control character in it (%00, a line break…); give the path itself, e.g. ./experiments/iss/experiment.json`);
+    return ok(filePath);
   }
   if (ANY_SCHEME.test(value)) {
     return isHttpsUrl(value) ? ok(value) : refuse(`"${value}" is not an s3:// or https:// URL; example: ${example}`);

@@ -39,6 +39,10 @@ describe('run', () => {
     expect(ok('run file:///data/iss/experiment.json recipe=file:///data/recipes/my%20recipe.py')).toMatchObject({ request: { experiment: '/data/iss/experiment.json', recipe: '/data/recipes/my recipe.py' } });
     expect(ok('stage file:///data/iss/experiment.json as=iss')).toEqual({ name: 'stage', source: '/data/iss/experiment.json', as: 'iss' });
     expect(error('run file://otherhost/iss/experiment.json')).toMatch(/is not a file:\/\/ URL of this machine; give the path itself/);
+    // Percent-decoding must not make a path no one could type: NUL (every fs call throws on it), a line break.
+    for (const crafted of ['run file:///data/x%00y/experiment.json', 'run s3://lab-data/e.json recipe=file:///data/a%0Ab.py', 'stage file:///data/%1b[2J/experiment.json']) {
+      expect(error(crafted)).toMatch(/names a path with a control character in it/);
+    }
   });
 
   it('defaults to all FOVs and accepts a count, an https URL and a local path', () => {
