@@ -100,8 +100,13 @@ export function withBundledRecipe(policy: Policy, recipeUrl: string): Policy {
   };
 }
 
+/** Where a run reads the bundled recipe in the results bucket `bucketName` (a name or a deploy-time token). */
+export function bundledRecipeUrl(bucketName: string): string {
+  return `s3://${bucketName}/${BUNDLED_RECIPE.key}`;
+}
+
 /** The longest URL the bundled recipe can have (S3 bucket names have at most 63 characters). */
-const LONGEST_URL = `s3://${'b'.repeat(63)}/${BUNDLED_RECIPE.key}`;
+const LONGEST_URL = bundledRecipeUrl('b'.repeat(63));
 
 /**
  * How long the policy is as JSON once deployed, with the bundled recipe added: what the Lambdas'

@@ -48,7 +48,7 @@ import { requestClaimKey, runKeys, RUNS_PREFIX, stagedPrefix } from '../src/run/
 import { lambdaEnvironment } from '../src/config.js';
 import { APP_TAG, JOB_TAG_KEYS } from '../src/aws/batch-executor.js';
 import { addNagSuppressions } from './nag.js';
-import { BUNDLED_RECIPE, readBundledRecipe, withBundledRecipe } from './recipe.js';
+import { BUNDLED_RECIPE, bundledRecipeUrl, readBundledRecipe, withBundledRecipe } from './recipe.js';
 import { checkLambdaEnvironment, type QueueName, type Settings } from './settings.js';
 
 /** The repository root (infra/ is one level below it). */
@@ -195,13 +195,13 @@ export class StarfishChatopsStack extends Stack {
     // template, so `cdk diff` shows a change to it. Deleting the stack deletes the object (the
     // bucket itself is kept), and moving it to another key deletes the old one: no default is
     // left behind for a policy that no longer names it.
-    const bundledRecipeUrl = `s3://${resultsBucket.bucketName}/${BUNDLED_RECIPE.key}`;
+    const recipeUrl = bundledRecipeUrl(resultsBucket.bucketName);
     const recipeObject = { Bucket: resultsBucket.bucketName, Key: BUNDLED_RECIPE.key };
     const putRecipe: cr.AwsSdkCall = {
       service: 'S3',
       action: 'putObject',
       parameters: { ...recipeObject, Body: readBundledRecipe(repoRoot), ContentType: 'text/x-python; charset=utf-8' },
-      physicalResourceId: cr.PhysicalResourceId.of(bundledRecipeUrl),
+      physicalResourceId: cr.PhysicalResourceId.of(recipeUrl),
       outputPaths: ['ETag'],
     };
     const bundledRecipe = new cr.AwsCustomResource(this, 'BundledRecipe', {
@@ -476,7 +476,7 @@ export class StarfishChatopsStack extends Stack {
       // EC2 queues refuse Fargate job definitions: the executor picks these per queue.
       queueJobDefinitions,
       // The lab's policy, with the bundled recipe as its default when it names none.
-      policy: withBundledRecipe(settings.policy, bundledRecipeUrl),
+      policy: withBundledRecipe(settings.policy, recipeUrl),
       slackSecretArn: slackSecret.secretArn,
       dlqUrl: deadLetters.queueUrl,
       logGroup: batchLogGroup.logGroupName,
@@ -710,7 +710,7 @@ export class StarfishChatopsStack extends Stack {
     new CfnOutput(this, 'SlackRequestUrl', { value: slackUrl.url, description: 'Request URL for the Slack app manifest (slash command, interactivity, events)' });
     new CfnOutput(this, 'SlackSecretArn', { value: slackSecret.secretArn, description: 'put {"signingSecret","botToken"} here' });
     new CfnOutput(this, 'ResultsBucketName', { value: resultsBucket.bucketName });
-    new CfnOutput(this, 'BundledRecipeUrl', { value: bundledRecipeUrl, description: 'the recipe a run uses when it names none and starfish:policy has no defaultRecipe' });
+    new CfnOutput(this, 'BundledRecipeUrl', { value: recipeUrl, description: 'the recipe a run uses when it names none and starfish:policy has no defaultRecipe' });
     new CfnOutput(this, 'EventBusName', { value: bus.eventBusName });
     new CfnOutput(this, 'JobQueues', { value: this.toJsonString(queueArns) });
     new CfnOutput(this, 'BatchLogGroup', { value: batchLogGroup.logGroupName });
