@@ -300,10 +300,15 @@ def test_end_to_end_process_then_merge(synthetic, tmp_path):
 # ---------------------------------------------------------------------------------------
 # columns beyond the six: starfish's physical coordinates and whatever else the recipes returned
 
-def write_text(out, fov, text):
+def write_fov_file(out, fov, suffix, text):
+    """fov_NNN<suffix> under the FOV output location ``out``, holding ``text`` as written."""
     os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, "fov_%03d.csv" % fov), "w") as fh:
+    with open(os.path.join(out, "fov_%03d%s" % (fov, suffix)), "w") as fh:
         fh.write(text)
+
+
+def write_text(out, fov, text):
+    write_fov_file(out, fov, ".csv", text)
 
 
 def test_tables_with_different_columns_merge_into_their_union(tmp_path):
@@ -414,9 +419,7 @@ def write_metrics(out, fov, wall, cpu, rss, **override):
 
 
 def write_raw_metrics(out, fov, text):
-    os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, "fov_%03d.metrics.json" % fov), "w") as fh:
-        fh.write(text)
+    write_fov_file(out, fov, ".metrics.json", text)
 
 
 def test_compute_totals_the_fovs_measurements(tmp_path):
