@@ -106,14 +106,17 @@ class Tile(object):
 
 class FovSource(object):
     """One FOV as starfish would load it: its name in the experiment, the primary tile set and
-    its tiles, and every image type's tile set of the FOV (``images``: type -> (url, tiles))."""
+    its tiles, every image type's tile set of the FOV (``images``: type -> (url, tiles)), and the
+    location the experiment's codebook is read from (``codebook_url``, resolved as slicedimage
+    resolves it: ``code%20book.json`` is ``code book.json``)."""
 
-    def __init__(self, index, name, experiment_url, version, images):
+    def __init__(self, index, name, experiment_url, version, images, codebook_url=None):
         self.index = index
         self.name = name
         self.experiment_url = experiment_url
         self.version = version
         self.images = images
+        self.codebook_url = codebook_url
         self.tileset_url, self.tiles = images["primary"]
 
     def __repr__(self):
@@ -761,7 +764,7 @@ def _check_fov(url, index, local_mode):
         leaf = next((leaf for leaf in leaves if leaf.name == name), None)  # Collection.find_tileset
         if leaf is not None:
             sets[kind] = (leaf.doc.location, _fov_tiles(leaf, index, local_mode))
-    return FovSource(index, name, url, "%d.%d.%d" % version, sets)
+    return FovSource(index, name, url, "%d.%d.%d" % version, sets, codebook.location)
 
 
 def _check_references(exp, js, local_mode):

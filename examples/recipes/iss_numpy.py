@@ -156,10 +156,7 @@ def load_fov(experiment_url, fov_index):
     dots = None
     if "dots" in source.images:
         dots, coords = load_stack(*source.images["dots"])
-    exp = _read_json(experiment_url)
-    local_mode = sio.local_path(experiment_url) is not None
-    codebook_url = sio.resolve_reference(experiment_url, exp["codebook"], local_mode)
-    return primary, dots, _read_json(codebook_url), codebook_url, coords
+    return primary, dots, _read_json(source.codebook_url), source.codebook_url, coords
 
 
 def codebook_codes(codebook, rounds, where="the codebook"):

@@ -359,6 +359,19 @@ def test_recipe_reads_the_spacetx_variants_starfish_reads(tmp_path, realistic):
     assert np.array_equal(spots, iss_numpy.process_fov(0, realistic))
 
 
+def test_recipe_reads_the_codebook_that_starfish_reads(tmp_path, synthetic):
+    """The codebook's reference resolves as slicedimage resolves it (the checked FovSource's
+    codebook_url): "code%20book.json" is the file "code book.json"."""
+    d = str(tmp_path / "encoded")
+    exp = generate.generate(d, fovs=1, seed=0)
+    os.rename(os.path.join(d, "codebook.json"), os.path.join(d, "code book.json"))
+    _rewrite(exp, lambda doc: doc.update(codebook="code%20book.json"))
+    assert iss_numpy.spacetx.check_fov(exp, 0).codebook_url == os.path.join(d, "code book.json")
+    spots = iss_numpy.process_fov(0, exp)
+    assert len(spots) > 0
+    assert np.array_equal(spots, iss_numpy.process_fov(0, synthetic))
+
+
 def test_every_round_is_registered_to_the_anchor(realistic):
     """The recipe's shifts match the generator's for every round, round 0 included."""
     stated = {(int(s["fov"]), int(s["round"])): (float(s["dx"]), float(s["dy"]))
