@@ -21,6 +21,7 @@
  */
 import { AwsLambdaReceiver, LogLevel, type Logger as BoltLogger } from '@slack/bolt';
 import type { APIGatewayProxyStructuredResultV2, Context, LambdaFunctionURLEvent } from 'aws-lambda';
+import { z } from 'zod';
 import type { DispatchDeps } from '../command/dispatcher.js';
 import type { Chat, Store } from '../ports.js';
 import { ConfigError } from '../config.js';
@@ -152,13 +153,25 @@ class Misconfigured extends Error {
   }
 }
 
-/** A signed slash command sees why; a click or an event is acknowledged (Slack shows nothing for them). */
+/** The url_verification handshake's answer, as Bolt gives it; undefined for any other body. */
+function handshakeAnswer(body: string): APIGatewayProxyStructuredResultV2 | undefined {
+  const parsed = z.object({ type: z.literal('url_verification'), challenge: z.string() }).safeParse(JSON.parse(body));
+  return parsed.success ? { statusCode: 200, headers: { 'content-type': 'application/json' }, body: JSON.stringify({ challenge: parsed.data.challenge }) } : undefined;
+}
+
+/**
+ * A signed slash command sees why; a click or an event is acknowledged (Slack shows nothing for
+ * them); the events URL handshake is answered, so that setting up the Slack app is not stopped by
+ * a setting its first command will name.
+ */
 function misconfiguredAnswer(m: Misconfigured, event: LambdaFunctionURLEvent, logger: Pick<BoltLogger, 'error' | 'info'> = console): APIGatewayProxyStructuredResultV2 {
   const body = bodyOf(event);
   const verdict = checkSlackRequest({ method: methodOf(event), headers: event.headers, body }, { signingSecret: m.signingSecret, identity: m.identity });
   logger.error(`starfish is misconfigured, so this request was not processed: ${m.message}`);
   if (verdict.kind !== 'accept') return answerOf(verdict, logger);
-  if (verdict.contentType !== SLACK_FORM || !new URLSearchParams(body).has('command')) return EMPTY(200);
+  // The guard has read a JSON body as an Events API callback or the handshake.
+  if (verdict.contentType !== SLACK_FORM) return handshakeAnswer(body) ?? EMPTY(200);
+  if (!new URLSearchParams(body).has('command')) return EMPTY(200);
   // The configuration's values are shown as typed, never as markup.
   const text = `:warning: starfish is not set up correctly, so it took nothing: ${escapeMrkdwn(m.message.slice(0, 1_500))} A lab admin can fix it (docs/deploy.md, "Day 2").`;
   return { statusCode: 200, headers: { 'content-type': 'application/json' }, body: JSON.stringify({ response_type: 'ephemeral', text }) };

@@ -28,7 +28,7 @@ import { resetClients } from '../../src/aws/clients.js';
 import { ACTIONS } from '../../src/messages/blocks.js';
 import { removeDir, tempDir } from '../helpers/local.js';
 import { SlackStandIn } from './stand-in.js';
-import { BOT_TOKEN, SIGNING_SECRET, clickBody, functionUrlEvent, nowSeconds, signedHeaders, slashBody } from './signing.js';
+import { BOT_TOKEN, SIGNING_SECRET, clickBody, eventBody, functionUrlEvent, nowSeconds, signedHeaders, signedJsonHeaders, slashBody } from './signing.js';
 import { CHANNEL, ALICE, APPROVER, textOf, waitFor } from './harness.js';
 
 const ROOT = path.resolve(import.meta.dirname, '../..');
@@ -210,6 +210,17 @@ describe('a backend whose configuration is wrong (the real config reader on a ba
     const click = clickBody({ actionId: ACTIONS.approve, value: '261125-k3f9', userId: APPROVER, channel: CHANNEL, responseUrl: standIn.responseUrl('m') });
     const clicked = await handler()(functionUrlEvent(click, signedHeaders(click)));
     expect(clicked).toMatchObject({ statusCode: 200, body: '' });
+  });
+
+  it("answers the events URL handshake, so that setting up the Slack app is not stopped; an event is acknowledged", async () => {
+    const challenge = '3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P';
+    const handshake = JSON.stringify({ token: 'deprecated-verification-token', challenge, type: 'url_verification' });
+    const res = await handler()(functionUrlEvent(handshake, signedJsonHeaders(handshake)));
+    expect(res).toMatchObject({ statusCode: 200 });
+    expect(JSON.parse(String(res.body))).toEqual({ challenge });
+    const opened = eventBody({ type: 'app_home_opened', user: ALICE, tab: 'home' });
+    expect(await handler()(functionUrlEvent(opened, signedJsonHeaders(opened)))).toMatchObject({ statusCode: 200, body: '' });
+    expect((await handler()(functionUrlEvent(handshake, { ...signedJsonHeaders(handshake), 'x-slack-signature': `v0=${'0'.repeat(64)}` }))).statusCode).toBe(401);
   });
 
   it('a malformed SLACK_TEAM_ID is told the same way, not thrown as a failed invocation', async () => {
