@@ -4,6 +4,7 @@
  * the effects after it) back and the error propagates, so the fact is redelivered and sent then.
  */
 import type { CoreDeps } from '../core.js';
+import type { MessageRef } from '../ports.js';
 import { updateManifest } from '../run/manifest-store.js';
 import { readClaim } from '../run/claims.js';
 import { runKeys } from '../run/layout.js';
@@ -14,6 +15,9 @@ import { decide } from './decide.js';
 import { giveBack } from './observe.js';
 import { roundClaimKey, submitRound, submitSalvage } from './submit.js';
 import { DELIVERIES, type Decision, type Effect, type Fact } from './types.js';
+
+/** The largest picture uploaded to the chat; a larger one is linked only. */
+const MAX_PICTURE_BYTES = 64 * 2 ** 20;
 
 /** Whoever brought a fact by a command or a click, for the answers meant for them only. */
 export interface Asker {
@@ -84,7 +88,7 @@ export class RunWorker {
 
   /** Effects that go to the run's message or its thread. */
   private async post(m: RunManifest, effect: Effect): Promise<void> {
-    const { chat, store } = this.deps;
+    const { chat } = this.deps;
     const ref = m.message;
     if (!ref) return;
     switch (effect.type) {
@@ -100,10 +104,9 @@ export class RunWorker {
         return void (await chat.reply(ref, failedRunMessage(m.runId, effect.reason, effect.logLink)));
       case 'picture': {
         // The whole experiment at its stage positions first (newer merges), then the FOV panels.
-        const overview = await store.get(runKeys(m.runId).optionalResults['overview.png']);
-        if (overview) await chat.upload(ref, { filename: `${m.runId}-overview.png`, title: `Overview of the experiment, run ${m.runId}`, bytes: overview.body });
-        const png = await store.get(runKeys(m.runId).spotsPng);
-        if (png) await chat.upload(ref, { filename: `${m.runId}-spots.png`, title: `Decoded spots, run ${m.runId}`, bytes: png.body });
+        const keys = runKeys(m.runId);
+        await this.uploadPicture(ref, m.runId, 'overview.png', keys.optionalResults['overview.png'], `Overview of the experiment, run ${m.runId}`);
+        await this.uploadPicture(ref, m.runId, 'spots.png', keys.spotsPng, `Decoded spots, run ${m.runId}`);
         return;
       }
       case 'notice':
@@ -113,6 +116,22 @@ export class RunWorker {
       default:
         return;
     }
+  }
+
+  /**
+   * Uploads a picture the merge job wrote, read with a size cap: a job-written file, read whole
+   * into a 1 GB notifier, would fail its invocation and every redelivery of it. One too large is
+   * said so; the results message links it.
+   */
+  private async uploadPicture(ref: MessageRef, runId: string, name: string, key: string, title: string): Promise<void> {
+    const { chat, store } = this.deps;
+    const object = await store.get(key, { maxBytes: MAX_PICTURE_BYTES });
+    if (!object) return;
+    if (object.tooLarge) {
+      await chat.reply(ref, noticeMessage(`${name} of run ${runId} is larger than ${MAX_PICTURE_BYTES / 2 ** 20} MiB, so it is not shown here; download it from the results above.`));
+      return;
+    }
+    await chat.upload(ref, { filename: `${runId}-${name}`, title, bytes: object.body });
   }
 
   private async resultLinks(runId: string) {

@@ -12,7 +12,7 @@ import { runKeys } from '../../src/run/layout.js';
 const FAILING = [3, 11];
 
 /** A 20-FOV run where Batch says FOVs 3 and 11 failed; the salvage merge then succeeds. */
-async function partlyFailedRun(summary: string | Buffer) {
+async function partlyFailedRun(summary: string | Buffer, png?: Buffer) {
   const run = await launchedRun(20);
   const array = run.batch.byName(/-fov$/);
   const merge = run.batch.byName(/-merge$/);
@@ -24,7 +24,7 @@ async function partlyFailedRun(summary: string | Buffer) {
     ev.job(merge, 'FAILED', 'Dependent Job failed'),
   ]);
   const salvage = run.batch.byName(/-merge-partial$/);
-  await mergeWrote(run.store, run.runId, summary);
+  await mergeWrote(run.store, run.runId, summary, png);
   run.batch.set(salvage, 'SUCCEEDED');
   const outcome = await run.notifier.handleBatch([ev.job(salvage, 'SUCCEEDED')]);
   return { run, outcome };
@@ -57,6 +57,15 @@ describe('a hostile job cannot steer the control plane', () => {
     const texts = replies(run);
     expect(texts.filter((t) => t.includes('Results of run'))).toHaveLength(1);
     expect(texts.some((t) => /summary cannot be shown: results\/summary\.json is larger than 16 MiB/.test(t))).toBe(true);
+  });
+
+  it('an oversized spots.png is not read whole nor uploaded; the run ends once, saying where the picture is', async () => {
+    const { run, outcome } = await partlyFailedRun(summaryJson(20, FAILING), Buffer.alloc(65 * 2 ** 20));
+    expect(outcome.failedEventIds).toEqual([]);
+    expect((await run.manifest()).status).toBe('partially-failed');
+    expect(run.chat.of('upload')).toEqual([]);
+    expect(replies(run).filter((t) => t.includes('Results of run'))).toHaveLength(1);
+    expect(replies(run).some((t) => /spots\.png of run .* is larger than 64 MiB, so it is not shown here/.test(t))).toBe(true);
   });
 
   it('a summary of the wrong shape is reported, not trusted and not retried forever', async () => {
