@@ -112,15 +112,24 @@ def _decode_tiff(data):
         return np.asarray(Image.open(io.BytesIO(data)))
 
 
-def read_tile(url, fmt):
-    """One tile -> float32 2-D array, integer types scaled to [0, 1]."""
-    data = sio.read_bytes(url)
+def _decode(data, fmt):
     if fmt == "NUMPY":
-        img = np.load(io.BytesIO(data), allow_pickle=False)
-    elif fmt == "PNG":
-        img = _decode_png(data)
-    else:
-        img = _decode_tiff(data)
+        return np.load(io.BytesIO(data), allow_pickle=False)
+    if fmt == "PNG":
+        return _decode_png(data)
+    return _decode_tiff(data)
+
+
+def read_tile(url, fmt):
+    """One tile -> float32 2-D array, integer types scaled to [0, 1]. A tile that does not decode
+    is named (one corrupt file among a FOV's dozens is otherwise "not a TIFF file")."""
+    data = sio.read_bytes(url)
+    try:
+        img = _decode(data, fmt)
+    except MemoryError:
+        raise
+    except Exception as exc:
+        raise ValueError("tile %s is not a readable %s image (%s: %s)" % (url, fmt, type(exc).__name__, exc))
     if img.dtype.kind in "ui":
         return img.astype(np.float32) / float(np.iinfo(img.dtype).max)
     return img.astype(np.float32)

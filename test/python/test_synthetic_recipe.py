@@ -372,6 +372,22 @@ def test_recipe_reads_the_codebook_that_starfish_reads(tmp_path, synthetic):
     assert np.array_equal(spots, iss_numpy.process_fov(0, synthetic))
 
 
+def test_a_corrupt_tile_among_good_ones_is_named(tmp_path):
+    """A tile set without sha256 (nothing checks the bytes before the recipe): the one truncated
+    tile among the FOV's is named in the recipe's error, with its format."""
+    d = str(tmp_path / "corrupt")
+    exp = generate.generate(d, fovs=1, seed=0)
+    tileset = os.path.join(d, "primary-fov_000.json")
+    _rewrite(tileset, lambda doc: [t.pop("sha256", None) for t in doc["tiles"]])
+    with open(tileset) as fh:
+        bad = os.path.join(d, json.load(fh)["tiles"][3]["file"])
+    with open(bad, "r+b") as fh:
+        fh.truncate(100)
+    with pytest.raises(ValueError) as info:
+        iss_numpy.process_fov(0, exp)
+    assert str(info.value).startswith("tile %s is not a readable TIFF image (" % bad)
+
+
 def test_every_round_is_registered_to_the_anchor(realistic):
     """The recipe's shifts match the generator's for every round, round 0 included."""
     stated = {(int(s["fov"]), int(s["round"])): (float(s["dx"]), float(s["dy"]))
