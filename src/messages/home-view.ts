@@ -58,7 +58,8 @@ export function homeView(runs: HomeRuns, notice?: string): HomeView {
   }
   blocks.push({ type: 'divider' }, heading('Your runs'));
   if (!runs.mine.length) blocks.push(section(runs.mayStart ? 'No recent runs of yours. *Start a run* above, or type `/starfish run` in the lab channel.' : 'No recent runs of yours. A lab admin can add you to the people who may start them.'));
-  // Your own run waiting for approval is someone else's to decide: no Approve button of yours.
+  // Your own run waiting for approval has no buttons here: it is someone else's to decide, or
+  // (where the policy allows self-approval) listed with them under "Waiting for your approval".
   for (const m of runs.mine.slice(0, HOME_LIMITS.mine)) blocks.push(...runBlocks(m, m.status !== 'awaiting-approval'));
   for (const { channel, runs: theirs } of runs.channels.slice(0, HOME_LIMITS.channels)) {
     // A channel id read back from a manifest becomes a mention only if it is one.

@@ -36,7 +36,9 @@ async function homeRuns(store: Store, policy: Policy, userId: string, isApprover
   const takesCommands = (channel: string) => !policy.access.channels.length || policy.access.channels.includes(channel);
   const allowed = (m: RunManifest) => takesCommands(m.requester.channel);
   const mine = runs.filter((m) => m.requester.userId === userId).slice(0, HOME_LIMITS.mine);
-  const toApprove = isApprover ? runs.filter((m) => m.status === 'awaiting-approval' && m.requester.userId !== userId && allowed(m)).slice(0, HOME_LIMITS.toApprove) : [];
+  // One's own run is someone else's to decide, unless the policy lets approvers approve their own.
+  const decidable = (m: RunManifest) => m.requester.userId !== userId || policy.approval.allowSelfApproval;
+  const toApprove = isApprover ? runs.filter((m) => m.status === 'awaiting-approval' && decidable(m) && allowed(m)).slice(0, HOME_LIMITS.toApprove) : [];
   const shown = new Set([...mine, ...toApprove].map((m) => m.runId));
   // Direct messages are private to their requester: only channels have "recent runs", and only
   // channels the policy still takes commands in (/starfish list answers nowhere else).

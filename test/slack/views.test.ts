@@ -13,6 +13,9 @@ import { ACTIONS, errorMessage } from '../../src/messages/blocks.js';
 import { LAUNCH_ACTION } from '../../src/messages/home-view.js';
 import { LAUNCH_CALLBACK, launchModal, plainError, readLaunchForm } from '../../src/slack/launch-modal.js';
 import { REJECT_CALLBACK } from '../../src/slack/reject-modal.js';
+import { homePublisher } from '../../src/slack/home.js';
+import type { WebClient } from '../../src/slack/slack-chat.js';
+import type { Logger } from '@slack/bolt';
 import type { RunManifest } from '../../src/run/manifest.js';
 import type { Policy } from '../../src/run/policy.js';
 import { ALICE, APPROVER, BOB, CHANNEL, GROUPIE, MALLORY, OTHER_CHANNEL, startGroupHarness, startHarness, textOf, waitFor, type Harness } from './harness.js';
@@ -336,6 +339,19 @@ describe('the App Home tab', () => {
     const approvers = await homeOf(APPROVER);
     expect(JSON.stringify(approvers.blocks)).toContain('Waiting for your approval');
     expect(buttonsOf(approvers)).toEqual(expect.arrayContaining([[ACTIONS.approve, runId], [ACTIONS.reject, runId]]));
+  });
+
+  it("where the policy allows self-approval, shows an approver's own waiting run under Waiting for your approval, with Approve", async () => {
+    const runId = await pendingRun(APPROVER);
+    const { policy } = h.system.dispatchDeps;
+    const views: View[] = [];
+    const client = { views: { publish: async (args: { view: View }) => (views.push(args.view), { ok: true }) } } as unknown as WebClient;
+    const publishFor = (allowSelfApproval: boolean) => homePublisher({ ...h.system.dispatchDeps, policy: { ...policy, approval: { ...policy.approval, allowSelfApproval } } })(client, APPROVER, console as unknown as Logger);
+    await publishFor(true);
+    expect(JSON.stringify(views[0]!.blocks)).toContain('Waiting for your approval');
+    expect(buttonsOf(views[0]!)).toEqual(expect.arrayContaining([[ACTIONS.approve, runId], [ACTIONS.reject, runId]]));
+    await publishFor(false);
+    expect(buttonsOf(views[1]!)).not.toContainEqual([ACTIONS.approve, runId]);
   });
 
   it("shows the runs of the channels the person runs in, never another channel's", async () => {
