@@ -964,9 +964,7 @@ def csv_text(value, limit):
     """Text a recipe or a job wrote, as one CSV cell a spreadsheet shows and never runs: one line,
     at most ``limit`` characters, a leading = + - @ made literal with a quote unless it is a
     number. (csv.writer adds the quoting of commas and quotes.)"""
-    s = " ".join(_CONTROL.sub(" ", str(value)).split())
-    if len(s) > limit:
-        s = s[:limit - 3] + "..."
+    s = one_line_text(value, limit)
     if s[:1] in _FORMULA and not _parses_as_number(s):
         s = "'" + s
     return s

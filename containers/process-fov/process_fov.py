@@ -75,10 +75,9 @@ class Failure(Exception):
 
 
 def one_line(text, limit=MAX_REASON):
-    s = " ".join(str(text).split())
-    if len(s) > limit:
-        s = s[:limit - 3] + "..."
-    return s
+    """A reason as one line without control characters (a recipe's message may hold terminal
+    escapes or NULs), at most ``limit`` characters."""
+    return sio.one_line_text(text, limit)
 
 
 # ---------------------------------------------------------------------------------------

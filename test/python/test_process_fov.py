@@ -229,6 +229,18 @@ def test_multiline_exception_message_becomes_one_line(synthetic, tmp_path):
     assert r.last_line == "process-fov: FOV 0: recipe raised RuntimeError: first line second line"
 
 
+def test_control_characters_of_an_exception_message_do_not_reach_the_reason(synthetic, tmp_path):
+    """Terminal escapes and NULs in a recipe's message are not written to the error record or stderr."""
+    recipe = write(tmp_path / "bad.py", (
+        "def process_fov(fov_index, experiment_url):\n"
+        "    raise RuntimeError('\\x1b[2Jcleared\\x00 screen\\x07')\n"))
+    out = str(tmp_path / "fovs")
+    r = run_script(PROCESS_FOV, **env_for(synthetic, recipe, out))
+    assert r.code == 1
+    assert r.last_line == "process-fov: FOV 0: recipe raised RuntimeError: [2Jcleared screen"
+    assert error_record(out, 0)["reason"] == "FOV 0: recipe raised RuntimeError: [2Jcleared screen"
+
+
 def test_recipe_returning_garbage(synthetic, tmp_path):
     recipe = write(tmp_path / "bad.py", "def process_fov(fov_index, experiment_url):\n    return 42\n")
     r = run_script(PROCESS_FOV, **env_for(synthetic, recipe, str(tmp_path / "fovs")))
