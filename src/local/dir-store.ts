@@ -88,8 +88,10 @@ export class DirectoryStore implements Store {
   private async getAtMost(key: string, maxBytes: number): Promise<StoredObject> {
     const file = await this.fs.open(this.pathOf(key), 'r');
     try {
-      const buffer = Buffer.alloc(maxBytes + 1);
-      const { bytesRead } = await file.read(buffer, 0, maxBytes + 1, 0);
+      // Sized by the file under the cap: a 64 MiB cap does not zero 64 MiB to read a 1 KB file.
+      const { size } = await file.stat();
+      const buffer = Buffer.alloc(Math.min(size, maxBytes) + 1);
+      const { bytesRead } = await file.read(buffer, 0, buffer.length, 0);
       const body = buffer.subarray(0, Math.min(bytesRead, maxBytes));
       return bytesRead > maxBytes ? { body, etag: etagOf(body), tooLarge: true } : { body, etag: etagOf(body) };
     } finally {

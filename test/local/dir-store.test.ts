@@ -1,4 +1,4 @@
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { mkdir, mkdtemp, readdir, rm, truncate, type FileHandle } from 'node:fs/promises';
 import { closeSync, openSync, promises, writeSync, type PathLike } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -25,6 +25,20 @@ describe('DirectoryStore', () => {
     expect(whole!.tooLarge).toBeUndefined();
     expect(whole!.body.toString()).toBe('y'.repeat(5_000));
     expect(await store.get('outputs/a/missing', { maxBytes: 10 })).toBeUndefined();
+  });
+
+  it('reads a small object under a large cap without allocating the cap', async () => {
+    const store = new DirectoryStore(root);
+    await store.put('outputs/a/results/summary.json', '{"spots_total": 1}');
+    const alloc = vi.spyOn(Buffer, 'alloc');
+    try {
+      const object = await store.get('outputs/a/results/summary.json', { maxBytes: 64 * 2 ** 20 });
+      expect(object!.body.toString()).toBe('{"spots_total": 1}');
+      expect(object!.tooLarge).toBeUndefined();
+      expect(Math.max(0, ...alloc.mock.calls.map(([size]) => size))).toBeLessThan(2 ** 20);
+    } finally {
+      alloc.mockRestore();
+    }
   });
 
   it('round-trips objects and lists them by prefix', async () => {
