@@ -6,7 +6,9 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { listManifests, loadManifest } from '../../src/run/manifest-store.js';
+import { createManifest, listManifests, loadManifest } from '../../src/run/manifest-store.js';
+import type { RunManifest } from '../../src/run/manifest.js';
+import { manifest as fixtureManifest } from '../messages/fixtures.js';
 import { ACTIONS } from '../../src/messages/blocks.js';
 import { RUN_ID } from '../../src/command/grammar.js';
 import { REJECT_CALLBACK } from '../../src/slack/reject-modal.js';
@@ -348,6 +350,22 @@ describe('approver group (usergroups.users.list)', () => {
     await g.click(ACTIONS.approve, m.runId, ALICE);
     const eph = await waitFor('the refusal', () => g.standIn.ok('chat.postEphemeral').find((c) => c.body.user === ALICE));
     expect(textOf(eph.body)).toContain(`<!subteam^${APPROVER_GROUP}>`);
+  });
+
+  // The Home tab reads the group through its own cache (src/slack/home.ts), apart from the launcher's: counted from here.
+  it('the Home tab shows a member the runs waiting for them, reading the group once however often Home tabs are opened', async () => {
+    g.standIn.reset();
+    const pending: RunManifest = fixtureManifest({ runId: '261126-gg01', status: 'awaiting-approval', submissions: [], requester: { userId: ALICE, channel: CHANNEL }, createdAt: new Date().toISOString() });
+    await createManifest(g.system.store, pending);
+    for (const user of [GROUPIE, ALICE, BOB, GROUPIE]) {
+      await g.event({ type: 'app_home_opened', user, channel: 'D0HOME0001', tab: 'home', event_ts: `${Date.now() / 1000}` });
+    }
+    const groupies = await waitFor('the Home tabs', () => {
+      const calls = g.standIn.ok('views.publish').filter((c) => c.body.user_id === GROUPIE);
+      return calls.length === 2 ? calls : undefined;
+    });
+    for (const call of groupies) expect(JSON.stringify(call.body.view)).toContain('Waiting for your approval');
+    expect(g.standIn.calls.filter((c) => c.method === 'usergroups.users.list')).toHaveLength(1);
   });
 });
 

@@ -18,7 +18,7 @@ import type { WebClient } from '../../src/slack/slack-chat.js';
 import type { Logger } from '@slack/bolt';
 import type { RunManifest } from '../../src/run/manifest.js';
 import type { Policy } from '../../src/run/policy.js';
-import { ALICE, APPROVER, BOB, CHANNEL, GROUPIE, MALLORY, OTHER_CHANNEL, startGroupHarness, startHarness, textOf, waitFor, type Harness } from './harness.js';
+import { ALICE, APPROVER, BOB, CHANNEL, MALLORY, OTHER_CHANNEL, startHarness, textOf, waitFor, type Harness } from './harness.js';
 import { APP_ID, post, postSigned, signedJsonHeaders, slashBody } from './signing.js';
 import { viewLimitProblems } from './view-limits.js';
 import { manifest as fixtureManifest } from '../messages/fixtures.js';
@@ -516,30 +516,6 @@ describe('a Home tab click, where the policy lets anyone manage others\' runs', 
     // Typed in that channel, where the policy lets her, the same cancel is hers to make.
     await h2.slash(`cancel ${bobs.runId}`, ALICE, OTHER_CHANNEL);
     await waitFor('the cancel typed in the run channel', async () => (await loadManifest(h2.system.store, bobs.runId))?.manifest.status === 'cancelled');
-  });
-});
-
-describe('the Home tab of an approver-group member', () => {
-  let g: Harness;
-  beforeAll(async () => {
-    g = await startGroupHarness();
-  });
-  afterAll(async () => {
-    await g?.close();
-  });
-
-  it('shows the runs waiting for them, reading the group once however often Home tabs are opened', async () => {
-    const pending: RunManifest = fixtureManifest({ runId: '261126-gg01', status: 'awaiting-approval', submissions: [], requester: { userId: ALICE, channel: CHANNEL }, createdAt: new Date().toISOString() });
-    await createManifest(g.system.store, pending);
-    for (const user of [GROUPIE, ALICE, BOB, GROUPIE]) {
-      await g.event({ type: 'app_home_opened', user, channel: 'D0HOME0001', tab: 'home', event_ts: `${Date.now() / 1000}` });
-    }
-    const groupies = await waitFor('the Home tabs', () => {
-      const calls = g.standIn.ok('views.publish').filter((c) => c.body.user_id === GROUPIE);
-      return calls.length === 2 ? calls : undefined;
-    });
-    for (const call of groupies) expect(JSON.stringify(call.body.view)).toContain('Waiting for your approval');
-    expect(g.standIn.calls.filter((c) => c.method === 'usergroups.users.list')).toHaveLength(1);
   });
 });
 
