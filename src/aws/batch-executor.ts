@@ -14,7 +14,7 @@ import type { ArraySpec, BatchStatus, ContainerTimes, Executor, JobDescription, 
 import type { Logger } from '../core.js';
 import { silentLogger } from '../core.js';
 import { parseJobName } from '../run/batch-event.js';
-import { failureKind } from '../run/failure-kind.js';
+import { endReason, failureKind, jobEnd } from '../run/failure-kind.js';
 
 const sdk = () => import('@aws-sdk/client-batch');
 
@@ -48,16 +48,8 @@ function checkSubmitLimits(input: SubmitJobRequest): void {
 function failedChildOf(d: JobDetail): FailedChild[] {
   const index = d.arrayProperties?.index;
   if (index === undefined) return [];
-  const end = lastEnd(d);
-  const reason = [end.containerReason ?? end.statusReason, end.exitCode ? `exit code ${end.exitCode}` : undefined].filter(Boolean).join(', ');
-  return [{ index, reason: reason || 'no reason given by AWS Batch', kind: failureKind(end), ...(end.stream ? { logStreamName: end.stream } : {}) }];
-}
-
-/** How the last attempt of a job ended, as Batch and ECS report it. */
-function lastEnd(d: JobDetail) {
-  const attempt = d.attempts?.at(-1);
-  const container = attempt?.container ?? d.container;
-  return { statusReason: attempt?.statusReason ?? d.statusReason, containerReason: container?.reason, exitCode: container?.exitCode, stream: container?.logStreamName };
+  const end = jobEnd(d);
+  return [{ index, reason: endReason(end), kind: failureKind(end), ...(end.logStreamName ? { logStreamName: end.logStreamName } : {}) }];
 }
 
 /**

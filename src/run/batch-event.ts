@@ -3,7 +3,7 @@
  * this shape, so the local run drives the production notifier.
  */
 import { z } from 'zod';
-import { failureKind, type FailureKind } from './failure-kind.js';
+import { endReason, failureKind, jobEnd, type FailureKind } from './failure-kind.js';
 
 const containerSchema = z
   .object({
@@ -104,23 +104,8 @@ export function logStreamOf(event: BatchJobEvent): string | undefined {
   return event.detail.container?.logStreamName;
 }
 
-/** The most specific reason Batch gives for a failure. */
 /** What kind of failure Batch reports (src/run/failure-kind.ts), from the same fields as the reason. */
-export function failureKindOf(event: BatchJobEvent): FailureKind {
-  const d = event.detail;
-  const last = d.attempts?.at(-1);
-  const container = last?.container ?? d.container;
-  return failureKind({ statusReason: last?.statusReason ?? d.statusReason, containerReason: container?.reason, exitCode: container?.exitCode });
-}
+export const failureKindOf = (event: BatchJobEvent): FailureKind => failureKind(jobEnd(event.detail));
 
-export function failureReasonOf(event: BatchJobEvent): string {
-  const d = event.detail;
-  const last = d.attempts?.at(-1);
-  const container = last?.container ?? d.container;
-  const parts: string[] = [];
-  if (container?.reason) parts.push(container.reason);
-  else if (last?.statusReason) parts.push(last.statusReason);
-  else if (d.statusReason) parts.push(d.statusReason);
-  if (container?.exitCode !== undefined && container.exitCode !== 0) parts.push(`exit code ${container.exitCode}`);
-  return parts.join(', ') || 'no reason given by AWS Batch';
-}
+/** The most specific reason Batch gives for a failure. */
+export const failureReasonOf = (event: BatchJobEvent): string => endReason(jobEnd(event.detail));

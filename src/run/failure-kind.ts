@@ -13,6 +13,31 @@ export interface JobEnd {
   exitCode?: number | undefined;
 }
 
+interface JobContainer {
+  reason?: string | undefined;
+  exitCode?: number | undefined;
+  logStreamName?: string | undefined;
+}
+
+/** A job as DescribeJobs or its state-change event has it: the fields its end is read from. */
+interface JobRecord {
+  statusReason?: string | undefined;
+  container?: JobContainer | undefined;
+  attempts?: ReadonlyArray<{ statusReason?: string | undefined; container?: JobContainer | undefined }> | undefined;
+}
+
+/** How the last attempt of a job ended, as Batch and ECS report it. */
+export function jobEnd(d: JobRecord): JobEnd & { logStreamName?: string | undefined } {
+  const attempt = d.attempts?.at(-1);
+  const container = attempt?.container ?? d.container;
+  return { statusReason: attempt?.statusReason ?? d.statusReason, containerReason: container?.reason, exitCode: container?.exitCode, logStreamName: container?.logStreamName };
+}
+
+/** The most specific reason of a job's end (the container's, else the attempt's or the job's), with a non-zero exit code. */
+export function endReason(end: JobEnd): string {
+  return [end.containerReason || end.statusReason, end.exitCode ? `exit code ${end.exitCode}` : undefined].filter(Boolean).join(', ') || 'no reason given by AWS Batch';
+}
+
 /** process-fov exits 1 when the recipe or the data failed and 2 when the request was wrong (containers/README.md). */
 const DETERMINISTIC_EXITS = new Set([1, 2]);
 /** The kernel's OOM killer sends SIGKILL: 128 + 9. */
