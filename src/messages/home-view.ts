@@ -8,10 +8,9 @@
 import type { HomeView, KnownBlock } from '@slack/types';
 import type { RunManifest } from '../run/manifest.js';
 import { progressLine, runActions, runLine } from './blocks.js';
-import { LIMITS, clip, summarizeLines, withoutBroadcasts } from './message.js';
+import { CHANNEL_ID, LIMITS, clip, summarizeLines, withoutBroadcasts } from './message.js';
 
 export const LAUNCH_ACTION = 'open_launch_form';
-const CHANNEL_ID = /^[CG][A-Z0-9]{2,20}$/;
 export const HOME_LIMITS = { mine: 10, toApprove: 8, channels: 3, perChannel: 8 } as const;
 
 export interface HomeRuns {

@@ -97,6 +97,9 @@ export function untrustedPlain(text: string, max: number): string {
 
 const USER_ID = /^[A-Za-z0-9._-]{1,64}$/;
 
+/** A Slack channel id (public C…, private G…): what may become a <#…> link, or be chosen in a form. */
+export const CHANNEL_ID = /^[CG][A-Z0-9]{2,20}$/;
+
 /**
  * A mention of a user the code itself names (the requester, the approver): Slack ids (U…, W…)
  * and the console's local user names. Anything else, e.g. `!channel` from a tampered manifest, is

@@ -29,7 +29,7 @@
 import { App, LogLevel, type AnyMiddlewareArgs, type AllMiddlewareArgs, type Receiver, type Logger as BoltLogger, type SlashCommand } from '@slack/bolt';
 import { z } from 'zod';
 import type { Chat } from '../ports.js';
-import { escapeMrkdwn, untrusted } from '../messages/message.js';
+import { CHANNEL_ID, escapeMrkdwn, untrusted } from '../messages/message.js';
 import { ACTIONS, errorMessage } from '../messages/blocks.js';
 import { execute, READS_STORE, type Answer, type Caller, type DispatchDeps } from '../command/dispatcher.js';
 import { parseCommand, RUN_ID, type Command } from '../command/grammar.js';
@@ -179,7 +179,7 @@ export function createSlackApp(options: SlackAppOptions): App {
         return;
       }
       // From the Home tab: said there, where the person is looking; the launcher's answer follows in the run's channel.
-      const where = /^[CG][A-Z0-9]{2,20}$/.test(channel) ? `<#${channel}>` : 'its channel';
+      const where = CHANNEL_ID.test(channel) ? `<#${channel}>` : 'its channel';
       const said = answer.message ? answer.message.text : `You asked to ${name} run ${untrusted(runId, 40)}: its message in ${where} shows what happened.`;
       await publishHome(client, userId, logger, said);
     });

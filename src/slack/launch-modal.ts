@@ -15,7 +15,7 @@ import { parseRunForm, type RunField } from '../command/grammar.js';
 import type { RunRequest } from '../run/manifest.js';
 import { checkAccess, type Policy } from '../run/policy.js';
 import { checkRunRequest, type DispatchDeps } from '../command/dispatcher.js';
-import { untrustedPlain } from '../messages/message.js';
+import { CHANNEL_ID, untrustedPlain } from '../messages/message.js';
 
 export const LAUNCH_CALLBACK = 'starfish_launch';
 
@@ -84,7 +84,7 @@ export function launchModal(policy: Policy, opened: { channel?: string }): Modal
         // person there even before the bot is invited.
         response_url_enabled: true,
         // Only a channel can be preselected: the menu lists channels, not direct messages.
-        ...(opened.channel && /^[CG][A-Z0-9]+$/.test(opened.channel) ? { initial_conversation: opened.channel } : {}),
+        ...(opened.channel && CHANNEL_ID.test(opened.channel) ? { initial_conversation: opened.channel } : {}),
       },
     },
     textInput(LAUNCH_FIELDS.experiment, 'Experiment', 's3://lab-data/iss/experiment.json', "The experiment's experiment.json (SpaceTx format), as an s3:// or https:// URL.", false),
@@ -192,6 +192,9 @@ function noRecipeChosen(policy: Policy): RecipeChoice {
 /** Where and by whom: the channel must be one the policy takes runs in, from this person. */
 function channelError(policy: Policy, userId: string, channel: string): string | undefined {
   if (!channel) return 'Choose the channel to post the run in.';
+  // The menu offers channels only; anything else was not chosen from it, and would reach the run's
+  // messages (and the budget lines' <#…>) as markup.
+  if (!CHANNEL_ID.test(channel)) return 'Choose a channel from the menu: that is not a channel.';
   const access = checkAccess(policy, userId, channel, 'start');
   return access.ok ? undefined : plainError(access.reason);
 }

@@ -151,6 +151,16 @@ describe('the launch form: /starfish run with nothing after it', () => {
     expect(await runIds()).toEqual(before);
   });
 
+  it('a channel that is not a channel id (a crafted submission) is refused on the channel field, even where the policy takes any channel', () => {
+    const { policy } = h.system.dispatchDeps;
+    const anyChannel = { ...h.system.dispatchDeps, policy: { ...policy, access: { ...policy.access, channels: [] } } };
+    const form = (channel: string) => readLaunchForm(anyChannel, ALICE, launchValues({ channel, experiment: h.experiment, queue: 'local' }));
+    for (const crafted of ['C0LAB0001><!channel>', 'D0DIRECT01', 'general']) {
+      expect(form(crafted), crafted).toEqual({ ok: false, errors: { channel: 'Choose a channel from the menu: that is not a channel.' } });
+    }
+    expect(form(OTHER_CHANNEL)).toMatchObject({ ok: true, channel: OTHER_CHANNEL });
+  });
+
   it('a queue outside the lab list (a crafted submission) is refused on the queue field', async () => {
     const res = await h.submit({ callbackId: LAUNCH_CALLBACK, userId: ALICE, values: launchValues({ channel: CHANNEL, experiment: h.experiment, queue: 'gpu-huge' }) });
     expect((res.json() as { errors: Record<string, string> }).errors).toEqual({ queue: expect.stringContaining('queue=gpu-huge is not one of this lab') });
