@@ -154,11 +154,14 @@ export interface RecordedCompute {
 
 /**
  * The timings merge-results totalled, for the manifest: job-written, so only numbers that make
- * sense are kept (none when the summary has no "compute": runs before it existed).
+ * sense are kept (none when the summary has no "compute": runs before it existed). A job measures
+ * each FOV of the run once at most: FOVs past the run's own count (the shown summary's
+ * fovs_expected, from its plan) are not believed, as they would make this recipe's time per FOV,
+ * and so its next estimates, as small as the job likes.
  */
 export function recordedCompute(summary: ResultsSummary): RecordedCompute | undefined {
   const c = summary.compute;
-  const fovs = c?.fovs ?? summary.fovs_processed;
+  const fovs = Math.min(c?.fovs ?? summary.fovs_processed, summary.fovs_expected);
   if (!c || fovs === 0) return undefined;
   return { fovs, wallSeconds: c.wall_seconds, cpuSeconds: c.cpu_seconds };
 }

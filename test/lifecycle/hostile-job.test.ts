@@ -68,6 +68,12 @@ describe('a hostile job cannot steer the control plane', () => {
     expect(replies(run).some((t) => /spots\.png of run .* is larger than 64 MiB, so it is not shown here/.test(t))).toBe(true);
   });
 
+  it("a summary claiming a billion FOVs measured does not make the recipe's time per FOV (and its next estimates) nearly free", async () => {
+    const summary = { ...(JSON.parse(summaryJson(20, FAILING)) as object), compute: { fovs: 1_000_000_000, wall_seconds: 20, cpu_seconds: 20 } };
+    const { run } = await partlyFailedRun(JSON.stringify(summary));
+    expect((await run.manifest()).results?.compute).toEqual({ fovs: 20, wallSeconds: 20, cpuSeconds: 20 });
+  });
+
   it('a summary of the wrong shape is reported, not trusted and not retried forever', async () => {
     const { run, outcome } = await partlyFailedRun(JSON.stringify({ spots_total: -5, counts_per_gene: { ACTB: 'many' } }));
     expect(outcome.failedEventIds).toEqual([]);
