@@ -1,7 +1,7 @@
 /** results/summary.json as merge-results writes it (containers/README.md). */
 import { z } from 'zod';
 
-/** A job-written number of seconds: finite, not negative, at most a year of compute per run. */
+/** A job-written number of seconds: finite, not negative, at most 10,000 years (a year for each of 10,000 FOVs). */
 const seconds = z.number().nonnegative().max(365 * 86_400 * 10_000);
 const mib = z.number().nonnegative().max(16 * 2 ** 20);
 
