@@ -9,7 +9,8 @@
  *
  * The endpoint is public: every request first passes src/slack/request-guard.ts (method, size,
  * signature, a timestamp within 5 minutes either way, retries acknowledged, form body of a slash
- * command or an interaction, team and app ids), answered 4xx without reaching Bolt when it fails,
+ * command or an interaction or JSON of an Events API callback or the URL handshake, team and app
+ * ids), answered 4xx without reaching Bolt when it fails,
  * and is then claimed once by its signature in the store (requests/slack/…), so that a replayed
  * request does not start a second run. Bolt's AwsLambdaReceiver then verifies it again and runs
  * the listeners.

@@ -5,10 +5,12 @@
  *
  * - `/starfish <command>`: commands that only validate and publish (run, cancel, retry, stage,
  *   approve, reject, help) are dispatched first and their answer *is* the acknowledgement, so a
- *   refusal (bad input, not allowed here) reaches the person as the ephemeral ack body. Commands
- *   that read the store (status, list) are acknowledged empty at once, then answered through
- *   `respond()` (the command's response_url), ephemerally.
- * - the Approve / Reject / Cancel buttons of a run's root message: acknowledged at once, then the
+ *   refusal (bad input, not allowed here) reaches the person as the ephemeral ack body; cancel,
+ *   retry, approve and reject, once published, are acknowledged empty (the launcher answers once
+ *   it has acted). Commands that read the store (status, list) are acknowledged empty at once,
+ *   then answered through `respond()` (the command's response_url), ephemerally.
+ * - the Approve / Reject / Cancel / Retry buttons of a run's root message and of the Home tab
+ *   (whose clicks are decided in the run's own channel): acknowledged at once, then the
  *   same command as the slash form is executed for the clicker in the message's channel. The
  *   decision itself (approver in policy? own run? already decided?) is the launcher's, which
  *   answers refusals with chat.postEphemeral; a refusal already known here (e.g. cancel outside
