@@ -13,8 +13,7 @@
  * few wildcard resources AWS requires are explained where they are granted and allow-listed in
  * test/infra.
  */
-import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
-import os from 'node:os';
+import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import {
@@ -27,6 +26,7 @@ import {
   Size,
   Stack,
   type StackProps,
+  Stage,
 } from 'aws-cdk-lib';
 import * as batch from 'aws-cdk-lib/aws-batch';
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
@@ -509,9 +509,13 @@ export class StarfishChatopsStack extends Stack {
       // The bundle is built by scripts/bundle-lambdas.mjs (esbuild with the plugins that keep the
       // Slack function under 1 MB and its cold import fast), run at synth, so that what deploys is
       // exactly what `npm run build` measures. NodejsFunction cannot take esbuild plugins.
-      // Each synth bundles into its own directory: concurrent synths (tests) never share files.
+      // Each synth bundles inside its own output directory (cdk.out, or a test's), so concurrent
+      // synths never share files, and the next synth to the same place starts from an empty one
+      // rather than leaving ~2 MB behind each time (a temp directory per synth filled /tmp).
       const name = path.basename(entry, '.ts');
-      const out = mkdtempSync(path.join(os.tmpdir(), `starfish-${name}-`));
+      const out = path.join(Stage.of(this)!.outdir, `bundle-${name}`);
+      rmSync(out, { recursive: true, force: true });
+      mkdirSync(out, { recursive: true });
       return new lambda.Function(this, id, {
         code: lambda.Code.fromCustomCommand(path.join(out, name), ['node', 'scripts/bundle-lambdas.mjs', '--only', name, '--out', out, ...(bundleAwsSDK ? ['--bundle-aws-sdk'] : ['--external-aws-sdk'])], {
           commandOptions: { cwd: repoRoot, stdio: 'pipe' },

@@ -122,6 +122,12 @@ describe('Lambdas', () => {
     expect(size(dir)).toBeLessThan(1024 * 1024);
   });
 
+  it('are bundled inside the synth’s output directory, so nothing is left in the system temp directory', () => {
+    const bundles = readdirSync(s.outdir).filter((name) => name.startsWith('bundle-')).sort();
+    expect(bundles).toEqual(['bundle-events', 'bundle-slack']);
+    expect(existsSync(path.join(s.outdir, 'bundle-slack', 'slack', 'index.mjs'))).toBe(true);
+  });
+
   it('are Node.js 22 on arm64 with exactly the STARFISH_* environment', () => {
     for (const id of [ids.slack, ids.events]) {
       const { props } = one('AWS::Lambda::Function', (_p, lid) => lid === id);

@@ -3,11 +3,12 @@
  * plus overrides, Lambda bundling skipped (`aws:cdk:bundling-stacks: []`; `npm run synth`
  * bundles for real), Docker image assets staged (never built). Call once per test file.
  */
-import { existsSync, mkdtempSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { App, type CfnResource, Stack } from 'aws-cdk-lib';
 import { Template } from 'aws-cdk-lib/assertions';
+import { afterAll } from 'vitest';
 import type { PolicyValidationPluginReport } from 'aws-cdk-lib';
 import { cdkJsonContext, starfishContext } from '../../infra/context.js';
 import { nagPlugins } from '../../infra/nag.js';
@@ -33,11 +34,18 @@ function requireLambdaEntries(): void {
   }
 }
 
+/** This test file's synth outputs (with the Lambda bundles the stack builds inside them), removed when it ends. */
+const outdirs: string[] = [];
+afterAll(() => {
+  for (const dir of outdirs.splice(0)) rmSync(dir, { recursive: true, force: true });
+});
+
 export function synth(overrides: Record<string, unknown> = {}): Synthesized {
   requireLambdaEntries();
   const context = { ...cdkJsonContext(), ...overrides };
   const settings = readSettings(starfishContext(context));
   const outdir = mkdtempSync(path.join(os.tmpdir(), 'starfish-cdk-'));
+  outdirs.push(outdir);
   const app = new App({ outdir, context: { ...context, 'aws:cdk:bundling-stacks': [] } });
   const stack = new StarfishChatopsStack(app, 'StarfishTest', { settings });
   // writeSuppressionsToCloudFormation: acknowledgements appear as cdk_nag metadata in the template.
