@@ -118,12 +118,27 @@ async function recentRunIds(store: Store, limit: number, now: number): Promise<s
   return store.listFolders(RUNS_PREFIX);
 }
 
+/**
+ * Errors that are about one object, not the store: reading it again will fail again (a directory
+ * where run.json should be, a file or an object this process may not read, an archived object).
+ * Anything else (a network error, throttling) fails the listing, so that it is tried again.
+ */
+const OBJECT_ERRORS = new Set(['EISDIR', 'ENOTDIR', 'EACCES', 'EPERM', 'ELOOP', 'AccessDenied', 'InvalidObjectState']);
+
+function objectError(error: unknown): string | undefined {
+  const e = error as { code?: unknown; name?: unknown; message?: unknown };
+  const code = [e.code, e.name].find((c): c is string => typeof c === 'string' && OBJECT_ERRORS.has(c));
+  return code && `it cannot be read (${code}): ${String(e.message)}`;
+}
+
 async function listedRun(store: Store, runId: string): Promise<ListedRun | undefined> {
   try {
     const loaded = await loadManifest(store, runId);
     return loaded && { runId, manifest: loaded.manifest };
   } catch (error) {
     if (error instanceof UnreadableManifestError) return { runId, unreadable: error };
+    const why = objectError(error);
+    if (why) return { runId, unreadable: new UnreadableManifestError(runId, manifestKey(runId), why) };
     throw error;
   }
 }

@@ -6,7 +6,7 @@
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import fc from 'fast-check';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { DirectoryStore } from '../../src/local/dir-store.js';
@@ -101,6 +101,22 @@ describe('listRuns on S3 (the real SDK against the recording endpoint)', () => {
 });
 
 describe('listRuns on a directory store', () => {
+  it('a run.json that cannot be opened (a directory there, EISDIR) is that run listed as unreadable, not every run hidden', async () => {
+    const root = await mkdtemp(path.join(os.tmpdir(), 'list-runs-'));
+    try {
+      const store = new DirectoryStore(root);
+      const good = [await runAt(store, 1, 2), await runAt(store, 0, 3)];
+      const bad = `${runIdDay(new Date(NOW))}-zzzz`;
+      await mkdir(path.join(root, runKeys(bad).manifest), { recursive: true });
+      const listed = await listRuns(store, 20, undefined, NOW);
+      expect(listed.filter((r) => 'manifest' in r).map((r) => r.runId).sort()).toEqual([...good].sort());
+      const unreadable = listed.find((r) => r.runId === bad);
+      expect(unreadable && 'unreadable' in unreadable && unreadable.unreadable.why).toMatch(/EISDIR/);
+    } finally {
+      await rm(root, { recursive: true, force: true });
+    }
+  });
+
   it("reads thousands of runs without opening them all at once (a process's open-file limit is often 1,024, 256 on macOS)", async () => {
     const root = await mkdtemp(path.join(os.tmpdir(), 'list-runs-'));
     try {
