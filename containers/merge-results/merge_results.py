@@ -181,18 +181,29 @@ def _plot_point(row, xy):
         raise ValueError("non-numeric coordinates %r, %r" % (x[:40], y[:40]))
 
 
-# A field that starts with = + - @ (after a comma or an opening quote): the only lines _defused
-# has to look at; negative numbers match too and are left as they are.
-_MAYBE_FORMULA = re.compile(r'(?:^|,)"?[=+\-@]')
+# A cell that starts with = + @ or a quote, or with - and is not a plain decimal number: the lines
+# _defused looks at (tables of numbers and gene names, negative coordinates included, pass by).
+_MAYBE_FORMULA = re.compile(r'(?:^|,)(?:["=+@]|-(?!\d+(?:\.\d*)?(?:[eE][-+]?\d+)?(?:,|$)))')
+
+
+def _runs_as_formula(cell):
+    """Whether a spreadsheet would run ``cell``: it starts with = + - @ and is not a number."""
+    if not cell or cell[0] not in "=+-@":
+        return False
+    try:
+        float(cell)
+        return False
+    except ValueError:
+        return True
 
 
 def _defused(row, line):
     """The line with every cell a spreadsheet would run as a formula made literal, as process-fov
     writes it (starfish_io.csv_text); the line itself when it has none. A table is job-written, and
     a recipe can write another FOV's table itself; spots.csv is opened in a spreadsheet."""
-    cells = [sio.csv_text(c, len(c)) if c[:1] in "=+-@" else c for c in row]
-    if cells == row:
+    if not any(_runs_as_formula(c) for c in row):
         return line
+    cells = [sio.csv_text(c, len(c)) if _runs_as_formula(c) else c for c in row]
     buf = io.StringIO()
     csv.writer(buf, lineterminator="").writerow(cells)
     return buf.getvalue()
@@ -257,7 +268,7 @@ def parse_table(fov, text, keep_sample, overview_points=0):
         if row[0] != fov_s:
             raise ValueError("line %d has fov %r (expected %s)" % (i + 2, row[0][:20], fov_s))
         append(row[4])
-        if _MAYBE_FORMULA.search(line):
+        if ("=" in line or "@" in line or "+" in line or ",-" in line or '"' in line) and _MAYBE_FORMULA.search(line):
             data[i] = _defused(row, line)
         q = _finite(row[5]) if row[5] else None
         if q is not None:

@@ -613,17 +613,20 @@ def test_spots_csv_cells_cannot_run_in_a_spreadsheet_whoever_wrote_the_table(tmp
     write_text(out, 0, "fov,x,y,z,target,quality,note\n"
                        '0,1.00,2.00,0,"=HYPERLINK(""http://x"")",1.000,@SUM(A1)\n'
                        "0,-3.00,4.00,0,ACTB,1.000,-5\n"
-                       "0,5.00,6.00,0,+VIM,0.500,'=already\n")
+                       "0,5.00,6.00,0,+VIM,0.500,'=already\n"
+                       "0,7.00,8.00,0,-2+3+cmd|' /C calc'!A0,0.500,1e+05\n")
     r = run_script(MERGE_RESULTS, **merge_env(out, results, "0"))
     assert r.code == 0, r
     assert read_rows(os.path.join(results, "spots.csv")) == [
         ["fov", "x", "y", "z", "target", "quality", "note"],
         ["0", "1.00", "2.00", "0", '\'=HYPERLINK("http://x")', "1.000", "'@SUM(A1)"],
         ["0", "-3.00", "4.00", "0", "ACTB", "1.000", "-5"],
-        ["0", "5.00", "6.00", "0", "'+VIM", "0.500", "'=already"]]
+        ["0", "5.00", "6.00", "0", "'+VIM", "0.500", "'=already"],
+        ["0", "7.00", "8.00", "0", "'-2+3+cmd|' /C calc'!A0", "0.500", "1e+05"]]
     with open(os.path.join(results, "spots.csv")) as fh:
         assert fh.read().splitlines()[2] == "0,-3.00,4.00,0,ACTB,1.000,-5"  # passed through as written
-    assert summary_of(results)["counts_per_gene"] == {"=HYPERLINK(\"http://x\")": 1, "ACTB": 1, "+VIM": 1}
+    assert summary_of(results)["counts_per_gene"] == {"=HYPERLINK(\"http://x\")": 1, "ACTB": 1, "+VIM": 1,
+                                                      "-2+3+cmd|' /C calc'!A0": 1}
 
 
 def test_fov_quality_lists_every_fov_with_what_is_known(tmp_path):
