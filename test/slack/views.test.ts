@@ -266,6 +266,8 @@ describe('the launch form: /starfish run with nothing after it', () => {
     const run = (await listManifests(h.system.store, 500)).find((m) => !before.has(m.runId));
     expect(run === undefined || run.submissions.length === 0).toBe(true);
     expect(h.executor.runs.filter((r) => r === run?.runId)).toHaveLength(0);
+    // The line above holds trivially when no manifest was found: no run begun by this test ran at all.
+    expect(h.executor.runs.filter((r) => !before.has(r))).toEqual([]);
   });
 
   it('a dry run from the form plans and submits nothing', async () => {
