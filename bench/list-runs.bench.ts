@@ -17,14 +17,14 @@ import { runIdDay } from '../src/run/run-id.js';
 import { S3Store } from '../src/aws/s3-store.js';
 import { AwsEndpoint } from '../test/aws/wire/endpoint.js';
 import { manifest } from '../test/messages/fixtures.js';
-import { machine } from './machine.js';
+import { machine, median } from './machine.js';
 
-const RUNS = Number(process.argv[process.argv.indexOf('--runs') + 1] || 5);
+// Without --runs, indexOf is -1 and argv[0] (node's path) is no number: the default applies.
+const runsAt = process.argv.indexOf('--runs');
+const RUNS = (runsAt >= 0 && Number(process.argv[runsAt + 1])) || 5;
 const NOW = Date.now();
 const DAY = 86_400_000;
 const BUCKET = 'lab-starfish-results';
-
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
 function fill(endpoint: AwsEndpoint, old: number): void {
   const put = (daysAgo: number, n: number) => {
