@@ -11,7 +11,6 @@ import { requestClaimKey, runKeys } from '../run/layout.js';
 import type { RunEstimate, RunManifest } from '../run/manifest.js';
 import { approvalReasons, checkApprover, checkManage, isTrusted, unapprovedFovsToday } from '../run/policy.js';
 import { costVerdict, estimateRun, historyWindowMs, packingInput, retryBudgetRefusal } from '../run/budget.js';
-import { recipeSha256 } from '../run/cost.js';
 import { ok, passed, refuse, type Result } from '../result.js';
 import { errorMessage, rootMessage } from '../messages/blocks.js';
 import { RunWorker, type Asker } from '../lifecycle/run-worker.js';
@@ -24,7 +23,6 @@ import { stageExperiment } from './staging.js';
 interface Assessment {
   reasons: string[];
   estimate: RunEstimate;
-  recipeSha256: string;
 }
 
 export class Launcher {
@@ -102,13 +100,12 @@ export class Launcher {
     // Splitting a large run into small ones does not avoid approval: the day's runs count.
     const usedToday = unapprovedFovsToday(recent, event.userId, now);
     const reasons = approvalReasons(policy, checked.plan, checked.queue, checked.request.recipe, usedToday);
-    const sha256 = checked.recipeSha256 ?? recipeSha256(checked.recipeBody);
-    const estimate = estimateRun(policy, recent, { queue: checked.queue, fovCount: checked.plan.fovCount, recipeSha256: sha256, fovsPerChild: checked.plan.perChild ?? 1 });
+    const estimate = estimateRun(policy, recent, { queue: checked.queue, fovCount: checked.plan.fovCount, recipeSha256: checked.recipeSha256, fovsPerChild: checked.plan.perChild ?? 1 });
     const verdict = costVerdict(policy, estimate, recent, event, now);
     // A dry run is asked for to learn what the real one would meet: the refusal is shown, not applied.
     if (verdict.refusal && !checked.request.dryRun) return refuse(verdict.refusal);
     const refusedLater = verdict.refusal ? verdict.over.map((o) => `over budget, which this lab refuses: ${o}`) : [];
-    return ok({ reasons: [...reasons, ...verdict.approval, ...refusedLater], estimate, recipeSha256: sha256 });
+    return ok({ reasons: [...reasons, ...verdict.approval, ...refusedLater], estimate });
   }
 
   /** Creates the manifest under a fresh run id (a clash of random ids is retried). */
@@ -127,7 +124,6 @@ export class Launcher {
           checked,
           approvalReasons: reasons,
           estimate,
-          recipeSha256: assessed.recipeSha256,
           locate: (k) => store.locate(k),
           keys,
         },

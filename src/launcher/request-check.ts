@@ -19,8 +19,8 @@ export interface CheckedRequest {
   experiment: ExperimentInfo;
   plan: Plan;
   recipeBody: Buffer;
-  /** sha256 of recipeBody: the key of this recipe's timing history (computed from recipeBody when absent). */
-  recipeSha256?: string;
+  /** sha256 of recipeBody: the key of this recipe's timing history. */
+  recipeSha256: string;
 }
 
 /**

@@ -12,8 +12,6 @@ export interface NewRun {
   approvalReasons: string[];
   /** What the run should take and cost (src/run/budget.ts), shown on its message and charged to budgets. */
   estimate?: RunEstimate;
-  /** sha256 of the recipe body: runs of the same recipe share their timings. */
-  recipeSha256?: string;
   /** Where the containers find a key (Store.locate). */
   locate: (key: string) => string;
   keys: { recipeSnapshot: string; outputs: string };
@@ -36,7 +34,8 @@ export function newManifest(run: NewRun, policy: Policy): RunManifest {
       experiment: request.experiment,
       recipe: run.locate(run.keys.recipeSnapshot),
       output: run.locate(run.keys.outputs),
-      ...(run.recipeSha256 ? { recipeSha256: run.recipeSha256 } : {}),
+      // Runs of the same recipe share their timings.
+      recipeSha256: checked.recipeSha256,
     },
     queue: checked.queue,
     plan,

@@ -16,6 +16,7 @@ import type { FovFailure, RunManifest, Submission } from '../../src/run/manifest
 import { makePlan, planUnits, fovsOfChild } from '../../src/run/plan.js';
 import { expandRanges } from '../../src/run/fov-ranges.js';
 import { parsePolicy } from '../../src/run/policy.js';
+import { recipeSha256 } from '../../src/run/cost.js';
 import { jobName } from '../../src/run/batch-event.js';
 import { ok } from '../../src/result.js';
 import type { JobDescription } from '../../src/ports.js';
@@ -83,7 +84,7 @@ class World {
         runId: '261125-abcd',
         now: this.now,
         requester: { userId: 'U1', channel: 'C1' },
-        checked: { request, queue: 'spot', plan, experiment: { fovs: [], source: Buffer.from('') }, recipeBody: Buffer.from('') },
+        checked: { request, queue: 'spot', plan, experiment: { fovs: [], source: Buffer.from('') }, recipeBody: Buffer.from(''), recipeSha256: recipeSha256('') },
         approvalReasons: needsApproval ? ['big'] : [],
         locate: (k) => `s3://results/${k}`,
         keys: { recipeSnapshot: 'r', outputs: 'o' },

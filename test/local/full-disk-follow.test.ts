@@ -11,6 +11,7 @@ import { parsePolicy } from '../../src/run/policy.js';
 import { createManifest } from '../../src/run/manifest-store.js';
 import { newManifest } from '../../src/lifecycle/new-run.js';
 import { makePlan } from '../../src/run/plan.js';
+import { recipeSha256 } from '../../src/run/cost.js';
 import { runKeys } from '../../src/run/layout.js';
 import { RecordingChat } from '../helpers/memory-adapters.js';
 
@@ -29,7 +30,7 @@ describe('following a run on a full disk', () => {
         runId: '261125-full',
         now: Date.now(),
         requester: { userId: 'me', channel: 'starfish' },
-        checked: { request, queue: 'local', plan: planned.value, experiment: { fovs: [0, 1], source: Buffer.from('') }, recipeBody: Buffer.from('') },
+        checked: { request, queue: 'local', plan: planned.value, experiment: { fovs: [0, 1], source: Buffer.from('') }, recipeBody: Buffer.from(''), recipeSha256: recipeSha256('') },
         approvalReasons: [],
         locate: (k) => path.join(home, k),
         keys: { recipeSnapshot: runKeys('261125-full').recipeSnapshot, outputs: runKeys('261125-full').outputs },
