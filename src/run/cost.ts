@@ -244,10 +244,10 @@ export interface ShownEstimate {
   wallSeconds: number;
 }
 
-/** "≈ $4.10 on Fargate Spot", or "no cloud cost" for the local backend. */
+/** "≈ $4.13 on Fargate Spot", or "no cloud cost" for the local backend. */
 export const moneyOn = (q: QueuePrice, amount: number) => (q.platform === 'local' ? 'no cloud cost' : `≈ ${dollars(amount)} on ${PLATFORM_LABEL[q.platform]}`);
 
-/** "≈ 10,000 FOVs × 40 s ≈ 112 vCPU-hours ≈ $4.10 on Fargate Spot, ≈ 35 min at 256 vCPUs (…)" */
+/** "≈ 10,000 FOVs × 40 s ≈ 236 vCPU-hours ≈ $4.13 on Fargate Spot, ≈ 57 min at 256 vCPUs (…)" (README, docs/aws.md) */
 export function estimateText(e: ShownEstimate): string {
   const packing = e.fovsPerChild > 1 ? ` in ${n(e.children)} jobs of up to ${n(e.fovsPerChild)} FOVs` : '';
   const source =
