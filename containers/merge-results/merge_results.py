@@ -123,12 +123,24 @@ def _read_many(urls, reader):
     return out
 
 
+MAX_ERROR_BYTES = 16384   # an error record is {"fov": N, "reason": "<one line of at most 600 characters>"}
+MAX_ERROR_REASON = 600    # process-fov's MAX_REASON
+
+
+def _read_error_record(url):
+    """An error record's text: job-written, so read no further than MAX_ERROR_BYTES + 1."""
+    data = _read_capped(url, MAX_ERROR_BYTES)
+    if len(data) > MAX_ERROR_BYTES:
+        raise ValueError("over %d bytes" % MAX_ERROR_BYTES)
+    return data.decode("utf-8")
+
+
 def _error_reason(text):
     try:
         obj = json.loads(text)
         reason = obj.get("reason") if isinstance(obj, dict) else None
         if reason:
-            return " ".join(str(reason).split())
+            return sio.one_line_text(reason, MAX_ERROR_REASON)
     except ValueError:
         pass
     return "failed (unreadable error record)"
@@ -997,7 +1009,7 @@ def _missing_reasons(expected_set, tables, failures, error_urls):
     """The missing FOVs, sorted; ``failures`` gains a reason for each (its error record, else NO_TABLE)."""
     missing = sorted(set(f for f in expected_set if f not in tables) | set(failures))
     need_reasons = [f for f in missing if f not in failures and f in error_urls]
-    err_texts = _read_many([error_urls[f] for f in need_reasons], sio.read_text)
+    err_texts = _read_many([error_urls[f] for f in need_reasons], _read_error_record)
     for f in missing:
         if f in failures:
             continue

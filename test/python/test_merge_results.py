@@ -116,6 +116,22 @@ def test_missing_fovs_are_reported(tmp_path):
     assert "FOV 4 missing: no output table" in r.stderr
 
 
+def test_a_hostile_error_record_is_not_read_whole_and_its_reason_is_one_capped_line(tmp_path):
+    """Error records are job-written like the metrics: a huge one is not read whole (its FOV is
+    failed with the unreadable-record reason), a long reason with terminal escapes is one line of
+    at most 600 characters in summary.json."""
+    out, results = locations(tmp_path)
+    write_table(out, 0, random_rows(0, 2, random.Random(3)))
+    write_fov_file(out, 1, ".error.json", json.dumps({"fov": 1, "reason": "x" * (8 << 20)}))
+    write_fov_file(out, 2, ".error.json", json.dumps({"fov": 2, "reason": "\x1b[2Jboom\x00 " + "y" * 2000}))
+    r = run_script(MERGE_RESULTS, **merge_env(out, results, "0-2"))
+    assert r.code == 0, r
+    failures = summary_of(results)["failures"]
+    assert failures["1"] == "failed (error record unreadable)"
+    assert failures["2"] == "[2Jboom " + "y" * 589 + "..."
+    assert len(failures["2"]) == 600
+
+
 def test_expected_fovs_are_the_ranges_not_their_text(tmp_path):
     """Overlapping, unordered ranges count each FOV once; tables outside them are merged too."""
     out, results = locations(tmp_path)
