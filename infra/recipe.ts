@@ -12,6 +12,7 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { isWithin, type Policy } from '../src/run/policy.js';
+import { definesProcessFov } from '../src/launcher/request-check.js';
 
 export const BUNDLED_RECIPE = {
   /** In this repository (its README: examples/recipes/README.md). */
@@ -76,7 +77,7 @@ export function readBundledRecipe(repoRoot: string): string {
         `Lambda takes at most ${MAX_CUSTOM_RESOURCE_EVENT_BYTES.toLocaleString('en-US')}. Keep the bundled recipe small, and put a larger one in the lab bucket with starfish:policy's defaultRecipe naming it, e.g. "defaultRecipe": "s3://lab-data/recipes/iss.py".`,
     );
   }
-  if (!/def\s+process_fov\s*\(/.test(text)) {
+  if (!definesProcessFov(text)) {
     // The launcher refuses a recipe without it; better to hear it at synth than at the first run.
     throw new Error(`infra: the bundled recipe ${BUNDLED_RECIPE.source} defines no process_fov function, which every FOV job calls (examples/recipes/README.md).`);
   }

@@ -63,6 +63,9 @@ async function experimentOf(deps: Deps, url: string): Promise<Result<ExperimentI
   }
 }
 
+/** Whether a recipe's text defines the function every FOV job calls (a text check: the launcher runs no Python). */
+export const definesProcessFov = (text: string) => /def\s+process_fov\s*\(/.test(text);
+
 async function recipeOf(deps: Deps, recipe: string): Promise<Result<Buffer>> {
   let body: Buffer;
   try {
@@ -70,7 +73,7 @@ async function recipeOf(deps: Deps, recipe: string): Promise<Result<Buffer>> {
   } catch (error) {
     return refuse(`Could not read the recipe at ${recipe}: ${(error as Error).message}. Example: recipe=s3://lab-data/recipes/iss.py`);
   }
-  if (!/def\s+process_fov\s*\(/.test(body.toString('utf8'))) {
+  if (!definesProcessFov(body.toString('utf8'))) {
     return refuse(`The recipe at ${recipe} defines no process_fov function (process_fov(fov_index: int, experiment_url: str) or process_fov(fov: FieldOfView, codebook: Codebook)), which each FOV job calls. See examples/recipes/README.md.`);
   }
   const runnable = (await deps.checkRecipe?.(body)) ?? passed;
